@@ -1,0 +1,23 @@
+//! Switchboard's wire formats, as plain data.
+//!
+//! - [`webhook`]: Meta's WhatsApp Cloud API webhook payloads (messages of every
+//!   type, statuses with pricing and errors), with unknown fields kept.
+//! - [`graph`]: Graph API send requests, responses and error envelopes.
+//! - [`model`]: the Conversation and Message shapes clients see.
+//! - [`ws`]: the WebSocket frames of the contract's §3.
+//! - [`error`]: the error shape and stable codes of §4.
+//! - [`codec`]: JSON and MessagePack encodings of frames.
+//! - [`time`]: unix milliseconds and the RFC 3339 strings clients see.
+//!
+//! Deliberately absent: IO, async, clocks. This crate only describes data;
+//! reading the wall clock is the engine's business.
+
+pub mod codec;
+pub mod error;
+pub mod graph;
+pub mod model;
+pub mod time;
+pub mod webhook;
+pub mod ws;
+
+pub use error::{ApiError, ErrorCode};
