@@ -1,1 +1,458 @@
-//! placeholder
+//! Switchboard's business logic as supervised ractor actors.
+//!
+//! Layout (one line each: what it owns, who restarts it):
+//! - [`manager::ConversationManager`]: the live conversation actors; supervises,
+//!   passivates and restarts them. Not restarted (its handlers do not fail).
+//! - [`conversation::ConversationActor`]: one customer thread's open
+//!   conversation; restarted by the manager from the store.
+//! - [`agent::AgentActor`]: an agent's presence, capacity and sessions;
+//!   restarted by the root supervisor from the store.
+//! - [`team::TeamActor`]: a team's queue and assignment strategy; restarted by
+//!   the root supervisor, its queue rebuilt from the store.
+//! - [`router::RouterActor`]: where a conversation goes; restarted by the root
+//!   supervisor (stateless).
+//! - [`rules`]: pure decisions (source, window, fields) that unit tests call directly.
+//!
+//! [`System`] starts it all, recovers from the store, and is what the engine
+//! calls. Deliberately absent: sockets, HTTP, the configuration file and the
+//! wall clock (time comes from a [`clock::Clock`] the engine passes in).
+
+pub mod agent;
+pub mod clock;
+pub mod conversation;
+pub mod manager;
+pub mod router;
+pub mod rules;
+pub mod settings;
+pub mod shared;
+pub mod team;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use protocol::ApiError;
+use protocol::model::{AgentStatus, ConversationStatus};
+use protocol::ws::{TeamWorkload, Workload};
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use storage::{Batch, CommitOutcome, EventSink, Published, Reader, Store, StoreOptions};
+use tokio::task::JoinHandle;
+
+use crate::agent::{AgentActor, AgentArgs, AgentMsg, SessionHandle};
+use crate::clock::SharedClock;
+use crate::conversation::{ConversationMsg, RequestKind};
+use crate::manager::{ConversationManager, ManagerMsg};
+use crate::router::{RouteRequest, RouterActor, RouterMsg};
+use crate::settings::{AgentSpec, Settings, TeamSpec};
+use crate::shared::{Directory, Outbound, Principal, Shared};
+use crate::team::{TeamActor, TeamArgs, TeamMsg};
+
+pub use storage::StorageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StorageError),
+    #[error("cannot start an actor: {0}")]
+    Spawn(#[from] ractor::SpawnErr),
+}
+
+/// Hands what the store committed to the actors: inbox entries to their
+/// conversation (through the manager), events to their agent.
+#[derive(Default)]
+struct ActorSink {
+    shared: OnceLock<Arc<Shared>>,
+}
+
+impl EventSink for ActorSink {
+    fn committed(&self, published: Published) {
+        let Some(shared) = self.shared.get() else {
+            tracing::error!("committed before the actors were ready; entries stay in the inbox until restart");
+            return;
+        };
+        let directory = shared.directory();
+        for entry in published.inbox {
+            let _ = directory.manager.cast(ManagerMsg::Deliver {
+                thread_key: entry.thread_key.clone(),
+                message: ConversationMsg::Inbound(Box::new(entry)),
+            });
+        }
+        for (agent_id, frame) in published.events {
+            if let Some(agent) = directory.agent(&agent_id) {
+                let _ = agent.cast(AgentMsg::Event(frame));
+            }
+        }
+    }
+}
+
+/// The running actor system.
+pub struct System {
+    shared: Arc<Shared>,
+    root: ActorRef<RootMsg>,
+    ticker: JoinHandle<()>,
+}
+
+impl System {
+    /// Opens the store under `data_dir`, spawns every actor, recovers open
+    /// conversations, queues and unapplied inbox entries, and starts the
+    /// housekeeping tick. Returns once the system can take traffic.
+    pub async fn start(
+        settings: Settings,
+        data_dir: &Path,
+        store_options: StoreOptions,
+        outbound: Arc<dyn Outbound>,
+        clock: SharedClock,
+    ) -> Result<System, StartError> {
+        let sink = Arc::new(ActorSink::default());
+        let store = Arc::new(Store::open(data_dir, store_options, sink.clone())?);
+        let reader = store.reader();
+        let open = reader.open_conversations()?;
+        let inbox = reader.inbox()?;
+        let settings = Arc::new(settings);
+        let shared = Arc::new(Shared {
+            store,
+            reader: reader.clone(),
+            clock,
+            settings: settings.clone(),
+            outbound,
+            directory: OnceLock::new(),
+        });
+
+        let (manager, _) = Actor::spawn(None, ConversationManager, shared.clone()).await?;
+        let (root, _) = Actor::spawn(None, RootSupervisor, shared.clone()).await?;
+        let router = spawn_child(&root, Child::Router, &shared, &open).await?;
+        let Spawned::Router(router) = router else { unreachable!("asked for a router") };
+        let directory = Directory {
+            manager: manager.clone(),
+            router: RwLock::new(router),
+            agents: DashMap::new(),
+            teams: DashMap::new(),
+        };
+        for spec in &settings.teams {
+            if let Spawned::Team(team) = spawn_child(&root, Child::Team(spec.clone()), &shared, &open).await? {
+                directory.teams.insert(spec.id.clone(), team);
+            }
+        }
+        for spec in &settings.agents {
+            if let Spawned::Agent(agent) = spawn_child(&root, Child::Agent(spec.clone()), &shared, &open).await? {
+                directory.agents.insert(spec.id.clone(), agent);
+            }
+        }
+        if shared.directory.set(directory).is_err() {
+            unreachable!("the directory is set once");
+        }
+        let _ = sink.shared.set(shared.clone());
+
+        requeue(&shared, &open, None);
+        for entry in inbox {
+            let _ = manager.cast(ManagerMsg::Deliver {
+                thread_key: entry.thread_key.clone(),
+                message: ConversationMsg::Inbound(Box::new(entry)),
+            });
+        }
+        tracing::info!(open_conversations = open.len(), "actors started");
+
+        let ticker = {
+            let shared = shared.clone();
+            let period = Duration::from_millis(settings.tick_ms.max(1));
+            tokio::spawn(async move {
+                let mut interval = tokio::time::interval(period);
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    interval.tick().await;
+                    let directory = shared.directory();
+                    let _ = directory.manager.cast(ManagerMsg::Sweep);
+                    for entry in directory.agents.iter() {
+                        let _ = entry.value().cast(AgentMsg::Tick);
+                    }
+                }
+            })
+        };
+        Ok(System { shared, root, ticker })
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub fn reader(&self) -> &Reader {
+        &self.shared.reader
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.shared.settings
+    }
+
+    pub fn now(&self) -> protocol::time::UnixMs {
+        self.shared.now()
+    }
+
+    /// Stores webhook items durably (group commit); their processing follows.
+    pub async fn ingest(&self, batch: Batch) -> Result<CommitOutcome, StorageError> {
+        self.shared.store.commit(batch).await
+    }
+
+    /// Runs a client request on a conversation; refusals come back as `ApiError`.
+    pub async fn request(
+        &self,
+        principal: Principal,
+        conversation_id: &str,
+        kind: RequestKind,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+        let record = self
+            .shared
+            .reader
+            .conversation(conversation_id)
+            .map_err(|error| ApiError::unavailable(format!("could not read the conversation: {error}")))?
+            .ok_or_else(|| ApiError::not_found(format!("no conversation {conversation_id}")))?;
+        if !principal.role.sees_everything()
+            && record.conversation.agent.as_deref() != Some(principal.agent_id.as_str())
+        {
+            return Err(ApiError::forbidden(format!("conversation {conversation_id} is not assigned to you")));
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let port = ractor::RpcReplyPort::from(reply);
+        let message =
+            ConversationMsg::Request { principal, conversation_id: conversation_id.to_owned(), kind, reply: port };
+        self.shared
+            .directory()
+            .manager
+            .cast(ManagerMsg::Deliver { thread_key: record.thread_key, message })
+            .map_err(|_| ApiError::unavailable("the engine is shutting down"))?;
+        answer.await.map_err(|_| ApiError::unavailable("the conversation restarted while handling this; try again"))?
+    }
+
+    /// Attaches a WebSocket session to its agent; returns the agent's status.
+    pub async fn attach(&self, agent_id: &str, session: SessionHandle) -> Result<AgentStatus, ApiError> {
+        let agent = self.agent(agent_id)?;
+        ractor::call!(agent, |reply| AgentMsg::Attach { session, reply })
+            .map_err(|_| ApiError::unavailable("the agent is restarting; reconnect"))
+    }
+
+    pub fn detach(&self, agent_id: &str, session_id: &str) {
+        if let Ok(agent) = self.agent(agent_id) {
+            let _ = agent.cast(AgentMsg::Detach { session_id: session_id.to_owned() });
+        }
+    }
+
+    pub async fn set_status(&self, agent_id: &str, status: AgentStatus) -> Result<AgentStatus, ApiError> {
+        let agent = self.agent(agent_id)?;
+        ractor::call!(agent, |reply| AgentMsg::SetStatus { status, reply })
+            .map_err(|_| ApiError::unavailable("the agent is restarting; try again"))?
+    }
+
+    fn agent(&self, agent_id: &str) -> Result<ActorRef<AgentMsg>, ApiError> {
+        self.shared.agent(agent_id).ok_or_else(|| ApiError::not_found(format!("no agent {agent_id}")))
+    }
+
+    /// The manager's workload view, now.
+    pub async fn workload(&self) -> Workload {
+        let directory = self.shared.directory();
+        let mut agents = Vec::new();
+        for spec in self.shared.settings.agents.iter().filter(|spec| spec.role == protocol::model::Role::Agent) {
+            if let Some(agent) = directory.agent(&spec.id)
+                && let Ok(view) = ractor::call!(agent, AgentMsg::Workload)
+            {
+                agents.push(view);
+            }
+        }
+        let now = self.now();
+        let mut teams = Vec::new();
+        for spec in &self.shared.settings.teams {
+            let stats = match directory.team(&spec.id) {
+                Some(team) => ractor::call!(team, TeamMsg::Stats).unwrap_or_default(),
+                None => Default::default(),
+            };
+            let members: Vec<_> = agents.iter().filter(|agent| agent.teams.contains(&spec.id)).collect();
+            teams.push(TeamWorkload {
+                id: spec.id.clone(),
+                queued: stats.queued,
+                assigned: members.iter().map(|agent| agent.assigned).sum(),
+                online_agents: members.iter().filter(|agent| agent.status == AgentStatus::Online).count() as u32,
+                longest_wait_s: stats.oldest_queued_at.map_or(0, |at| ((now - at).max(0) / 1000) as u64),
+            });
+        }
+        Workload { at: now, agents, teams }
+    }
+
+    /// How many conversation actors are in memory.
+    pub async fn live_conversation_actors(&self) -> usize {
+        ractor::call!(self.shared.directory().manager, ManagerMsg::LiveCount).unwrap_or(0)
+    }
+
+    /// Test hook: makes the conversation actor of `thread_key` fail.
+    #[doc(hidden)]
+    pub fn fail_conversation_for_test(&self, thread_key: &str) {
+        let _ = self
+            .shared
+            .directory()
+            .manager
+            .cast(ManagerMsg::Deliver { thread_key: thread_key.to_owned(), message: ConversationMsg::FailForTest });
+    }
+
+    /// Stops the actors (each finishes the message in hand), then the store
+    /// writer after it has committed everything handed to it.
+    pub async fn shutdown(self) {
+        self.ticker.abort();
+        let directory = self.shared.directory();
+        let _ = directory.manager.drain_and_wait(Some(Duration::from_secs(5))).await;
+        self.root.stop_children_and_wait(None, Some(Duration::from_secs(5))).await;
+        self.root.stop(None);
+        self.shared.store.shutdown();
+    }
+}
+
+/// Routes the open, queued conversations again (after a start, or after a
+/// team restarted: `only_team`), oldest first.
+fn requeue(shared: &Shared, open: &[storage::ConversationRecord], only_team: Option<&str>) {
+    let mut queued: Vec<_> = open
+        .iter()
+        .filter(|record| record.conversation.status == ConversationStatus::Queued)
+        .filter(|record| only_team.is_none_or(|team| record.conversation.team.as_deref() == Some(team)))
+        .collect();
+    queued.sort_by_key(|record| record.queued_at.unwrap_or(record.conversation.opened_at));
+    let router = shared.directory().router();
+    for record in queued {
+        let _ = router.cast(RouterMsg::Route(RouteRequest {
+            conversation_id: record.conversation.id.clone(),
+            thread_key: record.thread_key.clone(),
+            team: record.conversation.team.clone(),
+            preferred_agent: None,
+            queued_at: record.queued_at.unwrap_or(record.conversation.opened_at),
+        }));
+    }
+}
+
+/// The long-lived actors the root supervisor restarts.
+#[derive(Clone, Debug)]
+enum Child {
+    Router,
+    Team(TeamSpec),
+    Agent(AgentSpec),
+}
+
+enum Spawned {
+    Router(ActorRef<RouterMsg>),
+    Team(ActorRef<TeamMsg>),
+    Agent(ActorRef<AgentMsg>),
+}
+
+async fn spawn_child(
+    root: &ActorRef<RootMsg>,
+    child: Child,
+    shared: &Arc<Shared>,
+    open: &[storage::ConversationRecord],
+) -> Result<Spawned, StartError> {
+    let supervisor: ActorCell = root.get_cell();
+    let (cell, spawned) = match &child {
+        Child::Router => {
+            let (actor, _) = Actor::spawn_linked(None, RouterActor, shared.clone(), supervisor).await?;
+            (actor.get_cell(), Spawned::Router(actor))
+        }
+        Child::Team(spec) => {
+            let members = shared
+                .settings
+                .agents
+                .iter()
+                .filter(|agent| agent.teams.contains(&spec.id))
+                .map(|agent| agent.id.clone())
+                .collect();
+            let args = TeamArgs { spec: spec.clone(), members, shared: shared.clone() };
+            let (actor, _) = Actor::spawn_linked(None, TeamActor, args, supervisor).await?;
+            (actor.get_cell(), Spawned::Team(actor))
+        }
+        Child::Agent(spec) => {
+            let status = shared.reader.agent(&spec.id)?.status;
+            let open: HashMap<String, String> = open
+                .iter()
+                .filter(|record| {
+                    record.conversation.status == ConversationStatus::Assigned
+                        && record.conversation.agent.as_deref() == Some(spec.id.as_str())
+                })
+                .map(|record| (record.conversation.id.clone(), record.thread_key.clone()))
+                .collect();
+            let args = AgentArgs { spec: spec.clone(), shared: shared.clone(), status, open };
+            let (actor, _) = Actor::spawn_linked(None, AgentActor, args, supervisor).await?;
+            (actor.get_cell(), Spawned::Agent(actor))
+        }
+    };
+    let _ = root.cast(RootMsg::Adopt(cell.get_id(), child));
+    Ok(spawned)
+}
+
+enum RootMsg {
+    Adopt(ActorId, Child),
+}
+
+/// Supervises the router, the teams and the agents: a failed one is restarted
+/// from the store and put back in the directory.
+struct RootSupervisor;
+
+struct RootState {
+    shared: Arc<Shared>,
+    children: HashMap<ActorId, Child>,
+}
+
+impl Actor for RootSupervisor {
+    type Msg = RootMsg;
+    type State = RootState;
+    type Arguments = Arc<Shared>;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<RootMsg>,
+        shared: Arc<Shared>,
+    ) -> Result<RootState, ActorProcessingErr> {
+        Ok(RootState { shared, children: HashMap::new() })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<RootMsg>,
+        message: RootMsg,
+        state: &mut RootState,
+    ) -> Result<(), ActorProcessingErr> {
+        let RootMsg::Adopt(id, child) = message;
+        state.children.insert(id, child);
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<RootMsg>,
+        event: SupervisionEvent,
+        state: &mut RootState,
+    ) -> Result<(), ActorProcessingErr> {
+        let SupervisionEvent::ActorFailed(cell, error) = event else {
+            if let SupervisionEvent::ActorTerminated(cell, _, _) = event {
+                state.children.remove(&cell.get_id());
+            }
+            return Ok(());
+        };
+        let Some(child) = state.children.remove(&cell.get_id()) else { return Ok(()) };
+        metrics::counter!("switchboard_actor_restarts_total").increment(1);
+        tracing::error!(child = ?child, %error, "actor failed; restarting from the store");
+        let open = state.shared.reader.open_conversations()?;
+        let directory = state.shared.directory();
+        match spawn_child(&myself, child.clone(), &state.shared, &open).await? {
+            Spawned::Router(router) => {
+                *directory.router.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = router;
+            }
+            Spawned::Team(team) => {
+                let Child::Team(spec) = &child else { unreachable!() };
+                directory.teams.insert(spec.id.clone(), team);
+                requeue(&state.shared, &open, Some(&spec.id));
+                for entry in directory.agents.iter() {
+                    let _ = entry.value().cast(AgentMsg::Reannounce);
+                }
+            }
+            Spawned::Agent(agent) => {
+                let Child::Agent(spec) = &child else { unreachable!() };
+                directory.agents.insert(spec.id.clone(), agent);
+            }
+        }
+        Ok(())
+    }
+}

@@ -4,12 +4,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// Meta's send body. Only the part matching `kind` is present.
+///
+/// Always written in full; read leniently, as Meta does: `recipient_type`
+/// defaults to `individual` and `type` to `text` (Meta's own examples omit them).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SendMessageRequest {
     pub messaging_product: String,
+    #[serde(default = "default_recipient_type")]
     pub recipient_type: String,
     pub to: String,
-    #[serde(rename = "type")]
+    #[serde(rename = "type", default = "default_kind")]
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<ReplyContext>,
@@ -61,6 +65,14 @@ impl SendMessageRequest {
     }
 }
 
+fn default_recipient_type() -> String {
+    "individual".to_owned()
+}
+
+fn default_kind() -> String {
+    "text".to_owned()
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReplyContext {
     pub message_id: String,
@@ -81,11 +93,17 @@ pub struct Template {
     pub components: Vec<TemplateComponent>,
 }
 
-/// Meta's schema requires `policy` (its only value is `deterministic`).
+/// Meta's schema requires `policy` (its only value is `deterministic`): always
+/// written, but read as `deterministic` when absent, as in Meta's own examples.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Language {
     pub code: String,
+    #[serde(default = "default_policy")]
     pub policy: String,
+}
+
+fn default_policy() -> String {
+    "deterministic".to_owned()
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

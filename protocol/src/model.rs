@@ -41,7 +41,14 @@ pub struct Source {
 
 impl Source {
     pub fn organic() -> Self {
-        Source { kind: SourceKind::Organic, source_type: None, source_id: None, ctwa_clid: None, headline: None, code: None }
+        Source {
+            kind: SourceKind::Organic,
+            source_type: None,
+            source_id: None,
+            ctwa_clid: None,
+            headline: None,
+            code: None,
+        }
     }
 }
 

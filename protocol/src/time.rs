@@ -55,8 +55,10 @@ pub mod rfc3339 {
 
         pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<UnixMs>, D::Error> {
             let text = Option::<String>::deserialize(deserializer)?;
-            text.map(|text| parse_rfc3339(&text).ok_or_else(|| D::Error::custom(format!("not an RFC 3339 time: {text}"))))
-                .transpose()
+            text.map(|text| {
+                parse_rfc3339(&text).ok_or_else(|| D::Error::custom(format!("not an RFC 3339 time: {text}")))
+            })
+            .transpose()
         }
     }
 }

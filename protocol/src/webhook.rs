@@ -55,10 +55,7 @@ impl WebhookPayload {
         let payload: WebhookPayload =
             serde_json::from_value(raw).map_err(|error| PayloadError::Shape(error.to_string()))?;
         if payload.object != WHATSAPP_OBJECT {
-            return Err(PayloadError::Shape(format!(
-                "`object` is {:?}, expected {WHATSAPP_OBJECT:?}",
-                payload.object
-            )));
+            return Err(PayloadError::Shape(format!("`object` is {:?}, expected {WHATSAPP_OBJECT:?}", payload.object)));
         }
         for (entry_index, entry) in payload.entry.iter().enumerate() {
             for (change_index, change) in entry.changes.iter().enumerate() {
@@ -203,10 +200,12 @@ impl InboundMessage {
         if let Some(button) = &self.button {
             return button.text.clone();
         }
-        if let Some(interactive) = &self.interactive {
-            for reply in [&interactive.button_reply, &interactive.list_reply].into_iter().flatten() {
-                return reply.title.clone();
-            }
+        let reply = self
+            .interactive
+            .as_ref()
+            .and_then(|interactive| interactive.button_reply.as_ref().or(interactive.list_reply.as_ref()));
+        if let Some(reply) = reply {
+            return reply.title.clone();
         }
         if let Some(reaction) = &self.reaction {
             return reaction.emoji.clone();

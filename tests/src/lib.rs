@@ -1,1 +1,372 @@
-//! placeholder
+//! Test harness for black-box tests: a real server on port 0 with the
+//! built-in Cloud API emulator, signed webhooks over HTTP, and WebSocket
+//! clients that speak the contract's frames.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use engine::config::Config;
+use engine::emulator::{Emulator, EmulatorConfig};
+use engine::server::{RunningServer, StartOptions};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+pub const APP_SECRET: &str = "test-app-secret";
+pub const VERIFY_TOKEN: &str = "test-verify-token";
+pub const ACCESS_TOKEN: &str = "test-access-token";
+pub const PHONE_NUMBER_ID: &str = "100000000000001";
+pub const MANAGER_TOKEN: &str = "manager-token-1";
+
+/// A test configuration: team `sales` with agents a1..a3 (tokens
+/// `a1-token-xyz`…), and a manager.
+pub fn test_config_toml(data_dir: &Path, graph_base_url: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+data_dir = "{data_dir}"
+
+[whatsapp]
+app_secret = "{APP_SECRET}"
+verify_token = "{VERIFY_TOKEN}"
+access_token = "{ACCESS_TOKEN}"
+graph_base_url = "{graph_base_url}"
+
+[presence]
+grace_s = 60
+
+[engine]
+tick_ms = 50
+
+[[teams]]
+id = "sales"
+assignment = "round_robin"
+
+[[agents]]
+id = "a1"
+token = "a1-token-xyz"
+teams = ["sales"]
+capacity = 50
+
+[[agents]]
+id = "a2"
+token = "a2-token-xyz"
+teams = ["sales"]
+capacity = 50
+
+[[agents]]
+id = "a3"
+token = "a3-token-xyz"
+teams = ["sales"]
+capacity = 50
+
+[[agents]]
+id = "boss"
+role = "manager"
+token = "{MANAGER_TOKEN}"
+
+[[dispositions]]
+key = "outcome"
+kind = "enum"
+options = ["closed_won", "follow_up"]
+required_on_close = true
+won_values = ["closed_won"]
+"#,
+        data_dir = data_dir.display()
+    )
+}
+
+pub fn agent_token(agent: &str) -> String {
+    format!("{agent}-token-xyz")
+}
+
+/// A running engine with its emulator and data directory.
+pub struct Harness {
+    pub server: Option<RunningServer>,
+    pub emulator: Emulator,
+    pub data_dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+}
+
+impl Harness {
+    pub async fn start() -> Result<Harness> {
+        Self::start_with(StartOptions::default(), |_| {}).await
+    }
+
+    pub async fn start_with(options: StartOptions, adjust: impl FnOnce(&mut Config)) -> Result<Harness> {
+        let data_dir = tempfile::tempdir()?;
+        let emulator = Emulator::start(EmulatorConfig {
+            access_token: ACCESS_TOKEN.to_owned(),
+            app_secret: APP_SECRET.to_owned(),
+            webhook_url: None,
+            status_delay_ms: 5,
+            send_statuses: true,
+        })
+        .await?;
+        let text = test_config_toml(data_dir.path(), &emulator.base_url());
+        let mut config =
+            Config::from_toml("test config", &text, std::iter::empty()).map_err(|error| anyhow!("{error}"))?;
+        adjust(&mut config);
+        let server = engine::server::start(config, options).await?;
+        emulator.set_webhook_url(Some(format!("{}/webhooks/whatsapp", server.base_url())));
+        Ok(Harness { server: Some(server), emulator, data_dir, http: reqwest::Client::new() })
+    }
+
+    pub fn server(&self) -> &RunningServer {
+        self.server.as_ref().expect("running")
+    }
+
+    pub fn base_url(&self) -> String {
+        self.server().base_url()
+    }
+
+    pub fn system(&self) -> &Arc<actors::System> {
+        self.server().system()
+    }
+
+    /// Posts a signed webhook body; returns the HTTP status and JSON body.
+    pub async fn post_webhook(&self, body: &Value) -> Result<(u16, Value)> {
+        post_signed(&self.http, &self.base_url(), APP_SECRET, &serde_json::to_vec(body)?).await
+    }
+
+    pub async fn post_raw(&self, body: &[u8], signature: Option<&str>) -> Result<(u16, Value)> {
+        let mut request = self
+            .http
+            .post(format!("{}/webhooks/whatsapp", self.base_url()))
+            .header("content-type", "application/json")
+            .body(body.to_vec());
+        if let Some(signature) = signature {
+            request = request.header("x-hub-signature-256", signature);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    }
+
+    /// GET an API path with a Bearer token; returns status and JSON.
+    pub async fn get(&self, path: &str, token: &str) -> Result<(u16, Value)> {
+        let response = self.http.get(format!("{}{path}", self.base_url())).bearer_auth(token).send().await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: &Value) -> Result<(u16, Value)> {
+        let response =
+            self.http.post(format!("{}{path}", self.base_url())).bearer_auth(token).json(body).send().await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
+    pub async fn connect(&self, agent_token: &str) -> Result<WsClient> {
+        WsClient::connect(&self.base_url(), agent_token, Protocol::Json, None).await
+    }
+
+    /// Connects an agent and sets it online.
+    pub async fn online_agent(&self, agent: &str) -> Result<WsClient> {
+        let mut client = self.connect(&agent_token(agent)).await?;
+        client.expect_type("welcome").await?;
+        client.expect_type("snapshot").await?;
+        let answer = client.request(json!({"type": "set_status", "status": "online"})).await?;
+        if answer["type"] != "ok" {
+            bail!("set_status failed: {answer}");
+        }
+        Ok(client)
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+        self.emulator.shutdown();
+    }
+}
+
+pub async fn post_signed(http: &reqwest::Client, base_url: &str, secret: &str, body: &[u8]) -> Result<(u16, Value)> {
+    let signature = engine::signature::sign(secret.as_bytes(), body);
+    let response = http
+        .post(format!("{base_url}/webhooks/whatsapp"))
+        .header("content-type", "application/json")
+        .header("x-hub-signature-256", signature)
+        .body(body.to_vec())
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    let text = response.text().await?;
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+}
+
+/// Meta's webhook for one inbound text message.
+pub fn inbound_text(from: &str, wamid: &str, text: &str) -> Value {
+    engine::emulator::inbound_text_payload(PHONE_NUMBER_ID, from, "Customer", wamid, text, now_s(), None)
+}
+
+pub fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Json,
+    MsgPack,
+    None,
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket client that reads frames as JSON values whatever the encoding.
+pub struct WsClient {
+    socket: Socket,
+    pub protocol: Protocol,
+    pub negotiated: Option<String>,
+    buffered: VecDeque<Value>,
+    next_id: u64,
+}
+
+pub const WAIT: Duration = Duration::from_secs(15);
+
+impl WsClient {
+    pub async fn connect(
+        base_url: &str,
+        token: &str,
+        protocol: Protocol,
+        resume_from: Option<u64>,
+    ) -> Result<WsClient> {
+        let mut url = format!("{}/ws", base_url.replacen("http://", "ws://", 1));
+        if let Some(seq) = resume_from {
+            url.push_str(&format!("?resume_from={seq}"));
+        }
+        let mut request = url.into_client_request()?;
+        request.headers_mut().insert("authorization", format!("Bearer {token}").parse()?);
+        match protocol {
+            Protocol::Json => {
+                request.headers_mut().insert("sec-websocket-protocol", "switchboard.v1.json".parse()?);
+            }
+            Protocol::MsgPack => {
+                request.headers_mut().insert("sec-websocket-protocol", "switchboard.v1.msgpack".parse()?);
+            }
+            Protocol::None => {}
+        }
+        let (socket, response) = tokio_tungstenite::connect_async(request).await?;
+        let negotiated =
+            response.headers().get("sec-websocket-protocol").and_then(|value| value.to_str().ok()).map(str::to_owned);
+        Ok(WsClient { socket, protocol, negotiated, buffered: VecDeque::new(), next_id: 1 })
+    }
+
+    async fn read_frame(&mut self) -> Result<Value> {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .context("no frame within the wait")?
+                .ok_or_else(|| anyhow!("socket closed"))??;
+            match message {
+                Message::Text(text) => {
+                    if self.protocol == Protocol::MsgPack {
+                        bail!("text frame on a MessagePack session: {text}");
+                    }
+                    return Ok(serde_json::from_str(&text)?);
+                }
+                Message::Binary(bytes) => {
+                    if self.protocol != Protocol::MsgPack {
+                        bail!("binary frame on a JSON session");
+                    }
+                    return Ok(rmp_serde::from_slice(&bytes)?);
+                }
+                Message::Close(frame) => bail!("closed by server: {frame:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next frame (buffered ones first).
+    pub async fn next(&mut self) -> Result<Value> {
+        if let Some(frame) = self.buffered.pop_front() {
+            return Ok(frame);
+        }
+        self.read_frame().await
+    }
+
+    /// The next frame of `kind`, keeping others buffered in order.
+    pub async fn expect_type(&mut self, kind: &str) -> Result<Value> {
+        if let Some(position) = self.buffered.iter().position(|frame| frame["type"] == kind) {
+            return Ok(self.buffered.remove(position).expect("position exists"));
+        }
+        loop {
+            let frame = self.read_frame().await?;
+            if frame["type"] == kind {
+                return Ok(frame);
+            }
+            self.buffered.push_back(frame);
+        }
+    }
+
+    /// Frames of `kind` matching `predicate`, skipping (and buffering) others.
+    pub async fn expect_where(&mut self, predicate: impl Fn(&Value) -> bool) -> Result<Value> {
+        if let Some(position) = self.buffered.iter().position(&predicate) {
+            return Ok(self.buffered.remove(position).expect("position exists"));
+        }
+        loop {
+            let frame = self.read_frame().await?;
+            if predicate(&frame) {
+                return Ok(frame);
+            }
+            self.buffered.push_back(frame);
+        }
+    }
+
+    pub async fn send(&mut self, frame: &Value) -> Result<()> {
+        let message = match self.protocol {
+            Protocol::MsgPack => Message::Binary(rmp_serde::to_vec_named(frame)?.into()),
+            _ => Message::Text(serde_json::to_string(frame)?.into()),
+        };
+        self.socket.send(message).await?;
+        Ok(())
+    }
+
+    /// Sends a request with a fresh `id`; returns its `ok` or `error` answer.
+    pub async fn request(&mut self, mut frame: Value) -> Result<Value> {
+        let id = self.next_id;
+        self.next_id += 1;
+        frame["id"] = json!(id);
+        self.send(&frame).await?;
+        self.expect_where(|candidate| {
+            (candidate["type"] == "ok" || candidate["type"] == "error") && candidate["id"] == json!(id)
+        })
+        .await
+    }
+
+    /// Frames already received and not yet taken.
+    pub fn buffered(&self) -> &VecDeque<Value> {
+        &self.buffered
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.socket.close(None).await;
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, up to the wait.
+pub async fn eventually<T, F, Fut>(mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("condition not reached within {WAIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

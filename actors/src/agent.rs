@@ -1,0 +1,288 @@
+//! The agent actor: one per configured agent, manager or admin.
+//!
+//! Owns: presence (status, sessions, grace period), capacity accounting (open
+//! conversations and in-flight reservations) and the fan-out of the agent's
+//! events to its WebSocket sessions.
+//! Restarted by: the system supervisor, from the store (status, open conversations).
+//!
+//! It is the single authority on its own capacity: teams and the router must
+//! `TryReserve` a slot before a conversation is assigned, so capacity is never
+//! exceeded even when several teams assign at once.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use protocol::ApiError;
+use protocol::model::AgentStatus;
+use protocol::time::UnixMs;
+use protocol::ws::{AgentWorkload, ServerFrame, UnassignReason};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use storage::Op;
+use tokio::sync::mpsc;
+
+use crate::conversation::ConversationMsg;
+use crate::manager::ManagerMsg;
+use crate::settings::AgentSpec;
+use crate::shared::Shared;
+use crate::team::TeamMsg;
+
+/// The sending half of a WebSocket session's bounded outgoing queue.
+#[derive(Clone, Debug)]
+pub struct SessionHandle {
+    pub session_id: String,
+    pub sender: mpsc::Sender<Arc<ServerFrame>>,
+}
+
+pub enum AgentMsg {
+    Attach {
+        session: SessionHandle,
+        reply: RpcReplyPort<AgentStatus>,
+    },
+    Detach {
+        session_id: String,
+    },
+    SetStatus {
+        status: AgentStatus,
+        reply: RpcReplyPort<Result<AgentStatus, ApiError>>,
+    },
+    /// A committed event for this agent, in `seq` order.
+    Event(ServerFrame),
+    /// Holds a slot for `conversation_id` if the agent may take a new one now.
+    TryReserve {
+        conversation_id: String,
+        reply: RpcReplyPort<bool>,
+    },
+    /// The reserved assignment was committed.
+    Confirm {
+        conversation_id: String,
+        thread_key: String,
+    },
+    /// The reserved assignment did not happen.
+    Cancel {
+        conversation_id: String,
+    },
+    /// The conversation left this agent (closed, transferred).
+    Release {
+        conversation_id: String,
+    },
+    /// Housekeeping: ends grace periods that ran out.
+    Tick,
+    Workload(RpcReplyPort<AgentWorkload>),
+    /// Tell the teams the free slots again (a team actor was restarted).
+    Reannounce,
+}
+
+pub struct AgentActor;
+
+pub struct AgentArgs {
+    pub spec: AgentSpec,
+    pub shared: Arc<Shared>,
+    pub status: AgentStatus,
+    /// Open assigned conversations (id → thread key), from the store.
+    pub open: HashMap<String, String>,
+}
+
+pub struct AgentState {
+    spec: AgentSpec,
+    shared: Arc<Shared>,
+    status: AgentStatus,
+    sessions: Vec<SessionHandle>,
+    open: HashMap<String, String>,
+    reserved: HashSet<String>,
+    /// When the grace period after the last session closed runs out.
+    grace_until: Option<UnixMs>,
+    last_announced: Option<(u32, u32)>,
+}
+
+impl Actor for AgentActor {
+    type Msg = AgentMsg;
+    type State = AgentState;
+    type Arguments = AgentArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: AgentArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        // With no session at start, an agent that was online gets the grace
+        // period to reconnect before its conversations are routed elsewhere.
+        let grace_until = (!args.open.is_empty() || args.status != AgentStatus::Offline)
+            .then(|| args.shared.now() + args.shared.settings.presence_grace_ms);
+        Ok(AgentState {
+            spec: args.spec,
+            shared: args.shared,
+            status: args.status,
+            sessions: Vec::new(),
+            open: args.open,
+            reserved: HashSet::new(),
+            grace_until,
+            last_announced: None,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            AgentMsg::Attach { session, reply } => {
+                state.sessions.push(session);
+                state.grace_until = None;
+                metrics::gauge!("switchboard_ws_sessions").increment(1.0);
+                let _ = reply.send(state.status);
+            }
+            AgentMsg::Detach { session_id } => {
+                let before = state.sessions.len();
+                state.sessions.retain(|session| session.session_id != session_id);
+                if state.sessions.len() < before {
+                    metrics::gauge!("switchboard_ws_sessions").decrement(1.0);
+                }
+                if state.sessions.is_empty() {
+                    state.grace_until = Some(state.shared.now() + state.shared.settings.presence_grace_ms);
+                }
+            }
+            AgentMsg::SetStatus { status, reply } => {
+                let persisted = state
+                    .shared
+                    .store
+                    .commit(vec![Op::PutAgentStatus { agent_id: state.spec.id.clone(), status }])
+                    .await;
+                match persisted {
+                    Ok(_) => {
+                        state.status = status;
+                        if status == AgentStatus::Offline {
+                            state.release_all(UnassignReason::AgentOffline);
+                        }
+                        let _ = reply.send(Ok(status));
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(ApiError::unavailable(format!("could not save the status: {error}"))));
+                    }
+                }
+            }
+            AgentMsg::Event(frame) => state.push(frame),
+            AgentMsg::TryReserve { conversation_id, reply } => {
+                let granted = state.free_slots() > 0 && !state.open.contains_key(&conversation_id);
+                if granted {
+                    state.reserved.insert(conversation_id);
+                }
+                let _ = reply.send(granted);
+            }
+            AgentMsg::Confirm { conversation_id, thread_key } => {
+                state.reserved.remove(&conversation_id);
+                state.open.insert(conversation_id, thread_key);
+            }
+            AgentMsg::Cancel { conversation_id } => {
+                state.reserved.remove(&conversation_id);
+            }
+            AgentMsg::Release { conversation_id } => {
+                state.open.remove(&conversation_id);
+            }
+            AgentMsg::Tick => {
+                if state.grace_until.is_some_and(|until| state.shared.now() >= until) {
+                    state.grace_until = None;
+                    if state.status != AgentStatus::Offline {
+                        state.status = AgentStatus::Offline;
+                        state
+                            .shared
+                            .store
+                            .commit(vec![Op::PutAgentStatus {
+                                agent_id: state.spec.id.clone(),
+                                status: AgentStatus::Offline,
+                            }])
+                            .await?;
+                    }
+                    state.release_all(UnassignReason::AgentOffline);
+                }
+            }
+            AgentMsg::Reannounce => state.last_announced = None,
+            AgentMsg::Workload(reply) => {
+                let _ = reply.send(AgentWorkload {
+                    id: state.spec.id.clone(),
+                    name: state.spec.display_name().to_owned(),
+                    status: state.status,
+                    teams: state.spec.teams.clone(),
+                    assigned: state.open.len() as u32,
+                    capacity: state.spec.effective_capacity(),
+                    open_windows: 0,
+                    copilot: false,
+                    frt_breaches: 0,
+                });
+            }
+        }
+        state.announce();
+        Ok(())
+    }
+}
+
+impl AgentState {
+    fn eligible(&self) -> bool {
+        self.status == AgentStatus::Online && !self.sessions.is_empty() && self.spec.effective_capacity() > 0
+    }
+
+    fn load(&self) -> u32 {
+        (self.open.len() + self.reserved.len()) as u32
+    }
+
+    fn free_slots(&self) -> u32 {
+        if !self.eligible() {
+            return 0;
+        }
+        self.spec.effective_capacity().saturating_sub(self.load())
+    }
+
+    /// Tells the agent's teams how many slots it has free, when that changed.
+    fn announce(&mut self) {
+        let now = (self.free_slots(), self.load());
+        if self.last_announced == Some(now) {
+            return;
+        }
+        self.last_announced = Some(now);
+        let directory = self.shared.directory();
+        for team in &self.spec.teams {
+            if let Some(team) = directory.team(team) {
+                let _ = team.cast(TeamMsg::Availability { agent_id: self.spec.id.clone(), free: now.0, load: now.1 });
+            }
+        }
+    }
+
+    /// Sends an event to every session; a session whose queue is full is
+    /// dropped (it reconnects with `resume_from`), so one slow client never
+    /// holds up the agent or the engine.
+    fn push(&mut self, frame: ServerFrame) {
+        if self.sessions.is_empty() {
+            return;
+        }
+        let frame = Arc::new(frame);
+        let agent_id = &self.spec.id;
+        self.sessions.retain(|session| match session.sender.try_send(frame.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(agent_id = %agent_id, session_id = %session.session_id, "session too slow, disconnecting");
+                metrics::counter!("switchboard_ws_slow_disconnects_total").increment(1);
+                metrics::gauge!("switchboard_ws_sessions").decrement(1.0);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                metrics::gauge!("switchboard_ws_sessions").decrement(1.0);
+                false
+            }
+        });
+        if self.sessions.is_empty() && self.grace_until.is_none() {
+            self.grace_until = Some(self.shared.now() + self.shared.settings.presence_grace_ms);
+        }
+    }
+
+    /// Gives up every open conversation: each is unassigned and routed again.
+    fn release_all(&mut self, reason: UnassignReason) {
+        let manager = &self.shared.directory().manager;
+        for (conversation_id, thread_key) in self.open.drain() {
+            let _ = manager.cast(ManagerMsg::Deliver {
+                thread_key,
+                message: ConversationMsg::Unassign { conversation_id, agent_id: self.spec.id.clone(), reason },
+            });
+        }
+    }
+}

@@ -1,0 +1,788 @@
+//! The conversation actor: one per (business number, customer), keyed by the
+//! thread key. It owns that customer's open conversation: appends messages,
+//! applies statuses, takes assignments, sends, sets fields, closes, transfers.
+//!
+//! Owns: the thread record and the open conversation record (loaded lazily
+//! from the store on the first message, so spawning is cheap).
+//! Restarted by: the [`crate::manager::ConversationManager`], from the store.
+//!
+//! Every change is committed through the store's writer before anyone hears of
+//! it; agent events ride in the same commit and reach agents from the writer.
+
+use std::sync::Arc;
+
+use protocol::graph::{SendMessageRequest, SendMessageResponse};
+use protocol::model::{Contact, Conversation, ConversationStatus, DeliveryStatus, Direction, Message};
+use protocol::time::UnixMs;
+use protocol::ws::{ServerFrame, TemplateRequest, UnassignReason};
+use protocol::{ApiError, ErrorCode};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde_json::{Map, Value, json};
+use storage::{Batch, ConversationRecord, InboxEntry, InboxItem, Op, StoredMessage, ThreadRecord};
+
+use crate::agent::AgentMsg;
+use crate::manager::ManagerMsg;
+use crate::router::{RouteRequest, RouterMsg};
+use crate::rules;
+use crate::shared::{Principal, Shared};
+use crate::team::TeamMsg;
+
+pub type Reply = RpcReplyPort<Result<Map<String, Value>, ApiError>>;
+
+/// What a client asks of a conversation.
+#[derive(Debug)]
+pub enum RequestKind {
+    Send { text: String },
+    SendTemplate { template: TemplateRequest },
+    SetFields { fields: Map<String, Value> },
+    Close { fields: Option<Map<String, Value>> },
+    Transfer { team: Option<String>, agent: Option<String> },
+}
+
+pub enum ConversationMsg {
+    /// An inbound message or status, durably in the inbox.
+    Inbound(Box<InboxEntry>),
+    /// The router or a team reserved a slot with `agent_id` for this conversation.
+    Assign {
+        conversation_id: String,
+        agent_id: String,
+    },
+    /// The agent went offline (after its grace period): route the conversation again.
+    Unassign {
+        conversation_id: String,
+        agent_id: String,
+        reason: UnassignReason,
+    },
+    Request {
+        principal: Principal,
+        conversation_id: String,
+        kind: RequestKind,
+        reply: Reply,
+    },
+    /// The Graph API answered a send started by `Request`.
+    SendCompleted(Box<PendingSend>, Result<SendMessageResponse, ApiError>),
+    /// Test hook: makes the actor fail, as a bug would, to exercise supervision.
+    #[doc(hidden)]
+    FailForTest,
+}
+
+pub struct PendingSend {
+    conversation_id: String,
+    kind: String,
+    text: Option<String>,
+    template: Option<Value>,
+    reply: Reply,
+}
+
+pub struct ConversationActor;
+
+pub struct ConversationArgs {
+    pub thread_key: String,
+    pub shared: Arc<Shared>,
+}
+
+pub struct ConversationState {
+    thread_key: String,
+    shared: Arc<Shared>,
+    loaded: bool,
+    thread: Option<ThreadRecord>,
+    open: Option<ConversationRecord>,
+}
+
+impl Actor for ConversationActor {
+    type Msg = ConversationMsg;
+    type State = ConversationState;
+    type Arguments = ConversationArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: ConversationArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(ConversationState {
+            thread_key: args.thread_key,
+            shared: args.shared,
+            loaded: false,
+            thread: None,
+            open: None,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.load()?;
+        match message {
+            ConversationMsg::Inbound(entry) => state.on_inbound(*entry).await?,
+            ConversationMsg::Assign { conversation_id, agent_id } => state.on_assign(conversation_id, agent_id).await?,
+            ConversationMsg::Unassign { conversation_id, agent_id, reason } => {
+                state.on_unassign(conversation_id, agent_id, reason).await?
+            }
+            ConversationMsg::Request { principal, conversation_id, kind, reply } => {
+                state.on_request(principal, conversation_id, kind, reply).await?
+            }
+            ConversationMsg::SendCompleted(pending, result) => state.on_send_completed(*pending, result).await?,
+            ConversationMsg::FailForTest => return Err("failure injected by a test".into()),
+        }
+        Ok(())
+    }
+}
+
+impl ConversationState {
+    fn load(&mut self) -> Result<(), ActorProcessingErr> {
+        if self.loaded {
+            return Ok(());
+        }
+        let reader = &self.shared.reader;
+        self.thread = reader.thread(&self.thread_key)?;
+        self.open = match self.thread.as_ref().and_then(|thread| thread.open_conversation.clone()) {
+            Some(id) => reader.conversation(&id)?,
+            None => None,
+        };
+        self.loaded = true;
+        Ok(())
+    }
+
+    fn manager(&self) -> &ActorRef<ManagerMsg> {
+        &self.shared.directory().manager
+    }
+
+    fn now(&self) -> UnixMs {
+        self.shared.now()
+    }
+
+    async fn commit(&self, batch: Batch) -> Result<(), ActorProcessingErr> {
+        self.shared.store.commit(batch).await?;
+        Ok(())
+    }
+
+    /// The client-visible conversation with its messages, read from the store.
+    fn with_messages(&self, record: &ConversationRecord) -> Result<Conversation, ActorProcessingErr> {
+        let mut conversation = record.conversation.clone();
+        let messages = self.shared.reader.messages(&conversation.id)?;
+        conversation.messages = Some(messages.into_iter().map(|stored| stored.message).collect());
+        Ok(conversation)
+    }
+
+    async fn on_inbound(&mut self, entry: InboxEntry) -> Result<(), ActorProcessingErr> {
+        if self.thread.as_ref().is_some_and(|thread| entry.seq <= thread.last_inbox_seq) {
+            return Ok(()); // already applied (redelivered after a restart)
+        }
+        match entry.item {
+            InboxItem::Message { phone_number_id, contact_key, contact, message } => {
+                let now = self.now();
+                let profile_name = contact.as_ref().and_then(|contact| contact.profile.as_ref()?.name.clone());
+                let mut thread = self.thread.clone().unwrap_or_else(|| ThreadRecord {
+                    contact: Contact { wa_id: contact_key.clone(), name: profile_name.clone() },
+                    phone_number_id: phone_number_id.clone(),
+                    open_conversation: None,
+                    last_closed_by: None,
+                    last_inbox_seq: 0,
+                });
+                if profile_name.is_some() {
+                    thread.contact.name = profile_name;
+                }
+                thread.last_inbox_seq = entry.seq;
+                let mut opened = false;
+                let mut record = match self.open.clone() {
+                    Some(record) => record,
+                    None => {
+                        opened = true;
+                        let id = self.shared.store.next_conversation_id();
+                        thread.open_conversation = Some(id.clone());
+                        new_conversation(
+                            id,
+                            &thread,
+                            &self.thread_key,
+                            rules::source_of(&message),
+                            self.shared.settings.default_team(),
+                            now,
+                        )
+                    }
+                };
+                record.conversation.contact = thread.contact.clone();
+                let shown = rules::inbound_message(&message, now);
+                let index = record.message_count;
+                record.message_count += 1;
+                record.last_customer_at = Some(record.last_customer_at.map_or(shown.at, |at| at.max(shown.at)));
+                record.conversation.service_until = record.last_customer_at.map(|at| at + rules::SERVICE_WINDOW_MS);
+                let raw = serde_json::to_string(&message).ok();
+                let conversation_id = record.conversation.id.clone();
+                let mut batch = vec![
+                    Op::PutThread { key: self.thread_key.clone(), record: thread.clone() },
+                    Op::PutConversation(Box::new(record.clone())),
+                    Op::PutMessage {
+                        conversation_id: conversation_id.clone(),
+                        thread_key: self.thread_key.clone(),
+                        index,
+                        message: Box::new(StoredMessage { message: shown.clone(), raw }),
+                    },
+                    Op::DeleteInbox(entry.seq),
+                ];
+                if let (ConversationStatus::Assigned, Some(agent)) =
+                    (record.conversation.status, &record.conversation.agent)
+                {
+                    batch.push(Op::AgentEvent {
+                        agent_id: agent.clone(),
+                        frame: Box::new(ServerFrame::Message {
+                            seq: 0,
+                            conversation_id: conversation_id.clone(),
+                            message: shown,
+                        }),
+                    });
+                }
+                self.commit(batch).await?;
+                metrics::counter!("switchboard_messages_total", "direction" => "in").increment(1);
+                self.thread = Some(thread.clone());
+                if opened {
+                    metrics::counter!("switchboard_conversations_opened_total").increment(1);
+                    self.route(&record, thread.last_closed_by.clone());
+                }
+                self.open = Some(record);
+            }
+            InboxItem::Status { conversation_id, status } => {
+                let mut batch: Batch = vec![Op::DeleteInbox(entry.seq)];
+                let mut thread = self.thread.clone();
+                if let Some(thread) = thread.as_mut() {
+                    thread.last_inbox_seq = entry.seq;
+                    batch.push(Op::PutThread { key: self.thread_key.clone(), record: thread.clone() });
+                }
+                let new_status = DeliveryStatus::parse(&status.status);
+                let location = self.shared.reader.message_location(&status.id)?;
+                if let (Some(new_status), Some(location)) = (new_status, location)
+                    && let Some(mut stored) = self.shared.reader.message(&location.conversation_id, location.index)?
+                    && status_advances(stored.message.status, new_status)
+                {
+                    stored.message.status = Some(new_status);
+                    let error = (new_status == DeliveryStatus::Failed).then(|| {
+                        let first = status.errors.first();
+                        rules::meta_error(
+                            first.map_or(0, |error| error.code),
+                            first.and_then(|error| error.message.as_deref().or(error.title.as_deref())),
+                        )
+                    });
+                    stored.message.error = error.clone();
+                    batch.push(Op::PutMessage {
+                        conversation_id: conversation_id.clone(),
+                        thread_key: self.thread_key.clone(),
+                        index: location.index,
+                        message: Box::new(stored.clone()),
+                    });
+                    let holder = match &self.open {
+                        Some(open) if open.conversation.id == conversation_id => open.conversation.agent.clone(),
+                        _ => None,
+                    };
+                    if let Some(agent) = holder {
+                        batch.push(Op::AgentEvent {
+                            agent_id: agent,
+                            frame: Box::new(ServerFrame::Status {
+                                seq: 0,
+                                conversation_id: conversation_id.clone(),
+                                message_id: status.id.clone(),
+                                status: new_status,
+                                error,
+                            }),
+                        });
+                    }
+                }
+                self.commit(batch).await?;
+                self.thread = thread;
+            }
+        }
+        Ok(())
+    }
+
+    fn route(&self, record: &ConversationRecord, preferred_agent: Option<String>) {
+        let request = RouteRequest {
+            conversation_id: record.conversation.id.clone(),
+            thread_key: self.thread_key.clone(),
+            team: record.conversation.team.clone(),
+            preferred_agent,
+            queued_at: record.queued_at.unwrap_or(record.conversation.opened_at),
+        };
+        let _ = self.shared.directory().router().cast(RouterMsg::Route(request));
+    }
+
+    async fn on_assign(&mut self, conversation_id: String, agent_id: String) -> Result<(), ActorProcessingErr> {
+        let agent = self.shared.agent(&agent_id);
+        let assignable = self.open.as_ref().is_some_and(|open| {
+            open.conversation.id == conversation_id && open.conversation.status == ConversationStatus::Queued
+        });
+        if !assignable {
+            if let Some(agent) = agent {
+                let _ = agent.cast(AgentMsg::Cancel { conversation_id });
+            }
+            return Ok(());
+        }
+        let mut record = self.open.clone().expect("checked above");
+        record.conversation.status = ConversationStatus::Assigned;
+        record.conversation.agent = Some(agent_id.clone());
+        record.assigned_at = Some(self.now());
+        record.queued_at = None;
+        let conversation = self.with_messages(&record)?;
+        let batch = vec![
+            Op::PutConversation(Box::new(record.clone())),
+            Op::AgentEvent {
+                agent_id: agent_id.clone(),
+                frame: Box::new(ServerFrame::Assigned { seq: 0, conversation }),
+            },
+        ];
+        if let Err(error) = self.commit(batch).await {
+            if let Some(agent) = &agent {
+                let _ = agent.cast(AgentMsg::Cancel { conversation_id });
+            }
+            self.route(&record, None);
+            return Err(error);
+        }
+        metrics::counter!("switchboard_assignments_total").increment(1);
+        if let Some(agent) = agent {
+            let _ = agent.cast(AgentMsg::Confirm { conversation_id, thread_key: self.thread_key.clone() });
+        }
+        self.open = Some(record);
+        Ok(())
+    }
+
+    async fn on_unassign(
+        &mut self,
+        conversation_id: String,
+        agent_id: String,
+        reason: UnassignReason,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(mut record) = self.open.clone() else { return Ok(()) };
+        if record.conversation.id != conversation_id || record.conversation.agent.as_deref() != Some(agent_id.as_str())
+        {
+            return Ok(());
+        }
+        record.conversation.status = ConversationStatus::Queued;
+        record.conversation.agent = None;
+        record.queued_at = Some(self.now());
+        let batch = vec![
+            Op::PutConversation(Box::new(record.clone())),
+            Op::AgentEvent { agent_id, frame: Box::new(ServerFrame::Unassigned { seq: 0, conversation_id, reason }) },
+        ];
+        self.commit(batch).await?;
+        self.open = Some(record.clone());
+        self.route(&record, None);
+        Ok(())
+    }
+
+    /// The open conversation `conversation_id` if `principal` may act on it.
+    fn authorize(&self, principal: &Principal, conversation_id: &str) -> Result<ConversationRecord, ApiError> {
+        let Some(record) = self.open.as_ref().filter(|open| open.conversation.id == conversation_id) else {
+            let closed = self.shared.reader.conversation(conversation_id).ok().flatten();
+            return Err(match closed {
+                Some(record)
+                    if principal.role.sees_everything()
+                        || record.conversation.agent.as_deref() == Some(&principal.agent_id) =>
+                {
+                    ApiError::new(
+                        ErrorCode::BadRequest,
+                        format!(
+                            "conversation {conversation_id} is closed; a new message from the customer opens a new one"
+                        ),
+                    )
+                }
+                Some(_) => ApiError::forbidden(format!("conversation {conversation_id} is not assigned to you")),
+                None => ApiError::not_found(format!("no conversation {conversation_id}")),
+            });
+        };
+        let holds = record.conversation.status == ConversationStatus::Assigned
+            && record.conversation.agent.as_deref() == Some(principal.agent_id.as_str());
+        if !principal.role.sees_everything() && !holds {
+            return Err(ApiError::forbidden(format!("conversation {conversation_id} is not assigned to you")));
+        }
+        Ok(record.clone())
+    }
+
+    async fn on_request(
+        &mut self,
+        principal: Principal,
+        conversation_id: String,
+        kind: RequestKind,
+        reply: Reply,
+    ) -> Result<(), ActorProcessingErr> {
+        let record = match self.authorize(&principal, &conversation_id) {
+            Ok(record) => record,
+            Err(error) => {
+                let _ = reply.send(Err(error));
+                return Ok(());
+            }
+        };
+        match kind {
+            RequestKind::Send { text } => {
+                if text.trim().is_empty() {
+                    let _ = reply.send(Err(ApiError::bad_request("`text` is empty; write something to send")));
+                    return Ok(());
+                }
+                if !rules::service_window_open(record.conversation.service_until, self.now()) {
+                    let _ = reply.send(Err(ApiError::new(
+                        ErrorCode::WindowClosed,
+                        "the 24-hour service window is closed; only a template can be sent until the customer writes again",
+                    )));
+                    return Ok(());
+                }
+                let request = SendMessageRequest::text(&record.conversation.contact.wa_id, &text);
+                let pending =
+                    PendingSend { conversation_id, kind: "text".into(), text: Some(text), template: None, reply };
+                self.start_send(&record, request, pending);
+            }
+            RequestKind::SendTemplate { template } => {
+                if template.name.trim().is_empty() || template.language.trim().is_empty() {
+                    let _ = reply.send(Err(ApiError::bad_request("a template needs a `name` and a `language`")));
+                    return Ok(());
+                }
+                let request = SendMessageRequest::template(
+                    &record.conversation.contact.wa_id,
+                    &template.name,
+                    &template.language,
+                    &template.params,
+                );
+                let shown = json!({"name": template.name, "language": template.language, "params": template.params});
+                let pending =
+                    PendingSend { conversation_id, kind: "template".into(), text: None, template: Some(shown), reply };
+                self.start_send(&record, request, pending);
+            }
+            RequestKind::SetFields { fields } => {
+                if let Err(error) = rules::validate_fields(&self.shared.settings.dispositions, &fields) {
+                    let _ = reply.send(Err(error));
+                    return Ok(());
+                }
+                let mut record = record;
+                record.conversation.fields.extend(fields);
+                self.commit(vec![Op::PutConversation(Box::new(record.clone()))]).await?;
+                let body = json!({"fields": record.conversation.fields});
+                self.open = Some(record);
+                let _ = reply.send(Ok(object(body)));
+            }
+            RequestKind::Close { fields } => self.close(principal, record, fields.unwrap_or_default(), reply).await?,
+            RequestKind::Transfer { team, agent } => self.transfer(record, team, agent, reply).await?,
+        }
+        Ok(())
+    }
+
+    fn start_send(&self, record: &ConversationRecord, request: SendMessageRequest, pending: PendingSend) {
+        let outbound = self.shared.outbound.clone();
+        let manager = self.manager().clone();
+        let thread_key = self.thread_key.clone();
+        let phone_number_id = record.conversation.phone_number_id.clone();
+        // The HTTP call runs beside the actor so other events of this
+        // conversation are not held up by Meta's latency or throttling; the
+        // answer comes back through the manager, which revives this actor if
+        // it was passivated meanwhile.
+        tokio::spawn(async move {
+            let result = outbound.send(phone_number_id, request).await;
+            let _ = manager.cast(ManagerMsg::Deliver {
+                thread_key,
+                message: ConversationMsg::SendCompleted(Box::new(pending), result),
+            });
+        });
+    }
+
+    async fn on_send_completed(
+        &mut self,
+        pending: PendingSend,
+        result: Result<SendMessageResponse, ApiError>,
+    ) -> Result<(), ActorProcessingErr> {
+        let response = match result {
+            Ok(response) => response,
+            Err(error) => {
+                metrics::counter!("switchboard_send_failures_total", "code" => error.code.as_str()).increment(1);
+                let _ = pending.reply.send(Err(error));
+                return Ok(());
+            }
+        };
+        let Some(wamid) = response.messages.first().map(|message| message.id.clone()) else {
+            let _ = pending.reply.send(Err(ApiError::new(
+                ErrorCode::UpstreamError,
+                "WhatsApp accepted the message but returned no message id",
+            )));
+            return Ok(());
+        };
+        let now = self.now();
+        let is_open = self.open.as_ref().is_some_and(|open| open.conversation.id == pending.conversation_id);
+        let mut record = if is_open {
+            self.open.clone().expect("checked above")
+        } else {
+            match self.shared.reader.conversation(&pending.conversation_id)? {
+                Some(record) => record,
+                None => return Ok(()),
+            }
+        };
+        let free_entry = record.conversation.free_entry_until.is_some_and(|until| now < until);
+        let free = match pending.kind.as_str() {
+            "text" => true, // service messages inside the service window are free
+            _ => free_entry,
+        };
+        let message = Message {
+            id: wamid,
+            direction: Direction::Out,
+            kind: pending.kind.clone(),
+            text: pending.text.clone(),
+            media: pending.template.clone().map(|template| json!({"template": template})),
+            at: now,
+            status: None,
+            free: Some(free),
+            error: None,
+        };
+        let index = record.message_count;
+        record.message_count += 1;
+        if record.conversation.status == ConversationStatus::Assigned && record.first_response_at.is_none() {
+            record.first_response_at = Some(now);
+        }
+        let mut batch = vec![
+            Op::PutMessage {
+                conversation_id: record.conversation.id.clone(),
+                thread_key: self.thread_key.clone(),
+                index,
+                message: Box::new(StoredMessage { message: message.clone(), raw: None }),
+            },
+            Op::PutConversation(Box::new(record.clone())),
+        ];
+        if let (true, Some(agent)) = (is_open, &record.conversation.agent) {
+            batch.push(Op::AgentEvent {
+                agent_id: agent.clone(),
+                frame: Box::new(ServerFrame::Message {
+                    seq: 0,
+                    conversation_id: record.conversation.id.clone(),
+                    message: message.clone(),
+                }),
+            });
+        }
+        self.commit(batch).await?;
+        metrics::counter!("switchboard_messages_total", "direction" => "out").increment(1);
+        if is_open {
+            self.open = Some(record);
+        }
+        let _ = pending.reply.send(Ok(object(json!({ "message": message }))));
+        Ok(())
+    }
+
+    async fn close(
+        &mut self,
+        principal: Principal,
+        mut record: ConversationRecord,
+        fields: Map<String, Value>,
+        reply: Reply,
+    ) -> Result<(), ActorProcessingErr> {
+        let specs = &self.shared.settings.dispositions;
+        if let Err(error) = rules::validate_fields(specs, &fields) {
+            let _ = reply.send(Err(error));
+            return Ok(());
+        }
+        let mut merged = record.conversation.fields.clone();
+        merged.extend(fields);
+        let missing = rules::missing_on_close(specs, &merged);
+        if !missing.is_empty() {
+            let _ = reply.send(Err(rules::disposition_required(missing)));
+            return Ok(());
+        }
+        let holder = record.conversation.agent.clone();
+        let was_queued = record.conversation.status == ConversationStatus::Queued;
+        record.conversation.fields = merged;
+        record.conversation.status = ConversationStatus::Closed;
+        record.conversation.closed_at = Some(self.now());
+        let mut thread = self.thread.clone().expect("an open conversation has a thread");
+        thread.open_conversation = None;
+        thread.last_closed_by = Some(holder.clone().unwrap_or(principal.agent_id.clone()));
+        let conversation_id = record.conversation.id.clone();
+        let mut batch = vec![
+            Op::PutConversation(Box::new(record.clone())),
+            Op::PutThread { key: self.thread_key.clone(), record: thread.clone() },
+        ];
+        if let Some(agent) = &holder {
+            batch.push(Op::AgentEvent {
+                agent_id: agent.clone(),
+                frame: Box::new(ServerFrame::Unassigned {
+                    seq: 0,
+                    conversation_id: conversation_id.clone(),
+                    reason: UnassignReason::Closed,
+                }),
+            });
+        }
+        self.commit(batch).await?;
+        metrics::counter!("switchboard_conversations_closed_total").increment(1);
+        self.thread = Some(thread);
+        self.open = None;
+        if let Some(agent) = holder.as_deref().and_then(|agent| self.shared.agent(agent)) {
+            let _ = agent.cast(AgentMsg::Release { conversation_id: conversation_id.clone() });
+        }
+        if was_queued
+            && let Some(team) = record.conversation.team.as_deref().and_then(|team| self.shared.directory().team(team))
+        {
+            let _ = team.cast(TeamMsg::Remove { conversation_id });
+        }
+        let _ = reply.send(Ok(object(json!({ "conversation": record.conversation }))));
+        Ok(())
+    }
+
+    async fn transfer(
+        &mut self,
+        mut record: ConversationRecord,
+        team: Option<String>,
+        agent: Option<String>,
+        reply: Reply,
+    ) -> Result<(), ActorProcessingErr> {
+        let directory = self.shared.directory();
+        let previous = record.conversation.agent.clone();
+        let conversation_id = record.conversation.id.clone();
+        let was_queued = record.conversation.status == ConversationStatus::Queued;
+        let mut batch: Batch = Vec::new();
+        if let Some(previous) = &previous {
+            batch.push(Op::AgentEvent {
+                agent_id: previous.clone(),
+                frame: Box::new(ServerFrame::Unassigned {
+                    seq: 0,
+                    conversation_id: conversation_id.clone(),
+                    reason: UnassignReason::Transferred,
+                }),
+            });
+        }
+        match (team, agent) {
+            (_, Some(target)) => {
+                let Some(target_ref) = directory.agent(&target) else {
+                    let _ = reply.send(Err(ApiError::not_found(format!("no agent {target}"))));
+                    return Ok(());
+                };
+                if previous.as_deref() == Some(target.as_str()) {
+                    let _ = reply.send(Err(ApiError::bad_request(format!(
+                        "conversation {conversation_id} is already with {target}"
+                    ))));
+                    return Ok(());
+                }
+                let reserved = ractor::call!(target_ref, |port| AgentMsg::TryReserve {
+                    conversation_id: conversation_id.clone(),
+                    reply: port
+                })
+                .unwrap_or(false);
+                if !reserved {
+                    let _ = reply.send(Err(ApiError::new(
+                        ErrorCode::CapacityExhausted,
+                        format!("agent {target} cannot take it now (offline, away or at capacity)"),
+                    )));
+                    return Ok(());
+                }
+                record.conversation.status = ConversationStatus::Assigned;
+                record.conversation.agent = Some(target.clone());
+                record.assigned_at = Some(self.now());
+                record.queued_at = None;
+                let conversation = self.with_messages(&record)?;
+                batch.push(Op::PutConversation(Box::new(record.clone())));
+                batch.push(Op::AgentEvent {
+                    agent_id: target.clone(),
+                    frame: Box::new(ServerFrame::Assigned { seq: 0, conversation }),
+                });
+                if let Err(error) = self.commit(batch).await {
+                    let _ = target_ref.cast(AgentMsg::Cancel { conversation_id });
+                    return Err(error);
+                }
+                let _ = target_ref.cast(AgentMsg::Confirm {
+                    conversation_id: conversation_id.clone(),
+                    thread_key: self.thread_key.clone(),
+                });
+            }
+            (Some(team), None) => {
+                if directory.team(&team).is_none() {
+                    let _ = reply.send(Err(ApiError::not_found(format!("no team {team}"))));
+                    return Ok(());
+                }
+                record.conversation.status = ConversationStatus::Queued;
+                record.conversation.agent = None;
+                record.conversation.team = Some(team);
+                record.queued_at = Some(self.now());
+                batch.push(Op::PutConversation(Box::new(record.clone())));
+                self.commit(batch).await?;
+                self.route(&record, None);
+            }
+            (None, None) => {
+                let _ = reply.send(Err(ApiError::bad_request("say where to transfer: `team` or `agent`")));
+                return Ok(());
+            }
+        }
+        if let Some(previous) = previous.as_deref().and_then(|agent| directory.agent(agent)) {
+            let _ = previous.cast(AgentMsg::Release { conversation_id: conversation_id.clone() });
+        }
+        if was_queued
+            && let Some(old_team) = self
+                .open
+                .as_ref()
+                .and_then(|open| open.conversation.team.clone())
+                .and_then(|team| directory.team(&team))
+        {
+            let _ = old_team.cast(TeamMsg::Remove { conversation_id });
+        }
+        let body = json!({ "conversation": record.conversation });
+        self.open = Some(record);
+        let _ = reply.send(Ok(object(body)));
+        Ok(())
+    }
+}
+
+fn new_conversation(
+    id: String,
+    thread: &ThreadRecord,
+    thread_key: &str,
+    source: protocol::model::Source,
+    team: Option<&str>,
+    now: UnixMs,
+) -> ConversationRecord {
+    ConversationRecord {
+        conversation: Conversation {
+            id,
+            contact: thread.contact.clone(),
+            phone_number_id: thread.phone_number_id.clone(),
+            status: ConversationStatus::Queued,
+            team: team.map(str::to_owned),
+            agent: None,
+            source,
+            service_until: None,
+            free_entry_until: None,
+            fields: Map::new(),
+            opened_at: now,
+            closed_at: None,
+            messages: None,
+        },
+        thread_key: thread_key.to_owned(),
+        message_count: 0,
+        last_customer_at: None,
+        queued_at: Some(now),
+        assigned_at: None,
+        first_response_at: None,
+    }
+}
+
+/// Delivery statuses only move forward (sent → delivered → read); `failed`
+/// always lands.
+fn status_advances(current: Option<DeliveryStatus>, new: DeliveryStatus) -> bool {
+    match (current, new) {
+        (_, DeliveryStatus::Failed) => current != Some(DeliveryStatus::Failed),
+        (None, _) => true,
+        (Some(DeliveryStatus::Failed), _) => false,
+        (Some(current), new) => new > current,
+    }
+}
+
+fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_only_advance() {
+        use DeliveryStatus::*;
+        assert!(status_advances(None, Sent));
+        assert!(status_advances(Some(Sent), Read));
+        assert!(!status_advances(Some(Read), Delivered));
+        assert!(status_advances(Some(Read), Failed));
+        assert!(!status_advances(Some(Failed), Read));
+        assert!(!status_advances(Some(Failed), Failed));
+    }
+}

@@ -1,0 +1,176 @@
+//! The business configuration the actors run on: teams, agents, SLA targets and
+//! disposition fields. The engine reads it from TOML (§1 of the contract).
+
+use protocol::model::Role;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamSpec {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub assignment: Strategy,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    #[default]
+    RoundRobin,
+    LeastLoaded,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSpec {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default = "default_role")]
+    pub role: Role,
+    /// Plain token; prefer `token_sha256`.
+    #[serde(default, skip_serializing)]
+    pub token: Option<String>,
+    #[serde(default, skip_serializing)]
+    pub token_sha256: Option<String>,
+    #[serde(default)]
+    pub teams: Vec<String>,
+    /// Most open conversations at once; 0 = never assigned. Defaults to 20 for
+    /// agents and 0 for managers and admins.
+    #[serde(default)]
+    pub capacity: Option<u32>,
+    #[serde(default)]
+    pub city: Option<String>,
+}
+
+fn default_role() -> Role {
+    Role::Agent
+}
+
+impl AgentSpec {
+    pub fn display_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.id)
+    }
+
+    pub fn effective_capacity(&self) -> u32 {
+        self.capacity.unwrap_or(if self.role == Role::Agent { 20 } else { 0 })
+    }
+
+    /// The lowercase hex SHA-256 of the agent's token.
+    pub fn token_hash(&self) -> Option<String> {
+        use sha2::Digest;
+        if let Some(hash) = &self.token_sha256 {
+            return Some(hash.to_ascii_lowercase());
+        }
+        self.token.as_ref().map(|token| hex::encode(sha2::Sha256::digest(token.as_bytes())))
+    }
+}
+
+impl std::fmt::Display for AgentSpec {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "{}", self.id)
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlaSpec {
+    #[serde(default = "default_frt")]
+    pub first_response_s: u64,
+    #[serde(default = "default_nrt")]
+    pub next_response_s: u64,
+    #[serde(default = "default_trt")]
+    pub resolution_s: u64,
+    #[serde(default = "default_reassign")]
+    pub reassign_after_s: u64,
+}
+
+fn default_frt() -> u64 {
+    300
+}
+fn default_nrt() -> u64 {
+    600
+}
+fn default_trt() -> u64 {
+    86_400
+}
+fn default_reassign() -> u64 {
+    600
+}
+
+impl Default for SlaSpec {
+    fn default() -> Self {
+        SlaSpec {
+            first_response_s: default_frt(),
+            next_response_s: default_nrt(),
+            resolution_s: default_trt(),
+            reassign_after_s: default_reassign(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldKind {
+    Enum,
+    Text,
+    Number,
+    Date,
+    Money,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DispositionSpec {
+    pub key: String,
+    #[serde(default)]
+    pub label: Option<String>,
+    pub kind: FieldKind,
+    #[serde(default)]
+    pub options: Vec<String>,
+    #[serde(default)]
+    pub required_on_close: bool,
+    #[serde(default)]
+    pub won_values: Vec<String>,
+}
+
+/// Everything the actor system needs to run.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub teams: Vec<TeamSpec>,
+    pub agents: Vec<AgentSpec>,
+    pub sla: SlaSpec,
+    pub dispositions: Vec<DispositionSpec>,
+    /// How long an agent whose last session closed keeps its conversations.
+    pub presence_grace_ms: i64,
+    /// How long a conversation actor stays in memory without an event.
+    pub passivate_after_ms: i64,
+    /// How often the housekeeping tick runs (passivation sweep, grace periods).
+    pub tick_ms: u64,
+    /// Bound of each WebSocket session's outgoing queue; past it the session is dropped.
+    pub session_queue: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            teams: Vec::new(),
+            agents: Vec::new(),
+            sla: SlaSpec::default(),
+            dispositions: Vec::new(),
+            presence_grace_ms: 60_000,
+            passivate_after_ms: 300_000,
+            tick_ms: 1_000,
+            session_queue: 4_096,
+        }
+    }
+}
+
+impl Settings {
+    /// The team a new conversation goes to when no rule says otherwise.
+    pub fn default_team(&self) -> Option<&str> {
+        self.teams.first().map(|team| team.id.as_str())
+    }
+}

@@ -1,0 +1,88 @@
+//! What every actor can reach: the store, the clock, the settings, the Graph
+//! API port and the directory of long-lived actors.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use dashmap::DashMap;
+
+use protocol::ApiError;
+use protocol::graph::{SendMessageRequest, SendMessageResponse};
+use protocol::model::Role;
+use ractor::ActorRef;
+use storage::{Reader, Store};
+
+use crate::agent::AgentMsg;
+use crate::clock::SharedClock;
+use crate::manager::ManagerMsg;
+use crate::router::RouterMsg;
+use crate::settings::Settings;
+use crate::team::TeamMsg;
+
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// The Graph API, as the actors see it. The engine implements it with HTTP
+/// (retries, backoff and Meta's error mapping included); tests with a fake.
+pub trait Outbound: Send + Sync + 'static {
+    fn send(
+        &self,
+        phone_number_id: String,
+        request: SendMessageRequest,
+    ) -> BoxFuture<Result<SendMessageResponse, ApiError>>;
+}
+
+/// Who is asking: an authenticated agent, manager or admin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub agent_id: String,
+    pub role: Role,
+}
+
+/// The long-lived actors, by id. Entries are replaced when the root
+/// supervisor restarts an actor, so callers look them up each time.
+pub struct Directory {
+    pub manager: ActorRef<ManagerMsg>,
+    pub(crate) router: RwLock<ActorRef<RouterMsg>>,
+    pub(crate) agents: DashMap<String, ActorRef<AgentMsg>>,
+    pub(crate) teams: DashMap<String, ActorRef<TeamMsg>>,
+}
+
+impl Directory {
+    pub fn router(&self) -> ActorRef<RouterMsg> {
+        self.router.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    pub fn agent(&self, agent_id: &str) -> Option<ActorRef<AgentMsg>> {
+        self.agents.get(agent_id).map(|entry| entry.value().clone())
+    }
+
+    pub fn team(&self, team_id: &str) -> Option<ActorRef<TeamMsg>> {
+        self.teams.get(team_id).map(|entry| entry.value().clone())
+    }
+}
+
+pub struct Shared {
+    pub store: Arc<Store>,
+    pub reader: Reader,
+    pub clock: SharedClock,
+    pub settings: Arc<Settings>,
+    pub outbound: Arc<dyn Outbound>,
+    pub(crate) directory: OnceLock<Directory>,
+}
+
+impl Shared {
+    /// The directory; set once every long-lived actor is spawned, before any
+    /// message flows.
+    pub fn directory(&self) -> &Directory {
+        self.directory.get().expect("the directory is set before any message is handled")
+    }
+
+    pub fn now(&self) -> protocol::time::UnixMs {
+        self.clock.now_ms()
+    }
+
+    pub fn agent(&self, agent_id: &str) -> Option<ActorRef<AgentMsg>> {
+        self.directory().agent(agent_id)
+    }
+}

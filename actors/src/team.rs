@@ -1,0 +1,237 @@
+//! The team actor: one per configured team.
+//!
+//! Owns: the team's FIFO queue of waiting conversations, its assignment
+//! strategy's cursor, and a cached view of its members' free slots (pushed by
+//! the agent actors). The cache only chooses whom to ask: the agent actor
+//! grants or refuses the slot, so a stale view can cost a retry, never an
+//! over-capacity assignment.
+//! Restarted by: the system supervisor; its queue is rebuilt from the store.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use protocol::time::UnixMs;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use crate::agent::AgentMsg;
+use crate::conversation::ConversationMsg;
+use crate::manager::ManagerMsg;
+use crate::settings::{Strategy, TeamSpec};
+use crate::shared::Shared;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedConversation {
+    pub conversation_id: String,
+    pub thread_key: String,
+    pub queued_at: UnixMs,
+}
+
+pub enum TeamMsg {
+    Enqueue(QueuedConversation),
+    /// An agent's free slots and load changed.
+    Availability {
+        agent_id: String,
+        free: u32,
+        load: u32,
+    },
+    /// A queued conversation was closed or moved elsewhere.
+    Remove {
+        conversation_id: String,
+    },
+    Stats(RpcReplyPort<TeamStats>),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TeamStats {
+    pub queued: u32,
+    pub oldest_queued_at: Option<UnixMs>,
+}
+
+pub struct TeamActor;
+
+pub struct TeamArgs {
+    pub spec: TeamSpec,
+    /// Member agent ids, in configuration order.
+    pub members: Vec<String>,
+    pub shared: Arc<Shared>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemberView {
+    pub free: u32,
+    pub load: u32,
+    /// Assignment counter value when last given a conversation (0 = never).
+    pub last_assigned: u64,
+}
+
+pub struct TeamState {
+    spec: TeamSpec,
+    shared: Arc<Shared>,
+    members: Vec<String>,
+    views: HashMap<String, MemberView>,
+    cursor: usize,
+    assignments: u64,
+    queue: VecDeque<QueuedConversation>,
+}
+
+impl Actor for TeamActor {
+    type Msg = TeamMsg;
+    type State = TeamState;
+    type Arguments = TeamArgs;
+
+    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, args: TeamArgs) -> Result<Self::State, ActorProcessingErr> {
+        Ok(TeamState {
+            spec: args.spec,
+            shared: args.shared,
+            members: args.members,
+            views: HashMap::new(),
+            cursor: 0,
+            assignments: 0,
+            queue: VecDeque::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            TeamMsg::Enqueue(queued) => {
+                if !state.queue.iter().any(|waiting| waiting.conversation_id == queued.conversation_id) {
+                    // Keep oldest first even when a re-routed conversation arrives late.
+                    let position = state.queue.iter().position(|waiting| waiting.queued_at > queued.queued_at);
+                    match position {
+                        Some(position) => state.queue.insert(position, queued),
+                        None => state.queue.push_back(queued),
+                    }
+                }
+            }
+            TeamMsg::Availability { agent_id, free, load } => {
+                let view = state.views.entry(agent_id).or_default();
+                view.free = free;
+                view.load = load;
+            }
+            TeamMsg::Remove { conversation_id } => {
+                state.queue.retain(|waiting| waiting.conversation_id != conversation_id)
+            }
+            TeamMsg::Stats(reply) => {
+                let _ = reply.send(TeamStats {
+                    queued: state.queue.len() as u32,
+                    oldest_queued_at: state.queue.iter().map(|waiting| waiting.queued_at).min(),
+                });
+                return Ok(());
+            }
+        }
+        state.drain().await;
+        metrics::gauge!("switchboard_queue_depth", "team" => state.spec.id.clone()).set(state.queue.len() as f64);
+        Ok(())
+    }
+}
+
+impl TeamState {
+    /// Assigns queued conversations, oldest first, while some member has room.
+    async fn drain(&mut self) {
+        while let Some(front) = self.queue.front().cloned() {
+            let mut assigned = false;
+            loop {
+                let Some(index) = pick_member(self.spec.assignment, &self.members, &self.views, self.cursor) else {
+                    break;
+                };
+                let agent_id = self.members[index].clone();
+                let Some(agent) = self.shared.agent(&agent_id) else {
+                    self.views.remove(&agent_id);
+                    continue;
+                };
+                let granted = ractor::call!(agent, |reply| AgentMsg::TryReserve {
+                    conversation_id: front.conversation_id.clone(),
+                    reply
+                })
+                .unwrap_or(false);
+                let view = self.views.entry(agent_id.clone()).or_default();
+                if !granted {
+                    view.free = 0; // stale view: the agent will announce again when it has room
+                    continue;
+                }
+                self.assignments += 1;
+                view.free = view.free.saturating_sub(1);
+                view.load += 1;
+                view.last_assigned = self.assignments;
+                self.cursor = index + 1;
+                let _ = self.shared.directory().manager.cast(ManagerMsg::Deliver {
+                    thread_key: front.thread_key.clone(),
+                    message: ConversationMsg::Assign { conversation_id: front.conversation_id.clone(), agent_id },
+                });
+                assigned = true;
+                break;
+            }
+            if !assigned {
+                return;
+            }
+            self.queue.pop_front();
+        }
+    }
+}
+
+/// The member to offer the next conversation to, among those believed to
+/// have a free slot: `round_robin` takes the next in configuration order from
+/// `cursor`; `least_loaded` the fewest open conversations, ties to the one
+/// assigned least recently.
+pub fn pick_member(
+    strategy: Strategy,
+    members: &[String],
+    views: &HashMap<String, MemberView>,
+    cursor: usize,
+) -> Option<usize> {
+    if members.is_empty() {
+        return None;
+    }
+    let has_room = |index: usize| views.get(&members[index]).is_some_and(|view| view.free > 0);
+    match strategy {
+        Strategy::RoundRobin => {
+            (0..members.len()).map(|offset| (cursor + offset) % members.len()).find(|&index| has_room(index))
+        }
+        Strategy::LeastLoaded => (0..members.len()).filter(|&index| has_room(index)).min_by_key(|&index| {
+            let view = views[&members[index]];
+            (view.load, view.last_assigned, index)
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn views(entries: &[(&str, u32, u32, u64)]) -> HashMap<String, MemberView> {
+        entries
+            .iter()
+            .map(|(id, free, load, last)| {
+                (id.to_string(), MemberView { free: *free, load: *load, last_assigned: *last })
+            })
+            .collect()
+    }
+
+    fn members() -> Vec<String> {
+        ["a", "b", "c"].iter().map(|id| id.to_string()).collect()
+    }
+
+    #[test]
+    fn round_robin_cycles_in_order_skipping_full_members() {
+        let all_free = views(&[("a", 1, 0, 0), ("b", 1, 0, 0), ("c", 1, 0, 0)]);
+        assert_eq!(pick_member(Strategy::RoundRobin, &members(), &all_free, 0), Some(0));
+        assert_eq!(pick_member(Strategy::RoundRobin, &members(), &all_free, 1), Some(1));
+        assert_eq!(pick_member(Strategy::RoundRobin, &members(), &all_free, 3), Some(0));
+        let b_full = views(&[("a", 1, 0, 0), ("b", 0, 5, 0), ("c", 1, 0, 0)]);
+        assert_eq!(pick_member(Strategy::RoundRobin, &members(), &b_full, 1), Some(2));
+        assert_eq!(pick_member(Strategy::RoundRobin, &members(), &views(&[]), 0), None);
+    }
+
+    #[test]
+    fn least_loaded_breaks_ties_by_least_recent_assignment() {
+        let tied = views(&[("a", 1, 2, 9), ("b", 1, 2, 3), ("c", 1, 5, 0)]);
+        assert_eq!(pick_member(Strategy::LeastLoaded, &members(), &tied, 0), Some(1));
+        let lighter = views(&[("a", 1, 1, 9), ("b", 1, 2, 3), ("c", 0, 0, 0)]);
+        assert_eq!(pick_member(Strategy::LeastLoaded, &members(), &lighter, 0), Some(0));
+    }
+}

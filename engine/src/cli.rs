@@ -1,0 +1,116 @@
+//! The command line (contract §1).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+#[derive(Parser)]
+#[command(name = "switchboard", version, about = "Real-time conversation engine for WhatsApp Business teams")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the engine (embedded default configuration unless --config).
+    Serve {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        listen: Option<String>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Engine + WhatsApp Cloud API emulator + simulated customers and agents.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        #[arg(long, default_value_t = 4)]
+        agents: usize,
+        #[arg(long, default_value_t = 2.0)]
+        rate: f64,
+        /// Where the demo keeps its data (a fresh folder each run by default).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hyper=warn,reqwest=warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+}
+
+/// Runs the CLI; returns the process exit code.
+pub async fn run(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Serve { config, listen, data_dir } => {
+            let loaded = Config::load(config.as_deref(), std::env::vars());
+            let mut config = match loaded {
+                Ok(config) => config,
+                Err(error) => {
+                    eprintln!("switchboard: {error}");
+                    return 2;
+                }
+            };
+            if let Some(listen) = listen {
+                if listen.parse::<std::net::SocketAddr>().is_err() {
+                    eprintln!("switchboard: --listen {listen:?} is not an address like 127.0.0.1:8080");
+                    return 2;
+                }
+                config.server.listen = listen;
+            }
+            if let Some(data_dir) = data_dir {
+                config.server.data_dir = data_dir;
+            }
+            serve(config).await
+        }
+        Command::Demo { listen, agents, rate, data_dir } => crate::demo::run(&listen, agents, rate, data_dir).await,
+    }
+}
+
+async fn serve(config: Config) -> i32 {
+    let placeholders = config.placeholder_secrets();
+    if !placeholders.is_empty() {
+        tracing::warn!(keys = ?placeholders, "running with placeholder secrets from the default configuration; set your own before connecting Meta");
+    }
+    let server = match crate::server::start(config, Default::default()).await {
+        Ok(server) => server,
+        Err(error) => {
+            eprintln!("switchboard: {error:#}");
+            return 1;
+        }
+    };
+    println!("switchboard listening on {}", server.base_url());
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    tracing::info!("stopped cleanly");
+    0
+}
+
+/// Waits for SIGTERM or Ctrl-C.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = match signal(SignalKind::terminate()) {
+            Ok(terminate) => terminate,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,459 @@
+//! Configuration (contract §1): TOML, the embedded default, environment
+//! overrides, and errors that name the file, the key and what is wrong.
+//! Nothing here touches the data directory.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use actors::settings::{AgentSpec, DispositionSpec, FieldKind, Settings, SlaSpec, TeamSpec};
+use serde::Deserialize;
+
+/// The default configuration, compiled in.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../config/switchboard.toml");
+pub const ENV_PREFIX: &str = "SWITCHBOARD_";
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub whatsapp: WhatsAppConfig,
+    #[serde(default)]
+    pub presence: PresenceConfig,
+    #[serde(default)]
+    pub engine: EngineTuning,
+    #[serde(default)]
+    pub teams: Vec<TeamSpec>,
+    #[serde(default)]
+    pub agents: Vec<AgentSpec>,
+    #[serde(default)]
+    pub sla: SlaSpec,
+    #[serde(default)]
+    pub dispositions: Vec<DispositionSpec>,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub metrics_public: bool,
+    #[serde(default)]
+    pub metrics_token: Option<String>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".to_owned()
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./data")
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhatsAppConfig {
+    pub app_secret: String,
+    pub verify_token: String,
+    pub access_token: String,
+    #[serde(default = "default_graph_base_url")]
+    pub graph_base_url: String,
+}
+
+fn default_graph_base_url() -> String {
+    "https://graph.facebook.com/v23.0".to_owned()
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceConfig {
+    #[serde(default = "default_grace")]
+    pub grace_s: u64,
+}
+
+fn default_grace() -> u64 {
+    60
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        PresenceConfig { grace_s: default_grace() }
+    }
+}
+
+/// Knobs operators rarely touch (documented in docs/CONFIGURATION.md).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineTuning {
+    #[serde(default = "default_passivate")]
+    pub passivate_after_s: u64,
+    #[serde(default = "default_tick")]
+    pub tick_ms: u64,
+    #[serde(default = "default_session_queue")]
+    pub session_queue: usize,
+    #[serde(default = "default_retention")]
+    pub agent_event_retention: u64,
+}
+
+fn default_passivate() -> u64 {
+    300
+}
+fn default_tick() -> u64 {
+    1000
+}
+fn default_session_queue() -> usize {
+    4096
+}
+fn default_retention() -> u64 {
+    1000
+}
+
+impl Default for EngineTuning {
+    fn default() -> Self {
+        EngineTuning {
+            passivate_after_s: default_passivate(),
+            tick_ms: default_tick(),
+            session_queue: default_session_queue(),
+            agent_event_retention: default_retention(),
+        }
+    }
+}
+
+/// Secrets never appear in logs or debug output.
+impl fmt::Debug for Config {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("Config")
+            .field("listen", &self.server.listen)
+            .field("data_dir", &self.server.data_dir)
+            .field("graph_base_url", &self.whatsapp.graph_base_url)
+            .field("teams", &self.teams.len())
+            .field("agents", &self.agents.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A configuration problem: where, which key, what is wrong.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub source: String,
+    pub key: String,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(formatter, "configuration error in {}: {}", self.source, self.problem)
+        } else {
+            write!(formatter, "configuration error in {}: `{}`: {}", self.source, self.key, self.problem)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Loads `file` (or the embedded default), applies `SWITCHBOARD_*`
+    /// overrides from `env`, and validates the result.
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+        let (source, text) = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
+                    source: path.display().to_string(),
+                    key: String::new(),
+                    problem: format!("cannot read the file: {error}"),
+                })?;
+                (path.display().to_string(), text)
+            }
+            None => ("the embedded default configuration".to_owned(), EMBEDDED_DEFAULT.to_owned()),
+        };
+        Self::from_toml(&source, &text, env)
+    }
+
+    pub fn from_toml(
+        source: &str,
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let table: toml::Table = text.parse().map_err(|error: toml::de::Error| ConfigError {
+            source: source.to_owned(),
+            key: String::new(),
+            problem: format!("not valid TOML: {}", error.message()),
+        })?;
+        let mut root = toml::Value::Table(table);
+        let mut overridden = Vec::new();
+        for (name, value) in env {
+            let Some(path) = name.strip_prefix(ENV_PREFIX) else { continue };
+            if path.is_empty() {
+                continue;
+            }
+            let keys: Vec<String> = path.split("__").map(|key| key.to_ascii_lowercase()).collect();
+            apply_override(&mut root, &keys, &value).map_err(|problem| ConfigError {
+                source: format!("environment variable {name}"),
+                key: keys.join("."),
+                problem,
+            })?;
+            overridden.push(name);
+        }
+        let source_label = if overridden.is_empty() {
+            source.to_owned()
+        } else {
+            format!("{source} (with {})", overridden.join(", "))
+        };
+        let config: Config = serde_path_to_error::deserialize(root).map_err(|error| {
+            let key = error.path().to_string();
+            ConfigError {
+                source: source_label.clone(),
+                key: if key == "." { String::new() } else { key },
+                problem: error.into_inner().message().to_owned(),
+            }
+        })?;
+        config.validate().map_err(|(key, problem)| ConfigError { source: source_label, key, problem })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        let fail = |key: &str, problem: String| Err((key.to_owned(), problem));
+        if self.server.listen.parse::<SocketAddr>().is_err() {
+            return fail("server.listen", format!("{:?} is not an address like 127.0.0.1:8080", self.server.listen));
+        }
+        for (key, value) in [
+            ("whatsapp.app_secret", &self.whatsapp.app_secret),
+            ("whatsapp.verify_token", &self.whatsapp.verify_token),
+            ("whatsapp.access_token", &self.whatsapp.access_token),
+        ] {
+            if value.trim().is_empty() {
+                return fail(key, "must not be empty".to_owned());
+            }
+        }
+        let base = &self.whatsapp.graph_base_url;
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return fail("whatsapp.graph_base_url", format!("{base:?} must start with http:// or https://"));
+        }
+        let mut team_ids = HashSet::new();
+        for (index, team) in self.teams.iter().enumerate() {
+            if team.id.trim().is_empty() {
+                return fail(&format!("teams[{index}].id"), "must not be empty".to_owned());
+            }
+            if !team_ids.insert(team.id.as_str()) {
+                return fail(&format!("teams[{index}].id"), format!("team {:?} is defined twice", team.id));
+            }
+        }
+        let mut agent_ids = HashSet::new();
+        let mut token_hashes = HashSet::new();
+        for (index, agent) in self.agents.iter().enumerate() {
+            let key = |field: &str| format!("agents[{index}].{field}");
+            if agent.id.trim().is_empty() {
+                return fail(&key("id"), "must not be empty".to_owned());
+            }
+            if !agent_ids.insert(agent.id.as_str()) {
+                return fail(&key("id"), format!("agent {:?} is defined twice", agent.id));
+            }
+            match (&agent.token, &agent.token_sha256) {
+                (None, None) => return fail(&key("token"), "set `token` or `token_sha256`".to_owned()),
+                (Some(_), Some(_)) => {
+                    return fail(&key("token"), "set only one of `token` and `token_sha256`".to_owned());
+                }
+                (Some(token), None) if token.len() < 8 => {
+                    return fail(&key("token"), "must be at least 8 characters".to_owned());
+                }
+                (None, Some(hash)) if hash.len() != 64 || !hash.chars().all(|c| c.is_ascii_hexdigit()) => {
+                    return fail(&key("token_sha256"), "must be 64 hex digits (the SHA-256 of the token)".to_owned());
+                }
+                _ => {}
+            }
+            if !token_hashes.insert(agent.token_hash().unwrap_or_default()) {
+                return fail(&key("token"), "another agent has the same token".to_owned());
+            }
+            for team in &agent.teams {
+                if !team_ids.contains(team.as_str()) {
+                    return fail(&key("teams"), format!("no team {team:?} is defined in [[teams]]"));
+                }
+            }
+        }
+        let mut field_keys = HashSet::new();
+        for (index, field) in self.dispositions.iter().enumerate() {
+            let key = |name: &str| format!("dispositions[{index}].{name}");
+            if !field_keys.insert(field.key.as_str()) {
+                return fail(&key("key"), format!("field {:?} is defined twice", field.key));
+            }
+            if field.kind == FieldKind::Enum && field.options.is_empty() {
+                return fail(&key("options"), "an enum field needs at least one option".to_owned());
+            }
+            if let Some(value) = field.won_values.iter().find(|value| !field.options.contains(value)) {
+                return fail(&key("won_values"), format!("{value:?} is not one of the field's options"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Placeholder secrets still in use (the engine warns about them).
+    pub fn placeholder_secrets(&self) -> Vec<&'static str> {
+        let mut found = Vec::new();
+        if self.whatsapp.app_secret.starts_with("placeholder-") {
+            found.push("whatsapp.app_secret");
+        }
+        if self.whatsapp.verify_token.starts_with("placeholder-") {
+            found.push("whatsapp.verify_token");
+        }
+        if self.whatsapp.access_token.starts_with("placeholder-") {
+            found.push("whatsapp.access_token");
+        }
+        if self.agents.iter().any(|agent| agent.token.as_deref().is_some_and(|token| token.starts_with("placeholder-")))
+        {
+            found.push("agents[].token");
+        }
+        found
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.server.listen.parse().expect("validated")
+    }
+
+    /// The actors' settings.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            teams: self.teams.clone(),
+            agents: self.agents.clone(),
+            sla: self.sla.clone(),
+            dispositions: self.dispositions.clone(),
+            presence_grace_ms: (self.presence.grace_s * 1000) as i64,
+            passivate_after_ms: (self.engine.passivate_after_s * 1000) as i64,
+            tick_ms: self.engine.tick_ms,
+            session_queue: self.engine.session_queue,
+        }
+    }
+}
+
+/// Sets `keys` in `table` to `raw`. An existing string stays a string; other
+/// values are read as TOML (`20`, `true`, `["a","b"]`), falling back to a string.
+fn apply_override(root: &mut toml::Value, keys: &[String], raw: &str) -> Result<(), String> {
+    let (last, parents) = keys.split_last().ok_or("empty key")?;
+    let mut current: &mut toml::Value = root;
+    for key in parents {
+        current = step(current, key, true)?;
+    }
+    let existing = step(current, last, false).ok().map(|value| value.clone());
+    let parsed = match existing {
+        Some(toml::Value::String(_)) => toml::Value::String(raw.to_owned()),
+        _ => parse_scalar(raw),
+    };
+    match current {
+        toml::Value::Table(table) => {
+            table.insert(last.clone(), parsed);
+        }
+        toml::Value::Array(array) => {
+            let index: usize = last.parse().map_err(|_| format!("`{last}` is not an array index"))?;
+            match index.cmp(&array.len()) {
+                std::cmp::Ordering::Less => array[index] = parsed,
+                std::cmp::Ordering::Equal => array.push(parsed),
+                std::cmp::Ordering::Greater => return Err(format!("index {index} is past the end of the array")),
+            }
+        }
+        _ => return Err("cannot set a key inside a value that is not a table".to_owned()),
+    }
+    Ok(())
+}
+
+fn step<'v>(value: &'v mut toml::Value, key: &str, create: bool) -> Result<&'v mut toml::Value, String> {
+    match value {
+        toml::Value::Table(table) => {
+            if create && !table.contains_key(key) {
+                table.insert(key.to_owned(), toml::Value::Table(toml::Table::new()));
+            }
+            table.get_mut(key).ok_or_else(|| format!("no key `{key}`"))
+        }
+        toml::Value::Array(array) => {
+            let index: usize = key.parse().map_err(|_| format!("`{key}` is not an array index"))?;
+            if create && index == array.len() {
+                array.push(toml::Value::Table(toml::Table::new()));
+            }
+            let length = array.len();
+            array.get_mut(index).ok_or_else(|| format!("index {index} is past the end of the array (length {length})"))
+        }
+        _ => Err(format!("`{key}` is inside a value that is not a table")),
+    }
+}
+
+fn parse_scalar(raw: &str) -> toml::Value {
+    let wrapped = format!("value = {raw}");
+    match wrapped.parse::<toml::Table>() {
+        Ok(mut table) => table.remove("value").unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+        Err(_) => toml::Value::String(raw.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect()
+    }
+
+    #[test]
+    fn the_embedded_default_is_valid() {
+        let config = Config::load(None, env(&[])).unwrap();
+        assert_eq!(config.server.listen, "127.0.0.1:8080");
+        assert!(!config.placeholder_secrets().is_empty());
+    }
+
+    #[test]
+    fn environment_overrides_keys_at_any_depth() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("SWITCHBOARD_WHATSAPP__APP_SECRET", "12345"),
+                ("SWITCHBOARD_SERVER__LISTEN", "127.0.0.1:0"),
+                ("SWITCHBOARD_SLA__FIRST_RESPONSE_S", "42"),
+                ("SWITCHBOARD_AGENTS__0__CAPACITY", "7"),
+                ("OTHER_VARIABLE", "ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.whatsapp.app_secret, "12345", "a string key stays a string");
+        assert_eq!(config.server.listen, "127.0.0.1:0");
+        assert_eq!(config.sla.first_response_s, 42);
+        assert_eq!(config.agents[0].capacity, Some(7));
+    }
+
+    fn error_of(text: &str, vars: &[(&str, &str)]) -> ConfigError {
+        Config::from_toml("test.toml", text, env(vars)).unwrap_err()
+    }
+
+    #[test]
+    fn errors_name_the_source_the_key_and_the_problem() {
+        let error = error_of(EMBEDDED_DEFAULT, &[("SWITCHBOARD_SLA__FIRST_RESPONSE_S", "soon")]);
+        assert_eq!(error.key, "sla.first_response_s");
+        assert!(error.source.contains("SWITCHBOARD_SLA__FIRST_RESPONSE_S"), "{error}");
+
+        let typo = EMBEDDED_DEFAULT.replace("[presence]\ngrace_s", "[presence]\ngrace_seconds");
+        let error = error_of(&typo, &[]);
+        assert_eq!(error.source, "test.toml");
+        assert!(error.problem.contains("grace_seconds"), "{error}");
+
+        let bad_team = EMBEDDED_DEFAULT.replace("teams = []", "teams = [\"nope\"]");
+        let error = error_of(&bad_team, &[]);
+        assert_eq!(error.key, "agents[0].teams");
+        assert!(error.to_string().contains("nope"));
+
+        let error = error_of("not = [toml", &[]);
+        assert!(error.problem.contains("TOML"));
+
+        let error = error_of(EMBEDDED_DEFAULT, &[("SWITCHBOARD_SERVER__LISTEN", "everywhere")]);
+        assert_eq!(error.key, "server.listen");
+    }
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let config = Config::load(None, env(&[])).unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("placeholder-app-secret"));
+        assert!(!shown.contains("placeholder-admin-token"));
+    }
+}

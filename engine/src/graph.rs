@@ -1,0 +1,141 @@
+//! The Graph API client: `POST {graph_base_url}/{phone_number_id}/messages`
+//! with the Bearer token, Meta's errors mapped to protocol errors, and
+//! throttling retried with backoff for up to 10 s (never sooner than a
+//! `Retry-After` Meta gives), then answered `rate_limited`.
+
+use std::time::Duration;
+
+use actors::shared::{BoxFuture, Outbound};
+use protocol::graph::{GraphErrorEnvelope, SendMessageRequest, SendMessageResponse, codes};
+use protocol::{ApiError, ErrorCode};
+use serde_json::json;
+
+pub struct GraphClient {
+    http: reqwest::Client,
+    base_url: String,
+    access_token: String,
+    retry_budget: Duration,
+}
+
+impl GraphClient {
+    pub fn new(base_url: &str, access_token: &str) -> GraphClient {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(20))
+            .pool_max_idle_per_host(64)
+            .build()
+            .expect("a plain HTTP client always builds");
+        GraphClient {
+            http,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            access_token: access_token.to_owned(),
+            retry_budget: Duration::from_secs(10),
+        }
+    }
+
+    pub async fn send_message(
+        &self,
+        phone_number_id: &str,
+        request: &SendMessageRequest,
+    ) -> Result<SendMessageResponse, ApiError> {
+        let url = format!("{}/{}/messages", self.base_url, phone_number_id);
+        let started = tokio::time::Instant::now();
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let sent = self.http.post(&url).bearer_auth(&self.access_token).json(request).send().await;
+            let response = match sent {
+                Ok(response) => response,
+                Err(error) => {
+                    metrics::counter!("switchboard_graph_requests_total", "outcome" => "transport_error").increment(1);
+                    // Not retried: the request may have reached Meta, and a
+                    // second attempt could send the customer the message twice.
+                    return Err(ApiError::new(
+                        ErrorCode::UpstreamError,
+                        format!("could not reach the WhatsApp Cloud API: {}", without_url(&error)),
+                    ));
+                }
+            };
+            let status = response.status();
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let body = response.bytes().await.unwrap_or_default();
+            if status.is_success() {
+                metrics::counter!("switchboard_graph_requests_total", "outcome" => "ok").increment(1);
+                return serde_json::from_slice(&body).map_err(|error| {
+                    ApiError::new(
+                        ErrorCode::UpstreamError,
+                        format!("the WhatsApp Cloud API answered 200 with an unexpected body: {error}"),
+                    )
+                });
+            }
+            let envelope: Option<GraphErrorEnvelope> = serde_json::from_slice(&body).ok();
+            let code = envelope.as_ref().map(|envelope| envelope.error.code);
+            let throttled = status.as_u16() == 429 || code.is_some_and(codes::is_throttling);
+            if throttled {
+                metrics::counter!("switchboard_graph_requests_total", "outcome" => "throttled").increment(1);
+                let backoff = Duration::from_millis(200u64.saturating_mul(1 << attempt.min(6)));
+                let wait = retry_after.map_or(backoff, |after| after.max(backoff));
+                if started.elapsed() + wait <= self.retry_budget {
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                return Err(ApiError::new(
+                    ErrorCode::RateLimited,
+                    "WhatsApp is throttling messages to this number or customer; try again in a little while",
+                )
+                .with_detail(json!({ "meta_code": code, "attempts": attempt })));
+            }
+            metrics::counter!("switchboard_graph_requests_total", "outcome" => "error").increment(1);
+            return Err(match envelope {
+                Some(envelope) => {
+                    let error = envelope.error;
+                    let details = error.error_data.as_ref().and_then(|data| data.details.clone());
+                    let mut mapped =
+                        actors::rules::meta_error(error.code, Some(details.as_deref().unwrap_or(&error.message)));
+                    mapped.detail = Some(json!({
+                        "meta_code": error.code,
+                        "meta_subcode": error.error_subcode,
+                        "fbtrace_id": error.fbtrace_id,
+                    }));
+                    mapped
+                }
+                None => ApiError::new(
+                    ErrorCode::UpstreamError,
+                    format!("the WhatsApp Cloud API answered HTTP {} without an error body", status.as_u16()),
+                ),
+            });
+        }
+    }
+}
+
+/// A short, stable description of a transport failure (no URL, no body).
+fn without_url(error: &reqwest::Error) -> &'static str {
+    if error.is_connect() {
+        "connection refused or unreachable"
+    } else if error.is_timeout() {
+        "timed out"
+    } else {
+        "request failed"
+    }
+}
+
+impl Outbound for GraphClient {
+    fn send(
+        &self,
+        phone_number_id: String,
+        request: SendMessageRequest,
+    ) -> BoxFuture<Result<SendMessageResponse, ApiError>> {
+        let client = GraphClient {
+            http: self.http.clone(),
+            base_url: self.base_url.clone(),
+            access_token: self.access_token.clone(),
+            retry_budget: self.retry_budget,
+        };
+        Box::pin(async move { client.send_message(&phone_number_id, &request).await })
+    }
+}

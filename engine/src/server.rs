@@ -1,0 +1,158 @@
+//! Starting and stopping the engine: bind, recover, serve, shut down cleanly.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use actors::System;
+use actors::clock::{Clock, SharedClock};
+use actors::shared::Outbound;
+use anyhow::Context;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::auth::Tokens;
+use crate::config::Config;
+use crate::graph::GraphClient;
+use crate::http;
+
+/// Wall-clock time for production.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_millis() as i64)
+            .unwrap_or(0)
+    }
+}
+
+/// What request handlers share.
+pub struct AppState {
+    pub config: Config,
+    pub tokens: Tokens,
+    pub metrics: PrometheusHandle,
+    /// Set once recovery is done; until then /readyz is 503 and traffic waits.
+    pub system: OnceLock<Arc<System>>,
+    /// Flips to true when the server is stopping; sessions close on it.
+    pub stopping: watch::Receiver<bool>,
+}
+
+impl AppState {
+    pub fn system(&self) -> Option<&Arc<System>> {
+        self.system.get()
+    }
+}
+
+/// The process-wide Prometheus recorder (installed once, shared by every
+/// server in the process, e.g. in tests).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics shows only what this one sees");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// Options that are not configuration: where time and the Graph API come from.
+pub struct StartOptions {
+    pub clock: SharedClock,
+    /// Replaces the HTTP Graph API client (tests).
+    pub outbound: Option<Arc<dyn Outbound>>,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        StartOptions { clock: Arc::new(SystemClock), outbound: None }
+    }
+}
+
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub state: Arc<AppState>,
+    stop: watch::Sender<bool>,
+    serving: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn system(&self) -> &Arc<System> {
+        self.state.system().expect("start returns once the system is ready")
+    }
+
+    /// Stops accepting, closes sessions, lets the actors finish what they
+    /// hold, flushes and closes the store.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.serving.await;
+        if let Some(system) = self.state.system.get().cloned() {
+            // Every handler is gone, so this is the last reference.
+            match Arc::try_unwrap(system) {
+                Ok(system) => system.shutdown().await,
+                Err(system) => {
+                    tracing::warn!("the system is still referenced at shutdown; closing the store anyway");
+                    system.shared().store.shutdown();
+                }
+            }
+        }
+    }
+
+    /// Waits until the server stops by itself (it does not, unless it fails).
+    pub async fn wait(&mut self) -> std::io::Result<()> {
+        (&mut self.serving).await.unwrap_or(Ok(()))
+    }
+}
+
+/// Binds, answers /healthz at once and /readyz once recovery is done, then
+/// returns the running server.
+pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<RunningServer> {
+    let listener = tokio::net::TcpListener::bind(config.listen_addr())
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let addr = listener.local_addr()?;
+    let (stop, stopping) = watch::channel(false);
+    let state = Arc::new(AppState {
+        tokens: Tokens::from_agents(&config.agents),
+        config: config.clone(),
+        metrics: metrics_handle(),
+        system: OnceLock::new(),
+        stopping: stopping.clone(),
+    });
+    let router = http::router(state.clone());
+    let mut shutdown_signal = stopping.clone();
+    let serving = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = shutdown_signal.wait_for(|stopping| *stopping).await;
+            })
+            .await
+    });
+
+    let data_dir: PathBuf = config.server.data_dir.clone();
+    let outbound: Arc<dyn Outbound> = match options.outbound {
+        Some(outbound) => outbound,
+        None => Arc::new(GraphClient::new(&config.whatsapp.graph_base_url, &config.whatsapp.access_token)),
+    };
+    let store_options = storage::StoreOptions {
+        agent_event_retention: config.engine.agent_event_retention.max(1000),
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let system = System::start(config.settings(), &data_dir, store_options, outbound, options.clock)
+        .await
+        .with_context(|| format!("cannot start with data dir {}", data_dir.display()))?;
+    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, %addr, "ready");
+    let _ = state.system.set(Arc::new(system));
+    Ok(RunningServer { addr, state, stop, serving })
+}

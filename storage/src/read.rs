@@ -1,0 +1,204 @@
+//! Snapshot reads. Each method opens its own read transaction (redb MVCC), so a
+//! reader never waits for the writer and always sees whole commits.
+
+use std::sync::Arc;
+
+use protocol::ws::ServerFrame;
+use redb::{Database, ReadTransaction, ReadableTable, ReadableTableMetadata};
+
+use crate::records::{decode, decode_json};
+use crate::tables::*;
+use crate::{
+    AgentRecord, ConversationRecord, InboxEntry, MessageLocation, Result, StoredMessage, ThreadRecord, db_error,
+};
+
+#[derive(Clone)]
+pub struct Reader {
+    db: Arc<Database>,
+}
+
+/// Filters of `GET /api/v1/conversations`.
+#[derive(Clone, Debug, Default)]
+pub struct ConversationFilter {
+    pub status: Option<protocol::model::ConversationStatus>,
+    pub team: Option<String>,
+    pub agent: Option<String>,
+    pub contact: Option<String>,
+    pub before: Option<String>,
+    pub limit: usize,
+}
+
+impl Reader {
+    pub(crate) fn new(db: Arc<Database>) -> Self {
+        Reader { db }
+    }
+
+    fn txn(&self) -> Result<ReadTransaction> {
+        self.db.begin_read().map_err(db_error)
+    }
+
+    pub fn conversation(&self, id: &str) -> Result<Option<ConversationRecord>> {
+        let txn = self.txn()?;
+        let table = txn.open_table(CONVERSATIONS).map_err(db_error)?;
+        table.get(id).map_err(db_error)?.map(|bytes| decode(bytes.value())).transpose()
+    }
+
+    pub fn messages(&self, conversation_id: &str) -> Result<Vec<StoredMessage>> {
+        let txn = self.txn()?;
+        read_messages(&txn, conversation_id)
+    }
+
+    pub fn message_location(&self, wamid: &str) -> Result<Option<MessageLocation>> {
+        let txn = self.txn()?;
+        let table = txn.open_table(MESSAGE_INDEX).map_err(db_error)?;
+        table.get(wamid).map_err(db_error)?.map(|bytes| decode(bytes.value())).transpose()
+    }
+
+    pub fn message(&self, conversation_id: &str, index: u32) -> Result<Option<StoredMessage>> {
+        let txn = self.txn()?;
+        let table = txn.open_table(MESSAGES).map_err(db_error)?;
+        table.get((conversation_id, index)).map_err(db_error)?.map(|bytes| decode(bytes.value())).transpose()
+    }
+
+    pub fn thread(&self, key: &str) -> Result<Option<ThreadRecord>> {
+        let txn = self.txn()?;
+        let table = txn.open_table(THREADS).map_err(db_error)?;
+        table.get(key).map_err(db_error)?.map(|bytes| decode(bytes.value())).transpose()
+    }
+
+    pub fn agent(&self, agent_id: &str) -> Result<AgentRecord> {
+        let txn = self.txn()?;
+        read_agent(&txn, agent_id)
+    }
+
+    /// Every inbox entry not yet applied, in seq order (recovery).
+    pub fn inbox(&self) -> Result<Vec<InboxEntry>> {
+        let txn = self.txn()?;
+        let table = txn.open_table(INBOX).map_err(db_error)?;
+        let mut entries = Vec::new();
+        for row in table.iter().map_err(db_error)? {
+            let (_, bytes) = row.map_err(db_error)?;
+            entries.push(decode_json(bytes.value())?);
+        }
+        Ok(entries)
+    }
+
+    /// Every conversation not closed, oldest first (recovery).
+    pub fn open_conversations(&self) -> Result<Vec<ConversationRecord>> {
+        let txn = self.txn()?;
+        let open = txn.open_table(OPEN_CONVERSATIONS).map_err(db_error)?;
+        let conversations = txn.open_table(CONVERSATIONS).map_err(db_error)?;
+        let mut records = Vec::new();
+        for row in open.iter().map_err(db_error)? {
+            let (id, _) = row.map_err(db_error)?;
+            if let Some(bytes) = conversations.get(id.value()).map_err(db_error)? {
+                records.push(decode(bytes.value())?);
+            }
+        }
+        Ok(records)
+    }
+
+    pub fn count_conversations(&self) -> Result<u64> {
+        let txn = self.txn()?;
+        let table = txn.open_table(CONVERSATIONS).map_err(db_error)?;
+        table.len().map_err(db_error)
+    }
+
+    /// What an agent's new session starts from, read in one snapshot: its
+    /// last `seq` and its open conversations with their messages.
+    pub fn agent_snapshot(&self, agent_id: &str) -> Result<(u64, Vec<(ConversationRecord, Vec<StoredMessage>)>)> {
+        let txn = self.txn()?;
+        let seq = read_agent(&txn, agent_id)?.last_seq;
+        let agent_open = txn.open_table(AGENT_OPEN).map_err(db_error)?;
+        let conversations = txn.open_table(CONVERSATIONS).map_err(db_error)?;
+        let mut result = Vec::new();
+        for row in agent_open.range((agent_id, "")..).map_err(db_error)? {
+            let (key, _) = row.map_err(db_error)?;
+            let (owner, conversation_id) = key.value();
+            if owner != agent_id {
+                break;
+            }
+            if let Some(bytes) = conversations.get(conversation_id).map_err(db_error)? {
+                let record: ConversationRecord = decode(bytes.value())?;
+                let messages = read_messages(&txn, conversation_id)?;
+                result.push((record, messages));
+            }
+        }
+        Ok((seq, result))
+    }
+
+    /// The agent's events after `after_seq`, when every one of them is still
+    /// held; `None` when some were pruned (the caller sends a snapshot).
+    pub fn agent_events_after(&self, agent_id: &str, after_seq: u64) -> Result<Option<(u64, Vec<ServerFrame>)>> {
+        let txn = self.txn()?;
+        let last_seq = read_agent(&txn, agent_id)?.last_seq;
+        if after_seq > last_seq {
+            return Ok(None);
+        }
+        let table = txn.open_table(AGENT_EVENTS).map_err(db_error)?;
+        let mut frames = Vec::new();
+        let mut expected = after_seq + 1;
+        for row in table.range((agent_id, after_seq + 1)..=(agent_id, last_seq)).map_err(db_error)? {
+            let (key, bytes) = row.map_err(db_error)?;
+            if key.value().1 != expected {
+                return Ok(None);
+            }
+            frames.push(decode(bytes.value())?);
+            expected += 1;
+        }
+        if expected != last_seq + 1 {
+            return Ok(None);
+        }
+        Ok(Some((last_seq, frames)))
+    }
+
+    /// Conversations newest first, filtered, at most `filter.limit`.
+    pub fn list_conversations(&self, filter: &ConversationFilter) -> Result<Vec<ConversationRecord>> {
+        let txn = self.txn()?;
+        let table = txn.open_table(CONVERSATIONS).map_err(db_error)?;
+        let mut result = Vec::new();
+        let rows = match &filter.before {
+            Some(before) => table.range(..before.as_str()).map_err(db_error)?,
+            None => table.range::<&str>(..).map_err(db_error)?,
+        };
+        for row in rows.rev() {
+            if result.len() >= filter.limit {
+                break;
+            }
+            let (_, bytes) = row.map_err(db_error)?;
+            let record: ConversationRecord = decode(bytes.value())?;
+            let conversation = &record.conversation;
+            if filter.status.is_some_and(|status| status != conversation.status)
+                || filter.team.as_ref().is_some_and(|team| conversation.team.as_ref() != Some(team))
+                || filter.agent.as_ref().is_some_and(|agent| conversation.agent.as_ref() != Some(agent))
+                || filter.contact.as_ref().is_some_and(|contact| &conversation.contact.wa_id != contact)
+            {
+                continue;
+            }
+            result.push(record);
+        }
+        Ok(result)
+    }
+
+    /// Whether an inbound wamid was accepted (tests, tools).
+    pub fn has_inbound(&self, wamid: &str) -> Result<bool> {
+        let txn = self.txn()?;
+        let table = txn.open_table(INBOUND_IDS).map_err(db_error)?;
+        Ok(table.get(wamid).map_err(db_error)?.is_some())
+    }
+}
+
+fn read_agent(txn: &ReadTransaction, agent_id: &str) -> Result<AgentRecord> {
+    let table = txn.open_table(AGENTS).map_err(db_error)?;
+    Ok(table.get(agent_id).map_err(db_error)?.map(|bytes| decode(bytes.value())).transpose()?.unwrap_or_default())
+}
+
+fn read_messages(txn: &ReadTransaction, conversation_id: &str) -> Result<Vec<StoredMessage>> {
+    let table = txn.open_table(MESSAGES).map_err(db_error)?;
+    let mut messages = Vec::new();
+    for row in table.range((conversation_id, 0)..=(conversation_id, u32::MAX)).map_err(db_error)? {
+        let (_, bytes) = row.map_err(db_error)?;
+        messages.push(decode(bytes.value())?);
+    }
+    Ok(messages)
+}

@@ -1,0 +1,133 @@
+//! What is stored. Records are MessagePack maps (named fields), so adding an
+//! optional field later is backward compatible.
+
+use protocol::model::{AgentStatus, Contact, Conversation, Message};
+use protocol::time::UnixMs;
+use protocol::webhook::{ContactProfile, InboundMessage, Status};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::{Result, StorageError};
+
+/// Identifies the conversation actor: one per business number and customer.
+pub fn thread_key(phone_number_id: &str, contact_key: &str) -> String {
+    format!("{phone_number_id}:{contact_key}")
+}
+
+/// An inbound item durably accepted but not yet applied to its conversation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InboxEntry {
+    pub seq: u64,
+    pub thread_key: String,
+    pub item: InboxItem,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum InboxItem {
+    Message {
+        phone_number_id: String,
+        contact_key: String,
+        #[serde(default)]
+        contact: Option<ContactProfile>,
+        message: InboundMessage,
+    },
+    Status {
+        conversation_id: String,
+        status: Status,
+    },
+}
+
+/// A message as written by a webhook before it is known which conversation
+/// takes it. Produced by the engine from Meta's payload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IngestMessage {
+    pub phone_number_id: String,
+    pub contact_key: String,
+    pub contact: Option<ContactProfile>,
+    pub message: InboundMessage,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IngestStatus {
+    pub phone_number_id: String,
+    pub status: Status,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConversationRecord {
+    /// The client-visible conversation, without `messages`.
+    pub conversation: Conversation,
+    pub thread_key: String,
+    pub message_count: u32,
+    #[serde(default)]
+    pub last_customer_at: Option<UnixMs>,
+    #[serde(default)]
+    pub queued_at: Option<UnixMs>,
+    #[serde(default)]
+    pub assigned_at: Option<UnixMs>,
+    #[serde(default)]
+    pub first_response_at: Option<UnixMs>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    pub message: Message,
+    /// Meta's inbound message as received, unknown fields included.
+    #[serde(default)]
+    pub raw: Option<String>,
+}
+
+/// What Switchboard remembers of a customer on one business number.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ThreadRecord {
+    pub contact: Contact,
+    pub phone_number_id: String,
+    #[serde(default)]
+    pub open_conversation: Option<String>,
+    #[serde(default)]
+    pub last_closed_by: Option<String>,
+    /// The latest inbox entry applied to this thread: an entry delivered again
+    /// (after a restart) with a seq at or below it is skipped.
+    #[serde(default)]
+    pub last_inbox_seq: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub status: AgentStatus,
+    /// The `seq` of the agent's latest event; 0 before any.
+    pub last_seq: u64,
+}
+
+impl Default for AgentRecord {
+    fn default() -> Self {
+        AgentRecord { status: AgentStatus::Offline, last_seq: 0 }
+    }
+}
+
+/// Where an outbound message lives, for routing its statuses.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MessageLocation {
+    pub conversation_id: String,
+    pub thread_key: String,
+    pub index: u32,
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    rmp_serde::to_vec_named(value).map_err(|error| StorageError::Codec(error.to_string()))
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    rmp_serde::from_slice(bytes).map_err(|error| StorageError::Codec(error.to_string()))
+}
+
+/// Inbox items are JSON: they carry Meta's objects, whose unknown fields are
+/// arbitrary JSON and must come back exactly.
+pub(crate) fn encode_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|error| StorageError::Codec(error.to_string()))
+}
+
+pub(crate) fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|error| StorageError::Codec(error.to_string()))
+}

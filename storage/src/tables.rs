@@ -1,0 +1,55 @@
+//! The redb tables. Keys that grow (inbox, agent events) are append-ordered,
+//! which is what makes group commit fast in a B-tree.
+
+use redb::{Database, TableDefinition};
+
+use crate::{Result, db_error};
+
+/// Counters: `inbox_seq`, `conversation_seq`.
+pub const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+/// seq → JSON [`crate::InboxEntry`]: accepted, not yet applied.
+pub const INBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("inbox");
+/// Inbound wamid → inbox seq at acceptance: redelivery is ignored.
+pub const INBOUND_IDS: TableDefinition<&str, u64> = TableDefinition::new("inbound_ids");
+/// "wamid\x1fstatus" → unix ms received: a status is kept once.
+pub const STATUS_IDS: TableDefinition<&str, u64> = TableDefinition::new("status_ids");
+/// Statuses whose message is not (yet) known: wamid → JSON list of statuses.
+pub const PENDING_STATUSES: TableDefinition<&str, &[u8]> = TableDefinition::new("pending_statuses");
+/// Changes of fields other than `messages`: kept, not acted on.
+pub const OTHER_CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("other_changes");
+/// conversation id → [`crate::ConversationRecord`].
+pub const CONVERSATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("conversations");
+/// Open conversations (status not closed): id → ().
+pub const OPEN_CONVERSATIONS: TableDefinition<&str, ()> = TableDefinition::new("open_conversations");
+/// (conversation id, index) → [`crate::StoredMessage`].
+pub const MESSAGES: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("messages");
+/// wamid → [`crate::MessageLocation`].
+pub const MESSAGE_INDEX: TableDefinition<&str, &[u8]> = TableDefinition::new("message_index");
+/// thread key → [`crate::ThreadRecord`].
+pub const THREADS: TableDefinition<&str, &[u8]> = TableDefinition::new("threads");
+/// agent id → [`crate::AgentRecord`].
+pub const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
+/// (agent id, seq) → MessagePack `ServerFrame` event.
+pub const AGENT_EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("agent_events");
+/// (agent id, conversation id) → (): the agent's open assigned conversations.
+pub const AGENT_OPEN: TableDefinition<(&str, &str), ()> = TableDefinition::new("agent_open");
+
+pub(crate) fn create_all(db: &Database) -> Result<()> {
+    let txn = db.begin_write().map_err(db_error)?;
+    txn.open_table(COUNTERS).map_err(db_error)?;
+    txn.open_table(INBOX).map_err(db_error)?;
+    txn.open_table(INBOUND_IDS).map_err(db_error)?;
+    txn.open_table(STATUS_IDS).map_err(db_error)?;
+    txn.open_table(PENDING_STATUSES).map_err(db_error)?;
+    txn.open_table(OTHER_CHANGES).map_err(db_error)?;
+    txn.open_table(CONVERSATIONS).map_err(db_error)?;
+    txn.open_table(OPEN_CONVERSATIONS).map_err(db_error)?;
+    txn.open_table(MESSAGES).map_err(db_error)?;
+    txn.open_table(MESSAGE_INDEX).map_err(db_error)?;
+    txn.open_table(THREADS).map_err(db_error)?;
+    txn.open_table(AGENTS).map_err(db_error)?;
+    txn.open_table(AGENT_EVENTS).map_err(db_error)?;
+    txn.open_table(AGENT_OPEN).map_err(db_error)?;
+    txn.commit().map_err(db_error)?;
+    Ok(())
+}

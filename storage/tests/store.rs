@@ -1,0 +1,703 @@
+//! Integration tests of the store against its public API: idempotent ingest,
+//! group commit, durability, pending statuses, conversation indexes, the agent
+//! event log, and a model-based property test.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use proptest::prelude::*;
+use protocol::model::{AgentStatus, Contact, Conversation, ConversationStatus, Direction, Message, Source};
+use protocol::webhook::{InboundMessage, Status};
+use protocol::ws::{ServerFrame, UnassignReason};
+use protocol::{ApiError, ErrorCode};
+use switchboard_storage::{
+    Batch, ConversationFilter, ConversationRecord, EventSink, InboxEntry, InboxItem, IngestMessage, IngestOutcome,
+    IngestStatus, Op, Published, Reader, StorageError, Store, StoreOptions, StoredMessage, conversation_id, thread_key,
+};
+
+const PHONE: &str = "PN1";
+const CONTACT: &str = "9198";
+
+/// Records everything the store publishes. Given a reader, it also checks that
+/// each published inbox entry is already visible in the database.
+#[derive(Default)]
+struct Recorder {
+    published: Mutex<Vec<Published>>,
+    reader: Mutex<Option<Reader>>,
+    announced_before_visible: Mutex<Vec<u64>>,
+}
+
+impl EventSink for Recorder {
+    fn committed(&self, published: Published) {
+        if let Some(reader) = self.reader.lock().unwrap().as_ref() {
+            let stored = reader.inbox().unwrap();
+            let mut early = self.announced_before_visible.lock().unwrap();
+            early.extend(published.inbox.iter().filter(|entry| !stored.contains(entry)).map(|entry| entry.seq));
+        }
+        self.published.lock().unwrap().push(published);
+    }
+}
+
+impl Recorder {
+    fn inbox(&self) -> Vec<InboxEntry> {
+        self.published.lock().unwrap().iter().flat_map(|p| p.inbox.clone()).collect()
+    }
+
+    fn events(&self) -> Vec<(String, ServerFrame)> {
+        self.published.lock().unwrap().iter().flat_map(|p| p.events.clone()).collect()
+    }
+}
+
+fn open(dir: &Path, options: StoreOptions) -> (Store, Arc<Recorder>) {
+    let recorder = Arc::new(Recorder::default());
+    let store = Store::open(dir, options, recorder.clone()).unwrap();
+    (store, recorder)
+}
+
+fn inbound(wamid: &str) -> InboundMessage {
+    serde_json::from_value(serde_json::json!({
+        "id": wamid, "from": CONTACT, "timestamp": "1795514400", "type": "text", "text": {"body": "hi"},
+        "field_meta_added_later": {"nested": [1, -2.5, null, "x"]}
+    }))
+    .unwrap()
+}
+
+fn ingest(wamid: &str) -> Op {
+    Op::IngestMessage(IngestMessage {
+        phone_number_id: PHONE.to_owned(),
+        contact_key: CONTACT.to_owned(),
+        contact: None,
+        message: inbound(wamid),
+    })
+}
+
+fn status(wamid: &str, state: &str) -> Op {
+    let status: Status = serde_json::from_value(serde_json::json!({
+        "id": wamid, "status": state, "timestamp": "1795514401", "recipient_id": CONTACT
+    }))
+    .unwrap();
+    Op::IngestStatus(IngestStatus { phone_number_id: PHONE.to_owned(), status })
+}
+
+fn conversation(id: &str, status: ConversationStatus, agent: Option<&str>) -> Op {
+    Op::PutConversation(Box::new(ConversationRecord {
+        conversation: Conversation {
+            id: id.to_owned(),
+            contact: Contact { wa_id: CONTACT.to_owned(), name: None },
+            phone_number_id: PHONE.to_owned(),
+            status,
+            team: None,
+            agent: agent.map(str::to_owned),
+            source: Source::organic(),
+            service_until: None,
+            free_entry_until: None,
+            fields: Default::default(),
+            opened_at: 1_795_514_400_000,
+            closed_at: None,
+            messages: None,
+        },
+        thread_key: thread_key(PHONE, CONTACT),
+        message_count: 0,
+        last_customer_at: None,
+        queued_at: None,
+        assigned_at: None,
+        first_response_at: None,
+    }))
+}
+
+fn put_message(conversation_id: &str, index: u32, id: &str, direction: Direction) -> Op {
+    let message = Message {
+        id: id.to_owned(),
+        direction,
+        kind: "text".to_owned(),
+        text: Some(format!("text of {id}")),
+        media: None,
+        at: 1_795_514_400_000 + i64::from(index),
+        status: None,
+        free: None,
+        error: None,
+    };
+    Op::PutMessage {
+        conversation_id: conversation_id.to_owned(),
+        thread_key: thread_key(PHONE, CONTACT),
+        index,
+        message: Box::new(StoredMessage { message, raw: None }),
+    }
+}
+
+fn event(agent: &str, conversation_id: &str) -> Op {
+    Op::AgentEvent {
+        agent_id: agent.to_owned(),
+        frame: Box::new(ServerFrame::Unassigned {
+            seq: 0,
+            conversation_id: conversation_id.to_owned(),
+            reason: UnassignReason::Transferred,
+        }),
+    }
+}
+
+fn wamid(entry: &InboxEntry) -> &str {
+    match &entry.item {
+        InboxItem::Message { message, .. } => &message.id,
+        InboxItem::Status { status, .. } => &status.id,
+    }
+}
+
+fn seqs(entries: &[InboxEntry]) -> Vec<u64> {
+    entries.iter().map(|entry| entry.seq).collect()
+}
+
+fn frame_seqs(frames: &[ServerFrame]) -> Vec<u64> {
+    frames.iter().map(|frame| frame.seq().unwrap()).collect()
+}
+
+fn ids(records: &[ConversationRecord]) -> Vec<&str> {
+    records.iter().map(|record| record.conversation.id.as_str()).collect()
+}
+
+#[test]
+fn the_same_wamid_is_accepted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, recorder) = open(dir.path(), StoreOptions::default());
+
+    let first = store.commit_blocking(vec![ingest("wamid.1"), ingest("wamid.1")]).unwrap();
+    assert_eq!(first.ingested, vec![IngestOutcome::Accepted { seq: 1 }, IngestOutcome::Duplicate]);
+    let second = store.commit_blocking(vec![ingest("wamid.1")]).unwrap();
+    assert_eq!(second.ingested, vec![IngestOutcome::Duplicate]);
+
+    // The same wamid from three callers at once, possibly folded into one group.
+    let outcomes: Vec<IngestOutcome> = std::thread::scope(|scope| {
+        let handles: Vec<_> =
+            (0..3).map(|_| scope.spawn(|| store.commit_blocking(vec![ingest("wamid.2")]).unwrap().ingested)).collect();
+        handles.into_iter().flat_map(|handle| handle.join().unwrap()).collect()
+    });
+    assert_eq!(outcomes.iter().filter(|o| **o == IngestOutcome::Accepted { seq: 2 }).count(), 1);
+    assert_eq!(outcomes.iter().filter(|o| **o == IngestOutcome::Duplicate).count(), 2);
+
+    let inbox = store.reader().inbox().unwrap();
+    assert_eq!(seqs(&inbox), vec![1, 2]);
+    assert_eq!(inbox.iter().map(wamid).collect::<Vec<_>>(), vec!["wamid.1", "wamid.2"]);
+    assert_eq!(inbox[0].thread_key, thread_key(PHONE, CONTACT));
+    assert_eq!(recorder.inbox(), inbox, "each accepted message is published exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn concurrent_commits_get_unique_ordered_seqs() {
+    concurrent_commits(StoreOptions::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn concurrent_commits_without_grouping() {
+    concurrent_commits(StoreOptions { max_group: 1, ..Default::default() }).await;
+}
+
+async fn concurrent_commits(options: StoreOptions) {
+    const N: usize = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, recorder) = open(dir.path(), options.clone());
+    *recorder.reader.lock().unwrap() = Some(store.reader());
+    let store = Arc::new(store);
+
+    let tasks: Vec<_> = (0..N)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let wamid = format!("wamid.{i}");
+                let outcome = store.commit(vec![ingest(&wamid)]).await.unwrap();
+                match outcome.ingested.as_slice() {
+                    [IngestOutcome::Accepted { seq }] => (wamid, *seq),
+                    other => panic!("{wamid}: {other:?}"),
+                }
+            })
+        })
+        .collect();
+    let mut accepted = BTreeMap::new();
+    for task in tasks {
+        let (wamid, seq) = task.await.unwrap();
+        assert!(accepted.insert(seq, wamid).is_none(), "seq {seq} given twice");
+    }
+    assert_eq!(accepted.keys().copied().collect::<Vec<_>>(), (1..=N as u64).collect::<Vec<_>>());
+
+    let published = recorder.inbox();
+    assert_eq!(published.len(), N);
+    assert!(published.windows(2).all(|pair| pair[0].seq < pair[1].seq), "published out of seq order");
+    for entry in &published {
+        assert_eq!(accepted[&entry.seq], wamid(entry), "published seq differs from the caller's");
+    }
+
+    assert_eq!(*recorder.announced_before_visible.lock().unwrap(), Vec::<u64>::new());
+
+    store.shutdown();
+    drop(store);
+    recorder.reader.lock().unwrap().take();
+    let (store, _) = open(dir.path(), options);
+    let inbox = store.reader().inbox().unwrap();
+    assert_eq!(inbox, published);
+}
+
+#[test]
+fn accepted_items_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let wamids: Vec<String> = (0..5).map(|i| format!("wamid.{i}")).collect();
+    let before = {
+        let (store, _) = open(dir.path(), StoreOptions::default());
+        store.commit_blocking(wamids.iter().map(|w| ingest(w)).collect()).unwrap();
+        store.commit_blocking(vec![Op::DeleteInbox(2)]).unwrap();
+        let inbox = store.reader().inbox().unwrap();
+        store.shutdown();
+        assert!(matches!(store.commit_blocking(vec![ingest("wamid.late")]), Err(StorageError::Closed)));
+        inbox
+    };
+    assert_eq!(seqs(&before), vec![1, 3, 4, 5]);
+
+    let (store, recorder) = open(dir.path(), StoreOptions::default());
+    let reader = store.reader();
+    assert_eq!(reader.inbox().unwrap(), before);
+    for wamid in &wamids {
+        assert!(reader.has_inbound(wamid).unwrap(), "{wamid} forgotten");
+    }
+    assert!(!reader.has_inbound("wamid.late").unwrap());
+    assert!(!reader.has_inbound("wamid.unknown").unwrap());
+
+    // Redelivery after a restart, including of an entry already applied.
+    let again = store.commit_blocking(wamids.iter().map(|w| ingest(w)).collect()).unwrap();
+    assert_eq!(again.ingested, vec![IngestOutcome::Duplicate; 5]);
+    assert!(recorder.inbox().is_empty());
+    // The inbox seq continues after the last one committed.
+    let next = store.commit_blocking(vec![ingest("wamid.new")]).unwrap();
+    assert_eq!(next.ingested, vec![IngestOutcome::Accepted { seq: 6 }]);
+}
+
+#[test]
+fn statuses_are_deduplicated_and_wait_for_their_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let cv = conversation_id(1);
+    {
+        let (store, recorder) = open(dir.path(), StoreOptions::default());
+        let outcome =
+            store.commit_blocking(vec![status("wamid.out", "sent"), status("wamid.out", "delivered")]).unwrap();
+        assert_eq!(outcome.ingested, vec![IngestOutcome::Pending, IngestOutcome::Pending]);
+        let again = store.commit_blocking(vec![status("wamid.out", "sent")]).unwrap();
+        assert_eq!(again.ingested, vec![IngestOutcome::Duplicate]);
+        assert!(recorder.inbox().is_empty(), "a pending status was published");
+        assert!(store.reader().inbox().unwrap().is_empty());
+        // An inbound message with that id does not release them: statuses are for outbound.
+        store.commit_blocking(vec![put_message(&cv, 0, "wamid.out", Direction::In)]).unwrap();
+        assert!(recorder.inbox().is_empty());
+    }
+
+    // Pending statuses are durable too.
+    let (store, recorder) = open(dir.path(), StoreOptions::default());
+    store.commit_blocking(vec![conversation(&cv, ConversationStatus::Assigned, Some("a"))]).unwrap();
+    store.commit_blocking(vec![put_message(&cv, 1, "wamid.out", Direction::Out)]).unwrap();
+    let released = recorder.inbox();
+    let states: Vec<(u64, &str, &str)> = released
+        .iter()
+        .map(|entry| match &entry.item {
+            InboxItem::Status { conversation_id, status } => {
+                (entry.seq, conversation_id.as_str(), status.status.as_str())
+            }
+            other => panic!("not a status: {other:?}"),
+        })
+        .collect();
+    assert_eq!(states, vec![(1, cv.as_str(), "sent"), (2, cv.as_str(), "delivered")]);
+    assert!(released.iter().all(|entry| entry.thread_key == thread_key(PHONE, CONTACT) && wamid(entry) == "wamid.out"));
+    assert_eq!(store.reader().inbox().unwrap(), released);
+
+    // Storing the message again does not release them a second time.
+    store.commit_blocking(vec![put_message(&cv, 1, "wamid.out", Direction::Out)]).unwrap();
+    assert_eq!(recorder.inbox().len(), 2);
+
+    // A status of a known message is published at once; its repeat is not.
+    let read = store.commit_blocking(vec![status("wamid.out", "read"), status("wamid.out", "read")]).unwrap();
+    assert_eq!(read.ingested, vec![IngestOutcome::Accepted { seq: 3 }, IngestOutcome::Duplicate]);
+    let published = recorder.inbox();
+    assert_eq!(published.len(), 3);
+    match &published[2].item {
+        InboxItem::Status { conversation_id, status } => {
+            assert_eq!((conversation_id.as_str(), status.status.as_str()), (cv.as_str(), "read"));
+        }
+        other => panic!("not a status: {other:?}"),
+    }
+    let late = store.commit_blocking(vec![status("wamid.out", "delivered")]).unwrap();
+    assert_eq!(late.ingested, vec![IngestOutcome::Duplicate], "dedup of a status released from pending");
+}
+
+#[test]
+fn records_and_events_round_trip_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path(), StoreOptions::default());
+    let cv = conversation_id(7);
+    let Op::PutConversation(mut record) = conversation(&cv, ConversationStatus::Assigned, Some("a")) else {
+        unreachable!()
+    };
+    let conversation = &mut record.conversation;
+    conversation.team = Some("sales".to_owned());
+    conversation.service_until = Some(1_795_600_800_123);
+    conversation.closed_at = Some(1_795_600_900_000);
+    conversation.fields =
+        serde_json::from_value(serde_json::json!({"score": 3, "neg": -1, "ratio": 0.5, "tags": ["x"], "nil": null}))
+            .unwrap();
+    record.last_customer_at = Some(1_795_514_400_000);
+    let Op::PutMessage { message: mut stored, .. } = put_message(&cv, 0, "wamid.out", Direction::Out) else {
+        unreachable!()
+    };
+    stored.message.media = Some(serde_json::json!({"id": "m1", "mime_type": "image/jpeg"}));
+    stored.message.error = Some(ApiError {
+        code: ErrorCode::WindowClosed,
+        message: "closed".to_owned(),
+        detail: Some(serde_json::json!({"meta_code": 131047})),
+    });
+    stored.raw = Some(r#"{"id":"wamid.out"}"#.to_owned());
+    let frame = ServerFrame::Message { seq: 0, conversation_id: cv.clone(), message: stored.message.clone() };
+
+    let mut with_messages = record.clone();
+    with_messages.conversation.messages = Some(vec![stored.message.clone()]);
+    store
+        .commit_blocking(vec![
+            Op::PutConversation(with_messages),
+            Op::PutMessage {
+                conversation_id: cv.clone(),
+                thread_key: record.thread_key.clone(),
+                index: 0,
+                message: stored.clone(),
+            },
+            Op::AgentEvent { agent_id: "a".to_owned(), frame: Box::new(frame.clone()) },
+        ])
+        .unwrap();
+
+    let reader = store.reader();
+    assert_eq!(reader.conversation(&cv).unwrap().as_ref(), Some(record.as_ref()), "stored without its messages");
+    assert_eq!(reader.messages(&cv).unwrap(), vec![*stored]);
+    let mut expected = frame;
+    expected.set_seq(1);
+    assert_eq!(reader.agent_events_after("a", 0).unwrap(), Some((1, vec![expected])));
+}
+
+#[test]
+fn conversation_indexes_follow_status_and_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path(), StoreOptions::default());
+    let reader = store.reader();
+    let cv = store.next_conversation_id();
+    assert_eq!(cv, conversation_id(1));
+
+    store
+        .commit_blocking(vec![
+            conversation(&cv, ConversationStatus::Assigned, Some("a")),
+            put_message(&cv, 1, "wamid.out", Direction::Out),
+            put_message(&cv, 0, "wamid.in", Direction::In),
+        ])
+        .unwrap();
+    let (_, snapshot) = reader.agent_snapshot("a").unwrap();
+    assert_eq!(snapshot.len(), 1);
+    assert_eq!(snapshot[0].0.conversation.id, cv);
+    let message_ids: Vec<&str> = snapshot[0].1.iter().map(|m| m.message.id.as_str()).collect();
+    assert_eq!(message_ids, vec!["wamid.in", "wamid.out"], "messages in index order");
+    assert_eq!(ids(&reader.open_conversations().unwrap()), vec![cv.as_str()]);
+    assert!(reader.agent_snapshot("b").unwrap().1.is_empty());
+
+    store.commit_blocking(vec![conversation(&cv, ConversationStatus::Assigned, Some("b"))]).unwrap();
+    assert!(reader.agent_snapshot("a").unwrap().1.is_empty(), "still in the previous agent's snapshot");
+    let (_, snapshot) = reader.agent_snapshot("b").unwrap();
+    assert_eq!(snapshot.len(), 1);
+    assert_eq!(snapshot[0].1.len(), 2);
+    assert_eq!(ids(&reader.open_conversations().unwrap()), vec![cv.as_str()]);
+
+    store.commit_blocking(vec![conversation(&cv, ConversationStatus::Closed, Some("b"))]).unwrap();
+    assert!(reader.open_conversations().unwrap().is_empty());
+    assert!(reader.agent_snapshot("b").unwrap().1.is_empty());
+    assert_eq!(reader.conversation(&cv).unwrap().unwrap().conversation.status, ConversationStatus::Closed);
+    assert_eq!(reader.messages(&cv).unwrap().len(), 2);
+}
+
+#[test]
+fn agent_snapshot_does_not_leak_between_agents_sharing_a_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path(), StoreOptions::default());
+    let (one, two) = (conversation_id(1), conversation_id(2));
+    store
+        .commit_blocking(vec![
+            conversation(&one, ConversationStatus::Assigned, Some("a")),
+            conversation(&two, ConversationStatus::Assigned, Some("ab")),
+        ])
+        .unwrap();
+    assert_eq!(
+        ids(&store.reader().agent_snapshot("a").unwrap().1.into_iter().map(|(r, _)| r).collect::<Vec<_>>()),
+        vec![one.as_str()]
+    );
+    assert_eq!(
+        ids(&store.reader().agent_snapshot("ab").unwrap().1.into_iter().map(|(r, _)| r).collect::<Vec<_>>()),
+        vec![two.as_str()]
+    );
+}
+
+#[test]
+fn list_conversations_filters_and_pages_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path(), StoreOptions::default());
+    let cv: Vec<String> = (0..6).map(|_| store.next_conversation_id()).collect();
+    use ConversationStatus::*;
+    store
+        .commit_blocking(vec![
+            conversation(&cv[0], Closed, Some("a")),
+            conversation(&cv[1], Assigned, Some("a")),
+            conversation(&cv[2], Queued, None),
+            conversation(&cv[3], Assigned, Some("b")),
+            conversation(&cv[4], Assigned, Some("a")),
+            conversation(&cv[5], Bot, None),
+        ])
+        .unwrap();
+    let reader = store.reader();
+    let list = |filter: ConversationFilter| -> Vec<String> {
+        reader.list_conversations(&filter).unwrap().into_iter().map(|r| r.conversation.id).collect()
+    };
+    let all = ConversationFilter { limit: 100, ..Default::default() };
+
+    assert_eq!(list(all.clone()), cv.iter().rev().cloned().collect::<Vec<_>>());
+    assert_eq!(list(ConversationFilter { limit: 2, ..all.clone() }), vec![cv[5].clone(), cv[4].clone()]);
+    assert_eq!(
+        list(ConversationFilter { limit: 2, before: Some(cv[4].clone()), ..all.clone() }),
+        vec![cv[3].clone(), cv[2].clone()]
+    );
+    assert_eq!(
+        list(ConversationFilter { status: Some(Assigned), ..all.clone() }),
+        vec![cv[4].clone(), cv[3].clone(), cv[1].clone()]
+    );
+    // The limit counts matches, not rows scanned.
+    assert_eq!(list(ConversationFilter { status: Some(Assigned), limit: 1, ..all.clone() }), vec![cv[4].clone()]);
+    assert_eq!(
+        list(ConversationFilter { agent: Some("a".to_owned()), ..all.clone() }),
+        vec![cv[4].clone(), cv[1].clone(), cv[0].clone()]
+    );
+    assert_eq!(
+        list(ConversationFilter {
+            agent: Some("a".to_owned()),
+            status: Some(Assigned),
+            before: Some(cv[4].clone()),
+            ..all
+        }),
+        vec![cv[1].clone()]
+    );
+}
+
+#[test]
+fn conversation_ids_are_not_reused_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut committed = HashSet::new();
+    {
+        let (store, _) = open(dir.path(), StoreOptions::default());
+        for _ in 0..3 {
+            let id = store.next_conversation_id();
+            store.commit_blocking(vec![conversation(&id, ConversationStatus::Queued, None)]).unwrap();
+            committed.insert(id);
+        }
+        let _never_committed = store.next_conversation_id();
+    }
+    {
+        let (store, _) = open(dir.path(), StoreOptions::default());
+        let id = store.next_conversation_id();
+        assert!(!committed.contains(&id), "{id} reused");
+        assert_eq!(id, conversation_id(4));
+        // An id committed out of order (higher than the counter) also moves it.
+        store.commit_blocking(vec![conversation(&conversation_id(10), ConversationStatus::Queued, None)]).unwrap();
+        committed.insert(conversation_id(10));
+    }
+    let (store, _) = open(dir.path(), StoreOptions::default());
+    let id = store.next_conversation_id();
+    assert!(!committed.contains(&id), "{id} reused");
+    assert_eq!(id, conversation_id(11));
+}
+
+#[test]
+fn agent_event_seqs_are_per_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, recorder) = open(dir.path(), StoreOptions::default());
+    let outcome = store
+        .commit_blocking(vec![
+            Op::PutAgentStatus { agent_id: "a".to_owned(), status: AgentStatus::Online },
+            event("a", "c1"),
+            event("b", "c2"),
+            event("a", "c3"),
+            event("a", "c4"),
+            event("b", "c5"),
+        ])
+        .unwrap();
+    let got: Vec<(&str, u64)> =
+        outcome.events.iter().map(|(agent, frame)| (agent.as_str(), frame.seq().unwrap())).collect();
+    assert_eq!(got, vec![("a", 1), ("b", 1), ("a", 2), ("a", 3), ("b", 2)]);
+    assert_eq!(recorder.events(), outcome.events);
+
+    store.commit_blocking(vec![event("b", "c6")]).unwrap();
+    let reader = store.reader();
+    assert_eq!(reader.agent("a").unwrap().last_seq, 3);
+    assert_eq!(reader.agent("a").unwrap().status, AgentStatus::Online, "status kept beside the events");
+    assert_eq!(reader.agent("b").unwrap().last_seq, 3);
+    let (last, frames) = reader.agent_events_after("a", 0).unwrap().unwrap();
+    assert_eq!((last, frame_seqs(&frames)), (3, vec![1, 2, 3]));
+    match &frames[2] {
+        ServerFrame::Unassigned { conversation_id, .. } => assert_eq!(conversation_id, "c4"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(reader.agent_events_after("nobody", 0).unwrap(), Some((0, vec![])));
+}
+
+#[test]
+fn agent_events_beyond_retention_are_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions { agent_event_retention: 5, ..Default::default() };
+    let (store, _) = open(dir.path(), options.clone());
+    // 12 events in batches of 1, 4 and 7, so pruning also happens inside a batch.
+    for range in [1..=1, 2..=5, 6..=12] {
+        let batch: Batch = range.map(|n| event("a", &format!("c{n}"))).collect();
+        store.commit_blocking(batch).unwrap();
+    }
+    store.commit_blocking(vec![event("b", "other")]).unwrap();
+    let reader = store.reader();
+
+    let (last, frames) = reader.agent_events_after("a", 7).unwrap().unwrap();
+    assert_eq!((last, frame_seqs(&frames)), (12, (8..=12).collect()));
+    let conversations: Vec<String> = frames
+        .iter()
+        .map(|frame| match frame {
+            ServerFrame::Unassigned { conversation_id, .. } => conversation_id.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(conversations, (8..=12).map(|n| format!("c{n}")).collect::<Vec<_>>());
+    assert_eq!(reader.agent_events_after("a", 6).unwrap(), None, "event 7 was pruned");
+    assert_eq!(reader.agent_events_after("a", 2).unwrap(), None);
+    assert_eq!(reader.agent_events_after("a", 12).unwrap(), Some((12, vec![])));
+    assert_eq!(reader.agent_events_after("a", 13).unwrap(), None, "a seq from the future");
+    assert_eq!(reader.agent_snapshot("a").unwrap().0, 12);
+    assert_eq!(reader.agent_events_after("b", 0).unwrap().map(|(last, f)| (last, frame_seqs(&f))), Some((1, vec![1])));
+
+    // The counter and the window survive a restart. (A live `Reader` keeps the
+    // database open, so it goes first.)
+    drop(reader);
+    drop(store);
+    let (store, _) = open(dir.path(), options);
+    let outcome = store.commit_blocking(vec![event("a", "c13")]).unwrap();
+    assert_eq!(outcome.events[0].1.seq(), Some(13));
+    let (last, frames) = store.reader().agent_events_after("a", 8).unwrap().unwrap();
+    assert_eq!((last, frame_seqs(&frames)), (13, (9..=13).collect()));
+    assert_eq!(store.reader().agent_events_after("a", 7).unwrap(), None);
+}
+
+#[derive(Clone, Debug)]
+enum ModelOp {
+    Ingest(usize),
+    Event(usize),
+    Delete(u64),
+}
+
+const AGENTS: [&str; 3] = ["agent-0", "agent-1", "agent-2"];
+
+#[derive(Default)]
+struct Model {
+    seen: HashSet<String>,
+    inbox: BTreeMap<u64, String>,
+    inbox_seq: u64,
+    agent_seq: [u64; 3],
+}
+
+impl Model {
+    /// Applies one op; returns the ingest outcome or the event seq it expects.
+    fn apply(&mut self, op: &ModelOp) -> (Option<IngestOutcome>, Option<u64>) {
+        match op {
+            ModelOp::Ingest(n) => {
+                let wamid = format!("wamid.{n}");
+                if !self.seen.insert(wamid.clone()) {
+                    return (Some(IngestOutcome::Duplicate), None);
+                }
+                self.inbox_seq += 1;
+                self.inbox.insert(self.inbox_seq, wamid);
+                (Some(IngestOutcome::Accepted { seq: self.inbox_seq }), None)
+            }
+            ModelOp::Event(agent) => {
+                self.agent_seq[*agent] += 1;
+                (None, Some(self.agent_seq[*agent]))
+            }
+            ModelOp::Delete(seq) => {
+                self.inbox.remove(seq);
+                (None, None)
+            }
+        }
+    }
+}
+
+fn to_op(op: &ModelOp) -> Op {
+    match op {
+        ModelOp::Ingest(n) => ingest(&format!("wamid.{n}")),
+        ModelOp::Event(agent) => event(AGENTS[*agent], "c"),
+        ModelOp::Delete(seq) => Op::DeleteInbox(*seq),
+    }
+}
+
+fn model_op() -> impl Strategy<Value = ModelOp> {
+    prop_oneof![
+        3 => (0..8usize).prop_map(ModelOp::Ingest),
+        2 => (0..AGENTS.len()).prop_map(ModelOp::Event),
+        1 => (1..10u64).prop_map(ModelOp::Delete),
+    ]
+}
+
+fn check_against_model(store: &Store, model: &Model) {
+    let reader = store.reader();
+    let inbox = reader.inbox().unwrap();
+    let got: Vec<(u64, &str)> = inbox.iter().map(|entry| (entry.seq, wamid(entry))).collect();
+    let want: Vec<(u64, &str)> = model.inbox.iter().map(|(seq, wamid)| (*seq, wamid.as_str())).collect();
+    assert_eq!(got, want);
+    for (agent, last) in AGENTS.iter().zip(model.agent_seq) {
+        assert_eq!(reader.agent(agent).unwrap().last_seq, last, "{agent}");
+        let (held_last, frames) = reader.agent_events_after(agent, 0).unwrap().unwrap();
+        assert_eq!((held_last, frame_seqs(&frames)), (last, (1..=last).collect()));
+    }
+    for n in 0..8 {
+        let wamid = format!("wamid.{n}");
+        assert_eq!(reader.has_inbound(&wamid).unwrap(), model.seen.contains(&wamid), "{wamid}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// `(op, ends_batch)`: the flag cuts the op sequence into batches.
+    #[test]
+    fn store_matches_a_simple_model(ops in prop::collection::vec((model_op(), any::<bool>()), 1..40)) {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, recorder) = open(dir.path(), StoreOptions::default());
+        let mut model = Model::default();
+        let mut batches: Vec<Vec<ModelOp>> = vec![vec![]];
+        for (op, ends_batch) in ops {
+            batches.last_mut().unwrap().push(op);
+            if ends_batch {
+                batches.push(vec![]);
+            }
+        }
+        for batch in batches.into_iter().filter(|batch| !batch.is_empty()) {
+            let mut want_ingested = Vec::new();
+            let mut want_events = Vec::new();
+            for op in &batch {
+                let (ingested, event_seq) = model.apply(op);
+                want_ingested.extend(ingested);
+                if let (ModelOp::Event(agent), Some(seq)) = (op, event_seq) {
+                    want_events.push((AGENTS[*agent].to_owned(), seq));
+                }
+            }
+            let outcome = store.commit_blocking(batch.iter().map(to_op).collect()).unwrap();
+            prop_assert_eq!(outcome.ingested, want_ingested);
+            let got_events: Vec<(String, u64)> =
+                outcome.events.into_iter().map(|(agent, frame)| (agent, frame.seq().unwrap())).collect();
+            prop_assert_eq!(got_events, want_events);
+        }
+        check_against_model(&store, &model);
+        // Everything accepted was published once, in seq order, deletions notwithstanding.
+        prop_assert_eq!(seqs(&recorder.inbox()), (1..=model.inbox_seq).collect::<Vec<_>>());
+
+        drop(store);
+        let (store, _) = open(dir.path(), StoreOptions::default());
+        check_against_model(&store, &model);
+    }
+}
