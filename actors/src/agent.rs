@@ -46,7 +46,7 @@ pub enum AgentMsg {
         reply: RpcReplyPort<Result<AgentStatus, ApiError>>,
     },
     /// A committed event for this agent, in `seq` order.
-    Event(ServerFrame),
+    Event(Arc<ServerFrame>),
     /// Holds a slot for `conversation_id` if the agent may take a new one now.
     TryReserve {
         conversation_id: String,
@@ -251,11 +251,10 @@ impl AgentState {
     /// Sends an event to every session; a session whose queue is full is
     /// dropped (it reconnects with `resume_from`), so one slow client never
     /// holds up the agent or the engine.
-    fn push(&mut self, frame: ServerFrame) {
+    fn push(&mut self, frame: Arc<ServerFrame>) {
         if self.sessions.is_empty() {
             return;
         }
-        let frame = Arc::new(frame);
         let agent_id = &self.spec.id;
         self.sessions.retain(|session| match session.sender.try_send(frame.clone()) {
             Ok(()) => true,

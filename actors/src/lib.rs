@@ -81,7 +81,7 @@ impl EventSink for ActorSink {
         }
         for (agent_id, frame) in published.events {
             if let Some(agent) = directory.agent(&agent_id) {
-                let _ = agent.cast(AgentMsg::Event(frame));
+                let _ = agent.cast(AgentMsg::Event(Arc::new(frame)));
             }
         }
     }

@@ -135,10 +135,7 @@ impl TeamState {
     async fn drain(&mut self) {
         while let Some(front) = self.queue.front().cloned() {
             let mut assigned = false;
-            loop {
-                let Some(index) = pick_member(self.spec.assignment, &self.members, &self.views, self.cursor) else {
-                    break;
-                };
+            while let Some(index) = pick_member(self.spec.assignment, &self.members, &self.views, self.cursor) {
                 let agent_id = self.members[index].clone();
                 let Some(agent) = self.shared.agent(&agent_id) else {
                     self.views.remove(&agent_id);

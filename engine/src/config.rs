@@ -432,7 +432,7 @@ mod tests {
         assert_eq!(error.key, "sla.first_response_s");
         assert!(error.source.contains("SWITCHBOARD_SLA__FIRST_RESPONSE_S"), "{error}");
 
-        let typo = EMBEDDED_DEFAULT.replace("[presence]\ngrace_s", "[presence]\ngrace_seconds");
+        let typo = EMBEDDED_DEFAULT.replace("grace_s = 60", "grace_seconds = 60");
         let error = error_of(&typo, &[]);
         assert_eq!(error.source, "test.toml");
         assert!(error.problem.contains("grace_seconds"), "{error}");

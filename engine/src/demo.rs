@@ -1,3 +1,871 @@
-pub async fn run(_listen: &str, _agents: usize, _rate: f64, _data_dir: Option<std::path::PathBuf>) -> i32 {
+//! `switchboard demo`: the newcomer's first run (contract §1).
+//!
+//! One process runs the engine, the built-in WhatsApp Cloud API emulator
+//! ([`crate::emulator`]), a pool of simulated customers who write in through
+//! signed webhooks, and simulated agents who work their inbox over the
+//! WebSocket protocol exactly as a real agent UI would. A human agent `you` can
+//! join from the browser inbox, and a manager token opens the dashboard.
+//!
+//! Everything here talks to the engine through its public surface (HTTP,
+//! webhooks, WebSocket), so the demo also exercises what real clients see.
+//! Network errors never stop the demo: they are logged and retried.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actors::settings::{AgentSpec, Strategy, TeamSpec};
+use futures_util::stream::FuturesUnordered;
+use futures_util::{SinkExt, StreamExt};
+use protocol::model::Role;
+use rand::rngs::StdRng;
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
+
+use crate::config::Config;
+use crate::emulator::{Emulator, EmulatorConfig};
+
+/// The business phone number id the simulated customers write to.
+const PHONE_NUMBER_ID: &str = "100000000000001";
+const TEAM: &str = "sales";
+const AGENT_CAPACITY: u32 = 5;
+const STATUS_EVERY: Duration = Duration::from_secs(5);
+
+const CUSTOMER_NAMES: [&str; 50] = [
+    "Aarav",
+    "Priya",
+    "Rohan",
+    "Ananya",
+    "Vikram",
+    "Sneha",
+    "Arjun",
+    "Kavya",
+    "Rahul",
+    "Isha",
+    "Aditya",
+    "Neha",
+    "Karan",
+    "Pooja",
+    "Siddharth",
+    "Meera",
+    "Amit",
+    "Divya",
+    "Rajesh",
+    "Lakshmi",
+    "Suresh",
+    "Anjali",
+    "Manoj",
+    "Deepa",
+    "Sanjay",
+    "Nisha",
+    "Vivek",
+    "Shreya",
+    "Harish",
+    "Ritu",
+    "Gaurav",
+    "Swati",
+    "Nikhil",
+    "Aishwarya",
+    "Varun",
+    "Tanvi",
+    "Prakash",
+    "Kiran",
+    "Abhishek",
+    "Pallavi",
+    "Ravi",
+    "Bhavna",
+    "Sunil",
+    "Geeta",
+    "Ashok",
+    "Radha",
+    "Imran",
+    "Farah",
+    "Harpreet",
+    "Simran",
+];
+
+const AGENT_NAMES: [&str; 12] =
+    ["Asha", "Bilal", "Chitra", "Dev", "Esha", "Farhan", "Gauri", "Hari", "Indu", "Jai", "Kabir", "Leela"];
+const AGENT_CITIES: [&str; 6] = ["Mumbai", "Delhi", "Bengaluru", "Chennai", "Pune", "Hyderabad"];
+
+/// First messages of customers who clicked the ad.
+const AD_OPENERS: &[&str] = &[
+    "Hi! I saw your festive offer ad. Can you tell me more?",
+    "Hello, is the festive discount still on?",
+    "Hi, I clicked on your ad. What is the price of the premium plan?",
+];
+
+/// Messages of leads and of customers with dues.
+const CUSTOMER_TEXTS: &[&str] = &[
+    "Hi, I want to know the price of the premium plan",
+    "Can someone call me back? I'm interested in a demo",
+    "Do you deliver to Pune?",
+    "Can I get a quote for 10 licences?",
+    "What documents do I need for the loan?",
+    "I got a reminder about my EMI. Can I pay next week?",
+    "I have already paid the last instalment, please check",
+    "Please share the payment link",
+    "Is there a discount if I pay the full amount now?",
+    "Thanks! When can we talk?",
+    "Okay, sounds good",
+    "Can you send me the brochure?",
+];
+
+const AGENT_REPLIES: &[&str] = &[
+    "Namaste! Thanks for reaching out. How can I help you today?",
+    "Sure, happy to help. Could you share your city and a good time to call?",
+    "Our premium plan is ₹1,500 a month, and the festive offer gives you 20% off the first 3 months.",
+    "I've noted that. I'll send you the details right away.",
+    "Here is your payment link: https://pay.example.com/demo — it's valid for 24 hours.",
+    "Got it, thank you! I've updated your account.",
+    "Would tomorrow at 11 am work for a quick demo call?",
+];
+
+const AGENT_NUDGES: &[&str] = &[
+    "Just checking in: did you get a chance to look at the details?",
+    "Hi again! Shall I book a slot for you?",
+    "Let me know if you have any questions, I'm here to help.",
+];
+
+const OUTCOMES: &[&str] = &["demo_booked", "closed_won", "follow_up", "promise_to_pay", "not_qualified"];
+
+/// Runs the demo until Ctrl-C or SIGTERM; returns the process exit code.
+pub async fn run(listen: &str, agents: usize, rate: f64, data_dir: Option<PathBuf>) -> i32 {
+    if listen.parse::<SocketAddr>().is_err() {
+        eprintln!("switchboard demo: --listen {listen:?} is not an address like 127.0.0.1:8080");
+        return 2;
+    }
+    if !(rate.is_finite() && rate > 0.0) {
+        eprintln!("switchboard demo: --rate must be a number of messages per second above 0, not {rate}");
+        return 2;
+    }
+    // One tokio interval tick per message: keep the period above a microsecond.
+    let rate = rate.min(10_000.0);
+
+    let started_unix = unix_seconds();
+    let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(format!("./data/demo-{started_unix}")));
+    if let Err(error) = std::fs::create_dir_all(&data_dir) {
+        eprintln!("switchboard demo: cannot create the data directory {}: {error}", data_dir.display());
+        return 1;
+    }
+
+    let mut config = match Config::load(None, std::iter::empty()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("switchboard demo: {error}");
+            return 1;
+        }
+    };
+    let roster = Roster::new(agents);
+    config.server.listen = listen.to_owned();
+    config.server.data_dir = data_dir.clone();
+    config.whatsapp.app_secret = secret();
+    config.whatsapp.verify_token = secret();
+    config.whatsapp.access_token = secret();
+    config.presence.grace_s = 5;
+    config.teams =
+        vec![TeamSpec { id: TEAM.to_owned(), name: Some("Sales".to_owned()), assignment: Strategy::RoundRobin }];
+    config.agents = roster.specs();
+
+    let emulator = match Emulator::start(EmulatorConfig {
+        access_token: config.whatsapp.access_token.clone(),
+        app_secret: config.whatsapp.app_secret.clone(),
+        webhook_url: None,
+        status_delay_ms: 300,
+        send_statuses: true,
+    })
+    .await
+    {
+        Ok(emulator) => emulator,
+        Err(error) => {
+            eprintln!("switchboard demo: cannot start the WhatsApp Cloud API emulator: {error}");
+            return 1;
+        }
+    };
+    config.whatsapp.graph_base_url = emulator.base_url();
+    let app_secret = config.whatsapp.app_secret.clone();
+
+    let server = match crate::server::start(config, Default::default()).await {
+        Ok(server) => server,
+        Err(error) => {
+            emulator.shutdown();
+            if error.to_string().starts_with("cannot listen on") {
+                eprintln!("switchboard demo: {error:#}");
+                eprintln!(
+                    "  Another program (perhaps another switchboard) may be using that address. Try another port, \
+                     e.g. `switchboard demo --listen 127.0.0.1:8081`, or `--listen 127.0.0.1:0` for any free port."
+                );
+            } else {
+                eprintln!("switchboard demo: cannot start the engine: {error:#}");
+            }
+            return 1;
+        }
+    };
+    let addr = reachable(server.addr);
+    let base_url = format!("http://{addr}");
+    emulator.set_webhook_url(Some(format!("{base_url}/webhooks/whatsapp")));
+    let emulator = Arc::new(emulator);
+
+    print_banner(&addr, &roster, agents, rate, &data_dir);
+
+    let ctx = Arc::new(Ctx {
+        base_url: base_url.clone(),
+        ws_url: format!("ws://{addr}/ws"),
+        app_secret,
+        run_id: started_unix,
+        stats: Stats::default(),
+        closed_contacts: Mutex::new(Vec::new()),
+        client: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default(),
+    });
+
+    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+    for (agent_id, token) in &roster.simulated {
+        tasks.push(tokio::spawn(agent_loop(ctx.clone(), agent_id.clone(), token.clone())));
+    }
+    tasks.push(tokio::spawn(customers(ctx.clone(), rate)));
+    tasks.push(tokio::spawn(status_lines(ctx.clone(), emulator.clone(), roster.manager_token.clone())));
+
+    crate::cli::wait_for_signal().await;
+    println!("stopping…");
+    for task in &tasks {
+        task.abort();
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    // The simulated agents' sockets are gone; give their server-side sessions
+    // a moment to notice and end before the engine closes its store.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // No more status webhooks into an engine that is closing.
+    emulator.set_webhook_url(None);
+    server.shutdown().await;
+    emulator.shutdown();
+    println!("stopped");
     0
+}
+
+/// Who is configured: the simulated agents, the human `you`, the manager.
+struct Roster {
+    simulated: Vec<(String, String)>,
+    you_token: String,
+    manager_token: String,
+}
+
+impl Roster {
+    fn new(agents: usize) -> Roster {
+        Roster {
+            simulated: (1..=agents).map(|n| (format!("agent-{n}"), secret())).collect(),
+            you_token: secret(),
+            manager_token: secret(),
+        }
+    }
+
+    fn specs(&self) -> Vec<AgentSpec> {
+        let agent = |id: &str, name: String, token: &str, city: Option<&str>| AgentSpec {
+            id: id.to_owned(),
+            name: Some(name),
+            role: Role::Agent,
+            token: Some(token.to_owned()),
+            token_sha256: None,
+            teams: vec![TEAM.to_owned()],
+            capacity: Some(AGENT_CAPACITY),
+            city: city.map(str::to_owned),
+        };
+        let mut specs: Vec<AgentSpec> = self
+            .simulated
+            .iter()
+            .enumerate()
+            .map(|(index, (id, token))| {
+                let name = format!("{} (simulated)", AGENT_NAMES[index % AGENT_NAMES.len()]);
+                agent(id, name, token, Some(AGENT_CITIES[index % AGENT_CITIES.len()]))
+            })
+            .collect();
+        specs.push(agent("you", "You".to_owned(), &self.you_token, None));
+        specs.push(AgentSpec {
+            id: "manager".to_owned(),
+            name: Some("Manager".to_owned()),
+            role: Role::Manager,
+            token: Some(self.manager_token.clone()),
+            token_sha256: None,
+            teams: Vec::new(),
+            capacity: None,
+            city: None,
+        });
+        specs
+    }
+}
+
+fn print_banner(addr: &SocketAddr, roster: &Roster, agents: usize, rate: f64, data_dir: &std::path::Path) {
+    println!();
+    println!("Switchboard demo is running: the engine, a built-in WhatsApp Cloud API emulator (no Meta account),");
+    println!("{agents} simulated agents and ~{} simulated customers writing {rate} messages/s.", CUSTOMER_NAMES.len());
+    println!();
+    println!("  Manager dashboard:  http://{addr}/?token={}", roster.manager_token);
+    println!("  Your agent inbox:   http://{addr}/agent?token={}", roster.you_token);
+    println!("                      (set yourself online there to start receiving conversations)");
+    println!(
+        "  API:                curl -H 'Authorization: Bearer {}' http://{addr}/api/v1/conversations",
+        roster.manager_token
+    );
+    println!("  Data directory:     {}", data_dir.display());
+    println!();
+    println!("A status line follows every {} s. Ctrl-C to stop.", STATUS_EVERY.as_secs());
+    println!();
+}
+
+/// What the demo's tasks share.
+struct Ctx {
+    /// `http://HOST:PORT` of the engine, reachable from this process.
+    base_url: String,
+    ws_url: String,
+    app_secret: String,
+    /// Makes message ids unique across runs sharing a data directory.
+    run_id: u64,
+    stats: Stats,
+    /// Contacts whose conversation a simulated agent closed: their next
+    /// message opens a new conversation.
+    closed_contacts: Mutex<Vec<String>>,
+    client: reqwest::Client,
+}
+
+#[derive(Default)]
+struct Stats {
+    webhooks_posted: AtomicU64,
+    webhooks_acked: AtomicU64,
+    webhooks_failed: AtomicU64,
+    replies: AtomicU64,
+    reply_errors: AtomicU64,
+    closes: AtomicU64,
+    close_errors: AtomicU64,
+    reconnects: AtomicU64,
+}
+
+fn count(counter: &AtomicU64) -> u64 {
+    counter.fetch_add(1, Ordering::Relaxed) + 1
+}
+
+fn get(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+// ---------------------------------------------------------------------------
+// Customers
+
+struct Customer {
+    wa_id: String,
+    name: &'static str,
+    /// Whether the customer has a conversation that is not known to be closed.
+    open: bool,
+}
+
+/// Posts signed inbound webhooks at `rate` messages per second.
+async fn customers(ctx: Arc<Ctx>, rate: f64) {
+    let mut rng = StdRng::from_rng(&mut rand::rng());
+    let mut pool: Vec<Customer> = CUSTOMER_NAMES
+        .iter()
+        .enumerate()
+        .map(|(index, name)| Customer { wa_id: format!("9198000000{index:02}"), name, open: false })
+        .collect();
+    let url = format!("{}/webhooks/whatsapp", ctx.base_url);
+    let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sent: u64 = 0;
+    loop {
+        interval.tick().await;
+        let closed: Vec<String> = std::mem::take(&mut *ctx.closed_contacts.lock().unwrap_or_else(|p| p.into_inner()));
+        for wa_id in closed {
+            if let Some(customer) = pool.iter_mut().find(|customer| customer.wa_id == wa_id) {
+                customer.open = false;
+            }
+        }
+        // Skewed: low indexes write far more often (regulars), high ones rarely.
+        let index = ((rng.random::<f64>().powi(2)) * pool.len() as f64) as usize;
+        let customer = &mut pool[index.min(CUSTOMER_NAMES.len() - 1)];
+        sent += 1;
+        let wamid = format!("wamid.demo.{}.{sent}", ctx.run_id);
+        let (text, referral) = if customer.open {
+            (pick(&mut rng, CUSTOMER_TEXTS).to_string(), None)
+        } else {
+            let roll: f64 = rng.random();
+            if roll < 0.55 {
+                let referral = json!({
+                    "source_url": "https://fb.me/demo",
+                    "source_id": format!("ad-{}", rng.random_range(1..=3)),
+                    "source_type": "ad",
+                    "headline": "Festive offer",
+                    "ctwa_clid": format!("clid-{}-{sent}", ctx.run_id),
+                });
+                (pick(&mut rng, AD_OPENERS).to_string(), Some(referral))
+            } else if roll < 0.75 {
+                (format!("Hi, my friend sent me here. ref:DIWALI25 {}", pick(&mut rng, CUSTOMER_TEXTS)), None)
+            } else {
+                (pick(&mut rng, CUSTOMER_TEXTS).to_string(), None)
+            }
+        };
+        let payload = crate::emulator::inbound_text_payload(
+            PHONE_NUMBER_ID,
+            &customer.wa_id,
+            customer.name,
+            &wamid,
+            &text,
+            unix_seconds() as i64,
+            referral,
+        );
+        if post_webhook(&ctx, &url, &payload).await {
+            customer.open = true;
+        }
+    }
+}
+
+/// Posts one signed webhook; true when the engine acknowledged it.
+async fn post_webhook(ctx: &Ctx, url: &str, payload: &Value) -> bool {
+    let body = match serde_json::to_vec(payload) {
+        Ok(body) => body,
+        Err(error) => {
+            tracing::warn!(%error, "demo: cannot encode a webhook");
+            return false;
+        }
+    };
+    let signature = crate::signature::sign(ctx.app_secret.as_bytes(), &body);
+    count(&ctx.stats.webhooks_posted);
+    let result = ctx
+        .client
+        .post(url)
+        .header("X-Hub-Signature-256", signature)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await;
+    let problem = match result {
+        Ok(response) if response.status().is_success() => {
+            count(&ctx.stats.webhooks_acked);
+            return true;
+        }
+        Ok(response) => {
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            format!("the engine answered {status}: {text}")
+        }
+        Err(error) => format!("cannot reach the engine: {error}"),
+    };
+    let failed = count(&ctx.stats.webhooks_failed);
+    // Say it, without flooding the terminal when the engine is down.
+    if failed.is_power_of_two() || failed.is_multiple_of(100) {
+        tracing::warn!(failed, "demo: a customer webhook was not accepted: {problem}");
+    } else {
+        tracing::debug!("demo: a customer webhook was not accepted: {problem}");
+    }
+    false
+}
+
+// ---------------------------------------------------------------------------
+// Agents
+
+/// Keeps one simulated agent connected, reconnecting with backoff.
+async fn agent_loop(ctx: Arc<Ctx>, agent_id: String, token: String) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let began = Instant::now();
+        match agent_session(&ctx, &agent_id, &token).await {
+            Ok(()) => tracing::debug!(agent = %agent_id, "demo: agent session ended"),
+            Err(error) => tracing::warn!(agent = %agent_id, "demo: agent session failed: {error:#}"),
+        }
+        if began.elapsed() > Duration::from_secs(30) {
+            backoff = Duration::from_millis(500);
+        }
+        count(&ctx.stats.reconnects);
+        let jitter = Duration::from_millis(rand::random_range(0..250));
+        tokio::time::sleep(backoff + jitter).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// A conversation a simulated agent holds.
+struct Held {
+    contact: String,
+    /// Agent messages in the conversation so far.
+    replies: u32,
+    /// Replies after which the agent closes it (about 3).
+    target: u32,
+    /// Bumped on every customer message and every reply: a scheduled action
+    /// with an older generation is stale and dropped.
+    generation: u64,
+    close_attempts: u32,
+}
+
+enum Action {
+    /// Reply (or close, once enough replies were sent), unless stale.
+    Reply {
+        conversation_id: String,
+        generation: u64,
+        nudge: bool,
+    },
+    Close {
+        conversation_id: String,
+    },
+}
+
+enum Pending {
+    SetStatus,
+    Send { conversation_id: String },
+    Close { conversation_id: String },
+}
+
+type Timer = Pin<Box<dyn Future<Output = Action> + Send>>;
+
+struct AgentState {
+    agent_id: String,
+    rng: StdRng,
+    held: HashMap<String, Held>,
+    pending: HashMap<u64, Pending>,
+    timers: FuturesUnordered<Timer>,
+    next_id: u64,
+    /// Frames to send, in order.
+    outbox: Vec<Value>,
+}
+
+impl AgentState {
+    fn schedule(&mut self, after: Duration, action: Action) {
+        self.timers.push(Box::pin(async move {
+            tokio::time::sleep(after).await;
+            action
+        }));
+    }
+
+    fn think_time(&mut self) -> Duration {
+        Duration::from_millis(self.rng.random_range(1000..=3000))
+    }
+
+    fn request(&mut self, pending: Pending, mut frame: Value) {
+        let id = self.next_id;
+        self.next_id += 1;
+        frame["id"] = json!(id);
+        self.pending.insert(id, pending);
+        self.outbox.push(frame);
+    }
+
+    /// A conversation from a snapshot or an `assigned` event.
+    fn take(&mut self, conversation: &Value) {
+        let Some(id) = conversation["id"].as_str() else { return };
+        if conversation["status"].as_str() == Some("closed") {
+            return;
+        }
+        let messages = conversation["messages"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let replies = messages.iter().filter(|message| message["direction"] == "out").count() as u32;
+        let customer_waiting = messages.last().is_none_or(|message| message["direction"] == "in");
+        let held = Held {
+            contact: conversation["contact"]["wa_id"].as_str().unwrap_or_default().to_owned(),
+            replies,
+            target: self.rng.random_range(2..=4),
+            generation: 0,
+            close_attempts: 0,
+        };
+        self.held.insert(id.to_owned(), held);
+        let after = if customer_waiting { self.think_time() } else { self.nudge_time() };
+        self.schedule(after, Action::Reply { conversation_id: id.to_owned(), generation: 0, nudge: !customer_waiting });
+    }
+
+    fn nudge_time(&mut self) -> Duration {
+        Duration::from_millis(self.rng.random_range(5000..=9000))
+    }
+
+    fn on_frame(&mut self, ctx: &Ctx, frame: Value) {
+        match frame["type"].as_str().unwrap_or_default() {
+            "welcome" => tracing::debug!(agent = %self.agent_id, status = %frame["status"], "demo: agent connected"),
+            "snapshot" => {
+                self.held.clear();
+                for conversation in frame["conversations"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                    self.take(conversation);
+                }
+            }
+            "assigned" => self.take(&frame["conversation"]),
+            "message" => {
+                let Some(conversation_id) = frame["conversation_id"].as_str() else { return };
+                if frame["message"]["direction"] != "in" {
+                    return; // our own reply, echoed
+                }
+                let Some(held) = self.held.get_mut(conversation_id) else { return };
+                held.generation += 1;
+                let action = Action::Reply {
+                    conversation_id: conversation_id.to_owned(),
+                    generation: held.generation,
+                    nudge: false,
+                };
+                let after = self.think_time();
+                self.schedule(after, action);
+            }
+            "unassigned" => {
+                if let Some(conversation_id) = frame["conversation_id"].as_str() {
+                    self.held.remove(conversation_id);
+                }
+            }
+            "ok" => match frame["id"].as_u64().and_then(|id| self.pending.remove(&id)) {
+                Some(Pending::SetStatus) => tracing::debug!(agent = %self.agent_id, "demo: agent is online"),
+                Some(Pending::Send { .. }) => {
+                    count(&ctx.stats.replies);
+                }
+                Some(Pending::Close { conversation_id }) => {
+                    count(&ctx.stats.closes);
+                    if let Some(held) = self.held.remove(&conversation_id) {
+                        ctx.closed_contacts.lock().unwrap_or_else(|p| p.into_inner()).push(held.contact);
+                    }
+                }
+                None => {}
+            },
+            "error" => self.on_error(ctx, &frame),
+            _ => {} // status, sla, window, workload: nothing to do
+        }
+    }
+
+    fn on_error(&mut self, ctx: &Ctx, frame: &Value) {
+        let code = frame["code"].as_str().unwrap_or("unknown").to_owned();
+        let message = frame["message"].as_str().unwrap_or_default();
+        let pending = frame["id"].as_u64().and_then(|id| self.pending.remove(&id));
+        tracing::debug!(agent = %self.agent_id, %code, message, "demo: the engine refused a request");
+        let gone = matches!(code.as_str(), "forbidden" | "not_found");
+        match pending {
+            Some(Pending::Send { conversation_id }) => {
+                count(&ctx.stats.reply_errors);
+                if gone {
+                    self.held.remove(&conversation_id);
+                } else if code == "window_closed" {
+                    self.schedule(self.think_time_fixed(), Action::Close { conversation_id });
+                } else if let Some(held) = self.held.get_mut(&conversation_id) {
+                    // rate_limited, upstream_error, unavailable…: try again later.
+                    held.generation += 1;
+                    let action = Action::Reply { conversation_id, generation: held.generation, nudge: true };
+                    let after = self.nudge_time();
+                    self.schedule(after, action);
+                }
+            }
+            Some(Pending::Close { conversation_id }) => {
+                count(&ctx.stats.close_errors);
+                let retry = match self.held.get_mut(&conversation_id) {
+                    Some(held) if !gone && held.close_attempts < 3 => true,
+                    Some(_) => {
+                        self.held.remove(&conversation_id);
+                        false
+                    }
+                    None => false,
+                };
+                if retry {
+                    self.schedule(Duration::from_secs(5), Action::Close { conversation_id });
+                }
+            }
+            Some(Pending::SetStatus) => {
+                tracing::warn!(agent = %self.agent_id, %code, message, "demo: the engine refused to set the agent online");
+            }
+            None => {}
+        }
+    }
+
+    fn think_time_fixed(&self) -> Duration {
+        Duration::from_secs(2)
+    }
+
+    fn on_action(&mut self, action: Action) {
+        match action {
+            Action::Reply { conversation_id, generation, nudge } => {
+                let Some(held) = self.held.get_mut(&conversation_id) else { return };
+                if held.generation != generation {
+                    return; // the customer wrote again: a fresh reply is scheduled
+                }
+                if held.replies >= held.target {
+                    self.close(conversation_id);
+                    return;
+                }
+                held.replies += 1;
+                held.generation += 1;
+                let generation = held.generation;
+                let text = if nudge { pick(&mut self.rng, AGENT_NUDGES) } else { pick(&mut self.rng, AGENT_REPLIES) };
+                self.request(
+                    Pending::Send { conversation_id: conversation_id.clone() },
+                    json!({"type": "send", "conversation_id": conversation_id, "text": text}),
+                );
+                // Nobody answers: follow up (or close, once enough was said).
+                let after = self.nudge_time();
+                self.schedule(after, Action::Reply { conversation_id, generation, nudge: true });
+            }
+            Action::Close { conversation_id } => {
+                if self.held.contains_key(&conversation_id) {
+                    self.close(conversation_id);
+                }
+            }
+        }
+    }
+
+    fn close(&mut self, conversation_id: String) {
+        if let Some(held) = self.held.get_mut(&conversation_id) {
+            held.close_attempts += 1;
+            // No more scheduled replies for it.
+            held.generation += 1;
+        }
+        let outcome = *pick(&mut self.rng, OUTCOMES);
+        let mut fields = json!({ "outcome": outcome });
+        if outcome == "closed_won" {
+            fields["amount"] = json!(1500);
+        }
+        self.request(
+            Pending::Close { conversation_id: conversation_id.clone() },
+            json!({"type": "close", "conversation_id": conversation_id, "fields": fields}),
+        );
+    }
+}
+
+/// One WebSocket session of a simulated agent; returns when the socket closes.
+async fn agent_session(ctx: &Ctx, agent_id: &str, token: &str) -> anyhow::Result<()> {
+    let mut request = ctx.ws_url.as_str().into_client_request()?;
+    request.headers_mut().insert(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {token}"))?);
+    request.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(protocol::ws::SUBPROTOCOL_JSON));
+    let (socket, _) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(request))
+        .await
+        .map_err(|_| anyhow::anyhow!("timed out connecting to {}", ctx.ws_url))??;
+    let (mut sink, mut stream) = socket.split();
+
+    let mut state = AgentState {
+        agent_id: agent_id.to_owned(),
+        rng: StdRng::from_rng(&mut rand::rng()),
+        held: HashMap::new(),
+        pending: HashMap::new(),
+        timers: FuturesUnordered::new(),
+        next_id: 1,
+        outbox: Vec::new(),
+    };
+    state.request(Pending::SetStatus, json!({"type": "set_status", "status": "online"}));
+    loop {
+        for frame in std::mem::take(&mut state.outbox) {
+            sink.send(WsMessage::text(frame.to_string())).await?;
+        }
+        tokio::select! {
+            incoming = stream.next() => {
+                let text = match incoming {
+                    Some(Ok(WsMessage::Text(text))) => text,
+                    Some(Ok(WsMessage::Close(frame))) => {
+                        tracing::debug!(agent = %agent_id, ?frame, "demo: the engine closed the session");
+                        return Ok(());
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(error)) => return Err(error.into()),
+                    None => return Ok(()),
+                };
+                match serde_json::from_str::<Value>(text.as_str()) {
+                    Ok(frame) => state.on_frame(ctx, frame),
+                    Err(error) => tracing::debug!(agent = %agent_id, %error, "demo: a frame that is not JSON"),
+                }
+            }
+            Some(action) = state.timers.next(), if !state.timers.is_empty() => state.on_action(action),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Status lines
+
+async fn status_lines(ctx: Arc<Ctx>, emulator: Arc<Emulator>, manager_token: String) {
+    let started = Instant::now();
+    let mut interval = tokio::time::interval(STATUS_EVERY);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        let conversations = match conversation_counts(&ctx, &manager_token).await {
+            Ok(counts) => {
+                let open = counts.get("bot").unwrap_or(&0)
+                    + counts.get("queued").unwrap_or(&0)
+                    + counts.get("assigned").unwrap_or(&0);
+                format!(
+                    "conversations {open} open ({} assigned, {} queued), {} closed",
+                    counts.get("assigned").unwrap_or(&0),
+                    counts.get("queued").unwrap_or(&0),
+                    counts.get("closed").unwrap_or(&0),
+                )
+            }
+            Err(error) => {
+                tracing::debug!("demo: cannot list conversations: {error:#}");
+                "conversations: (the API did not answer)".to_owned()
+            }
+        };
+        let stats = &ctx.stats;
+        let failed = get(&stats.webhooks_failed);
+        let failed = if failed > 0 { format!(", {failed} failed") } else { String::new() };
+        println!(
+            "[demo {:>4}s] webhooks {} posted ({} ok{failed}) | {conversations} | agent replies {}, closes {} | \
+             emulator accepted {} sends",
+            started.elapsed().as_secs(),
+            get(&stats.webhooks_posted),
+            get(&stats.webhooks_acked),
+            get(&stats.replies),
+            get(&stats.closes),
+            emulator.accepted_count(),
+        );
+    }
+}
+
+/// Conversations by status, read through the HTTP API as a manager.
+async fn conversation_counts(ctx: &Ctx, manager_token: &str) -> anyhow::Result<HashMap<String, u64>> {
+    let mut counts = HashMap::new();
+    let mut before: Option<String> = None;
+    // Pages of 1,000, newest first; a long demo stops counting at 20,000.
+    for _ in 0..20 {
+        let mut url = format!("{}/api/v1/conversations?limit=1000", ctx.base_url);
+        if let Some(before) = &before {
+            url.push_str(&format!("&before={before}"));
+        }
+        let response = ctx.client.get(&url).bearer_auth(manager_token).send().await?;
+        let status = response.status();
+        if !status.is_success() {
+            anyhow::bail!("GET {url} answered {status}: {}", response.text().await.unwrap_or_default());
+        }
+        let body: Value = response.json().await?;
+        let page = body["conversations"].as_array().map(Vec::as_slice).unwrap_or_default();
+        for conversation in page {
+            let status = conversation["status"].as_str().unwrap_or("unknown");
+            *counts.entry(status.to_owned()).or_insert(0) += 1;
+        }
+        match page.last().and_then(|conversation| conversation["id"].as_str()) {
+            Some(last) if page.len() == 1000 => before = Some(last.to_owned()),
+            _ => break,
+        }
+    }
+    Ok(counts)
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+/// A fresh random secret: 32 hex digits.
+fn secret() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+fn unix_seconds() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_secs()).unwrap_or(0)
+}
+
+fn pick<'a, T>(rng: &mut StdRng, items: &'a [T]) -> &'a T {
+    items.choose(rng).expect("the demo's lists are not empty")
+}
+
+/// The address to use from this machine: a wildcard listen address
+/// (`0.0.0.0`, `::`) is reached through loopback.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        match addr {
+            SocketAddr::V4(_) => addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into()),
+            SocketAddr::V6(_) => addr.set_ip(std::net::Ipv6Addr::LOCALHOST.into()),
+        }
+    }
+    addr
 }

@@ -155,7 +155,7 @@ fn webhook_ops(body: &[u8]) -> Result<Vec<Op>, ApiError> {
                     phone_number_id: phone_number_id.clone(),
                     contact_key: contact_key.to_owned(),
                     contact,
-                    message: message.clone(),
+                    message: Box::new(message.clone()),
                 }));
             }
             for status in &value.statuses {

@@ -112,13 +112,12 @@ async fn run_session(
             return;
         }
     };
-    let mut sent_ok = true;
     for frame in std::iter::once(welcome).chain(opening) {
         if let Some(message) = encode(encoding, &frame)
             && sink.send(message).await.is_err()
         {
-            sent_ok = false;
-            break;
+            system.detach(&principal.agent_id, &session_id);
+            return;
         }
     }
     let (replies_tx, mut replies) = mpsc::unbounded_channel::<ServerFrame>();
@@ -127,7 +126,7 @@ async fn run_session(
         let _ = stopping.wait_for(|stopping| *stopping).await;
     };
     tokio::pin!(stop_signal);
-    while sent_ok {
+    loop {
         tokio::select! {
             event = events.recv() => {
                 let Some(frame) = event else {

@@ -33,8 +33,9 @@ pub use writer::{Batch, CommitOutcome, EventSink, IngestOutcome, NullSink, Op, P
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
+    /// Boxed: redb's error is large and this type travels through every call.
     #[error("database error: {0}")]
-    Db(#[from] redb::Error),
+    Db(Box<redb::Error>),
     #[error("cannot encode or decode a record: {0}")]
     Codec(String),
     #[error("the store is shut down")]
@@ -44,7 +45,7 @@ pub enum StorageError {
 }
 
 pub(crate) fn db_error<E: Into<redb::Error>>(error: E) -> StorageError {
-    StorageError::Db(error.into())
+    StorageError::Db(Box::new(error.into()))
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;

@@ -12,6 +12,9 @@ use crate::{
     AgentRecord, ConversationRecord, InboxEntry, MessageLocation, Result, StoredMessage, ThreadRecord, db_error,
 };
 
+/// An open conversation an agent holds, with its messages.
+pub type HeldConversation = (ConversationRecord, Vec<StoredMessage>);
+
 #[derive(Clone)]
 pub struct Reader {
     db: Arc<Database>,
@@ -106,7 +109,7 @@ impl Reader {
 
     /// What an agent's new session starts from, read in one snapshot: its
     /// last `seq` and its open conversations with their messages.
-    pub fn agent_snapshot(&self, agent_id: &str) -> Result<(u64, Vec<(ConversationRecord, Vec<StoredMessage>)>)> {
+    pub fn agent_snapshot(&self, agent_id: &str) -> Result<(u64, Vec<HeldConversation>)> {
         let txn = self.txn()?;
         let seq = read_agent(&txn, agent_id)?.last_seq;
         let agent_open = txn.open_table(AGENT_OPEN).map_err(db_error)?;

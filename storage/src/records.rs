@@ -30,7 +30,7 @@ pub enum InboxItem {
         contact_key: String,
         #[serde(default)]
         contact: Option<ContactProfile>,
-        message: InboundMessage,
+        message: Box<InboundMessage>,
     },
     Status {
         conversation_id: String,
@@ -45,7 +45,7 @@ pub struct IngestMessage {
     pub phone_number_id: String,
     pub contact_key: String,
     pub contact: Option<ContactProfile>,
-    pub message: InboundMessage,
+    pub message: Box<InboundMessage>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

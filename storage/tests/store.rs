@@ -68,7 +68,7 @@ fn ingest(wamid: &str) -> Op {
         phone_number_id: PHONE.to_owned(),
         contact_key: CONTACT.to_owned(),
         contact: None,
-        message: inbound(wamid),
+        message: Box::new(inbound(wamid)),
     })
 }
 

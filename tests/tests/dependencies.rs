@@ -1,0 +1,53 @@
+//! Keeps the dependency direction of ARCHITECTURE.md true:
+//! protocol ← storage ← actors ← engine ← (tests, bench).
+
+use std::collections::{HashMap, HashSet};
+use std::process::Command;
+
+#[test]
+fn internal_crates_depend_only_downwards() {
+    let output = Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .output()
+        .expect("cargo metadata runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let allowed: HashMap<&str, HashSet<&str>> = HashMap::from([
+        ("switchboard-protocol", HashSet::new()),
+        ("switchboard-storage", HashSet::from(["switchboard-protocol"])),
+        ("switchboard-actors", HashSet::from(["switchboard-protocol", "switchboard-storage"])),
+        ("switchboard-engine", HashSet::from(["switchboard-protocol", "switchboard-storage", "switchboard-actors"])),
+        (
+            "switchboard-tests",
+            HashSet::from(["switchboard-protocol", "switchboard-storage", "switchboard-actors", "switchboard-engine"]),
+        ),
+        (
+            "switchboard-bench",
+            HashSet::from(["switchboard-protocol", "switchboard-storage", "switchboard-actors", "switchboard-engine"]),
+        ),
+    ]);
+    let packages = metadata["packages"].as_array().unwrap();
+    assert_eq!(packages.len(), allowed.len(), "a crate was added: extend this test and ARCHITECTURE.md");
+    for package in packages {
+        let name = package["name"].as_str().unwrap();
+        let permitted = &allowed[name];
+        for dependency in package["dependencies"].as_array().unwrap() {
+            let target = dependency["name"].as_str().unwrap();
+            if target.starts_with("switchboard-") {
+                assert!(permitted.contains(target), "{name} must not depend on {target}");
+            }
+        }
+    }
+    let forbidden_io = ["tokio", "reqwest", "redb", "axum"];
+    let protocol = packages.iter().find(|package| package["name"] == "switchboard-protocol").unwrap();
+    for dependency in protocol["dependencies"].as_array().unwrap() {
+        let target = dependency["name"].as_str().unwrap();
+        assert!(!forbidden_io.contains(&target), "protocol must stay pure data, but depends on {target}");
+    }
+    let actors = packages.iter().find(|package| package["name"] == "switchboard-actors").unwrap();
+    for dependency in actors["dependencies"].as_array().unwrap() {
+        let target = dependency["name"].as_str().unwrap();
+        assert!(!["reqwest", "axum", "tokio-tungstenite"].contains(&target), "actors must open no socket: {target}");
+    }
+}
