@@ -272,7 +272,7 @@ async fn wrong_tokens_are_refused_at_the_upgrade() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnecting_with_resume_from_replays_what_was_missed() -> TestResult {
-    let (harness, mut agent, conversation_id) = one_assigned("919888880000").await?;
+    let (harness, agent, conversation_id) = one_assigned("919888880000").await?;
     agent.close().await;
     // While the agent is away (within its grace period) the customer writes twice.
     harness.post_webhook(&inbound_text("919888880000", "wamid.resume.2", "are you there?")).await?;
