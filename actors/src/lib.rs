@@ -294,7 +294,7 @@ impl System {
 
     /// Stops the actors (each finishes the message in hand), then the store
     /// writer after it has committed everything handed to it.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(&self) {
         self.ticker.abort();
         let directory = self.shared.directory();
         let _ = directory.manager.drain_and_wait(Some(Duration::from_secs(5))).await;

@@ -154,7 +154,15 @@ pub async fn run(listen: &str, agents: usize, rate: f64, data_dir: Option<PathBu
     let rate = rate.min(10_000.0);
 
     let started_unix = unix_seconds();
-    let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(format!("./data/demo-{started_unix}")));
+    let data_dir = data_dir.unwrap_or_else(|| {
+        // A fresh folder, even when another demo started in the same second.
+        let base = format!("./data/demo-{started_unix}");
+        (1..)
+            .map(|n| if n == 1 { PathBuf::from(&base) } else { PathBuf::from(format!("{base}-{n}")) })
+            .find(|path| !path.exists())
+            .unwrap_or_else(|| PathBuf::from(&base))
+    });
+    let created_data_dir = !data_dir.exists();
     if let Err(error) = std::fs::create_dir_all(&data_dir) {
         eprintln!("switchboard demo: cannot create the data directory {}: {error}", data_dir.display());
         return 1;
@@ -200,6 +208,10 @@ pub async fn run(listen: &str, agents: usize, rate: f64, data_dir: Option<PathBu
         Ok(server) => server,
         Err(error) => {
             emulator.shutdown();
+            if created_data_dir {
+                // Leave nothing behind: the folder is still empty (remove_dir refuses otherwise).
+                let _ = std::fs::remove_dir(&data_dir);
+            }
             if error.to_string().starts_with("cannot listen on") {
                 eprintln!("switchboard demo: {error:#}");
                 eprintln!(

@@ -96,15 +96,8 @@ impl RunningServer {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.serving.await;
-        if let Some(system) = self.state.system.get().cloned() {
-            // Every handler is gone, so this is the last reference.
-            match Arc::try_unwrap(system) {
-                Ok(system) => system.shutdown().await,
-                Err(system) => {
-                    tracing::warn!("the system is still referenced at shutdown; closing the store anyway");
-                    system.shared().store.shutdown();
-                }
-            }
+        if let Some(system) = self.state.system.get() {
+            system.shutdown().await;
         }
     }
 

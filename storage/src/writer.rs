@@ -151,7 +151,11 @@ impl WriterHandle {
     /// Asks the writer to finish what it has and stop, and waits for it
     /// (unless called from the writer thread itself).
     pub(crate) fn shutdown(&self) {
-        let _ = self.sender.try_send(Request::Shutdown);
+        // Queued behind every batch already sent, so those commit first. Sent
+        // from a helper thread: the queue may be full, and this may be called
+        // from async code, where a blocking send is not allowed.
+        let sender = self.sender.clone();
+        let _ = std::thread::spawn(move || sender.blocking_send(Request::Shutdown)).join();
         let thread = self.thread.lock().ok().and_then(|mut slot| slot.take());
         if let Some(thread) = thread
             && thread.thread().id() != std::thread::current().id()
