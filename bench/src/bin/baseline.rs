@@ -1,0 +1,1 @@
+fn main() { eprintln!("switchboard-baseline: being written"); std::process::exit(2); }
