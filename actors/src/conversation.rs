@@ -18,14 +18,18 @@ use protocol::ws::{ServerFrame, TemplateRequest, UnassignReason};
 use protocol::{ApiError, ErrorCode};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::{Map, Value, json};
-use storage::{Batch, ConversationRecord, InboxEntry, InboxItem, Op, StoredMessage, ThreadRecord};
+use storage::{
+    AssignmentChange, Batch, ConversationRecord, InboxEntry, InboxItem, Op, SlaEventRecord, StoredMessage, ThreadRecord,
+};
 
 use crate::agent::AgentMsg;
+use crate::deadlines::{self, Fired};
 use crate::manager::ManagerMsg;
 use crate::router::{RouteRequest, RouterMsg};
 use crate::rules;
 use crate::shared::{Principal, Shared};
 use crate::team::TeamMsg;
+use crate::timers::{Deadline, DeadlineKind};
 
 pub type Reply = RpcReplyPort<Result<Map<String, Value>, ApiError>>;
 
@@ -61,6 +65,12 @@ pub enum ConversationMsg {
     },
     /// The Graph API answered a send started by `Request`.
     SendCompleted(Box<PendingSend>, Result<SendMessageResponse, ApiError>),
+    /// A deadline armed for this conversation came due.
+    Deadline {
+        conversation_id: String,
+        kind: DeadlineKind,
+        due: UnixMs,
+    },
     /// Test hook: makes the actor fail, as a bug would, to exercise supervision.
     #[doc(hidden)]
     FailForTest,
@@ -125,6 +135,9 @@ impl Actor for ConversationActor {
                 state.on_request(principal, conversation_id, kind, reply).await?
             }
             ConversationMsg::SendCompleted(pending, result) => state.on_send_completed(*pending, result).await?,
+            ConversationMsg::Deadline { conversation_id, kind, due } => {
+                state.on_deadline(conversation_id, kind, due).await?
+            }
             ConversationMsg::FailForTest => return Err("failure injected by a test".into()),
         }
         Ok(())
@@ -187,6 +200,7 @@ impl ConversationState {
                 }
                 thread.last_inbox_seq = entry.seq;
                 let mut opened = false;
+                let before = self.open.as_ref().map(deadlines::deadlines_of).unwrap_or_default();
                 let mut record = match self.open.clone() {
                     Some(record) => record,
                     None => {
@@ -205,10 +219,24 @@ impl ConversationState {
                 };
                 record.conversation.contact = thread.contact.clone();
                 let shown = rules::inbound_message(&message, now);
+                if opened {
+                    let policy = self.shared.policies.of(record.conversation.team.as_deref());
+                    record.clocks.frt = Some(deadlines::sla_clock(now, policy.sla.first_response_s, &policy.schedule));
+                    record.clocks.trt = Some(deadlines::sla_clock(now, policy.sla.resolution_s, &policy.schedule));
+                    if message.referral.is_some() {
+                        record.clocks.entry_at = Some(shown.at);
+                    }
+                } else if record.clocks.last_agent_reply_at.is_some()
+                    && record.clocks.nrt.as_ref().is_none_or(|clock| clock.stopped_at.is_some())
+                {
+                    let policy = self.shared.policies.of(record.conversation.team.as_deref());
+                    record.clocks.nrt = Some(deadlines::sla_clock(now, policy.sla.next_response_s, &policy.schedule));
+                }
+                let previous_service_until = record.conversation.service_until;
                 let index = record.message_count;
                 record.message_count += 1;
                 record.last_customer_at = Some(record.last_customer_at.map_or(shown.at, |at| at.max(shown.at)));
-                record.conversation.service_until = record.last_customer_at.map(|at| at + rules::SERVICE_WINDOW_MS);
+                record.conversation.service_until = record.last_customer_at.map(deadlines::service_until);
                 let raw = serde_json::to_string(&message).ok();
                 let conversation_id = record.conversation.id.clone();
                 let mut batch = vec![
@@ -233,8 +261,12 @@ impl ConversationState {
                             message: shown,
                         }),
                     });
+                    if record.conversation.service_until != previous_service_until {
+                        batch.push(Op::AgentEvent { agent_id: agent.clone(), frame: Box::new(window_frame(&record)) });
+                    }
                 }
                 self.commit(batch).await?;
+                self.arm_new(&before, &record);
                 metrics::counter!("switchboard_messages_total", "direction" => "in").increment(1);
                 self.thread = Some(thread.clone());
                 if opened {
@@ -296,11 +328,16 @@ impl ConversationState {
     }
 
     fn route(&self, record: &ConversationRecord, preferred_agent: Option<String>) {
+        self.route_excluding(record, preferred_agent, None);
+    }
+
+    fn route_excluding(&self, record: &ConversationRecord, preferred_agent: Option<String>, exclude: Option<String>) {
         let request = RouteRequest {
             conversation_id: record.conversation.id.clone(),
             thread_key: self.thread_key.clone(),
             team: record.conversation.team.clone(),
             preferred_agent,
+            exclude_agent: exclude,
             queued_at: record.queued_at.unwrap_or(record.conversation.opened_at),
         };
         let _ = self.shared.directory().router().cast(RouterMsg::Route(request));
@@ -318,10 +355,18 @@ impl ConversationState {
             return Ok(());
         }
         let mut record = self.open.clone().expect("checked above");
+        let before = deadlines::deadlines_of(&record);
+        let now = self.now();
         record.conversation.status = ConversationStatus::Assigned;
         record.conversation.agent = Some(agent_id.clone());
-        record.assigned_at = Some(self.now());
+        record.assigned_at = Some(now);
         record.queued_at = None;
+        self.arm_idle_reassign(&mut record, now);
+        record.clocks.history.push(AssignmentChange {
+            at: now,
+            agent: Some(agent_id.clone()),
+            reason: "assigned".into(),
+        });
         let conversation = self.with_messages(&record)?;
         let batch = vec![
             Op::PutConversation(Box::new(record.clone())),
@@ -341,7 +386,104 @@ impl ConversationState {
         if let Some(agent) = agent {
             let _ = agent.cast(AgentMsg::Confirm { conversation_id, thread_key: self.thread_key.clone() });
         }
+        self.arm_new(&before, &record);
         self.open = Some(record);
+        Ok(())
+    }
+
+    /// Arms idle reassignment for a newly assigned conversation that has had
+    /// no first response yet (`reassign_after_s`, in the team's hours).
+    fn arm_idle_reassign(&self, record: &mut ConversationRecord, now: UnixMs) {
+        let policy = self.shared.policies.of(record.conversation.team.as_deref());
+        record.clocks.reassign_at = (policy.sla.reassign_after_s > 0 && record.first_response_at.is_none())
+            .then(|| policy.schedule.add(now, policy.sla.reassign_after_s as i64 * 1000));
+    }
+
+    /// Arms the record's deadlines that `before` did not have.
+    fn arm_new(&self, before: &[(DeadlineKind, UnixMs)], record: &ConversationRecord) {
+        let Some(number) = storage::conversation_number(&record.conversation.id) else { return };
+        for (kind, due) in deadlines::deadlines_of(record) {
+            if !before.contains(&(kind, due)) {
+                self.shared.timers.arm(Deadline { due, conversation: number, kind });
+            }
+        }
+    }
+
+    async fn on_deadline(
+        &mut self,
+        conversation_id: String,
+        kind: DeadlineKind,
+        due: UnixMs,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(mut record) = self.open.clone().filter(|open| open.conversation.id == conversation_id) else {
+            return Ok(());
+        };
+        let now = self.now();
+        let holder =
+            record.conversation.agent.clone().filter(|_| record.conversation.status == ConversationStatus::Assigned);
+        match deadlines::on_fired(&mut record, kind, due, now) {
+            Fired::Nothing => {}
+            Fired::WindowClosed => {
+                if let Some(agent) = holder {
+                    self.commit(vec![Op::AgentEvent { agent_id: agent, frame: Box::new(window_frame(&record)) }])
+                        .await?;
+                }
+            }
+            Fired::Sla(sla_kind, sla_state) => {
+                let kind_label = match sla_kind {
+                    protocol::ws::SlaKind::FirstResponse => "first_response",
+                    protocol::ws::SlaKind::NextResponse => "next_response",
+                    protocol::ws::SlaKind::Resolution => "resolution",
+                };
+                let state_label = match sla_state {
+                    protocol::ws::SlaState::Warning => "warning",
+                    protocol::ws::SlaState::Breached => "breached",
+                };
+                metrics::counter!("switchboard_sla_events_total", "kind" => kind_label, "state" => state_label)
+                    .increment(1);
+                record.clocks.sla_events.push(SlaEventRecord {
+                    kind: sla_kind,
+                    state: sla_state,
+                    at: now,
+                    agent: holder.clone(),
+                    team: record.conversation.team.clone(),
+                });
+                let mut batch = vec![Op::PutConversation(Box::new(record.clone()))];
+                if let Some(agent) = holder {
+                    batch.push(Op::AgentEvent {
+                        agent_id: agent,
+                        frame: Box::new(ServerFrame::Sla { seq: 0, conversation_id, kind: sla_kind, state: sla_state }),
+                    });
+                }
+                self.commit(batch).await?;
+                self.open = Some(record);
+            }
+            Fired::Reassign => {
+                let Some(previous) = holder else { return Ok(()) };
+                record.conversation.status = ConversationStatus::Queued;
+                record.conversation.agent = None;
+                record.queued_at = Some(now);
+                record.clocks.history.push(AssignmentChange { at: now, agent: None, reason: "reassigned_idle".into() });
+                let batch = vec![
+                    Op::PutConversation(Box::new(record.clone())),
+                    Op::AgentEvent {
+                        agent_id: previous.clone(),
+                        frame: Box::new(ServerFrame::Unassigned {
+                            seq: 0,
+                            conversation_id: conversation_id.clone(),
+                            reason: UnassignReason::ReassignedIdle,
+                        }),
+                    },
+                ];
+                self.commit(batch).await?;
+                metrics::counter!("switchboard_idle_reassignments_total").increment(1);
+                if let Some(agent) = self.shared.agent(&previous) {
+                    let _ = agent.cast(AgentMsg::Release { conversation_id });
+                }
+                self.open = Some(record.clone());
+                self.route_excluding(&record, None, Some(previous));
+            }
+        }
         Ok(())
     }
 
@@ -359,6 +501,13 @@ impl ConversationState {
         record.conversation.status = ConversationStatus::Queued;
         record.conversation.agent = None;
         record.queued_at = Some(self.now());
+        record.clocks.reassign_at = None;
+        let reason_label = serde_json::to_value(reason).ok().and_then(|value| value.as_str().map(str::to_owned));
+        record.clocks.history.push(AssignmentChange {
+            at: self.now(),
+            agent: None,
+            reason: reason_label.unwrap_or_else(|| "unassigned".into()),
+        });
         let batch = vec![
             Op::PutConversation(Box::new(record.clone())),
             Op::AgentEvent { agent_id, frame: Box::new(ServerFrame::Unassigned { seq: 0, conversation_id, reason }) },
@@ -511,6 +660,26 @@ impl ConversationState {
                 None => return Ok(()),
             }
         };
+        let before = deadlines::deadlines_of(&record);
+        let opened_free_entry = deadlines::free_entry_until(&record, now);
+        if let Some(until) = opened_free_entry {
+            record.conversation.free_entry_until = Some(until);
+        }
+        if record.clocks.first_outbound_at.is_none() {
+            record.clocks.first_outbound_at = Some(now);
+        }
+        if is_open {
+            // A reply from the business: response clocks stop, idle reassignment is off.
+            record.clocks.last_agent_reply_at = Some(now);
+            deadlines::stop_clock(&mut record.clocks.frt, now);
+            if let Some(started) = record.clocks.nrt.as_ref().map(|clock| clock.started_at)
+                && deadlines::stop_clock(&mut record.clocks.nrt, now)
+            {
+                let policy = self.shared.policies.of(record.conversation.team.as_deref());
+                record.clocks.nrt_done_ms.push(policy.schedule.between(started, now));
+            }
+            record.clocks.reassign_at = None;
+        }
         let free_entry = record.conversation.free_entry_until.is_some_and(|until| now < until);
         let free = match pending.kind.as_str() {
             "text" => true, // service messages inside the service window are free
@@ -550,10 +719,14 @@ impl ConversationState {
                     message: message.clone(),
                 }),
             });
+            if opened_free_entry.is_some() {
+                batch.push(Op::AgentEvent { agent_id: agent.clone(), frame: Box::new(window_frame(&record)) });
+            }
         }
         self.commit(batch).await?;
         metrics::counter!("switchboard_messages_total", "direction" => "out").increment(1);
         if is_open {
+            self.arm_new(&before, &record);
             self.open = Some(record);
         }
         let _ = pending.reply.send(Ok(object(json!({ "message": message }))));
@@ -583,7 +756,13 @@ impl ConversationState {
         let was_queued = record.conversation.status == ConversationStatus::Queued;
         record.conversation.fields = merged;
         record.conversation.status = ConversationStatus::Closed;
-        record.conversation.closed_at = Some(self.now());
+        let now = self.now();
+        record.conversation.closed_at = Some(now);
+        for clock in [&mut record.clocks.frt, &mut record.clocks.nrt, &mut record.clocks.trt] {
+            deadlines::stop_clock(clock, now);
+        }
+        record.clocks.reassign_at = None;
+        record.clocks.history.push(AssignmentChange { at: now, agent: None, reason: "closed".into() });
         let mut thread = self.thread.clone().expect("an open conversation has a thread");
         thread.open_conversation = None;
         thread.last_closed_by = Some(holder.clone().unwrap_or(principal.agent_id.clone()));
@@ -664,10 +843,18 @@ impl ConversationState {
                     )));
                     return Ok(());
                 }
+                let before = deadlines::deadlines_of(&record);
+                let now = self.now();
                 record.conversation.status = ConversationStatus::Assigned;
                 record.conversation.agent = Some(target.clone());
-                record.assigned_at = Some(self.now());
+                record.assigned_at = Some(now);
                 record.queued_at = None;
+                self.arm_idle_reassign(&mut record, now);
+                record.clocks.history.push(AssignmentChange {
+                    at: now,
+                    agent: Some(target.clone()),
+                    reason: "transferred".into(),
+                });
                 let conversation = self.with_messages(&record)?;
                 batch.push(Op::PutConversation(Box::new(record.clone())));
                 batch.push(Op::AgentEvent {
@@ -678,6 +865,7 @@ impl ConversationState {
                     let _ = target_ref.cast(AgentMsg::Cancel { conversation_id });
                     return Err(error);
                 }
+                self.arm_new(&before, &record);
                 let _ = target_ref.cast(AgentMsg::Confirm {
                     conversation_id: conversation_id.clone(),
                     thread_key: self.thread_key.clone(),
@@ -692,6 +880,12 @@ impl ConversationState {
                 record.conversation.agent = None;
                 record.conversation.team = Some(team);
                 record.queued_at = Some(self.now());
+                record.clocks.reassign_at = None;
+                record.clocks.history.push(AssignmentChange {
+                    at: self.now(),
+                    agent: None,
+                    reason: "transferred".into(),
+                });
                 batch.push(Op::PutConversation(Box::new(record.clone())));
                 self.commit(batch).await?;
                 self.route(&record, None);
@@ -750,6 +944,17 @@ fn new_conversation(
         queued_at: Some(now),
         assigned_at: None,
         first_response_at: None,
+        clocks: Default::default(),
+    }
+}
+
+/// The `window` event for a conversation's current windows.
+fn window_frame(record: &ConversationRecord) -> ServerFrame {
+    ServerFrame::Window {
+        seq: 0,
+        conversation_id: record.conversation.id.clone(),
+        service_until: record.conversation.service_until,
+        free_entry_until: record.conversation.free_entry_until,
     }
 }
 

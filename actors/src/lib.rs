@@ -20,12 +20,15 @@
 pub mod agent;
 pub mod clock;
 pub mod conversation;
+pub mod deadlines;
+pub mod hours;
 pub mod manager;
 pub mod router;
 pub mod rules;
 pub mod settings;
 pub mod shared;
 pub mod team;
+pub mod timers;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -57,6 +60,8 @@ pub enum StartError {
     Store(#[from] StorageError),
     #[error("cannot start an actor: {0}")]
     Spawn(#[from] ractor::SpawnErr),
+    #[error("invalid settings: {0}")]
+    Settings(String),
 }
 
 /// Hands what the store committed to the actors: inbox entries to their
@@ -92,7 +97,11 @@ pub struct System {
     shared: Arc<Shared>,
     root: ActorRef<RootMsg>,
     ticker: JoinHandle<()>,
+    timer_tasks: Vec<JoinHandle<()>>,
 }
+
+/// Timer shards: one task each, conversations spread over them.
+const TIMER_SHARDS: usize = 2;
 
 impl System {
     /// Opens the store under `data_dir`, spawns every actor, recovers open
@@ -110,17 +119,33 @@ impl System {
         let reader = store.reader();
         let open = reader.open_conversations()?;
         let inbox = reader.inbox()?;
+        let policies = deadlines::Policies::from_settings(&settings).map_err(StartError::Settings)?;
         let settings = Arc::new(settings);
+        // Fired deadlines go to the manager, which is spawned just below.
+        let manager_slot: Arc<OnceLock<ActorRef<ManagerMsg>>> = Arc::new(OnceLock::new());
+        let fire_target = manager_slot.clone();
+        let (timers, timer_tasks) = timers::Timers::start(
+            TIMER_SHARDS,
+            clock.clone(),
+            Arc::new(move |deadline, _fired_at| {
+                if let Some(manager) = fire_target.get() {
+                    let _ = manager.cast(ManagerMsg::Deadline(deadline));
+                }
+            }),
+        );
         let shared = Arc::new(Shared {
             store,
             reader: reader.clone(),
             clock,
             settings: settings.clone(),
             outbound,
+            timers,
+            policies,
             directory: OnceLock::new(),
         });
 
         let (manager, _) = Actor::spawn(None, ConversationManager, shared.clone()).await?;
+        let _ = manager_slot.set(manager.clone());
         let (root, _) = Actor::spawn(None, RootSupervisor, shared.clone()).await?;
         let router = spawn_child(&root, Child::Router, &shared, &open).await?;
         let Spawned::Router(router) = router else { unreachable!("asked for a router") };
@@ -146,6 +171,15 @@ impl System {
         let _ = sink.shared.set(shared.clone());
 
         requeue(&shared, &open, None);
+        // Deadlines are stored, not scheduled: arm every open conversation's
+        // again (overdue ones fire at once; their owners ignore stale ones).
+        for record in &open {
+            if let Some(number) = storage::conversation_number(&record.conversation.id) {
+                for (kind, due) in deadlines::deadlines_of(record) {
+                    shared.timers.arm(timers::Deadline { due, conversation: number, kind });
+                }
+            }
+        }
         for entry in inbox {
             let _ = manager.cast(ManagerMsg::Deliver {
                 thread_key: entry.thread_key.clone(),
@@ -170,7 +204,7 @@ impl System {
                 }
             })
         };
-        Ok(System { shared, root, ticker })
+        Ok(System { shared, root, ticker, timer_tasks })
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -296,6 +330,9 @@ impl System {
     /// writer after it has committed everything handed to it.
     pub async fn shutdown(&self) {
         self.ticker.abort();
+        for task in &self.timer_tasks {
+            task.abort();
+        }
         let directory = self.shared.directory();
         let _ = directory.manager.drain_and_wait(Some(Duration::from_secs(5))).await;
         self.root.stop_children_and_wait(None, Some(Duration::from_secs(5))).await;
@@ -320,6 +357,7 @@ fn requeue(shared: &Shared, open: &[storage::ConversationRecord], only_team: Opt
             thread_key: record.thread_key.clone(),
             team: record.conversation.team.clone(),
             preferred_agent: None,
+            exclude_agent: None,
             queued_at: record.queued_at.unwrap_or(record.conversation.opened_at),
         }));
     }

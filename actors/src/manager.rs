@@ -29,6 +29,8 @@ pub enum ManagerMsg {
     },
     /// Housekeeping tick: passivate idle actors.
     Sweep,
+    /// A deadline came due; it goes to its conversation's actor.
+    Deadline(crate::timers::Deadline),
     /// How many conversation actors are in memory.
     LiveCount(RpcReplyPort<usize>),
 }
@@ -80,7 +82,24 @@ impl Actor for ConversationManager {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             ManagerMsg::Deliver { thread_key, message } => state.deliver(&myself, thread_key, message).await,
-            ManagerMsg::Sweep => state.sweep(),
+            ManagerMsg::Sweep => {
+                state.sweep();
+                state.shared.timers.poll();
+            }
+            ManagerMsg::Deadline(deadline) => {
+                let conversation_id = storage::conversation_id(deadline.conversation);
+                // The thread key is in the conversation record; a closed or
+                // unknown conversation has nothing left to time.
+                match state.shared.reader.conversation(&conversation_id) {
+                    Ok(Some(record)) if record.conversation.status != protocol::model::ConversationStatus::Closed => {
+                        let message =
+                            ConversationMsg::Deadline { conversation_id, kind: deadline.kind, due: deadline.due };
+                        state.deliver(&myself, record.thread_key, message).await;
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::error!(%error, "cannot read a conversation for its deadline"),
+                }
+            }
             ManagerMsg::LiveCount(reply) => {
                 let _ = reply.send(state.live.len());
             }

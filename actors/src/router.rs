@@ -22,6 +22,8 @@ pub struct RouteRequest {
     pub thread_key: String,
     pub team: Option<String>,
     pub preferred_agent: Option<String>,
+    /// Never this agent (idle reassignment moves a conversation to someone else).
+    pub exclude_agent: Option<String>,
     pub queued_at: UnixMs,
 }
 
@@ -52,8 +54,11 @@ impl Actor for RouterActor {
     ) -> Result<(), ActorProcessingErr> {
         let RouterMsg::Route(request) = message;
         let directory = shared.directory();
-        if let Some((agent_id, actor)) =
-            request.preferred_agent.as_deref().and_then(|agent| directory.agent(agent).map(|actor| (agent, actor)))
+        if let Some((agent_id, actor)) = request
+            .preferred_agent
+            .as_deref()
+            .filter(|agent| request.exclude_agent.as_deref() != Some(*agent))
+            .and_then(|agent| directory.agent(agent).map(|actor| (agent, actor)))
         {
             let granted = ractor::call!(actor, |reply| AgentMsg::TryReserve {
                 conversation_id: request.conversation_id.clone(),
@@ -77,6 +82,7 @@ impl Actor for RouterActor {
                     conversation_id: request.conversation_id,
                     thread_key: request.thread_key,
                     queued_at: request.queued_at,
+                    exclude_agent: request.exclude_agent,
                 }));
             }
             None => {

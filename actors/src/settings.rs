@@ -12,6 +12,33 @@ pub struct TeamSpec {
     pub name: Option<String>,
     #[serde(default)]
     pub assignment: Strategy,
+    /// Targets that replace `[sla]` for this team's conversations.
+    #[serde(default)]
+    pub sla: Option<SlaOverride>,
+    /// When set, this team's SLA clocks run only inside these hours.
+    #[serde(default)]
+    pub hours: Option<crate::hours::HoursSpec>,
+}
+
+/// Per-team SLA targets; unset keys keep the global `[sla]` value.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlaOverride {
+    pub first_response_s: Option<u64>,
+    pub next_response_s: Option<u64>,
+    pub resolution_s: Option<u64>,
+    pub reassign_after_s: Option<u64>,
+}
+
+impl SlaOverride {
+    pub fn apply(&self, global: &SlaSpec) -> SlaSpec {
+        SlaSpec {
+            first_response_s: self.first_response_s.unwrap_or(global.first_response_s),
+            next_response_s: self.next_response_s.unwrap_or(global.next_response_s),
+            resolution_s: self.resolution_s.unwrap_or(global.resolution_s),
+            reassign_after_s: self.reassign_after_s.unwrap_or(global.reassign_after_s),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]

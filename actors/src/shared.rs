@@ -68,6 +68,8 @@ pub struct Shared {
     pub clock: SharedClock,
     pub settings: Arc<Settings>,
     pub outbound: Arc<dyn Outbound>,
+    pub timers: crate::timers::Timers,
+    pub policies: crate::deadlines::Policies,
     pub(crate) directory: OnceLock<Directory>,
 }
 

@@ -24,6 +24,8 @@ pub struct QueuedConversation {
     pub conversation_id: String,
     pub thread_key: String,
     pub queued_at: UnixMs,
+    /// An agent this conversation must not go to.
+    pub exclude_agent: Option<String>,
 }
 
 pub enum TeamMsg {
@@ -135,7 +137,13 @@ impl TeamState {
     async fn drain(&mut self) {
         while let Some(front) = self.queue.front().cloned() {
             let mut assigned = false;
-            while let Some(index) = pick_member(self.spec.assignment, &self.members, &self.views, self.cursor) {
+            while let Some(index) = pick_member(
+                self.spec.assignment,
+                &self.members,
+                &self.views,
+                self.cursor,
+                front.exclude_agent.as_deref(),
+            ) {
                 let agent_id = self.members[index].clone();
                 let Some(agent) = self.shared.agent(&agent_id) else {
                     self.views.remove(&agent_id);
@@ -180,11 +188,14 @@ pub fn pick_member(
     members: &[String],
     views: &HashMap<String, MemberView>,
     cursor: usize,
+    exclude: Option<&str>,
 ) -> Option<usize> {
     if members.is_empty() {
         return None;
     }
-    let has_room = |index: usize| views.get(&members[index]).is_some_and(|view| view.free > 0);
+    let has_room = |index: usize| {
+        exclude != Some(members[index].as_str()) && views.get(&members[index]).is_some_and(|view| view.free > 0)
+    };
     match strategy {
         Strategy::RoundRobin => {
             (0..members.len()).map(|offset| (cursor + offset) % members.len()).find(|&index| has_room(index))
@@ -216,19 +227,19 @@ mod tests {
     #[test]
     fn round_robin_cycles_in_order_skipping_full_members() {
         let all_free = views(&[("a", 1, 0, 0), ("b", 1, 0, 0), ("c", 1, 0, 0)]);
-        assert_eq!(pick_member(Strategy::RoundRobin, &members(), &all_free, 0), Some(0));
-        assert_eq!(pick_member(Strategy::RoundRobin, &members(), &all_free, 1), Some(1));
-        assert_eq!(pick_member(Strategy::RoundRobin, &members(), &all_free, 3), Some(0));
+        assert_eq!(pick_member(Strategy::RoundRobin, &members(), &all_free, 0, None), Some(0));
+        assert_eq!(pick_member(Strategy::RoundRobin, &members(), &all_free, 1, None), Some(1));
+        assert_eq!(pick_member(Strategy::RoundRobin, &members(), &all_free, 3, None), Some(0));
         let b_full = views(&[("a", 1, 0, 0), ("b", 0, 5, 0), ("c", 1, 0, 0)]);
-        assert_eq!(pick_member(Strategy::RoundRobin, &members(), &b_full, 1), Some(2));
-        assert_eq!(pick_member(Strategy::RoundRobin, &members(), &views(&[]), 0), None);
+        assert_eq!(pick_member(Strategy::RoundRobin, &members(), &b_full, 1, None), Some(2));
+        assert_eq!(pick_member(Strategy::RoundRobin, &members(), &views(&[]), 0, None), None);
     }
 
     #[test]
     fn least_loaded_breaks_ties_by_least_recent_assignment() {
         let tied = views(&[("a", 1, 2, 9), ("b", 1, 2, 3), ("c", 1, 5, 0)]);
-        assert_eq!(pick_member(Strategy::LeastLoaded, &members(), &tied, 0), Some(1));
+        assert_eq!(pick_member(Strategy::LeastLoaded, &members(), &tied, 0, None), Some(1));
         let lighter = views(&[("a", 1, 1, 9), ("b", 1, 2, 3), ("c", 0, 0, 0)]);
-        assert_eq!(pick_member(Strategy::LeastLoaded, &members(), &lighter, 0), Some(0));
+        assert_eq!(pick_member(Strategy::LeastLoaded, &members(), &lighter, 0, None), Some(0));
     }
 }

@@ -243,6 +243,11 @@ impl Config {
             if !team_ids.insert(team.id.as_str()) {
                 return fail(&format!("teams[{index}].id"), format!("team {:?} is defined twice", team.id));
             }
+            if let Some(hours) = &team.hours
+                && let Err(problem) = actors::hours::Schedule::parse(hours)
+            {
+                return fail(&format!("teams[{index}].hours"), problem);
+            }
         }
         let mut agent_ids = HashSet::new();
         let mut token_hashes = HashSet::new();

@@ -182,8 +182,13 @@ pub async fn run(listen: &str, agents: usize, rate: f64, data_dir: Option<PathBu
     config.whatsapp.verify_token = secret();
     config.whatsapp.access_token = secret();
     config.presence.grace_s = 5;
-    config.teams =
-        vec![TeamSpec { id: TEAM.to_owned(), name: Some("Sales".to_owned()), assignment: Strategy::RoundRobin }];
+    config.teams = vec![TeamSpec {
+        id: TEAM.to_owned(),
+        name: Some("Sales".to_owned()),
+        assignment: Strategy::RoundRobin,
+        sla: None,
+        hours: None,
+    }];
     config.agents = roster.specs();
 
     let emulator = match Emulator::start(EmulatorConfig {

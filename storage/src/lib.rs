@@ -29,7 +29,9 @@ use std::sync::Arc;
 pub use read::ConversationFilter;
 pub use read::Reader;
 pub use records::*;
-pub use writer::{Batch, CommitOutcome, EventSink, IngestOutcome, NullSink, Op, Published, conversation_id};
+pub use writer::{
+    Batch, CommitOutcome, EventSink, IngestOutcome, NullSink, Op, Published, conversation_id, conversation_number,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {

@@ -68,6 +68,76 @@ pub struct ConversationRecord {
     pub assigned_at: Option<UnixMs>,
     #[serde(default)]
     pub first_response_at: Option<UnixMs>,
+    /// Windows, SLA clocks, idle reassignment and assignment history.
+    #[serde(default)]
+    pub clocks: ConversationClocks,
+}
+
+/// The time-driven state of a conversation. Every deadline is an absolute
+/// unix millisecond, so it survives restarts; what fires is re-armed from here.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConversationClocks {
+    /// Meta's timestamp of the customer message that came from an ad (a
+    /// `referral`): the free entry point window needs a reply within 24 h of it.
+    #[serde(default)]
+    pub entry_at: Option<UnixMs>,
+    /// When the business's first outbound message was accepted by Meta.
+    #[serde(default)]
+    pub first_outbound_at: Option<UnixMs>,
+    #[serde(default)]
+    pub last_agent_reply_at: Option<UnixMs>,
+    #[serde(default)]
+    pub frt: Option<SlaClock>,
+    #[serde(default)]
+    pub nrt: Option<SlaClock>,
+    #[serde(default)]
+    pub trt: Option<SlaClock>,
+    /// Durations of finished next-response waits, for reports.
+    #[serde(default)]
+    pub nrt_done_ms: Vec<i64>,
+    /// Warnings and breaches, for reports.
+    #[serde(default)]
+    pub sla_events: Vec<SlaEventRecord>,
+    /// Reassign to another agent at this time unless the agent replied.
+    #[serde(default)]
+    pub reassign_at: Option<UnixMs>,
+    #[serde(default)]
+    pub history: Vec<AssignmentChange>,
+}
+
+/// One running (or finished) SLA clock.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SlaClock {
+    pub started_at: UnixMs,
+    pub warn_at: UnixMs,
+    pub breach_at: UnixMs,
+    #[serde(default)]
+    pub warned: bool,
+    #[serde(default)]
+    pub breached: bool,
+    #[serde(default)]
+    pub stopped_at: Option<UnixMs>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SlaEventRecord {
+    pub kind: protocol::ws::SlaKind,
+    pub state: protocol::ws::SlaState,
+    pub at: UnixMs,
+    #[serde(default)]
+    pub agent: Option<String>,
+    #[serde(default)]
+    pub team: Option<String>,
+}
+
+/// Who held the conversation from when, and why it changed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AssignmentChange {
+    pub at: UnixMs,
+    #[serde(default)]
+    pub agent: Option<String>,
+    /// `assigned`, `transferred`, `reassigned_idle`, `agent_offline`, `closed`.
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -449,7 +449,7 @@ impl<'txn> GroupState<'txn> {
         if let (true, Some(agent)) = (conversation.status == ConversationStatus::Assigned, &conversation.agent) {
             self.agent_open.insert((agent.as_str(), id), ()).map_err(db_error)?;
         }
-        if let Some(number) = parse_conversation_number(id) {
+        if let Some(number) = conversation_number(id) {
             self.conversation_seq = self.conversation_seq.max(number);
         }
         let mut stored = record.clone();
@@ -464,7 +464,8 @@ pub fn conversation_id(number: u64) -> String {
     format!("cv{number:012}")
 }
 
-pub(crate) fn parse_conversation_number(id: &str) -> Option<u64> {
+/// The number inside a conversation id (`cv000000000042` → 42).
+pub fn conversation_number(id: &str) -> Option<u64> {
     id.strip_prefix("cv")?.parse().ok()
 }
 

@@ -103,6 +103,7 @@ fn conversation(id: &str, status: ConversationStatus, agent: Option<&str>) -> Op
         queued_at: None,
         assigned_at: None,
         first_response_at: None,
+        clocks: Default::default(),
     }))
 }
 
