@@ -15,7 +15,7 @@ use std::sync::Arc;
 use protocol::ApiError;
 use protocol::model::AgentStatus;
 use protocol::time::UnixMs;
-use protocol::ws::{AgentWorkload, ServerFrame, UnassignReason};
+use protocol::ws::{AgentWorkload, ServerFrame, SlaKind, SlaState, UnassignReason};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use storage::Op;
 use tokio::sync::mpsc;
@@ -80,6 +80,10 @@ pub struct AgentArgs {
     pub status: AgentStatus,
     /// Open assigned conversations (id → thread key), from the store.
     pub open: HashMap<String, String>,
+    /// Their service windows (id → service_until), from the store.
+    pub windows: HashMap<String, Option<UnixMs>>,
+    /// First-response breaches today (UTC) found in the store at start.
+    pub frt_breaches_today: u32,
 }
 
 pub struct AgentState {
@@ -92,6 +96,10 @@ pub struct AgentState {
     /// When the grace period after the last session closed runs out.
     grace_until: Option<UnixMs>,
     last_announced: Option<(u32, u32)>,
+    /// Service windows of held conversations, kept current from the agent's events.
+    windows: HashMap<String, Option<UnixMs>>,
+    /// (UTC day number, first-response breaches that day).
+    frt_breaches: (i64, u32),
 }
 
 impl Actor for AgentActor {
@@ -108,6 +116,7 @@ impl Actor for AgentActor {
         // period to reconnect before its conversations are routed elsewhere.
         let grace_until = (!args.open.is_empty() || args.status != AgentStatus::Offline)
             .then(|| args.shared.now() + args.shared.settings.presence_grace_ms);
+        let today = day_of(args.shared.now());
         Ok(AgentState {
             spec: args.spec,
             shared: args.shared,
@@ -117,6 +126,8 @@ impl Actor for AgentActor {
             reserved: HashSet::new(),
             grace_until,
             last_announced: None,
+            frt_breaches: (today, args.frt_breaches_today),
+            windows: args.windows,
         })
     }
 
@@ -162,7 +173,10 @@ impl Actor for AgentActor {
                     }
                 }
             }
-            AgentMsg::Event(frame) => state.push(frame),
+            AgentMsg::Event(frame) => {
+                state.observe(&frame);
+                state.push(frame);
+            }
             AgentMsg::TryReserve { conversation_id, reply } => {
                 let granted = state.free_slots() > 0 && !state.open.contains_key(&conversation_id);
                 if granted {
@@ -206,9 +220,9 @@ impl Actor for AgentActor {
                     teams: state.spec.teams.clone(),
                     assigned: state.open.len() as u32,
                     capacity: state.spec.effective_capacity(),
-                    open_windows: 0,
+                    open_windows: state.open_windows(),
                     copilot: false,
-                    frt_breaches: 0,
+                    frt_breaches: state.frt_breaches_today(),
                 });
             }
         }
@@ -217,7 +231,50 @@ impl Actor for AgentActor {
     }
 }
 
+const DAY_MS: i64 = 24 * 3_600_000;
+
+fn day_of(at: UnixMs) -> i64 {
+    at.div_euclid(DAY_MS)
+}
+
 impl AgentState {
+    /// Keeps the workload figures current from the agent's own events.
+    fn observe(&mut self, frame: &ServerFrame) {
+        match frame {
+            ServerFrame::Assigned { conversation, .. } => {
+                self.windows.insert(conversation.id.clone(), conversation.service_until);
+            }
+            ServerFrame::Window { conversation_id, service_until, .. } => {
+                if let Some(window) = self.windows.get_mut(conversation_id) {
+                    *window = *service_until;
+                }
+            }
+            ServerFrame::Unassigned { conversation_id, .. } => {
+                self.windows.remove(conversation_id);
+            }
+            ServerFrame::Sla { kind: SlaKind::FirstResponse, state: SlaState::Breached, .. } => {
+                let today = day_of(self.shared.now());
+                if self.frt_breaches.0 != today {
+                    self.frt_breaches = (today, 0);
+                }
+                self.frt_breaches.1 += 1;
+            }
+            _ => {}
+        }
+    }
+
+    fn open_windows(&self) -> u32 {
+        let now = self.shared.now();
+        self.windows
+            .iter()
+            .filter(|(id, until)| self.open.contains_key(*id) && until.is_some_and(|until| now < until))
+            .count() as u32
+    }
+
+    fn frt_breaches_today(&self) -> u32 {
+        if self.frt_breaches.0 == day_of(self.shared.now()) { self.frt_breaches.1 } else { 0 }
+    }
+
     fn eligible(&self) -> bool {
         self.status == AgentStatus::Online && !self.sessions.is_empty() && self.spec.effective_capacity() > 0
     }

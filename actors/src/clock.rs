@@ -27,6 +27,11 @@ impl ManualClock {
         self.now.fetch_add(delta, Ordering::SeqCst);
     }
 
+    /// The current reading (also available through [`Clock`]).
+    pub fn now_ms_for_test(&self) -> UnixMs {
+        self.now.load(Ordering::SeqCst)
+    }
+
     pub fn set(&self, at: UnixMs) {
         self.now.store(at, Ordering::SeqCst);
     }

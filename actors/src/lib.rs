@@ -403,7 +403,8 @@ async fn spawn_child(
         }
         Child::Agent(spec) => {
             let status = shared.reader.agent(&spec.id)?.status;
-            let open: HashMap<String, String> = open
+            let open_records = open;
+            let open: HashMap<String, String> = open_records
                 .iter()
                 .filter(|record| {
                     record.conversation.status == ConversationStatus::Assigned
@@ -411,7 +412,33 @@ async fn spawn_child(
                 })
                 .map(|record| (record.conversation.id.clone(), record.thread_key.clone()))
                 .collect();
-            let args = AgentArgs { spec: spec.clone(), shared: shared.clone(), status, open };
+            let held = open_records
+                .iter()
+                .filter(|record| {
+                    record.conversation.status == ConversationStatus::Assigned
+                        && record.conversation.agent.as_deref() == Some(spec.id.as_str())
+                })
+                .map(|record| (record.conversation.id.clone(), record.conversation.service_until))
+                .collect();
+            let today = shared.now().div_euclid(24 * 3_600_000);
+            let frt_breaches_today = open_records
+                .iter()
+                .flat_map(|record| record.clocks.sla_events.iter())
+                .filter(|event| {
+                    event.kind == protocol::ws::SlaKind::FirstResponse
+                        && event.state == protocol::ws::SlaState::Breached
+                        && event.agent.as_deref() == Some(spec.id.as_str())
+                        && event.at.div_euclid(24 * 3_600_000) == today
+                })
+                .count() as u32;
+            let args = AgentArgs {
+                spec: spec.clone(),
+                shared: shared.clone(),
+                status,
+                open,
+                windows: held,
+                frt_breaches_today,
+            };
             let (actor, _) = Actor::spawn_linked(None, AgentActor, args, supervisor).await?;
             (actor.get_cell(), Spawned::Agent(actor))
         }

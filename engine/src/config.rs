@@ -455,6 +455,22 @@ mod tests {
     }
 
     #[test]
+    fn the_examples_are_valid() {
+        for example in ["sales-team.toml", "business-hours.toml"] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples").join(example);
+            Config::load(Some(&path), env(&[])).unwrap_or_else(|error| panic!("{example}: {error}"));
+        }
+        let bad_hours = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples/business-hours.toml"),
+        )
+        .unwrap()
+        .replace("Asia/Kolkata", "Asia/Nowhere");
+        let error = error_of(&bad_hours, &[]);
+        assert_eq!(error.key, "teams[0].hours");
+        assert!(error.problem.contains("Asia/Nowhere"));
+    }
+
+    #[test]
     fn debug_output_never_shows_secrets() {
         let config = Config::load(None, env(&[])).unwrap();
         let shown = format!("{config:?}");

@@ -117,6 +117,19 @@ impl Harness {
         Ok(Harness { server: Some(server), emulator, data_dir, http: reqwest::Client::new() })
     }
 
+    /// Stops the server and starts it again on the same data directory and
+    /// configuration (as after a restart), with new start options.
+    pub async fn restart(&mut self, options: StartOptions) -> Result<()> {
+        let server = self.server.take().expect("running");
+        let mut config = server.state.config.clone();
+        server.shutdown().await;
+        config.server.listen = "127.0.0.1:0".to_owned();
+        let server = engine::server::start(config, options).await?;
+        self.emulator.set_webhook_url(Some(format!("{}/webhooks/whatsapp", server.base_url())));
+        self.server = Some(server);
+        Ok(())
+    }
+
     pub fn server(&self) -> &RunningServer {
         self.server.as_ref().expect("running")
     }
