@@ -341,3 +341,15 @@ async fn throttling_is_retried_with_backoff_and_errors_keep_metas_code() -> Test
     harness.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_synchronous_131047_is_window_closed_with_metas_code() -> TestResult {
+    let (harness, mut agent, conversation_id) = one_assigned("919800002222").await?;
+    let refused = engine::emulator::Failure { http_status: 400, code: 131047, message: "Re-engagement message".into() };
+    harness.emulator.fail_next(refused, 1);
+    let answer = agent.request(json!({"type": "send", "conversation_id": conversation_id, "text": "late"})).await?;
+    assert_eq!(answer["code"], "window_closed", "{answer}");
+    assert_eq!(answer["detail"]["meta_code"], 131047);
+    harness.shutdown().await;
+    Ok(())
+}
