@@ -273,6 +273,30 @@ mod tests {
     }
 
     #[test]
+    fn team_overrides_replace_only_the_keys_they_set() {
+        use crate::settings::{SlaOverride, Strategy, TeamSpec};
+        let mut settings = Settings::default();
+        settings.sla.first_response_s = 300;
+        settings.sla.next_response_s = 600;
+        settings.teams = vec![
+            TeamSpec {
+                id: "collections".into(),
+                name: None,
+                assignment: Strategy::LeastLoaded,
+                sla: Some(SlaOverride { first_response_s: Some(60), ..Default::default() }),
+                hours: None,
+            },
+            TeamSpec { id: "sales".into(), name: None, assignment: Strategy::RoundRobin, sla: None, hours: None },
+        ];
+        let policies = Policies::from_settings(&settings).unwrap();
+        assert_eq!(policies.of(Some("collections")).sla.first_response_s, 60);
+        assert_eq!(policies.of(Some("collections")).sla.next_response_s, 600, "unset keys keep the global value");
+        assert_eq!(policies.of(Some("sales")).sla.first_response_s, 300);
+        assert_eq!(policies.of(None).sla.first_response_s, 300);
+        assert_eq!(policies.of(Some("unknown")).sla.first_response_s, 300);
+    }
+
+    #[test]
     fn idle_reassignment_only_without_a_first_response() {
         let mut conversation = record(ConversationStatus::Assigned);
         conversation.clocks.reassign_at = Some(600_000);
