@@ -1,7 +1,16 @@
-//! The load harness of docs/BENCHMARKS.md is tracked by issue #3 and not
-//! built yet; this binary says so rather than pretending to measure.
+//! `switchboard-bench`: see the library's documentation (`lib.rs`) and
+//! docs/BENCHMARKS.md.
 
-fn main() {
-    eprintln!("switchboard-bench: the load harness is not built yet (issue #3); see docs/BENCHMARKS.md");
-    std::process::exit(2);
+use clap::Parser;
+use switchboard_bench::cli::{Cli, run};
+
+#[tokio::main]
+async fn main() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let cli = Cli::parse();
+    let code = run(cli).await;
+    std::process::exit(code);
 }

@@ -8,6 +8,7 @@ use actors::System;
 use actors::clock::{Clock, SharedClock};
 use actors::shared::Outbound;
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -125,7 +126,9 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
     let router = http::router(state.clone());
     let mut shutdown_signal = stopping.clone();
     let serving = tokio::spawn(async move {
-        axum::serve(listener, router)
+        // Pushes are small frames: without TCP_NODELAY each waits for the
+        // client's delayed ACK (~40 ms).
+        axum::serve(listener.tap_io(|tcp| drop(tcp.set_nodelay(true))), router)
             .with_graceful_shutdown(async move {
                 let _ = shutdown_signal.wait_for(|stopping| *stopping).await;
             })

@@ -1,0 +1,478 @@
+//! The command line: `switchboard-bench smoke|throughput|soak|recovery|merge`.
+//!
+//! Without `--target`, the harness starts the engine itself (`switchboard
+//! serve` next to this executable, or `--engine-bin`) with a configuration it
+//! writes into a fresh directory, and reads the engine's CPU time and memory
+//! from `/proc`. With `--target URL` it drives a server already running, which
+//! must accept the harness's app secret and agent tokens
+//! (`{prefix}{i}-token` for agents `bench-agent-{i}`, i = 1..=N) and send to
+//! the harness's Graph API sink (`--sink-listen` fixes its address).
+//! `--reference NAME=URL` drives other servers the same way after the engine
+//! and prints them as ratios to the engine's figures; `--ingest-reference`
+//! does so with webhooks only (for servers that deliver nothing).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::engine_process::{EngineConfigOptions, EngineProcess, default_engine_binary, render_engine_config};
+use crate::report::{MachineInfo, Report, RunResult, render_markdown};
+use crate::scenarios::{self, LoadRun, RunOptions, Target};
+use crate::sink::{GraphSink, StatusCallbacks};
+use crate::workload::WorkloadShape;
+
+#[derive(Parser)]
+#[command(
+    name = "switchboard-bench",
+    version,
+    about = "Open-loop load harness for Switchboard: signed webhooks in, WebSocket agents, a Graph API sink"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// A few seconds at a low rate (default 200 msg/s for 3 s, 5 agents);
+    /// exits non-zero if any correctness counter is not 0 or nothing was delivered.
+    Smoke(#[command(flatten)] CommonOptions),
+    /// Rising rates, each for --duration seconds (default 10); reports the
+    /// highest whose p99 end-to-end latency stays under the SLO with nothing lost.
+    Throughput {
+        #[command(flatten)]
+        common: CommonOptions,
+        /// Rates to step through, in messages/s (default 1000,2000,5000,10000,20000,50000,100000, capped by --rate).
+        #[arg(long, value_delimiter = ',')]
+        steps: Vec<f64>,
+        /// Keep stepping after a step misses the SLO.
+        #[arg(long)]
+        keep_going: bool,
+        /// The p99 latency a step must stay under, in ms.
+        #[arg(long, default_value_t = 50)]
+        slo_p99_ms: u64,
+    },
+    /// A fixed rate (default 2000 msg/s) for a set time (default 60 s) with the
+    /// engine's RSS sampled every second; reports the slope.
+    Soak(#[command(flatten)] CommonOptions),
+    /// Load (default 1000 msg/s for 10 s) during which the engine is killed with
+    /// SIGKILL and restarted on the same data; counts what was lost.
+    Recovery {
+        #[command(flatten)]
+        common: CommonOptions,
+        /// Seconds into the load when the engine is killed (default 40 % of --duration).
+        #[arg(long)]
+        kill_after: Option<f64>,
+    },
+    /// Combines reports run separately: the engine's from one file, references from others.
+    Merge {
+        /// The report whose `engine` result is the engine.
+        #[arg(long)]
+        engine: PathBuf,
+        /// NAME=FILE: a report whose `engine` result becomes the reference NAME.
+        #[arg(long = "reference", value_parser = parse_named)]
+        references: Vec<(String, String)>,
+        #[arg(long)]
+        json: Option<PathBuf>,
+        #[arg(long)]
+        markdown: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct CommonOptions {
+    /// The engine binary to start (default: `switchboard` next to this executable).
+    #[arg(long)]
+    pub engine_bin: Option<PathBuf>,
+    /// Drive a server already running at this URL instead of starting one.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// The app secret webhooks are signed with (with --target or references).
+    #[arg(long, default_value = crate::BENCH_APP_SECRET)]
+    pub app_secret: String,
+    /// Agent i (1..=N) authenticates with `{prefix}{i}-token`.
+    #[arg(long, default_value = crate::BENCH_AGENT_TOKEN_PREFIX)]
+    pub agent_token_prefix: String,
+    /// WebSocket agents (default 50; 5 for smoke). 0 = webhooks only.
+    #[arg(long)]
+    pub agents: Option<usize>,
+    /// Open conversations per agent (default: enough for the highest rate).
+    #[arg(long)]
+    pub capacity: Option<u32>,
+    /// Messages per second (throughput: the highest step).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Seconds of load (throughput: per step).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Write the JSON report here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write the Markdown report here (it is always printed to stdout).
+    #[arg(long)]
+    pub markdown: Option<PathBuf>,
+    /// No progress bar (it is also off when stderr is not a terminal).
+    #[arg(long)]
+    pub no_progress: bool,
+    /// An agent's think time before replying, in ms.
+    #[arg(long, default_value_t = 200)]
+    pub think_time_ms: u64,
+    /// Agents close a conversation whose customer has been quiet this long, in ms.
+    #[arg(long, default_value_t = 5000)]
+    pub idle_close_ms: u64,
+    /// Mean time between two messages of one customer's session, in ms.
+    #[arg(long, default_value_t = 1000)]
+    pub customer_gap_ms: u64,
+    /// After the load, how long to wait for every acknowledged message to be delivered.
+    #[arg(long, default_value_t = 30.0)]
+    pub drain_timeout: f64,
+    /// Webhook requests in flight at most; beyond, a due message is counted as failed.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_in_flight: usize,
+    /// Seed of the workload.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// The engine's data directory (kept); default a fresh temporary one (removed).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Where the Graph API sink listens.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub sink_listen: String,
+    /// The sink posts signed `sent` and `delivered` status webhooks for each send.
+    #[arg(long)]
+    pub status_webhooks: bool,
+    /// NAME=URL: also drive this server (after the engine) and compare.
+    #[arg(long = "reference", value_parser = parse_named)]
+    pub references: Vec<(String, String)>,
+    /// NAME=URL: as --reference, webhooks only (a server that delivers nothing).
+    #[arg(long = "ingest-reference", value_parser = parse_named)]
+    pub ingest_references: Vec<(String, String)>,
+}
+
+fn parse_named(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() && !value.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!("expected NAME=VALUE, got {text:?}")),
+    }
+}
+
+const DEFAULT_STEPS: &[f64] = &[1_000.0, 2_000.0, 5_000.0, 10_000.0, 20_000.0, 50_000.0, 100_000.0];
+
+/// What a scenario runs, resolved from the options and its defaults.
+#[derive(Clone, Debug)]
+enum Plan {
+    Smoke { rate: f64, duration: Duration },
+    Throughput { rates: Vec<f64>, duration: Duration, keep_going: bool },
+    Soak { rate: f64, duration: Duration },
+    Recovery { rate: f64, duration: Duration, kill_after: Duration },
+}
+
+impl Plan {
+    fn name(&self) -> &'static str {
+        match self {
+            Plan::Smoke { .. } => "smoke",
+            Plan::Throughput { .. } => "throughput",
+            Plan::Soak { .. } => "soak",
+            Plan::Recovery { .. } => "recovery",
+        }
+    }
+
+    fn max_rate(&self) -> f64 {
+        match self {
+            Plan::Throughput { rates, .. } => rates.iter().copied().fold(1.0, f64::max),
+            Plan::Smoke { rate, .. } | Plan::Soak { rate, .. } | Plan::Recovery { rate, .. } => *rate,
+        }
+    }
+}
+
+/// Runs the command line; returns the process exit code.
+pub async fn run(cli: Cli) -> i32 {
+    let outcome = match cli.command {
+        Command::Merge { engine, references, json, markdown } => merge(&engine, &references, json, markdown),
+        Command::Smoke(common) => {
+            let plan = Plan::Smoke {
+                rate: common.rate.unwrap_or(200.0),
+                duration: Duration::from_secs_f64(common.duration.unwrap_or(3.0)),
+            };
+            run_scenario(common, plan, 5, Duration::from_millis(50)).await
+        }
+        Command::Throughput { common, steps, keep_going, slo_p99_ms } => {
+            let ceiling = common.rate.unwrap_or(f64::INFINITY);
+            let mut rates: Vec<f64> = if steps.is_empty() { DEFAULT_STEPS.to_vec() } else { steps };
+            rates.retain(|rate| *rate > 0.0 && *rate <= ceiling);
+            if rates.is_empty() {
+                rates.push(common.rate.unwrap_or(1_000.0));
+            }
+            let plan = Plan::Throughput {
+                rates,
+                duration: Duration::from_secs_f64(common.duration.unwrap_or(10.0)),
+                keep_going,
+            };
+            run_scenario(common, plan, 50, Duration::from_millis(slo_p99_ms)).await
+        }
+        Command::Soak(common) => {
+            let plan = Plan::Soak {
+                rate: common.rate.unwrap_or(2_000.0),
+                duration: Duration::from_secs_f64(common.duration.unwrap_or(60.0)),
+            };
+            run_scenario(common, plan, 50, Duration::from_millis(50)).await
+        }
+        Command::Recovery { common, kill_after } => {
+            let duration = common.duration.unwrap_or(10.0);
+            let plan = Plan::Recovery {
+                rate: common.rate.unwrap_or(1_000.0),
+                duration: Duration::from_secs_f64(duration),
+                kill_after: Duration::from_secs_f64(kill_after.unwrap_or(duration * 0.4)),
+            };
+            run_scenario(common, plan, 50, Duration::from_millis(50)).await
+        }
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("switchboard-bench: {error:#}");
+            2
+        }
+    }
+}
+
+fn run_options(common: &CommonOptions, agents: usize, capacity: Option<u32>, slo_p99: Duration) -> RunOptions {
+    use std::io::IsTerminal;
+    RunOptions {
+        agents,
+        capacity,
+        think_time: Duration::from_millis(common.think_time_ms),
+        idle_close: Duration::from_millis(common.idle_close_ms),
+        shape: WorkloadShape {
+            customer_gap: Duration::from_millis(common.customer_gap_ms),
+            ..WorkloadShape::default()
+        },
+        drain_timeout: Duration::from_secs_f64(common.drain_timeout),
+        max_in_flight: common.max_in_flight,
+        progress: !common.no_progress && std::io::stderr().is_terminal(),
+        seed: common.seed,
+        slo_p99,
+        ..RunOptions::default()
+    }
+}
+
+/// Capacity per agent for the highest rate: twice the open conversations
+/// expected, spread over the agents.
+fn automatic_capacity(shape: &WorkloadShape, max_rate: f64, think_time: Duration, agents: usize) -> u32 {
+    let open = shape.open_conversations_for(max_rate, think_time) as f64;
+    ((2.0 * open / agents.max(1) as f64).ceil() as u32).saturating_add(5)
+}
+
+async fn run_scenario(
+    common: CommonOptions,
+    plan: Plan,
+    default_agents: usize,
+    slo_p99: Duration,
+) -> anyhow::Result<i32> {
+    let machine = MachineInfo::detect();
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let started_at_unix_s = crate::load::unix_seconds();
+    let agents = common.agents.unwrap_or(default_agents);
+    let sink = GraphSink::start(&common.sink_listen, common.status_webhooks)
+        .await
+        .with_context(|| format!("cannot start the Graph API sink on {}", common.sink_listen))?;
+    let mut notes = vec![format!("Graph API sink at {}.", sink.graph_base_url())];
+
+    let mut spawned: Option<(EngineProcess, Option<tempfile::TempDir>)> = None;
+    let (target, capacity) = match &common.target {
+        Some(url) => {
+            let target = Target {
+                description: url.clone(),
+                base_url: url.trim_end_matches('/').to_owned(),
+                app_secret: common.app_secret.clone(),
+                token_prefix: common.agent_token_prefix.clone(),
+                pid: None,
+            };
+            (target, common.capacity)
+        }
+        None => {
+            let options = run_options(&common, agents, None, slo_p99);
+            let capacity = common
+                .capacity
+                .unwrap_or_else(|| automatic_capacity(&options.shape, plan.max_rate(), options.think_time, agents));
+            let (process, temporary) = spawn_engine(&common, agents.max(1), capacity, &sink.graph_base_url()).await?;
+            if temporary.is_none() {
+                notes.push(format!("Engine log: {}.", process.log_path().display()));
+            }
+            let target = Target {
+                description: "switchboard (started by the harness)".to_owned(),
+                base_url: process.base_url(),
+                app_secret: crate::BENCH_APP_SECRET.to_owned(),
+                token_prefix: crate::BENCH_AGENT_TOKEN_PREFIX.to_owned(),
+                pid: Some(process.pid),
+            };
+            spawned = Some((process, temporary));
+            (target, Some(capacity))
+        }
+    };
+    sink.set_callbacks(StatusCallbacks {
+        webhook_url: format!("{}/webhooks/whatsapp", target.base_url),
+        app_secret: target.app_secret.clone(),
+    });
+
+    let options = run_options(&common, agents, capacity, slo_p99);
+    let engine_result = match &plan {
+        Plan::Recovery { rate, duration, kill_after } => {
+            let Some((process, _)) = spawned.as_mut() else {
+                anyhow::bail!("recovery kills and restarts the engine, so it cannot run against --target");
+            };
+            let run = LoadRun::start(target, options.clone(), sink.counters.clone(), *rate).await?;
+            scenarios::recovery(run, process, *rate, *duration, *kill_after, Duration::from_secs(120)).await?
+        }
+        other => {
+            let run = LoadRun::start(target, options.clone(), sink.counters.clone(), plan.max_rate()).await?;
+            drive(run, other).await
+        }
+    };
+    if let Some((process, temporary)) = spawned.take() {
+        let log_path = process.log_path().to_owned();
+        process.terminate(Duration::from_secs(20)).await;
+        // A failed run keeps its data and log for a look.
+        if let Some(temporary) = temporary
+            && !engine_result.passed
+        {
+            let kept = temporary.keep();
+            notes.push(format!("Engine data kept in {}; its log is {}.", kept.display(), log_path.display()));
+        }
+    }
+
+    let mut references = Vec::new();
+    let named = common
+        .references
+        .iter()
+        .map(|(name, url)| (name, url, false))
+        .chain(common.ingest_references.iter().map(|(name, url)| (name, url, true)));
+    for (name, url, ingest_only) in named {
+        if matches!(plan, Plan::Recovery { .. }) {
+            notes.push(format!("Reference {name} skipped: recovery needs a process the harness started."));
+            continue;
+        }
+        let target = Target {
+            description: url.clone(),
+            base_url: url.trim_end_matches('/').to_owned(),
+            app_secret: common.app_secret.clone(),
+            token_prefix: common.agent_token_prefix.clone(),
+            pid: None,
+        };
+        sink.set_callbacks(StatusCallbacks {
+            webhook_url: format!("{}/webhooks/whatsapp", target.base_url),
+            app_secret: target.app_secret.clone(),
+        });
+        let reference_options =
+            RunOptions { agents: if ingest_only { 0 } else { agents }, capacity: common.capacity, ..options.clone() };
+        let sends_before = sink.sends();
+        match LoadRun::start(target, reference_options, sink.counters.clone(), plan.max_rate()).await {
+            Ok(run) => {
+                let mut result = drive(run, &plan).await;
+                if sink.sends() == sends_before && !ingest_only {
+                    result.problems.push("the reference sent nothing to the Graph API sink".to_owned());
+                }
+                references.push((name.clone(), result));
+            }
+            Err(error) => notes.push(format!("Reference {name} could not be driven: {error:#}")),
+        }
+    }
+
+    let report = Report {
+        scenario: plan.name().to_owned(),
+        machine,
+        command,
+        started_at_unix_s,
+        engine: engine_result,
+        references,
+        notes,
+    };
+    write_outputs(&report, common.json.as_deref(), common.markdown.as_deref())?;
+    Ok(if report.engine.passed { 0 } else { 1 })
+}
+
+async fn drive(run: LoadRun, plan: &Plan) -> RunResult {
+    match plan {
+        Plan::Smoke { rate, duration } => scenarios::smoke(run, *rate, *duration).await,
+        Plan::Throughput { rates, duration, keep_going } => {
+            scenarios::throughput(run, rates, *duration, *keep_going).await
+        }
+        Plan::Soak { rate, duration } => scenarios::soak(run, *rate, *duration).await,
+        Plan::Recovery { rate, duration, .. } => {
+            // Without a process to kill this is plain load (references only).
+            scenarios::smoke(run, *rate, *duration).await
+        }
+    }
+}
+
+/// Writes the engine's configuration into the data directory and starts it.
+async fn spawn_engine(
+    common: &CommonOptions,
+    agents: usize,
+    capacity: u32,
+    graph_base_url: &str,
+) -> anyhow::Result<(EngineProcess, Option<tempfile::TempDir>)> {
+    let binary = match &common.engine_bin {
+        Some(binary) => binary.clone(),
+        None => default_engine_binary()?,
+    };
+    let (work_dir, temporary) = match &common.data_dir {
+        Some(directory) => {
+            std::fs::create_dir_all(directory)?;
+            (directory.clone(), None)
+        }
+        None => {
+            let temporary = tempfile::Builder::new().prefix("switchboard-bench-").tempdir()?;
+            (temporary.path().to_owned(), Some(temporary))
+        }
+    };
+    let config_path = work_dir.join("switchboard-bench.toml");
+    let config = render_engine_config(&EngineConfigOptions {
+        listen: "127.0.0.1:0".to_owned(),
+        data_dir: work_dir.join("data"),
+        graph_base_url: graph_base_url.to_owned(),
+        agents,
+        capacity,
+        token_prefix: crate::BENCH_AGENT_TOKEN_PREFIX.to_owned(),
+        tick_ms: 1000,
+    });
+    std::fs::write(&config_path, config)?;
+    let log_path = work_dir.join("engine.log");
+    let process = EngineProcess::spawn(&binary, &config_path, None, &log_path, Duration::from_secs(120)).await?;
+    Ok((process, temporary))
+}
+
+fn write_outputs(report: &Report, json: Option<&Path>, markdown: Option<&Path>) -> anyhow::Result<()> {
+    let rendered = render_markdown(report);
+    println!("{rendered}");
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(report)?;
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = markdown {
+        std::fs::write(path, &rendered).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn merge(
+    engine: &Path,
+    references: &[(String, String)],
+    json: Option<PathBuf>,
+    markdown: Option<PathBuf>,
+) -> anyhow::Result<i32> {
+    let read = |path: &Path| -> anyhow::Result<Report> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not a switchboard-bench report", path.display()))
+    };
+    let mut report = read(engine)?;
+    for (name, file) in references {
+        let reference = read(Path::new(file))?;
+        report.references.retain(|(existing, _)| existing != name);
+        report.references.push((name.clone(), reference.engine));
+    }
+    write_outputs(&report, json.as_deref(), markdown.as_deref())?;
+    Ok(0)
+}
