@@ -97,6 +97,12 @@ pub struct EngineTuning {
     pub session_queue: usize,
     #[serde(default = "default_retention")]
     pub agent_event_retention: u64,
+    #[serde(default = "default_store_cache")]
+    pub store_cache_mib: usize,
+}
+
+fn default_store_cache() -> usize {
+    256
 }
 
 fn default_passivate() -> u64 {
@@ -119,6 +125,7 @@ impl Default for EngineTuning {
             tick_ms: default_tick(),
             session_queue: default_session_queue(),
             agent_event_retention: default_retention(),
+            store_cache_mib: default_store_cache(),
         }
     }
 }

@@ -142,6 +142,7 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
     };
     let store_options = storage::StoreOptions {
         agent_event_retention: config.engine.agent_event_retention.max(1000),
+        cache_bytes: config.engine.store_cache_mib.max(16) * 1024 * 1024,
         ..Default::default()
     };
     let started = std::time::Instant::now();

@@ -59,11 +59,13 @@ pub struct StoreOptions {
     pub agent_event_retention: u64,
     /// Most batches folded into one transaction.
     pub max_group: usize,
+    /// redb's page cache. Bounded so memory stays flat as the file grows.
+    pub cache_bytes: usize,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { agent_event_retention: 1_000, max_group: 4_096 }
+        StoreOptions { agent_event_retention: 1_000, max_group: 4_096, cache_bytes: 256 * 1024 * 1024 }
     }
 }
 
@@ -81,7 +83,7 @@ impl Store {
         std::fs::create_dir_all(dir)
             .map_err(|error| StorageError::Invalid(format!("cannot create data dir {}: {error}", dir.display())))?;
         let path = dir.join("switchboard.redb");
-        let db = redb::Database::create(&path).map_err(db_error)?;
+        let db = redb::Builder::new().set_cache_size(options.cache_bytes).create(&path).map_err(db_error)?;
         tables::create_all(&db)?;
         let db = Arc::new(db);
         let writer = writer::WriterHandle::start(db.clone(), options, sink)?;
