@@ -33,11 +33,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/conversations", get(list_conversations))
         .route("/api/v1/conversations/{id}", get(get_conversation))
-        .route("/api/v1/conversations/{id}/messages", post(send_message))
-        .route("/api/v1/conversations/{id}/templates", post(send_template))
-        .route("/api/v1/conversations/{id}/fields", post(set_fields))
-        .route("/api/v1/conversations/{id}/close", post(close))
-        .route("/api/v1/conversations/{id}/transfer", post(transfer))
+        .route("/api/v1/conversations/{id}/{action}", post(conversation_action))
         .route("/api/v1/workload", get(workload))
         .route("/", get(|| async { Html(include_str!("../assets/dashboard.html")) }))
         .route("/agent", get(|| async { Html(include_str!("../assets/agent.html")) }))
@@ -321,66 +317,37 @@ struct TransferBody {
     agent: Option<String>,
 }
 
-async fn send_message(
+/// `POST /api/v1/conversations/{id}/{action}`: the WebSocket requests, for integrations.
+async fn conversation_action(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Path((id, action)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    conversation_request(&state, &headers, &id, || Ok(RequestKind::Send { text: parse_body::<TextBody>(&body)?.text }))
-        .await
+    conversation_request(&state, &headers, &id, || request_kind(&action, &body)).await
 }
 
-async fn send_template(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    conversation_request(&state, &headers, &id, || {
-        Ok(RequestKind::SendTemplate { template: parse_body::<TemplateBody>(&body)?.template })
-    })
-    .await
-}
-
-async fn set_fields(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    conversation_request(&state, &headers, &id, || {
-        let fields =
-            parse_body::<FieldsBody>(&body)?.fields.ok_or_else(|| ApiError::bad_request("`fields` is required"))?;
-        Ok(RequestKind::SetFields { fields })
-    })
-    .await
-}
-
-async fn close(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    conversation_request(&state, &headers, &id, || {
-        let fields = if body.is_empty() { None } else { parse_body::<FieldsBody>(&body)?.fields };
-        Ok(RequestKind::Close { fields })
-    })
-    .await
-}
-
-async fn transfer(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    conversation_request(&state, &headers, &id, || {
-        let body = parse_body::<TransferBody>(&body)?;
-        Ok(RequestKind::Transfer { team: body.team, agent: body.agent })
-    })
-    .await
+fn request_kind(action: &str, body: &Bytes) -> Result<RequestKind, ApiError> {
+    match action {
+        "messages" => Ok(RequestKind::Send { text: parse_body::<TextBody>(body)?.text }),
+        "templates" => Ok(RequestKind::SendTemplate { template: parse_body::<TemplateBody>(body)?.template }),
+        "fields" => {
+            let fields =
+                parse_body::<FieldsBody>(body)?.fields.ok_or_else(|| ApiError::bad_request("`fields` is required"))?;
+            Ok(RequestKind::SetFields { fields })
+        }
+        "close" => {
+            let fields = if body.is_empty() { None } else { parse_body::<FieldsBody>(body)?.fields };
+            Ok(RequestKind::Close { fields })
+        }
+        "transfer" => {
+            let transfer = parse_body::<TransferBody>(body)?;
+            Ok(RequestKind::Transfer { team: transfer.team, agent: transfer.agent })
+        }
+        _ => Err(ApiError::not_found(format!(
+            "no action {action:?} on a conversation; use messages, templates, fields, close or transfer"
+        ))),
+    }
 }
 
 async fn workload(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {

@@ -353,3 +353,26 @@ async fn a_synchronous_131047_is_window_closed_with_metas_code() -> TestResult {
     harness.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integrations_use_the_same_requests_over_rest() -> TestResult {
+    let (harness, _agent, conversation_id) = one_assigned("919800003333").await?;
+    let path = |action: &str| format!("/api/v1/conversations/{conversation_id}/{action}");
+    let token = agent_token("a1");
+    let (status, sent) = harness.post(&path("messages"), &token, &json!({"text": "from the CRM"})).await?;
+    assert_eq!(status, 200, "{sent}");
+    assert_eq!(sent["message"]["text"], "from the CRM");
+    let (status, fields) = harness.post(&path("fields"), &token, &json!({"fields": {"outcome": "follow_up"}})).await?;
+    assert_eq!((status, fields["fields"]["outcome"].clone()), (200, json!("follow_up")));
+    let (status, error) = harness.post(&path("fields"), &token, &json!({"fields": {"outcome": 7}})).await?;
+    assert_eq!((status, error["code"].clone()), (422, json!("invalid_field")));
+    let (status, error) = harness.post(&path("dance"), &token, &json!({})).await?;
+    assert_eq!((status, error["code"].clone()), (404, json!("not_found")));
+    let (status, error) = harness.post(&path("messages"), &agent_token("a2"), &json!({"text": "not mine"})).await?;
+    assert_eq!((status, error["code"].clone()), (403, json!("forbidden")));
+    let (status, closed) = harness.post(&path("close"), &token, &json!({})).await?;
+    assert_eq!(status, 200, "outcome was set earlier: {closed}");
+    assert_eq!(closed["conversation"]["status"], "closed");
+    harness.shutdown().await;
+    Ok(())
+}
