@@ -186,6 +186,12 @@ impl System {
                 message: ConversationMsg::Inbound(Box::new(entry)),
             });
         }
+        // Ready means the queues are rebuilt: the router has routed every
+        // queued conversation and each team has taken them in.
+        let _ = ractor::call!(shared.directory().router(), RouterMsg::Flush);
+        for entry in shared.directory().teams.iter() {
+            let _ = ractor::call!(entry.value(), TeamMsg::Stats);
+        }
         tracing::info!(open_conversations = open.len(), "actors started");
 
         let ticker = {

@@ -7,7 +7,7 @@
 //! over-capacity assignment.
 //! Restarted by: the system supervisor; its queue is rebuilt from the store.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use protocol::time::UnixMs;
@@ -73,7 +73,58 @@ pub struct TeamState {
     views: HashMap<String, MemberView>,
     cursor: usize,
     assignments: u64,
-    queue: VecDeque<QueuedConversation>,
+    queue: WaitingQueue,
+}
+
+/// The team's waiting conversations, oldest first: ordered by (queued_at,
+/// arrival number), with an index by conversation id, so enqueue, remove and
+/// taking the oldest are O(log n) even with a million waiting.
+#[derive(Default)]
+pub struct WaitingQueue {
+    ordered: BTreeMap<(UnixMs, u64), QueuedConversation>,
+    by_id: HashMap<String, (UnixMs, u64)>,
+    arrivals: u64,
+}
+
+impl WaitingQueue {
+    /// Adds a conversation unless it is already waiting.
+    pub fn push(&mut self, queued: QueuedConversation) {
+        if self.by_id.contains_key(&queued.conversation_id) {
+            return;
+        }
+        self.arrivals += 1;
+        let key = (queued.queued_at, self.arrivals);
+        self.by_id.insert(queued.conversation_id.clone(), key);
+        self.ordered.insert(key, queued);
+    }
+
+    pub fn remove(&mut self, conversation_id: &str) {
+        if let Some(key) = self.by_id.remove(conversation_id) {
+            self.ordered.remove(&key);
+        }
+    }
+
+    pub fn front(&self) -> Option<&QueuedConversation> {
+        self.ordered.values().next()
+    }
+
+    pub fn pop_front(&mut self) -> Option<QueuedConversation> {
+        let (_, queued) = self.ordered.pop_first()?;
+        self.by_id.remove(&queued.conversation_id);
+        Some(queued)
+    }
+
+    pub fn len(&self) -> usize {
+        self.ordered.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ordered.is_empty()
+    }
+
+    pub fn oldest_queued_at(&self) -> Option<UnixMs> {
+        self.ordered.keys().next().map(|(queued_at, _)| *queued_at)
+    }
 }
 
 impl Actor for TeamActor {
@@ -89,7 +140,7 @@ impl Actor for TeamActor {
             views: HashMap::new(),
             cursor: 0,
             assignments: 0,
-            queue: VecDeque::new(),
+            queue: WaitingQueue::default(),
         })
     }
 
@@ -100,28 +151,18 @@ impl Actor for TeamActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            TeamMsg::Enqueue(queued) => {
-                if !state.queue.iter().any(|waiting| waiting.conversation_id == queued.conversation_id) {
-                    // Keep oldest first even when a re-routed conversation arrives late.
-                    let position = state.queue.iter().position(|waiting| waiting.queued_at > queued.queued_at);
-                    match position {
-                        Some(position) => state.queue.insert(position, queued),
-                        None => state.queue.push_back(queued),
-                    }
-                }
-            }
+            // Oldest first even when a re-routed conversation arrives late.
+            TeamMsg::Enqueue(queued) => state.queue.push(queued),
             TeamMsg::Availability { agent_id, free, load } => {
                 let view = state.views.entry(agent_id).or_default();
                 view.free = free;
                 view.load = load;
             }
-            TeamMsg::Remove { conversation_id } => {
-                state.queue.retain(|waiting| waiting.conversation_id != conversation_id)
-            }
+            TeamMsg::Remove { conversation_id } => state.queue.remove(&conversation_id),
             TeamMsg::Stats(reply) => {
                 let _ = reply.send(TeamStats {
                     queued: state.queue.len() as u32,
-                    oldest_queued_at: state.queue.iter().map(|waiting| waiting.queued_at).min(),
+                    oldest_queued_at: state.queue.oldest_queued_at(),
                 });
                 return Ok(());
             }
@@ -233,6 +274,25 @@ mod tests {
         let b_full = views(&[("a", 1, 0, 0), ("b", 0, 5, 0), ("c", 1, 0, 0)]);
         assert_eq!(pick_member(Strategy::RoundRobin, &members(), &b_full, 1, None), Some(2));
         assert_eq!(pick_member(Strategy::RoundRobin, &members(), &views(&[]), 0, None), None);
+    }
+
+    fn waiting(id: &str, queued_at: UnixMs) -> QueuedConversation {
+        QueuedConversation { conversation_id: id.into(), thread_key: format!("t:{id}"), queued_at, exclude_agent: None }
+    }
+
+    #[test]
+    fn the_queue_is_oldest_first_without_duplicates() {
+        let mut queue = WaitingQueue::default();
+        queue.push(waiting("b", 20));
+        queue.push(waiting("a", 10));
+        queue.push(waiting("c", 20));
+        queue.push(waiting("a", 5)); // already waiting: ignored
+        assert_eq!(queue.len(), 3);
+        assert_eq!(queue.oldest_queued_at(), Some(10));
+        queue.remove("b");
+        let order: Vec<String> = std::iter::from_fn(|| queue.pop_front()).map(|item| item.conversation_id).collect();
+        assert_eq!(order, ["a", "c"], "oldest first, ties in arrival order");
+        assert!(queue.is_empty());
     }
 
     #[test]

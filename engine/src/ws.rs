@@ -120,7 +120,9 @@ async fn run_session(
             return;
         }
     }
-    let (replies_tx, mut replies) = mpsc::unbounded_channel::<ServerFrame>();
+    // Boxed: an unbounded channel allocates its first block of 32 slots at
+    // once, and a bare ServerFrame is ~400 bytes — 12 KB per idle session.
+    let (replies_tx, mut replies) = mpsc::unbounded_channel::<Box<ServerFrame>>();
     let mut stopping = state.stopping.clone();
     let stop_signal = async move {
         let _ = stopping.wait_for(|stopping| *stopping).await;
@@ -173,10 +175,10 @@ async fn run_session(
                             Ok(()) => ServerFrame::ok(id, Map::new()),
                             Err(error) => ServerFrame::error(id, error),
                         };
-                        let _ = replies_tx.send(frame);
+                        let _ = replies_tx.send(Box::new(frame));
                         if matches!(topic.as_str(), "workload") && principal.role.sees_everything() {
                             let workload = system.workload().await;
-                            let _ = replies_tx.send(ServerFrame::Workload(workload));
+                            let _ = replies_tx.send(Box::new(ServerFrame::Workload(workload)));
                         }
                     }
                     Ok(frame) => {
@@ -189,7 +191,7 @@ async fn run_session(
                                 Ok(body) => ServerFrame::ok(id, body),
                                 Err(error) => ServerFrame::error(id, error),
                             };
-                            let _ = replies_tx.send(answer);
+                            let _ = replies_tx.send(Box::new(answer));
                         });
                     }
                     Err(error) => {
@@ -283,7 +285,7 @@ fn subscribe(
     system: &Arc<actors::System>,
     principal: &Principal,
     topic: &str,
-    replies: mpsc::UnboundedSender<ServerFrame>,
+    replies: mpsc::UnboundedSender<Box<ServerFrame>>,
 ) -> Result<(), ApiError> {
     if topic != "workload" {
         return Err(ApiError::bad_request(format!("unknown topic {topic:?}; the only topic is \"workload\"")));
@@ -301,7 +303,7 @@ fn subscribe(
                 break;
             }
             let workload = system.workload().await;
-            if replies.send(ServerFrame::Workload(workload)).is_err() {
+            if replies.send(Box::new(ServerFrame::Workload(workload))).is_err() {
                 break;
             }
         }
