@@ -37,6 +37,7 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::ledger::{DeliveryKind, DeliveryOutcome, Ledger, PhaseLedger};
 use crate::workload::MessageTag;
@@ -61,6 +62,12 @@ pub struct FleetSettings {
     pub capacity: Option<u32>,
     pub think_time: Duration,
     pub idle_close: Duration,
+    /// At most this many WebSocket handshakes at once (`None`: no limit), so
+    /// thousands of agents connect gradually.
+    pub connect_concurrency: Option<usize>,
+    /// Small client buffers (4 KiB read, no write buffer) instead of
+    /// tungstenite's 128 KiB read buffer: thousands of agents in little memory.
+    pub small_buffers: bool,
 }
 
 /// What the agents saw. Plain counters; `snapshot` copies them for deltas.
@@ -222,6 +229,7 @@ struct FleetShared {
     holders: HolderRegistry,
     online: AtomicUsize,
     connected: AtomicUsize,
+    connect_gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 pub struct AgentFleet {
@@ -235,6 +243,8 @@ impl AgentFleet {
     pub fn start(settings: FleetSettings, ledger: Arc<Ledger>) -> AgentFleet {
         let ws_url =
             settings.base_url.trim_end_matches('/').replacen("http://", "ws://", 1).replacen("https://", "wss://", 1);
+        let settings_gate =
+            settings.connect_concurrency.map(|permits| Arc::new(tokio::sync::Semaphore::new(permits.max(1))));
         let shared = Arc::new(FleetShared {
             counters: FleetCounters::new(settings.agents),
             settings,
@@ -243,6 +253,7 @@ impl AgentFleet {
             holders: HolderRegistry::default(),
             online: AtomicUsize::new(0),
             connected: AtomicUsize::new(0),
+            connect_gate: settings_gate,
         });
         let (stop, stopping) = watch::channel(false);
         let tasks = (1..=shared.settings.agents)
@@ -525,7 +536,16 @@ async fn run_session(shared: &FleetShared, agent: &mut AgentState, stop: &mut wa
     };
     request.headers_mut().insert("authorization", authorization);
     request.headers_mut().insert("sec-websocket-protocol", protocol);
-    let connecting = tokio_tungstenite::connect_async_with_config(request, None, true);
+    // Held until the handshake is over: at most `connect_concurrency` at once.
+    let permit = match &shared.connect_gate {
+        Some(gate) => tokio::select! {
+            permit = gate.clone().acquire_owned() => permit.ok(),
+            _ = stop.changed() => return SessionEnd::Stopped,
+        },
+        None => None,
+    };
+    let config = shared.settings.small_buffers.then(small_client_config);
+    let connecting = tokio_tungstenite::connect_async_with_config(request, config, true);
     let socket = tokio::select! {
         connected = tokio::time::timeout(CONNECT_TIMEOUT, connecting) => match connected {
             Ok(Ok((socket, _response))) => socket,
@@ -537,10 +557,16 @@ async fn run_session(shared: &FleetShared, agent: &mut AgentState, stop: &mut wa
         },
         _ = stop.changed() => return SessionEnd::Stopped,
     };
+    drop(permit);
     shared.connected.fetch_add(1, Ordering::Relaxed);
     let end = drive_session(shared, agent, stop, socket).await;
     shared.connected.fetch_sub(1, Ordering::Relaxed);
     end
+}
+
+/// 4 KiB read buffer, frames written straight through (no write buffer).
+pub fn small_client_config() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(4 * 1024).write_buffer_size(0)
 }
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;

@@ -1,4 +1,4 @@
-//! The command line: `switchboard-bench smoke|throughput|soak|recovery|merge`.
+//! The command line: `switchboard-bench smoke|throughput|soak|recovery|agents|conversations|merge`.
 //!
 //! Without `--target`, the harness starts the engine itself (`switchboard
 //! serve` next to this executable, or `--engine-bin`) with a configuration it
@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use crate::engine_process::{EngineConfigOptions, EngineProcess, default_engine_binary, render_engine_config};
+use crate::engine_process::{EngineConfigOptions, EngineProcess, default_engine_binary, render_engine_config_with};
 use crate::report::{MachineInfo, Report, RunResult, render_markdown};
 use crate::scenarios::{self, LoadRun, RunOptions, Target};
 use crate::sink::{GraphSink, StatusCallbacks};
@@ -65,6 +65,51 @@ pub enum Command {
         /// Seconds into the load when the engine is killed (default 40 % of --duration).
         #[arg(long)]
         kill_after: Option<f64>,
+    },
+    /// Many agents connected (default 10,000; `--agents`), opened
+    /// `--connect-batch` handshakes at a time: the engine's memory per
+    /// connection, then a modest load (default 1000 msg/s for 20 s) pushed to
+    /// them with the usual counters and latencies.
+    Agents {
+        #[command(flatten)]
+        common: CommonOptions,
+        /// WebSocket handshakes in progress at once.
+        #[arg(long, default_value_t = 500)]
+        connect_batch: usize,
+        /// Seconds idle after every agent is online, before memory is read.
+        #[arg(long, default_value_t = 5.0)]
+        idle_settle: f64,
+    },
+    /// Many stored conversations (default 1,000,000, all left OPEN) of which
+    /// some are active (default 100,000): the engine's memory, then SIGTERM and
+    /// restart on the same data: spawn → ready time and memory after.
+    Conversations {
+        #[command(flatten)]
+        common: CommonOptions,
+        /// Conversations to store (one first message per customer).
+        #[arg(long, default_value_t = 1_000_000)]
+        stored: u64,
+        /// Of those, conversations messaged again just before memory is read.
+        #[arg(long, default_value_t = 100_000)]
+        active: u64,
+        /// Customers' messages per webhook (several `messages` in one `value`).
+        #[arg(long, default_value_t = 50)]
+        per_payload: usize,
+        /// Webhooks in flight while populating.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// `engine.passivate_after_s` for this run, so the populate's actors retire before the active step.
+        #[arg(long, default_value_t = 30)]
+        passivate_after_s: u64,
+        /// At most this long (s) waiting for those actors to retire.
+        #[arg(long, default_value_t = 90.0)]
+        passivation_wait: f64,
+        /// Stop with SIGKILL instead of SIGTERM before the restart.
+        #[arg(long)]
+        hard_kill: bool,
+        /// Seconds the restarted engine has to become ready.
+        #[arg(long, default_value_t = 900.0)]
+        ready_timeout: f64,
     },
     /// Combines reports run separately: the engine's from one file, references from others.
     Merge {
@@ -167,6 +212,7 @@ enum Plan {
     Throughput { rates: Vec<f64>, duration: Duration, keep_going: bool },
     Soak { rate: f64, duration: Duration },
     Recovery { rate: f64, duration: Duration, kill_after: Duration },
+    Agents { rate: f64, duration: Duration, connect_batch: usize, idle_settle: Duration },
 }
 
 impl Plan {
@@ -176,13 +222,17 @@ impl Plan {
             Plan::Throughput { .. } => "throughput",
             Plan::Soak { .. } => "soak",
             Plan::Recovery { .. } => "recovery",
+            Plan::Agents { .. } => "agents",
         }
     }
 
     fn max_rate(&self) -> f64 {
         match self {
             Plan::Throughput { rates, .. } => rates.iter().copied().fold(1.0, f64::max),
-            Plan::Smoke { rate, .. } | Plan::Soak { rate, .. } | Plan::Recovery { rate, .. } => *rate,
+            Plan::Smoke { rate, .. }
+            | Plan::Soak { rate, .. }
+            | Plan::Recovery { rate, .. }
+            | Plan::Agents { rate, .. } => *rate,
         }
     }
 }
@@ -227,6 +277,38 @@ pub async fn run(cli: Cli) -> i32 {
                 kill_after: Duration::from_secs_f64(kill_after.unwrap_or(duration * 0.4)),
             };
             run_scenario(common, plan, 50, Duration::from_millis(50)).await
+        }
+        Command::Agents { common, connect_batch, idle_settle } => {
+            let plan = Plan::Agents {
+                rate: common.rate.unwrap_or(1_000.0),
+                duration: Duration::from_secs_f64(common.duration.unwrap_or(20.0)),
+                connect_batch,
+                idle_settle: Duration::from_secs_f64(idle_settle),
+            };
+            run_scenario(common, plan, 10_000, Duration::from_millis(50)).await
+        }
+        Command::Conversations {
+            common,
+            stored,
+            active,
+            per_payload,
+            concurrency,
+            passivate_after_s,
+            passivation_wait,
+            hard_kill,
+            ready_timeout,
+        } => {
+            let settings = ConversationsSettings {
+                stored,
+                active,
+                per_payload,
+                concurrency,
+                passivate_after_s,
+                passivation_wait: Duration::from_secs_f64(passivation_wait),
+                hard_kill,
+                ready_timeout: Duration::from_secs_f64(ready_timeout),
+            };
+            run_conversations(common, settings).await
         }
     };
     match outcome {
@@ -280,6 +362,12 @@ async fn run_scenario(
         .with_context(|| format!("cannot start the Graph API sink on {}", common.sink_listen))?;
     let mut notes = vec![format!("Graph API sink at {}.", sink.graph_base_url())];
 
+    let mut harness_fd_limit = None;
+    let mut engine_startup = None;
+    if matches!(plan, Plan::Agents { .. }) {
+        // One socket per agent here, and as many in the engine (it inherits the limit).
+        harness_fd_limit = Some(crate::engine_process::ensure_open_files(agents as u64 + 1024)?);
+    }
     let mut spawned: Option<(EngineProcess, Option<tempfile::TempDir>)> = None;
     let (target, capacity) = match &common.target {
         Some(url) => {
@@ -297,7 +385,10 @@ async fn run_scenario(
             let capacity = common
                 .capacity
                 .unwrap_or_else(|| automatic_capacity(&options.shape, plan.max_rate(), options.think_time, agents));
-            let (process, temporary) = spawn_engine(&common, agents.max(1), capacity, &sink.graph_base_url()).await?;
+            let spawning = std::time::Instant::now();
+            let (process, temporary) =
+                spawn_engine(&common, agents.max(1), capacity, &sink.graph_base_url(), None).await?;
+            engine_startup = Some(spawning.elapsed());
             if temporary.is_none() {
                 notes.push(format!("Engine log: {}.", process.log_path().display()));
             }
@@ -317,8 +408,23 @@ async fn run_scenario(
         app_secret: target.app_secret.clone(),
     });
 
-    let options = run_options(&common, agents, capacity, slo_p99);
+    let mut options = run_options(&common, agents, capacity, slo_p99);
+    if let Plan::Agents { connect_batch, .. } = &plan {
+        options.connect_concurrency = Some(*connect_batch);
+        options.small_ws_buffers = true;
+        options.online_timeout = Duration::from_secs(60).max(Duration::from_millis(agents as u64 * 20));
+    }
     let engine_result = match &plan {
+        Plan::Agents { rate, duration, idle_settle, .. } => {
+            let agents_plan = scenarios::AgentsScalePlan {
+                rate: *rate,
+                duration: *duration,
+                idle_settle: *idle_settle,
+                engine_startup,
+                harness_fd_limit,
+            };
+            scenarios::agents_scale(target, options.clone(), sink.counters.clone(), agents_plan).await?
+        }
         Plan::Recovery { rate, duration, kill_after } => {
             let Some((process, _)) = spawned.as_mut() else {
                 anyhow::bail!("recovery kills and restarts the engine, so it cannot run against --target");
@@ -400,8 +506,9 @@ async fn drive(run: LoadRun, plan: &Plan) -> RunResult {
             scenarios::throughput(run, rates, *duration, *keep_going).await
         }
         Plan::Soak { rate, duration } => scenarios::soak(run, *rate, *duration).await,
-        Plan::Recovery { rate, duration, .. } => {
-            // Without a process to kill this is plain load (references only).
+        Plan::Recovery { rate, duration, .. } | Plan::Agents { rate, duration, .. } => {
+            // Without a process to kill this is plain load (references only);
+            // references of `agents` get the same agents and load.
             scenarios::smoke(run, *rate, *duration).await
         }
     }
@@ -413,6 +520,7 @@ async fn spawn_engine(
     agents: usize,
     capacity: u32,
     graph_base_url: &str,
+    passivate_after_s: Option<u64>,
 ) -> anyhow::Result<(EngineProcess, Option<tempfile::TempDir>)> {
     let binary = match &common.engine_bin {
         Some(binary) => binary.clone(),
@@ -429,19 +537,125 @@ async fn spawn_engine(
         }
     };
     let config_path = work_dir.join("switchboard-bench.toml");
-    let config = render_engine_config(&EngineConfigOptions {
-        listen: "127.0.0.1:0".to_owned(),
-        data_dir: work_dir.join("data"),
-        graph_base_url: graph_base_url.to_owned(),
-        agents,
-        capacity,
-        token_prefix: crate::BENCH_AGENT_TOKEN_PREFIX.to_owned(),
-        tick_ms: 1000,
-    });
+    let config = render_engine_config_with(
+        &EngineConfigOptions {
+            listen: "127.0.0.1:0".to_owned(),
+            data_dir: work_dir.join("data"),
+            graph_base_url: graph_base_url.to_owned(),
+            agents,
+            capacity,
+            token_prefix: crate::BENCH_AGENT_TOKEN_PREFIX.to_owned(),
+            tick_ms: 1000,
+        },
+        passivate_after_s,
+    );
     std::fs::write(&config_path, config)?;
     let log_path = work_dir.join("engine.log");
     let process = EngineProcess::spawn(&binary, &config_path, None, &log_path, Duration::from_secs(120)).await?;
     Ok((process, temporary))
+}
+
+/// The `conversations` scenario's settings from the command line.
+struct ConversationsSettings {
+    stored: u64,
+    active: u64,
+    per_payload: usize,
+    concurrency: usize,
+    passivate_after_s: u64,
+    passivation_wait: Duration,
+    hard_kill: bool,
+    ready_timeout: Duration,
+}
+
+/// Starts the engine (it must be the harness's: it is restarted), runs
+/// `conversations::run`, reports.
+async fn run_conversations(common: CommonOptions, settings: ConversationsSettings) -> anyhow::Result<i32> {
+    use std::io::IsTerminal;
+    if common.target.is_some() {
+        anyhow::bail!("conversations restarts the engine, so it cannot run against --target");
+    }
+    let machine = MachineInfo::detect();
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let started_at_unix_s = crate::load::unix_seconds();
+    let sink = GraphSink::start(&common.sink_listen, false)
+        .await
+        .with_context(|| format!("cannot start the Graph API sink on {}", common.sink_listen))?;
+    let (mut process, temporary) =
+        spawn_engine(&common, 1, 5, &sink.graph_base_url(), Some(settings.passivate_after_s)).await?;
+    let work_dir = process.log_path().parent().map(Path::to_owned).unwrap_or_default();
+    let plan = crate::conversations::ConversationsPlan {
+        stored: settings.stored,
+        active: settings.active,
+        per_payload: settings.per_payload,
+        concurrency: settings.concurrency,
+        apply_timeout: Duration::from_secs(600),
+        passivation_wait: settings.passivation_wait,
+        hard_kill: settings.hard_kill,
+        ready_timeout: settings.ready_timeout,
+        queue_rebuild_wait: Duration::from_secs(60),
+        progress: !common.no_progress && std::io::stderr().is_terminal(),
+        store_file: work_dir.join("data").join("switchboard.redb"),
+        app_secret: crate::BENCH_APP_SECRET.to_owned(),
+        seed: common.seed,
+    };
+    let mut notes = vec![
+        format!(
+            "Conversations: no agent is connected, so all {} stored conversations stay OPEN in the team queue \
+             (harsher than stored-and-closed); engine.passivate_after_s = {}.",
+            settings.stored, settings.passivate_after_s
+        ),
+        format!("Engine data and log in {}.", work_dir.display()),
+    ];
+    let outcome = crate::conversations::run(&mut process, &plan).await;
+    let log_path = process.log_path().to_owned();
+    process.terminate(Duration::from_secs(60)).await;
+    let measured = outcome?;
+    let mut problems = Vec::new();
+    if measured.webhook_failures > 0 {
+        problems.push(format!("{} webhooks failed after every retry", measured.webhook_failures));
+    }
+    if measured.stored_opened < measured.stored_target {
+        problems.push(format!(
+            "only {} of {} conversations were opened (per the engine's /metrics)",
+            measured.stored_opened, measured.stored_target
+        ));
+    }
+    if measured.active_applied < measured.active_target {
+        problems.push(format!(
+            "only {} of {} active messages were applied",
+            measured.active_applied, measured.active_target
+        ));
+    }
+    let passed = problems.is_empty() && measured.restart_to_ready_ms.is_some();
+    if let Some(temporary) = temporary {
+        if passed {
+            drop(temporary);
+            notes.pop();
+        } else {
+            let kept = temporary.keep();
+            notes.push(format!("Engine data kept in {}; its log is {}.", kept.display(), log_path.display()));
+        }
+    }
+    let engine = RunResult {
+        target: "switchboard (started by the harness)".to_owned(),
+        ingest_only: true,
+        agents: 0,
+        conversations: Some(measured),
+        passed,
+        problems,
+        ..RunResult::default()
+    };
+    let report = Report {
+        scenario: "conversations".to_owned(),
+        machine,
+        command,
+        started_at_unix_s,
+        engine,
+        references: Vec::new(),
+        notes,
+    };
+    write_outputs(&report, common.json.as_deref(), common.markdown.as_deref())?;
+    Ok(if report.engine.passed { 0 } else { 1 })
 }
 
 fn write_outputs(report: &Report, json: Option<&Path>, markdown: Option<&Path>) -> anyhow::Result<()> {

@@ -53,6 +53,12 @@ fn toml_string(value: &str) -> String {
 /// SLA reassignment off (so no reassignment muddies the counters), and the
 /// harness's Graph API sink as Meta.
 pub fn render_engine_config(options: &EngineConfigOptions) -> String {
+    render_engine_config_with(options, None)
+}
+
+/// As `render_engine_config`, with `engine.passivate_after_s` set when given
+/// (`None`: the engine's default).
+pub fn render_engine_config_with(options: &EngineConfigOptions, passivate_after_s: Option<u64>) -> String {
     let mut text = String::new();
     let _ = writeln!(text, "# Written by switchboard-bench for one run.");
     let _ = writeln!(text, "[server]");
@@ -65,7 +71,11 @@ pub fn render_engine_config(options: &EngineConfigOptions) -> String {
     let _ = writeln!(text, "access_token = {}", toml_string(BENCH_ACCESS_TOKEN));
     let _ = writeln!(text, "graph_base_url = {}\n", toml_string(&options.graph_base_url));
     let _ = writeln!(text, "[presence]\ngrace_s = 60\n");
-    let _ = writeln!(text, "[engine]\ntick_ms = {}\n", options.tick_ms);
+    let _ = writeln!(text, "[engine]\ntick_ms = {}", options.tick_ms);
+    if let Some(seconds) = passivate_after_s {
+        let _ = writeln!(text, "passivate_after_s = {seconds}");
+    }
+    text.push('\n');
     let _ =
         writeln!(text, "[[teams]]\nid = {}\nname = \"Bench\"\nassignment = \"round_robin\"\n", toml_string(BENCH_TEAM));
     for index in 1..=options.agents {
@@ -214,6 +224,24 @@ impl EngineProcess {
         Ok(started.elapsed())
     }
 
+    /// Stops the process and keeps the handle for `restart`: SIGTERM (then
+    /// SIGKILL after `timeout`), or SIGKILL at once when `hard`. Returns how
+    /// long the process took to exit.
+    pub async fn stop(&mut self, hard: bool, timeout: Duration) -> Duration {
+        let started = Instant::now();
+        if hard {
+            let _ = self.kill_hard().await;
+            return started.elapsed();
+        }
+        let signalled = Command::new("kill").arg("-TERM").arg(self.pid.to_string()).status().await;
+        if !(signalled.is_ok_and(|status| status.success())
+            && tokio::time::timeout(timeout, self.child.wait()).await.is_ok())
+        {
+            let _ = self.kill_hard().await;
+        }
+        started.elapsed()
+    }
+
     /// SIGTERM (a clean shutdown), then SIGKILL if it takes over `timeout`.
     pub async fn terminate(mut self, timeout: Duration) {
         let signalled = Command::new("kill").arg("-TERM").arg(self.pid.to_string()).status().await;
@@ -250,6 +278,48 @@ async fn copy_lines(reader: BufReader<tokio::process::ChildStderr>, mut log: tok
     while let Ok(Some(line)) = lines.next_line().await {
         let _ = log.write_all(format!("{line}\n").as_bytes()).await;
     }
+}
+
+/// The open-files limit (soft, hard) of this process, from `/proc/self/limits`.
+pub fn open_files_limit() -> Option<(u64, u64)> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|line| line.starts_with("Max open files"))?;
+    let mut numbers = line["Max open files".len()..].split_whitespace();
+    let parse = |value: Option<&str>| match value? {
+        "unlimited" => Some(u64::MAX),
+        number => number.parse().ok(),
+    };
+    Some((parse(numbers.next())?, parse(numbers.next())?))
+}
+
+/// Makes sure this process (and the engine it starts, which inherits it) may
+/// open `needed` files: raises the soft limit up to the hard one with
+/// `prlimit` (util-linux; the workspace forbids the `unsafe` of `setrlimit`).
+/// Returns the soft limit now in force, or an error saying how to raise it.
+pub fn ensure_open_files(needed: u64) -> anyhow::Result<u64> {
+    let (soft, hard) = open_files_limit().context("cannot read /proc/self/limits")?;
+    if soft >= needed {
+        return Ok(soft);
+    }
+    if hard >= needed {
+        let value = if hard == u64::MAX { needed.to_string() } else { hard.to_string() };
+        let raised = std::process::Command::new("prlimit")
+            .arg("--pid")
+            .arg(std::process::id().to_string())
+            .arg(format!("--nofile={value}:{}", if hard == u64::MAX { "unlimited".to_owned() } else { value.clone() }))
+            .status();
+        if let Some((soft, _)) = open_files_limit()
+            && soft >= needed
+        {
+            return Ok(soft);
+        }
+        tracing::warn!(?raised, "prlimit could not raise the open-files limit");
+    }
+    bail!(
+        "{needed} open files are needed but the limit is {soft} (hard {hard}); raise it before running, e.g. \
+         `ulimit -n {needed}` in this shell (up to the hard limit), or raise the hard limit in \
+         /etc/security/limits.conf (`* hard nofile 65536`) or with `prlimit --pid $$ --nofile={needed}:{needed}` as root"
+    )
 }
 
 /// CPU time and resident memory of a process, from `/proc`.
@@ -314,7 +384,7 @@ mod tests {
             token_prefix: crate::BENCH_AGENT_TOKEN_PREFIX.to_owned(),
             tick_ms: 1000,
         };
-        let text = render_engine_config(&options);
+        let text = render_engine_config_with(&options, Some(42));
         let config = engine::config::Config::from_toml("bench", &text, std::iter::empty()).expect("valid");
         assert_eq!(config.agents.len(), 4);
         assert_eq!(config.agents[2].id, "bench-agent-3");
@@ -322,6 +392,14 @@ mod tests {
         assert_eq!(config.agents[0].capacity, Some(7));
         assert_eq!(config.server.data_dir, PathBuf::from("/tmp/bench \"data\""));
         assert_eq!(config.engine.tick_ms, 1000);
+        assert_eq!(config.engine.passivate_after_s, 42);
+    }
+
+    #[test]
+    fn the_open_files_limit_is_readable_and_enough_for_a_few() {
+        let (soft, hard) = open_files_limit().expect("/proc/self/limits");
+        assert!(soft <= hard);
+        assert_eq!(ensure_open_files(16).expect("16 files are always allowed"), soft);
     }
 
     #[test]

@@ -19,7 +19,9 @@
 //!   and its CPU and memory from `/proc`.
 //! - `metrics` — latency summaries, fairness, slopes.
 //! - `report` — the JSON report and its Markdown rendering, references as ratios.
-//! - `scenarios` — steps, drains, and the four scenarios.
+//! - `scenarios` — steps, drains, and the scenarios (smoke, throughput, soak,
+//!   recovery, agents).
+//! - `conversations` — the `conversations` scenario: many stored, some active, restart.
 //!
 //! What it deliberately does not do: look inside the server (no metrics
 //! scraping, no store reads), assert on timing (a report states figures; only
@@ -28,6 +30,7 @@
 
 pub mod agents;
 pub mod cli;
+pub mod conversations;
 pub mod engine_process;
 pub mod ledger;
 pub mod load;

@@ -199,6 +199,79 @@ pub struct RecoveryResult {
     pub reconnects: u64,
 }
 
+/// The `agents` scenario: many connected agents, memory per connection.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct AgentsScaleResult {
+    pub agents: usize,
+    /// Spawn → `/readyz` 200 with this many agents configured (harness-started engine).
+    pub engine_startup_ms: Option<f64>,
+    /// From the first connection attempt until every agent was online.
+    pub connect_s: f64,
+    pub connect_concurrency: Option<usize>,
+    /// The harness's open-files limit (soft) during the run.
+    pub harness_fd_limit: Option<u64>,
+    pub engine_rss_before_mib: Option<f64>,
+    /// All connected and online, then idle for `idle_settle_s`.
+    pub engine_rss_connected_mib: Option<f64>,
+    pub engine_bytes_per_connection: Option<f64>,
+    pub harness_rss_before_mib: Option<f64>,
+    pub harness_rss_connected_mib: Option<f64>,
+    pub harness_bytes_per_connection: Option<f64>,
+    pub idle_settle_s: f64,
+    /// The engine's `switchboard_ws_sessions` gauge once connected, when public.
+    pub ws_sessions_gauge: Option<f64>,
+    /// Agents that were assigned at least one conversation during the load.
+    pub agents_reached: usize,
+    pub engine_rss_after_load_mib: Option<f64>,
+    /// After every agent disconnected and `idle_settle_s` passed.
+    #[serde(default)]
+    pub engine_rss_disconnected_mib: Option<f64>,
+}
+
+/// The `conversations` scenario: many stored conversations, some active,
+/// memory and restart-to-ready.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ConversationsResult {
+    pub stored_target: u64,
+    /// Conversations opened in the store (the engine's `conversations_opened_total`).
+    pub stored_opened: u64,
+    pub active_target: u64,
+    /// Active conversations whose second message the engine applied.
+    pub active_applied: u64,
+    /// All stored conversations stay OPEN (nobody closes them; no agent is connected, so they wait in the team queue).
+    pub all_open: bool,
+    pub messages_per_payload: usize,
+    pub concurrency: usize,
+    pub populate_s: f64,
+    pub populate_conversations_per_s: f64,
+    pub populate_ack_latency: LatencySummary,
+    pub webhook_retries: u64,
+    pub webhook_failures: u64,
+    pub rss_after_populate_mib: Option<f64>,
+    pub actors_after_populate: Option<f64>,
+    pub passivation_wait_s: f64,
+    pub rss_before_active_mib: Option<f64>,
+    pub actors_before_active: Option<f64>,
+    pub active_s: f64,
+    pub rss_active_mib: Option<f64>,
+    pub actors_active: Option<f64>,
+    pub store_file_mib: Option<f64>,
+    /// `SIGTERM` (clean) or `SIGKILL`.
+    pub stop_signal: String,
+    pub stop_ms: f64,
+    pub restart_to_ready_ms: Option<f64>,
+    pub rss_after_ready_mib: Option<f64>,
+    pub actors_after_ready: Option<f64>,
+    pub queue_depth_after_ready: Option<f64>,
+    /// `/readyz` 200 → the team queue gauge shows every open conversation
+    /// again (`None`: not within the wait).
+    #[serde(default)]
+    pub queue_rebuilt_after_ready_ms: Option<f64>,
+    #[serde(default)]
+    pub queue_depth_last_seen: Option<f64>,
+    pub engine_cpu_s_startup: Option<f64>,
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RunResult {
     /// What was measured, e.g. `switchboard (spawned)` or a URL.
@@ -215,6 +288,10 @@ pub struct RunResult {
     pub correctness: Correctness,
     pub soak: Option<SoakResult>,
     pub recovery: Option<RecoveryResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agents_scale: Option<AgentsScaleResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversations: Option<ConversationsResult>,
     pub engine_peak_rss_mib: Option<f64>,
     pub engine_final_rss_mib: Option<f64>,
     pub status_webhooks_acked: u64,
@@ -419,6 +496,12 @@ fn run_section(text: &mut String, title: &str, result: &RunResult) {
             recovery.lost,
         );
     }
+    if let Some(scale) = &result.agents_scale {
+        agents_scale_section(text, scale);
+    }
+    if let Some(conversations) = &result.conversations {
+        conversations_section(text, conversations);
+    }
     if result.status_webhooks_acked + result.status_webhooks_failed > 0 {
         let _ = writeln!(
             text,
@@ -443,6 +526,131 @@ fn run_section(text: &mut String, title: &str, result: &RunResult) {
     if !result.problems.is_empty() {
         text.push('\n');
     }
+}
+
+fn format_mib(value: Option<f64>) -> String {
+    value.map_or_else(|| "–".to_owned(), |value| format!("{value:.1}"))
+}
+
+fn agents_scale_section(text: &mut String, scale: &AgentsScaleResult) {
+    let _ = writeln!(text, "| agents figure | value |\n|---|---:|");
+    let rows: Vec<(String, String)> = vec![
+        ("agents connected and online".to_owned(), scale.agents.to_string()),
+        (
+            "engine spawn → ready with these agents configured (ms)".to_owned(),
+            format_optional(scale.engine_startup_ms, 0),
+        ),
+        (
+            "connect + set online, all agents (s)".to_owned(),
+            format!(
+                "{:.1} ({} handshakes at a time)",
+                scale.connect_s,
+                scale.connect_concurrency.map_or_else(|| "all".to_owned(), |n| n.to_string())
+            ),
+        ),
+        ("engine RSS before connecting (MiB)".to_owned(), format_mib(scale.engine_rss_before_mib)),
+        (
+            format!("engine RSS connected, idle {:.0} s (MiB)", scale.idle_settle_s),
+            format_mib(scale.engine_rss_connected_mib),
+        ),
+        (
+            "**engine bytes per connection**".to_owned(),
+            format!("**{}**", format_optional(scale.engine_bytes_per_connection, 0)),
+        ),
+        ("engine `ws_sessions` gauge".to_owned(), format_optional(scale.ws_sessions_gauge, 0)),
+        ("engine RSS after the load (MiB)".to_owned(), format_mib(scale.engine_rss_after_load_mib)),
+        (
+            format!("engine RSS after all disconnected, idle {:.0} s (MiB)", scale.idle_settle_s),
+            format_mib(scale.engine_rss_disconnected_mib),
+        ),
+        ("harness bytes per connection".to_owned(), format_optional(scale.harness_bytes_per_connection, 0)),
+        (
+            "harness open-files limit".to_owned(),
+            scale.harness_fd_limit.map_or_else(|| "–".to_owned(), |n| n.to_string()),
+        ),
+        ("agents assigned ≥ 1 conversation during the load".to_owned(), scale.agents_reached.to_string()),
+    ];
+    for (name, value) in rows {
+        let _ = writeln!(text, "| {name} | {value} |");
+    }
+    text.push('\n');
+}
+
+fn conversations_section(text: &mut String, result: &ConversationsResult) {
+    let _ = writeln!(text, "| conversations figure | value |\n|---|---:|");
+    let rows: Vec<(String, String)> = vec![
+        (
+            "stored conversations (opened / target)".to_owned(),
+            format!(
+                "{} / {}{}",
+                result.stored_opened,
+                result.stored_target,
+                if result.all_open { ", all OPEN" } else { "" }
+            ),
+        ),
+        (
+            "populate: time, conversations/s".to_owned(),
+            format!("{:.1} s, {:.0}/s", result.populate_s, result.populate_conversations_per_s),
+        ),
+        (
+            format!(
+                "populate: {} first messages per webhook, {} in flight; ack ms p50/p99/p999/max",
+                result.messages_per_payload, result.concurrency
+            ),
+            format_latency(&result.populate_ack_latency),
+        ),
+        ("webhook retries / failures".to_owned(), format!("{} / {}", result.webhook_retries, result.webhook_failures)),
+        (
+            "RSS after populate (MiB), live conversation actors".to_owned(),
+            format!(
+                "{}, {}",
+                format_mib(result.rss_after_populate_mib),
+                format_optional(result.actors_after_populate, 0)
+            ),
+        ),
+        (
+            format!("after {:.0} s waiting for passivation: RSS (MiB), actors", result.passivation_wait_s),
+            format!(
+                "{}, {}",
+                format_mib(result.rss_before_active_mib),
+                format_optional(result.actors_before_active, 0)
+            ),
+        ),
+        (
+            format!(
+                "**active: {} of them messaged again** ({} applied, {:.1} s): RSS (MiB), actors",
+                result.active_target, result.active_applied, result.active_s
+            ),
+            format!("**{}**, {}", format_mib(result.rss_active_mib), format_optional(result.actors_active, 0)),
+        ),
+        ("store file (MiB)".to_owned(), format_mib(result.store_file_mib)),
+        (format!("stop ({})", result.stop_signal), format!("{:.0} ms", result.stop_ms)),
+        (
+            "**restart: spawn → /readyz 200 (ms)**".to_owned(),
+            format!("**{}**", format_optional(result.restart_to_ready_ms, 0)),
+        ),
+        (
+            "after ready: RSS (MiB), actors, team queue depth".to_owned(),
+            format!(
+                "{}, {}, {}",
+                format_mib(result.rss_after_ready_mib),
+                format_optional(result.actors_after_ready, 0),
+                format_optional(result.queue_depth_after_ready, 0)
+            ),
+        ),
+        (
+            "after ready: until the team queue holds every open conversation again (ms)".to_owned(),
+            match result.queue_rebuilt_after_ready_ms {
+                Some(ms) => format!("{ms:.0}"),
+                None => format!("not within the wait (last seen {})", format_optional(result.queue_depth_last_seen, 0)),
+            },
+        ),
+        ("engine CPU s spent starting".to_owned(), format_optional(result.engine_cpu_s_startup, 1)),
+    ];
+    for (name, value) in rows {
+        let _ = writeln!(text, "| {name} | {value} |");
+    }
+    text.push('\n');
 }
 
 pub fn render_markdown(report: &Report) -> String {

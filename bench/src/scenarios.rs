@@ -26,7 +26,9 @@ use crate::engine_process::{EngineProcess, ProcessSample, sample_process};
 use crate::ledger::{Ledger, PhaseLedger};
 use crate::load::WebhookSender;
 use crate::metrics::{Fairness, LatencySummary, slope};
-use crate::report::{Correctness, ProcessFigures, RecoveryResult, RunResult, SoakResult, StepResult, mib};
+use crate::report::{
+    AgentsScaleResult, Correctness, ProcessFigures, RecoveryResult, RunResult, SoakResult, StepResult, mib,
+};
 use crate::sink::SinkCounters;
 use crate::workload::{CustomerPlanner, WebhookBuilder, WorkloadShape};
 
@@ -59,6 +61,12 @@ pub struct RunOptions {
     /// (p99 acknowledgement latency for ingest-only targets).
     pub slo_p99: Duration,
     pub pause_between_steps: Duration,
+    /// At most this many agent handshakes at once (`None`: all at once).
+    pub connect_concurrency: Option<usize>,
+    /// Agents use small WebSocket buffers (see `agents::small_client_config`).
+    pub small_ws_buffers: bool,
+    /// How long every agent has to come online.
+    pub online_timeout: Duration,
 }
 
 impl Default for RunOptions {
@@ -75,6 +83,9 @@ impl Default for RunOptions {
             seed: 1,
             slo_p99: Duration::from_millis(50),
             pause_between_steps: Duration::from_secs(1),
+            connect_concurrency: None,
+            small_ws_buffers: false,
+            online_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -183,10 +194,12 @@ impl LoadRun {
                     capacity: options.capacity,
                     think_time: options.think_time,
                     idle_close: options.idle_close,
+                    connect_concurrency: options.connect_concurrency,
+                    small_buffers: options.small_ws_buffers,
                 },
                 ledger.clone(),
             );
-            fleet.wait_until_online(Duration::from_secs(30)).await?;
+            fleet.wait_until_online(options.online_timeout).await?;
             Some(fleet)
         };
         let fleet_at_start = fleet.as_ref().map(AgentFleet::snapshot).unwrap_or_default();
@@ -425,6 +438,8 @@ impl LoadRun {
             fairness: Fairness::of(&whole_run.assignments),
             correctness,
             soak: None,
+            agents_scale: None,
+            conversations: None,
             recovery: None,
             engine_peak_rss_mib,
             engine_final_rss_mib,
@@ -621,6 +636,98 @@ fn gauge_value(exposition: &str, gauge: &str) -> Option<f64> {
     })
 }
 
+/// Reads one metric line (`name` or `name{labels}` exactly as exposed) from
+/// the target's public `/metrics`; `None` when it is not public or absent.
+pub async fn read_metric(base_url: &str, metric: &str) -> Option<f64> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().ok()?;
+    let url = format!("{}/metrics", base_url.trim_end_matches('/'));
+    let response = client.get(&url).send().await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    gauge_value(&response.text().await.ok()?, metric)
+}
+
+/// RSS growth spread over `connections`, in bytes.
+pub fn bytes_per_connection(before: Option<u64>, after: Option<u64>, connections: usize) -> Option<f64> {
+    match (before, after) {
+        (Some(before), Some(after)) if connections > 0 => Some((after as f64 - before as f64) / connections as f64),
+        _ => None,
+    }
+}
+
+/// Agents whose assignment count grew between two snapshots.
+pub fn agents_reached(before: &[u64], after: &[u64]) -> usize {
+    after.iter().enumerate().filter(|(index, now)| **now > before.get(*index).copied().unwrap_or(0)).count()
+}
+
+/// What the `agents` scenario needs besides the run options.
+#[derive(Clone, Debug)]
+pub struct AgentsScalePlan {
+    pub rate: f64,
+    pub duration: Duration,
+    /// Idle time after every agent is online, before memory is read.
+    pub idle_settle: Duration,
+    /// Spawn → ready of the engine with these agents configured, if the harness started it.
+    pub engine_startup: Option<Duration>,
+    pub harness_fd_limit: Option<u64>,
+}
+
+/// Many agents (`options.agents`, connected `options.connect_concurrency` at
+/// a time): the engine's RSS before connecting and once all are online and
+/// idle gives its bytes per connection; then a modest load pushes to them and
+/// the usual counters and latencies are measured.
+pub async fn agents_scale(
+    target: Target,
+    options: RunOptions,
+    sink: Arc<SinkCounters>,
+    plan: AgentsScalePlan,
+) -> anyhow::Result<RunResult> {
+    let rss = |pid: Option<u32>| sample_process(pid).map(|sample| sample.rss_bytes);
+    let engine_pid = target.pid;
+    let base_url = target.base_url.clone();
+    let agents = options.agents;
+    let connect_concurrency = options.connect_concurrency;
+    let engine_before = engine_pid.and_then(|pid| rss(Some(pid)));
+    let harness_before = rss(None);
+    let connecting = Instant::now();
+    let mut run = LoadRun::start(target, options, sink, plan.rate).await?;
+    let connect_s = connecting.elapsed().as_secs_f64();
+    tokio::time::sleep(plan.idle_settle).await;
+    let engine_connected = engine_pid.and_then(|pid| rss(Some(pid)));
+    let harness_connected = rss(None);
+    let ws_sessions_gauge = read_metric(&base_url, "switchboard_ws_sessions").await;
+    let before_load = run.fleet_snapshot();
+    run.step("agents", plan.rate, plan.duration).await;
+    let after_load = run.fleet_snapshot();
+    let engine_after_load = engine_pid.and_then(|pid| rss(Some(pid)));
+    let mut scale = AgentsScaleResult {
+        agents,
+        engine_startup_ms: plan.engine_startup.map(|startup| startup.as_secs_f64() * 1000.0),
+        connect_s,
+        connect_concurrency,
+        harness_fd_limit: plan.harness_fd_limit,
+        engine_rss_before_mib: engine_before.map(mib),
+        engine_rss_connected_mib: engine_connected.map(mib),
+        engine_bytes_per_connection: bytes_per_connection(engine_before, engine_connected, agents),
+        harness_rss_before_mib: harness_before.map(mib),
+        harness_rss_connected_mib: harness_connected.map(mib),
+        harness_bytes_per_connection: bytes_per_connection(harness_before, harness_connected, agents),
+        idle_settle_s: plan.idle_settle.as_secs_f64(),
+        ws_sessions_gauge,
+        agents_reached: agents_reached(&before_load.assignments, &after_load.assignments),
+        engine_rss_after_load_mib: engine_after_load.map(mib),
+        engine_rss_disconnected_mib: None,
+    };
+    let mut result = run.finish(None).await;
+    // Every session is closed now: what stays is not per connection (the
+    // store's cache, the allocator's retained pages, agent actors).
+    tokio::time::sleep(plan.idle_settle).await;
+    scale.engine_rss_disconnected_mib = engine_pid.and_then(|pid| rss(Some(pid))).map(mib);
+    result.agents_scale = Some(scale);
+    Ok(result)
+}
+
 /// Load at `rate` for `duration`; after `kill_after` the engine is killed
 /// with SIGKILL and restarted on the same data directory and address.
 pub async fn recovery(
@@ -672,5 +779,17 @@ mod tests {
         let exposition = "# TYPE switchboard_conversation_actors gauge\nswitchboard_conversation_actors_total 9\nswitchboard_conversation_actors 42\n";
         assert_eq!(gauge_value(exposition, "switchboard_conversation_actors"), Some(42.0));
         assert_eq!(gauge_value(exposition, "switchboard_ws_sessions"), None);
+        let labelled =
+            "switchboard_messages_total{direction=\"in\"} 7\nswitchboard_messages_total{direction=\"out\"} 3\n";
+        assert_eq!(gauge_value(labelled, "switchboard_messages_total{direction=\"out\"}"), Some(3.0));
+    }
+
+    #[test]
+    fn agents_scenario_bookkeeping() {
+        assert_eq!(bytes_per_connection(Some(1_000), Some(101_000), 10), Some(10_000.0));
+        assert_eq!(bytes_per_connection(Some(1_000), None, 10), None);
+        assert_eq!(bytes_per_connection(Some(1_000), Some(2_000), 0), None);
+        assert_eq!(agents_reached(&[0, 1, 2], &[1, 1, 5]), 2);
+        assert_eq!(agents_reached(&[], &[0, 3]), 1);
     }
 }
