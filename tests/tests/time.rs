@@ -278,3 +278,29 @@ async fn a_deadline_due_while_the_engine_was_down_fires_at_start() -> TestResult
     harness.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn away_agents_keep_what_they_hold_and_get_nothing_new() -> TestResult {
+    let harness = Harness::start().await?;
+    let mut away = harness.online_agent("a1").await?;
+    harness.post_webhook(&inbound_text("919600000007", "wamid.away.1", "first")).await?;
+    let held = away.expect_type("assigned").await?["conversation"]["id"].clone();
+    let answer = away.request(json!({"type": "set_status", "status": "away"})).await?;
+    assert_eq!(answer["status"], "away");
+    harness.post_webhook(&inbound_text("919600000008", "wamid.away.2", "new customer")).await?;
+    let queued = eventually(|| async {
+        let (_, body) = harness.get("/api/v1/conversations?status=queued", MANAGER_TOKEN).await.ok()?;
+        body["conversations"].as_array()?.first().map(|conversation| conversation["id"].clone())
+    })
+    .await?;
+    // The held conversation still flows to the away agent.
+    harness.post_webhook(&inbound_text("919600000007", "wamid.away.3", "still me")).await?;
+    let message = away.expect_type("message").await?;
+    assert_eq!(message["conversation_id"], held);
+    assert!(!away.buffered().iter().any(|frame| frame["type"] == "assigned"), "nothing new while away");
+    // Another agent coming online takes the waiting one.
+    let mut other = harness.online_agent("a2").await?;
+    assert_eq!(other.expect_type("assigned").await?["conversation"]["id"], queued);
+    harness.shutdown().await;
+    Ok(())
+}
