@@ -19,8 +19,10 @@ pub const PENDING_STATUSES: TableDefinition<&str, &[u8]> = TableDefinition::new(
 pub const OTHER_CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("other_changes");
 /// conversation id → [`crate::ConversationRecord`].
 pub const CONVERSATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("conversations");
-/// Open conversations (status not closed): id → ().
-pub const OPEN_CONVERSATIONS: TableDefinition<&str, ()> = TableDefinition::new("open_conversations");
+/// Open conversations (status not closed): id → the agent holding it ("" when
+/// none). The writer reads the holder here rather than decoding the previous
+/// record to keep `agent_open` true.
+pub const OPEN_CONVERSATIONS: TableDefinition<&str, &str> = TableDefinition::new("open_conversations_v2");
 /// (conversation id, index) → [`crate::StoredMessage`].
 pub const MESSAGES: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("messages");
 /// wamid → [`crate::MessageLocation`].

@@ -246,7 +246,7 @@ struct GroupState<'txn> {
     pending_statuses: redb::Table<'txn, &'static str, &'static [u8]>,
     other_changes: redb::Table<'txn, u64, &'static [u8]>,
     conversations: redb::Table<'txn, &'static str, &'static [u8]>,
-    open_conversations: redb::Table<'txn, &'static str, ()>,
+    open_conversations: redb::Table<'txn, &'static str, &'static str>,
     messages: redb::Table<'txn, (&'static str, u32), &'static [u8]>,
     message_index: redb::Table<'txn, &'static str, &'static [u8]>,
     threads: redb::Table<'txn, &'static str, &'static [u8]>,
@@ -434,27 +434,35 @@ impl<'txn> GroupState<'txn> {
 
     fn put_conversation(&mut self, record: &ConversationRecord) -> Result<()> {
         let id = record.conversation.id.as_str();
-        let previous: Option<ConversationRecord> =
-            self.conversations.get(id).map_err(db_error)?.map(|bytes| decode(bytes.value())).transpose()?;
-        if let Some(previous_agent) = previous.as_ref().and_then(|previous| previous.conversation.agent.clone()) {
-            self.agent_open.remove((previous_agent.as_str(), id)).map_err(db_error)?;
+        let previous_holder =
+            self.open_conversations.get(id).map_err(db_error)?.map(|holder| holder.value().to_owned());
+        if let Some(previous_holder) = previous_holder.filter(|holder| !holder.is_empty()) {
+            self.agent_open.remove((previous_holder.as_str(), id)).map_err(db_error)?;
         }
         let conversation = &record.conversation;
-        let is_open = conversation.status != ConversationStatus::Closed;
-        if is_open {
-            self.open_conversations.insert(id, ()).map_err(db_error)?;
-        } else {
+        let holder = match (conversation.status, &conversation.agent) {
+            (ConversationStatus::Assigned, Some(agent)) => agent.as_str(),
+            _ => "",
+        };
+        if conversation.status == ConversationStatus::Closed {
             self.open_conversations.remove(id).map_err(db_error)?;
+        } else {
+            self.open_conversations.insert(id, holder).map_err(db_error)?;
         }
-        if let (true, Some(agent)) = (conversation.status == ConversationStatus::Assigned, &conversation.agent) {
-            self.agent_open.insert((agent.as_str(), id), ()).map_err(db_error)?;
+        if !holder.is_empty() {
+            self.agent_open.insert((holder, id), ()).map_err(db_error)?;
         }
         if let Some(number) = conversation_number(id) {
             self.conversation_seq = self.conversation_seq.max(number);
         }
-        let mut stored = record.clone();
-        stored.conversation.messages = None;
-        self.conversations.insert(id, encode(&stored)?.as_slice()).map_err(db_error)?;
+        let bytes = if record.conversation.messages.is_some() {
+            let mut stored = record.clone();
+            stored.conversation.messages = None;
+            encode(&stored)?
+        } else {
+            encode(record)?
+        };
+        self.conversations.insert(id, bytes.as_slice()).map_err(db_error)?;
         Ok(())
     }
 }
