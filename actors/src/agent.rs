@@ -233,7 +233,8 @@ impl Actor for AgentActor {
 
 const DAY_MS: i64 = 24 * 3_600_000;
 
-fn day_of(at: UnixMs) -> i64 {
+/// The UTC day number of `at` (for "today's" counts).
+pub(crate) fn day_of(at: UnixMs) -> i64 {
     at.div_euclid(DAY_MS)
 }
 

@@ -79,10 +79,7 @@ impl EventSink for ActorSink {
         };
         let directory = shared.directory();
         for entry in published.inbox {
-            let _ = directory.manager.cast(ManagerMsg::Deliver {
-                thread_key: entry.thread_key.clone(),
-                message: ConversationMsg::Inbound(Box::new(entry)),
-            });
+            let _ = directory.manager.cast(ManagerMsg::inbound(entry));
         }
         for (agent_id, frame) in published.events {
             if let Some(agent) = directory.agent(&agent_id) {
@@ -181,10 +178,7 @@ impl System {
             }
         }
         for entry in inbox {
-            let _ = manager.cast(ManagerMsg::Deliver {
-                thread_key: entry.thread_key.clone(),
-                message: ConversationMsg::Inbound(Box::new(entry)),
-            });
+            let _ = manager.cast(ManagerMsg::inbound(entry));
         }
         // Ready means the queues are rebuilt: the router has routed every
         // queued conversation and each team has taken them in.
@@ -409,40 +403,32 @@ async fn spawn_child(
         }
         Child::Agent(spec) => {
             let status = shared.reader.agent(&spec.id)?.status;
-            let open_records = open;
-            let open: HashMap<String, String> = open_records
-                .iter()
-                .filter(|record| {
-                    record.conversation.status == ConversationStatus::Assigned
-                        && record.conversation.agent.as_deref() == Some(spec.id.as_str())
-                })
-                .map(|record| (record.conversation.id.clone(), record.thread_key.clone()))
-                .collect();
-            let held = open_records
-                .iter()
-                .filter(|record| {
-                    record.conversation.status == ConversationStatus::Assigned
-                        && record.conversation.agent.as_deref() == Some(spec.id.as_str())
-                })
-                .map(|record| (record.conversation.id.clone(), record.conversation.service_until))
-                .collect();
-            let today = shared.now().div_euclid(24 * 3_600_000);
-            let frt_breaches_today = open_records
+            let mut held_threads: HashMap<String, String> = HashMap::new();
+            let mut windows = HashMap::new();
+            for record in open.iter().filter(|record| {
+                record.conversation.status == ConversationStatus::Assigned
+                    && record.conversation.agent.as_deref() == Some(spec.id.as_str())
+            }) {
+                held_threads.insert(record.conversation.id.clone(), record.thread_key.clone());
+                windows.insert(record.conversation.id.clone(), record.conversation.service_until);
+            }
+            let today = agent::day_of(shared.now());
+            let frt_breaches_today = open
                 .iter()
                 .flat_map(|record| record.clocks.sla_events.iter())
                 .filter(|event| {
                     event.kind == protocol::ws::SlaKind::FirstResponse
                         && event.state == protocol::ws::SlaState::Breached
                         && event.agent.as_deref() == Some(spec.id.as_str())
-                        && event.at.div_euclid(24 * 3_600_000) == today
+                        && agent::day_of(event.at) == today
                 })
                 .count() as u32;
             let args = AgentArgs {
                 spec: spec.clone(),
                 shared: shared.clone(),
                 status,
-                open,
-                windows: held,
+                open: held_threads,
+                windows,
                 frt_breaches_today,
             };
             let (actor, _) = Actor::spawn_linked(None, AgentActor, args, supervisor).await?;

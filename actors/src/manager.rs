@@ -35,6 +35,13 @@ pub enum ManagerMsg {
     LiveCount(RpcReplyPort<usize>),
 }
 
+impl ManagerMsg {
+    /// Hands an accepted inbox entry to its conversation.
+    pub fn inbound(entry: storage::InboxEntry) -> ManagerMsg {
+        ManagerMsg::Deliver { thread_key: entry.thread_key.clone(), message: ConversationMsg::Inbound(Box::new(entry)) }
+    }
+}
+
 pub struct ConversationManager;
 
 struct Slot {

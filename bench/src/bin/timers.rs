@@ -25,13 +25,7 @@ fn now_us() -> i64 {
 }
 
 fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
-        .unwrap_or(0)
+    switchboard_bench::engine_process::sample_process(None).map_or(0, |sample| sample.rss_bytes / 1024)
 }
 
 fn main() -> anyhow::Result<()> {
