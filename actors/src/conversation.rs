@@ -19,7 +19,8 @@ use protocol::{ApiError, ErrorCode};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::{Map, Value, json};
 use storage::{
-    AssignmentChange, Batch, ConversationRecord, InboxEntry, InboxItem, Op, SlaEventRecord, StoredMessage, ThreadRecord,
+    AssignmentChange, Batch, ConversationRecord, InboxEntry, InboxItem, IngestMessage, IngestOutcome, Op,
+    SlaEventRecord, StoredMessage, ThreadRecord,
 };
 
 use crate::agent::AgentMsg;
@@ -46,6 +47,14 @@ pub enum RequestKind {
 pub enum ConversationMsg {
     /// An inbound message or status, durably in the inbox.
     Inbound(Box<InboxEntry>),
+    /// An inbound message straight from a webhook, not yet stored: the actor
+    /// claims its wamid and applies it in one commit, then answers (accepted
+    /// or duplicate). If the actor fails first, the answer is dropped and the
+    /// webhook stores the message in the inbox instead.
+    Direct {
+        ingest: Box<IngestMessage>,
+        reply: tokio::sync::oneshot::Sender<IngestOutcome>,
+    },
     /// The router or a team reserved a slot with `agent_id` for this conversation.
     Assign {
         conversation_id: String,
@@ -127,6 +136,10 @@ impl Actor for ConversationActor {
         state.load()?;
         match message {
             ConversationMsg::Inbound(entry) => state.on_inbound(*entry).await?,
+            ConversationMsg::Direct { ingest, reply } => {
+                let outcome = state.on_direct(*ingest).await?;
+                let _ = reply.send(outcome);
+            }
             ConversationMsg::Assign { conversation_id, agent_id } => state.on_assign(conversation_id, agent_id).await?,
             ConversationMsg::Unassign { conversation_id, agent_id, reason } => {
                 state.on_unassign(conversation_id, agent_id, reason).await?
@@ -186,94 +199,8 @@ impl ConversationState {
         }
         match entry.item {
             InboxItem::Message { phone_number_id, contact_key, contact, message } => {
-                let now = self.now();
-                let profile_name = contact.as_ref().and_then(|contact| contact.profile.as_ref()?.name.clone());
-                let mut thread = self.thread.clone().unwrap_or_else(|| ThreadRecord {
-                    contact: Contact { wa_id: contact_key.clone(), name: profile_name.clone() },
-                    phone_number_id: phone_number_id.clone(),
-                    open_conversation: None,
-                    last_closed_by: None,
-                    last_inbox_seq: 0,
-                });
-                if profile_name.is_some() {
-                    thread.contact.name = profile_name;
-                }
-                thread.last_inbox_seq = entry.seq;
-                let mut opened = false;
-                let before = self.open.as_ref().map(deadlines::deadlines_of).unwrap_or_default();
-                let mut record = match self.open.clone() {
-                    Some(record) => record,
-                    None => {
-                        opened = true;
-                        let id = self.shared.store.next_conversation_id();
-                        thread.open_conversation = Some(id.clone());
-                        new_conversation(
-                            id,
-                            &thread,
-                            &self.thread_key,
-                            rules::source_of(&message),
-                            self.shared.settings.default_team(),
-                            now,
-                        )
-                    }
-                };
-                record.conversation.contact = thread.contact.clone();
-                let shown = rules::inbound_message(&message, now);
-                if opened {
-                    let policy = self.shared.policies.of(record.conversation.team.as_deref());
-                    record.clocks.frt = Some(deadlines::sla_clock(now, policy.sla.first_response_s, &policy.schedule));
-                    record.clocks.trt = Some(deadlines::sla_clock(now, policy.sla.resolution_s, &policy.schedule));
-                    if message.referral.is_some() {
-                        record.clocks.entry_at = Some(shown.at);
-                    }
-                } else if record.clocks.last_agent_reply_at.is_some()
-                    && record.clocks.nrt.as_ref().is_none_or(|clock| clock.stopped_at.is_some())
-                {
-                    let policy = self.shared.policies.of(record.conversation.team.as_deref());
-                    record.clocks.nrt = Some(deadlines::sla_clock(now, policy.sla.next_response_s, &policy.schedule));
-                }
-                let previous_service_until = record.conversation.service_until;
-                let index = record.message_count;
-                record.message_count += 1;
-                record.last_customer_at = Some(record.last_customer_at.map_or(shown.at, |at| at.max(shown.at)));
-                record.conversation.service_until = record.last_customer_at.map(deadlines::service_until);
-                let raw = serde_json::to_string(&message).ok();
-                let conversation_id = record.conversation.id.clone();
-                let mut batch = vec![
-                    Op::PutThread { key: self.thread_key.clone(), record: thread.clone() },
-                    Op::PutConversation(Box::new(record.clone())),
-                    Op::PutMessage {
-                        conversation_id: conversation_id.clone(),
-                        thread_key: self.thread_key.clone(),
-                        index,
-                        message: Box::new(StoredMessage { message: shown.clone(), raw }),
-                    },
-                    Op::DeleteInbox(entry.seq),
-                ];
-                if let (ConversationStatus::Assigned, Some(agent)) =
-                    (record.conversation.status, &record.conversation.agent)
-                {
-                    batch.push(Op::AgentEvent {
-                        agent_id: agent.clone(),
-                        frame: Box::new(ServerFrame::Message {
-                            seq: 0,
-                            conversation_id: conversation_id.clone(),
-                            message: shown,
-                        }),
-                    });
-                    if record.conversation.service_until != previous_service_until {
-                        batch.push(Op::AgentEvent { agent_id: agent.clone(), frame: Box::new(window_frame(&record)) });
-                    }
-                }
-                self.commit(batch).await?;
-                self.arm_new(&before, &record);
-                metrics::counter!("switchboard_messages_total", "direction" => "in").increment(1);
-                self.thread = Some(thread.clone());
-                if opened {
-                    metrics::counter!("switchboard_conversations_opened_total").increment(1);
-                    self.route(&record, thread.last_closed_by.clone());
-                }
-                self.open = Some(record);
+                let ingest = IngestMessage { phone_number_id, contact_key, contact, message };
+                self.apply_message(ingest, Some(entry.seq)).await?;
             }
             InboxItem::Status { conversation_id, status } => {
                 let mut batch: Batch = vec![Op::DeleteInbox(entry.seq)];
@@ -325,6 +252,124 @@ impl ConversationState {
             }
         }
         Ok(())
+    }
+
+    /// A webhook's message applied directly (see [`ConversationMsg::Direct`]).
+    async fn on_direct(&mut self, ingest: IngestMessage) -> Result<IngestOutcome, ActorProcessingErr> {
+        if self.shared.reader.has_inbound(&ingest.message.id)? {
+            return Ok(IngestOutcome::Duplicate); // a redelivery: nothing to do
+        }
+        self.apply_message(ingest, None).await
+    }
+
+    /// Appends an inbound message to the open conversation (opening one if
+    /// needed) in one commit. `inbox_seq` is the inbox entry it comes from;
+    /// `None` for a direct message, whose wamid the commit claims instead (a
+    /// duplicate then changes nothing).
+    async fn apply_message(
+        &mut self,
+        ingest: IngestMessage,
+        inbox_seq: Option<u64>,
+    ) -> Result<IngestOutcome, ActorProcessingErr> {
+        let IngestMessage { phone_number_id, contact_key, contact, message } = ingest;
+        let now = self.now();
+        let profile_name = contact.as_ref().and_then(|contact| contact.profile.as_ref()?.name.clone());
+        let mut thread = self.thread.clone().unwrap_or_else(|| ThreadRecord {
+            contact: Contact { wa_id: contact_key.clone(), name: profile_name.clone() },
+            phone_number_id: phone_number_id.clone(),
+            open_conversation: None,
+            last_closed_by: None,
+            last_inbox_seq: 0,
+        });
+        if profile_name.is_some() {
+            thread.contact.name = profile_name;
+        }
+        if let Some(seq) = inbox_seq {
+            thread.last_inbox_seq = seq;
+        }
+        let mut opened = false;
+        let before = self.open.as_ref().map(deadlines::deadlines_of).unwrap_or_default();
+        let mut record = match self.open.clone() {
+            Some(record) => record,
+            None => {
+                opened = true;
+                let id = self.shared.store.next_conversation_id();
+                thread.open_conversation = Some(id.clone());
+                new_conversation(
+                    id,
+                    &thread,
+                    &self.thread_key,
+                    rules::source_of(&message),
+                    self.shared.settings.default_team(),
+                    now,
+                )
+            }
+        };
+        record.conversation.contact = thread.contact.clone();
+        let shown = rules::inbound_message(&message, now);
+        if opened {
+            let policy = self.shared.policies.of(record.conversation.team.as_deref());
+            record.clocks.frt = Some(deadlines::sla_clock(now, policy.sla.first_response_s, &policy.schedule));
+            record.clocks.trt = Some(deadlines::sla_clock(now, policy.sla.resolution_s, &policy.schedule));
+            if message.referral.is_some() {
+                record.clocks.entry_at = Some(shown.at);
+            }
+        } else if record.clocks.last_agent_reply_at.is_some()
+            && record.clocks.nrt.as_ref().is_none_or(|clock| clock.stopped_at.is_some())
+        {
+            let policy = self.shared.policies.of(record.conversation.team.as_deref());
+            record.clocks.nrt = Some(deadlines::sla_clock(now, policy.sla.next_response_s, &policy.schedule));
+        }
+        let previous_service_until = record.conversation.service_until;
+        let index = record.message_count;
+        record.message_count += 1;
+        record.last_customer_at = Some(record.last_customer_at.map_or(shown.at, |at| at.max(shown.at)));
+        record.conversation.service_until = record.last_customer_at.map(deadlines::service_until);
+        let raw = serde_json::to_string(&message).ok();
+        let conversation_id = record.conversation.id.clone();
+        let mut batch = Vec::with_capacity(6);
+        match inbox_seq {
+            Some(seq) => batch.push(Op::DeleteInbox(seq)),
+            None => batch.push(Op::ClaimInbound(message.id.clone())),
+        }
+        // The thread changes when a conversation opens, the name changes
+        // or an inbox entry is applied; not on every message.
+        if self.thread.as_ref() != Some(&thread) {
+            batch.push(Op::PutThread { key: self.thread_key.clone(), record: thread.clone() });
+        }
+        batch.push(Op::PutConversation(Box::new(record.clone())));
+        batch.push(Op::PutMessage {
+            conversation_id: conversation_id.clone(),
+            thread_key: self.thread_key.clone(),
+            index,
+            message: Box::new(StoredMessage { message: shown.clone(), raw }),
+        });
+        if let (ConversationStatus::Assigned, Some(agent)) = (record.conversation.status, &record.conversation.agent) {
+            batch.push(Op::AgentEvent {
+                agent_id: agent.clone(),
+                frame: Box::new(ServerFrame::Message {
+                    seq: 0,
+                    conversation_id: conversation_id.clone(),
+                    message: shown,
+                }),
+            });
+            if record.conversation.service_until != previous_service_until {
+                batch.push(Op::AgentEvent { agent_id: agent.clone(), frame: Box::new(window_frame(&record)) });
+            }
+        }
+        let outcome = self.shared.store.commit(batch).await?;
+        if outcome.ingested.first() == Some(&IngestOutcome::Duplicate) {
+            return Ok(IngestOutcome::Duplicate); // claimed meanwhile by the inbox path
+        }
+        self.arm_new(&before, &record);
+        metrics::counter!("switchboard_messages_total", "direction" => "in").increment(1);
+        self.thread = Some(thread.clone());
+        if opened {
+            metrics::counter!("switchboard_conversations_opened_total").increment(1);
+            self.route(&record, thread.last_closed_by.clone());
+        }
+        self.open = Some(record);
+        Ok(IngestOutcome::Accepted { seq: inbox_seq.unwrap_or(0) })
     }
 
     fn route(&self, record: &ConversationRecord, preferred_agent: Option<String>) {

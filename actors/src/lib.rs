@@ -40,7 +40,7 @@ use protocol::ApiError;
 use protocol::model::{AgentStatus, ConversationStatus};
 use protocol::ws::{TeamWorkload, Workload};
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
-use storage::{Batch, CommitOutcome, EventSink, Published, Reader, Store, StoreOptions};
+use storage::{Batch, CommitOutcome, EventSink, Op, Published, Reader, Store, StoreOptions};
 use tokio::task::JoinHandle;
 
 use crate::agent::{AgentActor, AgentArgs, AgentMsg, SessionHandle};
@@ -223,9 +223,44 @@ impl System {
         self.shared.now()
     }
 
-    /// Stores webhook items durably (group commit); their processing follows.
+    /// Stores webhook items durably; answers once every item is committed.
+    ///
+    /// Inbound messages go straight to their conversation actor, which claims
+    /// the wamid and applies the message in one commit (no inbox round trip).
+    /// Should an actor fail before answering, its message is stored in the
+    /// inbox instead and applied when the actor is back; the wamid claim makes
+    /// both paths exactly-once. Statuses and other changes go to the inbox in
+    /// one commit. `ingested` holds one outcome per item: the stored items
+    /// first, then the messages in payload order.
     pub async fn ingest(&self, batch: Batch) -> Result<CommitOutcome, StorageError> {
-        self.shared.store.commit(batch).await
+        let mut stored = Vec::new();
+        let mut answers = Vec::new();
+        let manager = &self.shared.directory().manager;
+        for op in batch {
+            let Op::IngestMessage(ingest) = op else {
+                stored.push(op);
+                continue;
+            };
+            let thread_key = storage::thread_key(&ingest.phone_number_id, &ingest.contact_key);
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let message = ConversationMsg::Direct { ingest: Box::new(ingest.clone()), reply };
+            // A failed cast drops `reply`, which sends the message down the inbox path below.
+            let _ = manager.cast(ManagerMsg::Deliver { thread_key, message });
+            answers.push((ingest, answer));
+        }
+        let mut outcome =
+            if stored.is_empty() { CommitOutcome::default() } else { self.shared.store.commit(stored).await? };
+        for (ingest, answer) in answers {
+            match answer.await {
+                Ok(result) => outcome.ingested.push(result),
+                Err(_) => {
+                    metrics::counter!("switchboard_direct_ingest_fallbacks_total").increment(1);
+                    let fallback = self.shared.store.commit(vec![Op::IngestMessage(ingest)]).await?;
+                    outcome.ingested.extend(fallback.ingested);
+                }
+            }
+        }
+        Ok(outcome)
     }
 
     /// Runs a client request on a conversation; refusals come back as `ApiError`.

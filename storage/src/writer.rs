@@ -35,6 +35,12 @@ use crate::{
 pub enum Op {
     /// Accepts an inbound message into the inbox unless its wamid was seen.
     IngestMessage(IngestMessage),
+    /// Claims an inbound message's wamid for the ops that follow in the same
+    /// batch (a conversation actor applying a webhook's message directly).
+    /// When the wamid was seen already the claim yields
+    /// [`IngestOutcome::Duplicate`] and the rest of the batch is skipped;
+    /// otherwise it yields `Accepted { seq: 0 }`.
+    ClaimInbound(String),
     /// Accepts a status unless (wamid, status) was seen. A status whose message
     /// is unknown waits until that message is stored.
     IngestStatus(IngestStatus),
@@ -226,6 +232,15 @@ fn apply_group(db: &Database, options: &StoreOptions, batches: &[&Batch]) -> Res
         for batch in batches {
             let mut outcome = CommitOutcome::default();
             for op in batch.iter() {
+                if let Op::ClaimInbound(wamid) = op {
+                    if state.inbound_ids.get(wamid.as_str()).map_err(db_error)?.is_some() {
+                        outcome.ingested.push(IngestOutcome::Duplicate);
+                        break;
+                    }
+                    state.inbound_ids.insert(wamid.as_str(), 0).map_err(db_error)?;
+                    outcome.ingested.push(IngestOutcome::Accepted { seq: 0 });
+                    continue;
+                }
                 state.apply(op, &mut outcome, &mut published)?;
             }
             outcomes.push(outcome);
@@ -375,6 +390,7 @@ impl<'txn> GroupState<'txn> {
                     }
                 }
             }
+            Op::ClaimInbound(_) => unreachable!("claims are taken in apply_group"),
             Op::IngestOtherChange(change) => {
                 self.other_seq += 1;
                 self.other_changes.insert(self.other_seq, encode_json(change)?.as_slice()).map_err(db_error)?;
@@ -436,21 +452,26 @@ impl<'txn> GroupState<'txn> {
         let id = record.conversation.id.as_str();
         let previous_holder =
             self.open_conversations.get(id).map_err(db_error)?.map(|holder| holder.value().to_owned());
-        if let Some(previous_holder) = previous_holder.filter(|holder| !holder.is_empty()) {
-            self.agent_open.remove((previous_holder.as_str(), id)).map_err(db_error)?;
-        }
         let conversation = &record.conversation;
         let holder = match (conversation.status, &conversation.agent) {
             (ConversationStatus::Assigned, Some(agent)) => agent.as_str(),
             _ => "",
         };
-        if conversation.status == ConversationStatus::Closed {
-            self.open_conversations.remove(id).map_err(db_error)?;
-        } else {
-            self.open_conversations.insert(id, holder).map_err(db_error)?;
-        }
-        if !holder.is_empty() {
-            self.agent_open.insert((holder, id), ()).map_err(db_error)?;
+        let closed = conversation.status == ConversationStatus::Closed;
+        // Most updates (a message in, a reply out) keep the holder: the
+        // indexes are already right and are not rewritten.
+        if closed || previous_holder.as_deref() != Some(holder) {
+            if let Some(previous_holder) = previous_holder.filter(|holder| !holder.is_empty()) {
+                self.agent_open.remove((previous_holder.as_str(), id)).map_err(db_error)?;
+            }
+            if closed {
+                self.open_conversations.remove(id).map_err(db_error)?;
+            } else {
+                self.open_conversations.insert(id, holder).map_err(db_error)?;
+                if !holder.is_empty() {
+                    self.agent_open.insert((holder, id), ()).map_err(db_error)?;
+                }
+            }
         }
         if let Some(number) = conversation_number(id) {
             self.conversation_seq = self.conversation_seq.max(number);

@@ -183,6 +183,36 @@ fn the_same_wamid_is_accepted_once() {
     assert_eq!(recorder.inbox(), inbox, "each accepted message is published exactly once");
 }
 
+#[test]
+fn a_claimed_wamid_applies_its_batch_once_and_blocks_the_inbox_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, recorder) = open(dir.path(), StoreOptions::default());
+    let reader = store.reader();
+    let cv = store.next_conversation_id();
+    let direct = |wamid: &str, index: u32| {
+        vec![Op::ClaimInbound(wamid.to_owned()), put_message(&cv, index, wamid, Direction::In), event("a", &cv)]
+    };
+
+    let first = store.commit_blocking(direct("wamid.d1", 0)).unwrap();
+    assert_eq!(first.ingested, vec![IngestOutcome::Accepted { seq: 0 }]);
+    assert_eq!(first.events.len(), 1);
+    // A redelivery, applied directly again (say at another index): nothing of it is kept.
+    let again = store.commit_blocking(direct("wamid.d1", 1)).unwrap();
+    assert_eq!(again.ingested, vec![IngestOutcome::Duplicate]);
+    assert!(again.events.is_empty(), "the ops after a refused claim are skipped");
+    assert_eq!(reader.messages(&cv).unwrap().len(), 1);
+    // ...or through the inbox: refused as well, and the inbox path's claims block direct ones.
+    assert_eq!(store.commit_blocking(vec![ingest("wamid.d1")]).unwrap().ingested, vec![IngestOutcome::Duplicate]);
+    assert_eq!(
+        store.commit_blocking(vec![ingest("wamid.i1")]).unwrap().ingested[0],
+        IngestOutcome::Accepted { seq: 1 }
+    );
+    assert_eq!(store.commit_blocking(direct("wamid.i1", 1)).unwrap().ingested, vec![IngestOutcome::Duplicate]);
+    assert_eq!(reader.messages(&cv).unwrap().len(), 1);
+    assert_eq!(recorder.events().len(), 1, "only the accepted batch's event is published");
+    assert!(reader.has_inbound("wamid.d1").unwrap());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
 async fn concurrent_commits_get_unique_ordered_seqs() {
     concurrent_commits(StoreOptions::default()).await;
@@ -398,6 +428,9 @@ fn conversation_indexes_follow_status_and_agent() {
     assert_eq!(message_ids, vec!["wamid.in", "wamid.out"], "messages in index order");
     assert_eq!(ids(&reader.open_conversations().unwrap()), vec![cv.as_str()]);
     assert!(reader.agent_snapshot("b").unwrap().1.is_empty());
+
+    store.commit_blocking(vec![conversation(&cv, ConversationStatus::Assigned, Some("a"))]).unwrap();
+    assert_eq!(reader.agent_snapshot("a").unwrap().1.len(), 1, "an update that keeps the holder keeps the index");
 
     store.commit_blocking(vec![conversation(&cv, ConversationStatus::Assigned, Some("b"))]).unwrap();
     assert!(reader.agent_snapshot("a").unwrap().1.is_empty(), "still in the previous agent's snapshot");
