@@ -48,7 +48,7 @@ pub async fn upgrade(
     }
     upgrade
         .protocols([SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK])
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_message_size(1 << 20)
         .on_upgrade(move |socket| async move {

@@ -117,6 +117,21 @@ async fn a_reply_reaches_the_graph_api_with_metas_body_and_statuses_come_back() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_frame_many_times_the_read_buffer_arrives_whole() -> TestResult {
+    // Sessions read with a 1 KiB buffer (memory per idle connection); a bigger
+    // frame must still arrive intact: 500 × "नमस्ते " is 3,500 characters, 9.5 KB.
+    let (harness, mut agent, conversation_id) = one_assigned("919811110001").await?;
+    let text = "नमस्ते ".repeat(500);
+    let answer = agent.request(json!({"type": "send", "conversation_id": conversation_id, "text": text})).await?;
+    assert_eq!(answer["type"], "ok", "{answer}");
+    assert_eq!(answer["message"]["text"], text.as_str());
+    let sent = harness.emulator.requests().last().expect("one send").body.clone();
+    assert_eq!(sent["text"]["body"], text.as_str());
+    harness.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redelivery_makes_one_message_one_assignment_one_event() -> TestResult {
     let harness = Harness::start().await?;
     let mut agent = harness.online_agent("a1").await?;
