@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use protocol::model::{ConversationStatus, SourceKind};
 use protocol::time::UnixMs;
 use protocol::ws::{SlaKind, SlaState};
-use storage::{ConversationRecord, SlaClock};
+use storage::{ConversationRecord, OpenEntry, SlaClock};
 
 use crate::hours::Schedule;
 use crate::rules::{FREE_ENTRY_WINDOW_MS, SERVICE_WINDOW_MS};
@@ -74,21 +74,53 @@ pub fn stop_clock(clock: &mut Option<SlaClock>, now: UnixMs) -> bool {
 
 /// Every deadline the record wants armed now.
 pub fn deadlines_of(record: &ConversationRecord) -> Vec<(DeadlineKind, UnixMs)> {
+    let conversation = &record.conversation;
+    let clocks = &record.clocks;
+    collect(Parts {
+        status: conversation.status,
+        service_until: conversation.service_until,
+        free_entry_until: conversation.free_entry_until,
+        clocks: [&clocks.frt, &clocks.nrt, &clocks.trt],
+        reassign_at: clocks.reassign_at,
+    })
+}
+
+/// The same deadlines, from the open index's entry (at start).
+pub fn deadlines_of_entry(entry: &OpenEntry) -> Vec<(DeadlineKind, UnixMs)> {
+    collect(Parts {
+        status: entry.status,
+        service_until: entry.service_until,
+        free_entry_until: entry.free_entry_until,
+        clocks: [&entry.frt, &entry.nrt, &entry.trt],
+        reassign_at: entry.reassign_at,
+    })
+}
+
+/// What deadlines depend on: first, next and resolution clocks in that order.
+struct Parts<'a> {
+    status: ConversationStatus,
+    service_until: Option<UnixMs>,
+    free_entry_until: Option<UnixMs>,
+    clocks: [&'a Option<SlaClock>; 3],
+    reassign_at: Option<UnixMs>,
+}
+
+fn collect(parts: Parts<'_>) -> Vec<(DeadlineKind, UnixMs)> {
     let mut wanted = Vec::new();
-    if record.conversation.status == ConversationStatus::Closed {
+    if parts.status == ConversationStatus::Closed {
         return wanted;
     }
-    if let Some(until) = record.conversation.service_until {
+    if let Some(until) = parts.service_until {
         wanted.push((DeadlineKind::ServiceWindowClose, until));
     }
-    if let Some(until) = record.conversation.free_entry_until {
+    if let Some(until) = parts.free_entry_until {
         wanted.push((DeadlineKind::FreeEntryClose, until));
     }
-    let clocks = &record.clocks;
+    let [frt, nrt, trt] = parts.clocks;
     for (clock, warning, breach) in [
-        (&clocks.frt, DeadlineKind::FirstResponseWarning, DeadlineKind::FirstResponseBreach),
-        (&clocks.nrt, DeadlineKind::NextResponseWarning, DeadlineKind::NextResponseBreach),
-        (&clocks.trt, DeadlineKind::ResolutionWarning, DeadlineKind::ResolutionBreach),
+        (frt, DeadlineKind::FirstResponseWarning, DeadlineKind::FirstResponseBreach),
+        (nrt, DeadlineKind::NextResponseWarning, DeadlineKind::NextResponseBreach),
+        (trt, DeadlineKind::ResolutionWarning, DeadlineKind::ResolutionBreach),
     ] {
         if let Some(clock) = clock.as_ref().filter(|clock| clock.stopped_at.is_none()) {
             if !clock.warned {
@@ -99,7 +131,7 @@ pub fn deadlines_of(record: &ConversationRecord) -> Vec<(DeadlineKind, UnixMs)> 
             }
         }
     }
-    if let Some(at) = clocks.reassign_at {
+    if let Some(at) = parts.reassign_at {
         wanted.push((DeadlineKind::IdleReassign, at));
     }
     wanted.retain(|(_, due)| *due != UnixMs::MAX);

@@ -40,17 +40,17 @@ use protocol::ApiError;
 use protocol::model::{AgentStatus, ConversationStatus};
 use protocol::ws::{TeamWorkload, Workload};
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
-use storage::{Batch, CommitOutcome, EventSink, Op, Published, Reader, Store, StoreOptions};
+use storage::{Batch, CommitOutcome, EventSink, Op, OpenEntry, Published, Reader, Store, StoreOptions};
 use tokio::task::JoinHandle;
 
 use crate::agent::{AgentActor, AgentArgs, AgentMsg, SessionHandle};
 use crate::clock::SharedClock;
 use crate::conversation::{ConversationMsg, RequestKind};
 use crate::manager::{ConversationManager, ManagerMsg};
-use crate::router::{RouteRequest, RouterActor, RouterMsg};
+use crate::router::{RouterActor, RouterMsg};
 use crate::settings::{AgentSpec, Settings, TeamSpec};
 use crate::shared::{Directory, Outbound, Principal, Shared};
-use crate::team::{TeamActor, TeamArgs, TeamMsg};
+use crate::team::{QueuedConversation, TeamActor, TeamArgs, TeamMsg};
 
 pub use storage::StorageError;
 
@@ -111,11 +111,14 @@ impl System {
         outbound: Arc<dyn Outbound>,
         clock: SharedClock,
     ) -> Result<System, StartError> {
+        let started = std::time::Instant::now();
         let sink = Arc::new(ActorSink::default());
         let store = Arc::new(Store::open(data_dir, store_options, sink.clone())?);
+        let store_opened_ms = started.elapsed().as_millis();
         let reader = store.reader();
         let open = reader.open_conversations()?;
         let inbox = reader.inbox()?;
+        let open_read_ms = started.elapsed().as_millis();
         let policies = deadlines::Policies::from_settings(&settings).map_err(StartError::Settings)?;
         let settings = Arc::new(settings);
         // Fired deadlines go to the manager, which is spawned just below.
@@ -144,7 +147,8 @@ impl System {
         let (manager, _) = Actor::spawn(None, ConversationManager, shared.clone()).await?;
         let _ = manager_slot.set(manager.clone());
         let (root, _) = Actor::spawn(None, RootSupervisor, shared.clone()).await?;
-        let router = spawn_child(&root, Child::Router, &shared, &open).await?;
+        let mut held = AgentRecovery::group(&open, agent::day_of(shared.now()));
+        let router = spawn_child(&root, Child::Router, &shared, &mut held).await?;
         let Spawned::Router(router) = router else { unreachable!("asked for a router") };
         let directory = Directory {
             manager: manager.clone(),
@@ -153,12 +157,12 @@ impl System {
             teams: DashMap::new(),
         };
         for spec in &settings.teams {
-            if let Spawned::Team(team) = spawn_child(&root, Child::Team(spec.clone()), &shared, &open).await? {
+            if let Spawned::Team(team) = spawn_child(&root, Child::Team(spec.clone()), &shared, &mut held).await? {
                 directory.teams.insert(spec.id.clone(), team);
             }
         }
         for spec in &settings.agents {
-            if let Spawned::Agent(agent) = spawn_child(&root, Child::Agent(spec.clone()), &shared, &open).await? {
+            if let Spawned::Agent(agent) = spawn_child(&root, Child::Agent(spec.clone()), &shared, &mut held).await? {
                 directory.agents.insert(spec.id.clone(), agent);
             }
         }
@@ -170,9 +174,9 @@ impl System {
         requeue(&shared, &open, None);
         // Deadlines are stored, not scheduled: arm every open conversation's
         // again (overdue ones fire at once; their owners ignore stale ones).
-        for record in &open {
-            if let Some(number) = storage::conversation_number(&record.conversation.id) {
-                for (kind, due) in deadlines::deadlines_of(record) {
+        for (id, entry) in &open {
+            if let Some(number) = storage::conversation_number(id) {
+                for (kind, due) in deadlines::deadlines_of_entry(entry) {
                     shared.timers.arm(timers::Deadline { due, conversation: number, kind });
                 }
             }
@@ -180,13 +184,17 @@ impl System {
         for entry in inbox {
             let _ = manager.cast(ManagerMsg::inbound(entry));
         }
-        // Ready means the queues are rebuilt: the router has routed every
-        // queued conversation and each team has taken them in.
-        let _ = ractor::call!(shared.directory().router(), RouterMsg::Flush);
+        // Ready means the queues are rebuilt: each team has taken its queue in.
         for entry in shared.directory().teams.iter() {
             let _ = ractor::call!(entry.value(), TeamMsg::Stats);
         }
-        tracing::info!(open_conversations = open.len(), "actors started");
+        tracing::info!(
+            open_conversations = open.len(),
+            store_opened_ms,
+            open_read_ms,
+            ready_ms = started.elapsed().as_millis(),
+            "actors started"
+        );
 
         let ticker = {
             let shared = shared.clone();
@@ -376,25 +384,68 @@ impl System {
     }
 }
 
-/// Routes the open, queued conversations again (after a start, or after a
-/// team restarted: `only_team`), oldest first.
-fn requeue(shared: &Shared, open: &[storage::ConversationRecord], only_team: Option<&str>) {
-    let mut queued: Vec<_> = open
-        .iter()
-        .filter(|record| record.conversation.status == ConversationStatus::Queued)
-        .filter(|record| only_team.is_none_or(|team| record.conversation.team.as_deref() == Some(team)))
-        .collect();
-    queued.sort_by_key(|record| record.queued_at.unwrap_or(record.conversation.opened_at));
-    let router = shared.directory().router();
-    for record in queued {
-        let _ = router.cast(RouterMsg::Route(RouteRequest {
-            conversation_id: record.conversation.id.clone(),
-            thread_key: record.thread_key.clone(),
-            team: record.conversation.team.clone(),
-            preferred_agent: None,
+/// Puts the open, queued conversations back in their teams' queues (after a
+/// start, or after a team restarted: `only_team`), one message per team.
+/// The router is not asked: with no preferred agent it would enqueue each
+/// in its team all the same, one message at a time.
+fn requeue(shared: &Shared, open: &[(String, OpenEntry)], only_team: Option<&str>) {
+    let mut by_team: HashMap<&str, Vec<QueuedConversation>> = HashMap::new();
+    let mut teamless = 0usize;
+    for (id, entry) in open.iter().filter(|(_, entry)| entry.status == ConversationStatus::Queued) {
+        let Some(team) = entry.team.as_deref() else {
+            teamless += 1;
+            continue;
+        };
+        if only_team.is_some_and(|only| only != team) {
+            continue;
+        }
+        by_team.entry(team).or_default().push(QueuedConversation {
+            conversation_id: id.clone(),
+            thread_key: entry.thread_key.clone(),
+            queued_at: entry.queued_at,
             exclude_agent: None,
-            queued_at: record.queued_at.unwrap_or(record.conversation.opened_at),
-        }));
+        });
+    }
+    let directory = shared.directory();
+    for (team, queued) in by_team {
+        match directory.team(team) {
+            Some(actor) => {
+                let _ = actor.cast(TeamMsg::EnqueueMany(queued));
+            }
+            None => teamless += queued.len(),
+        }
+    }
+    if teamless > 0 && only_team.is_none() {
+        tracing::warn!(conversations = teamless, "queued conversations without a configured team stay queued");
+    }
+}
+
+/// What an agent actor takes back at its start: the conversations it holds
+/// (id → thread key), their service windows, and today's first-response
+/// breaches. Grouped in one pass over the open index for all agents.
+#[derive(Default)]
+struct AgentRecovery {
+    held_threads: HashMap<String, String>,
+    windows: HashMap<String, Option<protocol::time::UnixMs>>,
+    frt_breaches_today: u32,
+}
+
+impl AgentRecovery {
+    fn group(open: &[(String, OpenEntry)], today: i64) -> HashMap<String, AgentRecovery> {
+        let mut by_agent: HashMap<String, AgentRecovery> = HashMap::new();
+        for (id, entry) in open {
+            if let (ConversationStatus::Assigned, Some(agent)) = (entry.status, &entry.agent) {
+                let recovery = by_agent.entry(agent.clone()).or_default();
+                recovery.held_threads.insert(id.clone(), entry.thread_key.clone());
+                recovery.windows.insert(id.clone(), entry.service_until);
+            }
+            for (agent, at) in &entry.frt_breaches {
+                if agent::day_of(*at) == today {
+                    by_agent.entry(agent.clone()).or_default().frt_breaches_today += 1;
+                }
+            }
+        }
+        by_agent
     }
 }
 
@@ -416,7 +467,7 @@ async fn spawn_child(
     root: &ActorRef<RootMsg>,
     child: Child,
     shared: &Arc<Shared>,
-    open: &[storage::ConversationRecord],
+    held: &mut HashMap<String, AgentRecovery>,
 ) -> Result<Spawned, StartError> {
     let supervisor: ActorCell = root.get_cell();
     let (cell, spawned) = match &child {
@@ -438,33 +489,14 @@ async fn spawn_child(
         }
         Child::Agent(spec) => {
             let status = shared.reader.agent(&spec.id)?.status;
-            let mut held_threads: HashMap<String, String> = HashMap::new();
-            let mut windows = HashMap::new();
-            for record in open.iter().filter(|record| {
-                record.conversation.status == ConversationStatus::Assigned
-                    && record.conversation.agent.as_deref() == Some(spec.id.as_str())
-            }) {
-                held_threads.insert(record.conversation.id.clone(), record.thread_key.clone());
-                windows.insert(record.conversation.id.clone(), record.conversation.service_until);
-            }
-            let today = agent::day_of(shared.now());
-            let frt_breaches_today = open
-                .iter()
-                .flat_map(|record| record.clocks.sla_events.iter())
-                .filter(|event| {
-                    event.kind == protocol::ws::SlaKind::FirstResponse
-                        && event.state == protocol::ws::SlaState::Breached
-                        && event.agent.as_deref() == Some(spec.id.as_str())
-                        && agent::day_of(event.at) == today
-                })
-                .count() as u32;
+            let recovery = held.remove(&spec.id).unwrap_or_default();
             let args = AgentArgs {
                 spec: spec.clone(),
                 shared: shared.clone(),
                 status,
-                open: held_threads,
-                windows,
-                frt_breaches_today,
+                open: recovery.held_threads,
+                windows: recovery.windows,
+                frt_breaches_today: recovery.frt_breaches_today,
             };
             let (actor, _) = Actor::spawn_linked(None, AgentActor, args, supervisor).await?;
             (actor.get_cell(), Spawned::Agent(actor))
@@ -527,8 +559,9 @@ impl Actor for RootSupervisor {
         metrics::counter!("switchboard_actor_restarts_total").increment(1);
         tracing::error!(child = ?child, %error, "actor failed; restarting from the store");
         let open = state.shared.reader.open_conversations()?;
+        let mut held = AgentRecovery::group(&open, agent::day_of(state.shared.now()));
         let directory = state.shared.directory();
-        match spawn_child(&myself, child.clone(), &state.shared, &open).await? {
+        match spawn_child(&myself, child.clone(), &state.shared, &mut held).await? {
             Spawned::Router(router) => {
                 *directory.router.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = router;
             }

@@ -29,8 +29,6 @@ pub struct RouteRequest {
 
 pub enum RouterMsg {
     Route(RouteRequest),
-    /// Answers once every message sent before it has been handled.
-    Flush(ractor::RpcReplyPort<()>),
 }
 
 pub struct RouterActor;
@@ -54,13 +52,7 @@ impl Actor for RouterActor {
         message: Self::Msg,
         shared: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let request = match message {
-            RouterMsg::Route(request) => request,
-            RouterMsg::Flush(reply) => {
-                let _ = reply.send(());
-                return Ok(());
-            }
-        };
+        let RouterMsg::Route(request) = message;
         let directory = shared.directory();
         if let Some((agent_id, actor)) = request
             .preferred_agent

@@ -30,6 +30,8 @@ pub struct QueuedConversation {
 
 pub enum TeamMsg {
     Enqueue(QueuedConversation),
+    /// Many at once: the queue rebuilt at start or after a team restart.
+    EnqueueMany(Vec<QueuedConversation>),
     /// An agent's free slots and load changed.
     Availability {
         agent_id: String,
@@ -153,6 +155,11 @@ impl Actor for TeamActor {
         match message {
             // Oldest first even when a re-routed conversation arrives late.
             TeamMsg::Enqueue(queued) => state.queue.push(queued),
+            TeamMsg::EnqueueMany(queued) => {
+                for queued in queued {
+                    state.queue.push(queued);
+                }
+            }
             TeamMsg::Availability { agent_id, free, load } => {
                 let view = state.views.entry(agent_id).or_default();
                 view.free = free;

@@ -9,7 +9,8 @@ use redb::{Database, ReadTransaction, ReadableTable, ReadableTableMetadata};
 use crate::records::{decode, decode_json};
 use crate::tables::*;
 use crate::{
-    AgentRecord, ConversationRecord, InboxEntry, MessageLocation, Result, StoredMessage, ThreadRecord, db_error,
+    AgentRecord, ConversationRecord, InboxEntry, MessageLocation, OpenEntry, Result, StoredMessage, ThreadRecord,
+    db_error,
 };
 
 /// An open conversation an agent holds, with its messages.
@@ -86,19 +87,17 @@ impl Reader {
         Ok(entries)
     }
 
-    /// Every conversation not closed, oldest first (recovery).
-    pub fn open_conversations(&self) -> Result<Vec<ConversationRecord>> {
+    /// Every conversation not closed, by id (oldest first), with what a start
+    /// needs of it (recovery reads this one table, not the records).
+    pub fn open_conversations(&self) -> Result<Vec<(String, OpenEntry)>> {
         let txn = self.txn()?;
         let open = txn.open_table(OPEN_CONVERSATIONS).map_err(db_error)?;
-        let conversations = txn.open_table(CONVERSATIONS).map_err(db_error)?;
-        let mut records = Vec::new();
+        let mut entries = Vec::with_capacity(open.len().map_err(db_error)? as usize);
         for row in open.iter().map_err(db_error)? {
-            let (id, _) = row.map_err(db_error)?;
-            if let Some(bytes) = conversations.get(id.value()).map_err(db_error)? {
-                records.push(decode(bytes.value())?);
-            }
+            let (id, bytes) = row.map_err(db_error)?;
+            entries.push((id.value().to_owned(), decode(bytes.value())?));
         }
-        Ok(records)
+        Ok(entries)
     }
 
     pub fn count_conversations(&self) -> Result<u64> {

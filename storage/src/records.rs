@@ -1,7 +1,7 @@
 //! What is stored. Records are MessagePack maps (named fields), so adding an
 //! optional field later is backward compatible.
 
-use protocol::model::{AgentStatus, Contact, Conversation, Message};
+use protocol::model::{AgentStatus, Contact, Conversation, ConversationStatus, Message};
 use protocol::time::UnixMs;
 use protocol::webhook::{ContactProfile, InboundMessage, Status};
 use serde::de::DeserializeOwned;
@@ -200,4 +200,71 @@ pub(crate) fn encode_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
 
 pub(crate) fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|error| StorageError::Codec(error.to_string()))
+}
+
+/// What a start needs of one open conversation, kept as the value of the open
+/// index so that a start reads one small table in key order instead of every
+/// open conversation's whole record. Short field names: a million of these
+/// are read at once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OpenEntry {
+    #[serde(rename = "k")]
+    pub thread_key: String,
+    #[serde(rename = "s")]
+    pub status: ConversationStatus,
+    /// The holding agent; only when assigned.
+    #[serde(rename = "a", default)]
+    pub agent: Option<String>,
+    #[serde(rename = "t", default)]
+    pub team: Option<String>,
+    /// When it (last) started waiting for an agent: `queued_at`, else `opened_at`.
+    #[serde(rename = "q")]
+    pub queued_at: UnixMs,
+    #[serde(rename = "w", default)]
+    pub service_until: Option<UnixMs>,
+    #[serde(rename = "f", default)]
+    pub free_entry_until: Option<UnixMs>,
+    #[serde(rename = "c1", default)]
+    pub frt: Option<SlaClock>,
+    #[serde(rename = "c2", default)]
+    pub nrt: Option<SlaClock>,
+    #[serde(rename = "c3", default)]
+    pub trt: Option<SlaClock>,
+    #[serde(rename = "r", default)]
+    pub reassign_at: Option<UnixMs>,
+    /// First-response breaches: (agent, when), for the agents' daily counts.
+    #[serde(rename = "b", default)]
+    pub frt_breaches: Vec<(String, UnixMs)>,
+}
+
+impl OpenEntry {
+    pub fn of(record: &ConversationRecord) -> OpenEntry {
+        let conversation = &record.conversation;
+        let clocks = &record.clocks;
+        OpenEntry {
+            thread_key: record.thread_key.clone(),
+            status: conversation.status,
+            agent: match conversation.status {
+                ConversationStatus::Assigned => conversation.agent.clone(),
+                _ => None,
+            },
+            team: conversation.team.clone(),
+            queued_at: record.queued_at.unwrap_or(conversation.opened_at),
+            service_until: conversation.service_until,
+            free_entry_until: conversation.free_entry_until,
+            frt: clocks.frt.clone(),
+            nrt: clocks.nrt.clone(),
+            trt: clocks.trt.clone(),
+            reassign_at: clocks.reassign_at,
+            frt_breaches: clocks
+                .sla_events
+                .iter()
+                .filter(|event| {
+                    event.kind == protocol::ws::SlaKind::FirstResponse
+                        && event.state == protocol::ws::SlaState::Breached
+                })
+                .filter_map(|event| Some((event.agent.clone()?, event.at)))
+                .collect(),
+        }
+    }
 }

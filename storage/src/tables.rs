@@ -19,10 +19,12 @@ pub const PENDING_STATUSES: TableDefinition<&str, &[u8]> = TableDefinition::new(
 pub const OTHER_CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("other_changes");
 /// conversation id → [`crate::ConversationRecord`].
 pub const CONVERSATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("conversations");
-/// Open conversations (status not closed): id → the agent holding it ("" when
-/// none). The writer reads the holder here rather than decoding the previous
-/// record to keep `agent_open` true.
-pub const OPEN_CONVERSATIONS: TableDefinition<&str, &str> = TableDefinition::new("open_conversations_v2");
+/// Open conversations (status not closed): id → MessagePack
+/// [`crate::OpenEntry`], what a start needs (holder, queue, deadlines). The
+/// writer also reads the previous holder here to keep `agent_open` true.
+pub const OPEN_CONVERSATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("open_conversations_v3");
+/// The v2 open index (id → holder), replaced by v3; migrated at open.
+const OPEN_CONVERSATIONS_V2: TableDefinition<&str, &str> = TableDefinition::new("open_conversations_v2");
 /// (conversation id, index) → [`crate::StoredMessage`].
 pub const MESSAGES: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("messages");
 /// wamid → [`crate::MessageLocation`].
@@ -52,6 +54,38 @@ pub(crate) fn create_all(db: &Database) -> Result<()> {
     txn.open_table(AGENTS).map_err(db_error)?;
     txn.open_table(AGENT_EVENTS).map_err(db_error)?;
     txn.open_table(AGENT_OPEN).map_err(db_error)?;
+    migrate_open_index_v2(&txn)?;
     txn.commit().map_err(db_error)?;
+    Ok(())
+}
+
+/// A store written before v3 has its open index as id → holder: rebuild it
+/// as id → [`crate::OpenEntry`] from the records, then drop the old table.
+fn migrate_open_index_v2(txn: &redb::WriteTransaction) -> Result<()> {
+    use redb::ReadableTable;
+    let ids: Vec<String> = match txn.open_table(OPEN_CONVERSATIONS_V2) {
+        Ok(old) => old
+            .iter()
+            .map_err(db_error)?
+            .map(|row| row.map(|(id, _)| id.value().to_owned()))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(db_error)?,
+        Err(error) => return Err(db_error(error)),
+    };
+    {
+        let conversations = txn.open_table(CONVERSATIONS).map_err(db_error)?;
+        let mut open = txn.open_table(OPEN_CONVERSATIONS).map_err(db_error)?;
+        for id in &ids {
+            if let Some(bytes) = conversations.get(id.as_str()).map_err(db_error)? {
+                let record: crate::ConversationRecord = crate::records::decode(bytes.value())?;
+                let entry = crate::records::encode(&crate::OpenEntry::of(&record))?;
+                open.insert(id.as_str(), entry.as_slice()).map_err(db_error)?;
+            }
+        }
+    }
+    txn.delete_table(OPEN_CONVERSATIONS_V2).map_err(db_error)?;
+    if !ids.is_empty() {
+        tracing::info!(open = ids.len(), "migrated the open index to v3");
+    }
     Ok(())
 }

@@ -426,7 +426,10 @@ fn conversation_indexes_follow_status_and_agent() {
     assert_eq!(snapshot[0].0.conversation.id, cv);
     let message_ids: Vec<&str> = snapshot[0].1.iter().map(|m| m.message.id.as_str()).collect();
     assert_eq!(message_ids, vec!["wamid.in", "wamid.out"], "messages in index order");
-    assert_eq!(ids(&reader.open_conversations().unwrap()), vec![cv.as_str()]);
+    let open = reader.open_conversations().unwrap();
+    assert_eq!(open.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), vec![cv.as_str()]);
+    assert_eq!((open[0].1.status, open[0].1.agent.as_deref()), (ConversationStatus::Assigned, Some("a")));
+    assert_eq!(open[0].1.thread_key, thread_key(PHONE, CONTACT));
     assert!(reader.agent_snapshot("b").unwrap().1.is_empty());
 
     store.commit_blocking(vec![conversation(&cv, ConversationStatus::Assigned, Some("a"))]).unwrap();
@@ -437,7 +440,7 @@ fn conversation_indexes_follow_status_and_agent() {
     let (_, snapshot) = reader.agent_snapshot("b").unwrap();
     assert_eq!(snapshot.len(), 1);
     assert_eq!(snapshot[0].1.len(), 2);
-    assert_eq!(ids(&reader.open_conversations().unwrap()), vec![cv.as_str()]);
+    assert_eq!(reader.open_conversations().unwrap()[0].1.agent.as_deref(), Some("b"));
 
     store.commit_blocking(vec![conversation(&cv, ConversationStatus::Closed, Some("b"))]).unwrap();
     assert!(reader.open_conversations().unwrap().is_empty());
@@ -465,6 +468,33 @@ fn agent_snapshot_does_not_leak_between_agents_sharing_a_prefix() {
         ids(&store.reader().agent_snapshot("ab").unwrap().1.into_iter().map(|(r, _)| r).collect::<Vec<_>>()),
         vec![two.as_str()]
     );
+}
+
+#[test]
+fn a_v2_open_index_is_migrated_to_entries_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path(), StoreOptions::default());
+    let cv = store.next_conversation_id();
+    store.commit_blocking(vec![conversation(&cv, ConversationStatus::Assigned, Some("a"))]).unwrap();
+    drop(store);
+    // Put the store back as v2 wrote it: id → holder, no v3 table.
+    let path = dir.path().join("switchboard.redb");
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.delete_table(redb::TableDefinition::<&str, &[u8]>::new("open_conversations_v3")).unwrap();
+        let v2 = redb::TableDefinition::<&str, &str>::new("open_conversations_v2");
+        txn.open_table(v2).unwrap().insert(cv.as_str(), "a").unwrap();
+        txn.commit().unwrap();
+    }
+    let (store, _) = open(dir.path(), StoreOptions::default());
+    let open = store.reader().open_conversations().unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!((open[0].0.as_str(), open[0].1.agent.as_deref()), (cv.as_str(), Some("a")));
+    // The holder is known again: closing takes it out of the agent's index.
+    store.commit_blocking(vec![conversation(&cv, ConversationStatus::Closed, Some("a"))]).unwrap();
+    assert!(store.reader().open_conversations().unwrap().is_empty());
+    assert!(store.reader().agent_snapshot("a").unwrap().1.is_empty());
 }
 
 #[test]

@@ -204,3 +204,46 @@ async fn idle_conversations_are_passivated_and_come_back_on_the_next_event() -> 
     harness.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_and_held_conversations_come_back_after_a_restart() -> TestResult {
+    let mut harness = Harness::start().await?;
+    let mut agent = harness.online_agent("a1").await?;
+    harness.post_webhook(&inbound_text("919722220001", "wamid.back.held", "held")).await?;
+    let held = agent.expect_type("assigned").await?["conversation"]["id"].clone();
+    agent.close().await;
+    for customer in 2..=4 {
+        let wamid = format!("wamid.back.{customer}");
+        harness.post_webhook(&inbound_text(&format!("91972222000{customer}"), &wamid, "waiting")).await?;
+    }
+    let queued: Vec<Value> = eventually(|| async {
+        let (_, body) = harness.get("/api/v1/conversations?status=queued", MANAGER_TOKEN).await.ok()?;
+        let queued = body["conversations"].as_array()?.clone();
+        (queued.len() == 3).then_some(queued)
+    })
+    .await?;
+
+    harness.restart(StartOptions::default()).await?;
+    // The held conversation is still a1's (in its snapshot); the queue is
+    // rebuilt and drains to a1 as soon as it is online again.
+    let mut back = harness.connect(&agent_token("a1")).await?;
+    back.expect_type("welcome").await?;
+    let snapshot = back.expect_type("snapshot").await?;
+    let ids: Vec<&Value> = snapshot["conversations"].as_array().unwrap().iter().map(|c| &c["id"]).collect();
+    assert_eq!(ids, vec![&held], "{snapshot}");
+    let answer = back.request(json!({"type": "set_status", "status": "online"})).await?;
+    assert_eq!(answer["status"], "online");
+    let mut assigned = Vec::new();
+    for _ in 0..3 {
+        assigned.push(back.expect_type("assigned").await?["conversation"]["id"].clone());
+    }
+    // (Each assignment is committed by its own conversation actor, so the
+    // frames may arrive in any order.)
+    let mut waiting: Vec<String> = queued.iter().map(|c| c["id"].as_str().unwrap().to_owned()).collect();
+    let mut assigned: Vec<String> = assigned.iter().map(|id| id.as_str().unwrap().to_owned()).collect();
+    waiting.sort();
+    assigned.sort();
+    assert_eq!(assigned, waiting, "every queued conversation is assigned after the restart");
+    harness.shutdown().await;
+    Ok(())
+}
