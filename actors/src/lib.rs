@@ -171,16 +171,15 @@ impl System {
         }
         let _ = sink.shared.set(shared.clone());
 
-        requeue(&shared, &open, None);
         // Deadlines are stored, not scheduled: arm every open conversation's
         // again (overdue ones fire at once; their owners ignore stale ones).
-        for (id, entry) in &open {
-            if let Some(number) = storage::conversation_number(id) {
-                for (kind, due) in deadlines::deadlines_of_entry(entry) {
-                    shared.timers.arm(timers::Deadline { due, conversation: number, kind });
-                }
-            }
-        }
+        shared.timers.arm_many(open.iter().flat_map(|(id, entry)| {
+            let number = storage::conversation_number(id);
+            let due = if number.is_some() { deadlines::deadlines_of_entry(entry) } else { Vec::new() };
+            due.into_iter().map(move |(kind, due)| timers::Deadline { due, conversation: number.unwrap_or(0), kind })
+        }));
+        let open_count = open.len();
+        requeue(&shared, open, None);
         for entry in inbox {
             let _ = manager.cast(ManagerMsg::inbound(entry));
         }
@@ -189,7 +188,7 @@ impl System {
             let _ = ractor::call!(entry.value(), TeamMsg::Stats);
         }
         tracing::info!(
-            open_conversations = open.len(),
+            open_conversations = open_count,
             store_opened_ms,
             open_read_ms,
             ready_ms = started.elapsed().as_millis(),
@@ -388,27 +387,33 @@ impl System {
 /// start, or after a team restarted: `only_team`), one message per team.
 /// The router is not asked: with no preferred agent it would enqueue each
 /// in its team all the same, one message at a time.
-fn requeue(shared: &Shared, open: &[(String, OpenEntry)], only_team: Option<&str>) {
-    let mut by_team: HashMap<&str, Vec<QueuedConversation>> = HashMap::new();
+fn requeue(shared: &Shared, open: Vec<(String, OpenEntry)>, only_team: Option<&str>) {
+    let mut by_team: HashMap<String, Vec<QueuedConversation>> = HashMap::new();
     let mut teamless = 0usize;
-    for (id, entry) in open.iter().filter(|(_, entry)| entry.status == ConversationStatus::Queued) {
-        let Some(team) = entry.team.as_deref() else {
+    for (id, entry) in open.into_iter().filter(|(_, entry)| entry.status == ConversationStatus::Queued) {
+        let Some(team) = entry.team else {
             teamless += 1;
             continue;
         };
         if only_team.is_some_and(|only| only != team) {
             continue;
         }
-        by_team.entry(team).or_default().push(QueuedConversation {
-            conversation_id: id.clone(),
-            thread_key: entry.thread_key.clone(),
+        let queued = QueuedConversation {
+            conversation_id: id,
+            thread_key: entry.thread_key,
             queued_at: entry.queued_at,
             exclude_agent: None,
-        });
+        };
+        match by_team.get_mut(&team) {
+            Some(list) => list.push(queued),
+            None => {
+                by_team.insert(team, vec![queued]);
+            }
+        }
     }
     let directory = shared.directory();
     for (team, queued) in by_team {
-        match directory.team(team) {
+        match directory.team(&team) {
             Some(actor) => {
                 let _ = actor.cast(TeamMsg::EnqueueMany(queued));
             }
@@ -568,7 +573,7 @@ impl Actor for RootSupervisor {
             Spawned::Team(team) => {
                 let Child::Team(spec) = &child else { unreachable!() };
                 directory.teams.insert(spec.id.clone(), team);
-                requeue(&state.shared, &open, Some(&spec.id));
+                requeue(&state.shared, open, Some(&spec.id));
                 for entry in directory.agents.iter() {
                     let _ = entry.value().cast(AgentMsg::Reannounce);
                 }

@@ -65,6 +65,7 @@ pub type FireFn = Arc<dyn Fn(Deadline, UnixMs) + Send + Sync>;
 
 enum Command {
     Arm(Deadline),
+    ArmMany(Vec<Deadline>),
     /// Re-check against the clock (a manual clock moved).
     Poll,
 }
@@ -95,6 +96,20 @@ impl Timers {
     pub fn arm(&self, deadline: Deadline) {
         let shard = (deadline.conversation % self.shards.len() as u64) as usize;
         let _ = self.shards[shard].send(Command::Arm(deadline));
+    }
+
+    /// Arms many at once (a start re-arms every open conversation's): one
+    /// message per shard instead of one per deadline.
+    pub fn arm_many(&self, deadlines: impl IntoIterator<Item = Deadline>) {
+        let mut per_shard: Vec<Vec<Deadline>> = vec![Vec::new(); self.shards.len()];
+        for deadline in deadlines {
+            per_shard[(deadline.conversation % self.shards.len() as u64) as usize].push(deadline);
+        }
+        for (shard, deadlines) in self.shards.iter().zip(per_shard) {
+            if !deadlines.is_empty() {
+                let _ = shard.send(Command::ArmMany(deadlines));
+            }
+        }
     }
 
     /// Makes every shard compare its earliest deadline with the clock now
@@ -132,8 +147,16 @@ async fn run_shard(mut commands: mpsc::UnboundedReceiver<Command>, clock: Shared
         let mut next = Some(command);
         // Take everything already queued before looking at the clock again.
         while let Some(command) = next {
-            if let Command::Arm(deadline) = command {
-                heap.push(Reverse((deadline.due, deadline.conversation, deadline.kind as u8)));
+            match command {
+                Command::Arm(deadline) => {
+                    heap.push(Reverse((deadline.due, deadline.conversation, deadline.kind as u8)))
+                }
+                Command::ArmMany(deadlines) => heap.extend(
+                    deadlines
+                        .into_iter()
+                        .map(|deadline| Reverse((deadline.due, deadline.conversation, deadline.kind as u8))),
+                ),
+                Command::Poll => {}
             }
             next = commands.try_recv().ok();
         }
