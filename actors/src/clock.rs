@@ -1,5 +1,6 @@
 //! The one source of time for business rules. `actors` never reads the wall
-//! clock itself: the engine hands it a [`SystemClock`], tests a [`ManualClock`].
+//! clock itself: the engine hands it a [`SystemClock`], tests a [`ManualClock`]
+//! or, with paused tokio time, a [`TokioClock`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -40,5 +41,26 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now_ms(&self) -> UnixMs {
         self.now.load(Ordering::SeqCst)
+    }
+}
+
+/// Unix milliseconds that follow tokio's clock from `base`: with paused tokio
+/// time (`#[tokio::test(start_paused = true)]`) it moves only when the test
+/// advances time, and tokio timers and this clock agree.
+#[derive(Debug)]
+pub struct TokioClock {
+    base: UnixMs,
+    started: tokio::time::Instant,
+}
+
+impl TokioClock {
+    pub fn starting_at(base: UnixMs) -> Arc<Self> {
+        Arc::new(TokioClock { base, started: tokio::time::Instant::now() })
+    }
+}
+
+impl Clock for TokioClock {
+    fn now_ms(&self) -> UnixMs {
+        self.base + self.started.elapsed().as_millis() as i64
     }
 }

@@ -166,24 +166,12 @@ async fn run_shard(mut commands: mpsc::UnboundedReceiver<Command>, clock: Shared
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::Clock;
+    use crate::clock::TokioClock;
     use std::sync::Mutex;
-
-    /// Unix ms that follow tokio's (pausable) clock.
-    struct TokioClock {
-        base: UnixMs,
-        started: tokio::time::Instant,
-    }
-
-    impl Clock for TokioClock {
-        fn now_ms(&self) -> UnixMs {
-            self.base + self.started.elapsed().as_millis() as i64
-        }
-    }
 
     #[tokio::test(start_paused = true)]
     async fn deadlines_fire_in_order_at_their_time_in_paused_time() {
-        let clock: SharedClock = Arc::new(TokioClock { base: 1_000_000, started: tokio::time::Instant::now() });
+        let clock: SharedClock = TokioClock::starting_at(1_000_000);
         let fired = Arc::new(Mutex::new(Vec::new()));
         let sink = fired.clone();
         let (timers, _) =

@@ -8,27 +8,14 @@ use std::time::Duration;
 use protocol::ApiError;
 use protocol::graph::{SendMessageRequest, SendMessageResponse};
 use protocol::model::{AgentStatus, Role};
-use protocol::time::UnixMs;
 use protocol::ws::{ServerFrame, SlaKind, SlaState};
 use storage::{IngestMessage, Op, StoreOptions};
 use switchboard_actors::System;
 use switchboard_actors::agent::SessionHandle;
-use switchboard_actors::clock::Clock;
+use switchboard_actors::clock::{Clock, TokioClock};
 use switchboard_actors::settings::{AgentSpec, Settings, SlaSpec, Strategy, TeamSpec};
 use switchboard_actors::shared::{BoxFuture, Outbound};
 use tokio::sync::mpsc;
-
-/// Unix milliseconds that follow tokio's (paused) clock.
-struct TokioClock {
-    base: UnixMs,
-    started: tokio::time::Instant,
-}
-
-impl Clock for TokioClock {
-    fn now_ms(&self) -> UnixMs {
-        self.base + self.started.elapsed().as_millis() as i64
-    }
-}
 
 struct NoSends;
 
@@ -75,7 +62,7 @@ async fn next_event(events: &mut mpsc::Receiver<Arc<ServerFrame>>) -> ServerFram
 #[tokio::test(start_paused = true)]
 async fn sla_and_window_deadlines_fire_on_virtual_time_in_order_never_early() {
     let base = 1_795_514_400_000;
-    let clock = Arc::new(TokioClock { base, started: tokio::time::Instant::now() });
+    let clock = TokioClock::starting_at(base);
     let dir = tempfile::tempdir().unwrap();
     let system =
         System::start(settings(), dir.path(), StoreOptions::default(), Arc::new(NoSends), clock.clone()).await.unwrap();
