@@ -320,6 +320,18 @@ pub async fn run(cli: Cli) -> i32 {
     }
 }
 
+/// A server the harness did not start (`--target`, a reference): its URL and
+/// the secrets given on the command line; no process to read figures from.
+fn remote_target(url: &str, common: &CommonOptions) -> Target {
+    Target {
+        description: url.to_owned(),
+        base_url: url.trim_end_matches('/').to_owned(),
+        app_secret: common.app_secret.clone(),
+        token_prefix: common.agent_token_prefix.clone(),
+        pid: None,
+    }
+}
+
 fn run_options(common: &CommonOptions, agents: usize, capacity: Option<u32>, slo_p99: Duration) -> RunOptions {
     use std::io::IsTerminal;
     RunOptions {
@@ -370,16 +382,7 @@ async fn run_scenario(
     }
     let mut spawned: Option<(EngineProcess, Option<tempfile::TempDir>)> = None;
     let (target, capacity) = match &common.target {
-        Some(url) => {
-            let target = Target {
-                description: url.clone(),
-                base_url: url.trim_end_matches('/').to_owned(),
-                app_secret: common.app_secret.clone(),
-                token_prefix: common.agent_token_prefix.clone(),
-                pid: None,
-            };
-            (target, common.capacity)
-        }
+        Some(url) => (remote_target(url, &common), common.capacity),
         None => {
             let options = run_options(&common, agents, None, slo_p99);
             let capacity = common
@@ -460,13 +463,7 @@ async fn run_scenario(
             notes.push(format!("Reference {name} skipped: recovery needs a process the harness started."));
             continue;
         }
-        let target = Target {
-            description: url.clone(),
-            base_url: url.trim_end_matches('/').to_owned(),
-            app_secret: common.app_secret.clone(),
-            token_prefix: common.agent_token_prefix.clone(),
-            pid: None,
-        };
+        let target = remote_target(url, &common);
         sink.set_callbacks(StatusCallbacks {
             webhook_url: format!("{}/webhooks/whatsapp", target.base_url),
             app_secret: target.app_secret.clone(),
