@@ -173,11 +173,17 @@ impl System {
 
         // Deadlines are stored, not scheduled: arm every open conversation's
         // again (overdue ones fire at once; their owners ignore stale ones).
-        shared.timers.arm_many(open.iter().flat_map(|(id, entry)| {
-            let number = storage::conversation_number(id);
-            let due = if number.is_some() { deadlines::deadlines_of_entry(entry) } else { Vec::new() };
-            due.into_iter().map(move |(kind, due)| timers::Deadline { due, conversation: number.unwrap_or(0), kind })
-        }));
+        shared.timers.arm_many(
+            open.iter().filter_map(|(id, entry)| Some((storage::conversation_number(id)?, entry))).flat_map(
+                |(conversation, entry)| {
+                    deadlines::deadlines_of_entry(entry).into_iter().map(move |(kind, due)| timers::Deadline {
+                        due,
+                        conversation,
+                        kind,
+                    })
+                },
+            ),
+        );
         let open_count = open.len();
         requeue(&shared, open, None);
         for entry in inbox {
@@ -404,12 +410,7 @@ fn requeue(shared: &Shared, open: Vec<(String, OpenEntry)>, only_team: Option<&s
             queued_at: entry.queued_at,
             exclude_agent: None,
         };
-        match by_team.get_mut(&team) {
-            Some(list) => list.push(queued),
-            None => {
-                by_team.insert(team, vec![queued]);
-            }
-        }
+        by_team.entry(team).or_default().push(queued);
     }
     let directory = shared.directory();
     for (team, queued) in by_team {
@@ -564,7 +565,11 @@ impl Actor for RootSupervisor {
         metrics::counter!("switchboard_actor_restarts_total").increment(1);
         tracing::error!(child = ?child, %error, "actor failed; restarting from the store");
         let open = state.shared.reader.open_conversations()?;
-        let mut held = AgentRecovery::group(&open, agent::day_of(state.shared.now()));
+        // Only a restarted agent needs its held conversations (a team gets its queue from requeue).
+        let mut held = match &child {
+            Child::Agent(_) => AgentRecovery::group(&open, agent::day_of(state.shared.now())),
+            _ => HashMap::new(),
+        };
         let directory = state.shared.directory();
         match spawn_child(&myself, child.clone(), &state.shared, &mut held).await? {
             Spawned::Router(router) => {

@@ -63,15 +63,14 @@ pub(crate) fn create_all(db: &Database) -> Result<()> {
 /// as id → [`crate::OpenEntry`] from the records, then drop the old table.
 fn migrate_open_index_v2(txn: &redb::WriteTransaction) -> Result<()> {
     use redb::ReadableTable;
-    let ids: Vec<String> = match txn.open_table(OPEN_CONVERSATIONS_V2) {
-        Ok(old) => old
-            .iter()
-            .map_err(db_error)?
-            .map(|row| row.map(|(id, _)| id.value().to_owned()))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(db_error)?,
-        Err(error) => return Err(db_error(error)),
-    };
+    let ids: Vec<String> = txn
+        .open_table(OPEN_CONVERSATIONS_V2)
+        .map_err(db_error)?
+        .iter()
+        .map_err(db_error)?
+        .map(|row| row.map(|(id, _)| id.value().to_owned()))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(db_error)?;
     {
         let conversations = txn.open_table(CONVERSATIONS).map_err(db_error)?;
         let mut open = txn.open_table(OPEN_CONVERSATIONS).map_err(db_error)?;

@@ -243,16 +243,9 @@ fn apply_group(db: &Database, options: &StoreOptions, batches: &[&Batch]) -> Res
         for batch in batches {
             let mut outcome = CommitOutcome::default();
             for op in batch.iter() {
-                if let Op::ClaimInbound(wamid) = op {
-                    if state.inbound_ids.get(wamid.as_str()).map_err(db_error)?.is_some() {
-                        outcome.ingested.push(IngestOutcome::Duplicate);
-                        break;
-                    }
-                    state.inbound_ids.insert(wamid.as_str(), 0).map_err(db_error)?;
-                    outcome.ingested.push(IngestOutcome::Accepted { seq: 0 });
-                    continue;
+                if !state.apply(op, &mut outcome, &mut published)? {
+                    break; // a refused claim: the rest of this batch is not applied
                 }
-                state.apply(op, &mut outcome, &mut published)?;
             }
             outcomes.push(outcome);
         }
@@ -346,13 +339,15 @@ impl<'txn> GroupState<'txn> {
         Ok(self.agent_records.get_mut(agent_id).expect("inserted above"))
     }
 
-    fn apply(&mut self, op: &Op, outcome: &mut CommitOutcome, published: &mut Published) -> Result<()> {
+    /// Applies one op; false when it was a refused claim and the rest of its
+    /// batch must be skipped.
+    fn apply(&mut self, op: &Op, outcome: &mut CommitOutcome, published: &mut Published) -> Result<bool> {
         match op {
             Op::IngestMessage(ingest) => {
                 let wamid = ingest.message.id.as_str();
                 if self.inbound_ids.get(wamid).map_err(db_error)?.is_some() {
                     outcome.ingested.push(IngestOutcome::Duplicate);
-                    return Ok(());
+                    return Ok(true);
                 }
                 let thread_key = crate::thread_key(&ingest.phone_number_id, &ingest.contact_key);
                 let item = InboxItem::Message {
@@ -369,7 +364,7 @@ impl<'txn> GroupState<'txn> {
                 let dedup_key = format!("{}\u{1f}{}", ingest.status.id, ingest.status.status);
                 if self.status_ids.get(dedup_key.as_str()).map_err(db_error)?.is_some() {
                     outcome.ingested.push(IngestOutcome::Duplicate);
-                    return Ok(());
+                    return Ok(true);
                 }
                 self.status_ids.insert(dedup_key.as_str(), self.inbox_seq + 1).map_err(db_error)?;
                 let location = self
@@ -401,7 +396,14 @@ impl<'txn> GroupState<'txn> {
                     }
                 }
             }
-            Op::ClaimInbound(_) => unreachable!("claims are taken in apply_group"),
+            Op::ClaimInbound(wamid) => {
+                if self.inbound_ids.get(wamid.as_str()).map_err(db_error)?.is_some() {
+                    outcome.ingested.push(IngestOutcome::Duplicate);
+                    return Ok(false);
+                }
+                self.inbound_ids.insert(wamid.as_str(), 0).map_err(db_error)?;
+                outcome.ingested.push(IngestOutcome::Accepted { seq: 0 });
+            }
             Op::IngestOtherChange(change) => {
                 self.other_seq += 1;
                 self.other_changes.insert(self.other_seq, encode_json(change)?.as_slice()).map_err(db_error)?;
@@ -456,7 +458,7 @@ impl<'txn> GroupState<'txn> {
                 self.agent_record(agent_id)?.status = *status;
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     fn put_conversation(&mut self, record: &ConversationRecord) -> Result<()> {
