@@ -188,7 +188,7 @@ impl ConversationState {
     /// The client-visible conversation with its messages, read from the store.
     fn with_messages(&self, record: &ConversationRecord) -> Result<Conversation, ActorProcessingErr> {
         let mut conversation = record.conversation.clone();
-        let messages = self.shared.reader.messages(&conversation.id)?;
+        let messages = self.shared.reader.messages_counted(&conversation.id, record.message_count)?;
         conversation.messages = Some(messages.into_iter().map(|stored| stored.message).collect());
         Ok(conversation)
     }

@@ -212,9 +212,9 @@ async fn list_conversations(
     headers: HeaderMap,
     Query(query): Query<ListQuery>,
 ) -> Response {
-    let result = (|| {
+    let request = (|| {
         let principal = principal(&state, &headers)?;
-        let system = system(&state)?;
+        let system = system(&state)?.clone();
         let status = match query.status.as_deref() {
             None | Some("") => None,
             Some(text) => {
@@ -237,11 +237,23 @@ async fn list_conversations(
             before: query.before.clone(),
             limit,
         };
-        let records = system.reader().list_conversations(&filter).map_err(store_error)?;
-        let conversations: Vec<_> = records.into_iter().map(|record| record.conversation).collect();
-        Ok(Json(json!({ "conversations": conversations })).into_response())
+        Ok((system, filter))
     })();
-    result.unwrap_or_else(error_response)
+    let (system, filter) = match request {
+        Ok(request) => request,
+        Err(error) => return error_response(error),
+    };
+    // Off the runtime's threads: a list waits for the store's tables to hold
+    // everything journaled (usually they already do).
+    let read = tokio::task::spawn_blocking(move || system.reader().list_conversations(&filter)).await;
+    let read = read.unwrap_or_else(|error| Err(storage::StorageError::Invalid(format!("list task failed: {error}"))));
+    match read {
+        Ok(records) => {
+            let conversations: Vec<_> = records.into_iter().map(|record| record.conversation).collect();
+            Json(json!({ "conversations": conversations })).into_response()
+        }
+        Err(error) => error_response(store_error(error)),
+    }
 }
 
 fn store_error(error: storage::StorageError) -> ApiError {
@@ -263,8 +275,8 @@ async fn get_conversation(State(state): State<Arc<AppState>>, headers: HeaderMap
         {
             return Err(ApiError::forbidden(format!("conversation {id} is not assigned to you")));
         }
+        let messages = system.reader().messages_counted(&id, record.message_count).map_err(store_error)?;
         let mut conversation = record.conversation;
-        let messages = system.reader().messages(&id).map_err(store_error)?;
         conversation.messages = Some(messages.into_iter().map(|stored| stored.message).collect());
         Ok(Json(conversation).into_response())
     })();

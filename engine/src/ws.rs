@@ -104,7 +104,15 @@ async fn run_session(
         server_time: system.now(),
         status,
     };
-    let (start_seq, opening) = match opening_frames(&system, &principal, resume_from) {
+    // Off the runtime's threads: the snapshot waits for the store's tables to
+    // hold everything journaled (usually they already do).
+    let read = {
+        let (system, principal) = (system.clone(), principal.clone());
+        tokio::task::spawn_blocking(move || opening_frames(&system, &principal, resume_from)).await
+    };
+    let read =
+        read.unwrap_or_else(|error| Err(storage::StorageError::Invalid(format!("snapshot task failed: {error}"))));
+    let (start_seq, opening) = match read {
         Ok(opening) => opening,
         Err(error) => {
             tracing::error!(%error, "cannot read the session's snapshot");

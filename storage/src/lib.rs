@@ -1,23 +1,32 @@
-//! Switchboard's embedded store: one redb file, one writer thread, group commit.
+//! Switchboard's embedded store: one redb file, a journal, one writer thread
+//! with group commit, one materializer thread.
 //!
 //! Layout:
 //! - [`records`]: what is stored (conversation, message, thread, agent records and
 //!   the inbox items that wait to be processed).
 //! - [`tables`]: the redb tables and their key shapes.
-//! - [`writer`]: the single writer thread. Callers hand it a [`Batch`] of [`Op`]s;
-//!   it drains every batch waiting, applies them all in one write transaction
-//!   committed with `Durability::Immediate` (fsync), answers each caller, then
-//!   hands what was committed to an [`EventSink`] in commit order.
-//! - [`read`]: snapshot reads (redb MVCC), safe from any thread at any time.
+//! - [`writer`]: the writer thread. Callers hand it a [`Batch`] of [`Op`]s; it
+//!   drains every batch waiting, turns them into table writes, appends those
+//!   to the journal as one entry and syncs it, answers each caller, then hands
+//!   what was committed to an [`EventSink`] in commit order. The materializer
+//!   thread brings the redb tables up to date with the journal in large
+//!   transactions.
+//! - `changes`: writes as values, the overlay of writes the tables lack, the
+//!   progress of the tables behind the journal.
+//! - `journal`: the append-only segment files.
+//! - [`read`]: reads from any thread at any time: keys through the overlay,
+//!   ranges once the tables have caught up.
 //!
-//! Invariants: nothing is announced before it is durable (the sink runs after the
-//! commit returns); agent event `seq`s are allocated inside the transaction that
-//! stores the event, so they are gap-free and ordered by commit.
+//! Invariants: nothing is announced before it is durable (the sink runs after
+//! the journal sync returns); agent event `seq`s are allocated by the writer
+//! thread in commit order, so they are gap-free and ordered by commit.
 //!
 //! Deliberately absent: business rules (which conversation a message opens, who
 //! is assigned) live in `actors`; this crate stores what it is told and keeps the
 //! indexes consistent. No network, no async runtime requirement beyond channels.
 
+mod changes;
+mod journal;
 pub mod read;
 pub mod records;
 pub mod tables;
@@ -61,18 +70,31 @@ pub struct StoreOptions {
     pub max_group: usize,
     /// redb's page cache. Bounded so memory stays flat as the file grows.
     pub cache_bytes: usize,
+    /// A journal segment is closed (and deleted once the tables hold it)
+    /// past this size.
+    pub journal_segment_bytes: u64,
+    /// Journaled writes the tables may lag behind by before commits wait.
+    pub max_unapplied_writes: u64,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { agent_event_retention: 1_000, max_group: 4_096, cache_bytes: 256 * 1024 * 1024 }
+        StoreOptions {
+            agent_event_retention: 1_000,
+            max_group: 4_096,
+            cache_bytes: 256 * 1024 * 1024,
+            journal_segment_bytes: 64 * 1024 * 1024,
+            max_unapplied_writes: 1_000_000,
+        }
     }
 }
 
-/// The store: a redb database, its writer thread and a reader.
+/// The store: a redb database, its journal, its writer thread and a reader.
 pub struct Store {
     db: Arc<redb::Database>,
     writer: writer::WriterHandle,
+    overlay: Arc<changes::Overlay>,
+    progress: Arc<changes::Progress>,
     path: PathBuf,
 }
 
@@ -85,9 +107,32 @@ impl Store {
         let path = dir.join("switchboard.redb");
         let db = redb::Builder::new().set_cache_size(options.cache_bytes).create(&path).map_err(db_error)?;
         tables::create_all(&db)?;
+        // The tables hold the journal up to `applied`; apply what follows.
+        let mut applied = {
+            let txn = db.begin_read().map_err(db_error)?;
+            let counters = txn.open_table(tables::COUNTERS).map_err(db_error)?;
+            counters.get(writer::JOURNAL_APPLIED).map_err(db_error)?.map(|value| value.value()).unwrap_or(0)
+        };
+        let (mut journal, replay) =
+            journal::Journal::open(&dir.join("journal"), applied, options.journal_segment_bytes)?;
+        if let Some(last) = replay.last().map(|(seq, _)| *seq) {
+            writer::apply_entries(&db, &replay, last)?;
+            tracing::info!(entries = replay.len(), through = last, "applied the journal to the tables");
+            applied = last;
+        }
+        journal.release(applied);
         let db = Arc::new(db);
-        let writer = writer::WriterHandle::start(db.clone(), options, sink)?;
-        Ok(Store { db, writer, path })
+        let overlay = Arc::new(changes::Overlay::default());
+        let progress = Arc::new(changes::Progress::starting_at(applied));
+        let writer = writer::WriterHandle::start(writer::WriterParts {
+            db: db.clone(),
+            options,
+            sink,
+            journal,
+            overlay: overlay.clone(),
+            progress: progress.clone(),
+        })?;
+        Ok(Store { db, writer, overlay, progress, path })
     }
 
     pub fn path(&self) -> &Path {
@@ -105,7 +150,7 @@ impl Store {
     }
 
     pub fn reader(&self) -> Reader {
-        Reader::new(self.db.clone())
+        Reader::new(self.db.clone(), self.overlay.clone(), self.progress.clone())
     }
 
     /// Stops the writer after it has committed everything already handed to it.

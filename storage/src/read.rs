@@ -1,11 +1,19 @@
-//! Snapshot reads. Each method opens its own read transaction (redb MVCC), so a
-//! reader never waits for the writer and always sees whole commits.
+//! Reads. The redb tables lag a little behind the journal (see `writer.rs`):
+//! - a point read (one key) looks at the overlay of journaled changes first,
+//!   then opens its own read transaction (redb MVCC), so it never waits and
+//!   sees every acknowledged commit;
+//! - a read of a range (a conversation's messages, an agent's events, lists)
+//!   first waits until the tables hold everything journaled when it was
+//!   called (usually they already do), then reads one snapshot.
 
 use std::sync::Arc;
 
 use protocol::ws::ServerFrame;
 use redb::{Database, ReadTransaction, ReadableTable, ReadableTableMetadata};
 
+use bytes::Bytes;
+
+use crate::changes::{Key, Overlay, Progress, TableId};
 use crate::records::{decode, decode_json};
 use crate::tables::*;
 use crate::{
@@ -19,6 +27,8 @@ pub type HeldConversation = (ConversationRecord, Vec<StoredMessage>);
 #[derive(Clone)]
 pub struct Reader {
     db: Arc<Database>,
+    overlay: Arc<Overlay>,
+    progress: Arc<Progress>,
 }
 
 /// Filters of `GET /api/v1/conversations`.
@@ -33,18 +43,34 @@ pub struct ConversationFilter {
 }
 
 impl Reader {
-    pub(crate) fn new(db: Arc<Database>) -> Self {
-        Reader { db }
+    pub(crate) fn new(db: Arc<Database>, overlay: Arc<Overlay>, progress: Arc<Progress>) -> Self {
+        Reader { db, overlay, progress }
     }
 
+    /// A snapshot holding everything journaled so far (for range reads).
     fn txn(&self) -> Result<ReadTransaction> {
+        self.progress.wait_applied()?;
         self.db.begin_read().map_err(db_error)
     }
 
+    /// One key: the overlay first, then the tables. The overlay is read
+    /// before the transaction begins, so a change pruned from it meanwhile
+    /// is already in the tables the transaction sees.
+    fn point(&self, table: TableId, key: Key) -> Result<Option<Bytes>> {
+        debug_assert!(table.point_read(), "{table:?} is not read by key");
+        if let Some(value) = self.overlay.get_ref(&(table, key.clone())) {
+            return Ok(value);
+        }
+        let txn = self.db.begin_read().map_err(db_error)?;
+        Ok(crate::changes::read_point(&txn, table, &key)?.map(Bytes::from))
+    }
+
+    fn point_decoded<T: serde::de::DeserializeOwned>(&self, table: TableId, key: Key) -> Result<Option<T>> {
+        self.point(table, key)?.map(|bytes| decode(&bytes)).transpose()
+    }
+
     pub fn conversation(&self, id: &str) -> Result<Option<ConversationRecord>> {
-        let txn = self.txn()?;
-        let table = txn.open_table(CONVERSATIONS).map_err(db_error)?;
-        table.get(id).map_err(db_error)?.map(|bytes| decode(bytes.value())).transpose()
+        self.point_decoded(TableId::Conversations, Key::Str(id.to_owned()))
     }
 
     pub fn messages(&self, conversation_id: &str) -> Result<Vec<StoredMessage>> {
@@ -52,27 +78,44 @@ impl Reader {
         read_messages(&txn, conversation_id)
     }
 
+    /// The first `count` messages of a conversation (its record's
+    /// `message_count`), without waiting for the tables: each index is looked
+    /// up in the overlay first, then the rest in one snapshot begun after.
+    pub fn messages_counted(&self, conversation_id: &str, count: u32) -> Result<Vec<StoredMessage>> {
+        let mut found: Vec<Option<Option<Bytes>>> = (0..count)
+            .map(|index| self.overlay.get_ref(&(TableId::Messages, Key::StrU32(conversation_id.to_owned(), index))))
+            .collect();
+        if found.iter().any(Option::is_none) {
+            let txn = self.db.begin_read().map_err(db_error)?;
+            let table = txn.open_table(MESSAGES).map_err(db_error)?;
+            for (index, slot) in (0u32..).zip(found.iter_mut()) {
+                if slot.is_none() {
+                    *slot = Some(
+                        table
+                            .get((conversation_id, index))
+                            .map_err(db_error)?
+                            .map(|bytes| Bytes::copy_from_slice(bytes.value())),
+                    );
+                }
+            }
+        }
+        found.into_iter().flatten().flatten().map(|bytes| decode(&bytes)).collect()
+    }
+
     pub fn message_location(&self, wamid: &str) -> Result<Option<MessageLocation>> {
-        let txn = self.txn()?;
-        let table = txn.open_table(MESSAGE_INDEX).map_err(db_error)?;
-        table.get(wamid).map_err(db_error)?.map(|bytes| decode(bytes.value())).transpose()
+        self.point_decoded(TableId::MessageIndex, Key::Str(wamid.to_owned()))
     }
 
     pub fn message(&self, conversation_id: &str, index: u32) -> Result<Option<StoredMessage>> {
-        let txn = self.txn()?;
-        let table = txn.open_table(MESSAGES).map_err(db_error)?;
-        table.get((conversation_id, index)).map_err(db_error)?.map(|bytes| decode(bytes.value())).transpose()
+        self.point_decoded(TableId::Messages, Key::StrU32(conversation_id.to_owned(), index))
     }
 
     pub fn thread(&self, key: &str) -> Result<Option<ThreadRecord>> {
-        let txn = self.txn()?;
-        let table = txn.open_table(THREADS).map_err(db_error)?;
-        table.get(key).map_err(db_error)?.map(|bytes| decode(bytes.value())).transpose()
+        self.point_decoded(TableId::Threads, Key::Str(key.to_owned()))
     }
 
     pub fn agent(&self, agent_id: &str) -> Result<AgentRecord> {
-        let txn = self.txn()?;
-        read_agent(&txn, agent_id)
+        Ok(self.point_decoded(TableId::Agents, Key::Str(agent_id.to_owned()))?.unwrap_or_default())
     }
 
     /// Every inbox entry not yet applied, in seq order (recovery).
@@ -184,9 +227,7 @@ impl Reader {
 
     /// Whether an inbound wamid was accepted (tests, tools).
     pub fn has_inbound(&self, wamid: &str) -> Result<bool> {
-        let txn = self.txn()?;
-        let table = txn.open_table(INBOUND_IDS).map_err(db_error)?;
-        Ok(table.get(wamid).map_err(db_error)?.is_some())
+        Ok(self.point(TableId::InboundIds, Key::Str(wamid.to_owned()))?.is_some())
     }
 }
 

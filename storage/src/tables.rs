@@ -39,7 +39,10 @@ pub const AGENT_EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::n
 pub const AGENT_OPEN: TableDefinition<(&str, &str), ()> = TableDefinition::new("agent_open");
 
 pub(crate) fn create_all(db: &Database) -> Result<()> {
-    let txn = db.begin_write().map_err(db_error)?;
+    let mut txn = db.begin_write().map_err(db_error)?;
+    // Every commit saves redb's allocator state: a start after a crash then
+    // needs no full repair (a walk of the whole file).
+    txn.set_quick_repair(true);
     txn.open_table(COUNTERS).map_err(db_error)?;
     txn.open_table(INBOX).map_err(db_error)?;
     txn.open_table(INBOUND_IDS).map_err(db_error)?;

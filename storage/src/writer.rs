@@ -1,18 +1,25 @@
-//! The single writer thread and its group commit.
+//! The writer thread, its group commit, and the materializer thread.
 //!
 //! Many callers (webhook requests, conversation actors) each send a [`Batch`].
-//! The thread takes the first batch waiting, drains every other batch already
-//! queued (up to `max_group`), applies them all in one redb write transaction
-//! with `Durability::Immediate`, and only after `commit` returns:
-//! 1. hands the newly accepted inbox entries and the agent events to the
+//! The writer takes the first batch waiting, drains every other batch already
+//! queued (up to `max_group`), and applies them all against a `View` of the
+//! tables, which yields the group's writes. It appends those to the journal as
+//! one entry and syncs it (`fdatasync`), and only then:
+//! 1. records them in the overlay (point reads see them from here on) and hands
+//!    them to the materializer;
+//! 2. hands the newly accepted inbox entries and the agent events to the
 //!    [`EventSink`], in commit order (this is the only place anything is
 //!    announced, so nothing is announced before it is durable);
-//! 2. answers each caller with its own [`CommitOutcome`].
+//! 3. answers each caller with its own [`CommitOutcome`].
+//!
+//! The materializer applies journaled entries to the redb tables in large
+//! transactions, so a B-tree page is rewritten once for many updates; at open,
+//! whatever it had not applied is applied from the journal.
 //!
 //! No caller holds a lock across the commit: callers only wait on their own
 //! oneshot reply.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -20,9 +27,13 @@ use std::time::Instant;
 
 use protocol::model::{AgentStatus, ConversationStatus, Direction};
 use protocol::ws::ServerFrame;
-use redb::{Database, Durability, ReadableTable, WriteTransaction};
+use redb::{Database, Durability};
 use tokio::sync::{mpsc, oneshot};
 
+use bytes::Bytes;
+
+use crate::changes::{Key, Overlay, Progress, Snapshot, TableId, Write, materialize};
+use crate::journal::Journal;
 use crate::records::{decode, decode_json, encode, encode_json};
 use crate::tables::*;
 use crate::{
@@ -120,24 +131,59 @@ enum Request {
     Shutdown,
 }
 
+/// What the writer hands the materializer thread.
+enum Applied {
+    Entry(u64, Vec<Write>),
+    Stop,
+}
+
+/// Most writes folded into one materializing transaction.
+const MAX_MATERIALIZE_WRITES: usize = 200_000;
+/// How long the materializer gathers entries before it applies them: the
+/// larger the transaction, the fewer times each B-tree page is rewritten.
+const MATERIALIZE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
 pub(crate) struct WriterHandle {
     sender: mpsc::Sender<Request>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
     pub(crate) conversation_seq: Arc<AtomicU64>,
 }
 
+/// What the writer thread starts with (see `Store::open`).
+pub(crate) struct WriterParts {
+    pub(crate) db: Arc<Database>,
+    pub(crate) options: StoreOptions,
+    pub(crate) sink: Arc<dyn EventSink>,
+    pub(crate) journal: Journal,
+    pub(crate) overlay: Arc<Overlay>,
+    pub(crate) progress: Arc<Progress>,
+}
+
 impl WriterHandle {
-    pub(crate) fn start(db: Arc<Database>, options: StoreOptions, sink: Arc<dyn EventSink>) -> Result<WriterHandle> {
+    pub(crate) fn start(parts: WriterParts) -> Result<WriterHandle> {
         let conversation_seq = {
-            let txn = db.begin_read().map_err(db_error)?;
+            let txn = parts.db.begin_read().map_err(db_error)?;
             let counters = txn.open_table(COUNTERS).map_err(db_error)?;
             counters.get("conversation_seq").map_err(db_error)?.map(|value| value.value()).unwrap_or(0)
         };
         let conversation_seq = Arc::new(AtomicU64::new(conversation_seq));
         let (sender, receiver) = mpsc::channel(65_536);
+        let (applied_sender, applied_receiver) = std::sync::mpsc::channel();
+        let materializer = {
+            let db = parts.db.clone();
+            let progress = parts.progress.clone();
+            std::thread::Builder::new()
+                .name("switchboard-materializer".to_owned())
+                .spawn(move || materializer_loop(db, progress, applied_receiver))
+                .map_err(|error| StorageError::Invalid(format!("cannot start the materializer thread: {error}")))?
+        };
         let thread = std::thread::Builder::new()
             .name("switchboard-writer".to_owned())
-            .spawn(move || writer_loop(db, options, sink, receiver))
+            .spawn(move || {
+                let mut writer = Writer::new(parts, applied_sender);
+                writer.run(receiver);
+                writer.stop(materializer);
+            })
             .map_err(|error| StorageError::Invalid(format!("cannot start the writer thread: {error}")))?;
         Ok(WriterHandle { sender, thread: std::sync::Mutex::new(Some(thread)), conversation_seq })
     }
@@ -171,75 +217,122 @@ impl WriterHandle {
     }
 }
 
-fn writer_loop(
+/// The writer thread's state.
+struct Writer {
     db: Arc<Database>,
     options: StoreOptions,
     sink: Arc<dyn EventSink>,
-    mut receiver: mpsc::Receiver<Request>,
-) {
-    let mut stopping = false;
-    while !stopping {
-        let Some(first) = receiver.blocking_recv() else { break };
-        let mut group = Vec::new();
-        match first {
-            Request::Commit { batch, reply } => group.push((batch, reply)),
-            Request::Shutdown => stopping = true,
-        }
-        while group.len() < options.max_group {
-            match receiver.try_recv() {
-                Ok(Request::Commit { batch, reply }) => group.push((batch, reply)),
-                Ok(Request::Shutdown) => stopping = true,
-                Err(_) => break,
-            }
-        }
-        if group.is_empty() {
-            continue;
-        }
-        let started = Instant::now();
-        let batches: Vec<&Batch> = group.iter().map(|(batch, _)| batch).collect();
-        match apply_group(&db, &options, &batches) {
-            Ok((outcomes, published)) => {
-                metrics::histogram!("switchboard_store_commit_seconds").record(started.elapsed().as_secs_f64());
-                metrics::histogram!("switchboard_store_group_batches").record(group.len() as f64);
-                metrics::counter!("switchboard_store_commits_total").increment(1);
-                if !published.inbox.is_empty() || !published.events.is_empty() {
-                    sink.committed(published);
-                }
-                for ((_, reply), outcome) in group.into_iter().zip(outcomes) {
-                    let _ = reply.send(Ok(outcome));
-                }
-            }
-            Err(error) => {
-                metrics::counter!("switchboard_store_commit_failures_total").increment(1);
-                tracing::error!(%error, batches = group.len(), "group commit failed");
-                let message = error.to_string();
-                for (_, reply) in group {
-                    let _ = reply.send(Err(StorageError::Invalid(format!("commit failed: {message}"))));
-                }
-            }
-        }
-    }
-    // A last, empty commit in quick-repair mode saves redb's allocator state,
-    // so the next open needs no full repair (a walk of the whole file: 3 s for
-    // a 4 GiB store) even though readers elsewhere may still hold the database
-    // when the process exits. After kill -9 the full repair still runs.
-    let closing = db.begin_write().map_err(|error| error.to_string()).and_then(|mut txn| {
-        txn.set_quick_repair(true);
-        txn.commit().map_err(|error| error.to_string())
-    });
-    if let Err(error) = closing {
-        tracing::warn!(%error, "could not save the allocator state; the next start will repair the store");
-    }
-    tracing::debug!("writer stopped");
+    journal: Journal,
+    overlay: Arc<Overlay>,
+    progress: Arc<Progress>,
+    materializer: std::sync::mpsc::Sender<Applied>,
+    /// Journaled entries the tables may not hold yet, with the keys they
+    /// wrote (pruned from the overlay once the tables have them).
+    unapplied: VecDeque<(u64, Vec<(TableId, Key)>)>,
+    snapshot: Option<(u64, Snapshot)>,
+    seq: u64,
 }
 
-fn apply_group(db: &Database, options: &StoreOptions, batches: &[&Batch]) -> Result<(Vec<CommitOutcome>, Published)> {
-    let mut txn = db.begin_write().map_err(db_error)?;
-    txn.set_durability(Durability::Immediate);
-    let mut published = Published::default();
-    let mut outcomes = Vec::with_capacity(batches.len());
-    {
-        let mut state = GroupState::open(&txn, options)?;
+impl Writer {
+    fn new(parts: WriterParts, materializer: std::sync::mpsc::Sender<Applied>) -> Writer {
+        let seq = parts.progress.journaled();
+        Writer {
+            db: parts.db,
+            options: parts.options,
+            sink: parts.sink,
+            journal: parts.journal,
+            overlay: parts.overlay,
+            progress: parts.progress,
+            materializer,
+            unapplied: VecDeque::new(),
+            snapshot: None,
+            seq,
+        }
+    }
+
+    fn run(&mut self, mut receiver: mpsc::Receiver<Request>) {
+        let mut stopping = false;
+        while !stopping {
+            let Some(first) = receiver.blocking_recv() else { break };
+            let mut group = Vec::new();
+            match first {
+                Request::Commit { batch, reply } => group.push((batch, reply)),
+                Request::Shutdown => stopping = true,
+            }
+            while group.len() < self.options.max_group {
+                match receiver.try_recv() {
+                    Ok(Request::Commit { batch, reply }) => group.push((batch, reply)),
+                    Ok(Request::Shutdown) => stopping = true,
+                    Err(_) => break,
+                }
+            }
+            if group.is_empty() {
+                continue;
+            }
+            let started = Instant::now();
+            let batches: Vec<&Batch> = group.iter().map(|(batch, _)| batch).collect();
+            match self.commit_group(&batches) {
+                Ok((outcomes, published)) => {
+                    metrics::histogram!("switchboard_store_commit_seconds").record(started.elapsed().as_secs_f64());
+                    metrics::histogram!("switchboard_store_group_batches").record(group.len() as f64);
+                    metrics::counter!("switchboard_store_commits_total").increment(1);
+                    if !published.inbox.is_empty() || !published.events.is_empty() {
+                        self.sink.committed(published);
+                    }
+                    for ((_, reply), outcome) in group.into_iter().zip(outcomes) {
+                        let _ = reply.send(Ok(outcome));
+                    }
+                }
+                Err(error) => {
+                    metrics::counter!("switchboard_store_commit_failures_total").increment(1);
+                    tracing::error!(%error, batches = group.len(), "group commit failed");
+                    let message = error.to_string();
+                    for (_, reply) in group {
+                        let _ = reply.send(Err(StorageError::Invalid(format!("commit failed: {message}"))));
+                    }
+                }
+            }
+            // Back-pressure: the tables must not fall ever further behind.
+            self.progress.wait_below(self.options.max_unapplied_writes);
+        }
+    }
+
+    /// Lets the materializer finish everything journaled, then stops it.
+    fn stop(self, materializer: JoinHandle<()>) {
+        let _ = self.materializer.send(Applied::Stop);
+        let _ = materializer.join();
+        let mut journal = self.journal;
+        journal.release(self.progress.applied());
+        tracing::debug!("writer stopped");
+    }
+
+    /// The tables as of the latest materialized entry, and the overlay
+    /// pruned of what they now hold. Pruning happens here, on the only
+    /// thread that reads through the overlay and a long-lived snapshot, and
+    /// before the new snapshot is taken, so no read can miss a change.
+    fn refresh(&mut self) -> Result<()> {
+        let applied = self.progress.applied();
+        if self.snapshot.as_ref().is_some_and(|(at, _)| *at == applied) {
+            return Ok(());
+        }
+        while self.unapplied.front().is_some_and(|(seq, _)| *seq <= applied) {
+            let (_, keys) = self.unapplied.pop_front().expect("checked above");
+            self.overlay.prune(applied, keys);
+        }
+        self.journal.release(applied);
+        self.snapshot = None;
+        let txn = self.db.begin_read().map_err(db_error)?;
+        self.snapshot = Some((applied, Snapshot::new(txn)?));
+        metrics::gauge!("switchboard_store_overlay_keys").set(self.overlay.len() as f64);
+        Ok(())
+    }
+
+    fn commit_group(&mut self, batches: &[&Batch]) -> Result<(Vec<CommitOutcome>, Published)> {
+        self.refresh()?;
+        let (_, snapshot) = self.snapshot.as_ref().expect("refreshed above");
+        let mut published = Published::default();
+        let mut outcomes = Vec::with_capacity(batches.len());
+        let mut state = GroupState::open(View::new(snapshot, &self.overlay), &self.options)?;
         for batch in batches {
             let mut outcome = CommitOutcome::default();
             for op in batch.iter() {
@@ -249,89 +342,229 @@ fn apply_group(db: &Database, options: &StoreOptions, batches: &[&Batch]) -> Res
             }
             outcomes.push(outcome);
         }
-        state.finish()?;
+        let writes = state.finish()?;
+        if writes.is_empty() {
+            return Ok((outcomes, published)); // only duplicates: nothing to keep
+        }
+        let seq = self.seq + 1;
+        self.journal.append(seq, &writes)?;
+        self.seq = seq;
+        // Durable from here: visible to readers, then handed on.
+        self.overlay.record(seq, &writes);
+        self.progress.set_journaled(seq);
+        self.progress.unapplied_writes.fetch_add(writes.len() as u64, Ordering::AcqRel);
+        self.unapplied.push_back((seq, writes.iter().map(|write| (write.table, write.key.clone())).collect()));
+        if self.materializer.send(Applied::Entry(seq, writes)).is_err() {
+            tracing::error!("the materializer has stopped; the tables will catch up at the next start");
+        }
+        Ok((outcomes, published))
     }
-    txn.commit().map_err(db_error)?;
-    Ok((outcomes, published))
 }
 
-/// The tables of one write transaction plus the counters it advances.
-struct GroupState<'txn> {
+/// Applies journaled entries to the redb tables, as many as are waiting in
+/// one transaction (durable, with redb's allocator state saved so that a
+/// start after a crash needs no full repair), and records how far it got.
+fn materializer_loop(db: Arc<Database>, progress: Arc<Progress>, receiver: std::sync::mpsc::Receiver<Applied>) {
+    let mut stopping = false;
+    while !stopping {
+        let Ok(first) = receiver.recv() else { break };
+        let mut entries = Vec::new();
+        let mut writes = 0;
+        match first {
+            Applied::Entry(seq, entry) => {
+                writes += entry.len();
+                entries.push((seq, entry));
+            }
+            Applied::Stop => stopping = true,
+        }
+        let deadline = Instant::now() + MATERIALIZE_EVERY;
+        // A reader waiting for the tables cuts the gathering short.
+        while writes < MAX_MATERIALIZE_WRITES && !stopping && !progress.hurried() {
+            let wait = deadline.saturating_duration_since(Instant::now()).min(std::time::Duration::from_millis(5));
+            if wait.is_zero() {
+                break;
+            }
+            match receiver.recv_timeout(wait) {
+                Ok(Applied::Entry(seq, entry)) => {
+                    writes += entry.len();
+                    entries.push((seq, entry));
+                }
+                Ok(Applied::Stop) => stopping = true,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        let Some(last) = entries.last().map(|(seq, _)| *seq) else { continue };
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            match apply_entries(&db, &entries, last) {
+                Ok(()) => break,
+                Err(error) => {
+                    attempt += 1;
+                    metrics::counter!("switchboard_store_materialize_failures_total").increment(1);
+                    if stopping && attempt >= 3 {
+                        // The journal keeps the entries: the next start applies them.
+                        tracing::error!(%error, "stopping with the tables behind the journal");
+                        return;
+                    }
+                    tracing::error!(%error, attempt, "could not bring the tables up to date with the journal; retrying");
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+            }
+        }
+        metrics::histogram!("switchboard_store_materialize_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("switchboard_store_materialize_writes").record(writes as f64);
+        progress.unapplied_writes.fetch_sub(writes as u64, Ordering::AcqRel);
+        progress.set_applied(last);
+    }
+}
+
+/// Applies `entries` and records `last` as the journal seq the tables hold,
+/// in one durable transaction.
+pub(crate) fn apply_entries(db: &Database, entries: &[(u64, Vec<Write>)], last: u64) -> Result<()> {
+    let mut txn = db.begin_write().map_err(db_error)?;
+    txn.set_durability(Durability::Immediate);
+    txn.set_quick_repair(true);
+    materialize(&txn, entries.iter().flat_map(|(_, writes)| writes.iter()))?;
+    txn.open_table(COUNTERS).map_err(db_error)?.insert(JOURNAL_APPLIED, last).map_err(db_error)?;
+    txn.commit().map_err(db_error)
+}
+
+/// The counter holding the journal seq the tables are up to date with.
+pub(crate) const JOURNAL_APPLIED: &str = "journal_applied";
+
+/// A group's reads and writes: reads see this group's own writes first, then
+/// the overlay (journaled, maybe not yet in the tables), then the snapshot.
+/// A key written twice in a group is journaled once, with its last value.
+struct View<'a> {
+    snapshot: &'a Snapshot,
+    overlay: &'a Overlay,
+    local: HashMap<(TableId, Key), usize>,
+    writes: Vec<Write>,
+}
+
+impl<'a> View<'a> {
+    fn new(snapshot: &'a Snapshot, overlay: &'a Overlay) -> Self {
+        View { snapshot, overlay, local: HashMap::new(), writes: Vec::new() }
+    }
+
+    /// Only for tables read one key at a time ([`TableId::point_read`]):
+    /// the others are not kept in the overlay.
+    fn get(&self, table: TableId, key: Key) -> Result<Option<Bytes>> {
+        debug_assert!(table.point_read(), "{table:?} is not read by key");
+        let key = (table, key);
+        if let Some(&index) = self.local.get(&key) {
+            return Ok(self.writes[index].value.clone());
+        }
+        if let Some(value) = self.overlay.get_ref(&key) {
+            return Ok(value);
+        }
+        Ok(self.snapshot.get(table, &key.1)?.map(Bytes::from))
+    }
+
+    fn get_u64(&self, table: TableId, key: Key) -> Result<Option<u64>> {
+        self.get(table, key)?
+            .map(|bytes| {
+                <[u8; 8]>::try_from(bytes.as_ref())
+                    .map(u64::from_le_bytes)
+                    .map_err(|_| StorageError::Invalid(format!("a {table:?} value is not 8 bytes")))
+            })
+            .transpose()
+    }
+
+    fn contains(&self, table: TableId, key: Key) -> Result<bool> {
+        Ok(self.get(table, key)?.is_some())
+    }
+
+    fn set(&mut self, table: TableId, key: Key, value: Option<Vec<u8>>) {
+        let value = value.map(Bytes::from);
+        match self.local.entry((table, key)) {
+            std::collections::hash_map::Entry::Occupied(slot) => self.writes[*slot.get()].value = value,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                let key = slot.key().1.clone();
+                slot.insert(self.writes.len());
+                self.writes.push(Write { table, key, value });
+            }
+        }
+    }
+
+    fn put(&mut self, table: TableId, key: Key, value: Vec<u8>) {
+        self.set(table, key, Some(value));
+    }
+
+    fn put_u64(&mut self, table: TableId, key: Key, value: u64) {
+        self.set(table, key, Some(value.to_le_bytes().to_vec()));
+    }
+
+    fn delete(&mut self, table: TableId, key: Key) {
+        self.set(table, key, None);
+    }
+}
+
+fn text(key: &str) -> Key {
+    Key::Str(key.to_owned())
+}
+
+/// The state one group commit works on, and the counters it advances.
+struct GroupState<'a> {
     options: StoreOptions,
-    counters: redb::Table<'txn, &'static str, u64>,
-    inbox: redb::Table<'txn, u64, &'static [u8]>,
-    inbound_ids: redb::Table<'txn, &'static str, u64>,
-    status_ids: redb::Table<'txn, &'static str, u64>,
-    pending_statuses: redb::Table<'txn, &'static str, &'static [u8]>,
-    other_changes: redb::Table<'txn, u64, &'static [u8]>,
-    conversations: redb::Table<'txn, &'static str, &'static [u8]>,
-    open_conversations: redb::Table<'txn, &'static str, &'static [u8]>,
-    messages: redb::Table<'txn, (&'static str, u32), &'static [u8]>,
-    message_index: redb::Table<'txn, &'static str, &'static [u8]>,
-    threads: redb::Table<'txn, &'static str, &'static [u8]>,
-    agents: redb::Table<'txn, &'static str, &'static [u8]>,
-    agent_events: redb::Table<'txn, (&'static str, u64), &'static [u8]>,
-    agent_open: redb::Table<'txn, (&'static str, &'static str), ()>,
+    view: View<'a>,
     inbox_seq: u64,
     other_seq: u64,
     conversation_seq: u64,
+    counters_at_start: (u64, u64, u64),
     agent_records: HashMap<String, AgentRecord>,
 }
 
-impl<'txn> GroupState<'txn> {
-    fn open(txn: &'txn WriteTransaction, options: &StoreOptions) -> Result<Self> {
-        let counters = txn.open_table(COUNTERS).map_err(db_error)?;
-        let read_counter = |name: &str| -> Result<u64> {
-            Ok(counters.get(name).map_err(db_error)?.map(|value| value.value()).unwrap_or(0))
-        };
+impl<'a> GroupState<'a> {
+    fn open(view: View<'a>, options: &StoreOptions) -> Result<Self> {
+        let read_counter =
+            |name: &str| -> Result<u64> { Ok(view.get_u64(TableId::Counters, text(name))?.unwrap_or(0)) };
         let inbox_seq = read_counter("inbox_seq")?;
         let other_seq = read_counter("other_seq")?;
         let conversation_seq = read_counter("conversation_seq")?;
         Ok(GroupState {
             options: options.clone(),
-            inbox: txn.open_table(INBOX).map_err(db_error)?,
-            inbound_ids: txn.open_table(INBOUND_IDS).map_err(db_error)?,
-            status_ids: txn.open_table(STATUS_IDS).map_err(db_error)?,
-            pending_statuses: txn.open_table(PENDING_STATUSES).map_err(db_error)?,
-            other_changes: txn.open_table(OTHER_CHANGES).map_err(db_error)?,
-            conversations: txn.open_table(CONVERSATIONS).map_err(db_error)?,
-            open_conversations: txn.open_table(OPEN_CONVERSATIONS).map_err(db_error)?,
-            messages: txn.open_table(MESSAGES).map_err(db_error)?,
-            message_index: txn.open_table(MESSAGE_INDEX).map_err(db_error)?,
-            threads: txn.open_table(THREADS).map_err(db_error)?,
-            agents: txn.open_table(AGENTS).map_err(db_error)?,
-            agent_events: txn.open_table(AGENT_EVENTS).map_err(db_error)?,
-            agent_open: txn.open_table(AGENT_OPEN).map_err(db_error)?,
-            counters,
+            view,
             inbox_seq,
             other_seq,
             conversation_seq,
+            counters_at_start: (inbox_seq, other_seq, conversation_seq),
             agent_records: HashMap::new(),
         })
     }
 
-    fn finish(mut self) -> Result<()> {
-        self.counters.insert("inbox_seq", self.inbox_seq).map_err(db_error)?;
-        self.counters.insert("other_seq", self.other_seq).map_err(db_error)?;
-        self.counters.insert("conversation_seq", self.conversation_seq).map_err(db_error)?;
-        for (agent_id, record) in std::mem::take(&mut self.agent_records) {
-            self.agents.insert(agent_id.as_str(), encode(&record)?.as_slice()).map_err(db_error)?;
+    /// The group's writes, to be journaled as one entry.
+    fn finish(mut self) -> Result<Vec<Write>> {
+        let (inbox_seq, other_seq, conversation_seq) = self.counters_at_start;
+        if self.inbox_seq != inbox_seq {
+            self.view.put_u64(TableId::Counters, text("inbox_seq"), self.inbox_seq);
         }
-        Ok(())
+        if self.other_seq != other_seq {
+            self.view.put_u64(TableId::Counters, text("other_seq"), self.other_seq);
+        }
+        if self.conversation_seq != conversation_seq {
+            self.view.put_u64(TableId::Counters, text("conversation_seq"), self.conversation_seq);
+        }
+        for (agent_id, record) in std::mem::take(&mut self.agent_records) {
+            self.view.put(TableId::Agents, Key::Str(agent_id), encode(&record)?);
+        }
+        Ok(self.view.writes)
     }
 
     fn push_inbox(&mut self, thread_key: String, item: InboxItem, published: &mut Published) -> Result<u64> {
         self.inbox_seq += 1;
         let entry = InboxEntry { seq: self.inbox_seq, thread_key, item };
-        self.inbox.insert(entry.seq, encode_json(&entry)?.as_slice()).map_err(db_error)?;
+        self.view.put(TableId::Inbox, Key::U64(entry.seq), encode_json(&entry)?);
         published.inbox.push(entry);
         Ok(self.inbox_seq)
     }
 
     fn agent_record(&mut self, agent_id: &str) -> Result<&mut AgentRecord> {
         if !self.agent_records.contains_key(agent_id) {
-            let stored = match self.agents.get(agent_id).map_err(db_error)? {
-                Some(bytes) => decode(bytes.value())?,
+            let stored = match self.view.get(TableId::Agents, text(agent_id))? {
+                Some(bytes) => decode(&bytes)?,
                 None => AgentRecord::default(),
             };
             self.agent_records.insert(agent_id.to_owned(), stored);
@@ -345,7 +578,7 @@ impl<'txn> GroupState<'txn> {
         match op {
             Op::IngestMessage(ingest) => {
                 let wamid = ingest.message.id.as_str();
-                if self.inbound_ids.get(wamid).map_err(db_error)?.is_some() {
+                if self.view.contains(TableId::InboundIds, text(wamid))? {
                     outcome.ingested.push(IngestOutcome::Duplicate);
                     return Ok(true);
                 }
@@ -357,21 +590,20 @@ impl<'txn> GroupState<'txn> {
                     message: ingest.message.clone(),
                 };
                 let seq = self.push_inbox(thread_key, item, published)?;
-                self.inbound_ids.insert(wamid, seq).map_err(db_error)?;
+                self.view.put_u64(TableId::InboundIds, text(wamid), seq);
                 outcome.ingested.push(IngestOutcome::Accepted { seq });
             }
             Op::IngestStatus(ingest) => {
                 let dedup_key = format!("{}\u{1f}{}", ingest.status.id, ingest.status.status);
-                if self.status_ids.get(dedup_key.as_str()).map_err(db_error)?.is_some() {
+                if self.view.contains(TableId::StatusIds, Key::Str(dedup_key.clone()))? {
                     outcome.ingested.push(IngestOutcome::Duplicate);
                     return Ok(true);
                 }
-                self.status_ids.insert(dedup_key.as_str(), self.inbox_seq + 1).map_err(db_error)?;
+                self.view.put_u64(TableId::StatusIds, Key::Str(dedup_key), self.inbox_seq + 1);
                 let location = self
-                    .message_index
-                    .get(ingest.status.id.as_str())
-                    .map_err(db_error)?
-                    .map(|bytes| decode::<MessageLocation>(bytes.value()))
+                    .view
+                    .get(TableId::MessageIndex, text(&ingest.status.id))?
+                    .map(|bytes| decode::<MessageLocation>(&bytes))
                     .transpose()?;
                 match location {
                     Some(location) => {
@@ -384,36 +616,36 @@ impl<'txn> GroupState<'txn> {
                     }
                     None => {
                         let mut waiting: Vec<IngestStatus> =
-                            match self.pending_statuses.get(ingest.status.id.as_str()).map_err(db_error)? {
-                                Some(bytes) => decode_json(bytes.value())?,
+                            match self.view.get(TableId::PendingStatuses, text(&ingest.status.id))? {
+                                Some(bytes) => decode_json(&bytes)?,
                                 None => Vec::new(),
                             };
                         waiting.push(ingest.clone());
-                        self.pending_statuses
-                            .insert(ingest.status.id.as_str(), encode_json(&waiting)?.as_slice())
-                            .map_err(db_error)?;
+                        self.view.put(TableId::PendingStatuses, text(&ingest.status.id), encode_json(&waiting)?);
                         outcome.ingested.push(IngestOutcome::Pending);
                     }
                 }
             }
             Op::ClaimInbound(wamid) => {
-                if self.inbound_ids.get(wamid.as_str()).map_err(db_error)?.is_some() {
+                if self.view.contains(TableId::InboundIds, text(wamid))? {
                     outcome.ingested.push(IngestOutcome::Duplicate);
                     return Ok(false);
                 }
-                self.inbound_ids.insert(wamid.as_str(), 0).map_err(db_error)?;
+                self.view.put_u64(TableId::InboundIds, text(wamid), 0);
                 outcome.ingested.push(IngestOutcome::Accepted { seq: 0 });
             }
             Op::IngestOtherChange(change) => {
                 self.other_seq += 1;
-                self.other_changes.insert(self.other_seq, encode_json(change)?.as_slice()).map_err(db_error)?;
+                self.view.put(TableId::OtherChanges, Key::U64(self.other_seq), encode_json(change)?);
                 outcome.ingested.push(IngestOutcome::Kept);
             }
             Op::PutConversation(record) => self.put_conversation(record)?,
             Op::PutMessage { conversation_id, thread_key, index, message } => {
-                self.messages
-                    .insert((conversation_id.as_str(), *index), encode(message.as_ref())?.as_slice())
-                    .map_err(db_error)?;
+                self.view.put(
+                    TableId::Messages,
+                    Key::StrU32(conversation_id.clone(), *index),
+                    encode(message.as_ref())?,
+                );
                 if message.message.direction == Direction::Out {
                     let wamid = message.message.id.as_str();
                     let location = MessageLocation {
@@ -421,10 +653,9 @@ impl<'txn> GroupState<'txn> {
                         thread_key: thread_key.clone(),
                         index: *index,
                     };
-                    self.message_index.insert(wamid, encode(&location)?.as_slice()).map_err(db_error)?;
-                    let waiting =
-                        self.pending_statuses.remove(wamid).map_err(db_error)?.map(|bytes| bytes.value().to_vec());
-                    if let Some(bytes) = waiting {
+                    self.view.put(TableId::MessageIndex, text(wamid), encode(&location)?);
+                    if let Some(bytes) = self.view.get(TableId::PendingStatuses, text(wamid))? {
+                        self.view.delete(TableId::PendingStatuses, text(wamid));
                         let waiting: Vec<IngestStatus> = decode_json(&bytes)?;
                         for ingest in waiting {
                             let item =
@@ -435,10 +666,10 @@ impl<'txn> GroupState<'txn> {
                 }
             }
             Op::PutThread { key, record } => {
-                self.threads.insert(key.as_str(), encode(record)?.as_slice()).map_err(db_error)?;
+                self.view.put(TableId::Threads, text(key), encode(record)?);
             }
             Op::DeleteInbox(seq) => {
-                self.inbox.remove(*seq).map_err(db_error)?;
+                self.view.delete(TableId::Inbox, Key::U64(*seq));
             }
             Op::AgentEvent { agent_id, frame } => {
                 let retention = self.options.agent_event_retention.max(1);
@@ -447,9 +678,9 @@ impl<'txn> GroupState<'txn> {
                 let seq = record.last_seq;
                 let mut frame = frame.as_ref().clone();
                 frame.set_seq(seq);
-                self.agent_events.insert((agent_id.as_str(), seq), encode(&frame)?.as_slice()).map_err(db_error)?;
+                self.view.put(TableId::AgentEvents, Key::StrU64(agent_id.clone(), seq), encode(&frame)?);
                 if seq > retention {
-                    self.agent_events.remove((agent_id.as_str(), seq - retention)).map_err(db_error)?;
+                    self.view.delete(TableId::AgentEvents, Key::StrU64(agent_id.clone(), seq - retention));
                 }
                 outcome.events.push((agent_id.clone(), frame.clone()));
                 published.events.push((agent_id.clone(), frame));
@@ -463,33 +694,26 @@ impl<'txn> GroupState<'txn> {
 
     fn put_conversation(&mut self, record: &ConversationRecord) -> Result<()> {
         let id = record.conversation.id.as_str();
-        let previous = self.open_conversations.get(id).map_err(db_error)?.map(|bytes| bytes.value().to_vec());
+        let previous = self.view.get(TableId::OpenConversations, text(id))?;
         let closed = record.conversation.status == ConversationStatus::Closed;
         let entry = (!closed).then(|| OpenEntry::of(record));
         let entry_bytes = entry.as_ref().map(encode).transpose()?;
         // Most updates leave the entry as it was (a reply out, say): nothing to rewrite.
-        if previous != entry_bytes {
+        if previous.as_deref() != entry_bytes.as_deref() {
             let previous_holder = match &previous {
                 Some(bytes) => decode::<OpenEntry>(bytes)?.agent,
                 None => None,
             };
             let holder = entry.as_ref().and_then(|entry| entry.agent.clone());
             if previous_holder != holder {
-                if let Some(previous_holder) = &previous_holder {
-                    self.agent_open.remove((previous_holder.as_str(), id)).map_err(db_error)?;
+                if let Some(previous_holder) = previous_holder {
+                    self.view.delete(TableId::AgentOpen, Key::StrStr(previous_holder, id.to_owned()));
                 }
-                if let Some(holder) = &holder {
-                    self.agent_open.insert((holder.as_str(), id), ()).map_err(db_error)?;
-                }
-            }
-            match &entry_bytes {
-                Some(bytes) => {
-                    self.open_conversations.insert(id, bytes.as_slice()).map_err(db_error)?;
-                }
-                None => {
-                    self.open_conversations.remove(id).map_err(db_error)?;
+                if let Some(holder) = holder {
+                    self.view.put(TableId::AgentOpen, Key::StrStr(holder, id.to_owned()), Vec::new());
                 }
             }
+            self.view.set(TableId::OpenConversations, text(id), entry_bytes);
         }
         if let Some(number) = conversation_number(id) {
             self.conversation_seq = self.conversation_seq.max(number);
@@ -501,7 +725,7 @@ impl<'txn> GroupState<'txn> {
         } else {
             encode(record)?
         };
-        self.conversations.insert(id, bytes.as_slice()).map_err(db_error)?;
+        self.view.put(TableId::Conversations, text(id), bytes);
         Ok(())
     }
 }
