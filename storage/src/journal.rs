@@ -231,6 +231,13 @@ impl Journal {
         self.spare = helper.ok();
     }
 
+    /// Stops preallocating and removes the spare segment (a clean stop).
+    pub(crate) fn close(mut self) {
+        if let Some(Ok(Ok(spare))) = self.spare.take().map(|helper| helper.join()) {
+            let _ = std::fs::remove_file(spare);
+        }
+    }
+
     /// Deletes the closed segments whose entries the tables all hold.
     pub(crate) fn release(&mut self, applied: u64) {
         while !self.closed.is_empty() {
@@ -239,7 +246,9 @@ impl Journal {
                 break;
             }
             let (_, path) = self.closed.remove(0);
-            if let Err(error) = std::fs::remove_file(&path) {
+            if let Err(error) = std::fs::remove_file(&path)
+                && error.kind() != std::io::ErrorKind::NotFound
+            {
                 tracing::warn!(segment = %path.display(), %error, "could not delete an applied journal segment");
             }
         }

@@ -303,6 +303,7 @@ impl Writer {
         let _ = materializer.join();
         let mut journal = self.journal;
         journal.release(self.progress.applied());
+        journal.close();
         tracing::debug!("writer stopped");
     }
 
