@@ -137,6 +137,9 @@ enum Applied {
     Stop,
 }
 
+/// The shortest time between the starts of two journal syncs.
+const MIN_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_micros(MIN_SYNC_US);
+const MIN_SYNC_US: u64 = 2_000;
 /// Most writes folded into one materializing transaction.
 const MAX_MATERIALIZE_WRITES: usize = 200_000;
 /// How long the materializer gathers entries before it applies them: the
@@ -252,8 +255,15 @@ impl Writer {
 
     fn run(&mut self, mut receiver: mpsc::Receiver<Request>) {
         let mut stopping = false;
+        let mut last_sync = Instant::now();
         while !stopping {
             let Some(first) = receiver.blocking_recv() else { break };
+            // At most one sync per MIN_SYNC_INTERVAL: under load, batches
+            // arriving meanwhile share the next one.
+            let since = last_sync.elapsed();
+            if since < MIN_SYNC_INTERVAL {
+                std::thread::sleep(MIN_SYNC_INTERVAL - since);
+            }
             let mut group = Vec::new();
             match first {
                 Request::Commit { batch, reply } => group.push((batch, reply)),
@@ -270,6 +280,7 @@ impl Writer {
                 continue;
             }
             let started = Instant::now();
+            last_sync = started;
             let batches: Vec<&Batch> = group.iter().map(|(batch, _)| batch).collect();
             match self.commit_group(&batches) {
                 Ok((outcomes, published)) => {
