@@ -148,6 +148,8 @@ impl Actor for ConversationActor {
                 state.on_request(principal, conversation_id, kind, reply).await?
             }
             ConversationMsg::SendCompleted(pending, result) => state.on_send_completed(*pending, result).await?,
+            // Armed again from the store at the next start.
+            ConversationMsg::Deadline { .. } if state.shared.stopping() => {}
             ConversationMsg::Deadline { conversation_id, kind, due } => {
                 state.on_deadline(conversation_id, kind, due).await?
             }

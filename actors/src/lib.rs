@@ -142,6 +142,7 @@ impl System {
             timers,
             policies,
             directory: OnceLock::new(),
+            stopping: Default::default(),
         });
 
         let (manager, _) = Actor::spawn(None, ConversationManager, shared.clone()).await?;
@@ -377,6 +378,7 @@ impl System {
     /// Stops the actors (each finishes the message in hand), then the store
     /// writer after it has committed everything handed to it.
     pub async fn shutdown(&self) {
+        self.shared.stopping.store(true, std::sync::atomic::Ordering::Release);
         self.ticker.abort();
         for task in &self.timer_tasks {
             task.abort();

@@ -93,6 +93,7 @@ impl Actor for ConversationManager {
                 state.sweep();
                 state.shared.timers.poll();
             }
+            ManagerMsg::Deadline(_) if state.shared.stopping() => {} // armed again at the next start
             ManagerMsg::Deadline(deadline) => {
                 let conversation_id = storage::conversation_id(deadline.conversation);
                 // The thread key is in the conversation record; a closed or

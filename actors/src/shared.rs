@@ -71,6 +71,9 @@ pub struct Shared {
     pub timers: crate::timers::Timers,
     pub policies: crate::deadlines::Policies,
     pub(crate) directory: OnceLock<Directory>,
+    /// Set when shutdown begins: deadlines still queued are dropped (a start
+    /// arms every open conversation's deadlines again from the store).
+    pub(crate) stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -86,5 +89,9 @@ impl Shared {
 
     pub fn agent(&self, agent_id: &str) -> Option<ActorRef<AgentMsg>> {
         self.directory().agent(agent_id)
+    }
+
+    pub(crate) fn stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::Acquire)
     }
 }
