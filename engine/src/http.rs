@@ -243,11 +243,9 @@ async fn list_conversations(
         Ok(request) => request,
         Err(error) => return error_response(error),
     };
-    // Off the runtime's threads: a list waits for the store's tables to hold
-    // everything journaled (usually they already do).
-    let read = tokio::task::spawn_blocking(move || system.reader().list_conversations(&filter)).await;
-    let read = read.unwrap_or_else(|error| Err(storage::StorageError::Invalid(format!("list task failed: {error}"))));
-    match read {
+    // A list reads a range: first let the store's tables catch up with its
+    // journal (usually they have), without blocking a runtime thread.
+    match system.reader().caught_up().await.list_conversations(&filter) {
         Ok(records) => {
             let conversations: Vec<_> = records.into_iter().map(|record| record.conversation).collect();
             Json(json!({ "conversations": conversations })).into_response()

@@ -104,15 +104,10 @@ async fn run_session(
         server_time: system.now(),
         status,
     };
-    // Off the runtime's threads: the snapshot waits for the store's tables to
-    // hold everything journaled (usually they already do).
-    let read = {
-        let (system, principal) = (system.clone(), principal.clone());
-        tokio::task::spawn_blocking(move || opening_frames(&system, &principal, resume_from)).await
-    };
-    let read =
-        read.unwrap_or_else(|error| Err(storage::StorageError::Invalid(format!("snapshot task failed: {error}"))));
-    let (start_seq, opening) = match read {
+    // The snapshot reads ranges: first let the store's tables catch up with
+    // its journal (usually they have), without blocking a runtime thread.
+    let reader = system.reader().caught_up().await;
+    let (start_seq, opening) = match opening_frames(&reader, &principal, resume_from) {
         Ok(opening) => opening,
         Err(error) => {
             tracing::error!(%error, "cannot read the session's snapshot");
@@ -228,11 +223,10 @@ async fn run_session(
 /// The snapshot, or the replay of events after `resume_from` when they are
 /// all still held. Returns the seq the live stream continues after.
 fn opening_frames(
-    system: &actors::System,
+    reader: &storage::Reader,
     principal: &Principal,
     resume_from: Option<u64>,
 ) -> Result<(u64, Vec<ServerFrame>), storage::StorageError> {
-    let reader = system.reader();
     if let Some(after) = resume_from
         && let Some((last_seq, events)) = reader.agent_events_after(&principal.agent_id, after)?
     {

@@ -261,6 +261,8 @@ pub(crate) struct Progress {
     pub(crate) unapplied_writes: AtomicU64,
     /// A reader is waiting: the materializer applies what it has now.
     hurry: std::sync::atomic::AtomicBool,
+    /// Wakes async waiters when the tables move on.
+    moved: tokio::sync::Notify,
 }
 
 /// How long a read waits for the tables before it reports an error.
@@ -297,6 +299,24 @@ impl Progress {
         *applied = seq;
         self.applied_now.store(seq, Ordering::Release);
         self.changed.notify_all();
+        self.moved.notify_waiters();
+    }
+
+    /// Waits, without blocking a thread, until the tables hold everything
+    /// journaled so far.
+    pub(crate) async fn caught_up(&self) {
+        let target = self.journaled();
+        loop {
+            let moved = self.moved.notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            if self.applied() >= target {
+                return;
+            }
+            self.hurry.store(true, Ordering::Release);
+            metrics::counter!("switchboard_store_read_waits_total").increment(1);
+            moved.await;
+        }
     }
 
     /// Waits until the tables hold everything journaled so far.

@@ -29,6 +29,9 @@ pub struct Reader {
     db: Arc<Database>,
     overlay: Arc<Overlay>,
     progress: Arc<Progress>,
+    /// Set on the reader [`Reader::caught_up`] returns: its range reads do
+    /// not wait again.
+    caught_up: bool,
 }
 
 /// Filters of `GET /api/v1/conversations`.
@@ -44,12 +47,23 @@ pub struct ConversationFilter {
 
 impl Reader {
     pub(crate) fn new(db: Arc<Database>, overlay: Arc<Overlay>, progress: Arc<Progress>) -> Self {
-        Reader { db, overlay, progress }
+        Reader { db, overlay, progress, caught_up: false }
+    }
+
+    /// For async callers: waits, without blocking a thread, until the tables
+    /// hold everything journaled so far, and returns a reader whose range
+    /// reads then see all of it without waiting again (use it for one
+    /// request, not kept: later commits are not waited for).
+    pub async fn caught_up(&self) -> Reader {
+        self.progress.caught_up().await;
+        Reader { caught_up: true, ..self.clone() }
     }
 
     /// A snapshot holding everything journaled so far (for range reads).
     fn txn(&self) -> Result<ReadTransaction> {
-        self.progress.wait_applied()?;
+        if !self.caught_up {
+            self.progress.wait_applied()?;
+        }
         self.db.begin_read().map_err(db_error)
     }
 
