@@ -820,3 +820,21 @@ fn journal_entries_the_tables_lack_are_applied_at_open() {
     let next = store.commit_blocking(vec![ingest("wamid.new")]).unwrap();
     assert_eq!(next.ingested, vec![IngestOutcome::Accepted { seq: 6 }], "the inbox seq continues");
 }
+
+/// Async callers await the tables instead of blocking a thread; the reader
+/// they get back sees every commit acknowledged before they asked.
+#[tokio::test]
+async fn a_caught_up_reader_sees_every_acknowledged_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path(), StoreOptions::default());
+    let cv = conversation_id(1);
+    for index in 0..20 {
+        let id = format!("wamid.{index}");
+        store.commit(vec![put_message(&cv, index, &id, Direction::In)]).await.unwrap();
+    }
+    store.commit(vec![conversation(&cv, ConversationStatus::Assigned, Some("a1"))]).await.unwrap();
+    let reader = store.reader().caught_up().await;
+    assert_eq!(reader.messages(&cv).unwrap().len(), 20);
+    assert_eq!(reader.agent_snapshot("a1").unwrap().1.len(), 1);
+    assert_eq!(reader.list_conversations(&ConversationFilter { limit: 10, ..Default::default() }).unwrap().len(), 1);
+}
