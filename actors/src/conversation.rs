@@ -497,6 +497,11 @@ impl ConversationState {
                 });
                 let mut batch = vec![Op::PutConversation(Box::new(record.clone()))];
                 if let Some(agent) = holder {
+                    if (sla_kind, sla_state) == (protocol::ws::SlaKind::FirstResponse, protocol::ws::SlaState::Breached)
+                    {
+                        let day = crate::agent::day_of(now);
+                        batch.push(Op::CountFirstResponseBreach { agent_id: agent.clone(), day });
+                    }
                     batch.push(Op::AgentEvent {
                         agent_id: agent,
                         frame: Box::new(ServerFrame::Sla { seq: 0, conversation_id, kind: sla_kind, state: sla_state }),

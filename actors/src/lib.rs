@@ -496,15 +496,20 @@ async fn spawn_child(
             (actor.get_cell(), Spawned::Team(actor))
         }
         Child::Agent(spec) => {
-            let status = shared.reader.agent(&spec.id)?.status;
+            let record = shared.reader.agent(&spec.id)?;
             let recovery = held.remove(&spec.id).unwrap_or_default();
+            // The record counts every breach of the day, closed conversations'
+            // too; a store written before it counted them has only the open
+            // conversations' (the open index).
+            let today = agent::day_of(shared.now());
+            let frt_breaches_today = record.frt_breaches_on(today).max(recovery.frt_breaches_today);
             let args = AgentArgs {
                 spec: spec.clone(),
                 shared: shared.clone(),
-                status,
+                status: record.status,
                 open: recovery.held_threads,
                 windows: recovery.windows,
-                frt_breaches_today: recovery.frt_breaches_today,
+                frt_breaches_today,
             };
             let (actor, _) = Actor::spawn_linked(None, AgentActor, args, supervisor).await?;
             (actor.get_cell(), Spawned::Agent(actor))

@@ -168,11 +168,25 @@ pub struct AgentRecord {
     pub status: AgentStatus,
     /// The `seq` of the agent's latest event; 0 before any.
     pub last_seq: u64,
+    /// The day (days since the epoch, UTC) of `frt_breaches`.
+    #[serde(default)]
+    pub frt_breaches_day: i64,
+    /// First-response breaches on the agent's conversations that day,
+    /// closed ones included (a start reads them here).
+    #[serde(default)]
+    pub frt_breaches: u32,
 }
 
 impl Default for AgentRecord {
     fn default() -> Self {
-        AgentRecord { status: AgentStatus::Offline, last_seq: 0 }
+        AgentRecord { status: AgentStatus::Offline, last_seq: 0, frt_breaches_day: 0, frt_breaches: 0 }
+    }
+}
+
+impl AgentRecord {
+    /// The first-response breaches counted on `day`.
+    pub fn frt_breaches_on(&self, day: i64) -> u32 {
+        if self.frt_breaches_day == day { self.frt_breaches } else { 0 }
     }
 }
 

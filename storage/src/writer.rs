@@ -80,6 +80,12 @@ pub enum Op {
         agent_id: String,
         status: AgentStatus,
     },
+    /// Counts a first-response breach for the agent on `day` (days since
+    /// the epoch, UTC); a later day starts the count again.
+    CountFirstResponseBreach {
+        agent_id: String,
+        day: i64,
+    },
 }
 
 pub type Batch = Vec<Op>;
@@ -699,6 +705,15 @@ impl<'a> GroupState<'a> {
             }
             Op::PutAgentStatus { agent_id, status } => {
                 self.agent_record(agent_id)?.status = *status;
+            }
+            Op::CountFirstResponseBreach { agent_id, day } => {
+                let record = self.agent_record(agent_id)?;
+                if record.frt_breaches_day == *day {
+                    record.frt_breaches += 1;
+                } else if record.frt_breaches_day < *day {
+                    record.frt_breaches_day = *day;
+                    record.frt_breaches = 1;
+                }
             }
         }
         Ok(true)

@@ -838,3 +838,17 @@ async fn a_caught_up_reader_sees_every_acknowledged_commit() {
     assert_eq!(reader.agent_snapshot("a1").unwrap().1.len(), 1);
     assert_eq!(reader.list_conversations(&ConversationFilter { limit: 10, ..Default::default() }).unwrap().len(), 1);
 }
+
+#[test]
+fn first_response_breaches_are_counted_per_agent_and_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path(), StoreOptions::default());
+    let count = |day| Op::CountFirstResponseBreach { agent_id: "a1".to_owned(), day };
+    store.commit_blocking(vec![count(5), count(5)]).unwrap();
+    assert_eq!(store.reader().agent("a1").unwrap().frt_breaches_on(5), 2);
+    store.commit_blocking(vec![count(6)]).unwrap();
+    store.commit_blocking(vec![count(5)]).unwrap(); // a late one from yesterday changes nothing
+    let record = store.reader().agent("a1").unwrap();
+    assert_eq!((record.frt_breaches_on(5), record.frt_breaches_on(6)), (0, 1));
+    assert_eq!(store.reader().agent("a2").unwrap().frt_breaches_on(6), 0);
+}

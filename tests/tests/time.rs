@@ -304,3 +304,30 @@ async fn away_agents_keep_what_they_hold_and_get_nothing_new() -> TestResult {
     harness.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn todays_first_response_breaches_survive_a_restart_after_the_conversation_closed() -> TestResult {
+    let (mut harness, clock) = harness_with_clock(|config| {
+        config.sla.first_response_s = 10;
+        config.sla.reassign_after_s = 0;
+    })
+    .await?;
+    let mut agent = harness.online_agent("a1").await?;
+    harness.post_webhook(&inbound_text("919600000009", "wamid.frt.closed.1", "hello?")).await?;
+    let conversation_id = agent.expect_type("assigned").await?["conversation"]["id"].clone();
+    clock.advance_ms(10 * SECOND);
+    agent.expect_where(sla_frame("first_response", "breached")).await?;
+    let closed = agent
+        .request(json!({"type": "close", "conversation_id": conversation_id, "fields": {"outcome": "closed_won"}}))
+        .await?;
+    assert_eq!(closed["type"], "ok", "{closed}");
+    agent.close().await;
+
+    let restarted_clock = ManualClock::new(clock.now_ms_for_test());
+    harness.restart(StartOptions { clock: restarted_clock, outbound: None }).await?;
+    let (_, workload) = harness.get("/api/v1/workload", MANAGER_TOKEN).await?;
+    let row = workload["agents"].as_array().unwrap().iter().find(|row| row["id"] == "a1").unwrap().clone();
+    assert_eq!(row["frt_breaches"], 1, "the closed conversation's breach still counts today: {workload}");
+    harness.shutdown().await;
+    Ok(())
+}
