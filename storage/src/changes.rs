@@ -65,12 +65,6 @@ impl TableId {
     }
 }
 
-impl From<TableId> for u8 {
-    fn from(table: TableId) -> u8 {
-        table as u8
-    }
-}
-
 impl TryFrom<u8> for TableId {
     type Error = String;
     fn try_from(value: u8) -> std::result::Result<Self, String> {
@@ -254,8 +248,9 @@ impl Overlay {
 #[derive(Default)]
 pub(crate) struct Progress {
     journaled: AtomicU64,
-    applied_now: AtomicU64,
-    applied: Mutex<u64>,
+    applied: AtomicU64,
+    /// Only for `changed`: the values are the atomics.
+    lock: Mutex<()>,
     changed: Condvar,
     /// Writes journaled and not yet applied (back-pressure on the writer).
     pub(crate) unapplied_writes: AtomicU64,
@@ -272,8 +267,7 @@ impl Progress {
     pub(crate) fn starting_at(seq: u64) -> Progress {
         let progress = Progress::default();
         progress.journaled.store(seq, Ordering::Release);
-        progress.applied_now.store(seq, Ordering::Release);
-        *progress.applied.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = seq;
+        progress.applied.store(seq, Ordering::Release);
         progress
     }
 
@@ -286,7 +280,7 @@ impl Progress {
     }
 
     pub(crate) fn applied(&self) -> u64 {
-        self.applied_now.load(Ordering::Acquire)
+        self.applied.load(Ordering::Acquire)
     }
 
     /// Whether a reader waits (and clears the request).
@@ -295,17 +289,24 @@ impl Progress {
     }
 
     pub(crate) fn set_applied(&self, seq: u64) {
-        let mut applied = self.applied.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        *applied = seq;
-        self.applied_now.store(seq, Ordering::Release);
+        // Stored under the lock, so a waiter between its check and its wait
+        // cannot miss the notification.
+        let guard = self.lock();
+        self.applied.store(seq, Ordering::Release);
+        drop(guard);
         self.changed.notify_all();
         self.moved.notify_waiters();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Waits, without blocking a thread, until the tables hold everything
     /// journaled so far.
     pub(crate) async fn caught_up(&self) {
         let target = self.journaled();
+        let mut counted = false;
         loop {
             let moved = self.moved.notified();
             tokio::pin!(moved);
@@ -314,31 +315,30 @@ impl Progress {
                 return;
             }
             self.hurry.store(true, Ordering::Release);
-            metrics::counter!("switchboard_store_read_waits_total").increment(1);
+            if !counted {
+                metrics::counter!("switchboard_store_read_waits_total").increment(1);
+                counted = true;
+            }
             moved.await;
         }
     }
 
     /// Waits until the tables hold everything journaled so far.
     pub(crate) fn wait_applied(&self) -> Result<()> {
-        self.wait_for(self.journaled())
-    }
-
-    pub(crate) fn wait_for(&self, target: u64) -> Result<()> {
+        let target = self.journaled();
         if self.applied() >= target {
             return Ok(());
         }
         self.hurry.store(true, Ordering::Release);
         metrics::counter!("switchboard_store_read_waits_total").increment(1);
-        let guard = self.applied.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (guard, timeout) = self
+        let _ = self
             .changed
-            .wait_timeout_while(guard, CATCH_UP_TIMEOUT, |applied| *applied < target)
+            .wait_timeout_while(self.lock(), CATCH_UP_TIMEOUT, |_| self.applied() < target)
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if timeout.timed_out() && *guard < target {
+        let applied = self.applied();
+        if applied < target {
             return Err(StorageError::Invalid(format!(
-                "the tables are behind the journal (at {} of {target}) after {} s; see the log for why",
-                *guard,
+                "the tables are behind the journal (at {applied} of {target}) after {} s; see the log for why",
                 CATCH_UP_TIMEOUT.as_secs()
             )));
         }
@@ -350,10 +350,9 @@ impl Progress {
         if self.unapplied_writes.load(Ordering::Acquire) <= limit {
             return;
         }
-        let guard = self.applied.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let _ = self
-            .changed
-            .wait_timeout_while(guard, CATCH_UP_TIMEOUT, |_| self.unapplied_writes.load(Ordering::Acquire) > limit);
+        let _ = self.changed.wait_timeout_while(self.lock(), CATCH_UP_TIMEOUT, |_| {
+            self.unapplied_writes.load(Ordering::Acquire) > limit
+        });
     }
 }
 
@@ -371,7 +370,7 @@ fn u64_key(key: &Key) -> Result<u64> {
     }
 }
 
-fn u64_value(bytes: &[u8]) -> Result<u64> {
+pub(crate) fn u64_value(bytes: &[u8]) -> Result<u64> {
     Ok(u64::from_le_bytes(
         bytes.try_into().map_err(|_| StorageError::Invalid("a counter value is not 8 bytes".to_owned()))?,
     ))

@@ -108,11 +108,7 @@ impl Store {
         let db = redb::Builder::new().set_cache_size(options.cache_bytes).create(&path).map_err(db_error)?;
         tables::create_all(&db)?;
         // The tables hold the journal up to `applied`; apply what follows.
-        let mut applied = {
-            let txn = db.begin_read().map_err(db_error)?;
-            let counters = txn.open_table(tables::COUNTERS).map_err(db_error)?;
-            counters.get(writer::JOURNAL_APPLIED).map_err(db_error)?.map(|value| value.value()).unwrap_or(0)
-        };
+        let mut applied = writer::read_counter(&db, writer::JOURNAL_APPLIED)?;
         let (mut journal, replay) =
             journal::Journal::open(&dir.join("journal"), applied, options.journal_segment_bytes)?;
         if let Some(last) = replay.last().map(|(seq, _)| *seq) {

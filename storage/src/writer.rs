@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use bytes::Bytes;
 
-use crate::changes::{Key, Overlay, Progress, Snapshot, TableId, Write, materialize};
+use crate::changes::{Key, Overlay, Progress, Snapshot, TableId, Write, materialize, u64_value};
 use crate::journal::Journal;
 use crate::records::{decode, decode_json, encode, encode_json};
 use crate::tables::*;
@@ -144,8 +144,7 @@ enum Applied {
 }
 
 /// The shortest time between the starts of two journal syncs.
-const MIN_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_micros(MIN_SYNC_US);
-const MIN_SYNC_US: u64 = 2_000;
+const MIN_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2);
 /// Most writes folded into one materializing transaction.
 const MAX_MATERIALIZE_WRITES: usize = 200_000;
 /// How long the materializer gathers entries before it applies them: the
@@ -170,12 +169,7 @@ pub(crate) struct WriterParts {
 
 impl WriterHandle {
     pub(crate) fn start(parts: WriterParts) -> Result<WriterHandle> {
-        let conversation_seq = {
-            let txn = parts.db.begin_read().map_err(db_error)?;
-            let counters = txn.open_table(COUNTERS).map_err(db_error)?;
-            counters.get("conversation_seq").map_err(db_error)?.map(|value| value.value()).unwrap_or(0)
-        };
-        let conversation_seq = Arc::new(AtomicU64::new(conversation_seq));
+        let conversation_seq = Arc::new(AtomicU64::new(read_counter(&parts.db, "conversation_seq")?));
         let (sender, receiver) = mpsc::channel(65_536);
         let (applied_sender, applied_receiver) = std::sync::mpsc::channel();
         let materializer = {
@@ -239,12 +233,10 @@ struct Writer {
     /// wrote (pruned from the overlay once the tables have them).
     unapplied: VecDeque<(u64, Vec<(TableId, Key)>)>,
     snapshot: Option<(u64, Snapshot)>,
-    seq: u64,
 }
 
 impl Writer {
     fn new(parts: WriterParts, materializer: std::sync::mpsc::Sender<Applied>) -> Writer {
-        let seq = parts.progress.journaled();
         Writer {
             db: parts.db,
             options: parts.options,
@@ -255,7 +247,6 @@ impl Writer {
             materializer,
             unapplied: VecDeque::new(),
             snapshot: None,
-            seq,
         }
     }
 
@@ -364,14 +355,16 @@ impl Writer {
         if writes.is_empty() {
             return Ok((outcomes, published)); // only duplicates: nothing to keep
         }
-        let seq = self.seq + 1;
+        // The writer alone advances the journal's seq.
+        let seq = self.progress.journaled() + 1;
         self.journal.append(seq, &writes)?;
-        self.seq = seq;
         // Durable from here: visible to readers, then handed on.
         self.overlay.record(seq, &writes);
         self.progress.set_journaled(seq);
         self.progress.unapplied_writes.fetch_add(writes.len() as u64, Ordering::AcqRel);
-        self.unapplied.push_back((seq, writes.iter().map(|write| (write.table, write.key.clone())).collect()));
+        // Only what the overlay holds needs pruning later.
+        let kept = writes.iter().filter(|write| write.table.point_read());
+        self.unapplied.push_back((seq, kept.map(|write| (write.table, write.key.clone())).collect()));
         if self.materializer.send(Applied::Entry(seq, writes)).is_err() {
             tracing::error!("the materializer has stopped; the tables will catch up at the next start");
         }
@@ -452,6 +445,13 @@ pub(crate) fn apply_entries(db: &Database, entries: &[(u64, Vec<Write>)], last: 
 /// The counter holding the journal seq the tables are up to date with.
 pub(crate) const JOURNAL_APPLIED: &str = "journal_applied";
 
+/// A counter as the tables hold it (0 when never written).
+pub(crate) fn read_counter(db: &Database, name: &str) -> Result<u64> {
+    let txn = db.begin_read().map_err(db_error)?;
+    let counters = txn.open_table(COUNTERS).map_err(db_error)?;
+    Ok(counters.get(name).map_err(db_error)?.map(|value| value.value()).unwrap_or(0))
+}
+
 /// A group's reads and writes: reads see this group's own writes first, then
 /// the overlay (journaled, maybe not yet in the tables), then the snapshot.
 /// A key written twice in a group is journaled once, with its last value.
@@ -482,13 +482,7 @@ impl<'a> View<'a> {
     }
 
     fn get_u64(&self, table: TableId, key: Key) -> Result<Option<u64>> {
-        self.get(table, key)?
-            .map(|bytes| {
-                <[u8; 8]>::try_from(bytes.as_ref())
-                    .map(u64::from_le_bytes)
-                    .map_err(|_| StorageError::Invalid(format!("a {table:?} value is not 8 bytes")))
-            })
-            .transpose()
+        self.get(table, key)?.map(|bytes| u64_value(&bytes)).transpose()
     }
 
     fn contains(&self, table: TableId, key: Key) -> Result<bool> {
