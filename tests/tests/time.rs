@@ -23,6 +23,11 @@ async fn harness_with_clock(
     Ok((harness, clock))
 }
 
+/// An agent's row of `GET /api/v1/workload`.
+fn agent_row<'a>(workload: &'a Value, id: &str) -> &'a Value {
+    workload["agents"].as_array().unwrap().iter().find(|agent| agent["id"] == id).unwrap()
+}
+
 fn sla_frame(kind: &'static str, state: &'static str) -> impl Fn(&Value) -> bool {
     move |frame| frame["type"] == "sla" && frame["kind"] == kind && frame["state"] == state
 }
@@ -69,11 +74,9 @@ async fn first_response_warns_at_80_percent_breaches_at_100_and_idle_conversatio
     );
 
     let (_, workload) = harness.get("/api/v1/workload", MANAGER_TOKEN).await?;
-    let agent_row =
-        |id: &str| workload["agents"].as_array().unwrap().iter().find(|agent| agent["id"] == id).unwrap().clone();
-    assert_eq!(agent_row("a1")["frt_breaches"], 1, "today's first-response breaches: {workload}");
-    assert_eq!(agent_row("a2")["open_windows"], 1, "{workload}");
-    assert_eq!(agent_row("a1")["open_windows"], 0, "{workload}");
+    assert_eq!(agent_row(&workload, "a1")["frt_breaches"], 1, "today's first-response breaches: {workload}");
+    assert_eq!(agent_row(&workload, "a2")["open_windows"], 1, "{workload}");
+    assert_eq!(agent_row(&workload, "a1")["open_windows"], 0, "{workload}");
     let metrics = harness
         .http
         .get(format!("{}/metrics", harness.base_url()))
@@ -326,8 +329,8 @@ async fn todays_first_response_breaches_survive_a_restart_after_the_conversation
     let restarted_clock = ManualClock::new(clock.now_ms_for_test());
     harness.restart(StartOptions { clock: restarted_clock, outbound: None }).await?;
     let (_, workload) = harness.get("/api/v1/workload", MANAGER_TOKEN).await?;
-    let row = workload["agents"].as_array().unwrap().iter().find(|row| row["id"] == "a1").unwrap().clone();
-    assert_eq!(row["frt_breaches"], 1, "the closed conversation's breach still counts today: {workload}");
+    let breaches = &agent_row(&workload, "a1")["frt_breaches"];
+    assert_eq!(breaches, 1, "the closed conversation's breach still counts today: {workload}");
     harness.shutdown().await;
     Ok(())
 }
