@@ -22,7 +22,7 @@ use crate::{Result, StorageError, db_error};
 
 /// The tables, as they are named in the journal (stable numbers: do not
 /// reorder).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TableId {
     Counters = 0,
     Inbox = 1,
@@ -73,7 +73,9 @@ impl TryFrom<u8> for TableId {
 }
 
 /// A key of any table. Which shape a table takes is fixed in `tables.rs`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// Keys of one table order as redb orders them (strings by bytes, tuples
+/// field by field).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Key {
     Str(String),
     U64(u64),
@@ -474,7 +476,21 @@ fn unit(_: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Applies journaled writes, in order, to the redb tables of `txn`.
+/// The writes that decide the tables' contents: the last write of each key
+/// (an earlier one is overwritten within the same transaction anyway),
+/// ordered by table and key so the B-tree pages are visited in order.
+pub(crate) fn last_writes<'a>(writes: impl IntoIterator<Item = &'a Write>) -> Vec<&'a Write> {
+    let mut last: std::collections::HashMap<(TableId, &Key), &Write> = std::collections::HashMap::new();
+    for write in writes {
+        last.insert((write.table, &write.key), write);
+    }
+    let mut writes: Vec<&Write> = last.into_values().collect();
+    writes.sort_unstable_by(|a, b| (a.table, &a.key).cmp(&(b.table, &b.key)));
+    writes
+}
+
+/// Applies journaled writes to the redb tables of `txn`. Writes to one key
+/// are applied in the order given.
 pub(crate) fn materialize<'a>(txn: &WriteTransaction, writes: impl IntoIterator<Item = &'a Write>) -> Result<()> {
     let mut counters = txn.open_table(COUNTERS).map_err(db_error)?;
     let mut inbox = txn.open_table(INBOX).map_err(db_error)?;
@@ -547,5 +563,27 @@ mod tests {
         encode_entry(42, &writes, &mut bytes);
         assert_eq!(decode_entry(&bytes).unwrap(), (42, writes));
         assert!(decode_entry(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn only_the_last_write_of_a_key_is_applied_in_key_order() {
+        let key = |id: &str| Key::Str(id.into());
+        let writes = vec![
+            Write::put(TableId::Conversations, key("cv2"), vec![1]),
+            Write::put(TableId::Agents, key("a1"), vec![1]),
+            Write::put(TableId::Conversations, key("cv1"), vec![1]),
+            Write::put(TableId::Conversations, key("cv2"), vec![2]),
+            Write::delete(TableId::Conversations, key("cv1")),
+            Write::put(TableId::Agents, key("a1"), vec![3]),
+        ];
+        let last: Vec<Write> = last_writes(&writes).into_iter().cloned().collect();
+        assert_eq!(
+            last,
+            vec![
+                Write::delete(TableId::Conversations, key("cv1")),
+                Write::put(TableId::Conversations, key("cv2"), vec![2]),
+                Write::put(TableId::Agents, key("a1"), vec![3]),
+            ]
+        );
     }
 }

@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use bytes::Bytes;
 
-use crate::changes::{Key, Overlay, Progress, Snapshot, TableId, Write, materialize, u64_value};
+use crate::changes::{Key, Overlay, Progress, Snapshot, TableId, Write, last_writes, materialize, u64_value};
 use crate::journal::Journal;
 use crate::records::{decode, decode_json, encode, encode_json};
 use crate::tables::*;
@@ -437,7 +437,9 @@ pub(crate) fn apply_entries(db: &Database, entries: &[(u64, Vec<Write>)], last: 
     let mut txn = db.begin_write().map_err(db_error)?;
     txn.set_durability(Durability::Immediate);
     txn.set_quick_repair(true);
-    materialize(&txn, entries.iter().flat_map(|(_, writes)| writes.iter()))?;
+    let writes = last_writes(entries.iter().flat_map(|(_, writes)| writes.iter()));
+    metrics::histogram!("switchboard_store_materialize_distinct_writes").record(writes.len() as f64);
+    materialize(&txn, writes)?;
     txn.open_table(COUNTERS).map_err(db_error)?.insert(JOURNAL_APPLIED, last).map_err(db_error)?;
     txn.commit().map_err(db_error)
 }
