@@ -171,6 +171,7 @@ impl System {
             unreachable!("the directory is set once");
         }
         let _ = sink.shared.set(shared.clone());
+        let spawned_ms = started.elapsed().as_millis();
 
         // Deadlines are stored, not scheduled: arm every open conversation's
         // again (overdue ones fire at once; their owners ignore stale ones).
@@ -185,8 +186,10 @@ impl System {
                 },
             ),
         );
+        let armed_ms = started.elapsed().as_millis();
         let open_count = open.len();
         requeue(&shared, open, None);
+        let requeued_ms = started.elapsed().as_millis();
         for entry in inbox {
             let _ = manager.cast(ManagerMsg::inbound(entry));
         }
@@ -198,6 +201,9 @@ impl System {
             open_conversations = open_count,
             store_opened_ms,
             open_read_ms,
+            spawned_ms,
+            armed_ms,
+            requeued_ms,
             ready_ms = started.elapsed().as_millis(),
             "actors started"
         );
