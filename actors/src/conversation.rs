@@ -133,6 +133,17 @@ impl Actor for ConversationActor {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        // Boxed: ractor keeps the handler's future inside every actor's task,
+        // sized for the largest state it can reach, even while the actor
+        // waits for its next message. Boxing it makes that cost per message
+        // handled instead of per live conversation.
+        Box::pin(state.handle(message)).await
+    }
+}
+
+impl ConversationState {
+    async fn handle(&mut self, message: ConversationMsg) -> Result<(), ActorProcessingErr> {
+        let state = self;
         state.load()?;
         match message {
             ConversationMsg::Inbound(entry) => state.on_inbound(*entry).await?,
@@ -157,9 +168,7 @@ impl Actor for ConversationActor {
         }
         Ok(())
     }
-}
 
-impl ConversationState {
     fn load(&mut self) -> Result<(), ActorProcessingErr> {
         if self.loaded {
             return Ok(());
