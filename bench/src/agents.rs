@@ -65,9 +65,6 @@ pub struct FleetSettings {
     /// At most this many WebSocket handshakes at once (`None`: no limit), so
     /// thousands of agents connect gradually.
     pub connect_concurrency: Option<usize>,
-    /// Small client buffers (4 KiB read, no write buffer) instead of
-    /// tungstenite's 128 KiB read buffer: thousands of agents in little memory.
-    pub small_buffers: bool,
 }
 
 /// What the agents saw. Plain counters; `snapshot` copies them for deltas.
@@ -544,8 +541,7 @@ async fn run_session(shared: &FleetShared, agent: &mut AgentState, stop: &mut wa
         },
         None => None,
     };
-    let config = shared.settings.small_buffers.then(small_client_config);
-    let connecting = tokio_tungstenite::connect_async_with_config(request, config, true);
+    let connecting = tokio_tungstenite::connect_async_with_config(request, Some(small_client_config()), true);
     let socket = tokio::select! {
         connected = tokio::time::timeout(CONNECT_TIMEOUT, connecting) => match connected {
             Ok(Ok((socket, _response))) => socket,
@@ -565,6 +561,9 @@ async fn run_session(shared: &FleetShared, agent: &mut AgentState, stop: &mut wa
 }
 
 /// 4 KiB read buffer, frames written straight through (no write buffer).
+/// tungstenite's default read buffer is 128 KiB, which costs 134 KiB of memory
+/// per agent and zero-fills 128 KiB on every read: measured at 3,000 msg/s,
+/// 16 % of the agents' CPU went to that memset.
 pub fn small_client_config() -> WebSocketConfig {
     WebSocketConfig::default().read_buffer_size(4 * 1024).write_buffer_size(0)
 }

@@ -414,7 +414,6 @@ async fn run_scenario(
     let mut options = run_options(&common, agents, capacity, slo_p99);
     if let Plan::Agents { connect_batch, .. } = &plan {
         options.connect_concurrency = Some(*connect_batch);
-        options.small_ws_buffers = true;
         options.online_timeout = Duration::from_secs(60).max(Duration::from_millis(agents as u64 * 20));
     }
     let engine_result = match &plan {

@@ -4,6 +4,11 @@
 use clap::Parser;
 use switchboard_bench::cli::{Cli, run};
 
+/// The engine's allocator: the harness shares the engine's two cores, so it
+/// should spend as little of them as it can.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -63,8 +63,6 @@ pub struct RunOptions {
     pub pause_between_steps: Duration,
     /// At most this many agent handshakes at once (`None`: all at once).
     pub connect_concurrency: Option<usize>,
-    /// Agents use small WebSocket buffers (see `agents::small_client_config`).
-    pub small_ws_buffers: bool,
     /// How long every agent has to come online.
     pub online_timeout: Duration,
 }
@@ -84,7 +82,6 @@ impl Default for RunOptions {
             slo_p99: Duration::from_millis(50),
             pause_between_steps: Duration::from_secs(1),
             connect_concurrency: None,
-            small_ws_buffers: false,
             online_timeout: Duration::from_secs(30),
         }
     }
@@ -195,7 +192,6 @@ impl LoadRun {
                     think_time: options.think_time,
                     idle_close: options.idle_close,
                     connect_concurrency: options.connect_concurrency,
-                    small_buffers: options.small_ws_buffers,
                 },
                 ledger.clone(),
             );
