@@ -38,9 +38,14 @@ pub enum Command {
     },
 }
 
+/// The log filter when `RUST_LOG` is not set. `ractor=warn`: ractor opens an
+/// INFO span per actor (a million conversations, a million spans) and enters
+/// it for every message it handles.
+pub const DEFAULT_LOG_FILTER: &str = "info,hyper=warn,reqwest=warn,ractor=warn";
+
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hyper=warn,reqwest=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
 }
 
