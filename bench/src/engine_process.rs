@@ -17,6 +17,11 @@ use crate::{
     BENCH_ACCESS_TOKEN, BENCH_APP_SECRET, BENCH_MANAGER_ID, BENCH_MANAGER_TOKEN, BENCH_TEAM, BENCH_VERIFY_TOKEN,
 };
 
+/// The engine's log filter (`RUST_LOG` syntax) for the engines the bench
+/// starts; their log is `engine.log` in the run's data directory. Default
+/// `warn`.
+pub const ENGINE_LOG_VAR: &str = "SWITCHBOARD_BENCH_ENGINE_LOG";
+
 /// What the harness's engine configuration depends on.
 #[derive(Clone, Debug)]
 pub struct EngineConfigOptions {
@@ -144,9 +149,12 @@ impl EngineProcess {
         if let Some(listen) = listen {
             command.arg("--listen").arg(listen.to_string());
         }
-        let log_filter = std::env::var("SWITCHBOARD_BENCH_ENGINE_LOG").unwrap_or_else(|_| "warn".to_owned());
+        let log_filter = std::env::var(ENGINE_LOG_VAR).unwrap_or_else(|_| "warn".to_owned());
         command
             .env("RUST_LOG", log_filter)
+            // The engine reads every SWITCHBOARD_* variable as a configuration
+            // key and would refuse this one.
+            .env_remove(ENGINE_LOG_VAR)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
