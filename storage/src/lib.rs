@@ -84,7 +84,7 @@ impl Default for StoreOptions {
             max_group: 4_096,
             cache_bytes: 256 * 1024 * 1024,
             journal_segment_bytes: 64 * 1024 * 1024,
-            max_unapplied_writes: 250_000,
+            max_unapplied_writes: 100_000,
         }
     }
 }
