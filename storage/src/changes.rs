@@ -352,6 +352,10 @@ impl Progress {
         if self.unapplied_writes.load(Ordering::Acquire) <= limit {
             return;
         }
+        // The materializer applies what it has gathered now instead of
+        // gathering on: nothing more arrives while the writer waits.
+        self.hurry.store(true, Ordering::Release);
+        metrics::counter!("switchboard_store_lag_waits_total").increment(1);
         let _ = self.changed.wait_timeout_while(self.lock(), CATCH_UP_TIMEOUT, |_| {
             self.unapplied_writes.load(Ordering::Acquire) > limit
         });
