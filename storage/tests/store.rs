@@ -223,6 +223,13 @@ async fn concurrent_commits_without_grouping() {
     concurrent_commits(StoreOptions { max_group: 1, ..Default::default() }).await;
 }
 
+/// Every commit finds the tables behind by more than the bound and waits for
+/// the materializer: nothing is lost, duplicated or reordered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn concurrent_commits_over_the_lag_bound() {
+    concurrent_commits(StoreOptions { max_unapplied_writes: 1, ..Default::default() }).await;
+}
+
 async fn concurrent_commits(options: StoreOptions) {
     const N: usize = 200;
     let dir = tempfile::tempdir().unwrap();
