@@ -143,26 +143,25 @@ impl Actor for ConversationActor {
 
 impl ConversationState {
     async fn handle(&mut self, message: ConversationMsg) -> Result<(), ActorProcessingErr> {
-        let state = self;
-        state.load()?;
+        self.load()?;
         match message {
-            ConversationMsg::Inbound(entry) => state.on_inbound(*entry).await?,
+            ConversationMsg::Inbound(entry) => self.on_inbound(*entry).await?,
             ConversationMsg::Direct { ingest, reply } => {
-                let outcome = state.on_direct(*ingest).await?;
+                let outcome = self.on_direct(*ingest).await?;
                 let _ = reply.send(outcome);
             }
-            ConversationMsg::Assign { conversation_id, agent_id } => state.on_assign(conversation_id, agent_id).await?,
+            ConversationMsg::Assign { conversation_id, agent_id } => self.on_assign(conversation_id, agent_id).await?,
             ConversationMsg::Unassign { conversation_id, agent_id, reason } => {
-                state.on_unassign(conversation_id, agent_id, reason).await?
+                self.on_unassign(conversation_id, agent_id, reason).await?
             }
             ConversationMsg::Request { principal, conversation_id, kind, reply } => {
-                state.on_request(principal, conversation_id, kind, reply).await?
+                self.on_request(principal, conversation_id, kind, reply).await?
             }
-            ConversationMsg::SendCompleted(pending, result) => state.on_send_completed(*pending, result).await?,
+            ConversationMsg::SendCompleted(pending, result) => self.on_send_completed(*pending, result).await?,
             // Armed again from the store at the next start.
-            ConversationMsg::Deadline { .. } if state.shared.stopping() => {}
+            ConversationMsg::Deadline { .. } if self.shared.stopping() => {}
             ConversationMsg::Deadline { conversation_id, kind, due } => {
-                state.on_deadline(conversation_id, kind, due).await?
+                self.on_deadline(conversation_id, kind, due).await?
             }
             ConversationMsg::FailForTest => return Err("failure injected by a test".into()),
         }
