@@ -7,6 +7,7 @@
 //! - [`ws`]: the WebSocket frames of the contract's §3.
 //! - [`error`]: the error shape and stable codes of §4.
 //! - [`codec`]: JSON and MessagePack encodings of frames.
+//! - [`json`]: the strict check serde_json does not make (a key twice in an object).
 //! - [`time`]: unix milliseconds and the RFC 3339 strings clients see.
 //!
 //! Deliberately absent: IO, async, clocks. This crate only describes data;
@@ -15,6 +16,7 @@
 pub mod codec;
 pub mod error;
 pub mod graph;
+pub mod json;
 pub mod model;
 pub mod time;
 pub mod webhook;

@@ -7,6 +7,8 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
+use crate::json::StrictJsonError;
+
 /// The body of `POST /webhooks/whatsapp`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WebhookPayload {
@@ -42,6 +44,9 @@ pub enum PayloadError {
     Json(String),
     #[error("the body is not a WhatsApp webhook: {0}")]
     Shape(String),
+    /// A key twice in one object: a lenient parser would keep only the last.
+    #[error("{0}")]
+    DuplicateKey(String),
 }
 
 pub const WHATSAPP_OBJECT: &str = "whatsapp_business_account";
@@ -51,6 +56,10 @@ impl WebhookPayload {
     /// `entry` an array of objects whose `changes` is an array of `{field, value}`,
     /// and every `messages` change has a well-formed value.
     pub fn parse(body: &[u8]) -> Result<WebhookPayload, PayloadError> {
+        crate::json::reject_duplicate_keys(body).map_err(|error| match error {
+            StrictJsonError::Json(message) => PayloadError::Json(message),
+            duplicate @ StrictJsonError::DuplicateKey { .. } => PayloadError::DuplicateKey(duplicate.to_string()),
+        })?;
         let raw: Value = serde_json::from_slice(body).map_err(|error| PayloadError::Json(error.to_string()))?;
         let payload: WebhookPayload =
             serde_json::from_value(raw).map_err(|error| PayloadError::Shape(error.to_string()))?;
@@ -445,6 +454,15 @@ mod tests {
         ] {
             assert!(WebhookPayload::parse(body.as_bytes()).is_err(), "accepted {body}");
         }
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_naming_the_key() {
+        let body = text_payload("").replace(r#""messages":["#, r#""messages":[],"messages":["#);
+        let error = WebhookPayload::parse(body.as_bytes()).unwrap_err();
+        assert!(matches!(error, PayloadError::DuplicateKey(_)), "{error}");
+        let message = error.to_string();
+        assert!(message.contains("\"messages\"") && message.contains("entry[0].changes[0].value"), "{message}");
     }
 
     #[test]
