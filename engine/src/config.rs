@@ -44,6 +44,66 @@ pub struct ServerConfig {
     pub metrics_public: bool,
     #[serde(default)]
     pub metrics_token: Option<String>,
+    /// A client must send a request's headers within this time (and an idle
+    /// keep-alive connection is closed after it).
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// A request's body must arrive in full within this time.
+    #[serde(default = "default_body_read_timeout_ms")]
+    pub body_read_timeout_ms: u64,
+    /// The largest body of a REST request.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// The largest webhook body (Meta batches up to about 3 MB).
+    #[serde(default = "default_webhook_max_body_bytes")]
+    pub webhook_max_body_bytes: usize,
+    /// Webhook body bytes held at once, all requests together; past it a
+    /// webhook is answered 503 at once (Meta retries).
+    #[serde(default = "default_webhook_bytes_in_flight")]
+    pub webhook_bytes_in_flight: usize,
+    /// The largest WebSocket message (and frame) a client may send.
+    #[serde(default = "default_ws_max_message_bytes")]
+    pub ws_max_message_bytes: usize,
+    /// A frame the client does not take within this time drops the session
+    /// and resets its connection.
+    #[serde(default = "default_ws_write_timeout_ms")]
+    pub ws_write_timeout_ms: u64,
+    /// Requests of one WebSocket session being handled at once; past it the
+    /// session reads no more frames until one is answered.
+    #[serde(default = "default_ws_requests_in_flight")]
+    pub ws_requests_in_flight: usize,
+}
+
+fn default_header_read_timeout_ms() -> u64 {
+    30_000
+}
+
+fn default_body_read_timeout_ms() -> u64 {
+    30_000
+}
+
+fn default_max_body_bytes() -> usize {
+    2 << 20
+}
+
+fn default_webhook_max_body_bytes() -> usize {
+    8 << 20
+}
+
+fn default_webhook_bytes_in_flight() -> usize {
+    32 << 20
+}
+
+fn default_ws_max_message_bytes() -> usize {
+    1 << 20
+}
+
+fn default_ws_write_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_ws_requests_in_flight() -> usize {
+    64
 }
 
 fn default_listen() -> String {
@@ -237,6 +297,30 @@ impl Config {
             if value.trim().is_empty() {
                 return fail(key, "must not be empty".to_owned());
             }
+        }
+        let server = &self.server;
+        for (key, value) in [
+            ("server.header_read_timeout_ms", server.header_read_timeout_ms as usize),
+            ("server.body_read_timeout_ms", server.body_read_timeout_ms as usize),
+            ("server.max_body_bytes", server.max_body_bytes),
+            ("server.webhook_max_body_bytes", server.webhook_max_body_bytes),
+            ("server.webhook_bytes_in_flight", server.webhook_bytes_in_flight),
+            ("server.ws_max_message_bytes", server.ws_max_message_bytes),
+            ("server.ws_write_timeout_ms", server.ws_write_timeout_ms as usize),
+            ("server.ws_requests_in_flight", server.ws_requests_in_flight),
+        ] {
+            if value == 0 {
+                return fail(key, "must be greater than 0".to_owned());
+            }
+        }
+        if server.webhook_bytes_in_flight < server.webhook_max_body_bytes {
+            return fail(
+                "server.webhook_bytes_in_flight",
+                format!(
+                    "{} is below server.webhook_max_body_bytes ({}): the largest webhook could never be taken",
+                    server.webhook_bytes_in_flight, server.webhook_max_body_bytes
+                ),
+            );
         }
         let base = &self.whatsapp.graph_base_url;
         if !(base.starts_with("http://") || base.starts_with("https://")) {

@@ -8,9 +8,9 @@ use actors::conversation::RequestKind;
 use actors::shared::Principal;
 use axum::Json;
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use protocol::model::ConversationStatus;
@@ -38,7 +38,122 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/", get(|| async { Html(include_str!("../assets/dashboard.html")) }))
         .route("/agent", get(|| async { Html(include_str!("../assets/agent.html")) }))
         .fallback(|| async { error_response(ApiError::not_found("no such endpoint; see docs/API.md")) })
+        .layer(axum::middleware::map_response(contract_errors))
         .with_state(state)
+}
+
+/// Refusals made by the framework rather than a handler (a method a path
+/// does not take, an extractor that cannot read the request) come as plain
+/// text or an empty body: they become the contract's JSON here, with a §4
+/// status (docs/API.md "Errors"). Handlers' own errors are JSON already.
+async fn contract_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let allow: Option<Vec<String>> =
+        response.headers().get(header::ALLOW).and_then(|value| value.to_str().ok()).map(|value| {
+            value.split(',').map(|method| method.trim().to_owned()).filter(|method| !method.is_empty()).collect()
+        });
+    let text = axum::body::to_bytes(response.into_body(), 16 * 1024)
+        .await
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
+        .unwrap_or_default();
+    let mut answer = error_response(framework_error(status, allow.as_deref(), &text));
+    if let Some(allow) = allow
+        && let Ok(value) = HeaderValue::from_str(&allow.join(", "))
+    {
+        answer.headers_mut().insert(header::ALLOW, value);
+    }
+    answer
+}
+
+/// The contract's error for a framework refusal with `status`. The contract
+/// has no 405 or 413: an unsupported method is `not_found` (no endpoint
+/// answers that method on that path), a body too large is `bad_request`.
+fn framework_error(status: StatusCode, allow: Option<&[String]>, text: &str) -> ApiError {
+    let said = if text.is_empty() { String::new() } else { format!(" ({text})") };
+    match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let allow = allow.unwrap_or_default();
+            ApiError::not_found(format!("this path does not take that method; it takes {}", allow.join(", ")))
+                .with_detail(json!({ "allow": allow }))
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::bad_request(format!(
+            "the body is larger than this endpoint takes{said}; see docs/CONFIGURATION.md"
+        )),
+        StatusCode::UNAUTHORIZED => ApiError::new(ErrorCode::Unauthorized, format!("authentication failed{said}")),
+        StatusCode::FORBIDDEN => ApiError::forbidden(format!("not allowed{said}")),
+        StatusCode::NOT_FOUND => ApiError::not_found(format!("no such endpoint{said}; see docs/API.md")),
+        StatusCode::TOO_MANY_REQUESTS => {
+            ApiError::new(ErrorCode::RateLimited, format!("too many requests{said}; retry later"))
+        }
+        StatusCode::BAD_GATEWAY => ApiError::new(ErrorCode::UpstreamError, format!("upstream failure{said}")),
+        status if status.is_server_error() => {
+            tracing::error!(%status, text, "framework error");
+            ApiError::unavailable("the server could not handle this request; retry shortly")
+        }
+        _ => ApiError::bad_request(format!("the request cannot be read{said}; see docs/API.md")),
+    }
+}
+
+/// A body larger than `limit` bytes, refused before it is read (or as soon
+/// as it passes the limit).
+fn body_too_large(limit: usize, key: &str) -> ApiError {
+    ApiError::bad_request(format!("the body is larger than {limit} bytes, the most this endpoint takes ({key})"))
+        .with_detail(json!({ "limit_bytes": limit }))
+}
+
+/// The announced `Content-Length`, when there is one.
+fn content_length(headers: &HeaderMap) -> Option<usize> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// Reads a whole body of at most `limit` bytes within the body read timeout.
+/// A `Content-Length` above the limit is refused before anything is read.
+async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    key: &str,
+) -> Result<Bytes, ApiError> {
+    use futures_util::StreamExt;
+    let announced = content_length(headers);
+    if announced.is_some_and(|length| length > limit) {
+        return Err(body_too_large(limit, key));
+    }
+    let timeout_ms = state.config.server.body_read_timeout_ms;
+    let read = async {
+        let mut collected = Vec::with_capacity(announced.unwrap_or(0));
+        let mut chunks = body.into_data_stream();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|error| ApiError::bad_request(format!("the body could not be read: {error}")))?;
+            if collected.len() + chunk.len() > limit {
+                return Err(body_too_large(limit, key));
+            }
+            collected.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(collected))
+    };
+    tokio::time::timeout(std::time::Duration::from_millis(timeout_ms), read).await.unwrap_or_else(|_| {
+        Err(ApiError::bad_request(format!(
+            "the body did not arrive in full within {timeout_ms} ms (server.body_read_timeout_ms)"
+        )))
+    })
+}
+
+/// Parses the query string into `T` once the caller is authenticated, or a
+/// `bad_request` naming the parameter.
+pub fn parse_query<T: serde::de::DeserializeOwned>(uri: &Uri) -> Result<T, ApiError> {
+    Query::<T>::try_from_uri(uri).map(|Query(query)| query).map_err(|rejection| {
+        ApiError::bad_request(format!("the query string cannot be read: {}", rejection.body_text()))
+    })
 }
 
 /// An error as the contract's JSON body with its HTTP status.
@@ -74,11 +189,35 @@ async fn verify_subscription(State(state): State<Arc<AppState>>, Query(query): Q
         (Some("subscribe"), true, Some(challenge)) => {
             ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], challenge).into_response()
         }
-        _ => (StatusCode::FORBIDDEN, "verification failed").into_response(),
+        _ => error_response(ApiError::forbidden(
+            "verification failed: hub.mode must be subscribe and hub.verify_token must equal whatsapp.verify_token",
+        )),
     }
 }
 
-async fn receive_webhook(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn receive_webhook(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let limit = state.config.server.webhook_max_body_bytes;
+    if content_length(&headers).is_some_and(|length| length > limit) {
+        metrics::counter!("switchboard_webhooks_total", "outcome" => "too_large").increment(1);
+        return error_response(body_too_large(limit, "server.webhook_max_body_bytes"));
+    }
+    // Bodies held at once are bounded: the announced size (or the limit,
+    // for a body of unknown size) is reserved before the body is read and
+    // kept until the answer. Past the bound Meta gets 503 at once, and retries.
+    let reserved_kib = content_length(&headers).unwrap_or(limit).div_ceil(1024);
+    let Ok(_reservation) = state.webhook_kib_in_flight.clone().try_acquire_many_owned(reserved_kib as u32) else {
+        metrics::counter!("switchboard_webhooks_total", "outcome" => "busy").increment(1);
+        return error_response(ApiError::unavailable(
+            "too many webhook bytes are being received at once (server.webhook_bytes_in_flight); retry shortly",
+        ));
+    };
+    let body = match read_body(&state, &headers, body, limit, "server.webhook_max_body_bytes").await {
+        Ok(body) => body,
+        Err(error) => {
+            metrics::counter!("switchboard_webhooks_total", "outcome" => "bad_body").increment(1);
+            return error_response(error);
+        }
+    };
     let signature_header = headers.get("x-hub-signature-256").and_then(|value| value.to_str().ok());
     if !signature::verify(state.config.whatsapp.app_secret.as_bytes(), signature_header, &body) {
         metrics::counter!("switchboard_webhooks_total", "outcome" => "bad_signature").increment(1);
@@ -207,13 +346,10 @@ struct ListQuery {
     before: Option<String>,
 }
 
-async fn list_conversations(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Query(query): Query<ListQuery>,
-) -> Response {
+async fn list_conversations(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: Uri) -> Response {
     let request = (|| {
         let principal = principal(&state, &headers)?;
+        let query: ListQuery = parse_query(&uri)?;
         let system = system(&state)?.clone();
         let status = match query.status.as_deref() {
             None | Some("") => None,
@@ -332,8 +468,17 @@ async fn conversation_action(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path((id, action)): Path<(String, String)>,
-    body: Bytes,
+    body: Body,
 ) -> Response {
+    // Who asks comes before what they send.
+    if let Err(error) = principal(&state, &headers) {
+        return error_response(error);
+    }
+    let limit = state.config.server.max_body_bytes;
+    let body = match read_body(&state, &headers, body, limit, "server.max_body_bytes").await {
+        Ok(body) => body,
+        Err(error) => return error_response(error),
+    };
     conversation_request(&state, &headers, &id, || request_kind(&action, &body)).await
 }
 

@@ -1,6 +1,7 @@
 //! The `switchboard` binary's library: everything that touches the outside
 //! world. HTTP and WebSocket ([`http`], [`ws`]), the Graph API client
 //! ([`graph`]), configuration ([`config`]), start and shutdown ([`server`]),
+//! the HTTP/1 accept loop with its timeouts ([`serve`]),
 //! the built-in Cloud API emulator ([`emulator`]) and the demo ([`demo`]).
 //!
 //! This is the only crate that opens sockets, reads the configuration file
@@ -13,6 +14,7 @@ pub mod demo;
 pub mod emulator;
 pub mod graph;
 pub mod http;
+pub mod serve;
 pub mod server;
 pub mod signature;
 pub mod ws;

@@ -8,7 +8,6 @@ use actors::System;
 use actors::clock::{Clock, SharedClock};
 use actors::shared::Outbound;
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -39,6 +38,8 @@ pub struct AppState {
     pub system: OnceLock<Arc<System>>,
     /// Flips to true when the server is stopping; sessions close on it.
     pub stopping: watch::Receiver<bool>,
+    /// Webhook body bytes held at once, in KiB (`server.webhook_bytes_in_flight`).
+    pub webhook_kib_in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -122,18 +123,13 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
         metrics: metrics_handle(),
         system: OnceLock::new(),
         stopping: stopping.clone(),
+        webhook_kib_in_flight: Arc::new(tokio::sync::Semaphore::new(
+            config.server.webhook_bytes_in_flight.div_ceil(1024),
+        )),
     });
     let router = http::router(state.clone());
-    let mut shutdown_signal = stopping.clone();
-    let serving = tokio::spawn(async move {
-        // Pushes are small frames: without TCP_NODELAY each waits for the
-        // client's delayed ACK (~40 ms).
-        axum::serve(listener.tap_io(|tcp| drop(tcp.set_nodelay(true))), router)
-            .with_graceful_shutdown(async move {
-                let _ = shutdown_signal.wait_for(|stopping| *stopping).await;
-            })
-            .await
-    });
+    let header_read_timeout = std::time::Duration::from_millis(config.server.header_read_timeout_ms);
+    let serving = tokio::spawn(crate::serve::serve(listener, router, header_read_timeout, stopping.clone()));
 
     let data_dir: PathBuf = config.server.data_dir.clone();
     let outbound: Arc<dyn Outbound> = match options.outbound {

@@ -2,19 +2,28 @@
 //! MessagePack by subprotocol, welcome, snapshot or replay, live events,
 //! requests answered with `ok`/`error`.
 //!
-//! Each session has a bounded outgoing queue fed by its agent actor; a session
-//! that falls behind is dropped by the actor (never slowing anyone else) and
-//! can come back with `resume_from`.
+//! Every queue of a session is bounded: events come through a channel of
+//! `engine.session_queue` fed by the agent actor (which drops a session that
+//! falls behind, never slowing anyone else); answers through one of
+//! `server.ws_requests_in_flight` (past it the session reads no more requests
+//! until one is answered); the workload feed is a timer of the session loop,
+//! one per session however often it subscribes. A frame the client does not
+//! take within `server.ws_write_timeout_ms` ends the session and resets its
+//! connection. A dropped client can come back with `resume_from`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actors::agent::SessionHandle;
 use actors::conversation::RequestKind;
 use actors::shared::Principal;
+use axum::Extension;
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use protocol::codec::Encoding;
 use protocol::model::Conversation;
@@ -24,41 +33,105 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
-use crate::http::error_response;
+use crate::http::{error_response, parse_query};
+use crate::serve::ConnectionControl;
 use crate::server::AppState;
 
 #[derive(Deserialize)]
-pub struct WsQuery {
+struct TokenQuery {
     token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WsQuery {
     resume_from: Option<u64>,
 }
 
+/// Checked in this order: the token, the query, the upgrade itself.
 pub async fn upgrade(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Query(query): Query<WsQuery>,
-    upgrade: WebSocketUpgrade,
+    uri: Uri,
+    control: Option<Extension<ConnectionControl>>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let principal = match state.tokens.authenticate(&headers, query.token.as_deref()) {
+    // Only `token` is read before authentication; a malformed query is
+    // reported once the caller is known.
+    let token = parse_query::<TokenQuery>(&uri).ok().and_then(|query| query.token);
+    let principal = match state.tokens.authenticate(&headers, token.as_deref()) {
         Ok(principal) => principal,
         Err(error) => return error_response(error),
+    };
+    let query: WsQuery = match parse_query(&uri) {
+        Ok(query) => query,
+        Err(error) => return error_response(error),
+    };
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => {
+            return error_response(ApiError::bad_request(format!(
+                "GET /ws must be a WebSocket upgrade: {}",
+                rejection.body_text()
+            )));
+        }
     };
     if state.system().is_none() {
         return error_response(ApiError::unavailable("the engine is still starting; reconnect shortly"));
     }
+    let max_message = state.config.server.ws_max_message_bytes;
+    let control = control.map(|Extension(control)| control).unwrap_or_default();
     upgrade
         .protocols([SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK])
         .read_buffer_size(1024)
         .write_buffer_size(0)
-        .max_message_size(1 << 20)
+        // A frame's length is checked from its header, before it is buffered.
+        .max_frame_size(max_message)
+        .max_message_size(max_message)
         .on_upgrade(move |socket| async move {
             let encoding = socket
                 .protocol()
                 .and_then(|value| value.to_str().ok())
                 .and_then(|name| Encoding::from_subprotocol(Some(name)))
                 .unwrap_or(Encoding::Json);
-            run_session(state, socket, principal, encoding, query.resume_from).await;
+            run_session(state, socket, control, principal, encoding, query.resume_from).await;
         })
+}
+
+/// Why a frame could not be handed to the client.
+enum SendFailure {
+    /// The connection is gone.
+    Closed,
+    /// The client took nothing within the write timeout.
+    Stalled,
+}
+
+/// The sending half of a session with its write timeout.
+struct Outgoing {
+    sink: SplitSink<WebSocket, WsMessage>,
+    encoding: Encoding,
+    write_timeout: Duration,
+}
+
+impl Outgoing {
+    async fn send_message(&mut self, message: WsMessage) -> Result<(), SendFailure> {
+        match tokio::time::timeout(self.write_timeout, self.sink.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(SendFailure::Closed),
+            Err(_) => Err(SendFailure::Stalled),
+        }
+    }
+
+    async fn send(&mut self, frame: &ServerFrame) -> Result<(), SendFailure> {
+        match encode(self.encoding, frame) {
+            Some(message) => self.send_message(message).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn close(&mut self, code: u16, reason: &'static str) -> Result<(), SendFailure> {
+        let frame = axum::extract::ws::CloseFrame { code, reason: reason.into() };
+        self.send_message(WsMessage::Close(Some(frame))).await
+    }
 }
 
 fn encode(encoding: Encoding, frame: &ServerFrame) -> Option<WsMessage> {
@@ -77,12 +150,34 @@ fn encode(encoding: Encoding, frame: &ServerFrame) -> Option<WsMessage> {
 async fn run_session(
     state: Arc<AppState>,
     socket: WebSocket,
+    control: ConnectionControl,
     principal: Principal,
     encoding: Encoding,
     resume_from: Option<u64>,
 ) {
     let Some(system) = state.system().cloned() else { return };
-    let (mut sink, mut stream) = socket.split();
+    let (sink, stream) = socket.split();
+    let server = &state.config.server;
+    let mut outgoing = Outgoing { sink, encoding, write_timeout: Duration::from_millis(server.ws_write_timeout_ms) };
+    let ended = session_loop(&state, &system, &mut outgoing, stream, &principal, resume_from).await;
+    if let Some(SendFailure::Stalled) = ended {
+        // The client reads nothing: reset the connection rather than leave
+        // what is queued for it, and the socket, waiting on it.
+        metrics::counter!("switchboard_ws_write_timeouts_total").increment(1);
+        tracing::info!(agent_id = %principal.agent_id, "session dropped: the client took no frame within the write timeout");
+        control.reset_on_close();
+    }
+}
+
+/// Runs a session until it ends; returns why sending failed, if it did.
+async fn session_loop(
+    state: &AppState,
+    system: &Arc<actors::System>,
+    outgoing: &mut Outgoing,
+    mut stream: futures_util::stream::SplitStream<WebSocket>,
+    principal: &Principal,
+    resume_from: Option<u64>,
+) -> Option<SendFailure> {
     let session_id = format!("s{:016x}", rand::random::<u64>());
     let (events_tx, mut events) = mpsc::channel(system.settings().session_queue.max(16));
     let handle = SessionHandle { session_id: session_id.clone(), sender: events_tx };
@@ -90,12 +185,7 @@ async fn run_session(
     // events already in the snapshot are skipped by their seq.
     let status = match system.attach(&principal.agent_id, handle).await {
         Ok(status) => status,
-        Err(error) => {
-            if let Some(message) = encode(encoding, &ServerFrame::error(None, error)) {
-                let _ = sink.send(message).await;
-            }
-            return;
-        }
+        Err(error) => return outgoing.send(&ServerFrame::error(None, error)).await.err(),
     };
     let welcome = ServerFrame::Welcome {
         agent_id: principal.agent_id.clone(),
@@ -107,63 +197,68 @@ async fn run_session(
     // The snapshot reads ranges: first let the store's tables catch up with
     // its journal (usually they have), without blocking a runtime thread.
     let reader = system.reader().caught_up().await;
-    let (start_seq, opening) = match opening_frames(&reader, &principal, resume_from) {
+    let (start_seq, opening) = match opening_frames(&reader, principal, resume_from) {
         Ok(opening) => opening,
         Err(error) => {
             tracing::error!(%error, "cannot read the session's snapshot");
             system.detach(&principal.agent_id, &session_id);
-            return;
+            return None;
         }
     };
     for frame in std::iter::once(welcome).chain(opening) {
-        if let Some(message) = encode(encoding, &frame)
-            && sink.send(message).await.is_err()
-        {
+        if let Err(failure) = outgoing.send(&frame).await {
             system.detach(&principal.agent_id, &session_id);
-            return;
+            return Some(failure);
         }
     }
-    // Boxed: an unbounded channel allocates its first block of 32 slots at
-    // once, and a bare ServerFrame is ~400 bytes — 12 KB per idle session.
-    let (replies_tx, mut replies) = mpsc::unbounded_channel::<Box<ServerFrame>>();
+    // Answers of requests handled concurrently. At most `max_in_flight` are
+    // being handled at once, so the channel never holds more than that.
+    // Boxed: a bare ServerFrame is ~400 bytes per slot.
+    let max_in_flight = state.config.server.ws_requests_in_flight.max(1);
+    let (replies_tx, mut replies) = mpsc::channel::<Box<ServerFrame>>(max_in_flight);
+    let mut in_flight = 0usize;
+    let mut workload_feed: Option<tokio::time::Interval> = None;
     let mut stopping = state.stopping.clone();
     let stop_signal = async move {
         let _ = stopping.wait_for(|stopping| *stopping).await;
     };
     tokio::pin!(stop_signal);
-    loop {
+    let ended = loop {
         tokio::select! {
             event = events.recv() => {
                 let Some(frame) = event else {
                     // The agent actor dropped this session (too slow, or restarting).
-                    let _ = sink.send(WsMessage::Close(Some(axum::extract::ws::CloseFrame {
-                        code: 1013,
-                        reason: "fell behind; reconnect with resume_from".into(),
-                    }))).await;
-                    break;
+                    break outgoing.close(1013, "fell behind; reconnect with resume_from").await.err();
                 };
                 if frame.seq().is_some_and(|seq| seq <= start_seq) {
                     continue;
                 }
-                if let Some(message) = encode(encoding, &frame)
-                    && sink.send(message).await.is_err()
-                {
-                    break;
+                if let Err(failure) = outgoing.send(&frame).await {
+                    break Some(failure);
                 }
             }
-            reply = replies.recv() => {
-                if let Some(frame) = reply
-                    && let Some(message) = encode(encoding, &frame)
-                    && sink.send(message).await.is_err()
-                {
-                    break;
+            Some(reply) = replies.recv() => {
+                in_flight -= 1;
+                if let Err(failure) = outgoing.send(&reply).await {
+                    break Some(failure);
                 }
             }
-            incoming = stream.next() => {
+            () = next_tick(&mut workload_feed) => {
+                let workload = system.workload().await;
+                if let Err(failure) = outgoing.send(&ServerFrame::Workload(workload)).await {
+                    break Some(failure);
+                }
+            }
+            incoming = stream.next(), if in_flight < max_in_flight => {
                 let bytes = match incoming {
                     Some(Ok(WsMessage::Text(text))) => text.as_bytes().to_vec(),
                     Some(Ok(WsMessage::Binary(bytes))) => bytes.to_vec(),
-                    Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Err(error)) => {
+                        // Among others, a frame past server.ws_max_message_bytes.
+                        tracing::debug!(%error, agent_id = %principal.agent_id, "session read failed");
+                        break None;
+                    }
+                    Some(Ok(WsMessage::Close(_))) | None => break None,
                     Some(Ok(_)) => continue,
                 };
                 let decoded: Result<ClientFrame, _> = if bytes.first() == Some(&b'{') {
@@ -173,18 +268,27 @@ async fn run_session(
                 };
                 match decoded {
                     Ok(ClientFrame::Subscribe { id, topic }) => {
-                        let answer = subscribe(&system, &principal, &topic, replies_tx.clone());
-                        let frame = match answer {
-                            Ok(()) => ServerFrame::ok(id, Map::new()),
+                        // One feed per session: subscribing again answers
+                        // again and sends a frame now, and starts nothing new.
+                        let answer = match check_subscription(principal, &topic) {
+                            Ok(()) => {
+                                workload_feed.get_or_insert_with(workload_interval);
+                                ServerFrame::ok(id, Map::new())
+                            }
                             Err(error) => ServerFrame::error(id, error),
                         };
-                        let _ = replies_tx.send(Box::new(frame));
-                        if matches!(topic.as_str(), "workload") && principal.role.sees_everything() {
-                            let workload = system.workload().await;
-                            let _ = replies_tx.send(Box::new(ServerFrame::Workload(workload)));
+                        let subscribed = matches!(answer, ServerFrame::Ok { .. });
+                        if let Err(failure) = outgoing.send(&answer).await {
+                            break Some(failure);
+                        }
+                        if subscribed
+                            && let Err(failure) = outgoing.send(&ServerFrame::Workload(system.workload().await)).await
+                        {
+                            break Some(failure);
                         }
                     }
                     Ok(frame) => {
+                        in_flight += 1;
                         let system = system.clone();
                         let principal = principal.clone();
                         let replies_tx = replies_tx.clone();
@@ -194,30 +298,45 @@ async fn run_session(
                                 Ok(body) => ServerFrame::ok(id, body),
                                 Err(error) => ServerFrame::error(id, error),
                             };
-                            let _ = replies_tx.send(Box::new(answer));
+                            // Never waits: at most `max_in_flight` answers are owed.
+                            let _ = replies_tx.send(Box::new(answer)).await;
                         });
                     }
                     Err(error) => {
                         let id = serde_json::from_slice::<Value>(&bytes).ok().and_then(|value| value.get("id").cloned());
                         let error = ApiError::bad_request(format!("cannot read that frame: {error}"));
-                        if let Some(message) = encode(encoding, &ServerFrame::error(id, error))
-                            && sink.send(message).await.is_err()
-                        {
-                            break;
+                        if let Err(failure) = outgoing.send(&ServerFrame::error(id, error)).await {
+                            break Some(failure);
                         }
                     }
                 }
             }
             () = &mut stop_signal => {
-                let _ = sink.send(WsMessage::Close(Some(axum::extract::ws::CloseFrame {
-                    code: 1001,
-                    reason: "server shutting down".into(),
-                }))).await;
-                break;
+                break outgoing.close(1001, "server shutting down").await.err();
             }
         }
-    }
+    };
     system.detach(&principal.agent_id, &session_id);
+    ended
+}
+
+/// The workload feed's timer: the first tick a second from now (the
+/// subscription itself sends a frame at once).
+fn workload_interval() -> tokio::time::Interval {
+    let period = Duration::from_secs(1);
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
+}
+
+/// The next tick of the feed; never, without one.
+async fn next_tick(feed: &mut Option<tokio::time::Interval>) {
+    match feed {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// The snapshot, or the replay of events after `resume_from` when they are
@@ -281,35 +400,15 @@ async fn handle_request(
     }
 }
 
-/// Starts a workload feed for a manager: a frame every second while the
-/// session lives (the first is sent right after the `ok`).
-fn subscribe(
-    system: &Arc<actors::System>,
-    principal: &Principal,
-    topic: &str,
-    replies: mpsc::UnboundedSender<Box<ServerFrame>>,
-) -> Result<(), ApiError> {
+/// Whether `principal` may subscribe to `topic` (a manager's workload feed:
+/// a frame every second while the session lives).
+fn check_subscription(principal: &Principal, topic: &str) -> Result<(), ApiError> {
     if topic != "workload" {
         return Err(ApiError::bad_request(format!("unknown topic {topic:?}; the only topic is \"workload\"")));
     }
     if !principal.role.sees_everything() {
         return Err(ApiError::new(ErrorCode::Forbidden, "the workload feed is for managers and admins"));
     }
-    let system = system.clone();
-    tokio::spawn(async move {
-        let mut interval = tokio::time::interval(std::time::Duration::from_secs(1));
-        interval.tick().await;
-        loop {
-            interval.tick().await;
-            if replies.is_closed() {
-                break;
-            }
-            let workload = system.workload().await;
-            if replies.send(Box::new(ServerFrame::Workload(workload))).is_err() {
-                break;
-            }
-        }
-    });
     Ok(())
 }
 
