@@ -562,6 +562,18 @@ mod tests {
     }
 
     #[test]
+    fn limits_have_defaults_and_are_checked() {
+        let config = Config::load(None, env(&[])).unwrap();
+        assert_eq!(config.server.webhook_max_body_bytes, 8 << 20);
+        assert_eq!(config.server.ws_max_message_bytes, 1 << 20);
+        let error = error_of(EMBEDDED_DEFAULT, &[("SWITCHBOARD_SERVER__WS_WRITE_TIMEOUT_MS", "0")]);
+        assert_eq!(error.key, "server.ws_write_timeout_ms");
+        let error = error_of(EMBEDDED_DEFAULT, &[("SWITCHBOARD_SERVER__WEBHOOK_BYTES_IN_FLIGHT", "1024")]);
+        assert_eq!(error.key, "server.webhook_bytes_in_flight");
+        assert!(error.problem.contains("webhook_max_body_bytes"), "{error}");
+    }
+
+    #[test]
     fn debug_output_never_shows_secrets() {
         let config = Config::load(None, env(&[])).unwrap();
         let shown = format!("{config:?}");

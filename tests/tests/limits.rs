@@ -180,3 +180,34 @@ async fn webhook_bytes_held_at_once_are_bounded() -> TestResult {
     harness.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribing_again_keeps_one_workload_feed() -> TestResult {
+    let harness = Harness::start().await?;
+    let mut manager = harness.connect(MANAGER_TOKEN).await?;
+    manager.expect_type("welcome").await?;
+    manager.expect_type("snapshot").await?;
+    for _ in 0..30 {
+        let answer = manager.request(json!({"type": "subscribe", "topic": "workload"})).await?;
+        assert_eq!(answer["type"], "ok", "{answer}");
+    }
+    // Each subscription sent one frame at once; count what the feed sends
+    // in the next 2.5 s (its period is 1 s): one feed sends 2 or 3, thirty
+    // feeds would send 60 or more.
+    let mut immediate = 0;
+    while manager.buffered().iter().any(|frame| frame["type"] == "workload") {
+        manager.expect_type("workload").await?;
+        immediate += 1;
+    }
+    let window = tokio::time::Instant::now() + Duration::from_millis(2500);
+    let mut fed = 0;
+    while let Ok(frame) = tokio::time::timeout_at(window, manager.next()).await {
+        if frame?["type"] == "workload" {
+            fed += 1;
+        }
+    }
+    assert!(immediate <= 30, "{immediate}");
+    assert!(fed <= 4, "{fed} workload frames in 2.5 s: one feed per subscription");
+    harness.shutdown().await;
+    Ok(())
+}
