@@ -66,10 +66,10 @@ struct Subscription {
 }
 
 async fn verify_subscription(State(state): State<Arc<AppState>>, Query(query): Query<Subscription>) -> Response {
-    let token_ok = query.verify_token.as_deref().is_some_and(|token| {
-        use subtle::ConstantTimeEq;
-        bool::from(token.as_bytes().ct_eq(state.config.whatsapp.verify_token.as_bytes()))
-    });
+    let token_ok = query
+        .verify_token
+        .as_deref()
+        .is_some_and(|token| crate::auth::same_secret(&state.config.whatsapp.verify_token, token));
     match (query.mode.as_deref(), token_ok, query.challenge) {
         (Some("subscribe"), true, Some(challenge)) => {
             ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], challenge).into_response()
@@ -180,7 +180,7 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
     let presented = crate::auth::bearer(&headers);
     let allowed = server.metrics_public
         || presented.is_some_and(|token| {
-            server.metrics_token.as_deref() == Some(token)
+            server.metrics_token.as_deref().is_some_and(|expected| crate::auth::same_secret(expected, token))
                 || state.tokens.principal(token).is_some_and(|principal| principal.role.sees_everything())
         });
     if !allowed {

@@ -138,7 +138,10 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
     let data_dir: PathBuf = config.server.data_dir.clone();
     let outbound: Arc<dyn Outbound> = match options.outbound {
         Some(outbound) => outbound,
-        None => Arc::new(GraphClient::new(&config.whatsapp.graph_base_url, &config.whatsapp.access_token)),
+        None => Arc::new(
+            GraphClient::new(&config.whatsapp.graph_base_url, &config.whatsapp.access_token)
+                .map_err(|problem| anyhow::anyhow!("whatsapp.graph_base_url: {problem}"))?,
+        ),
     };
     let store_options = storage::StoreOptions {
         agent_event_retention: config.engine.agent_event_retention.max(1000),
