@@ -243,6 +243,25 @@ impl System {
         self.shared.now()
     }
 
+    /// Lets what the clock's reading now causes begin, without waiting for
+    /// the housekeeping tick: fires every deadline due and ends the presence
+    /// grace periods that ran out, and returns once each was handed to its
+    /// actor. For a manual clock (tests): a message sent to a conversation
+    /// after this returns (a webhook) reaches its actor after the deadlines,
+    /// so its effects are a marker: whatever the deadlines caused comes
+    /// before it on the agent's session.
+    pub async fn settle_clock(&self) {
+        self.shared.timers.settle().await;
+        let agents: Vec<_> = self.shared.directory().agents.iter().map(|entry| entry.value().clone()).collect();
+        for agent in &agents {
+            let _ = agent.cast(AgentMsg::Tick);
+        }
+        // An agent answers in mailbox order: once it answers, its tick is done.
+        for agent in agents {
+            let _ = ractor::call!(agent, AgentMsg::Workload);
+        }
+    }
+
     /// Stores webhook items durably; answers once every item is committed.
     ///
     /// Inbound messages go straight to their conversation actor, which claims
