@@ -23,6 +23,7 @@ pub mod conversation;
 pub mod deadlines;
 pub mod hours;
 pub mod manager;
+pub mod metrics;
 pub mod router;
 pub mod rules;
 pub mod settings;
@@ -293,7 +294,7 @@ impl System {
             match answer.await {
                 Ok(result) => outcome.ingested.push(result),
                 Err(_) => {
-                    metrics::counter!("switchboard_direct_ingest_fallbacks_total").increment(1);
+                    ::metrics::counter!(crate::metrics::DIRECT_INGEST_FALLBACKS_TOTAL).increment(1);
                     let fallback = self.shared.store.commit(vec![Op::IngestMessage(ingest)]).await?;
                     outcome.ingested.extend(fallback.ingested);
                 }
@@ -594,7 +595,7 @@ impl Actor for RootSupervisor {
             return Ok(());
         };
         let Some(child) = state.children.remove(&cell.get_id()) else { return Ok(()) };
-        metrics::counter!("switchboard_actor_restarts_total").increment(1);
+        ::metrics::counter!(crate::metrics::ACTOR_RESTARTS_TOTAL).increment(1);
         tracing::error!(child = ?child, %error, "actor failed; restarting from the store");
         let open = state.shared.reader.open_conversations()?;
         // Only a restarted agent needs its held conversations (a team gets its queue from requeue).

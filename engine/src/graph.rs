@@ -70,7 +70,8 @@ impl GraphClient {
             let response = match sent {
                 Ok(response) => response,
                 Err(error) => {
-                    metrics::counter!("switchboard_graph_requests_total", "outcome" => "transport_error").increment(1);
+                    metrics::counter!(crate::metrics::GRAPH_REQUESTS_TOTAL, "outcome" => "transport_error")
+                        .increment(1);
                     // Not retried: the request may have reached Meta, and a
                     // second attempt could send the customer the message twice.
                     return Err(ApiError::new(
@@ -88,7 +89,7 @@ impl GraphClient {
                 .map(Duration::from_secs);
             let body = response.bytes().await.unwrap_or_default();
             if status.is_success() {
-                metrics::counter!("switchboard_graph_requests_total", "outcome" => "ok").increment(1);
+                metrics::counter!(crate::metrics::GRAPH_REQUESTS_TOTAL, "outcome" => "ok").increment(1);
                 return serde_json::from_slice(&body).map_err(|error| {
                     ApiError::new(
                         ErrorCode::UpstreamError,
@@ -97,7 +98,7 @@ impl GraphClient {
                 });
             }
             if status.is_redirection() {
-                metrics::counter!("switchboard_graph_requests_total", "outcome" => "error").increment(1);
+                metrics::counter!(crate::metrics::GRAPH_REQUESTS_TOTAL, "outcome" => "error").increment(1);
                 return Err(ApiError::new(
                     ErrorCode::UpstreamError,
                     format!(
@@ -111,7 +112,7 @@ impl GraphClient {
             let code = envelope.as_ref().map(|envelope| envelope.error.code);
             let throttled = status.as_u16() == 429 || code.is_some_and(codes::is_throttling);
             if throttled {
-                metrics::counter!("switchboard_graph_requests_total", "outcome" => "throttled").increment(1);
+                metrics::counter!(crate::metrics::GRAPH_REQUESTS_TOTAL, "outcome" => "throttled").increment(1);
                 let backoff = Duration::from_millis(200u64.saturating_mul(1 << attempt.min(6)));
                 let wait = retry_after.map_or(backoff, |after| after.max(backoff));
                 if started.elapsed() + wait <= self.retry_budget {
@@ -124,7 +125,7 @@ impl GraphClient {
                 )
                 .with_detail(json!({ "meta_code": code, "attempts": attempt })));
             }
-            metrics::counter!("switchboard_graph_requests_total", "outcome" => "error").increment(1);
+            metrics::counter!(crate::metrics::GRAPH_REQUESTS_TOTAL, "outcome" => "error").increment(1);
             return Err(match envelope {
                 Some(envelope) => {
                     let error = envelope.error;

@@ -81,7 +81,7 @@ async fn verify_subscription(State(state): State<Arc<AppState>>, Query(query): Q
 async fn receive_webhook(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     let signature_header = headers.get("x-hub-signature-256").and_then(|value| value.to_str().ok());
     if !signature::verify(state.config.whatsapp.app_secret.as_bytes(), signature_header, &body) {
-        metrics::counter!("switchboard_webhooks_total", "outcome" => "bad_signature").increment(1);
+        metrics::counter!(crate::metrics::WEBHOOKS_TOTAL, "outcome" => "bad_signature").increment(1);
         return error_response(ApiError::new(
             ErrorCode::Unauthorized,
             "X-Hub-Signature-256 is missing or does not match the body; check whatsapp.app_secret",
@@ -90,7 +90,7 @@ async fn receive_webhook(State(state): State<Arc<AppState>>, headers: HeaderMap,
     let ops = match webhook_ops(&body) {
         Ok(ops) => ops,
         Err(error) => {
-            metrics::counter!("switchboard_webhooks_total", "outcome" => "bad_request").increment(1);
+            metrics::counter!(crate::metrics::WEBHOOKS_TOTAL, "outcome" => "bad_request").increment(1);
             return error_response(error);
         }
     };
@@ -100,8 +100,8 @@ async fn receive_webhook(State(state): State<Arc<AppState>>, headers: HeaderMap,
     let started = std::time::Instant::now();
     match system.ingest(ops).await {
         Ok(outcome) => {
-            metrics::histogram!("switchboard_webhook_ingest_seconds").record(started.elapsed().as_secs_f64());
-            metrics::counter!("switchboard_webhooks_total", "outcome" => "ok").increment(1);
+            metrics::histogram!(crate::metrics::WEBHOOK_INGEST_SECONDS).record(started.elapsed().as_secs_f64());
+            metrics::counter!(crate::metrics::WEBHOOKS_TOTAL, "outcome" => "ok").increment(1);
             let count =
                 |wanted: fn(&IngestOutcome) -> bool| outcome.ingested.iter().filter(|item| wanted(item)).count();
             Json(json!({
@@ -111,7 +111,7 @@ async fn receive_webhook(State(state): State<Arc<AppState>>, headers: HeaderMap,
             .into_response()
         }
         Err(error) => {
-            metrics::counter!("switchboard_webhooks_total", "outcome" => "store_error").increment(1);
+            metrics::counter!(crate::metrics::WEBHOOKS_TOTAL, "outcome" => "store_error").increment(1);
             tracing::error!(%error, "webhook not stored");
             error_response(ApiError::unavailable("the payload could not be stored; Meta will retry"))
         }

@@ -13,6 +13,7 @@ pub mod demo;
 pub mod emulator;
 pub mod graph;
 pub mod http;
+pub mod metrics;
 pub mod server;
 pub mod signature;
 pub mod ws;

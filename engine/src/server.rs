@@ -58,6 +58,7 @@ pub fn metrics_handle() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics shows only what this one sees");
             }
+            crate::metrics::describe_all();
             handle
         })
         .clone()
