@@ -141,14 +141,14 @@ impl Actor for AgentActor {
             AgentMsg::Attach { session, reply } => {
                 state.sessions.push(session);
                 state.grace_until = None;
-                metrics::gauge!("switchboard_ws_sessions").increment(1.0);
+                metrics::gauge!(crate::metrics::WS_SESSIONS).increment(1.0);
                 let _ = reply.send(state.status);
             }
             AgentMsg::Detach { session_id } => {
                 let before = state.sessions.len();
                 state.sessions.retain(|session| session.session_id != session_id);
                 if state.sessions.len() < before {
-                    metrics::gauge!("switchboard_ws_sessions").decrement(1.0);
+                    metrics::gauge!(crate::metrics::WS_SESSIONS).decrement(1.0);
                 }
                 if state.sessions.is_empty() {
                     state.grace_until = Some(state.shared.now() + state.shared.settings.presence_grace_ms);
@@ -318,12 +318,12 @@ impl AgentState {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(agent_id = %agent_id, session_id = %session.session_id, "session too slow, disconnecting");
-                metrics::counter!("switchboard_ws_slow_disconnects_total").increment(1);
-                metrics::gauge!("switchboard_ws_sessions").decrement(1.0);
+                metrics::counter!(crate::metrics::WS_SLOW_DISCONNECTS_TOTAL).increment(1);
+                metrics::gauge!(crate::metrics::WS_SESSIONS).decrement(1.0);
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                metrics::gauge!("switchboard_ws_sessions").decrement(1.0);
+                metrics::gauge!(crate::metrics::WS_SESSIONS).decrement(1.0);
                 false
             }
         });

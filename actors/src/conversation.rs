@@ -372,10 +372,10 @@ impl ConversationState {
             return Ok(IngestOutcome::Duplicate); // claimed meanwhile by the inbox path
         }
         self.arm_new(&before, &record);
-        metrics::counter!("switchboard_messages_total", "direction" => "in").increment(1);
+        metrics::counter!(crate::metrics::MESSAGES_TOTAL, "direction" => "in").increment(1);
         self.thread = Some(thread.clone());
         if opened {
-            metrics::counter!("switchboard_conversations_opened_total").increment(1);
+            metrics::counter!(crate::metrics::CONVERSATIONS_OPENED_TOTAL).increment(1);
             self.route(&record, thread.last_closed_by.clone());
         }
         self.open = Some(record);
@@ -437,7 +437,7 @@ impl ConversationState {
             self.route(&record, None);
             return Err(error);
         }
-        metrics::counter!("switchboard_assignments_total").increment(1);
+        metrics::counter!(crate::metrics::ASSIGNMENTS_TOTAL).increment(1);
         if let Some(agent) = agent {
             let _ = agent.cast(AgentMsg::Confirm { conversation_id, thread_key: self.thread_key.clone() });
         }
@@ -494,7 +494,7 @@ impl ConversationState {
                     protocol::ws::SlaState::Warning => "warning",
                     protocol::ws::SlaState::Breached => "breached",
                 };
-                metrics::counter!("switchboard_sla_events_total", "kind" => kind_label, "state" => state_label)
+                metrics::counter!(crate::metrics::SLA_EVENTS_TOTAL, "kind" => kind_label, "state" => state_label)
                     .increment(1);
                 record.clocks.sla_events.push(SlaEventRecord {
                     kind: sla_kind,
@@ -536,7 +536,7 @@ impl ConversationState {
                     },
                 ];
                 self.commit(batch).await?;
-                metrics::counter!("switchboard_idle_reassignments_total").increment(1);
+                metrics::counter!(crate::metrics::IDLE_REASSIGNMENTS_TOTAL).increment(1);
                 if let Some(agent) = self.shared.agent(&previous) {
                     let _ = agent.cast(AgentMsg::Release { conversation_id });
                 }
@@ -698,7 +698,7 @@ impl ConversationState {
         let response = match result {
             Ok(response) => response,
             Err(error) => {
-                metrics::counter!("switchboard_send_failures_total", "code" => error.code.as_str()).increment(1);
+                metrics::counter!(crate::metrics::SEND_FAILURES_TOTAL, "code" => error.code.as_str()).increment(1);
                 let _ = pending.reply.send(Err(error));
                 return Ok(());
             }
@@ -784,7 +784,7 @@ impl ConversationState {
             }
         }
         self.commit(batch).await?;
-        metrics::counter!("switchboard_messages_total", "direction" => "out").increment(1);
+        metrics::counter!(crate::metrics::MESSAGES_TOTAL, "direction" => "out").increment(1);
         if is_open {
             self.arm_new(&before, &record);
             self.open = Some(record);
@@ -842,7 +842,7 @@ impl ConversationState {
             });
         }
         self.commit(batch).await?;
-        metrics::counter!("switchboard_conversations_closed_total").increment(1);
+        metrics::counter!(crate::metrics::CONVERSATIONS_CLOSED_TOTAL).increment(1);
         self.thread = Some(thread);
         self.open = None;
         if let Some(agent) = holder.as_deref().and_then(|agent| self.shared.agent(agent)) {

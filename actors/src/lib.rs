@@ -23,6 +23,7 @@ pub mod conversation;
 pub mod deadlines;
 pub mod hours;
 pub mod manager;
+pub mod metrics;
 pub mod router;
 pub mod rules;
 pub mod settings;
@@ -243,6 +244,25 @@ impl System {
         self.shared.now()
     }
 
+    /// Lets what the clock's reading now causes begin, without waiting for
+    /// the housekeeping tick: fires every deadline due and ends the presence
+    /// grace periods that ran out, and returns once each was handed to its
+    /// actor. For a manual clock (tests): a message sent to a conversation
+    /// after this returns (a webhook) reaches its actor after the deadlines,
+    /// so its effects are a marker: whatever the deadlines caused comes
+    /// before it on the agent's session.
+    pub async fn settle_clock(&self) {
+        self.shared.timers.settle().await;
+        let agents: Vec<_> = self.shared.directory().agents.iter().map(|entry| entry.value().clone()).collect();
+        for agent in &agents {
+            let _ = agent.cast(AgentMsg::Tick);
+        }
+        // An agent answers in mailbox order: once it answers, its tick is done.
+        for agent in agents {
+            let _ = ractor::call!(agent, AgentMsg::Workload);
+        }
+    }
+
     /// Stores webhook items durably; answers once every item is committed.
     ///
     /// Inbound messages go straight to their conversation actor, which claims
@@ -274,7 +294,7 @@ impl System {
             match answer.await {
                 Ok(result) => outcome.ingested.push(result),
                 Err(_) => {
-                    metrics::counter!("switchboard_direct_ingest_fallbacks_total").increment(1);
+                    ::metrics::counter!(crate::metrics::DIRECT_INGEST_FALLBACKS_TOTAL).increment(1);
                     let fallback = self.shared.store.commit(vec![Op::IngestMessage(ingest)]).await?;
                     outcome.ingested.extend(fallback.ingested);
                 }
@@ -575,7 +595,7 @@ impl Actor for RootSupervisor {
             return Ok(());
         };
         let Some(child) = state.children.remove(&cell.get_id()) else { return Ok(()) };
-        metrics::counter!("switchboard_actor_restarts_total").increment(1);
+        ::metrics::counter!(crate::metrics::ACTOR_RESTARTS_TOTAL).increment(1);
         tracing::error!(child = ?child, %error, "actor failed; restarting from the store");
         let open = state.shared.reader.open_conversations()?;
         // Only a restarted agent needs its held conversations (a team gets its queue from requeue).

@@ -129,7 +129,7 @@ impl Actor for ConversationManager {
             }
             SupervisionEvent::ActorFailed(cell, error) => {
                 let Some(thread_key) = state.forget(cell.get_id()) else { return Ok(()) };
-                metrics::counter!("switchboard_conversation_actor_failures_total").increment(1);
+                metrics::counter!(crate::metrics::CONVERSATION_ACTOR_FAILURES_TOTAL).increment(1);
                 tracing::error!(thread_key = %thread_key, error = %error, "conversation actor failed; restarting from the store");
                 // Inbox entries first, in seq order (they include any inbound
                 // entry held meanwhile), then the other held messages.
@@ -180,7 +180,7 @@ impl ManagerState {
             Ok((actor, _)) => {
                 self.by_id.insert(actor.get_id(), thread_key.to_owned());
                 self.live.insert(thread_key.to_owned(), Slot { actor: actor.clone(), last_used: self.shared.now() });
-                metrics::gauge!("switchboard_conversation_actors").set(self.live.len() as f64);
+                metrics::gauge!(crate::metrics::CONVERSATION_ACTORS).set(self.live.len() as f64);
                 Some(actor)
             }
             Err(error) => {
@@ -196,7 +196,7 @@ impl ManagerState {
         if self.live.get(&thread_key).is_some_and(|slot| slot.actor.get_id() == id) {
             self.live.remove(&thread_key);
         }
-        metrics::gauge!("switchboard_conversation_actors").set(self.live.len() as f64);
+        metrics::gauge!(crate::metrics::CONVERSATION_ACTORS).set(self.live.len() as f64);
         Some(thread_key)
     }
 
@@ -221,7 +221,7 @@ impl ManagerState {
             if let Some(slot) = self.live.remove(&thread_key) {
                 self.draining.insert(thread_key, Vec::new());
                 let _ = slot.actor.drain();
-                metrics::counter!("switchboard_conversation_passivations_total").increment(1);
+                metrics::counter!(crate::metrics::CONVERSATION_PASSIVATIONS_TOTAL).increment(1);
             }
         }
         let cutoff = now - 60_000;

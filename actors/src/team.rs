@@ -175,7 +175,7 @@ impl Actor for TeamActor {
             }
         }
         state.drain().await;
-        metrics::gauge!("switchboard_queue_depth", "team" => state.spec.id.clone()).set(state.queue.len() as f64);
+        metrics::gauge!(crate::metrics::QUEUE_DEPTH, "team" => state.spec.id.clone()).set(state.queue.len() as f64);
         Ok(())
     }
 }

@@ -68,6 +68,9 @@ enum Command {
     ArmMany(Vec<Deadline>),
     /// Re-check against the clock (a manual clock moved).
     Poll,
+    /// Re-check against the clock, then answer once every due deadline was
+    /// handed to `fire`.
+    Settle(tokio::sync::oneshot::Sender<()>),
 }
 
 /// The shards; cheap to clone.
@@ -119,10 +122,28 @@ impl Timers {
             let _ = shard.send(Command::Poll);
         }
     }
+
+    /// Fires every deadline due by the clock now and returns once each was
+    /// handed to `fire` (with a manual clock: time moved, now let its
+    /// consequences start). Whatever `fire` sends goes before anything sent
+    /// after this returns.
+    pub async fn settle(&self) {
+        let mut answers = Vec::new();
+        for shard in self.shards.iter() {
+            let (answer, answered) = tokio::sync::oneshot::channel();
+            if shard.send(Command::Settle(answer)).is_ok() {
+                answers.push(answered);
+            }
+        }
+        for answered in answers {
+            let _ = answered.await;
+        }
+    }
 }
 
 async fn run_shard(mut commands: mpsc::UnboundedReceiver<Command>, clock: SharedClock, fire: FireFn) {
     let mut heap: BinaryHeap<Entry> = BinaryHeap::new();
+    let mut settling = Vec::new();
     loop {
         let now = clock.now_ms();
         while let Some(Reverse((due, conversation, kind))) = heap.peek().copied() {
@@ -131,6 +152,9 @@ async fn run_shard(mut commands: mpsc::UnboundedReceiver<Command>, clock: Shared
             }
             heap.pop();
             fire(Deadline { due, conversation, kind: DeadlineKind::from_u8(kind) }, now);
+        }
+        for answer in settling.drain(..) {
+            let _: Result<(), ()> = tokio::sync::oneshot::Sender::send(answer, ());
         }
         if heap.capacity() > 1024 && heap.len() < heap.capacity() / 4 {
             heap.shrink_to(heap.len() * 2);
@@ -157,6 +181,7 @@ async fn run_shard(mut commands: mpsc::UnboundedReceiver<Command>, clock: Shared
                         .map(|deadline| Reverse((deadline.due, deadline.conversation, deadline.kind as u8))),
                 ),
                 Command::Poll => {}
+                Command::Settle(answer) => settling.push(answer),
             }
             next = commands.try_recv().ok();
         }
@@ -198,5 +223,30 @@ mod tests {
             assert!(*at >= deadline.due, "never early");
             assert!(*at - deadline.due.max(1_000_000) <= 1, "on time in paused time: {deadline:?} at {at}");
         }
+    }
+
+    #[tokio::test]
+    async fn settle_fires_what_is_due_by_a_manual_clock_before_it_returns() {
+        let clock = crate::clock::ManualClock::new(1_000);
+        let fired = Arc::new(Mutex::new(Vec::new()));
+        let sink = fired.clone();
+        let (timers, _) = Timers::start(
+            2,
+            clock.clone(),
+            Arc::new(move |deadline: Deadline, _| sink.lock().unwrap().push(deadline.due)),
+        );
+        for conversation in 0..4 {
+            timers.arm(Deadline { due: 2_000 + conversation as i64, conversation, kind: DeadlineKind::IdleReassign });
+        }
+        clock.set(2_001);
+        timers.settle().await;
+        let mut due_by_then = fired.lock().unwrap().clone();
+        due_by_then.sort();
+        assert_eq!(due_by_then, vec![2_000, 2_001], "due by 2,001: both fired, nothing later");
+        clock.set(2_002);
+        timers.settle().await;
+        assert_eq!(fired.lock().unwrap().len(), 3);
+        timers.settle().await;
+        assert_eq!(fired.lock().unwrap().len(), 3, "settling again fires nothing new");
     }
 }

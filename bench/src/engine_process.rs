@@ -411,9 +411,36 @@ mod tests {
     }
 
     #[test]
-    fn this_process_can_be_sampled() {
-        let sample = sample_process(None).expect("/proc/self is readable");
-        assert!(sample.rss_bytes > 0);
-        assert!(sample.cpu_seconds >= 0.0);
+    fn this_process_can_be_sampled_and_the_sample_follows_its_work() {
+        let before = sample_process(None).expect("/proc/self is readable");
+        // Touch 64 MiB: resident memory grows by about that much.
+        let block = vec![1u8; 64 << 20];
+        let grown = sample_process(None).expect("/proc/self is readable");
+        assert!(
+            grown.rss_bytes >= before.rss_bytes + (48 << 20),
+            "rss {} → {} after touching 64 MiB",
+            before.rss_bytes,
+            grown.rss_bytes
+        );
+        // Work until the CPU time read moves (it counts in clock ticks); the
+        // bound is on work done, not on time.
+        let mut checksum = u64::from(block[block.len() - 1]);
+        let mut after = grown;
+        for _ in 0..10_000 {
+            for value in 0..1_000_000u64 {
+                checksum = checksum.wrapping_mul(6364136223846793005).wrapping_add(value);
+            }
+            after = sample_process(None).expect("/proc/self is readable");
+            if after.cpu_seconds > before.cpu_seconds {
+                break;
+            }
+        }
+        assert!(
+            after.cpu_seconds > before.cpu_seconds,
+            "cpu {} → {} (checksum {checksum})",
+            before.cpu_seconds,
+            after.cpu_seconds
+        );
+        drop(block);
     }
 }

@@ -322,9 +322,8 @@ impl Config {
                 ),
             );
         }
-        let base = &self.whatsapp.graph_base_url;
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return fail("whatsapp.graph_base_url", format!("{base:?} must start with http:// or https://"));
+        if let Err(problem) = crate::graph::parse_base_url(&self.whatsapp.graph_base_url) {
+            return fail("whatsapp.graph_base_url", problem);
         }
         let mut team_ids = HashSet::new();
         for (index, team) in self.teams.iter().enumerate() {

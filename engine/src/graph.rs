@@ -2,6 +2,11 @@
 //! with the Bearer token, Meta's errors mapped to protocol errors, and
 //! throttling retried with backoff for up to 10 s (never sooner than a
 //! `Retry-After` Meta gives), then answered `rate_limited`.
+//!
+//! The access token goes to `graph_base_url` and nowhere else: redirects are
+//! never followed (a 3xx is `upstream_error`, not Meta's acceptance), and the
+//! URL is built segment by segment from a phone number id that must be Meta's
+//! id form (digits), never by pasting strings.
 
 use std::time::Duration;
 
@@ -12,25 +17,43 @@ use serde_json::json;
 
 pub struct GraphClient {
     http: reqwest::Client,
-    base_url: String,
+    base_url: reqwest::Url,
     access_token: String,
     retry_budget: Duration,
 }
 
 impl GraphClient {
-    pub fn new(base_url: &str, access_token: &str) -> GraphClient {
+    /// A client for `base_url` (`whatsapp.graph_base_url`, an http(s) URL that
+    /// can be a base: the configuration checks it).
+    pub fn new(base_url: &str, access_token: &str) -> Result<GraphClient, String> {
+        let base_url = parse_base_url(base_url)?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(20))
             .pool_max_idle_per_host(64)
+            // A redirect would carry the Bearer token to wherever it points,
+            // and its target's 200 would be taken for Meta's.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
-            .expect("a plain HTTP client always builds");
-        GraphClient {
-            http,
-            base_url: base_url.trim_end_matches('/').to_owned(),
-            access_token: access_token.to_owned(),
-            retry_budget: Duration::from_secs(10),
+            .map_err(|error| format!("cannot build the HTTP client: {error}"))?;
+        Ok(GraphClient { http, base_url, access_token: access_token.to_owned(), retry_budget: Duration::from_secs(10) })
+    }
+
+    /// `{base}/{phone_number_id}/messages`, or `bad_request` when the id is
+    /// not Meta's form (webhooks are checked too; this guards stored data).
+    fn messages_url(&self, phone_number_id: &str) -> Result<reqwest::Url, ApiError> {
+        if !protocol::webhook::is_phone_number_id(phone_number_id) {
+            return Err(ApiError::bad_request(format!(
+                "the conversation's phone number id {phone_number_id:?} is not Meta's (digits only)"
+            )));
         }
+        let mut url = self.base_url.clone();
+        url.path_segments_mut()
+            .map_err(|()| ApiError::new(ErrorCode::UpstreamError, "whatsapp.graph_base_url cannot be a base URL"))?
+            .pop_if_empty()
+            .push(phone_number_id)
+            .push("messages");
+        Ok(url)
     }
 
     pub async fn send_message(
@@ -38,16 +61,17 @@ impl GraphClient {
         phone_number_id: &str,
         request: &SendMessageRequest,
     ) -> Result<SendMessageResponse, ApiError> {
-        let url = format!("{}/{}/messages", self.base_url, phone_number_id);
+        let url = self.messages_url(phone_number_id)?;
         let started = tokio::time::Instant::now();
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
-            let sent = self.http.post(&url).bearer_auth(&self.access_token).json(request).send().await;
+            let sent = self.http.post(url.clone()).bearer_auth(&self.access_token).json(request).send().await;
             let response = match sent {
                 Ok(response) => response,
                 Err(error) => {
-                    metrics::counter!("switchboard_graph_requests_total", "outcome" => "transport_error").increment(1);
+                    metrics::counter!(crate::metrics::GRAPH_REQUESTS_TOTAL, "outcome" => "transport_error")
+                        .increment(1);
                     // Not retried: the request may have reached Meta, and a
                     // second attempt could send the customer the message twice.
                     return Err(ApiError::new(
@@ -65,7 +89,7 @@ impl GraphClient {
                 .map(Duration::from_secs);
             let body = response.bytes().await.unwrap_or_default();
             if status.is_success() {
-                metrics::counter!("switchboard_graph_requests_total", "outcome" => "ok").increment(1);
+                metrics::counter!(crate::metrics::GRAPH_REQUESTS_TOTAL, "outcome" => "ok").increment(1);
                 return serde_json::from_slice(&body).map_err(|error| {
                     ApiError::new(
                         ErrorCode::UpstreamError,
@@ -73,11 +97,22 @@ impl GraphClient {
                     )
                 });
             }
+            if status.is_redirection() {
+                metrics::counter!(crate::metrics::GRAPH_REQUESTS_TOTAL, "outcome" => "error").increment(1);
+                return Err(ApiError::new(
+                    ErrorCode::UpstreamError,
+                    format!(
+                        "the WhatsApp Cloud API answered a redirect (HTTP {}); redirects are not followed, \
+                         so the access token stays with whatsapp.graph_base_url: check that URL",
+                        status.as_u16()
+                    ),
+                ));
+            }
             let envelope: Option<GraphErrorEnvelope> = serde_json::from_slice(&body).ok();
             let code = envelope.as_ref().map(|envelope| envelope.error.code);
             let throttled = status.as_u16() == 429 || code.is_some_and(codes::is_throttling);
             if throttled {
-                metrics::counter!("switchboard_graph_requests_total", "outcome" => "throttled").increment(1);
+                metrics::counter!(crate::metrics::GRAPH_REQUESTS_TOTAL, "outcome" => "throttled").increment(1);
                 let backoff = Duration::from_millis(200u64.saturating_mul(1 << attempt.min(6)));
                 let wait = retry_after.map_or(backoff, |after| after.max(backoff));
                 if started.elapsed() + wait <= self.retry_budget {
@@ -90,7 +125,7 @@ impl GraphClient {
                 )
                 .with_detail(json!({ "meta_code": code, "attempts": attempt })));
             }
-            metrics::counter!("switchboard_graph_requests_total", "outcome" => "error").increment(1);
+            metrics::counter!(crate::metrics::GRAPH_REQUESTS_TOTAL, "outcome" => "error").increment(1);
             return Err(match envelope {
                 Some(envelope) => {
                     let error = envelope.error;
@@ -111,6 +146,21 @@ impl GraphClient {
             });
         }
     }
+}
+
+/// Parses `whatsapp.graph_base_url`: http(s), and a URL paths can be added to.
+pub fn parse_base_url(base_url: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(base_url).map_err(|error| format!("{base_url:?} is not a URL: {error}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{base_url:?} must start with http:// or https://"));
+    }
+    if url.cannot_be_a_base() || url.host().is_none() {
+        return Err(format!("{base_url:?} needs a host, like https://graph.facebook.com/v23.0"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("{base_url:?} must not have a query or a fragment"));
+    }
+    Ok(url)
 }
 
 /// A short, stable description of a transport failure (no URL, no body).

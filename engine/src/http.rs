@@ -181,10 +181,10 @@ struct Subscription {
 }
 
 async fn verify_subscription(State(state): State<Arc<AppState>>, Query(query): Query<Subscription>) -> Response {
-    let token_ok = query.verify_token.as_deref().is_some_and(|token| {
-        use subtle::ConstantTimeEq;
-        bool::from(token.as_bytes().ct_eq(state.config.whatsapp.verify_token.as_bytes()))
-    });
+    let token_ok = query
+        .verify_token
+        .as_deref()
+        .is_some_and(|token| crate::auth::same_secret(&state.config.whatsapp.verify_token, token));
     match (query.mode.as_deref(), token_ok, query.challenge) {
         (Some("subscribe"), true, Some(challenge)) => {
             ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], challenge).into_response()
@@ -198,7 +198,7 @@ async fn verify_subscription(State(state): State<Arc<AppState>>, Query(query): Q
 async fn receive_webhook(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let limit = state.config.server.webhook_max_body_bytes;
     if content_length(&headers).is_some_and(|length| length > limit) {
-        metrics::counter!("switchboard_webhooks_total", "outcome" => "too_large").increment(1);
+        metrics::counter!(crate::metrics::WEBHOOKS_TOTAL, "outcome" => "too_large").increment(1);
         return error_response(body_too_large(limit, "server.webhook_max_body_bytes"));
     }
     // Bodies held at once are bounded: the announced size (or the limit,
@@ -206,7 +206,7 @@ async fn receive_webhook(State(state): State<Arc<AppState>>, headers: HeaderMap,
     // kept until the answer. Past the bound Meta gets 503 at once, and retries.
     let reserved_kib = content_length(&headers).unwrap_or(limit).div_ceil(1024);
     let Ok(_reservation) = state.webhook_kib_in_flight.clone().try_acquire_many_owned(reserved_kib as u32) else {
-        metrics::counter!("switchboard_webhooks_total", "outcome" => "busy").increment(1);
+        metrics::counter!(crate::metrics::WEBHOOKS_TOTAL, "outcome" => "busy").increment(1);
         return error_response(ApiError::unavailable(
             "too many webhook bytes are being received at once (server.webhook_bytes_in_flight); retry shortly",
         ));
@@ -214,13 +214,13 @@ async fn receive_webhook(State(state): State<Arc<AppState>>, headers: HeaderMap,
     let body = match read_body(&state, &headers, body, limit, "server.webhook_max_body_bytes").await {
         Ok(body) => body,
         Err(error) => {
-            metrics::counter!("switchboard_webhooks_total", "outcome" => "bad_body").increment(1);
+            metrics::counter!(crate::metrics::WEBHOOKS_TOTAL, "outcome" => "bad_body").increment(1);
             return error_response(error);
         }
     };
     let signature_header = headers.get("x-hub-signature-256").and_then(|value| value.to_str().ok());
     if !signature::verify(state.config.whatsapp.app_secret.as_bytes(), signature_header, &body) {
-        metrics::counter!("switchboard_webhooks_total", "outcome" => "bad_signature").increment(1);
+        metrics::counter!(crate::metrics::WEBHOOKS_TOTAL, "outcome" => "bad_signature").increment(1);
         return error_response(ApiError::new(
             ErrorCode::Unauthorized,
             "X-Hub-Signature-256 is missing or does not match the body; check whatsapp.app_secret",
@@ -229,7 +229,7 @@ async fn receive_webhook(State(state): State<Arc<AppState>>, headers: HeaderMap,
     let ops = match webhook_ops(&body) {
         Ok(ops) => ops,
         Err(error) => {
-            metrics::counter!("switchboard_webhooks_total", "outcome" => "bad_request").increment(1);
+            metrics::counter!(crate::metrics::WEBHOOKS_TOTAL, "outcome" => "bad_request").increment(1);
             return error_response(error);
         }
     };
@@ -239,8 +239,8 @@ async fn receive_webhook(State(state): State<Arc<AppState>>, headers: HeaderMap,
     let started = std::time::Instant::now();
     match system.ingest(ops).await {
         Ok(outcome) => {
-            metrics::histogram!("switchboard_webhook_ingest_seconds").record(started.elapsed().as_secs_f64());
-            metrics::counter!("switchboard_webhooks_total", "outcome" => "ok").increment(1);
+            metrics::histogram!(crate::metrics::WEBHOOK_INGEST_SECONDS).record(started.elapsed().as_secs_f64());
+            metrics::counter!(crate::metrics::WEBHOOKS_TOTAL, "outcome" => "ok").increment(1);
             let count =
                 |wanted: fn(&IngestOutcome) -> bool| outcome.ingested.iter().filter(|item| wanted(item)).count();
             Json(json!({
@@ -250,7 +250,7 @@ async fn receive_webhook(State(state): State<Arc<AppState>>, headers: HeaderMap,
             .into_response()
         }
         Err(error) => {
-            metrics::counter!("switchboard_webhooks_total", "outcome" => "store_error").increment(1);
+            metrics::counter!(crate::metrics::WEBHOOKS_TOTAL, "outcome" => "store_error").increment(1);
             tracing::error!(%error, "webhook not stored");
             error_response(ApiError::unavailable("the payload could not be stored; Meta will retry"))
         }
@@ -319,7 +319,7 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
     let presented = crate::auth::bearer(&headers);
     let allowed = server.metrics_public
         || presented.is_some_and(|token| {
-            server.metrics_token.as_deref() == Some(token)
+            server.metrics_token.as_deref().is_some_and(|expected| crate::auth::same_secret(expected, token))
                 || state.tokens.principal(token).is_some_and(|principal| principal.role.sees_everything())
         });
     if !allowed {

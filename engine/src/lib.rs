@@ -14,6 +14,7 @@ pub mod demo;
 pub mod emulator;
 pub mod graph;
 pub mod http;
+pub mod metrics;
 pub mod serve;
 pub mod server;
 pub mod signature;

@@ -59,6 +59,7 @@ pub fn metrics_handle() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics shows only what this one sees");
             }
+            crate::metrics::describe_all();
             handle
         })
         .clone()
@@ -134,7 +135,10 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
     let data_dir: PathBuf = config.server.data_dir.clone();
     let outbound: Arc<dyn Outbound> = match options.outbound {
         Some(outbound) => outbound,
-        None => Arc::new(GraphClient::new(&config.whatsapp.graph_base_url, &config.whatsapp.access_token)),
+        None => Arc::new(
+            GraphClient::new(&config.whatsapp.graph_base_url, &config.whatsapp.access_token)
+                .map_err(|problem| anyhow::anyhow!("whatsapp.graph_base_url: {problem}"))?,
+        ),
     };
     let store_options = storage::StoreOptions {
         agent_event_retention: config.engine.agent_event_retention.max(1000),

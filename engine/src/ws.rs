@@ -163,7 +163,7 @@ async fn run_session(
     if let Some(SendFailure::Stalled) = ended {
         // The client reads nothing: reset the connection rather than leave
         // what is queued for it, and the socket, waiting on it.
-        metrics::counter!("switchboard_ws_write_timeouts_total").increment(1);
+        metrics::counter!(crate::metrics::WS_WRITE_TIMEOUTS_TOTAL).increment(1);
         tracing::info!(agent_id = %principal.agent_id, "session dropped: the client took no frame within the write timeout");
         control.reset_on_close();
     }

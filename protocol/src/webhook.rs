@@ -69,14 +69,31 @@ impl WebhookPayload {
         for (entry_index, entry) in payload.entry.iter().enumerate() {
             for (change_index, change) in entry.changes.iter().enumerate() {
                 if change.field == "messages" {
-                    change.messages_value().map_err(|error| {
+                    let value = change.messages_value().map_err(|error| {
                         PayloadError::Shape(format!("entry[{entry_index}].changes[{change_index}].value: {error}"))
                     })?;
+                    let id = &value.metadata.phone_number_id;
+                    if !is_phone_number_id(id) {
+                        return Err(PayloadError::Shape(format!(
+                            "entry[{entry_index}].changes[{change_index}].value.metadata.phone_number_id is {id:?}; \
+                             Meta's phone number ids are 1 to {MAX_PHONE_NUMBER_ID_DIGITS} digits"
+                        )));
+                    }
                 }
             }
         }
         Ok(payload)
     }
+}
+
+/// Meta's ids are numeric strings; 32 digits leaves room for growth.
+pub const MAX_PHONE_NUMBER_ID_DIGITS: usize = 32;
+
+/// Whether `id` has the form of Meta's phone number ids: 1 to 32 ASCII
+/// digits. The id becomes a segment of the Graph API URL the access token is
+/// sent to, so nothing else is accepted.
+pub fn is_phone_number_id(id: &str) -> bool {
+    (1..=MAX_PHONE_NUMBER_ID_DIGITS).contains(&id.len()) && id.bytes().all(|byte| byte.is_ascii_digit())
 }
 
 impl Change {
@@ -413,11 +430,28 @@ mod tests {
     fn text_payload(extra_message_fields: &str) -> String {
         format!(
             r#"{{"object":"whatsapp_business_account","entry":[{{"id":"1","changes":[{{"field":"messages","value":{{
-            "messaging_product":"whatsapp","metadata":{{"display_phone_number":"1555","phone_number_id":"PN1"}},
+            "messaging_product":"whatsapp","metadata":{{"display_phone_number":"1555","phone_number_id":"106540352242922"}},
             "contacts":[{{"profile":{{"name":"Ravi"}},"wa_id":"919800000001"}}],
             "messages":[{{"from":"919800000001","id":"wamid.A","timestamp":"1795514400","type":"text",
             "text":{{"body":"hi ref:SUMMER_24"}}{extra_message_fields}}}]}}}}]}}]}}"#
         )
+    }
+
+    #[test]
+    fn only_metas_numeric_phone_number_ids_are_taken() {
+        for (id, accepted) in [
+            ("106540352242922", true),
+            ("1", true),
+            ("", false),
+            ("../../admin/x?y=", false),
+            ("10654%2F", false),
+            ("１２３", false),
+            (&"9".repeat(33), false),
+        ] {
+            assert_eq!(is_phone_number_id(id), accepted, "{id:?}");
+            let body = text_payload("").replace("106540352242922", id);
+            assert_eq!(WebhookPayload::parse(body.as_bytes()).is_ok(), accepted, "{id:?}");
+        }
     }
 
     #[test]

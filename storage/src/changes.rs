@@ -318,7 +318,7 @@ impl Progress {
             }
             self.hurry.store(true, Ordering::Release);
             if !counted {
-                metrics::counter!("switchboard_store_read_waits_total").increment(1);
+                metrics::counter!(crate::metrics::READ_WAITS_TOTAL).increment(1);
                 counted = true;
             }
             moved.await;
@@ -332,7 +332,7 @@ impl Progress {
             return Ok(());
         }
         self.hurry.store(true, Ordering::Release);
-        metrics::counter!("switchboard_store_read_waits_total").increment(1);
+        metrics::counter!(crate::metrics::READ_WAITS_TOTAL).increment(1);
         let _ = self
             .changed
             .wait_timeout_while(self.lock(), CATCH_UP_TIMEOUT, |_| self.applied() < target)
@@ -355,7 +355,7 @@ impl Progress {
         // The materializer applies what it has gathered now instead of
         // gathering on: nothing more arrives while the writer waits.
         self.hurry.store(true, Ordering::Release);
-        metrics::counter!("switchboard_store_lag_waits_total").increment(1);
+        metrics::counter!(crate::metrics::LAG_WAITS_TOTAL).increment(1);
         let _ = self.changed.wait_timeout_while(self.lock(), CATCH_UP_TIMEOUT, |_| {
             self.unapplied_writes.load(Ordering::Acquire) > limit
         });

@@ -27,6 +27,7 @@
 
 mod changes;
 mod journal;
+pub mod metrics;
 pub mod read;
 pub mod records;
 pub mod tables;

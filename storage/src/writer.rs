@@ -281,9 +281,9 @@ impl Writer {
             let batches: Vec<&Batch> = group.iter().map(|(batch, _)| batch).collect();
             match self.commit_group(&batches) {
                 Ok((outcomes, published)) => {
-                    metrics::histogram!("switchboard_store_commit_seconds").record(started.elapsed().as_secs_f64());
-                    metrics::histogram!("switchboard_store_group_batches").record(group.len() as f64);
-                    metrics::counter!("switchboard_store_commits_total").increment(1);
+                    metrics::histogram!(crate::metrics::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+                    metrics::histogram!(crate::metrics::GROUP_BATCHES).record(group.len() as f64);
+                    metrics::counter!(crate::metrics::COMMITS_TOTAL).increment(1);
                     if !published.inbox.is_empty() || !published.events.is_empty() {
                         self.sink.committed(published);
                     }
@@ -292,7 +292,7 @@ impl Writer {
                     }
                 }
                 Err(error) => {
-                    metrics::counter!("switchboard_store_commit_failures_total").increment(1);
+                    metrics::counter!(crate::metrics::COMMIT_FAILURES_TOTAL).increment(1);
                     tracing::error!(%error, batches = group.len(), "group commit failed");
                     let message = error.to_string();
                     for (_, reply) in group {
@@ -332,7 +332,7 @@ impl Writer {
         self.snapshot = None;
         let txn = self.db.begin_read().map_err(db_error)?;
         self.snapshot = Some((applied, Snapshot::new(txn)?));
-        metrics::gauge!("switchboard_store_overlay_keys").set(self.overlay.len() as f64);
+        metrics::gauge!(crate::metrics::OVERLAY_KEYS).set(self.overlay.len() as f64);
         Ok(())
     }
 
@@ -413,7 +413,7 @@ fn materializer_loop(db: Arc<Database>, progress: Arc<Progress>, receiver: std::
                 Ok(()) => break,
                 Err(error) => {
                     attempt += 1;
-                    metrics::counter!("switchboard_store_materialize_failures_total").increment(1);
+                    metrics::counter!(crate::metrics::MATERIALIZE_FAILURES_TOTAL).increment(1);
                     if stopping && attempt >= 3 {
                         // The journal keeps the entries: the next start applies them.
                         tracing::error!(%error, "stopping with the tables behind the journal");
@@ -424,8 +424,8 @@ fn materializer_loop(db: Arc<Database>, progress: Arc<Progress>, receiver: std::
                 }
             }
         }
-        metrics::histogram!("switchboard_store_materialize_seconds").record(started.elapsed().as_secs_f64());
-        metrics::histogram!("switchboard_store_materialize_writes").record(writes as f64);
+        metrics::histogram!(crate::metrics::MATERIALIZE_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(crate::metrics::MATERIALIZE_WRITES).record(writes as f64);
         progress.unapplied_writes.fetch_sub(writes as u64, Ordering::AcqRel);
         progress.set_applied(last);
     }
@@ -438,7 +438,7 @@ pub(crate) fn apply_entries(db: &Database, entries: &[(u64, Vec<Write>)], last: 
     txn.set_durability(Durability::Immediate);
     txn.set_quick_repair(true);
     let writes = last_writes(entries.iter().flat_map(|(_, writes)| writes.iter()));
-    metrics::histogram!("switchboard_store_materialize_distinct_writes").record(writes.len() as f64);
+    metrics::histogram!(crate::metrics::MATERIALIZE_DISTINCT_WRITES).record(writes.len() as f64);
     materialize(&txn, writes)?;
     txn.open_table(COUNTERS).map_err(db_error)?.insert(JOURNAL_APPLIED, last).map_err(db_error)?;
     txn.commit().map_err(db_error)

@@ -4,9 +4,10 @@
 //! manager's dashboard shows the agent holding it; no page logs an error.
 //!
 //! Needs Node.js, Chromium (`/usr/bin/chromium`, or `CHROMIUM`) and
-//! `npm ci --prefix tests/browser`; `.ci/run` installs them. Without them the
-//! test says so and passes, unless `REQUIRE_BROWSER_TESTS` is set (CI sets it),
-//! which makes the missing tools a failure.
+//! `npm ci --prefix tests/browser`, which a fresh machine lacks: so the test
+//! is `#[ignore]`d (a plain `cargo test` says "ignored", never a false "ok"),
+//! and `.ci/run` installs them and runs it with `--include-ignored`. Run
+//! there, missing tools are a failure that names them.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -33,17 +34,9 @@ fn browser_tools() -> Result<PathBuf, String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium, Node.js and `npm ci --prefix tests/browser`; .ci/run installs them and runs it"]
 async fn an_agent_answers_in_the_inbox_and_the_dashboard_shows_it_in_a_real_browser() -> TestResult {
-    let dir = match browser_tools() {
-        Ok(dir) => dir,
-        Err(missing) if std::env::var_os("REQUIRE_BROWSER_TESTS").is_some() => {
-            panic!("the browser test cannot run: {missing}")
-        }
-        Err(missing) => {
-            eprintln!("skipped the browser test: {missing}; set REQUIRE_BROWSER_TESTS=1 to make this a failure");
-            return Ok(());
-        }
-    };
+    let dir = browser_tools().map_err(|missing| anyhow::anyhow!("the browser test cannot run: {missing}"))?;
     let harness = Harness::start().await?;
     let webhook = inbound_text("919812340000", "wamid.browser.1", "Is the festive offer still on?");
     let reply = "Yes, until Sunday.";

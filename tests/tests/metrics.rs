@@ -1,0 +1,101 @@
+//! `/metrics` as Prometheus reads it: every family has `# HELP` and `# TYPE`,
+//! counters count what happened, and `promtool check metrics` accepts a live
+//! scrape.
+//!
+//! The recorder is process-wide, so this file is its own test binary: the
+//! values checked here are caused by these tests alone. Only one test causes
+//! SLA events.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use actors::clock::ManualClock;
+use engine::server::StartOptions;
+use serde_json::json;
+use switchboard_tests::*;
+
+type TestResult = anyhow::Result<()>;
+
+async fn scrape(harness: &Harness) -> anyhow::Result<String> {
+    let response =
+        harness.http.get(format!("{}/metrics", harness.base_url())).bearer_auth(MANAGER_TOKEN).send().await?;
+    anyhow::ensure!(response.status() == 200, "scrape answered {}", response.status());
+    Ok(response.text().await?)
+}
+
+/// Families named in `# HELP` and in `# TYPE` lines.
+fn described_and_typed(text: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let names = |prefix: &str| {
+        text.lines()
+            .filter_map(|line| line.strip_prefix(prefix))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .map(str::to_owned)
+            .collect::<BTreeSet<_>>()
+    };
+    (names("# HELP "), names("# TYPE "))
+}
+
+/// The value of the sample `series` (name with its labels, as rendered).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_family_is_described_and_sla_events_are_counted_once_each() -> TestResult {
+    let clock = ManualClock::new(now_s() * 1000);
+    let harness = Harness::start_with(StartOptions { clock: clock.clone(), outbound: None }, |config| {
+        config.sla.first_response_s = 10;
+        config.sla.reassign_after_s = 0;
+    })
+    .await?;
+    let mut agent = harness.online_agent("a1").await?;
+    harness.post_webhook(&inbound_text("919500000001", "wamid.metrics.1", "hello")).await?;
+    let conversation_id = agent.expect_type("assigned").await?["conversation"]["id"].clone();
+    clock.advance_ms(10_000);
+    harness.system().settle_clock().await;
+    agent.expect_where(|frame| frame["type"] == "sla" && frame["state"] == "breached").await?;
+    let answer = agent.request(json!({"type": "send", "conversation_id": conversation_id, "text": "sorry!"})).await?;
+    assert_eq!(answer["type"], "ok", "{answer}");
+
+    let text = scrape(&harness).await?;
+    let (described, typed) = described_and_typed(&text);
+    assert!(typed.len() >= 10, "the scrape has the engine's families: {typed:?}");
+    let undescribed: Vec<_> = typed.difference(&described).collect();
+    assert!(undescribed.is_empty(), "families without # HELP: {undescribed:?}\n{text}");
+    for family in &typed {
+        assert!(family.starts_with("switchboard_"), "{family} is not prefixed switchboard_");
+    }
+    for state in ["warning", "breached"] {
+        let series = format!("switchboard_sla_events_total{{kind=\"first_response\",state=\"{state}\"}}");
+        assert_eq!(sample(&text, &series), Some(1.0), "{series} in\n{text}");
+    }
+    harness.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs promtool (Debian's prometheus package); .ci/run installs it and runs this"]
+async fn promtool_accepts_a_live_scrape() -> TestResult {
+    let harness = Harness::start().await?;
+    let mut agent = harness.online_agent("a2").await?;
+    harness.post_webhook(&inbound_text("919500000002", "wamid.metrics.2", "hi")).await?;
+    let conversation_id = agent.expect_type("assigned").await?["conversation"]["id"].clone();
+    let answer = agent.request(json!({"type": "send", "conversation_id": conversation_id, "text": "hello"})).await?;
+    assert_eq!(answer["type"], "ok", "{answer}");
+    let text = scrape(&harness).await?;
+    harness.shutdown().await;
+
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|error| anyhow::anyhow!("cannot run promtool (apt-get install prometheus): {error}"))?;
+    promtool.stdin.take().expect("piped").write_all(text.as_bytes())?;
+    let output = promtool.wait_with_output()?;
+    let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "promtool check metrics failed:\n{said}\n--- scrape ---\n{text}");
+    Ok(())
+}
