@@ -8,6 +8,7 @@
 //! - [`error`]: the error shape and stable codes of §4.
 //! - [`codec`]: JSON and MessagePack encodings of frames.
 //! - [`time`]: unix milliseconds and the RFC 3339 strings clients see.
+//! - [`signature`]: `X-Hub-Signature-256`, the HMAC-SHA256 Meta signs webhooks with.
 //!
 //! Deliberately absent: IO, async, clocks. This crate only describes data;
 //! reading the wall clock is the engine's business.
@@ -16,6 +17,7 @@ pub mod codec;
 pub mod error;
 pub mod graph;
 pub mod model;
+pub mod signature;
 pub mod time;
 pub mod webhook;
 pub mod ws;
