@@ -186,9 +186,10 @@ async fn post_statuses(
             tokio::time::sleep(Duration::from_millis(5)).await;
             for status in ["sent", "delivered"] {
                 let body = status_body(&pending, status);
-                let answer = crate::webhook::signed_post(&client, &target.webhook_url, target.app_secret.as_bytes(), body)
-                    .send()
-                    .await;
+                let answer =
+                    crate::webhook::signed_post(&client, &target.webhook_url, target.app_secret.as_bytes(), body)
+                        .send()
+                        .await;
                 match answer {
                     Ok(response) if response.status().is_success() => {
                         counters.status_webhooks_acked.fetch_add(1, Ordering::Relaxed);
