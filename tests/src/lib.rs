@@ -157,7 +157,7 @@ impl Harness {
             .header("content-type", "application/json")
             .body(body.to_vec());
         if let Some(signature) = signature {
-            request = request.header("x-hub-signature-256", signature);
+            request = request.header(sim::webhook::SIGNATURE_HEADER, signature);
         }
         let response = request.send().await?;
         let status = response.status().as_u16();
