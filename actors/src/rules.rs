@@ -114,15 +114,14 @@ fn invalid_field(key: &str, message: String) -> ApiError {
     ApiError::new(ErrorCode::InvalidField, message).with_detail(json!({ "field": key }))
 }
 
+/// `YYYY-MM-DD`, exactly those digits, and a day that exists (no 2026-02-31).
 fn is_date(text: &str) -> bool {
-    let parts: Vec<&str> = text.split('-').collect();
-    parts.len() == 3
-        && parts[0].len() == 4
-        && parts[1].len() == 2
-        && parts[2].len() == 2
-        && parts.iter().all(|part| part.chars().all(|c| c.is_ascii_digit()))
-        && (1..=12).contains(&parts[1].parse::<u32>().unwrap_or(0))
-        && (1..=31).contains(&parts[2].parse::<u32>().unwrap_or(0))
+    let shape_ok = text.len() == 10
+        && text.bytes().enumerate().all(|(index, byte)| match index {
+            4 | 7 => byte == b'-',
+            _ => byte.is_ascii_digit(),
+        });
+    shape_ok && chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").is_ok()
 }
 
 /// The required-on-close fields still unset in `fields`, in configuration order.
@@ -167,6 +166,30 @@ mod tests {
 
     fn inbound(json_text: &str) -> InboundMessage {
         serde_json::from_str(json_text).unwrap()
+    }
+
+    #[test]
+    fn dates_are_yyyy_mm_dd_of_a_real_day() {
+        for (text, expected) in [
+            ("2026-02-28", true),
+            ("2028-02-29", true), // leap year
+            ("2026-12-31", true),
+            ("2026-02-31", false), // was accepted: day 31 of a 28-day month
+            ("2026-02-29", false),
+            ("2100-02-29", false), // not a leap year
+            ("2026-04-31", false),
+            ("2026-13-01", false),
+            ("2026-00-10", false),
+            ("2026-01-00", false),
+            ("2026-1-01", false),
+            ("26-01-01", false),
+            ("2026-01-01T00:00:00Z", false),
+            ("2026/01/01", false),
+            ("+202-01-01", false),
+            ("", false),
+        ] {
+            assert_eq!(is_date(text), expected, "{text:?}");
+        }
     }
 
     #[test]

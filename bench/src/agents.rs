@@ -1,7 +1,7 @@
 //! The WebSocket agents.
 //!
 //! Each agent is one task holding one session (`/ws`, Bearer token, subprotocol
-//! `switchboard.v1.json`). It goes online, records every customer message it
+//! `switchboard.v1.json`, opened with `sim::agent::connect`). It goes online, records every customer message it
 //! receives (in a `snapshot`, an `assigned` conversation or a `message` event)
 //! in the ledger, replies after a think time, and closes a conversation with
 //! disposition fields once the customer's session is over (or the customer has
@@ -32,12 +32,9 @@ use dashmap::DashMap;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sim::agent::{Message as WsMessage, Protocol, Socket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::ledger::{DeliveryKind, DeliveryOutcome, Ledger, PhaseLedger};
 use crate::workload::MessageTag;
@@ -220,7 +217,6 @@ impl HolderRegistry {
 
 struct FleetShared {
     settings: FleetSettings,
-    ws_url: String,
     ledger: Arc<Ledger>,
     counters: FleetCounters,
     holders: HolderRegistry,
@@ -238,14 +234,11 @@ pub struct AgentFleet {
 impl AgentFleet {
     /// Starts one task per agent (1..=settings.agents); each connects at once.
     pub fn start(settings: FleetSettings, ledger: Arc<Ledger>) -> AgentFleet {
-        let ws_url =
-            settings.base_url.trim_end_matches('/').replacen("http://", "ws://", 1).replacen("https://", "wss://", 1);
         let settings_gate =
             settings.connect_concurrency.map(|permits| Arc::new(tokio::sync::Semaphore::new(permits.max(1))));
         let shared = Arc::new(FleetShared {
             counters: FleetCounters::new(settings.agents),
             settings,
-            ws_url,
             ledger,
             holders: HolderRegistry::default(),
             online: AtomicUsize::new(0),
@@ -518,21 +511,7 @@ async fn agent_loop(shared: Arc<FleetShared>, index: usize, mut stop: watch::Rec
 }
 
 async fn run_session(shared: &FleetShared, agent: &mut AgentState, stop: &mut watch::Receiver<bool>) -> SessionEnd {
-    let mut url = format!("{}/ws", shared.ws_url);
-    if let Some(seq) = agent.last_seq {
-        url.push_str(&format!("?resume_from={seq}"));
-    }
-    let Ok(mut request) = url.as_str().into_client_request() else {
-        return SessionEnd::Lost { was_connected: false };
-    };
     let token = crate::agent_token(&shared.settings.token_prefix, agent.index);
-    let (Ok(authorization), protocol) =
-        (HeaderValue::from_str(&format!("Bearer {token}")), HeaderValue::from_static(protocol::ws::SUBPROTOCOL_JSON))
-    else {
-        return SessionEnd::Lost { was_connected: false };
-    };
-    request.headers_mut().insert("authorization", authorization);
-    request.headers_mut().insert("sec-websocket-protocol", protocol);
     // Held until the handshake is over: at most `connect_concurrency` at once.
     let permit = match &shared.connect_gate {
         Some(gate) => tokio::select! {
@@ -541,7 +520,8 @@ async fn run_session(shared: &FleetShared, agent: &mut AgentState, stop: &mut wa
         },
         None => None,
     };
-    let connecting = tokio_tungstenite::connect_async_with_config(request, Some(small_client_config()), true);
+    // 4 KiB read buffers and no write buffer (see `sim::agent::client_config`).
+    let connecting = sim::agent::connect(&shared.settings.base_url, &token, Protocol::Json, agent.last_seq);
     let socket = tokio::select! {
         connected = tokio::time::timeout(CONNECT_TIMEOUT, connecting) => match connected {
             Ok(Ok((socket, _response))) => socket,
@@ -559,16 +539,6 @@ async fn run_session(shared: &FleetShared, agent: &mut AgentState, stop: &mut wa
     shared.connected.fetch_sub(1, Ordering::Relaxed);
     end
 }
-
-/// 4 KiB read buffer, frames written straight through (no write buffer).
-/// tungstenite's default read buffer is 128 KiB, which costs 134 KiB of memory
-/// per agent and zero-fills 128 KiB on every read: measured at 3,000 msg/s,
-/// 16 % of the agents' CPU went to that memset.
-pub fn small_client_config() -> WebSocketConfig {
-    WebSocketConfig::default().read_buffer_size(4 * 1024).write_buffer_size(0)
-}
-
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn drive_session(
     shared: &FleetShared,

@@ -20,8 +20,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::engine_process::{EngineConfigOptions, EngineProcess, default_engine_binary, render_engine_config_with};
 use crate::report::{MachineInfo, Report, RunResult, render_markdown};
 use crate::scenarios::{self, LoadRun, RunOptions, Target};
-use crate::sink::{GraphSink, StatusCallbacks};
 use crate::workload::WorkloadShape;
+use sim::sink::{GraphSink, StatusCallbacks};
 
 #[derive(Parser)]
 #[command(

@@ -121,7 +121,7 @@ async fn send_all(
         .pool_max_idle_per_host(plan.concurrency)
         .timeout(Duration::from_secs(60))
         .build()?;
-    let url = format!("{}/webhooks/whatsapp", base_url.trim_end_matches('/'));
+    let url = sim::webhook::webhook_url(base_url);
     let tally = Arc::new(SendTally::default());
     let histogram = Arc::new(std::sync::Mutex::new(new_latency_histogram()));
     let bar = progress_bar(plan.progress, customers.len() as u64, label);
@@ -134,16 +134,9 @@ async fn send_all(
                 (client.clone(), url.clone(), tally.clone(), histogram.clone(), bar.clone(), secret.clone());
             let body = batch_body(tag, &chunk, seq, crate::load::unix_seconds());
             async move {
-                let signature = engine::signature::sign(&secret, &body);
                 for attempt in 1..=MAX_ATTEMPTS {
                     let sent = Instant::now();
-                    let outcome = client
-                        .post(&url)
-                        .header("x-hub-signature-256", &signature)
-                        .header("content-type", "application/json")
-                        .body(body.clone())
-                        .send()
-                        .await;
+                    let outcome = sim::webhook::signed_post(&client, &url, &secret, body.clone()).send().await;
                     let ok = match outcome {
                         Ok(response) => {
                             let ok = response.status().as_u16() == 200;

@@ -2,7 +2,8 @@
 //!
 //! It measures a server only through its public interfaces: signed Meta-shaped
 //! webhooks in, agents over WebSocket, and a Graph API sink for what the server
-//! sends out. The load is **open-loop**: message `i` of a step is scheduled at
+//! sends out (`sim::sink`; the signing and the agents' connection are `sim`'s
+//! too). The load is **open-loop**: message `i` of a step is scheduled at
 //! `start + i / rate` and every latency is measured from that scheduled time, so
 //! a server that slows down cannot hide it by slowing the load generator.
 //!
@@ -14,7 +15,6 @@
 //!   latency histograms, and the correctness counters that come from it.
 //! - `load` — the open-loop webhook sender.
 //! - `agents` — the WebSocket agents: take, reply, close; check assignments.
-//! - `sink` — the Graph API sink the server sends to.
 //! - `engine_process` — the configuration file, the `switchboard serve` child,
 //!   and its CPU and memory from `/proc`.
 //! - `metrics` — latency summaries, fairness, slopes.
@@ -37,7 +37,6 @@ pub mod load;
 pub mod metrics;
 pub mod report;
 pub mod scenarios;
-pub mod sink;
 pub mod workload;
 
 /// The app secret the harness writes into the engine's configuration, and the

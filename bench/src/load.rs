@@ -41,7 +41,7 @@ impl WebhookSender {
             .build()?;
         Ok(WebhookSender {
             client,
-            webhook_url: format!("{}/webhooks/whatsapp", base_url.trim_end_matches('/')),
+            webhook_url: sim::webhook::webhook_url(base_url),
             app_secret: Arc::from(app_secret.as_bytes()),
             builder,
             in_flight: Arc::new(AtomicUsize::new(0)),
@@ -84,13 +84,7 @@ impl WebhookSender {
     }
 
     fn dispatch(&self, phase: Arc<PhaseLedger>, index: u64, body: Vec<u8>) {
-        let signature = engine::signature::sign(&self.app_secret, &body);
-        let request = self
-            .client
-            .post(&self.webhook_url)
-            .header("x-hub-signature-256", signature)
-            .header("content-type", "application/json")
-            .body(body);
+        let request = sim::webhook::signed_post(&self.client, &self.webhook_url, &self.app_secret, body);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         phase.record_sent();
         let in_flight = self.in_flight.clone();

@@ -29,8 +29,8 @@ use crate::metrics::{Fairness, LatencySummary, slope};
 use crate::report::{
     AgentsScaleResult, Correctness, ProcessFigures, RecoveryResult, RunResult, SoakResult, StepResult, mib,
 };
-use crate::sink::SinkCounters;
 use crate::workload::{CustomerPlanner, WebhookBuilder, WorkloadShape};
+use sim::sink::SinkCounters;
 
 /// A server to drive.
 #[derive(Clone, Debug)]

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
+use sim::sink::{GraphSink, StatusCallbacks};
 use switchboard_bench::engine_process::{EngineConfigOptions, render_engine_config};
 use switchboard_bench::scenarios::{self, LoadRun, RunOptions, Target};
-use switchboard_bench::sink::{GraphSink, StatusCallbacks};
 
 const AGENTS: usize = 5;
 const CAPACITY: u32 = 100;

@@ -1,7 +1,7 @@
 //! `switchboard demo`: the newcomer's first run (contract §1).
 //!
 //! One process runs the engine, the built-in WhatsApp Cloud API emulator
-//! ([`crate::emulator`]), a pool of simulated customers who write in through
+//! ([`sim::emulator`]), a pool of simulated customers who write in through
 //! signed webhooks, and simulated agents who work their inbox over the
 //! WebSocket protocol exactly as a real agent UI would. A human agent `you` can
 //! join from the browser inbox, and a manager token opens the dashboard.
@@ -27,14 +27,11 @@ use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
+use sim::agent::Message as WsMessage;
+use sim::emulator::{Emulator, EmulatorConfig};
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
 
 use crate::config::Config;
-use crate::emulator::{Emulator, EmulatorConfig};
 
 /// The business phone number id the simulated customers write to.
 const PHONE_NUMBER_ID: &str = "100000000000001";
@@ -231,14 +228,13 @@ pub async fn run(listen: &str, agents: usize, rate: f64, data_dir: Option<PathBu
     };
     let addr = reachable(server.addr);
     let base_url = format!("http://{addr}");
-    emulator.set_webhook_url(Some(format!("{base_url}/webhooks/whatsapp")));
+    emulator.set_webhook_url(Some(sim::webhook::webhook_url(&base_url)));
     let emulator = Arc::new(emulator);
 
     print_banner(&addr, &roster, agents, rate, &data_dir);
 
     let ctx = Arc::new(Ctx {
         base_url: base_url.clone(),
-        ws_url: format!("ws://{addr}/ws"),
         app_secret,
         run_id: started_unix,
         stats: Stats::default(),
@@ -345,7 +341,6 @@ fn print_banner(addr: &SocketAddr, roster: &Roster, agents: usize, rate: f64, da
 struct Ctx {
     /// `http://HOST:PORT` of the engine, reachable from this process.
     base_url: String,
-    ws_url: String,
     app_secret: String,
     /// Makes message ids unique across runs sharing a data directory.
     run_id: u64,
@@ -394,7 +389,7 @@ async fn customers(ctx: Arc<Ctx>, rate: f64) {
         .enumerate()
         .map(|(index, name)| Customer { wa_id: format!("9198000000{index:02}"), name, open: false })
         .collect();
-    let url = format!("{}/webhooks/whatsapp", ctx.base_url);
+    let url = sim::webhook::webhook_url(&ctx.base_url);
     let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sent: u64 = 0;
@@ -430,7 +425,7 @@ async fn customers(ctx: Arc<Ctx>, rate: f64) {
                 (pick(&mut rng, CUSTOMER_TEXTS).to_string(), None)
             }
         };
-        let payload = crate::emulator::inbound_text_payload(
+        let payload = sim::emulator::inbound_text_payload(
             PHONE_NUMBER_ID,
             &customer.wa_id,
             customer.name,
@@ -454,16 +449,8 @@ async fn post_webhook(ctx: &Ctx, url: &str, payload: &Value) -> bool {
             return false;
         }
     };
-    let signature = crate::signature::sign(ctx.app_secret.as_bytes(), &body);
     count(&ctx.stats.webhooks_posted);
-    let result = ctx
-        .client
-        .post(url)
-        .header("X-Hub-Signature-256", signature)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .send()
-        .await;
+    let result = sim::webhook::signed_post(&ctx.client, url, ctx.app_secret.as_bytes(), body).send().await;
     let problem = match result {
         Ok(response) if response.status().is_success() => {
             count(&ctx.stats.webhooks_acked);
@@ -742,12 +729,10 @@ impl AgentState {
 
 /// One WebSocket session of a simulated agent; returns when the socket closes.
 async fn agent_session(ctx: &Ctx, agent_id: &str, token: &str) -> anyhow::Result<()> {
-    let mut request = ctx.ws_url.as_str().into_client_request()?;
-    request.headers_mut().insert(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {token}"))?);
-    request.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(protocol::ws::SUBPROTOCOL_JSON));
-    let (socket, _) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(request))
+    let connecting = sim::agent::connect(&ctx.base_url, token, sim::agent::Protocol::Json, None);
+    let (socket, _) = tokio::time::timeout(Duration::from_secs(10), connecting)
         .await
-        .map_err(|_| anyhow::anyhow!("timed out connecting to {}", ctx.ws_url))??;
+        .map_err(|_| anyhow::anyhow!("timed out connecting to {}", sim::agent::ws_url(&ctx.base_url)))??;
     let (mut sink, mut stream) = socket.split();
 
     let mut state = AgentState {

@@ -2,16 +2,19 @@
 //! world. HTTP and WebSocket ([`http`], [`ws`]), the Graph API client
 //! ([`graph`]), configuration ([`config`]), start and shutdown ([`server`]),
 //! the HTTP/1 accept loop with its timeouts ([`serve`]),
-//! the built-in Cloud API emulator ([`emulator`]) and the demo ([`demo`]).
+//! and the demo ([`demo`]), which runs the engine beside the simulated Meta,
+//! customers and agents of the `sim` crate.
 //!
-//! This is the only crate that opens sockets, reads the configuration file
-//! or the wall clock; business rules live in `actors`.
+//! This is the only crate of the server that opens sockets, reads the
+//! configuration file or the wall clock; business rules live in `actors`.
+//! Deliberately absent: simulators and test scaffolding (they are `sim`'s;
+//! [`emulator`] re-exports `sim::emulator` for code written against the old
+//! path).
 
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod demo;
-pub mod emulator;
 pub mod graph;
 pub mod http;
 pub mod metrics;
@@ -19,3 +22,5 @@ pub mod serve;
 pub mod server;
 pub mod signature;
 pub mod ws;
+
+pub use sim::emulator;

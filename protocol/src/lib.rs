@@ -9,6 +9,7 @@
 //! - [`codec`]: JSON and MessagePack encodings of frames.
 //! - [`json`]: the strict check serde_json does not make (a key twice in an object).
 //! - [`time`]: unix milliseconds and the RFC 3339 strings clients see.
+//! - [`signature`]: `X-Hub-Signature-256`, the HMAC-SHA256 Meta signs webhooks with.
 //!
 //! Deliberately absent: IO, async, clocks. This crate only describes data;
 //! reading the wall clock is the engine's business.
@@ -18,6 +19,7 @@ pub mod error;
 pub mod graph;
 pub mod json;
 pub mod model;
+pub mod signature;
 pub mod time;
 pub mod webhook;
 pub mod ws;

@@ -1,31 +1,21 @@
 //! Time as clients see it: RFC 3339 UTC with milliseconds, stored as unix ms.
 
-use ::time::OffsetDateTime;
-use ::time::format_description::well_known::Rfc3339;
+use chrono::{DateTime, SecondsFormat, Utc};
 
 /// Milliseconds since the unix epoch, UTC. Every stored time and deadline uses it.
 pub type UnixMs = i64;
 
 /// Formats unix milliseconds as `2026-11-24T10:00:00.000Z`.
 pub fn format_rfc3339(ms: UnixMs) -> String {
-    let nanos = i128::from(ms) * 1_000_000;
-    let Ok(at) = OffsetDateTime::from_unix_timestamp_nanos(nanos) else {
-        return "invalid".to_owned();
-    };
-    let (year, month, day) = (at.year(), u8::from(at.month()), at.day());
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        at.hour(),
-        at.minute(),
-        at.second(),
-        at.millisecond()
-    )
+    match DateTime::<Utc>::from_timestamp_millis(ms) {
+        Some(at) => at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        None => "invalid".to_owned(),
+    }
 }
 
 /// Parses an RFC 3339 string (any offset) into unix milliseconds.
 pub fn parse_rfc3339(text: &str) -> Option<UnixMs> {
-    let at = OffsetDateTime::parse(text, &Rfc3339).ok()?;
-    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()
+    DateTime::parse_from_rfc3339(text).ok().map(|at| at.timestamp_millis())
 }
 
 /// Serde helpers for `UnixMs` fields shown to clients as RFC 3339 strings.
@@ -83,5 +73,12 @@ mod tests {
     fn parses_offsets() {
         assert_eq!(parse_rfc3339("2026-11-24T15:30:00+05:30"), Some(1_795_514_400_000));
         assert_eq!(parse_rfc3339("yesterday"), None);
+        assert_eq!(parse_rfc3339("2026-02-31T10:00:00Z"), None);
+    }
+
+    #[test]
+    fn before_the_epoch_and_out_of_range() {
+        check(-1, "1969-12-31T23:59:59.999Z");
+        assert_eq!(format_rfc3339(i64::MAX), "invalid");
     }
 }

@@ -32,15 +32,15 @@ fn spec() -> &'static Value {
     SPEC.get_or_init(|| {
         let text =
             std::fs::read_to_string(SPEC_PATH).unwrap_or_else(|error| panic!("cannot read {SPEC_PATH}: {error}"));
-        let yaml: serde_yaml::Value =
-            serde_yaml::from_str(&text).unwrap_or_else(|error| panic!("{SPEC_PATH} is not YAML: {error}"));
+        let yaml: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(&text).unwrap_or_else(|error| panic!("{SPEC_PATH} is not YAML: {error}"));
         yaml_to_json(yaml)
     })
 }
 
 /// YAML to JSON; mapping keys that YAML reads as numbers (`200:`) become strings.
-fn yaml_to_json(yaml: serde_yaml::Value) -> Value {
-    use serde_yaml::Value as Yaml;
+fn yaml_to_json(yaml: serde_yaml_ng::Value) -> Value {
+    use serde_yaml_ng::Value as Yaml;
     match yaml {
         Yaml::Null => Value::Null,
         Yaml::Bool(flag) => Value::Bool(flag),

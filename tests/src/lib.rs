@@ -1,20 +1,23 @@
-//! Test harness for black-box tests: a real server on port 0 with the
-//! built-in Cloud API emulator, signed webhooks over HTTP, and WebSocket
-//! clients that speak the contract's frames.
+//! Test harness for black-box tests: a real server on port 0 with the Cloud
+//! API emulator as Meta, signed webhooks over HTTP, and WebSocket clients that
+//! speak the contract's frames.
+//!
+//! The simulators themselves (emulator, signed-webhook client, agent client)
+//! live in `sim`; this crate starts the engine with them and re-exports what
+//! tests name ([`WsClient`], [`Protocol`], [`WAIT`]). It deliberately holds no
+//! test of its own: those are the files in `tests/tests/`.
 
-use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use engine::config::Config;
-use engine::emulator::{Emulator, EmulatorConfig};
 use engine::server::{RunningServer, StartOptions};
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use sim::emulator::{Emulator, EmulatorConfig};
+
+pub use sim::agent::{Protocol, WAIT, WsClient};
 
 pub const APP_SECRET: &str = "test-app-secret";
 pub const VERIFY_TOKEN: &str = "test-verify-token";
@@ -113,7 +116,7 @@ impl Harness {
             Config::from_toml("test config", &text, std::iter::empty()).map_err(|error| anyhow!("{error}"))?;
         adjust(&mut config);
         let server = engine::server::start(config, options).await?;
-        emulator.set_webhook_url(Some(format!("{}/webhooks/whatsapp", server.base_url())));
+        emulator.set_webhook_url(Some(sim::webhook::webhook_url(&server.base_url())));
         Ok(Harness { server: Some(server), emulator, data_dir, http: reqwest::Client::new() })
     }
 
@@ -125,7 +128,7 @@ impl Harness {
         server.shutdown().await;
         config.server.listen = "127.0.0.1:0".to_owned();
         let server = engine::server::start(config, options).await?;
-        self.emulator.set_webhook_url(Some(format!("{}/webhooks/whatsapp", server.base_url())));
+        self.emulator.set_webhook_url(Some(sim::webhook::webhook_url(&server.base_url())));
         self.server = Some(server);
         Ok(())
     }
@@ -150,11 +153,11 @@ impl Harness {
     pub async fn post_raw(&self, body: &[u8], signature: Option<&str>) -> Result<(u16, Value)> {
         let mut request = self
             .http
-            .post(format!("{}/webhooks/whatsapp", self.base_url()))
+            .post(sim::webhook::webhook_url(&self.base_url()))
             .header("content-type", "application/json")
             .body(body.to_vec());
         if let Some(signature) = signature {
-            request = request.header("x-hub-signature-256", signature);
+            request = request.header(sim::webhook::SIGNATURE_HEADER, signature);
         }
         let response = request.send().await?;
         let status = response.status().as_u16();
@@ -200,23 +203,15 @@ impl Harness {
     }
 }
 
+/// Posts a signed webhook body to `{base_url}/webhooks/whatsapp`; returns the
+/// HTTP status and the JSON answer (or its text as a JSON string).
 pub async fn post_signed(http: &reqwest::Client, base_url: &str, secret: &str, body: &[u8]) -> Result<(u16, Value)> {
-    let signature = engine::signature::sign(secret.as_bytes(), body);
-    let response = http
-        .post(format!("{base_url}/webhooks/whatsapp"))
-        .header("content-type", "application/json")
-        .header("x-hub-signature-256", signature)
-        .body(body.to_vec())
-        .send()
-        .await?;
-    let status = response.status().as_u16();
-    let text = response.text().await?;
-    Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    Ok(sim::webhook::post_signed(http, base_url, secret, body).await?)
 }
 
 /// Meta's webhook for one inbound text message.
 pub fn inbound_text(from: &str, wamid: &str, text: &str) -> Value {
-    engine::emulator::inbound_text_payload(PHONE_NUMBER_ID, from, "Customer", wamid, text, now_s(), None)
+    sim::emulator::inbound_text_payload(PHONE_NUMBER_ID, from, "Customer", wamid, text, now_s(), None)
 }
 
 pub fn now_s() -> i64 {
@@ -224,146 +219,6 @@ pub fn now_s() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| elapsed.as_secs() as i64)
         .unwrap_or(0)
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
-    Json,
-    MsgPack,
-    None,
-}
-
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// A WebSocket client that reads frames as JSON values whatever the encoding.
-pub struct WsClient {
-    socket: Socket,
-    pub protocol: Protocol,
-    pub negotiated: Option<String>,
-    buffered: VecDeque<Value>,
-    next_id: u64,
-}
-
-pub const WAIT: Duration = Duration::from_secs(15);
-
-impl WsClient {
-    pub async fn connect(
-        base_url: &str,
-        token: &str,
-        protocol: Protocol,
-        resume_from: Option<u64>,
-    ) -> Result<WsClient> {
-        let mut url = format!("{}/ws", base_url.replacen("http://", "ws://", 1));
-        if let Some(seq) = resume_from {
-            url.push_str(&format!("?resume_from={seq}"));
-        }
-        let mut request = url.into_client_request()?;
-        request.headers_mut().insert("authorization", format!("Bearer {token}").parse()?);
-        match protocol {
-            Protocol::Json => {
-                request.headers_mut().insert("sec-websocket-protocol", "switchboard.v1.json".parse()?);
-            }
-            Protocol::MsgPack => {
-                request.headers_mut().insert("sec-websocket-protocol", "switchboard.v1.msgpack".parse()?);
-            }
-            Protocol::None => {}
-        }
-        let (socket, response) = tokio_tungstenite::connect_async(request).await?;
-        let negotiated =
-            response.headers().get("sec-websocket-protocol").and_then(|value| value.to_str().ok()).map(str::to_owned);
-        Ok(WsClient { socket, protocol, negotiated, buffered: VecDeque::new(), next_id: 1 })
-    }
-
-    async fn read_frame(&mut self) -> Result<Value> {
-        loop {
-            let message = tokio::time::timeout(WAIT, self.socket.next())
-                .await
-                .context("no frame within the wait")?
-                .ok_or_else(|| anyhow!("socket closed"))??;
-            match message {
-                Message::Text(text) => {
-                    if self.protocol == Protocol::MsgPack {
-                        bail!("text frame on a MessagePack session: {text}");
-                    }
-                    return Ok(serde_json::from_str(&text)?);
-                }
-                Message::Binary(bytes) => {
-                    if self.protocol != Protocol::MsgPack {
-                        bail!("binary frame on a JSON session");
-                    }
-                    return Ok(rmp_serde::from_slice(&bytes)?);
-                }
-                Message::Close(frame) => bail!("closed by server: {frame:?}"),
-                _ => continue,
-            }
-        }
-    }
-
-    /// The next frame (buffered ones first).
-    pub async fn next(&mut self) -> Result<Value> {
-        if let Some(frame) = self.buffered.pop_front() {
-            return Ok(frame);
-        }
-        self.read_frame().await
-    }
-
-    /// The next frame of `kind`, keeping others buffered in order.
-    pub async fn expect_type(&mut self, kind: &str) -> Result<Value> {
-        if let Some(position) = self.buffered.iter().position(|frame| frame["type"] == kind) {
-            return Ok(self.buffered.remove(position).expect("position exists"));
-        }
-        loop {
-            let frame = self.read_frame().await?;
-            if frame["type"] == kind {
-                return Ok(frame);
-            }
-            self.buffered.push_back(frame);
-        }
-    }
-
-    /// Frames of `kind` matching `predicate`, skipping (and buffering) others.
-    pub async fn expect_where(&mut self, predicate: impl Fn(&Value) -> bool) -> Result<Value> {
-        if let Some(position) = self.buffered.iter().position(&predicate) {
-            return Ok(self.buffered.remove(position).expect("position exists"));
-        }
-        loop {
-            let frame = self.read_frame().await?;
-            if predicate(&frame) {
-                return Ok(frame);
-            }
-            self.buffered.push_back(frame);
-        }
-    }
-
-    pub async fn send(&mut self, frame: &Value) -> Result<()> {
-        let message = match self.protocol {
-            Protocol::MsgPack => Message::Binary(rmp_serde::to_vec_named(frame)?.into()),
-            _ => Message::Text(serde_json::to_string(frame)?.into()),
-        };
-        self.socket.send(message).await?;
-        Ok(())
-    }
-
-    /// Sends a request with a fresh `id`; returns its `ok` or `error` answer.
-    pub async fn request(&mut self, mut frame: Value) -> Result<Value> {
-        let id = self.next_id;
-        self.next_id += 1;
-        frame["id"] = json!(id);
-        self.send(&frame).await?;
-        self.expect_where(|candidate| {
-            (candidate["type"] == "ok" || candidate["type"] == "error") && candidate["id"] == json!(id)
-        })
-        .await
-    }
-
-    /// Frames already received and not yet taken.
-    pub fn buffered(&self) -> &VecDeque<Value> {
-        &self.buffered
-    }
-
-    pub async fn close(mut self) {
-        let _ = self.socket.close(None).await;
-    }
 }
 
 /// Polls `check` every 20 ms until it returns `Some`, up to the wait.

@@ -1,5 +1,6 @@
 //! Keeps the dependency direction of ARCHITECTURE.md true:
-//! protocol ← storage ← actors ← engine ← (tests, bench).
+//! protocol ← storage ← actors ← engine ← (tests, bench), and
+//! protocol ← sim ← (engine, tests, bench), with sim below everything stateful.
 
 use std::collections::{HashMap, HashSet};
 use std::process::Command;
@@ -17,14 +18,25 @@ fn internal_crates_depend_only_downwards() {
         ("switchboard-protocol", HashSet::new()),
         ("switchboard-storage", HashSet::from(["switchboard-protocol"])),
         ("switchboard-actors", HashSet::from(["switchboard-protocol", "switchboard-storage"])),
-        ("switchboard-engine", HashSet::from(["switchboard-protocol", "switchboard-storage", "switchboard-actors"])),
+        // Simulated Meta, customers and agents speak only the wire formats.
+        ("switchboard-sim", HashSet::from(["switchboard-protocol"])),
+        (
+            "switchboard-engine",
+            HashSet::from(["switchboard-protocol", "switchboard-storage", "switchboard-actors", "switchboard-sim"]),
+        ),
         (
             "switchboard-tests",
-            HashSet::from(["switchboard-protocol", "switchboard-storage", "switchboard-actors", "switchboard-engine"]),
+            HashSet::from([
+                "switchboard-protocol",
+                "switchboard-storage",
+                "switchboard-actors",
+                "switchboard-sim",
+                "switchboard-engine",
+            ]),
         ),
         (
             "switchboard-bench",
-            HashSet::from(["switchboard-protocol", "switchboard-storage", "switchboard-actors", "switchboard-engine"]),
+            HashSet::from(["switchboard-protocol", "switchboard-actors", "switchboard-sim", "switchboard-engine"]),
         ),
     ]);
     let packages = metadata["packages"].as_array().unwrap();
@@ -49,5 +61,10 @@ fn internal_crates_depend_only_downwards() {
     for dependency in actors["dependencies"].as_array().unwrap() {
         let target = dependency["name"].as_str().unwrap();
         assert!(!["reqwest", "axum", "tokio-tungstenite"].contains(&target), "actors must open no socket: {target}");
+    }
+    let sim = packages.iter().find(|package| package["name"] == "switchboard-sim").unwrap();
+    for dependency in sim["dependencies"].as_array().unwrap() {
+        let target = dependency["name"].as_str().unwrap();
+        assert!(!["redb", "ractor"].contains(&target), "sim must stay outside the store and the actors: {target}");
     }
 }

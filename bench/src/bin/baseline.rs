@@ -196,7 +196,7 @@ pub fn error_response(error: ApiError) -> Response {
 
 async fn receive_webhook(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
     let signature = headers.get("x-hub-signature-256").and_then(|value| value.to_str().ok());
-    if !engine::signature::verify(&app.app_secret, signature, &body) {
+    if !protocol::signature::verify(&app.app_secret, signature, &body) {
         return error_response(ApiError::new(
             ErrorCode::Unauthorized,
             "X-Hub-Signature-256 is missing or does not match the body",

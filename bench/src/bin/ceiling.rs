@@ -3,7 +3,7 @@
 //!
 //! - `server`: the engine's HTTP stack (axum 0.8 on tokio, multi-threaded)
 //!   doing only what no webhook handler can skip: read the body, check
-//!   `X-Hub-Signature-256` with the engine's own `engine::signature::verify`,
+//!   `X-Hub-Signature-256` with the engine's own `protocol::signature::verify`,
 //!   answer. No parsing, no storage: the most requests/s a signed webhook
 //!   endpoint gets here.
 //! - `redb`: a raw redb group-commit loop, `--records` inserts, `--batch` per
@@ -101,7 +101,7 @@ async fn serve(listen: SocketAddr, app_secret: String) -> anyhow::Result<()> {
 
 async fn receive_webhook(State(secret): State<Arc<[u8]>>, headers: HeaderMap, body: Bytes) -> StatusCode {
     let signature = headers.get("x-hub-signature-256").and_then(|value| value.to_str().ok());
-    if engine::signature::verify(&secret, signature, &body) { StatusCode::OK } else { StatusCode::UNAUTHORIZED }
+    if protocol::signature::verify(&secret, signature, &body) { StatusCode::OK } else { StatusCode::UNAUTHORIZED }
 }
 
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");

@@ -5,6 +5,12 @@
 //! With status webhooks on, it also plays Meta's callbacks: for each accepted
 //! send it posts signed `sent` and `delivered` statuses back to the server
 //! (best effort, counted, never retried), which puts statuses in the mix.
+//!
+//! It is the load harness's Meta, beside the [`crate::emulator`] the demo and
+//! the tests use: the emulator validates, records every send, injects failures
+//! and retries its status posts, which at bench rates would cost the harness
+//! CPU and memory the server under test should have. Both answer with Meta's
+//! bodies and sign status webhooks with [`crate::webhook::signed_post`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -180,14 +186,10 @@ async fn post_statuses(
             tokio::time::sleep(Duration::from_millis(5)).await;
             for status in ["sent", "delivered"] {
                 let body = status_body(&pending, status);
-                let signature = engine::signature::sign(target.app_secret.as_bytes(), &body);
-                let answer = client
-                    .post(&target.webhook_url)
-                    .header("x-hub-signature-256", signature)
-                    .header(header::CONTENT_TYPE.as_str(), "application/json")
-                    .body(body)
-                    .send()
-                    .await;
+                let answer =
+                    crate::webhook::signed_post(&client, &target.webhook_url, target.app_secret.as_bytes(), body)
+                        .send()
+                        .await;
                 match answer {
                     Ok(response) if response.status().is_success() => {
                         counters.status_webhooks_acked.fetch_add(1, Ordering::Relaxed);
@@ -212,8 +214,8 @@ fn status_body(pending: &PendingStatus, status: &str) -> Vec<u8> {
         .unwrap_or(0);
     format!(
         r#"{{"object":"whatsapp_business_account","entry":[{{"id":"{waba}","changes":[{{"field":"messages","value":{{"messaging_product":"whatsapp","metadata":{{"display_phone_number":"{display}","phone_number_id":"{pnid}"}},"statuses":[{{"id":"{wamid}","status":"{status}","timestamp":"{timestamp}","recipient_id":"{to}","pricing":{{"billable":false,"pricing_model":"PMP","category":"service"}}}}]}}}}]}}]}}"#,
-        waba = crate::workload::WABA_ID,
-        display = crate::workload::DISPLAY_PHONE_NUMBER,
+        waba = crate::emulator::WABA_ID,
+        display = crate::emulator::DISPLAY_PHONE_NUMBER,
         pnid = pending.phone_number_id,
         wamid = pending.wamid,
         to = pending.recipient,

@@ -6,7 +6,9 @@
 //! status webhooks (`sent`, `delivered`, `read`, or `sent` then `failed`) to a
 //! webhook URL, signed with `X-Hub-Signature-256` like Meta's.
 //!
-//! `switchboard demo` runs it so a newcomer sees messages flow with no Meta account.
+//! `switchboard demo` runs it so a newcomer sees messages flow with no Meta account,
+//! and the black-box tests use it as Meta. (The bench uses [`crate::sink`], which
+//! keeps nothing per request.)
 //!
 //! Order of checks on a send, as Meta does it: path (`vNN.0`, else 404), access
 //! token (else 401, code 190), body (else 400, code 100), then any failure injected
@@ -557,17 +559,10 @@ async fn post_webhook(shared: &Shared, url: &str, payload: &Value, wamid: &str, 
             return;
         }
     };
-    let signature = crate::signature::sign(shared.app_secret.as_bytes(), &body);
     let mut attempt = 0;
     loop {
-        let result = shared
-            .client
-            .post(url)
-            .header(header::CONTENT_TYPE, "application/json")
-            .header("X-Hub-Signature-256", &signature)
-            .body(body.clone())
-            .send()
-            .await;
+        let result =
+            crate::webhook::signed_post(&shared.client, url, shared.app_secret.as_bytes(), body.clone()).send().await;
         let problem = match result {
             Ok(response) if response.status().is_success() => return,
             Ok(response) if response.status().is_server_error() => format!("HTTP {}", response.status()),
@@ -658,7 +653,7 @@ mod tests {
             .await
             .expect("a status webhook within 5 s")
             .expect("the receiver is alive");
-        assert!(crate::signature::verify(SECRET.as_bytes(), signature.as_deref(), &body), "bad signature");
+        assert!(protocol::signature::verify(SECRET.as_bytes(), signature.as_deref(), &body), "bad signature");
         let payload = WebhookPayload::parse(&body).expect("Meta's shape");
         let value = payload.entry[0].changes[0].messages_value().unwrap();
         assert_eq!(value.metadata.phone_number_id, PNID);
