@@ -19,7 +19,7 @@ use protocol::{ApiError, ErrorCode};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::{Map, Value, json};
 use storage::{
-    AssignmentChange, Batch, ConversationRecord, InboxEntry, InboxItem, IngestMessage, IngestOutcome, Op,
+    AssignmentChange, Batch, ConversationRecord, InboxEntry, InboxItem, IngestMessage, IngestOutcome, Op, SendIntent,
     SlaEventRecord, StoredMessage, ThreadRecord,
 };
 
@@ -91,6 +91,8 @@ pub struct PendingSend {
     text: Option<String>,
     template: Option<Value>,
     reply: Reply,
+    /// The intent committed before Meta was called; filled in by `start_send`.
+    intent: Option<SendIntent>,
 }
 
 pub struct ConversationActor;
@@ -225,6 +227,11 @@ impl ConversationState {
                     && let Some(mut stored) = self.shared.reader.message(&location.conversation_id, location.index)?
                     && status_advances(stored.message.status, new_status)
                 {
+                    // A send whose outcome was unknown, matched with this
+                    // wamid by the store: the wamid becomes its id.
+                    if stored.message.id != status.id {
+                        stored.message.id = status.id.clone();
+                    }
                     stored.message.status = Some(new_status);
                     let error = (new_status == DeliveryStatus::Failed).then(|| {
                         let first = status.errors.first();
@@ -634,9 +641,15 @@ impl ConversationState {
                     return Ok(());
                 }
                 let request = SendMessageRequest::text(&record.conversation.contact.wa_id, &text);
-                let pending =
-                    PendingSend { conversation_id, kind: "text".into(), text: Some(text), template: None, reply };
-                self.start_send(&record, request, pending);
+                let pending = PendingSend {
+                    conversation_id,
+                    kind: "text".into(),
+                    text: Some(text),
+                    template: None,
+                    reply,
+                    intent: None,
+                };
+                self.start_send(&principal, &record, request, pending).await?;
             }
             RequestKind::SendTemplate { template } => {
                 if template.name.trim().is_empty() || template.language.trim().is_empty() {
@@ -650,9 +663,15 @@ impl ConversationState {
                     &template.params,
                 );
                 let shown = json!({"name": template.name, "language": template.language, "params": template.params});
-                let pending =
-                    PendingSend { conversation_id, kind: "template".into(), text: None, template: Some(shown), reply };
-                self.start_send(&record, request, pending);
+                let pending = PendingSend {
+                    conversation_id,
+                    kind: "template".into(),
+                    text: None,
+                    template: Some(shown),
+                    reply,
+                    intent: None,
+                };
+                self.start_send(&principal, &record, request, pending).await?;
             }
             RequestKind::SetFields { fields } => {
                 if let Err(error) = rules::validate_fields(&self.shared.settings.dispositions, &fields) {
@@ -672,7 +691,31 @@ impl ConversationState {
         Ok(())
     }
 
-    fn start_send(&self, record: &ConversationRecord, request: SendMessageRequest, pending: PendingSend) {
+    /// Records the send's intent durably (one commit), then calls Meta.
+    /// Whatever happens to the process meanwhile, the send is then either
+    /// answered and recorded, or shown as `unknown` (see [`SendIntent`]).
+    async fn start_send(
+        &self,
+        principal: &Principal,
+        record: &ConversationRecord,
+        request: SendMessageRequest,
+        mut pending: PendingSend,
+    ) -> Result<(), ActorProcessingErr> {
+        let now = self.now();
+        let intent = SendIntent {
+            local_id: local_message_id(&pending.conversation_id, now),
+            conversation_id: pending.conversation_id.clone(),
+            kind: pending.kind.clone(),
+            text: pending.text.clone(),
+            template: pending.template.clone(),
+            request: serde_json::to_string(&request).unwrap_or_default(),
+            sent_by: principal.agent_id.clone(),
+            created_at: now,
+            unknown_at: None,
+        };
+        self.commit(vec![Op::PutSendIntent { thread_key: self.thread_key.clone(), intent: Box::new(intent.clone()) }])
+            .await?;
+        pending.intent = Some(intent);
         let outbound = self.shared.outbound.clone();
         let manager = self.manager().clone();
         let thread_key = self.thread_key.clone();
@@ -688,6 +731,7 @@ impl ConversationState {
                 message: ConversationMsg::SendCompleted(Box::new(pending), result),
             });
         });
+        Ok(())
     }
 
     async fn on_send_completed(
@@ -695,20 +739,26 @@ impl ConversationState {
         pending: PendingSend,
         result: Result<SendMessageResponse, ApiError>,
     ) -> Result<(), ActorProcessingErr> {
-        let response = match result {
-            Ok(response) => response,
-            Err(error) => {
+        let intent = pending.intent.clone().expect("start_send records the intent");
+        let wamid = match send_outcome(result) {
+            SendOutcome::Accepted(wamid) => wamid,
+            SendOutcome::Refused(error) => {
                 metrics::counter!(crate::metrics::SEND_FAILURES_TOTAL, "code" => error.code.as_str()).increment(1);
+                self.commit(vec![Op::ResolveSendIntent {
+                    thread_key: self.thread_key.clone(),
+                    local_id: intent.local_id,
+                    wamid: None,
+                }])
+                .await?;
                 let _ = pending.reply.send(Err(error));
                 return Ok(());
             }
-        };
-        let Some(wamid) = response.messages.first().map(|message| message.id.clone()) else {
-            let _ = pending.reply.send(Err(ApiError::new(
-                ErrorCode::UpstreamError,
-                "WhatsApp accepted the message but returned no message id",
-            )));
-            return Ok(());
+            SendOutcome::Unknown(error) => {
+                metrics::counter!(crate::metrics::SEND_FAILURES_TOTAL, "code" => error.code.as_str()).increment(1);
+                self.record_unknown_send(&intent).await?;
+                let _ = pending.reply.send(Err(error));
+                return Ok(());
+            }
         };
         let now = self.now();
         let is_open = self.open.as_ref().is_some_and(|open| open.conversation.id == pending.conversation_id);
@@ -717,7 +767,15 @@ impl ConversationState {
         } else {
             match self.shared.reader.conversation(&pending.conversation_id)? {
                 Some(record) => record,
-                None => return Ok(()),
+                None => {
+                    let resolve = Op::ResolveSendIntent {
+                        thread_key: self.thread_key.clone(),
+                        local_id: intent.local_id,
+                        wamid: Some(wamid),
+                    };
+                    self.commit(vec![resolve]).await?;
+                    return Ok(());
+                }
             }
         };
         let before = deadlines::deadlines_of(&record);
@@ -746,7 +804,7 @@ impl ConversationState {
             _ => free_entry,
         };
         let message = Message {
-            id: wamid,
+            id: wamid.clone(),
             direction: Direction::Out,
             kind: pending.kind.clone(),
             text: pending.text.clone(),
@@ -769,6 +827,11 @@ impl ConversationState {
                 message: Box::new(StoredMessage { message: message.clone(), raw: None }),
             },
             Op::PutConversation(Box::new(record.clone())),
+            Op::ResolveSendIntent {
+                thread_key: self.thread_key.clone(),
+                local_id: intent.local_id,
+                wamid: Some(wamid),
+            },
         ];
         if let (true, Some(agent)) = (is_open, &record.conversation.agent) {
             batch.push(Op::AgentEvent {
@@ -790,6 +853,25 @@ impl ConversationState {
             self.open = Some(record);
         }
         let _ = pending.reply.send(Ok(object(json!({ "message": message }))));
+        Ok(())
+    }
+
+    /// Meta's answer to a send is lost (the connection failed after the
+    /// request went out): the message goes into history as `unknown`.
+    async fn record_unknown_send(&mut self, intent: &SendIntent) -> Result<(), ActorProcessingErr> {
+        let is_open = self.open.as_ref().is_some_and(|open| open.conversation.id == intent.conversation_id);
+        let mut record = match &self.open {
+            Some(open) if is_open => open.clone(),
+            _ => match self.shared.reader.conversation(&intent.conversation_id)? {
+                Some(record) => record,
+                None => return Ok(()),
+            },
+        };
+        let batch = unknown_send_batch(&mut record, intent);
+        self.commit(batch).await?;
+        if is_open {
+            self.open = Some(record);
+        }
         Ok(())
     }
 
@@ -1029,6 +1111,90 @@ fn status_advances(current: Option<DeliveryStatus>, new: DeliveryStatus) -> bool
     }
 }
 
+/// What Meta's answer to a send means for its intent.
+#[derive(Debug, PartialEq)]
+pub(crate) enum SendOutcome {
+    /// Accepted, with the message's wamid.
+    Accepted(String),
+    /// Meta answered with an error (or kept throttling): nothing was sent.
+    Refused(ApiError),
+    /// No usable answer (the connection failed or timed out, Meta answered
+    /// 200 without a readable message id, or an error without Meta's error
+    /// body): Meta may have sent it, so it is recorded as `unknown`.
+    Unknown(ApiError),
+}
+
+pub(crate) fn send_outcome(result: Result<SendMessageResponse, ApiError>) -> SendOutcome {
+    match result {
+        Ok(response) => match response.messages.into_iter().next() {
+            Some(message) => SendOutcome::Accepted(message.id),
+            None => SendOutcome::Unknown(ApiError::new(
+                ErrorCode::UpstreamError,
+                "WhatsApp accepted the message but returned no message id",
+            )),
+        },
+        Err(error) => {
+            let metas_answer = error.detail.as_ref().is_some_and(|detail| detail.get("meta_code").is_some());
+            if error.code == ErrorCode::UpstreamError && !metas_answer {
+                SendOutcome::Unknown(error)
+            } else {
+                SendOutcome::Refused(error)
+            }
+        }
+    }
+}
+
+/// The message an intent without an outcome shows in history: its local
+/// id, status `unknown`, at the time the send started.
+pub(crate) fn unknown_message(intent: &SendIntent) -> Message {
+    Message {
+        id: intent.local_id.clone(),
+        direction: Direction::Out,
+        kind: intent.kind.clone(),
+        text: intent.text.clone(),
+        media: intent.template.clone().map(|template| json!({"template": template})),
+        at: intent.created_at,
+        status: Some(DeliveryStatus::Unknown),
+        free: None,
+        error: None,
+    }
+}
+
+/// Appends an intent's `unknown` message to `record` (its conversation) and
+/// returns the batch that stores it, marks the intent unknown and tells the
+/// holder. The conversation's clocks are left alone: whether the customer
+/// got a reply is not known.
+pub(crate) fn unknown_send_batch(record: &mut ConversationRecord, intent: &SendIntent) -> Batch {
+    let message = unknown_message(intent);
+    let index = record.message_count;
+    record.message_count += 1;
+    let mut batch = vec![
+        Op::PutMessage {
+            conversation_id: record.conversation.id.clone(),
+            thread_key: record.thread_key.clone(),
+            index,
+            message: Box::new(StoredMessage { message: message.clone(), raw: None }),
+        },
+        Op::PutConversation(Box::new(record.clone())),
+        Op::SendIntentUnknown { thread_key: record.thread_key.clone(), local_id: intent.local_id.clone(), index },
+    ];
+    if let (ConversationStatus::Assigned, Some(agent)) = (record.conversation.status, &record.conversation.agent) {
+        batch.push(Op::AgentEvent {
+            agent_id: agent.clone(),
+            frame: Box::new(ServerFrame::Message { seq: 0, conversation_id: record.conversation.id.clone(), message }),
+        });
+    }
+    batch
+}
+
+/// An outbound message's id until Meta's wamid is known: unique in this
+/// process (a counter) and across restarts (the time).
+fn local_message_id(conversation_id: &str, now: UnixMs) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("local.{conversation_id}.{now}.{n}")
+}
+
 fn object(value: Value) -> Map<String, Value> {
     match value {
         Value::Object(map) => map,
@@ -1041,8 +1207,71 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_send_is_unknown_only_when_metas_answer_is_missing() {
+        use protocol::graph::SentMessage;
+        let accepted = SendMessageResponse {
+            messaging_product: "whatsapp".into(),
+            contacts: Vec::new(),
+            messages: vec![SentMessage { id: "wamid.1".into(), message_status: None }],
+        };
+        assert_eq!(send_outcome(Ok(accepted.clone())), SendOutcome::Accepted("wamid.1".into()));
+        let no_id = SendMessageResponse { messages: Vec::new(), ..accepted };
+        assert!(matches!(send_outcome(Ok(no_id)), SendOutcome::Unknown(_)));
+        let transport = ApiError::new(ErrorCode::UpstreamError, "could not reach the WhatsApp Cloud API: timed out");
+        assert!(matches!(send_outcome(Err(transport)), SendOutcome::Unknown(_)));
+        let metas = ApiError::new(ErrorCode::UpstreamError, "undeliverable").with_detail(json!({"meta_code": 131026}));
+        assert!(matches!(send_outcome(Err(metas)), SendOutcome::Refused(_)));
+        let throttled = ApiError::new(ErrorCode::RateLimited, "slow down");
+        assert!(matches!(send_outcome(Err(throttled)), SendOutcome::Refused(_)));
+        let window = ApiError::new(ErrorCode::WindowClosed, "closed");
+        assert!(matches!(send_outcome(Err(window)), SendOutcome::Refused(_)));
+    }
+
+    #[test]
+    fn an_unknown_send_is_appended_and_told_to_the_holder() {
+        let thread = ThreadRecord {
+            contact: Contact { wa_id: "15550001".into(), name: None },
+            phone_number_id: "100".into(),
+            open_conversation: Some("cv000000000001".into()),
+            last_closed_by: None,
+            last_inbox_seq: 0,
+        };
+        let mut record = new_conversation(
+            "cv000000000001".into(),
+            &thread,
+            "100:15550001",
+            protocol::model::Source::organic(),
+            None,
+            5,
+        );
+        record.message_count = 2;
+        record.conversation.status = ConversationStatus::Assigned;
+        record.conversation.agent = Some("a1".into());
+        let intent = SendIntent {
+            local_id: "local.x".into(),
+            conversation_id: "cv000000000001".into(),
+            kind: "text".into(),
+            text: Some("hi".into()),
+            template: None,
+            request: String::new(),
+            sent_by: "a1".into(),
+            created_at: 42,
+            unknown_at: None,
+        };
+        let batch = unknown_send_batch(&mut record, &intent);
+        assert_eq!(record.message_count, 3);
+        let Op::PutMessage { index: 2, message, .. } = &batch[0] else { panic!("{batch:?}") };
+        assert_eq!(message.message.status, Some(DeliveryStatus::Unknown));
+        assert_eq!((message.message.id.as_str(), message.message.at), ("local.x", 42));
+        assert!(matches!(&batch[2], Op::SendIntentUnknown { index: 2, .. }));
+        assert!(matches!(&batch[3], Op::AgentEvent { agent_id, .. } if agent_id == "a1"));
+    }
+
+    #[test]
     fn statuses_only_advance() {
         use DeliveryStatus::*;
+        assert!(status_advances(Some(Unknown), Sent));
+        assert!(status_advances(Some(Unknown), Failed));
         assert!(status_advances(None, Sent));
         assert!(status_advances(Some(Sent), Read));
         assert!(!status_advances(Some(Read), Delivered));

@@ -90,6 +90,40 @@ impl EventSink for ActorSink {
     }
 }
 
+/// Sends whose intent was recorded but whose outcome was not: the last run
+/// stopped while Meta had them. They are never sent again (that could send
+/// a message twice): each goes into its conversation's history as
+/// `unknown`, oldest first, before any conversation actor runs, and waits
+/// for a status from Meta to tell its wamid (`storage::SendIntents::claim`).
+async fn recover_send_intents(shared: &Shared) -> Result<usize, StartError> {
+    let mut recovered = 0;
+    for (thread_key, intents) in shared.reader.send_intents()? {
+        let mut in_flight: Vec<_> = intents.intents.into_iter().filter(|intent| intent.unknown_at.is_none()).collect();
+        in_flight.sort_by_key(|intent| intent.created_at);
+        for intent in in_flight {
+            let batch = match shared.reader.conversation(&intent.conversation_id)? {
+                Some(mut record) => {
+                    recovered += 1;
+                    tracing::warn!(
+                        conversation_id = %intent.conversation_id,
+                        local_id = %intent.local_id,
+                        "a send's outcome is unknown (the engine stopped while Meta had it)"
+                    );
+                    conversation::unknown_send_batch(&mut record, &intent)
+                }
+                // Its conversation was never stored: nothing to show it in.
+                None => vec![Op::ResolveSendIntent {
+                    thread_key: thread_key.clone(),
+                    local_id: intent.local_id,
+                    wamid: None,
+                }],
+            };
+            shared.store.commit(batch).await?;
+        }
+    }
+    Ok(recovered)
+}
+
 /// The running actor system.
 pub struct System {
     shared: Arc<Shared>,
@@ -173,6 +207,7 @@ impl System {
         }
         let _ = sink.shared.set(shared.clone());
         let spawned_ms = started.elapsed().as_millis();
+        let unknown_sends = recover_send_intents(&shared).await?;
 
         // Deadlines are stored, not scheduled: arm every open conversation's
         // again (overdue ones fire at once; their owners ignore stale ones).
@@ -200,6 +235,7 @@ impl System {
         }
         tracing::info!(
             open_conversations = open_count,
+            unknown_sends,
             store_opened_ms,
             open_read_ms,
             spawned_ms,

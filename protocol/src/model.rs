@@ -93,6 +93,12 @@ pub enum Direction {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryStatus {
+    /// Switchboard's own: an outbound message whose send was started but
+    /// whose answer from Meta was never recorded (the engine stopped, or the
+    /// connection failed, while Meta had it). Meta never sends it; a status
+    /// from Meta for the message replaces it. First, so every Meta status
+    /// advances from it.
+    Unknown,
     Sent,
     Delivered,
     Read,

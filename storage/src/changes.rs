@@ -38,9 +38,10 @@ pub enum TableId {
     Agents = 11,
     AgentEvents = 12,
     AgentOpen = 13,
+    SendIntents = 14,
 }
 
-const TABLES: [TableId; 14] = [
+const TABLES: [TableId; 15] = [
     TableId::Counters,
     TableId::Inbox,
     TableId::InboundIds,
@@ -55,6 +56,7 @@ const TABLES: [TableId; 14] = [
     TableId::Agents,
     TableId::AgentEvents,
     TableId::AgentOpen,
+    TableId::SendIntents,
 ];
 
 impl TableId {
@@ -456,6 +458,7 @@ pub(crate) fn read_point(txn: &ReadTransaction, table: TableId, key: &Key) -> Re
         (TableId::MessageIndex, _) => str_table(txn, MESSAGE_INDEX, key),
         (TableId::Threads, _) => str_table(txn, THREADS, key),
         (TableId::Agents, _) => str_table(txn, AGENTS, key),
+        (TableId::SendIntents, _) => str_table(txn, SEND_INTENTS, key),
         (TableId::Messages, Key::StrU32(id, index)) => {
             let table = txn.open_table(MESSAGES).map_err(db_error)?;
             Ok(table.get((id.as_str(), *index)).map_err(db_error)?.map(|value| value.value().to_vec()))
@@ -510,6 +513,7 @@ pub(crate) fn materialize<'a>(txn: &WriteTransaction, writes: impl IntoIterator<
     let mut agents = txn.open_table(AGENTS).map_err(db_error)?;
     let mut agent_events = txn.open_table(AGENT_EVENTS).map_err(db_error)?;
     let mut agent_open = txn.open_table(AGENT_OPEN).map_err(db_error)?;
+    let mut send_intents = txn.open_table(SEND_INTENTS).map_err(db_error)?;
     for write in writes {
         let key = &write.key;
         let value = write.value.as_deref();
@@ -537,6 +541,7 @@ pub(crate) fn materialize<'a>(txn: &WriteTransaction, writes: impl IntoIterator<
             (TableId::MessageIndex, _) => apply!(message_index, str_key(key)?, bytes),
             (TableId::Threads, _) => apply!(threads, str_key(key)?, bytes),
             (TableId::Agents, _) => apply!(agents, str_key(key)?, bytes),
+            (TableId::SendIntents, _) => apply!(send_intents, str_key(key)?, bytes),
             (TableId::Messages, Key::StrU32(id, index)) => apply!(messages, (id.as_str(), *index), bytes),
             (TableId::AgentEvents, Key::StrU64(agent, seq)) => apply!(agent_events, (agent.as_str(), *seq), bytes),
             (TableId::AgentOpen, Key::StrStr(agent, id)) => {

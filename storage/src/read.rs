@@ -17,8 +17,8 @@ use crate::changes::{Key, Overlay, Progress, TableId};
 use crate::records::{decode, decode_json};
 use crate::tables::*;
 use crate::{
-    AgentRecord, ConversationRecord, InboxEntry, MessageLocation, OpenEntry, Result, StoredMessage, ThreadRecord,
-    db_error,
+    AgentRecord, ConversationRecord, InboxEntry, MessageLocation, OpenEntry, Result, SendIntents, StoredMessage,
+    ThreadRecord, db_error,
 };
 
 /// An open conversation an agent holds, with its messages.
@@ -153,6 +153,19 @@ impl Reader {
         for row in open.iter().map_err(db_error)? {
             let (id, bytes) = row.map_err(db_error)?;
             entries.push((id.value().to_owned(), decode(bytes.value())?));
+        }
+        Ok(entries)
+    }
+
+    /// Every thread's unresolved sends, by thread key (recovery: at a start
+    /// those in flight are left over from the last run).
+    pub fn send_intents(&self) -> Result<Vec<(String, SendIntents)>> {
+        let txn = self.txn()?;
+        let table = txn.open_table(SEND_INTENTS).map_err(db_error)?;
+        let mut entries = Vec::new();
+        for row in table.iter().map_err(db_error)? {
+            let (key, bytes) = row.map_err(db_error)?;
+            entries.push((key.value().to_owned(), decode(bytes.value())?));
         }
         Ok(entries)
     }

@@ -198,6 +198,123 @@ pub struct MessageLocation {
     pub index: u32,
 }
 
+/// An outbound send recorded before Meta is called (contract: a message
+/// Meta accepted is never missing from history). Removed when Meta's answer
+/// is recorded; one left behind by a crash (or a send whose answer was lost)
+/// is shown in history with status `unknown` and waits for a status webhook
+/// of Meta's to tell its wamid.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SendIntent {
+    /// The message's id until Meta's wamid is known (`local.…`).
+    pub local_id: String,
+    pub conversation_id: String,
+    /// `text` or `template`.
+    pub kind: String,
+    #[serde(default)]
+    pub text: Option<String>,
+    /// The template as shown to clients (`{name, language, params}`).
+    #[serde(default)]
+    pub template: Option<serde_json::Value>,
+    /// The body sent to Meta, as JSON (for operators; never re-sent).
+    #[serde(default)]
+    pub request: String,
+    /// The agent (or integration) that asked for the send.
+    #[serde(default)]
+    pub sent_by: String,
+    pub created_at: UnixMs,
+    /// Its index in the conversation once it is shown there as `unknown`;
+    /// `None` while the send is in flight.
+    #[serde(default)]
+    pub unknown_at: Option<u32>,
+}
+
+/// The unresolved sends to one customer (a thread), oldest first, and the
+/// wamids of statuses that arrived for no known message while one of them
+/// was still in flight (they may be its wamid; see [`SendIntents::settle`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SendIntents {
+    #[serde(default)]
+    pub intents: Vec<SendIntent>,
+    #[serde(default)]
+    pub unmatched_wamids: Vec<String>,
+}
+
+impl SendIntents {
+    pub fn is_empty(&self) -> bool {
+        self.intents.is_empty()
+    }
+
+    /// Whether a send to this customer is waiting for Meta's answer.
+    pub fn in_flight(&self) -> bool {
+        self.intents.iter().any(|intent| intent.unknown_at.is_none())
+    }
+
+    /// Meta answered: the intent is resolved (its message, if accepted, is
+    /// stored with `wamid`, which is then no longer a candidate).
+    pub fn resolve(&mut self, local_id: &str, wamid: Option<&str>) {
+        self.intents.retain(|intent| intent.local_id != local_id);
+        if let Some(wamid) = wamid {
+            self.unmatched_wamids.retain(|unmatched| unmatched != wamid);
+        }
+    }
+
+    /// The intent is now in its conversation's history at `index`, `unknown`.
+    pub fn mark_unknown(&mut self, local_id: &str, index: u32) {
+        if let Some(intent) = self.intents.iter_mut().find(|intent| intent.local_id == local_id) {
+            intent.unknown_at = Some(index);
+        }
+    }
+
+    /// A status arrived for `wamid`, which no stored message has. When no
+    /// send to this customer is in flight, it can only be one of the unknown
+    /// ones: the oldest unknown intent takes it (removed here; its location
+    /// returned). When one is in flight the wamid may be that send's, whose
+    /// answer is on its way: it is noted and matched by [`Self::settle`] once
+    /// nothing is in flight. Otherwise (no intents) it is no one's here.
+    pub fn claim(&mut self, wamid: &str, thread_key: &str) -> Option<MessageLocation> {
+        if self.in_flight() {
+            if !self.unmatched_wamids.iter().any(|unmatched| unmatched == wamid) {
+                self.unmatched_wamids.push(wamid.to_owned());
+            }
+            return None;
+        }
+        self.take_oldest_unknown(thread_key)
+    }
+
+    /// Once nothing is in flight, pairs the noted wamids with the unknown
+    /// intents, oldest with oldest; forgets noted wamids nothing can take.
+    pub fn settle(&mut self, thread_key: &str) -> Vec<(String, MessageLocation)> {
+        if self.in_flight() {
+            return Vec::new();
+        }
+        let mut matched = Vec::new();
+        while !self.unmatched_wamids.is_empty() {
+            let Some(location) = self.take_oldest_unknown(thread_key) else { break };
+            matched.push((self.unmatched_wamids.remove(0), location));
+        }
+        if self.intents.is_empty() {
+            self.unmatched_wamids.clear();
+        }
+        matched
+    }
+
+    fn take_oldest_unknown(&mut self, thread_key: &str) -> Option<MessageLocation> {
+        let position = self
+            .intents
+            .iter()
+            .enumerate()
+            .filter(|(_, intent)| intent.unknown_at.is_some())
+            .min_by_key(|(position, intent)| (intent.created_at, *position))
+            .map(|(position, _)| position)?;
+        let intent = self.intents.remove(position);
+        Some(MessageLocation {
+            conversation_id: intent.conversation_id,
+            thread_key: thread_key.to_owned(),
+            index: intent.unknown_at.expect("filtered above"),
+        })
+    }
+}
+
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     rmp_serde::to_vec_named(value).map_err(|error| StorageError::Codec(error.to_string()))
 }
@@ -280,5 +397,87 @@ impl OpenEntry {
                 .filter_map(|event| Some((event.agent.clone()?, event.at)))
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn intent(local_id: &str, created_at: UnixMs, unknown_at: Option<u32>) -> SendIntent {
+        SendIntent {
+            local_id: local_id.into(),
+            conversation_id: "cv1".into(),
+            kind: "text".into(),
+            text: Some(local_id.into()),
+            template: None,
+            request: String::new(),
+            sent_by: "a1".into(),
+            created_at,
+            unknown_at,
+        }
+    }
+
+    fn at(index: u32) -> Option<MessageLocation> {
+        Some(MessageLocation { conversation_id: "cv1".into(), thread_key: "t".into(), index })
+    }
+
+    #[test]
+    fn the_oldest_unknown_intent_takes_an_unknown_wamid() {
+        let mut intents =
+            SendIntents { intents: vec![intent("b", 20, Some(5)), intent("a", 10, Some(7))], ..Default::default() };
+        assert_eq!(intents.claim("w1", "t"), at(7));
+        assert_eq!(intents.claim("w2", "t"), at(5));
+        assert_eq!(intents.claim("w3", "t"), None);
+        assert!(intents.is_empty());
+    }
+
+    #[test]
+    fn a_wamid_waits_while_a_send_is_in_flight() {
+        let mut intents =
+            SendIntents { intents: vec![intent("a", 10, Some(3)), intent("b", 20, None)], ..Default::default() };
+        assert_eq!(intents.claim("w1", "t"), None, "it may be b's wamid");
+        assert_eq!(intents.claim("w1", "t"), None);
+        assert_eq!(intents.unmatched_wamids, vec!["w1".to_owned()]);
+        assert!(intents.settle("t").is_empty(), "b is still in flight");
+        // b's answer was w1 after all: a stays unknown.
+        intents.resolve("b", Some("w1"));
+        assert!(intents.settle("t").is_empty());
+        assert_eq!(intents.intents.len(), 1);
+        // Another wamid while b2 is in flight, then b2 fails at Meta: the wamid was a's.
+        intents.intents.push(intent("b2", 30, None));
+        assert_eq!(intents.claim("w2", "t"), None);
+        intents.resolve("b2", None);
+        assert_eq!(intents.settle("t"), vec![("w2".to_owned(), at(3).unwrap())]);
+        assert!(intents.is_empty() && intents.unmatched_wamids.is_empty());
+    }
+
+    #[test]
+    fn a_crash_makes_noted_wamids_match_oldest_first() {
+        let mut intents =
+            SendIntents { intents: vec![intent("a", 10, None), intent("b", 20, None)], ..Default::default() };
+        assert_eq!(intents.claim("w1", "t"), None);
+        assert_eq!(intents.claim("w2", "t"), None);
+        intents.mark_unknown("a", 4);
+        assert!(intents.settle("t").is_empty(), "b is still in flight");
+        intents.mark_unknown("b", 6);
+        assert_eq!(intents.settle("t"), vec![("w1".to_owned(), at(4).unwrap()), ("w2".to_owned(), at(6).unwrap())]);
+        assert!(intents.is_empty());
+    }
+
+    #[test]
+    fn old_records_read_without_the_new_fields() {
+        #[derive(Serialize)]
+        struct Old {
+            local_id: &'static str,
+            conversation_id: &'static str,
+            kind: &'static str,
+            created_at: UnixMs,
+        }
+        let bytes = encode(&Old { local_id: "l", conversation_id: "cv1", kind: "text", created_at: 1 }).unwrap();
+        let read: SendIntent = decode(&bytes).unwrap();
+        assert_eq!(read.unknown_at, None);
+        let read: SendIntents = decode(&encode(&serde_json::json!({})).unwrap()).unwrap();
+        assert!(read.is_empty());
     }
 }

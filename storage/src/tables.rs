@@ -37,6 +37,9 @@ pub const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
 pub const AGENT_EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("agent_events");
 /// (agent id, conversation id) → (): the agent's open assigned conversations.
 pub const AGENT_OPEN: TableDefinition<(&str, &str), ()> = TableDefinition::new("agent_open");
+/// thread key → [`crate::SendIntents`]: sends whose outcome is not recorded
+/// (in flight, or `unknown` after a crash until a status tells the wamid).
+pub const SEND_INTENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("send_intents");
 
 pub(crate) fn create_all(db: &Database) -> Result<()> {
     let mut txn = db.begin_write().map_err(db_error)?;
@@ -57,6 +60,7 @@ pub(crate) fn create_all(db: &Database) -> Result<()> {
     txn.open_table(AGENTS).map_err(db_error)?;
     txn.open_table(AGENT_EVENTS).map_err(db_error)?;
     txn.open_table(AGENT_OPEN).map_err(db_error)?;
+    txn.open_table(SEND_INTENTS).map_err(db_error)?;
     migrate_open_index_v2(&txn)?;
     txn.commit().map_err(db_error)?;
     Ok(())

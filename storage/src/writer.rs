@@ -38,7 +38,7 @@ use crate::records::{decode, decode_json, encode, encode_json};
 use crate::tables::*;
 use crate::{
     AgentRecord, ConversationRecord, InboxEntry, InboxItem, IngestMessage, IngestStatus, MessageLocation, OpenEntry,
-    Result, StorageError, StoreOptions, StoredMessage, ThreadRecord, db_error,
+    Result, SendIntent, SendIntents, StorageError, StoreOptions, StoredMessage, ThreadRecord, db_error,
 };
 
 /// One change to the store. A [`Batch`]'s ops are applied in order, atomically.
@@ -85,6 +85,26 @@ pub enum Op {
     CountFirstResponseBreach {
         agent_id: String,
         day: i64,
+    },
+    /// Records a send before Meta is called (see [`crate::SendIntent`]).
+    PutSendIntent {
+        thread_key: String,
+        intent: Box<SendIntent>,
+    },
+    /// Meta answered the send: accepted with `wamid` (its message is stored
+    /// in the same batch) or refused (`None`).
+    ResolveSendIntent {
+        thread_key: String,
+        local_id: String,
+        wamid: Option<String>,
+    },
+    /// The send's outcome is unknown; its message is stored at `index` of
+    /// its conversation (same batch) with status `unknown`, until a status
+    /// from Meta tells its wamid.
+    SendIntentUnknown {
+        thread_key: String,
+        local_id: String,
+        index: u32,
     },
 }
 
@@ -629,6 +649,10 @@ impl<'a> GroupState<'a> {
                         outcome.ingested.push(IngestOutcome::Accepted { seq });
                     }
                     None => {
+                        if self.claim_for_unknown_send(ingest, published)? {
+                            outcome.ingested.push(IngestOutcome::Accepted { seq: self.inbox_seq });
+                            return Ok(true);
+                        }
                         let mut waiting: Vec<IngestStatus> =
                             match self.view.get(TableId::PendingStatuses, text(&ingest.status.id))? {
                                 Some(bytes) => decode_json(&bytes)?,
@@ -668,15 +692,7 @@ impl<'a> GroupState<'a> {
                         index: *index,
                     };
                     self.view.put(TableId::MessageIndex, text(wamid), encode(&location)?);
-                    if let Some(bytes) = self.view.get(TableId::PendingStatuses, text(wamid))? {
-                        self.view.delete(TableId::PendingStatuses, text(wamid));
-                        let waiting: Vec<IngestStatus> = decode_json(&bytes)?;
-                        for ingest in waiting {
-                            let item =
-                                InboxItem::Status { conversation_id: conversation_id.clone(), status: ingest.status };
-                            self.push_inbox(thread_key.clone(), item, published)?;
-                        }
-                    }
+                    self.release_pending_statuses(wamid, &location, published)?;
                 }
             }
             Op::PutThread { key, record } => {
@@ -711,7 +727,85 @@ impl<'a> GroupState<'a> {
                     record.frt_breaches = 1;
                 }
             }
+            Op::PutSendIntent { thread_key, intent } => {
+                let mut intents = self.send_intents(thread_key)?;
+                intents.intents.push(intent.as_ref().clone());
+                self.put_send_intents(thread_key, &intents, published)?;
+            }
+            Op::ResolveSendIntent { thread_key, local_id, wamid } => {
+                let mut intents = self.send_intents(thread_key)?;
+                intents.resolve(local_id, wamid.as_deref());
+                self.put_send_intents(thread_key, &intents, published)?;
+            }
+            Op::SendIntentUnknown { thread_key, local_id, index } => {
+                let mut intents = self.send_intents(thread_key)?;
+                intents.mark_unknown(local_id, *index);
+                self.put_send_intents(thread_key, &intents, published)?;
+            }
         }
+        Ok(true)
+    }
+
+    /// Statuses that waited for `wamid` go to its conversation's inbox.
+    fn release_pending_statuses(
+        &mut self,
+        wamid: &str,
+        location: &MessageLocation,
+        published: &mut Published,
+    ) -> Result<()> {
+        if let Some(bytes) = self.view.get(TableId::PendingStatuses, text(wamid))? {
+            self.view.delete(TableId::PendingStatuses, text(wamid));
+            let waiting: Vec<IngestStatus> = decode_json(&bytes)?;
+            for ingest in waiting {
+                let item =
+                    InboxItem::Status { conversation_id: location.conversation_id.clone(), status: ingest.status };
+                self.push_inbox(location.thread_key.clone(), item, published)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn send_intents(&self, thread_key: &str) -> Result<SendIntents> {
+        Ok(match self.view.get(TableId::SendIntents, text(thread_key))? {
+            Some(bytes) => decode(&bytes)?,
+            None => SendIntents::default(),
+        })
+    }
+
+    /// Stores the thread's intents after matching noted wamids with unknown
+    /// intents where nothing is in flight any more ([`SendIntents::settle`]).
+    fn put_send_intents(&mut self, thread_key: &str, intents: &SendIntents, published: &mut Published) -> Result<()> {
+        let mut intents = intents.clone();
+        for (wamid, location) in intents.settle(thread_key) {
+            self.view.put(TableId::MessageIndex, text(&wamid), encode(&location)?);
+            self.release_pending_statuses(&wamid, &location, published)?;
+        }
+        let value =
+            (!intents.is_empty() || !intents.unmatched_wamids.is_empty()).then(|| encode(&intents)).transpose()?;
+        self.view.set(TableId::SendIntents, text(thread_key), value);
+        Ok(())
+    }
+
+    /// A status for a wamid no stored message has: if it is the wamid of a
+    /// send to that customer whose outcome is `unknown`, the message takes
+    /// it (indexed under it; the status, and any that waited for it, go to
+    /// its conversation, whose actor puts the wamid on the message). True
+    /// when the status was routed so.
+    fn claim_for_unknown_send(&mut self, ingest: &IngestStatus, published: &mut Published) -> Result<bool> {
+        let status = &ingest.status;
+        let Some(recipient) = status.recipient_id.as_deref().or(status.recipient_user_id.as_deref()) else {
+            return Ok(false);
+        };
+        let thread_key = crate::thread_key(&ingest.phone_number_id, recipient);
+        let Some(bytes) = self.view.get(TableId::SendIntents, text(&thread_key))? else { return Ok(false) };
+        let mut intents: SendIntents = decode(&bytes)?;
+        let claimed = intents.claim(&status.id, &thread_key);
+        self.put_send_intents(&thread_key, &intents, published)?;
+        let Some(location) = claimed else { return Ok(false) };
+        self.view.put(TableId::MessageIndex, text(&status.id), encode(&location)?);
+        self.release_pending_statuses(&status.id, &location, published)?;
+        let item = InboxItem::Status { conversation_id: location.conversation_id.clone(), status: status.clone() };
+        self.push_inbox(thread_key, item, published)?;
         Ok(true)
     }
 
