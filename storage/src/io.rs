@@ -1,7 +1,8 @@
 //! The store's file I/O below redb and the journal:
 //! - [`IoFaults`]: an injection point that makes the Nth write, sync or
 //!   length change (and every one after it, as a full disk would) fail, for
-//!   tests. The journal and the redb backend both consult it.
+//!   tests; a failing write writes half its bytes first. The journal and the
+//!   redb backend both consult it.
 //! - `Db`: the redb database behind a handle that can be reopened. After one
 //!   failed write redb refuses everything ("previous I/O error") until it is
 //!   opened again; the materializer does that when space returns, without a
@@ -73,7 +74,9 @@ impl IoFaults {
         });
         match passed {
             Ok(_) => Ok(()),
-            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::StorageFull, "injected fault: no space left on device")),
+            Err(_) => {
+                Err(std::io::Error::new(std::io::ErrorKind::StorageFull, "injected fault: no space left on device"))
+            }
         }
     }
 }
@@ -81,6 +84,22 @@ impl IoFaults {
 /// Checks the optional fault injection point before an operation.
 pub(crate) fn check(faults: &Option<Arc<IoFaults>>) -> std::io::Result<()> {
     faults.as_ref().map_or(Ok(()), |faults| faults.check())
+}
+
+/// `write_all_at` through the fault injection point. An injected failure
+/// writes the first half of `data` before it fails, as a disk that fills
+/// during a write does.
+pub(crate) fn write_all_at(
+    file: &File,
+    data: &[u8],
+    offset: u64,
+    faults: &Option<Arc<IoFaults>>,
+) -> std::io::Result<()> {
+    if let Err(error) = check(faults) {
+        let _ = file.write_all_at(&data[..data.len() / 2], offset);
+        return Err(error);
+    }
+    file.write_all_at(data, offset)
 }
 
 /// redb's file backend without its lock (see the module comment), with the
@@ -113,8 +132,7 @@ impl redb::StorageBackend for Backend {
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        check(&self.faults)?;
-        self.file.write_all_at(data, offset)
+        write_all_at(&self.file, data, offset, &self.faults)
     }
 }
 

@@ -13,13 +13,12 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
-use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crate::changes::{Write, decode_entry, encode_entry};
-use crate::io::{IoFaults, check, free_bytes};
+use crate::io::{IoFaults, check, free_bytes, write_all_at};
 use crate::{Result, StorageError};
 
 const FRAME_HEADER: usize = 8;
@@ -194,8 +193,7 @@ impl Journal {
         self.frame[0..4].copy_from_slice(&payload_len.to_le_bytes());
         self.frame[4..8].copy_from_slice(&crc.to_le_bytes());
         // Positional: after a failure the file offset says nothing.
-        let result = check(&self.faults)
-            .and_then(|()| self.current.write_all_at(&self.frame, self.current_len))
+        let result = write_all_at(&self.current, &self.frame, self.current_len, &self.faults)
             .and_then(|()| check(&self.faults))
             .and_then(|()| self.current.sync_data());
         if let Err(error) = result {
@@ -348,6 +346,8 @@ fn frame_at(bytes: &[u8], at: usize) -> Option<(&[u8], usize)> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::FileExt as _;
+
     use super::*;
     use crate::changes::{Key, TableId};
 
@@ -391,6 +391,28 @@ mod tests {
         // The segment cut at its torn tail reads clean now that it is not the last.
         let (_, replay) = Journal::open(dir.path(), 10, 200, None).unwrap();
         assert!(replay.is_empty());
+    }
+
+    #[test]
+    fn an_entry_whose_write_or_sync_failed_is_cut_off_and_its_seq_reused() {
+        // Fail at the write (half of it lands), then at the sync (all of it lands).
+        for fail_after in [0, 1] {
+            let dir = tempfile::tempdir().unwrap();
+            let faults = IoFaults::new();
+            let (mut journal, _) = Journal::open(dir.path(), 0, 1 << 20, Some(faults.clone())).unwrap();
+            journal.append(1, &entry(1)).unwrap();
+            faults.fail_after(fail_after);
+            assert!(matches!(journal.append(2, &entry(99)), Err(StorageError::Unavailable(_))));
+            // Still full: the cut itself fails, and so does the append.
+            assert!(journal.append(2, &entry(98)).is_err());
+            faults.heal();
+            journal.append(2, &entry(2)).unwrap();
+            journal.append(3, &entry(3)).unwrap();
+            drop(journal);
+            let (_, replay) = Journal::open(dir.path(), 0, 1 << 20, None).unwrap();
+            let entries: Vec<_> = replay.iter().map(|(seq, writes)| (*seq, writes.clone())).collect();
+            assert_eq!(entries, vec![(1, entry(1)), (2, entry(2)), (3, entry(3))], "failing at op {fail_after}");
+        }
     }
 
     #[test]

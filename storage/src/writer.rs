@@ -442,6 +442,7 @@ fn materializer_loop(db: Arc<Db>, progress: Arc<Progress>, receiver: std::sync::
         let started = Instant::now();
         let mut attempt = 0u32;
         let mut attempts_since_stop = 0u32;
+        let mut retried_at_once = false;
         loop {
             let last = entries.last().map(|(seq, _)| *seq).unwrap_or_default();
             let error = match apply_entries(&db.get(), &entries, last) {
@@ -466,10 +467,18 @@ fn materializer_loop(db: Arc<Db>, progress: Arc<Progress>, receiver: std::sync::
                     Ok(()) => {
                         metrics::counter!("switchboard_store_reopens_total").increment(1);
                         tracing::info!("reopened the database after an I/O error");
+                        // The failure may have been the old instance's alone
+                        // (space came back meanwhile): try the new one at
+                        // once, but only once in a row.
+                        if !retried_at_once {
+                            retried_at_once = true;
+                            continue;
+                        }
                     }
                     Err(error) => tracing::debug!(%error, "cannot reopen the database yet"),
                 }
             }
+            retried_at_once = false;
             if stopping {
                 attempts_since_stop += 1;
                 if attempts_since_stop >= ATTEMPTS_WHEN_STOPPING {
