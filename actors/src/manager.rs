@@ -10,10 +10,13 @@
 //!   fresh actor once the old one has stopped, so two actors never share a thread;
 //! - restarts an actor that failed, from the store, and hands it again the
 //!   inbox entries it had not applied. Other conversations are not touched.
+//!   When it failed because the store could not write (a full disk), or the
+//!   inbox cannot be read, the thread waits in `stranded` and its entries
+//!   are handed over on a later tick, once the store reads again.
 //!
 //! Restarted by: nobody; its handlers do not fail.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use protocol::time::UnixMs;
@@ -58,6 +61,9 @@ pub struct ManagerState {
     /// Recent failures per thread: (count, first failure time), to stop a
     /// message that always crashes its actor from looping forever.
     failures: HashMap<String, (u32, UnixMs)>,
+    /// Threads whose inbox entries wait for the store to read again (see
+    /// the module comment); retried on the housekeeping tick.
+    stranded: HashSet<String>,
 }
 
 const MAX_RESTARTS_PER_MINUTE: u32 = 5;
@@ -78,6 +84,7 @@ impl Actor for ConversationManager {
             by_id: HashMap::new(),
             draining: HashMap::new(),
             failures: HashMap::new(),
+            stranded: HashSet::new(),
         })
     }
 
@@ -92,6 +99,7 @@ impl Actor for ConversationManager {
             ManagerMsg::Sweep => {
                 state.sweep();
                 state.shared.timers.poll();
+                state.redeliver_stranded(&myself).await;
             }
             ManagerMsg::Deadline(_) if state.shared.stopping() => {} // armed again at the next start
             ManagerMsg::Deadline(deadline) => {
@@ -134,8 +142,17 @@ impl Actor for ConversationManager {
                 // Inbox entries first, in seq order (they include any inbound
                 // entry held meanwhile), then the other held messages.
                 let held = state.draining.remove(&thread_key).unwrap_or_default();
-                if state.note_failure(&thread_key) {
-                    state.redeliver_inbox(&myself, &thread_key).await;
+                // The store refusing writes is not this conversation's fault:
+                // not counted, and its entries wait until the store is back.
+                let store_unavailable = error
+                    .downcast_ref::<storage::StorageError>()
+                    .is_some_and(|error| matches!(error, storage::StorageError::Unavailable(_)));
+                if store_unavailable {
+                    state.stranded.insert(thread_key.clone());
+                } else if state.note_failure(&thread_key) {
+                    if !state.redeliver_inbox(&myself, &thread_key).await {
+                        state.stranded.insert(thread_key.clone());
+                    }
                 } else {
                     tracing::error!(thread_key = %thread_key, "conversation actor keeps failing; its pending inbox entries wait for the next start");
                 }
@@ -239,16 +256,33 @@ impl ManagerState {
         entry.0 <= MAX_RESTARTS_PER_MINUTE
     }
 
-    async fn redeliver_inbox(&mut self, myself: &ActorRef<ManagerMsg>, thread_key: &str) {
+    /// Hands a thread's inbox entries to its actor; false when the inbox
+    /// cannot be read.
+    async fn redeliver_inbox(&mut self, myself: &ActorRef<ManagerMsg>, thread_key: &str) -> bool {
         let entries = match self.shared.reader.inbox() {
             Ok(entries) => entries,
             Err(error) => {
-                tracing::error!(%error, "cannot read the inbox to restart a conversation");
-                return;
+                tracing::error!(%error, thread_key = %thread_key, "cannot read the inbox to restart a conversation");
+                return false;
             }
         };
         for entry in entries.into_iter().filter(|entry| entry.thread_key == thread_key) {
             self.deliver(myself, thread_key.to_owned(), ConversationMsg::Inbound(Box::new(entry))).await;
+        }
+        true
+    }
+
+    /// Hands the stranded threads their inbox entries once it can be read
+    /// (an entry already applied is skipped by its actor).
+    async fn redeliver_stranded(&mut self, myself: &ActorRef<ManagerMsg>) {
+        if self.stranded.is_empty() || self.shared.stopping() {
+            return;
+        }
+        let Ok(entries) = self.shared.reader.inbox() else { return };
+        let stranded = std::mem::take(&mut self.stranded);
+        tracing::info!(threads = stranded.len(), "the store reads again; handing waiting inbox entries over");
+        for entry in entries.into_iter().filter(|entry| stranded.contains(&entry.thread_key)) {
+            self.deliver(myself, entry.thread_key.clone(), ConversationMsg::Inbound(Box::new(entry))).await;
         }
     }
 }

@@ -82,6 +82,7 @@ async fn serve(config: Config) -> i32 {
     if !placeholders.is_empty() {
         tracing::warn!(keys = ?placeholders, "running with placeholder secrets from the default configuration; set your own before connecting Meta");
     }
+    let stop = shutdown_signal();
     let server = match crate::server::start(config, Default::default()).await {
         Ok(server) => server,
         Err(error) => {
@@ -90,7 +91,7 @@ async fn serve(config: Config) -> i32 {
         }
     };
     println!("switchboard listening on {}", server.base_url());
-    wait_for_signal().await;
+    stop.await;
     tracing::info!("shutting down");
     server.shutdown().await;
     tracing::info!("stopped cleanly");
@@ -99,23 +100,24 @@ async fn serve(config: Config) -> i32 {
 
 /// Waits for SIGTERM or Ctrl-C.
 pub async fn wait_for_signal() {
+    shutdown_signal().await
+}
+
+/// Registers for SIGTERM at once and returns the wait for it (or Ctrl-C):
+/// a SIGTERM that arrives before the wait is awaited (during the start) is
+/// kept, not fatal, and stops the server cleanly as soon as it is up.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut terminate = match signal(SignalKind::terminate()) {
-            Ok(terminate) => terminate,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
+    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        #[cfg(unix)]
+        if let Some(mut terminate) = terminate {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
             }
-        };
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+            return;
         }
-    }
-    #[cfg(not(unix))]
-    {
         let _ = tokio::signal::ctrl_c().await;
     }
 }

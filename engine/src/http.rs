@@ -381,7 +381,12 @@ async fn list_conversations(State(state): State<Arc<AppState>>, headers: HeaderM
     };
     // A list reads a range: first let the store's tables catch up with its
     // journal (usually they have), without blocking a runtime thread.
-    match system.reader().caught_up().await.list_conversations(&filter) {
+    // While the store cannot write (a full disk) that refuses at once.
+    let listed = match system.reader().caught_up().await {
+        Ok(reader) => reader.list_conversations(&filter),
+        Err(error) => Err(error),
+    };
+    match listed {
         Ok(records) => {
             let conversations: Vec<_> = records.into_iter().map(|record| record.conversation).collect();
             Json(json!({ "conversations": conversations })).into_response()

@@ -196,13 +196,19 @@ async fn session_loop(
     };
     // The snapshot reads ranges: first let the store's tables catch up with
     // its journal (usually they have), without blocking a runtime thread.
-    let reader = system.reader().caught_up().await;
-    let (start_seq, opening) = match opening_frames(&reader, principal, resume_from) {
+    // While the store cannot write (a full disk) that refuses at once: the
+    // client hears `unavailable` and reconnects later.
+    let opening = match system.reader().caught_up().await {
+        Ok(reader) => opening_frames(&reader, principal, resume_from),
+        Err(error) => Err(error),
+    };
+    let (start_seq, opening) = match opening {
         Ok(opening) => opening,
         Err(error) => {
             tracing::error!(%error, "cannot read the session's snapshot");
             system.detach(&principal.agent_id, &session_id);
-            return None;
+            let refusal = ApiError::unavailable("the store cannot be read right now; reconnect shortly");
+            return outgoing.send(&ServerFrame::error(None, refusal)).await.err();
         }
     };
     for frame in std::iter::once(welcome).chain(opening) {

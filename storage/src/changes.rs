@@ -260,6 +260,9 @@ pub(crate) struct Progress {
     pub(crate) unapplied_writes: AtomicU64,
     /// A reader is waiting: the materializer applies what it has now.
     hurry: std::sync::atomic::AtomicBool,
+    /// The materializer's last transaction failed (a full disk): waits for
+    /// the tables end at once with [`StorageError::Unavailable`].
+    failing: std::sync::atomic::AtomicBool,
     /// Wakes async waiters when the tables move on.
     moved: tokio::sync::Notify,
 }
@@ -292,6 +295,30 @@ impl Progress {
         self.hurry.swap(false, Ordering::AcqRel)
     }
 
+    pub(crate) fn failing(&self) -> bool {
+        self.failing.load(Ordering::Acquire)
+    }
+
+    /// Set by the materializer when a transaction fails, cleared when one
+    /// succeeds; wakes every waiter either way.
+    pub(crate) fn set_failing(&self, failing: bool) {
+        if self.failing.load(Ordering::Acquire) == failing {
+            return;
+        }
+        metrics::gauge!(crate::metrics::TABLES_FAILING).set(if failing { 1.0 } else { 0.0 });
+        let guard = self.lock();
+        self.failing.store(failing, Ordering::Release);
+        drop(guard);
+        self.changed.notify_all();
+        self.moved.notify_waiters();
+    }
+
+    fn behind(&self, applied: u64, target: u64) -> StorageError {
+        StorageError::Unavailable(format!(
+            "the tables cannot be brought up to date (at journal entry {applied} of {target}); see the log for why"
+        ))
+    }
+
     pub(crate) fn set_applied(&self, seq: u64) {
         // Stored under the lock, so a waiter between its check and its wait
         // cannot miss the notification.
@@ -307,16 +334,20 @@ impl Progress {
     }
 
     /// Waits, without blocking a thread, until the tables hold everything
-    /// journaled so far.
-    pub(crate) async fn caught_up(&self) {
+    /// journaled so far; refuses at once while they cannot be written.
+    pub(crate) async fn caught_up(&self) -> Result<()> {
         let target = self.journaled();
         let mut counted = false;
         loop {
             let moved = self.moved.notified();
             tokio::pin!(moved);
             moved.as_mut().enable();
-            if self.applied() >= target {
-                return;
+            let applied = self.applied();
+            if applied >= target {
+                return Ok(());
+            }
+            if self.failing() {
+                return Err(self.behind(applied, target));
             }
             self.hurry.store(true, Ordering::Release);
             if !counted {
@@ -337,9 +368,12 @@ impl Progress {
         metrics::counter!(crate::metrics::READ_WAITS_TOTAL).increment(1);
         let _ = self
             .changed
-            .wait_timeout_while(self.lock(), CATCH_UP_TIMEOUT, |_| self.applied() < target)
+            .wait_timeout_while(self.lock(), CATCH_UP_TIMEOUT, |_| self.applied() < target && !self.failing())
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let applied = self.applied();
+        if applied < target && self.failing() {
+            return Err(self.behind(applied, target));
+        }
         if applied < target {
             return Err(StorageError::Invalid(format!(
                 "the tables are behind the journal (at {applied} of {target}) after {} s; see the log for why",
@@ -358,8 +392,10 @@ impl Progress {
         // gathering on: nothing more arrives while the writer waits.
         self.hurry.store(true, Ordering::Release);
         metrics::counter!(crate::metrics::LAG_WAITS_TOTAL).increment(1);
+        // Not while the tables cannot be written: the writer then refuses
+        // commits past the bound instead (see `Writer::run`).
         let _ = self.changed.wait_timeout_while(self.lock(), CATCH_UP_TIMEOUT, |_| {
-            self.unapplied_writes.load(Ordering::Acquire) > limit
+            self.unapplied_writes.load(Ordering::Acquire) > limit && !self.failing()
         });
     }
 }

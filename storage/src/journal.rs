@@ -14,9 +14,11 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crate::changes::{Write, decode_entry, encode_entry};
+use crate::io::{IoFaults, check, free_bytes, write_all_at};
 use crate::{Result, StorageError};
 
 const FRAME_HEADER: usize = 8;
@@ -24,6 +26,10 @@ const FRAME_HEADER: usize = 8;
 const PREALLOCATE_AFTER: u64 = 1 << 20;
 /// A preallocated segment has room for the frame that crosses its nominal size.
 const SPARE_SLACK: u64 = 1 << 20;
+/// A spare segment is made only while the file system has at least this many
+/// times its size free: it must never take the last free space, which the
+/// tables and the journal itself need (docs/OPERATIONS.md, "A full disk").
+const SPARE_FREE_FACTOR: u64 = 4;
 
 pub(crate) struct Journal {
     dir: PathBuf,
@@ -41,9 +47,12 @@ pub(crate) struct Journal {
     spare: Option<JoinHandle<std::io::Result<PathBuf>>>,
     /// Whether the current segment was preallocated.
     preallocated: bool,
-    /// Set when a write or sync failed: nothing more is appended (after a
-    /// failed fsync the file's contents cannot be trusted).
-    broken: Option<String>,
+    /// Set when a write or sync failed: the bytes after `current_len` may
+    /// hold part of an entry that was never acknowledged. The next append
+    /// first cuts them off and syncs that (after a failed fsync only what a
+    /// later sync confirms can be trusted), then goes on.
+    damaged: Option<String>,
+    faults: Option<Arc<IoFaults>>,
 }
 
 /// The entries a reopened journal holds after `applied`, in order.
@@ -64,7 +73,12 @@ fn sync_dir(dir: &Path) -> Result<()> {
 impl Journal {
     /// Opens the journal in `dir`, returns every entry after `applied`, and
     /// starts a new segment for the entries that follow the last one.
-    pub(crate) fn open(dir: &Path, applied: u64, segment_bytes: u64) -> Result<(Journal, Replay)> {
+    pub(crate) fn open(
+        dir: &Path,
+        applied: u64,
+        segment_bytes: u64,
+        faults: Option<Arc<IoFaults>>,
+    ) -> Result<(Journal, Replay)> {
         std::fs::create_dir_all(dir).map_err(|error| io_error("create", dir, error))?;
         let mut segments: Vec<(u64, PathBuf)> = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(|error| io_error("list", dir, error))? {
@@ -143,7 +157,8 @@ impl Journal {
             current_len: 0,
             segment_bytes,
             frame: Vec::new(),
-            broken: None,
+            damaged: None,
+            faults,
         };
         Ok((journal, replay))
     }
@@ -151,8 +166,13 @@ impl Journal {
     /// Appends one entry and syncs it. After this returns Ok the entry
     /// survives a crash of the process or the machine.
     pub(crate) fn append(&mut self, seq: u64, writes: &[Write]) -> Result<()> {
-        if let Some(problem) = &self.broken {
-            return Err(StorageError::Invalid(format!("journal unusable since an earlier failure: {problem}")));
+        if let Some(problem) = self.damaged.clone() {
+            self.cut_damaged_tail().map_err(|error| {
+                StorageError::Unavailable(format!(
+                    "journal: cannot recover from an earlier failure ({problem}): {error}"
+                ))
+            })?;
+            tracing::info!(segment = %self.current_path.display(), "the journal accepts writes again");
         }
         // A journal in use gets a preallocated next segment (an idle one, a
         // test's, never writes 64 MiB of zeros); then it rotates when the
@@ -172,37 +192,68 @@ impl Journal {
         let crc = crc32fast::hash(&self.frame[FRAME_HEADER..]);
         self.frame[0..4].copy_from_slice(&payload_len.to_le_bytes());
         self.frame[4..8].copy_from_slice(&crc.to_le_bytes());
-        let result = self.current.write_all(&self.frame).and_then(|()| self.current.sync_data());
+        // Positional: after a failure the file offset says nothing.
+        let result = write_all_at(&self.current, &self.frame, self.current_len, &self.faults)
+            .and_then(|()| check(&self.faults))
+            .and_then(|()| self.current.sync_data());
         if let Err(error) = result {
             let problem = format!("writing {}: {error}", self.current_path.display());
-            self.broken = Some(problem.clone());
-            return Err(StorageError::Invalid(format!("journal: {problem}")));
+            self.damaged = Some(problem.clone());
+            // Its space is better used by the tables and the next entries.
+            self.drop_spare();
+            return Err(StorageError::Unavailable(format!("journal: {problem}")));
         }
         self.current_len += self.frame.len() as u64;
         Ok(())
     }
 
+    /// Cuts the current segment back to its last good entry and syncs that.
+    /// The unused, zero-filled rest of a preallocated segment goes with it.
+    fn cut_damaged_tail(&mut self) -> std::io::Result<()> {
+        check(&self.faults)?;
+        self.current.set_len(self.current_len)?;
+        check(&self.faults)?;
+        self.current.sync_all()?;
+        self.preallocated = false;
+        self.damaged = None;
+        Ok(())
+    }
+
+    /// Removes the spare segment, waiting for its helper if it is busy.
+    fn drop_spare(&mut self) {
+        if let Some(Ok(Ok(spare))) = self.spare.take().map(|helper| helper.join()) {
+            let _ = std::fs::remove_file(spare);
+        }
+    }
+
     fn rotate(&mut self, next_seq: u64) -> Result<()> {
         let path = segment_path(&self.dir, next_seq);
-        let spare = self.spare.take().map(|helper| helper.join());
-        self.preallocated = matches!(spare, Some(Ok(Ok(_))));
-        let file = match spare {
-            Some(Ok(Ok(spare))) => std::fs::rename(&spare, &path)
-                .and_then(|()| OpenOptions::new().write(true).open(&path))
-                .map_err(|error| io_error("take the preallocated segment as", &path, error))?,
+        let (file, preallocated) = match self.spare.take().map(|helper| helper.join()) {
+            Some(Ok(Ok(spare))) => {
+                let taken = std::fs::rename(&spare, &path).and_then(|()| OpenOptions::new().write(true).open(&path));
+                match taken {
+                    Ok(file) => (file, true),
+                    Err(error) => {
+                        let _ = std::fs::remove_file(&spare);
+                        return Err(io_error("take the preallocated segment as", &path, error));
+                    }
+                }
+            }
             other => {
                 if let Some(Ok(Err(error))) = other {
                     tracing::warn!(%error, "could not preallocate a journal segment; appending instead");
                 }
-                OpenOptions::new()
+                let file = OpenOptions::new()
                     .create(true)
                     .write(true)
                     .truncate(true)
                     .open(&path)
-                    .map_err(|error| io_error("create", &path, error))?
+                    .map_err(|error| io_error("create", &path, error))?;
+                (file, false)
             }
         };
         sync_dir(&self.dir)?;
+        self.preallocated = preallocated;
         let old_path = std::mem::replace(&mut self.current_path, path);
         self.closed.push((self.current_first, old_path));
         self.current = file;
@@ -212,30 +263,59 @@ impl Journal {
         Ok(())
     }
 
-    /// Starts zero-filling the next segment on a helper thread.
+    /// Starts preallocating the next segment on a helper thread, unless the
+    /// file system is short of space (then the next segment is appended to
+    /// as it grows). `fallocate` reserves the whole segment at once or fails
+    /// without taking anything; zero-filling it then makes its blocks
+    /// written ones, whose overwrite needs no extent change at each sync.
     fn prepare_spare(&mut self) {
         let path = self.dir.join(format!("{:020}.spare", self.current_first));
         let bytes = self.segment_bytes + SPARE_SLACK;
-        let helper = std::thread::Builder::new().name("switchboard-journal-prealloc".to_owned()).spawn(move || {
-            let mut file = OpenOptions::new().create(true).write(true).truncate(true).open(&path)?;
-            let zeros = vec![0u8; 1 << 20];
-            let mut written = 0;
-            while written < bytes {
-                let chunk = zeros.len().min((bytes - written) as usize);
-                file.write_all(&zeros[..chunk])?;
-                written += chunk as u64;
+        match free_bytes(&self.current) {
+            Ok(free) if free >= bytes.saturating_mul(SPARE_FREE_FACTOR) => {}
+            Ok(free) => {
+                tracing::debug!(free, spare = bytes, "little free space: the next journal segment is not preallocated");
+                return;
             }
-            file.sync_all()?;
-            Ok(path)
+            Err(error) => {
+                tracing::debug!(%error, "cannot read the free space: the next journal segment is not preallocated");
+                return;
+            }
+        }
+        let faults = self.faults.clone();
+        let helper = std::thread::Builder::new().name("switchboard-journal-prealloc".to_owned()).spawn(move || {
+            let filled = (|| {
+                check(&faults)?;
+                let mut file = OpenOptions::new().create(true).write(true).truncate(true).open(&path)?;
+                match rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, bytes) {
+                    // A file system without it: zero-filling alone still works.
+                    Ok(()) | Err(rustix::io::Errno::OPNOTSUPP) => {}
+                    Err(error) => return Err(error.into()),
+                }
+                let zeros = vec![0u8; 1 << 20];
+                let mut written = 0;
+                while written < bytes {
+                    let chunk = zeros.len().min((bytes - written) as usize);
+                    file.write_all(&zeros[..chunk])?;
+                    written += chunk as u64;
+                }
+                check(&faults)?;
+                file.sync_all()
+            })();
+            match filled {
+                Ok(()) => Ok(path),
+                Err(error) => {
+                    let _ = std::fs::remove_file(&path);
+                    Err(error)
+                }
+            }
         });
         self.spare = helper.ok();
     }
 
     /// Stops preallocating and removes the spare segment (a clean stop).
     pub(crate) fn close(mut self) {
-        if let Some(Ok(Ok(spare))) = self.spare.take().map(|helper| helper.join()) {
-            let _ = std::fs::remove_file(spare);
-        }
+        self.drop_spare();
     }
 
     /// Deletes the closed segments whose entries the tables all hold.
@@ -270,6 +350,8 @@ fn frame_at(bytes: &[u8], at: usize) -> Option<(&[u8], usize)> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::FileExt as _;
+
     use super::*;
     use crate::changes::{Key, TableId};
 
@@ -280,7 +362,7 @@ mod tests {
     #[test]
     fn entries_come_back_after_the_applied_seq_and_a_torn_tail_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut journal, replay) = Journal::open(dir.path(), 0, 200).unwrap();
+        let (mut journal, replay) = Journal::open(dir.path(), 0, 200, None).unwrap();
         assert!(replay.is_empty());
         for seq in 1..=10 {
             journal.append(seq, &entry(seq)).unwrap();
@@ -289,11 +371,11 @@ mod tests {
         // A torn last frame: half of an eleventh entry.
         let mut frame = Vec::new();
         encode_entry(11, &entry(11), &mut frame);
-        journal.current.write_all(&[60, 0, 0, 0, 1, 2, 3, 4]).unwrap();
-        journal.current.write_all(&frame[..10]).unwrap();
+        journal.current.write_all_at(&[60, 0, 0, 0, 1, 2, 3, 4], journal.current_len).unwrap();
+        journal.current.write_all_at(&frame[..10], journal.current_len + 8).unwrap();
         drop(journal);
 
-        let (journal, replay) = Journal::open(dir.path(), 4, 200).unwrap();
+        let (journal, replay) = Journal::open(dir.path(), 4, 200, None).unwrap();
         let seqs: Vec<u64> = replay.iter().map(|(seq, _)| *seq).collect();
         assert_eq!(seqs, (5..=10).collect::<Vec<_>>());
         assert_eq!(replay[0].1, entry(5));
@@ -311,14 +393,36 @@ mod tests {
         assert_eq!(left.len(), 1, "only the current segment is left");
         drop(journal);
         // The segment cut at its torn tail reads clean now that it is not the last.
-        let (_, replay) = Journal::open(dir.path(), 10, 200).unwrap();
+        let (_, replay) = Journal::open(dir.path(), 10, 200, None).unwrap();
         assert!(replay.is_empty());
+    }
+
+    #[test]
+    fn an_entry_whose_write_or_sync_failed_is_cut_off_and_its_seq_reused() {
+        // Fail at the write (half of it lands), then at the sync (all of it lands).
+        for fail_after in [0, 1] {
+            let dir = tempfile::tempdir().unwrap();
+            let faults = IoFaults::new();
+            let (mut journal, _) = Journal::open(dir.path(), 0, 1 << 20, Some(faults.clone())).unwrap();
+            journal.append(1, &entry(1)).unwrap();
+            faults.fail_after(fail_after);
+            assert!(matches!(journal.append(2, &entry(99)), Err(StorageError::Unavailable(_))));
+            // Still full: the cut itself fails, and so does the append.
+            assert!(journal.append(2, &entry(98)).is_err());
+            faults.heal();
+            journal.append(2, &entry(2)).unwrap();
+            journal.append(3, &entry(3)).unwrap();
+            drop(journal);
+            let (_, replay) = Journal::open(dir.path(), 0, 1 << 20, None).unwrap();
+            let entries: Vec<_> = replay.iter().map(|(seq, writes)| (*seq, writes.clone())).collect();
+            assert_eq!(entries, vec![(1, entry(1)), (2, entry(2)), (3, entry(3))], "failing at op {fail_after}");
+        }
     }
 
     #[test]
     fn damage_before_the_end_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut journal, _) = Journal::open(dir.path(), 0, 100).unwrap();
+        let (mut journal, _) = Journal::open(dir.path(), 0, 100, None).unwrap();
         for seq in 1..=6 {
             journal.append(seq, &entry(seq)).unwrap();
         }
@@ -327,6 +431,6 @@ mod tests {
         let mut bytes = std::fs::read(&first).unwrap();
         bytes[12] ^= 0xff;
         std::fs::write(&first, bytes).unwrap();
-        assert!(Journal::open(dir.path(), 0, 100).is_err());
+        assert!(Journal::open(dir.path(), 0, 100, None).is_err());
     }
 }

@@ -14,6 +14,8 @@
 //! - `changes`: writes as values, the overlay of writes the tables lack, the
 //!   progress of the tables behind the journal.
 //! - `journal`: the append-only segment files.
+//! - `io`: redb's file backend, the reopenable database handle, free space,
+//!   and [`IoFaults`], the fault injection point tests use.
 //! - [`read`]: reads from any thread at any time: keys through the overlay,
 //!   ranges once the tables have caught up.
 //!
@@ -26,6 +28,7 @@
 //! indexes consistent. No network, no async runtime requirement beyond channels.
 
 mod changes;
+mod io;
 mod journal;
 pub mod metrics;
 pub mod read;
@@ -36,6 +39,7 @@ pub mod writer;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use io::IoFaults;
 pub use read::ConversationFilter;
 pub use read::Reader;
 pub use records::*;
@@ -52,6 +56,10 @@ pub enum StorageError {
     Codec(String),
     #[error("the store is shut down")]
     Closed,
+    /// The disk refuses writes (full, or failing): the store answers again
+    /// by itself once it accepts them.
+    #[error("the store cannot write: {0}")]
+    Unavailable(String),
     #[error("{0}")]
     Invalid(String),
 }
@@ -76,6 +84,8 @@ pub struct StoreOptions {
     pub journal_segment_bytes: u64,
     /// Journaled writes the tables may lag behind by before commits wait.
     pub max_unapplied_writes: u64,
+    /// Fails I/O on purpose (tests); `None` in production.
+    pub faults: Option<Arc<IoFaults>>,
 }
 
 impl Default for StoreOptions {
@@ -86,13 +96,14 @@ impl Default for StoreOptions {
             cache_bytes: 256 * 1024 * 1024,
             journal_segment_bytes: 64 * 1024 * 1024,
             max_unapplied_writes: 100_000,
+            faults: None,
         }
     }
 }
 
 /// The store: a redb database, its journal, its writer thread and a reader.
 pub struct Store {
-    db: Arc<redb::Database>,
+    db: Arc<io::Db>,
     writer: writer::WriterHandle,
     overlay: Arc<changes::Overlay>,
     progress: Arc<changes::Progress>,
@@ -106,14 +117,18 @@ impl Store {
         std::fs::create_dir_all(dir)
             .map_err(|error| StorageError::Invalid(format!("cannot create data dir {}: {error}", dir.display())))?;
         let path = dir.join("switchboard.redb");
-        let db = redb::Builder::new().set_cache_size(options.cache_bytes).create(&path).map_err(db_error)?;
-        tables::create_all(&db)?;
+        let db = io::Db::open(&path, options.cache_bytes, options.faults.clone())?;
+        tables::create_all(&db.get())?;
         // The tables hold the journal up to `applied`; apply what follows.
-        let mut applied = writer::read_counter(&db, writer::JOURNAL_APPLIED)?;
-        let (mut journal, replay) =
-            journal::Journal::open(&dir.join("journal"), applied, options.journal_segment_bytes)?;
+        let mut applied = writer::read_counter(&db.get(), writer::JOURNAL_APPLIED)?;
+        let (mut journal, replay) = journal::Journal::open(
+            &dir.join("journal"),
+            applied,
+            options.journal_segment_bytes,
+            options.faults.clone(),
+        )?;
         if let Some(last) = replay.last().map(|(seq, _)| *seq) {
-            writer::apply_entries(&db, &replay, last)?;
+            writer::apply_entries(&db.get(), &replay, last)?;
             tracing::info!(entries = replay.len(), through = last, "applied the journal to the tables");
             applied = last;
         }

@@ -15,6 +15,8 @@ pub const MATERIALIZE_FAILURES_TOTAL: &str = "switchboard_store_materialize_fail
 pub const OVERLAY_KEYS: &str = "switchboard_store_overlay_keys";
 pub const LAG_WAITS_TOTAL: &str = "switchboard_store_lag_waits_total";
 pub const READ_WAITS_TOTAL: &str = "switchboard_store_read_waits_total";
+pub const REOPENS_TOTAL: &str = "switchboard_store_reopens_total";
+pub const TABLES_FAILING: &str = "switchboard_store_tables_failing";
 
 /// Describes every metric above to the installed recorder.
 pub fn describe() {
@@ -45,4 +47,10 @@ pub fn describe() {
     describe_gauge!(OVERLAY_KEYS, Unit::Count, "keys journaled but not yet in the tables (held in memory)");
     describe_counter!(LAG_WAITS_TOTAL, Unit::Count, "commits that waited for the tables to catch up with the journal");
     describe_counter!(READ_WAITS_TOTAL, Unit::Count, "range reads that waited for the tables to catch up");
+    describe_counter!(REOPENS_TOTAL, Unit::Count, "times the database was reopened after an I/O error (a full disk)");
+    describe_gauge!(
+        TABLES_FAILING,
+        Unit::Count,
+        "1 while the tables cannot be written (a full disk): commits past the lag bound and range reads are refused"
+    );
 }

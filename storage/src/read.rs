@@ -9,11 +9,12 @@
 use std::sync::Arc;
 
 use protocol::ws::ServerFrame;
-use redb::{Database, ReadTransaction, ReadableTable, ReadableTableMetadata};
+use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
 
 use bytes::Bytes;
 
 use crate::changes::{Key, Overlay, Progress, TableId};
+use crate::io::Db;
 use crate::records::{decode, decode_json};
 use crate::tables::*;
 use crate::{
@@ -26,7 +27,7 @@ pub type HeldConversation = (ConversationRecord, Vec<StoredMessage>);
 
 #[derive(Clone)]
 pub struct Reader {
-    db: Arc<Database>,
+    db: Arc<Db>,
     overlay: Arc<Overlay>,
     progress: Arc<Progress>,
     /// Set on the reader [`Reader::caught_up`] returns: its range reads do
@@ -46,7 +47,7 @@ pub struct ConversationFilter {
 }
 
 impl Reader {
-    pub(crate) fn new(db: Arc<Database>, overlay: Arc<Overlay>, progress: Arc<Progress>) -> Self {
+    pub(crate) fn new(db: Arc<Db>, overlay: Arc<Overlay>, progress: Arc<Progress>) -> Self {
         Reader { db, overlay, progress, caught_up: false }
     }
 
@@ -54,9 +55,11 @@ impl Reader {
     /// hold everything journaled so far, and returns a reader whose range
     /// reads then see all of it without waiting again (use it for one
     /// request, not kept: later commits are not waited for).
-    pub async fn caught_up(&self) -> Reader {
-        self.progress.caught_up().await;
-        Reader { caught_up: true, ..self.clone() }
+    /// [`crate::StorageError::Unavailable`] at once while the tables cannot
+    /// be written (a full disk), rather than a wait of unknown length.
+    pub async fn caught_up(&self) -> Result<Reader> {
+        self.progress.caught_up().await?;
+        Ok(Reader { caught_up: true, ..self.clone() })
     }
 
     /// A snapshot holding everything journaled so far (for range reads).
@@ -64,7 +67,7 @@ impl Reader {
         if !self.caught_up {
             self.progress.wait_applied()?;
         }
-        self.db.begin_read().map_err(db_error)
+        self.db.get().begin_read().map_err(db_error)
     }
 
     /// One key: the overlay first, then the tables. The overlay is read
@@ -75,7 +78,7 @@ impl Reader {
         if let Some(value) = self.overlay.get_ref(&(table, key.clone())) {
             return Ok(value);
         }
-        let txn = self.db.begin_read().map_err(db_error)?;
+        let txn = self.db.get().begin_read().map_err(db_error)?;
         Ok(crate::changes::read_point(&txn, table, &key)?.map(Bytes::from))
     }
 
@@ -100,7 +103,7 @@ impl Reader {
             .map(|index| self.overlay.get_ref(&(TableId::Messages, Key::StrU32(conversation_id.to_owned(), index))))
             .collect();
         if found.iter().any(Option::is_none) {
-            let txn = self.db.begin_read().map_err(db_error)?;
+            let txn = self.db.get().begin_read().map_err(db_error)?;
             let table = txn.open_table(MESSAGES).map_err(db_error)?;
             for (index, slot) in (0u32..).zip(found.iter_mut()) {
                 if slot.is_none() {

@@ -33,6 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use bytes::Bytes;
 
 use crate::changes::{Key, Overlay, Progress, Snapshot, TableId, Write, last_writes, materialize, u64_value};
+use crate::io::{Db, is_io_failure};
 use crate::journal::Journal;
 use crate::records::{decode, decode_json, encode, encode_json};
 use crate::tables::*;
@@ -170,6 +171,11 @@ const MAX_MATERIALIZE_WRITES: usize = 200_000;
 /// How long the materializer gathers entries before it applies them: the
 /// larger the transaction, the fewer times each B-tree page is rewritten.
 const MATERIALIZE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+/// How long the materializer waits before it tries a failed transaction again.
+const MATERIALIZE_RETRY_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+/// Failed attempts after a stop was asked for before the materializer gives
+/// up (the journal keeps the entries; the next start applies them).
+const ATTEMPTS_WHEN_STOPPING: u32 = 3;
 
 pub(crate) struct WriterHandle {
     sender: mpsc::Sender<Request>,
@@ -179,7 +185,7 @@ pub(crate) struct WriterHandle {
 
 /// What the writer thread starts with (see `Store::open`).
 pub(crate) struct WriterParts {
-    pub(crate) db: Arc<Database>,
+    pub(crate) db: Arc<Db>,
     pub(crate) options: StoreOptions,
     pub(crate) sink: Arc<dyn EventSink>,
     pub(crate) journal: Journal,
@@ -189,7 +195,7 @@ pub(crate) struct WriterParts {
 
 impl WriterHandle {
     pub(crate) fn start(parts: WriterParts) -> Result<WriterHandle> {
-        let conversation_seq = Arc::new(AtomicU64::new(read_counter(&parts.db, "conversation_seq")?));
+        let conversation_seq = Arc::new(AtomicU64::new(read_counter(&parts.db.get(), "conversation_seq")?));
         let (sender, receiver) = mpsc::channel(65_536);
         let (applied_sender, applied_receiver) = std::sync::mpsc::channel();
         let materializer = {
@@ -242,7 +248,7 @@ impl WriterHandle {
 
 /// The writer thread's state.
 struct Writer {
-    db: Arc<Database>,
+    db: Arc<Db>,
     options: StoreOptions,
     sink: Arc<dyn EventSink>,
     journal: Journal,
@@ -252,7 +258,8 @@ struct Writer {
     /// Journaled entries the tables may not hold yet, with the keys they
     /// wrote (pruned from the overlay once the tables have them).
     unapplied: VecDeque<(u64, Vec<(TableId, Key)>)>,
-    snapshot: Option<(u64, Snapshot)>,
+    /// The tables as of (journal seq applied, database generation).
+    snapshot: Option<((u64, u64), Snapshot)>,
 }
 
 impl Writer {
@@ -299,7 +306,16 @@ impl Writer {
             let started = Instant::now();
             last_sync = started;
             let batches: Vec<&Batch> = group.iter().map(|(batch, _)| batch).collect();
-            match self.commit_group(&batches) {
+            // While the tables cannot be written, the journal takes entries
+            // up to the lag bound; past it, refuse at once rather than wait.
+            let refused = (self.progress.failing()
+                && self.progress.unapplied_writes.load(Ordering::Acquire) > self.options.max_unapplied_writes)
+                .then(|| StorageError::Unavailable("the tables cannot be written and the journal is full".to_owned()));
+            let result = match refused {
+                Some(refusal) => Err(refusal),
+                None => self.commit_group(&batches),
+            };
+            match result {
                 Ok((outcomes, published)) => {
                     metrics::histogram!(crate::metrics::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
                     metrics::histogram!(crate::metrics::GROUP_BATCHES).record(group.len() as f64);
@@ -314,10 +330,18 @@ impl Writer {
                 Err(error) => {
                     metrics::counter!(crate::metrics::COMMIT_FAILURES_TOTAL).increment(1);
                     tracing::error!(%error, batches = group.len(), "group commit failed");
-                    let message = error.to_string();
+                    let message = format!("commit failed: {error}");
+                    let unavailable = is_io_failure(&error);
                     for (_, reply) in group {
-                        let _ = reply.send(Err(StorageError::Invalid(format!("commit failed: {message}"))));
+                        let error = if unavailable {
+                            StorageError::Unavailable(message.clone())
+                        } else {
+                            StorageError::Invalid(message.clone())
+                        };
+                        let _ = reply.send(Err(error));
                     }
+                    // A snapshot of a failed database holds its file: let it go.
+                    self.snapshot = None;
                 }
             }
             // Back-pressure: the tables must not fall ever further behind.
@@ -341,7 +365,8 @@ impl Writer {
     /// before the new snapshot is taken, so no read can miss a change.
     fn refresh(&mut self) -> Result<()> {
         let applied = self.progress.applied();
-        if self.snapshot.as_ref().is_some_and(|(at, _)| *at == applied) {
+        let generation = self.db.generation();
+        if self.snapshot.as_ref().is_some_and(|(at, _)| *at == (applied, generation)) {
             return Ok(());
         }
         while self.unapplied.front().is_some_and(|(seq, _)| *seq <= applied) {
@@ -350,8 +375,8 @@ impl Writer {
         }
         self.journal.release(applied);
         self.snapshot = None;
-        let txn = self.db.begin_read().map_err(db_error)?;
-        self.snapshot = Some((applied, Snapshot::new(txn)?));
+        let txn = self.db.get().begin_read().map_err(db_error)?;
+        self.snapshot = Some(((applied, generation), Snapshot::new(txn)?));
         metrics::gauge!(crate::metrics::OVERLAY_KEYS).set(self.overlay.len() as f64);
         Ok(())
     }
@@ -395,7 +420,13 @@ impl Writer {
 /// Applies journaled entries to the redb tables, as many as are waiting in
 /// one transaction (durable, with redb's allocator state saved so that a
 /// start after a crash needs no full repair), and records how far it got.
-fn materializer_loop(db: Arc<Database>, progress: Arc<Progress>, receiver: std::sync::mpsc::Receiver<Applied>) {
+///
+/// When a transaction fails (a full disk) it says so (`Progress::failing`:
+/// range reads then refuse at once instead of waiting), reopens redb after
+/// an I/O error (redb refuses everything after one until it is opened
+/// again) and tries again, gathering the entries that arrive meanwhile;
+/// asked to stop, it gives up after a few attempts.
+fn materializer_loop(db: Arc<Db>, progress: Arc<Progress>, receiver: std::sync::mpsc::Receiver<Applied>) {
     let mut stopping = false;
     while !stopping {
         let Ok(first) = receiver.recv() else { break };
@@ -425,25 +456,74 @@ fn materializer_loop(db: Arc<Database>, progress: Arc<Progress>, receiver: std::
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
-        let Some(last) = entries.last().map(|(seq, _)| *seq) else { continue };
+        if entries.is_empty() {
+            continue;
+        }
         let started = Instant::now();
         let mut attempt = 0u32;
+        let mut attempts_since_stop = 0u32;
+        let mut retried_at_once = false;
         loop {
-            match apply_entries(&db, &entries, last) {
-                Ok(()) => break,
-                Err(error) => {
-                    attempt += 1;
-                    metrics::counter!(crate::metrics::MATERIALIZE_FAILURES_TOTAL).increment(1);
-                    if stopping && attempt >= 3 {
-                        // The journal keeps the entries: the next start applies them.
-                        tracing::error!(%error, "stopping with the tables behind the journal");
-                        return;
+            let last = entries.last().map(|(seq, _)| *seq).unwrap_or_default();
+            let error = match apply_entries(&db.get(), &entries, last) {
+                Ok(()) => {
+                    if attempt > 0 {
+                        tracing::info!(attempts = attempt + 1, through = last, "the tables are up to date again");
                     }
-                    tracing::error!(%error, attempt, "could not bring the tables up to date with the journal; retrying");
-                    std::thread::sleep(std::time::Duration::from_millis(500));
+                    progress.set_failing(false);
+                    break;
+                }
+                Err(error) => error,
+            };
+            attempt += 1;
+            metrics::counter!(crate::metrics::MATERIALIZE_FAILURES_TOTAL).increment(1);
+            progress.set_failing(true);
+            // Once, then every few seconds: a full disk may last.
+            if attempt == 1 || attempt.is_multiple_of(20) {
+                tracing::error!(%error, attempt, "could not bring the tables up to date with the journal; retrying");
+            }
+            if is_io_failure(&error) {
+                match db.reopen() {
+                    Ok(()) => {
+                        metrics::counter!(crate::metrics::REOPENS_TOTAL).increment(1);
+                        tracing::info!("reopened the database after an I/O error");
+                        // The failure may have been the old instance's alone
+                        // (space came back meanwhile): try the new one at
+                        // once, but only once in a row.
+                        if !retried_at_once {
+                            retried_at_once = true;
+                            continue;
+                        }
+                    }
+                    Err(error) => tracing::debug!(%error, "cannot reopen the database yet"),
+                }
+            }
+            retried_at_once = false;
+            if stopping {
+                attempts_since_stop += 1;
+                if attempts_since_stop >= ATTEMPTS_WHEN_STOPPING {
+                    tracing::error!(%error, "stopping with the tables behind the journal; the next start applies it");
+                    return;
+                }
+            }
+            // Wait before the next attempt, taking what arrives (a stop too).
+            let until = Instant::now() + MATERIALIZE_RETRY_EVERY;
+            while !stopping {
+                let wait = until.saturating_duration_since(Instant::now());
+                if wait.is_zero() {
+                    break;
+                }
+                match receiver.recv_timeout(wait) {
+                    Ok(Applied::Entry(seq, entry)) => {
+                        writes += entry.len();
+                        entries.push((seq, entry));
+                    }
+                    Ok(Applied::Stop) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => stopping = true,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 }
             }
         }
+        let last = entries.last().map(|(seq, _)| *seq).unwrap_or_default();
         metrics::histogram!(crate::metrics::MATERIALIZE_SECONDS).record(started.elapsed().as_secs_f64());
         metrics::histogram!(crate::metrics::MATERIALIZE_WRITES).record(writes as f64);
         progress.unapplied_writes.fetch_sub(writes as u64, Ordering::AcqRel);

@@ -840,7 +840,7 @@ async fn a_caught_up_reader_sees_every_acknowledged_commit() {
         store.commit(vec![put_message(&cv, index, &id, Direction::In)]).await.unwrap();
     }
     store.commit(vec![conversation(&cv, ConversationStatus::Assigned, Some("a1"))]).await.unwrap();
-    let reader = store.reader().caught_up().await;
+    let reader = store.reader().caught_up().await.unwrap();
     assert_eq!(reader.messages(&cv).unwrap().len(), 20);
     assert_eq!(reader.agent_snapshot("a1").unwrap().1.len(), 1);
     assert_eq!(reader.list_conversations(&ConversationFilter { limit: 10, ..Default::default() }).unwrap().len(), 1);
