@@ -238,3 +238,28 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Starts a built `switchboard` binary (`binary`: in a test,
+/// `env!("CARGO_BIN_EXE_switchboard-under-test")`) with `serve --config`;
+/// returns the child and the base URL it printed once listening. Its stdout
+/// is drained on a thread, so the child never blocks on a full pipe.
+pub fn spawn_binary(binary: &str, config_path: &Path) -> Result<(std::process::Child, String)> {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(binary)
+        .args(["serve", "--config"])
+        .arg(config_path)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()?;
+    let stdout = child.stdout.take().expect("piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let base_url = loop {
+        let line = lines.next().ok_or_else(|| anyhow!("the server exited before listening"))??;
+        if let Some(url) = line.strip_prefix("switchboard listening on ") {
+            break url.trim().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Ok((child, base_url))
+}

@@ -1,8 +1,7 @@
 //! What survives: kill -9 after acknowledged webhooks, a failing conversation
 //! actor, and passivated conversations coming back.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 
 use actors::clock::ManualClock;
@@ -14,24 +13,7 @@ type TestResult = anyhow::Result<()>;
 
 /// Starts the real binary on port 0; returns the child and its base URL.
 fn spawn_server(config_path: &std::path::Path) -> anyhow::Result<(Child, String)> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard-under-test"))
-        .args(["serve", "--config"])
-        .arg(config_path)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let stdout = child.stdout.take().expect("piped");
-    let mut lines = BufReader::new(stdout).lines();
-    let base_url = loop {
-        let line = lines.next().ok_or_else(|| anyhow::anyhow!("the server exited before listening"))??;
-        if let Some(url) = line.strip_prefix("switchboard listening on ") {
-            break url.trim().to_owned();
-        }
-    };
-    // Keep draining so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Ok((child, base_url))
+    spawn_binary(env!("CARGO_BIN_EXE_switchboard-under-test"), config_path)
 }
 
 async fn all_message_ids(http: &reqwest::Client, base_url: &str) -> anyhow::Result<Vec<String>> {

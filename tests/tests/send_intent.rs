@@ -4,8 +4,7 @@
 //! it reconciles it. Nothing is sent twice and the agent never gets `ok` for
 //! a send it cannot know the outcome of.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
@@ -17,23 +16,7 @@ type TestResult = anyhow::Result<()>;
 
 /// Starts the real binary on port 0; returns the child and its base URL.
 fn spawn_server(config_path: &std::path::Path) -> anyhow::Result<(Child, String)> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard-under-test"))
-        .args(["serve", "--config"])
-        .arg(config_path)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let stdout = child.stdout.take().expect("piped");
-    let mut lines = BufReader::new(stdout).lines();
-    let base_url = loop {
-        let line = lines.next().ok_or_else(|| anyhow::anyhow!("the server exited before listening"))??;
-        if let Some(url) = line.strip_prefix("switchboard listening on ") {
-            break url.trim().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Ok((child, base_url))
+    spawn_binary(env!("CARGO_BIN_EXE_switchboard-under-test"), config_path)
 }
 
 /// A Graph API that takes every send and never answers: the request reached
