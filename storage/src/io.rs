@@ -150,13 +150,7 @@ pub(crate) struct Db {
 
 impl Db {
     pub(crate) fn open(path: &Path, cache_bytes: usize, faults: Option<Arc<IoFaults>>) -> Result<Db> {
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|error| StorageError::Invalid(format!("cannot open {}: {error}", path.display())))?;
+        let lock = open_read_write(path)?;
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|error| {
             StorageError::Invalid(format!("{} is in use by another process ({error})", path.display()))
         })?;
@@ -195,14 +189,19 @@ impl Db {
     }
 }
 
-fn build(path: &Path, cache_bytes: usize, faults: &Option<Arc<IoFaults>>) -> Result<Database> {
-    let file = OpenOptions::new()
+/// The database file, opened for reading and writing (created if missing).
+fn open_read_write(path: &Path) -> Result<File> {
+    OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .open(path)
-        .map_err(|error| StorageError::Invalid(format!("cannot open {}: {error}", path.display())))?;
+        .map_err(|error| StorageError::Invalid(format!("cannot open {}: {error}", path.display())))
+}
+
+fn build(path: &Path, cache_bytes: usize, faults: &Option<Arc<IoFaults>>) -> Result<Database> {
+    let file = open_read_write(path)?;
     redb::Builder::new()
         .set_cache_size(cache_bytes)
         .create_with_backend(Backend { file, faults: faults.clone() })

@@ -162,6 +162,25 @@ fn is_unavailable(status: u16, body: &Value) -> bool {
     status == 503 && body["code"] == "unavailable"
 }
 
+/// The stored message ids once every acknowledged one is among them, or,
+/// past the wait, the ids as they are (for `check_stored` to name what is
+/// missing).
+async fn ids_once_all_stored(
+    http: &reqwest::Client,
+    base_url: &str,
+    acknowledged: &[String],
+) -> anyhow::Result<Vec<String>> {
+    let all_there = eventually(|| async {
+        let ids = message_ids(http, base_url).await.ok()?;
+        acknowledged.iter().all(|wamid| ids.contains(wamid)).then_some(ids)
+    })
+    .await;
+    match all_there {
+        Ok(ids) => Ok(ids),
+        Err(_) => message_ids(http, base_url).await,
+    }
+}
+
 /// Every acknowledged wamid is stored, and none twice. (A refused webhook
 /// may still have been stored, e.g. by the conversation actor before a
 /// later step failed; Meta's retry is then a duplicate.)
@@ -280,15 +299,7 @@ async fn full_disk_scenario(volume: &Tmpfs, config_path: &Path) -> TestResult {
     acknowledged.push("wamid.after.0".to_owned());
     // Messages acknowledged through the inbox while their conversation could
     // not be written are applied on a housekeeping tick after recovery.
-    let ids = eventually(|| async {
-        let ids = message_ids(&http, &base_url).await.ok()?;
-        acknowledged.iter().all(|wamid| ids.contains(wamid)).then_some(ids)
-    })
-    .await;
-    let ids = match ids {
-        Ok(ids) => ids,
-        Err(_) => message_ids(&http, &base_url).await?,
-    };
+    let ids = ids_once_all_stored(&http, &base_url, &acknowledged).await?;
     check_stored(&ids, &acknowledged, "after recovery")?;
 
     // SIGTERM while the disk is full: the process still exits.
@@ -301,15 +312,7 @@ async fn full_disk_scenario(volume: &Tmpfs, config_path: &Path) -> TestResult {
     std::fs::remove_file(&filler)?;
     let restarted = Server::spawn(config_path)?;
     let base_url = restarted.base_url.clone();
-    let ids = eventually(|| async {
-        let ids = message_ids(&http, &base_url).await.ok()?;
-        acknowledged.iter().all(|wamid| ids.contains(wamid)).then_some(ids)
-    })
-    .await;
-    let ids = match ids {
-        Ok(ids) => ids,
-        Err(_) => message_ids(&http, &base_url).await?,
-    };
+    let ids = ids_once_all_stored(&http, &base_url, &acknowledged).await?;
     check_stored(&ids, &acknowledged, "after a restart")?;
     let status = restarted.terminate().await?;
     ensure!(status.success(), "SIGTERM after the restart: the server exited with {status}");
