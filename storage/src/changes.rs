@@ -253,6 +253,9 @@ impl Overlay {
 pub(crate) struct Progress {
     journaled: AtomicU64,
     applied: AtomicU64,
+    /// The journal seq the tables hold durably (a crash goes back to it):
+    /// the journal keeps every entry after it.
+    durable: AtomicU64,
     /// Only for `changed`: the values are the atomics.
     lock: Mutex<()>,
     changed: Condvar,
@@ -275,6 +278,7 @@ impl Progress {
         let progress = Progress::default();
         progress.journaled.store(seq, Ordering::Release);
         progress.applied.store(seq, Ordering::Release);
+        progress.durable.store(seq, Ordering::Release);
         progress
     }
 
@@ -288,6 +292,14 @@ impl Progress {
 
     pub(crate) fn applied(&self) -> u64 {
         self.applied.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn durable(&self) -> u64 {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_durable(&self, seq: u64) {
+        self.durable.store(seq, Ordering::Release);
     }
 
     /// Whether a reader waits (and clears the request).

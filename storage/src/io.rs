@@ -176,9 +176,13 @@ impl Db {
     }
 
     /// Opens the file again and puts the new instance in place of the one
-    /// that failed. redb opens at its last good commit (quick repair).
-    pub(crate) fn reopen(&self) -> Result<()> {
+    /// that failed, once `catch_up` has succeeded on it. redb opens at its
+    /// last durable commit (quick repair), which may be behind what the
+    /// failed instance showed: `catch_up` brings it back, so no reader ever
+    /// sees the tables go back in time.
+    pub(crate) fn reopen_with(&self, catch_up: impl FnOnce(&Database) -> Result<()>) -> Result<()> {
         let database = build(&self.path, self.cache_bytes, &self.faults)?;
+        catch_up(&database)?;
         let old = std::mem::replace(
             &mut *self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()),
             Arc::new(database),

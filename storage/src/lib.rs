@@ -128,7 +128,7 @@ impl Store {
             options.faults.clone(),
         )?;
         if let Some(last) = replay.last().map(|(seq, _)| *seq) {
-            writer::apply_entries(&db.get(), &replay, last)?;
+            writer::apply_entries(&db.get(), &replay, last, true)?;
             tracing::info!(entries = replay.len(), through = last, "applied the journal to the tables");
             applied = last;
         }

@@ -173,6 +173,8 @@ const MAX_MATERIALIZE_WRITES: usize = 200_000;
 const MATERIALIZE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 /// How long the materializer waits before it tries a failed transaction again.
 const MATERIALIZE_RETRY_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+/// How long the materializer's transactions may go without a durable one.
+const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Failed attempts after a stop was asked for before the materializer gives
 /// up (the journal keeps the entries; the next start applies them).
 const ATTEMPTS_WHEN_STOPPING: u32 = 3;
@@ -354,7 +356,7 @@ impl Writer {
         let _ = self.materializer.send(Applied::Stop);
         let _ = materializer.join();
         let mut journal = self.journal;
-        journal.release(self.progress.applied());
+        journal.release(self.progress.durable());
         journal.close();
         tracing::debug!("writer stopped");
     }
@@ -373,7 +375,7 @@ impl Writer {
             let (_, keys) = self.unapplied.pop_front().expect("checked above");
             self.overlay.prune(applied, keys);
         }
-        self.journal.release(applied);
+        self.journal.release(self.progress.durable());
         self.snapshot = None;
         let txn = self.db.get().begin_read().map_err(db_error)?;
         self.snapshot = Some(((applied, generation), Snapshot::new(txn)?));
@@ -418,30 +420,45 @@ impl Writer {
 }
 
 /// Applies journaled entries to the redb tables, as many as are waiting in
-/// one transaction (durable, with redb's allocator state saved so that a
-/// start after a crash needs no full repair), and records how far it got.
+/// one transaction, and records how far it got. A transaction is made
+/// durable (with redb's allocator state saved, so that a start after a crash
+/// needs no full repair) at most every [`DURABLE_EVERY`], when idle, and at
+/// a stop; the ones between are visible to readers but not synced (the
+/// journal holds them until a durable one covers them, and a start after a
+/// crash applies them from it). Saving the allocator state rewrites a bitmap
+/// of the whole file, so this spares most of the materializer's work.
 ///
 /// When a transaction fails (a full disk) it says so (`Progress::failing`:
 /// range reads then refuse at once instead of waiting), reopens redb after
 /// an I/O error (redb refuses everything after one until it is opened
 /// again) and tries again, gathering the entries that arrive meanwhile;
-/// asked to stop, it gives up after a few attempts.
+/// asked to stop, it gives up after a few attempts. The reopened instance
+/// starts at the last durable transaction: it is put in place only after
+/// the entries applied since then have been applied to it again.
 fn materializer_loop(db: Arc<Db>, progress: Arc<Progress>, receiver: std::sync::mpsc::Receiver<Applied>) {
     let mut stopping = false;
+    // Entries applied by transactions that were not durable, in order.
+    let mut since_durable: Vec<(u64, Vec<Write>)> = Vec::new();
+    let mut last_durable = Instant::now();
     while !stopping {
-        let Ok(first) = receiver.recv() else { break };
+        let first = if since_durable.is_empty() {
+            receiver.recv().map_err(|_| std::sync::mpsc::RecvTimeoutError::Disconnected)
+        } else {
+            receiver.recv_timeout(DURABLE_EVERY.saturating_sub(last_durable.elapsed()))
+        };
         let mut entries = Vec::new();
         let mut writes = 0;
         match first {
-            Applied::Entry(seq, entry) => {
+            Ok(Applied::Entry(seq, entry)) => {
                 writes += entry.len();
                 entries.push((seq, entry));
             }
-            Applied::Stop => stopping = true,
+            Ok(Applied::Stop) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => stopping = true,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
         }
         let deadline = Instant::now() + MATERIALIZE_EVERY;
         // A reader waiting for the tables cuts the gathering short.
-        while writes < MAX_MATERIALIZE_WRITES && !stopping && !progress.hurried() {
+        while !entries.is_empty() && writes < MAX_MATERIALIZE_WRITES && !stopping && !progress.hurried() {
             let wait = deadline.saturating_duration_since(Instant::now()).min(std::time::Duration::from_millis(5));
             if wait.is_zero() {
                 break;
@@ -456,49 +473,45 @@ fn materializer_loop(db: Arc<Db>, progress: Arc<Progress>, receiver: std::sync::
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
-        if entries.is_empty() {
+        // Idle (or stopping) with transactions not yet durable: one with
+        // nothing new makes them durable.
+        if entries.is_empty() && since_durable.is_empty() {
             continue;
         }
+        let mut durable = stopping || entries.is_empty() || last_durable.elapsed() >= DURABLE_EVERY;
         let started = Instant::now();
         let mut attempt = 0u32;
         let mut attempts_since_stop = 0u32;
-        let mut retried_at_once = false;
+        let mut last = entries.last().or(since_durable.last()).map(|(seq, _)| *seq).unwrap_or_default();
         loop {
-            let last = entries.last().map(|(seq, _)| *seq).unwrap_or_default();
-            let error = match apply_entries(&db.get(), &entries, last) {
-                Ok(()) => {
-                    if attempt > 0 {
-                        tracing::info!(attempts = attempt + 1, through = last, "the tables are up to date again");
-                    }
-                    progress.set_failing(false);
-                    break;
-                }
+            let error = match apply_entries(&db.get(), &entries, last, durable) {
+                Ok(()) => break,
                 Err(error) => error,
             };
             attempt += 1;
             metrics::counter!(crate::metrics::MATERIALIZE_FAILURES_TOTAL).increment(1);
             progress.set_failing(true);
+            if attempt == 1 {
+                // What the failed instance held without a sync may be gone
+                // from the file: apply it again with the rest, durably.
+                since_durable.append(&mut entries);
+                entries = std::mem::take(&mut since_durable);
+                durable = true;
+            }
             // Once, then every few seconds: a full disk may last.
             if attempt == 1 || attempt.is_multiple_of(20) {
                 tracing::error!(%error, attempt, "could not bring the tables up to date with the journal; retrying");
             }
             if is_io_failure(&error) {
-                match db.reopen() {
+                match db.reopen_with(|database| apply_entries(database, &entries, last, true)) {
                     Ok(()) => {
                         metrics::counter!(crate::metrics::REOPENS_TOTAL).increment(1);
                         tracing::info!("reopened the database after an I/O error");
-                        // The failure may have been the old instance's alone
-                        // (space came back meanwhile): try the new one at
-                        // once, but only once in a row.
-                        if !retried_at_once {
-                            retried_at_once = true;
-                            continue;
-                        }
+                        break;
                     }
                     Err(error) => tracing::debug!(%error, "cannot reopen the database yet"),
                 }
             }
-            retried_at_once = false;
             if stopping {
                 attempts_since_stop += 1;
                 if attempts_since_stop >= ATTEMPTS_WHEN_STOPPING {
@@ -516,6 +529,7 @@ fn materializer_loop(db: Arc<Db>, progress: Arc<Progress>, receiver: std::sync::
                 match receiver.recv_timeout(wait) {
                     Ok(Applied::Entry(seq, entry)) => {
                         writes += entry.len();
+                        last = seq;
                         entries.push((seq, entry));
                     }
                     Ok(Applied::Stop) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => stopping = true,
@@ -523,7 +537,17 @@ fn materializer_loop(db: Arc<Db>, progress: Arc<Progress>, receiver: std::sync::
                 }
             }
         }
-        let last = entries.last().map(|(seq, _)| *seq).unwrap_or_default();
+        if attempt > 0 {
+            tracing::info!(attempts = attempt + 1, through = last, "the tables are up to date again");
+        }
+        progress.set_failing(false);
+        if durable {
+            since_durable.clear();
+            last_durable = Instant::now();
+            progress.set_durable(last);
+        } else {
+            since_durable.append(&mut entries);
+        }
         metrics::histogram!(crate::metrics::MATERIALIZE_SECONDS).record(started.elapsed().as_secs_f64());
         metrics::histogram!(crate::metrics::MATERIALIZE_WRITES).record(writes as f64);
         progress.unapplied_writes.fetch_sub(writes as u64, Ordering::AcqRel);
@@ -532,11 +556,16 @@ fn materializer_loop(db: Arc<Db>, progress: Arc<Progress>, receiver: std::sync::
 }
 
 /// Applies `entries` and records `last` as the journal seq the tables hold,
-/// in one durable transaction.
-pub(crate) fn apply_entries(db: &Database, entries: &[(u64, Vec<Write>)], last: u64) -> Result<()> {
+/// in one transaction: durable (synced, with redb's allocator state saved)
+/// or only visible to readers.
+pub(crate) fn apply_entries(db: &Database, entries: &[(u64, Vec<Write>)], last: u64, durable: bool) -> Result<()> {
     let mut txn = db.begin_write().map_err(db_error)?;
-    txn.set_durability(Durability::Immediate);
-    txn.set_quick_repair(true);
+    if durable {
+        txn.set_durability(Durability::Immediate);
+        txn.set_quick_repair(true);
+    } else {
+        txn.set_durability(Durability::None);
+    }
     let writes = last_writes(entries.iter().flat_map(|(_, writes)| writes.iter()));
     metrics::histogram!(crate::metrics::MATERIALIZE_DISTINCT_WRITES).record(writes.len() as f64);
     materialize(&txn, writes)?;
