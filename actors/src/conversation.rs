@@ -235,7 +235,7 @@ impl ConversationState {
                     stored.message.status = Some(new_status);
                     let error = (new_status == DeliveryStatus::Failed).then(|| {
                         let first = status.errors.first();
-                        rules::meta_error(
+                        protocol::rules::meta_error(
                             first.map_or(0, |error| error.code),
                             first.and_then(|error| error.message.as_deref().or(error.title.as_deref())),
                         )
@@ -316,14 +316,14 @@ impl ConversationState {
                     id,
                     &thread,
                     &self.thread_key,
-                    rules::source_of(&message),
+                    protocol::rules::source_of(&message),
                     self.shared.settings.default_team(),
                     now,
                 )
             }
         };
         record.conversation.contact = thread.contact.clone();
-        let shown = rules::inbound_message(&message, now);
+        let shown = protocol::rules::inbound_message(&message, now);
         if opened {
             let policy = self.shared.policies.of(record.conversation.team.as_deref());
             record.clocks.frt = Some(deadlines::sla_clock(now, policy.sla.first_response_s, &policy.schedule));
@@ -633,7 +633,7 @@ impl ConversationState {
                     let _ = reply.send(Err(ApiError::bad_request("`text` is empty; write something to send")));
                     return Ok(());
                 }
-                if !rules::service_window_open(record.conversation.service_until, self.now()) {
+                if !protocol::rules::service_window_open(record.conversation.service_until, self.now()) {
                     let _ = reply.send(Err(ApiError::new(
                         ErrorCode::WindowClosed,
                         "the 24-hour service window is closed; only a template can be sent until the customer writes again",

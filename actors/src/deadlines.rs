@@ -10,9 +10,9 @@ use protocol::ws::{SlaKind, SlaState};
 use storage::{ConversationRecord, OpenEntry, SlaClock};
 
 use crate::hours::Schedule;
-use crate::rules::{FREE_ENTRY_WINDOW_MS, SERVICE_WINDOW_MS};
 use crate::settings::{Settings, SlaSpec};
 use crate::timers::DeadlineKind;
+use protocol::rules::{FREE_ENTRY_WINDOW_MS, SERVICE_WINDOW_MS};
 
 /// The SLA targets and hours that apply to one team's conversations.
 #[derive(Clone, Debug)]

@@ -131,7 +131,7 @@ impl GraphClient {
                     let error = envelope.error;
                     let details = error.error_data.as_ref().and_then(|data| data.details.clone());
                     let mut mapped =
-                        actors::rules::meta_error(error.code, Some(details.as_deref().unwrap_or(&error.message)));
+                        protocol::rules::meta_error(error.code, Some(details.as_deref().unwrap_or(&error.message)));
                     mapped.detail = Some(json!({
                         "meta_code": error.code,
                         "meta_subcode": error.error_subcode,

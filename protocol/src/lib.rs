@@ -19,6 +19,7 @@ pub mod error;
 pub mod graph;
 pub mod json;
 pub mod model;
+pub mod rules;
 pub mod signature;
 pub mod time;
 pub mod webhook;

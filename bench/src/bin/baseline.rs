@@ -299,7 +299,7 @@ async fn ingest_messages(
             received_at,
         )
         .await?;
-        let shown = actors::rules::inbound_message(message, received_at);
+        let shown = protocol::rules::inbound_message(message, received_at);
         let media = shown.media.as_ref().map(|media| media.to_string());
         let raw = serde_json::to_string(message)?;
         let inserted = transaction
@@ -314,7 +314,7 @@ async fn ingest_messages(
             continue;
         }
         ingested.accepted += 1;
-        let service_until = message.timestamp_ms().unwrap_or(received_at) + actors::rules::SERVICE_WINDOW_MS;
+        let service_until = message.timestamp_ms().unwrap_or(received_at) + protocol::rules::SERVICE_WINDOW_MS;
         transaction.execute(&st.touch_conversation, &[&conversation_id, &service_until, &name]).await?;
         match (status.as_str(), agent) {
             ("assigned", Some(agent)) => {
@@ -347,7 +347,7 @@ async fn find_or_open_conversation(
         if let Some(row) = transaction.query_opt(&st.lock_open_conversation, &[&phone_number_id, &customer]).await? {
             return Ok((row.get(0), row.get(1), row.get(2)));
         }
-        let source = serde_json::to_string(&actors::rules::source_of(message))?;
+        let source = serde_json::to_string(&protocol::rules::source_of(message))?;
         let created = transaction
             .query_opt(&st.insert_conversation, &[&phone_number_id, &customer, &name, &source, &received_at])
             .await?;
@@ -388,7 +388,8 @@ async fn ingest_statuses(
         let conversation_id: i64 = target.get(0);
         let agent: Option<String> = target.get(1);
         let Some(agent) = agent else { continue };
-        let error = status.errors.first().map(|error| actors::rules::meta_error(error.code, error.message.as_deref()));
+        let error =
+            status.errors.first().map(|error| protocol::rules::meta_error(error.code, error.message.as_deref()));
         let frame = ServerFrame::Status {
             seq: 0,
             conversation_id: store::conversation_key(conversation_id),
@@ -514,7 +515,7 @@ impl Graph {
         })?;
         if !status.is_success() {
             if let Ok(envelope) = serde_json::from_slice::<GraphErrorEnvelope>(&bytes) {
-                return Err(actors::rules::meta_error(envelope.error.code, Some(&envelope.error.message)));
+                return Err(protocol::rules::meta_error(envelope.error.code, Some(&envelope.error.message)));
             }
             return Err(ApiError::new(ErrorCode::UpstreamError, format!("the Graph API answered {status}")));
         }

@@ -2,7 +2,11 @@
 //! over a window of S seconds, then measures what they cost in memory and how
 //! late they fire (p50/p99/p999/max, microseconds past due).
 //!
-//! `cargo run --release -p switchboard-bench --bin switchboard-bench-timers -- [N] [SPREAD_S]`
+//! `cargo run --release -p switchboard-bench-timers -- [N] [SPREAD_S]`
+//!
+//! A package of its own: it measures the engine's timer shards from inside
+//! (`actors::timers`), which the load harness, talking to a server only
+//! through its public interfaces, never reaches into.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,7 +29,7 @@ fn now_us() -> i64 {
 }
 
 fn rss_kib() -> u64 {
-    switchboard_bench::engine_process::sample_process(None).map_or(0, |sample| sample.rss_bytes / 1024)
+    bench::engine_process::sample_process(None).map_or(0, |sample| sample.rss_bytes / 1024)
 }
 
 fn main() -> anyhow::Result<()> {
