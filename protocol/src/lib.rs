@@ -16,6 +16,7 @@
 
 pub mod codec;
 pub mod error;
+pub mod events;
 pub mod graph;
 pub mod json;
 pub mod model;

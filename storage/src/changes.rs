@@ -39,9 +39,11 @@ pub enum TableId {
     AgentEvents = 12,
     AgentOpen = 13,
     SendIntents = 14,
+    Events = 15,
+    Cursors = 16,
 }
 
-const TABLES: [TableId; 15] = [
+const TABLES: [TableId; 17] = [
     TableId::Counters,
     TableId::Inbox,
     TableId::InboundIds,
@@ -57,13 +59,18 @@ const TABLES: [TableId; 15] = [
     TableId::AgentEvents,
     TableId::AgentOpen,
     TableId::SendIntents,
+    TableId::Events,
+    TableId::Cursors,
 ];
 
 impl TableId {
     /// Whether anything reads this table one key at a time (and so needs
     /// journaled changes in the [`Overlay`] until the table has them).
     pub(crate) fn point_read(self) -> bool {
-        !matches!(self, TableId::AgentEvents | TableId::AgentOpen | TableId::Inbox | TableId::OtherChanges)
+        !matches!(
+            self,
+            TableId::AgentEvents | TableId::AgentOpen | TableId::Inbox | TableId::OtherChanges | TableId::Events
+        )
     }
 }
 
@@ -507,6 +514,8 @@ pub(crate) fn read_point(txn: &ReadTransaction, table: TableId, key: &Key) -> Re
         (TableId::Threads, _) => str_table(txn, THREADS, key),
         (TableId::Agents, _) => str_table(txn, AGENTS, key),
         (TableId::SendIntents, _) => str_table(txn, SEND_INTENTS, key),
+        (TableId::Cursors, _) => counter_table(txn, CURSORS, key),
+        (TableId::Events, _) => seq_table(txn, EVENTS, key),
         (TableId::Messages, Key::StrU32(id, index)) => {
             let table = txn.open_table(MESSAGES).map_err(db_error)?;
             Ok(table.get((id.as_str(), *index)).map_err(db_error)?.map(|value| value.value().to_vec()))
@@ -562,6 +571,8 @@ pub(crate) fn materialize<'a>(txn: &WriteTransaction, writes: impl IntoIterator<
     let mut agent_events = txn.open_table(AGENT_EVENTS).map_err(db_error)?;
     let mut agent_open = txn.open_table(AGENT_OPEN).map_err(db_error)?;
     let mut send_intents = txn.open_table(SEND_INTENTS).map_err(db_error)?;
+    let mut events = txn.open_table(EVENTS).map_err(db_error)?;
+    let mut cursors = txn.open_table(CURSORS).map_err(db_error)?;
     for write in writes {
         let key = &write.key;
         let value = write.value.as_deref();
@@ -590,6 +601,8 @@ pub(crate) fn materialize<'a>(txn: &WriteTransaction, writes: impl IntoIterator<
             (TableId::Threads, _) => apply!(threads, str_key(key)?, bytes),
             (TableId::Agents, _) => apply!(agents, str_key(key)?, bytes),
             (TableId::SendIntents, _) => apply!(send_intents, str_key(key)?, bytes),
+            (TableId::Events, _) => apply!(events, u64_key(key)?, bytes),
+            (TableId::Cursors, _) => apply!(cursors, str_key(key)?, u64_value),
             (TableId::Messages, Key::StrU32(id, index)) => apply!(messages, (id.as_str(), *index), bytes),
             (TableId::AgentEvents, Key::StrU64(agent, seq)) => apply!(agent_events, (agent.as_str(), *seq), bytes),
             (TableId::AgentOpen, Key::StrStr(agent, id)) => {

@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use protocol::events::Event;
 use protocol::ws::ServerFrame;
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
 
@@ -133,6 +134,32 @@ impl Reader {
 
     pub fn agent(&self, agent_id: &str) -> Result<AgentRecord> {
         Ok(self.point_decoded(TableId::Agents, Key::Str(agent_id.to_owned()))?.unwrap_or_default())
+    }
+
+    /// The conversation event log's last seq (0 while it is empty).
+    pub fn log_head(&self) -> Result<u64> {
+        let bytes = self.point(TableId::Counters, Key::Str(crate::writer::EVENT_SEQ.to_owned()))?;
+        bytes.map(|bytes| crate::changes::u64_value(&bytes)).transpose().map(Option::unwrap_or_default)
+    }
+
+    /// Up to `limit` events of the log after `after`, in seq order. A
+    /// consumer reads from its cursor with this, then moves its cursor
+    /// ([`crate::Op::SetCursor`]) in the same batch as what it made of them.
+    pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, Event)>> {
+        let txn = self.txn()?;
+        let table = txn.open_table(EVENTS).map_err(db_error)?;
+        let mut events = Vec::new();
+        for row in table.range(after.saturating_add(1)..).map_err(db_error)?.take(limit) {
+            let (seq, bytes) = row.map_err(db_error)?;
+            events.push((seq.value(), decode(bytes.value())?));
+        }
+        Ok(events)
+    }
+
+    /// A log consumer's cursor: the last event seq it has taken in (0: none).
+    pub fn cursor(&self, consumer: &str) -> Result<u64> {
+        let bytes = self.point(TableId::Cursors, Key::Str(consumer.to_owned()))?;
+        bytes.map(|bytes| crate::changes::u64_value(&bytes)).transpose().map(Option::unwrap_or_default)
     }
 
     /// Every inbox entry not yet applied, in seq order (recovery).

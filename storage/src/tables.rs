@@ -40,6 +40,11 @@ pub const AGENT_OPEN: TableDefinition<(&str, &str), ()> = TableDefinition::new("
 /// thread key → [`crate::SendIntents`]: sends whose outcome is not recorded
 /// (in flight, or `unknown` after a crash until a status tells the wamid).
 pub const SEND_INTENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("send_intents");
+/// event seq (one global, gap-free sequence from 1) → MessagePack
+/// [`protocol::events::Event`]: the conversation event log, append-only.
+pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// consumer name → the last event seq it has taken in (its durable cursor).
+pub const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
 
 pub(crate) fn create_all(db: &Database) -> Result<()> {
     let mut txn = db.begin_write().map_err(db_error)?;
@@ -61,6 +66,8 @@ pub(crate) fn create_all(db: &Database) -> Result<()> {
     txn.open_table(AGENT_EVENTS).map_err(db_error)?;
     txn.open_table(AGENT_OPEN).map_err(db_error)?;
     txn.open_table(SEND_INTENTS).map_err(db_error)?;
+    txn.open_table(EVENTS).map_err(db_error)?;
+    txn.open_table(CURSORS).map_err(db_error)?;
     migrate_open_index_v2(&txn)?;
     txn.commit().map_err(db_error)?;
     Ok(())

@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use protocol::events::Event;
 use protocol::model::{AgentStatus, ConversationStatus, Direction};
 use protocol::ws::ServerFrame;
 use redb::{Database, Durability};
@@ -107,6 +108,15 @@ pub enum Op {
         local_id: String,
         index: u32,
     },
+    /// Appends an event to the conversation event log; its seq (the next of
+    /// one global, gap-free sequence) is allocated here, so the event is
+    /// journaled in the same entry as the changes it describes.
+    Event(Box<Event>),
+    /// Moves a log consumer's cursor: it has taken in every event up to `seq`.
+    SetCursor {
+        consumer: String,
+        seq: u64,
+    },
 }
 
 pub type Batch = Vec<Op>;
@@ -138,6 +148,8 @@ pub struct Published {
     pub inbox: Vec<InboxEntry>,
     /// Agent events with their `seq`, in commit order.
     pub events: Vec<(String, ServerFrame)>,
+    /// Conversation events appended to the log, with their seq, in order.
+    pub log: Vec<(u64, Event)>,
 }
 
 /// Receives what was committed, on the writer thread, in commit order. It must
@@ -322,7 +334,7 @@ impl Writer {
                     metrics::histogram!(crate::metrics::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
                     metrics::histogram!(crate::metrics::GROUP_BATCHES).record(group.len() as f64);
                     metrics::counter!(crate::metrics::COMMITS_TOTAL).increment(1);
-                    if !published.inbox.is_empty() || !published.events.is_empty() {
+                    if !published.inbox.is_empty() || !published.events.is_empty() || !published.log.is_empty() {
                         self.sink.committed(published);
                     }
                     for ((_, reply), outcome) in group.into_iter().zip(outcomes) {
@@ -573,6 +585,9 @@ pub(crate) fn apply_entries(db: &Database, entries: &[(u64, Vec<Write>)], last: 
     txn.commit().map_err(db_error)
 }
 
+/// The counter holding the conversation event log's last seq.
+pub(crate) const EVENT_SEQ: &str = "event_seq";
+
 /// The counter holding the journal seq the tables are up to date with.
 pub(crate) const JOURNAL_APPLIED: &str = "journal_applied";
 
@@ -656,7 +671,9 @@ struct GroupState<'a> {
     inbox_seq: u64,
     other_seq: u64,
     conversation_seq: u64,
-    counters_at_start: (u64, u64, u64),
+    /// The conversation event log's last seq.
+    event_seq: u64,
+    counters_at_start: (u64, u64, u64, u64),
     agent_records: HashMap<String, AgentRecord>,
 }
 
@@ -667,20 +684,22 @@ impl<'a> GroupState<'a> {
         let inbox_seq = read_counter("inbox_seq")?;
         let other_seq = read_counter("other_seq")?;
         let conversation_seq = read_counter("conversation_seq")?;
+        let event_seq = read_counter(EVENT_SEQ)?;
         Ok(GroupState {
             options: options.clone(),
             view,
             inbox_seq,
             other_seq,
             conversation_seq,
-            counters_at_start: (inbox_seq, other_seq, conversation_seq),
+            event_seq,
+            counters_at_start: (inbox_seq, other_seq, conversation_seq, event_seq),
             agent_records: HashMap::new(),
         })
     }
 
     /// The group's writes, to be journaled as one entry.
     fn finish(mut self) -> Result<Vec<Write>> {
-        let (inbox_seq, other_seq, conversation_seq) = self.counters_at_start;
+        let (inbox_seq, other_seq, conversation_seq, event_seq) = self.counters_at_start;
         if self.inbox_seq != inbox_seq {
             self.view.put_u64(TableId::Counters, text("inbox_seq"), self.inbox_seq);
         }
@@ -689,6 +708,9 @@ impl<'a> GroupState<'a> {
         }
         if self.conversation_seq != conversation_seq {
             self.view.put_u64(TableId::Counters, text("conversation_seq"), self.conversation_seq);
+        }
+        if self.event_seq != event_seq {
+            self.view.put_u64(TableId::Counters, text(EVENT_SEQ), self.event_seq);
         }
         for (agent_id, record) in std::mem::take(&mut self.agent_records) {
             self.view.put(TableId::Agents, Key::Str(agent_id), encode(&record)?);
@@ -823,6 +845,14 @@ impl<'a> GroupState<'a> {
                 }
                 outcome.events.push((agent_id.clone(), frame.clone()));
                 published.events.push((agent_id.clone(), frame));
+            }
+            Op::Event(event) => {
+                self.event_seq += 1;
+                self.view.put(TableId::Events, Key::U64(self.event_seq), encode(event.as_ref())?);
+                published.log.push((self.event_seq, event.as_ref().clone()));
+            }
+            Op::SetCursor { consumer, seq } => {
+                self.view.put_u64(TableId::Cursors, text(consumer), *seq);
             }
             Op::PutAgentStatus { agent_id, status } => {
                 self.agent_record(agent_id)?.status = *status;

@@ -158,3 +158,40 @@ fn a_failed_journal_write_is_cut_off_and_the_journal_goes_on() {
     let store = Store::open(dir.path(), options(None), Arc::new(NullSink)).unwrap();
     assert!(!store.reader().has_inbound("two").unwrap(), "a refused entry does not come back");
 }
+
+/// A group refused because its journal entry could not be written takes no
+/// seq of the conversation event log: the log stays gap-free.
+#[test]
+fn a_refused_commit_leaves_no_gap_in_the_event_log() {
+    let dir = scratch_dir();
+    let faults = IoFaults::new();
+    let store = Store::open(dir.path(), options(Some(faults.clone())), Arc::new(NullSink)).unwrap();
+    let logged = |text: &str| {
+        Op::Event(Box::new(protocol::events::Event {
+            at: 0,
+            conversation_id: None,
+            contact: None,
+            phone_number_id: None,
+            actor: protocol::events::Actor::System,
+            body: protocol::events::EventBody::ConfigurationChanged {
+                section: text.to_owned(),
+                detail: serde_json::Value::Null,
+            },
+        }))
+    };
+    store.commit_blocking(vec![logged("first")]).unwrap();
+    faults.fail_after(0);
+    let refused = store.commit_blocking(vec![logged("refused")]);
+    assert!(matches!(refused, Err(StorageError::Unavailable(_))), "{refused:?}");
+    faults.heal();
+    eventually(|| store.commit_blocking(vec![logged("second")]).ok(), "a commit after healing");
+    let events = eventually(|| store.reader().events_after(0, 10).ok(), "the log after healing");
+    let sections: Vec<(u64, String)> = events
+        .into_iter()
+        .map(|(seq, event)| match event.body {
+            protocol::events::EventBody::ConfigurationChanged { section, .. } => (seq, section),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(sections, vec![(1, "first".to_owned()), (2, "second".to_owned())]);
+}

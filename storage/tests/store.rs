@@ -859,3 +859,135 @@ fn first_response_breaches_are_counted_per_agent_and_day() {
     assert_eq!((record.frt_breaches_on(5), record.frt_breaches_on(6)), (0, 1));
     assert_eq!(store.reader().agent("a2").unwrap().frt_breaches_on(6), 0);
 }
+
+fn log_event(conversation_id: &str, text: &str) -> Op {
+    Op::Event(Box::new(protocol::events::Event {
+        at: 1_795_514_400_000,
+        conversation_id: Some(conversation_id.to_owned()),
+        contact: Some(CONTACT.to_owned()),
+        phone_number_id: Some(PHONE.to_owned()),
+        actor: protocol::events::Actor::Customer,
+        body: protocol::events::EventBody::MessageIn {
+            wamid: format!("wamid.{text}"),
+            message_type: "text".to_owned(),
+            text: Some(text.to_owned()),
+        },
+    }))
+}
+
+fn log_text(event: &protocol::events::Event) -> String {
+    match &event.body {
+        protocol::events::EventBody::MessageIn { text, .. } => text.clone().unwrap_or_default(),
+        other => panic!("only messages are logged here: {other:?}"),
+    }
+}
+
+/// Many writers at once, grouped or not: the log's seqs are 1..=N with no
+/// gap, each event is published with the seq it is stored under, in order,
+/// and all of it survives a reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn the_event_log_is_one_gap_free_sequence() {
+    const N: usize = 300;
+    for options in [StoreOptions::default(), StoreOptions { max_group: 1, ..Default::default() }] {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, recorder) = open(dir.path(), options.clone());
+        let store = Arc::new(store);
+        let tasks: Vec<_> = (0..N)
+            .map(|i| {
+                let store = store.clone();
+                // Two events per batch, with the change they describe.
+                tokio::spawn(async move {
+                    let cv = format!("cv_{i}");
+                    store
+                        .commit(vec![
+                            conversation(&cv, ConversationStatus::Queued, None),
+                            log_event(&cv, &format!("{i}a")),
+                            log_event(&cv, &format!("{i}b")),
+                        ])
+                        .await
+                        .unwrap();
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let published: Vec<(u64, protocol::events::Event)> =
+            recorder.published.lock().unwrap().iter().flat_map(|p| p.log.clone()).collect();
+        let seqs: Vec<u64> = published.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(seqs, (1..=2 * N as u64).collect::<Vec<_>>(), "published in seq order, no gap");
+        for pair in published.chunks(2) {
+            // A batch's events are consecutive, in the order the batch has them.
+            let (first, second) = (log_text(&pair[0].1), log_text(&pair[1].1));
+            assert_eq!(first.trim_end_matches('a'), second.trim_end_matches('b'), "{first} then {second}");
+        }
+        assert_eq!(store.reader().log_head().unwrap(), 2 * N as u64);
+        store.shutdown();
+        drop(store);
+
+        let (store, _) = open(dir.path(), options);
+        let reader = store.reader();
+        assert_eq!(reader.log_head().unwrap(), 2 * N as u64);
+        // Read back in pages, as a consumer does.
+        let mut stored = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = reader.events_after(after, 97).unwrap();
+            let Some((last, _)) = page.last() else { break };
+            after = *last;
+            stored.extend(page);
+        }
+        assert_eq!(stored, published);
+        assert!(reader.events_after(2 * N as u64, 10).unwrap().is_empty());
+        // The log goes on from where it was.
+        store.commit(vec![log_event("cv_x", "after")]).await.unwrap();
+        assert_eq!(reader.log_head().unwrap(), 2 * N as u64 + 1);
+    }
+}
+
+/// An event is kept exactly when the change it describes is: a batch cut
+/// short by a refused claim (a redelivered message) appends nothing.
+#[test]
+fn an_event_is_kept_with_its_change_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, recorder) = open(dir.path(), StoreOptions::default());
+    let cv = store.next_conversation_id();
+    let batch = |index| {
+        vec![
+            Op::ClaimInbound("wamid.once".to_owned()),
+            put_message(&cv, index, "wamid.once", Direction::In),
+            log_event(&cv, "once"),
+        ]
+    };
+    store.commit_blocking(batch(0)).unwrap();
+    assert_eq!(store.commit_blocking(batch(1)).unwrap().ingested, vec![IngestOutcome::Duplicate]);
+    let reader = store.reader();
+    assert_eq!(reader.log_head().unwrap(), 1);
+    assert_eq!(reader.events_after(0, 10).unwrap().len(), 1);
+    assert_eq!(reader.messages(&cv).unwrap().len(), 1);
+    assert_eq!(recorder.published.lock().unwrap().iter().map(|p| p.log.len()).sum::<usize>(), 1);
+}
+
+/// A consumer's cursor is durable and moves in the same batch as what the
+/// consumer made of the events.
+#[test]
+fn consumer_cursors_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (store, _) = open(dir.path(), StoreOptions::default());
+        store.commit_blocking((0..5).map(|i| log_event("cv_1", &i.to_string())).collect()).unwrap();
+        let reader = store.reader();
+        assert_eq!(reader.cursor("audit").unwrap(), 0);
+        let taken = reader.events_after(reader.cursor("audit").unwrap(), 3).unwrap();
+        store
+            .commit_blocking(vec![Op::SetCursor { consumer: "audit".to_owned(), seq: taken.last().unwrap().0 }])
+            .unwrap();
+        assert_eq!(reader.cursor("audit").unwrap(), 3, "seen at once, before the tables have it");
+        assert_eq!(reader.cursor("reports").unwrap(), 0, "each consumer has its own");
+    }
+    let (store, _) = open(dir.path(), StoreOptions::default());
+    let reader = store.reader();
+    assert_eq!(reader.cursor("audit").unwrap(), 3);
+    let rest: Vec<String> = reader.events_after(3, 10).unwrap().iter().map(|(_, event)| log_text(event)).collect();
+    assert_eq!(rest, vec!["3", "4"]);
+}

@@ -1,0 +1,235 @@
+//! The conversation event log's records: what happened, to which
+//! conversation and contact, caused by whom, typed.
+//!
+//! Every state change that matters is described by one of these, committed
+//! in the same journal entry as the change (storage gives each its place in
+//! one global, gap-free sequence). The audit log, reports, connectors and
+//! follow-ups read the log from cursors of their own and can be rebuilt from
+//! it. Events are facts about the past: they are never updated or deleted,
+//! and a new field is added as an `Option` (or with a default) so that every
+//! stored event stays readable.
+//!
+//! Partitioning later (by phone number and contact, for a replicated
+//! streaming log) needs nothing more than the `phone_number_id` and
+//! `contact` every conversation event carries.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::model::{Role, Source};
+use crate::time::UnixMs;
+use crate::ws::{SlaKind, UnassignReason};
+
+/// One event, as the log stores it (its sequence number is the log's key).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub at: UnixMs,
+    /// `None` for events about no conversation (a login, a configuration change).
+    pub conversation_id: Option<String>,
+    /// The customer's WhatsApp id.
+    pub contact: Option<String>,
+    /// The business number the conversation is on.
+    pub phone_number_id: Option<String>,
+    pub actor: Actor,
+    pub body: EventBody,
+}
+
+/// Who caused an event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Actor {
+    /// The customer, writing on WhatsApp.
+    Customer,
+    /// A person signed in: an agent, a manager or an admin.
+    User { id: String },
+    /// The co-pilot, speaking for the team.
+    Copilot,
+    /// A broadcast, by its id.
+    Broadcast { id: String },
+    /// Meta, reporting a status.
+    Meta,
+    /// Switchboard itself: routing, timers, recovery.
+    System,
+}
+
+impl Actor {
+    pub fn user(id: impl Into<String>) -> Actor {
+        Actor::User { id: id.into() }
+    }
+
+    /// The short form the audit log shows: `customer`, `user:asha`,
+    /// `copilot`, `broadcast:b1`, `meta`, `system`.
+    pub fn label(&self) -> String {
+        match self {
+            Actor::Customer => "customer".to_owned(),
+            Actor::User { id } => format!("user:{id}"),
+            Actor::Copilot => "copilot".to_owned(),
+            Actor::Broadcast { id } => format!("broadcast:{id}"),
+            Actor::Meta => "meta".to_owned(),
+            Actor::System => "system".to_owned(),
+        }
+    }
+}
+
+/// Which of WhatsApp's windows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Window {
+    /// 24 hours from the customer's last message: free-form replies allowed.
+    Service,
+    /// 72 hours from a click-to-WhatsApp ad's first reply: free of charge.
+    FreeEntry,
+}
+
+/// One field's change, as `fields_changed` records it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FieldChange {
+    pub key: String,
+    /// `null` when the field was unset.
+    pub old: Value,
+    /// `null` when the field is cleared.
+    pub new: Value,
+}
+
+/// What happened. The `type` names are the audit log's `action`s.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventBody {
+    /// The customer wrote (`wamid` is Meta's id).
+    MessageIn {
+        wamid: String,
+        message_type: String,
+        text: Option<String>,
+    },
+    /// Sent to the customer; the actor is who sent it. `id` is the message's
+    /// id in the conversation (Meta's wamid once known); `template` names a
+    /// template send.
+    MessageOut {
+        id: String,
+        message_type: String,
+        text: Option<String>,
+        template: Option<String>,
+    },
+    /// Meta reported a delivery status for an outbound message.
+    Status {
+        wamid: String,
+        status: String,
+        error_code: Option<i64>,
+    },
+    /// A conversation opened, with where it came from.
+    Opened {
+        source: Source,
+    },
+    /// Routing decided where the conversation goes (`Route` of PROTOCOL §7).
+    Routed {
+        route: Value,
+        team_id: Option<String>,
+    },
+    Assigned {
+        agent_id: String,
+        team_id: Option<String>,
+    },
+    Unassigned {
+        agent_id: String,
+        reason: UnassignReason,
+    },
+    Transferred {
+        from_agent: Option<String>,
+        to_team: Option<String>,
+        to_agent: Option<String>,
+        note: Option<String>,
+    },
+    FieldsChanged {
+        changes: Vec<FieldChange>,
+    },
+    Closed {
+        fields: Map<String, Value>,
+        outcome: Option<String>,
+    },
+    SlaWarning {
+        clock: SlaKind,
+        due: UnixMs,
+    },
+    SlaBreach {
+        clock: SlaKind,
+        due: UnixMs,
+    },
+    WindowOpened {
+        window: Window,
+        until: UnixMs,
+    },
+    WindowRefreshed {
+        window: Window,
+        until: UnixMs,
+    },
+    WindowClosed {
+        window: Window,
+    },
+    /// A part of the configuration changed (`section`: `routing`, `agents`…),
+    /// with what is needed to see how.
+    ConfigurationChanged {
+        section: String,
+        detail: Value,
+    },
+    Login {
+        role: Role,
+    },
+}
+
+impl EventBody {
+    /// The event's `type`, as the audit log's `action`.
+    pub fn action(&self) -> &'static str {
+        match self {
+            EventBody::MessageIn { .. } => "message_in",
+            EventBody::MessageOut { .. } => "message_out",
+            EventBody::Status { .. } => "status",
+            EventBody::Opened { .. } => "opened",
+            EventBody::Routed { .. } => "routed",
+            EventBody::Assigned { .. } => "assigned",
+            EventBody::Unassigned { .. } => "unassigned",
+            EventBody::Transferred { .. } => "transferred",
+            EventBody::FieldsChanged { .. } => "fields_changed",
+            EventBody::Closed { .. } => "closed",
+            EventBody::SlaWarning { .. } => "sla_warning",
+            EventBody::SlaBreach { .. } => "sla_breach",
+            EventBody::WindowOpened { .. } => "window_opened",
+            EventBody::WindowRefreshed { .. } => "window_refreshed",
+            EventBody::WindowClosed { .. } => "window_closed",
+            EventBody::ConfigurationChanged { .. } => "configuration_changed",
+            EventBody::Login { .. } => "login",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_action_is_the_serialized_type() {
+        let bodies = [
+            EventBody::MessageIn { wamid: "w".into(), message_type: "text".into(), text: Some("hi".into()) },
+            EventBody::Status { wamid: "w".into(), status: "read".into(), error_code: None },
+            EventBody::Unassigned { agent_id: "a".into(), reason: UnassignReason::Transferred },
+            EventBody::FieldsChanged {
+                changes: vec![FieldChange { key: "outcome".into(), old: Value::Null, new: json!("won") }],
+            },
+            EventBody::SlaBreach { clock: SlaKind::FirstResponse, due: 5 },
+            EventBody::WindowClosed { window: Window::FreeEntry },
+            EventBody::Login { role: Role::Manager },
+        ];
+        for body in bodies {
+            let value = serde_json::to_value(&body).unwrap();
+            assert_eq!(value["type"], body.action(), "{value}");
+            assert_eq!(serde_json::from_value::<EventBody>(value).unwrap(), body);
+        }
+    }
+
+    #[test]
+    fn actors_have_short_labels() {
+        assert_eq!(Actor::user("asha").label(), "user:asha");
+        assert_eq!(Actor::Broadcast { id: "b1".into() }.label(), "broadcast:b1");
+        assert_eq!(Actor::System.label(), "system");
+    }
+}
