@@ -5,6 +5,7 @@
 //! with such a body is refused instead (contract §2: "taken whole or refused
 //! whole"). The check walks the document once without building it.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fmt;
@@ -123,20 +124,61 @@ impl<'de> Visitor<'de> for Check<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<(), A::Error> {
-        let mut seen = HashSet::new();
-        while let Some(key) = entries.next_key::<String>()? {
-            if seen.contains(&key) {
+        // Webhook objects have a handful of keys: a linear scan over keys
+        // borrowed from the body (owned only when they hold escapes) costs
+        // less than hashing and allocating each one. Past a few, a hash set
+        // (an object with many keys must not cost quadratic time).
+        let mut few: Vec<Cow<'de, str>> = Vec::new();
+        let mut many: HashSet<Cow<'de, str>> = HashSet::new();
+        while let Some(key) = entries.next_key_seed(KeySeed)? {
+            let duplicate = if many.is_empty() { few.contains(&key) } else { many.contains(&key) };
+            if duplicate {
                 let place = self.at.describe();
-                *self.found.borrow_mut() = Some(StrictJsonError::DuplicateKey { key, place });
+                *self.found.borrow_mut() = Some(StrictJsonError::DuplicateKey { key: key.into_owned(), place });
                 return Err(de::Error::custom("duplicate key"));
             }
             {
                 let at = Location::Key(self.at, &key);
                 entries.next_value_seed(Check { at: &at, found: self.found })?;
             }
-            seen.insert(key);
+            if many.is_empty() && few.len() < LINEAR_SCAN_KEYS {
+                few.push(key);
+            } else {
+                many.extend(few.drain(..));
+                many.insert(key);
+            }
         }
         Ok(())
+    }
+}
+
+/// Keys of one object compared by a linear scan, before a hash set takes over.
+const LINEAR_SCAN_KEYS: usize = 16;
+
+/// An object key, borrowed from the body when it has no escapes.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Cow<'de, str>, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("an object key")
+    }
+
+    fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(key))
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(key.to_owned()))
     }
 }
 
@@ -174,6 +216,27 @@ mod tests {
         check(r#"{"a":"a","b":1.5,"c":-3,"d":18446744073709551615,"e":true,"f":null,"g":{}}"#, Ok(()));
         check("[]", Ok(()));
         check("\"text\"", Ok(()));
+    }
+
+    /// Objects with more keys than the linear scan covers: duplicates are
+    /// found on either side of the switch to the hash set, escaped or not.
+    #[test]
+    fn many_keys_are_checked_as_well_as_few() {
+        let object = |keys: &[String]| {
+            let fields: Vec<String> = keys.iter().map(|key| format!("\"{key}\":0")).collect();
+            format!("{{{}}}", fields.join(","))
+        };
+        let distinct: Vec<String> = (0..200).map(|index| format!("k{index}")).collect();
+        check(&object(&distinct), Ok(()));
+        for (first, second) in [(0, 5), (3, LINEAR_SCAN_KEYS), (LINEAR_SCAN_KEYS + 1, 150), (0, 199)] {
+            let mut keys = distinct.clone();
+            keys[second] = keys[first].clone();
+            let duplicate = keys[first].clone();
+            check(&object(&keys), Err((duplicate.as_str(), "the top-level object")));
+        }
+        let mut escaped = distinct.clone();
+        escaped[120] = "\\u006b7".to_owned(); // "k7", escaped
+        check(&object(&escaped), Err(("k7", "the top-level object")));
     }
 
     #[test]
