@@ -253,6 +253,13 @@ async fn full_disk_scenario(volume: &Tmpfs, config_path: &Path) -> TestResult {
 
     let server = Server::spawn(config_path)?;
     let base_url = server.base_url.clone();
+    eventually(|| async { (http.get(format!("{base_url}/readyz")).send().await.ok()?.status() == 200).then_some(()) })
+        .await?;
+    // An agent online before the disk fills: the conversation is assigned to it.
+    let mut agent = WsClient::connect(&base_url, "a1-token-xyz", Protocol::Json, None).await?;
+    agent.expect_type("welcome").await?;
+    let online = agent.request(serde_json::json!({"type": "set_status", "status": "online"})).await?;
+    ensure!(online["type"] == "ok", "set_status: {online}");
     eventually(|| async { (webhook(&http, &base_url, "wamid.before.0").await.ok()?.0 == 200).then_some(()) }).await?;
     acknowledged.push("wamid.before.0".to_owned());
     for n in 1..5 {
@@ -263,6 +270,7 @@ async fn full_disk_scenario(volume: &Tmpfs, config_path: &Path) -> TestResult {
     }
     let (_, list) = get(&http, format!("{base_url}/api/v1/conversations")).await?;
     let conversation_id = list["conversations"][0]["id"].as_str().context("one conversation")?.to_owned();
+    agent.expect_where(|frame| frame["type"] == "assigned").await.context("a1 was not assigned the conversation")?;
 
     // The disk fills: writes are refused with 503, and keep being refused
     // (not hung) while it stays full.
@@ -290,6 +298,16 @@ async fn full_disk_scenario(volume: &Tmpfs, config_path: &Path) -> TestResult {
         "a new session's first frame: {first}"
     );
     drop(session);
+    // An agent's request that must write answers at once: done, or refused
+    // as `unavailable`; never silence, and the session stays usable.
+    let fields = serde_json::json!({"type": "set_fields", "conversation_id": conversation_id, "fields": {"outcome": "follow_up"}});
+    let answer = tokio::time::timeout(ANSWER_WITHIN, agent.request(fields.clone()))
+        .await
+        .context("an agent's set_fields on a full disk was not answered")??;
+    ensure!(
+        answer["type"] == "ok" || (answer["type"] == "error" && answer["code"] == "unavailable"),
+        "an agent's set_fields on a full disk answered {answer}"
+    );
 
     // Space returns: the engine takes writes again by itself, no restart.
     std::fs::remove_file(&filler)?;
@@ -297,6 +315,12 @@ async fn full_disk_scenario(volume: &Tmpfs, config_path: &Path) -> TestResult {
         .await
         .context("the engine did not recover by itself once space returned")?;
     acknowledged.push("wamid.after.0".to_owned());
+    // The same session's next request succeeds once space is back.
+    let answer = tokio::time::timeout(ANSWER_WITHIN, agent.request(fields))
+        .await
+        .context("an agent's set_fields after recovery was not answered")??;
+    ensure!(answer["type"] == "ok", "an agent's set_fields after recovery answered {answer}");
+    drop(agent);
     // Messages acknowledged through the inbox while their conversation could
     // not be written are applied on a housekeeping tick after recovery.
     let ids = ids_once_all_stored(&http, &base_url, &acknowledged).await?;
