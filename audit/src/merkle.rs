@@ -493,6 +493,18 @@ impl MemoryNodeStore {
         Self::default()
     }
 
+    /// A store with room for `leaves` leaves and the nodes above them, so a
+    /// large tree is not copied as its levels grow.
+    pub fn with_capacity(leaves: u64) -> Self {
+        let mut store = Self::default();
+        let mut level_size = usize::try_from(leaves).unwrap_or(usize::MAX);
+        while level_size > 0 {
+            store.levels.push(Vec::with_capacity(level_size));
+            level_size /= 2;
+        }
+        store
+    }
+
     /// Appends a leaf hash (see [`leaf_hash`]) and keeps the nodes it completed.
     pub fn append(&mut self, leaf_hash: Hash) {
         self.frontier.append_into(leaf_hash, &mut self.completed);

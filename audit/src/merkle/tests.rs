@@ -283,6 +283,19 @@ fn the_frontier_reports_each_completed_subtree_once() {
     assert_eq!(frontier.root(), naive_root(&leaves));
 }
 
+#[test]
+fn a_store_made_with_capacity_grows_past_it() {
+    let leaves = leaves_for(37, 4);
+    let mut store = MemoryNodeStore::with_capacity(5);
+    for leaf in &leaves {
+        store.append(*leaf);
+    }
+    assert_eq!(store.len(), 37);
+    assert_eq!(root(&store, 37).unwrap(), naive_root(&leaves));
+    assert_eq!(root(&store, 6).unwrap(), naive_root(&leaves[..6]));
+    assert!(MemoryNodeStore::with_capacity(0).is_empty());
+}
+
 /// Counts reads, to hold generation to its O(log² n) bound.
 struct CountingStore<'inner> {
     inner: &'inner MemoryNodeStore,
