@@ -42,6 +42,8 @@ fn internal_crates_depend_only_downwards() {
         ("switchboard-bench-timers", HashSet::from(["switchboard-actors", "switchboard-bench"])),
         // Pure: hashing, proofs, signatures and the export format, no IO but its key file.
         ("switchboard-audit", HashSet::new()),
+        // Measures the audit core alone.
+        ("switchboard-bench-audit", HashSet::from(["switchboard-audit"])),
     ]);
     // Only tests may start an in-process engine: (package, dev-dependency).
     let dev_allowed: HashSet<(&str, &str)> = HashSet::from([("switchboard-bench", "switchboard-engine")]);
