@@ -1,7 +1,8 @@
 //! Keeps the dependency direction of ARCHITECTURE.md true:
 //! protocol ← storage ← actors ← engine ← tests, and
 //! protocol ← sim ← (engine, tests, bench), with sim below everything stateful;
-//! the bench harness depends on no engine crate (only its tests start one).
+//! the bench harness depends on no engine crate (only its tests start one);
+//! audit (the verifiable audit log's pure core) depends on no switchboard crate.
 
 use std::collections::{HashMap, HashSet};
 use std::process::Command;
@@ -39,6 +40,10 @@ fn internal_crates_depend_only_downwards() {
         ("switchboard-bench", HashSet::from(["switchboard-protocol", "switchboard-sim"])),
         // Measures the timer shards from inside, so it is a package apart.
         ("switchboard-bench-timers", HashSet::from(["switchboard-actors", "switchboard-bench"])),
+        // Pure: hashing, proofs, signatures and the export format, no IO but its key file.
+        ("switchboard-audit", HashSet::new()),
+        // Measures the audit core alone.
+        ("switchboard-bench-audit", HashSet::from(["switchboard-audit"])),
     ]);
     // Only tests may start an in-process engine: (package, dev-dependency).
     let dev_allowed: HashSet<(&str, &str)> = HashSet::from([("switchboard-bench", "switchboard-engine")]);
