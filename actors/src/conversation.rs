@@ -4,7 +4,7 @@
 //!
 //! Owns: the thread record and the open conversation record (loaded lazily
 //! from the store on the first message, so spawning is cheap).
-//! Restarted by: the [`crate::manager::ConversationManager`], from the store.
+//! Restarted by: the conversation manager (`manager.rs`), from the store.
 //!
 //! Every change is committed through the store's writer before anyone hears of
 //! it; agent events ride in the same commit and reach agents from the writer.
@@ -14,86 +14,21 @@ use std::sync::Arc;
 use protocol::graph::{SendMessageRequest, SendMessageResponse};
 use protocol::model::{Contact, Conversation, ConversationStatus, DeliveryStatus, Direction, Message};
 use protocol::time::UnixMs;
-use protocol::ws::{ServerFrame, TemplateRequest, UnassignReason};
+use protocol::ws::{ServerFrame, UnassignReason};
 use protocol::{ApiError, ErrorCode};
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::{Map, Value, json};
 use storage::{
     AssignmentChange, Batch, ConversationRecord, InboxEntry, InboxItem, IngestMessage, IngestOutcome, Op, SendIntent,
     SlaEventRecord, StoredMessage, ThreadRecord,
 };
 
-use crate::agent::AgentMsg;
 use crate::deadlines::{self, Fired};
-use crate::manager::ManagerMsg;
-use crate::router::{RouteRequest, RouterMsg};
+use crate::messages::{AgentMsg, ManagerMsg, PendingSend, Reply, RouteRequest, RouterMsg, TeamMsg};
+pub use crate::messages::{ConversationMsg, RequestKind};
 use crate::rules;
 use crate::shared::{Principal, Shared};
-use crate::team::TeamMsg;
 use crate::timers::{Deadline, DeadlineKind};
-
-pub type Reply = RpcReplyPort<Result<Map<String, Value>, ApiError>>;
-
-/// What a client asks of a conversation.
-#[derive(Debug)]
-pub enum RequestKind {
-    Send { text: String },
-    SendTemplate { template: TemplateRequest },
-    SetFields { fields: Map<String, Value> },
-    Close { fields: Option<Map<String, Value>> },
-    Transfer { team: Option<String>, agent: Option<String> },
-}
-
-pub enum ConversationMsg {
-    /// An inbound message or status, durably in the inbox.
-    Inbound(Box<InboxEntry>),
-    /// An inbound message straight from a webhook, not yet stored: the actor
-    /// claims its wamid and applies it in one commit, then answers (accepted
-    /// or duplicate). If the actor fails first, the answer is dropped and the
-    /// webhook stores the message in the inbox instead.
-    Direct {
-        ingest: Box<IngestMessage>,
-        reply: tokio::sync::oneshot::Sender<IngestOutcome>,
-    },
-    /// The router or a team reserved a slot with `agent_id` for this conversation.
-    Assign {
-        conversation_id: String,
-        agent_id: String,
-    },
-    /// The agent went offline (after its grace period): route the conversation again.
-    Unassign {
-        conversation_id: String,
-        agent_id: String,
-        reason: UnassignReason,
-    },
-    Request {
-        principal: Principal,
-        conversation_id: String,
-        kind: RequestKind,
-        reply: Reply,
-    },
-    /// The Graph API answered a send started by `Request`.
-    SendCompleted(Box<PendingSend>, Result<SendMessageResponse, ApiError>),
-    /// A deadline armed for this conversation came due.
-    Deadline {
-        conversation_id: String,
-        kind: DeadlineKind,
-        due: UnixMs,
-    },
-    /// Test hook: makes the actor fail, as a bug would, to exercise supervision.
-    #[doc(hidden)]
-    FailForTest,
-}
-
-pub struct PendingSend {
-    conversation_id: String,
-    kind: String,
-    text: Option<String>,
-    template: Option<Value>,
-    reply: Reply,
-    /// The intent committed before Meta was called; filled in by `start_send`.
-    intent: Option<SendIntent>,
-}
 
 pub struct ConversationActor;
 
@@ -514,7 +449,7 @@ impl ConversationState {
                 if let Some(agent) = holder {
                     if (sla_kind, sla_state) == (protocol::ws::SlaKind::FirstResponse, protocol::ws::SlaState::Breached)
                     {
-                        let day = crate::agent::day_of(now);
+                        let day = deadlines::utc_day_of(now);
                         batch.push(Op::CountFirstResponseBreach { agent_id: agent.clone(), day });
                     }
                     batch.push(Op::AgentEvent {
