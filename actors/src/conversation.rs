@@ -12,21 +12,21 @@
 use std::sync::Arc;
 
 use protocol::graph::{SendMessageRequest, SendMessageResponse};
-use protocol::model::{Contact, Conversation, ConversationStatus, DeliveryStatus, Direction, Message};
+use protocol::model::{Conversation, ConversationStatus, DeliveryStatus, Direction, Message};
 use protocol::time::UnixMs;
 use protocol::ws::{ServerFrame, UnassignReason};
 use protocol::{ApiError, ErrorCode};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use serde_json::{Map, Value, json};
+use serde_json::json;
 use storage::{
     AssignmentChange, Batch, ConversationRecord, InboxEntry, InboxItem, IngestMessage, IngestOutcome, Op, SendIntent,
     SlaEventRecord, StoredMessage, ThreadRecord,
 };
 
 use crate::deadlines::{self, Fired};
+use crate::decide::{Current, Decision, Effect, Input, Policy, decide, object, window_frame};
 use crate::messages::{AgentMsg, ManagerMsg, PendingSend, Reply, RouteRequest, RouterMsg, TeamMsg};
 pub use crate::messages::{ConversationMsg, RequestKind};
-use crate::rules;
 use crate::shared::{Principal, Shared};
 use crate::timers::{Deadline, DeadlineKind};
 
@@ -150,57 +150,18 @@ impl ConversationState {
                 self.apply_message(ingest, Some(entry.seq)).await?;
             }
             InboxItem::Status { conversation_id, status } => {
-                let mut batch: Batch = vec![Op::DeleteInbox(entry.seq)];
-                let mut thread = self.thread.clone();
-                if let Some(thread) = thread.as_mut() {
-                    thread.last_inbox_seq = entry.seq;
-                    batch.push(Op::PutThread { key: self.thread_key.clone(), record: thread.clone() });
-                }
-                let new_status = DeliveryStatus::parse(&status.status);
                 let location = self.shared.reader.message_location(&status.id)?;
-                if let (Some(new_status), Some(location)) = (new_status, location)
-                    && let Some(mut stored) = self.shared.reader.message(&location.conversation_id, location.index)?
-                    && status_advances(stored.message.status, new_status)
-                {
-                    // A send whose outcome was unknown, matched with this
-                    // wamid by the store: the wamid becomes its id.
-                    if stored.message.id != status.id {
-                        stored.message.id = status.id.clone();
-                    }
-                    stored.message.status = Some(new_status);
-                    let error = (new_status == DeliveryStatus::Failed).then(|| {
-                        let first = status.errors.first();
-                        protocol::rules::meta_error(
-                            first.map_or(0, |error| error.code),
-                            first.and_then(|error| error.message.as_deref().or(error.title.as_deref())),
-                        )
-                    });
-                    stored.message.error = error.clone();
-                    batch.push(Op::PutMessage {
-                        conversation_id: conversation_id.clone(),
-                        thread_key: self.thread_key.clone(),
-                        index: location.index,
-                        message: Box::new(stored.clone()),
-                    });
-                    let holder = match &self.open {
-                        Some(open) if open.conversation.id == conversation_id => open.conversation.agent.clone(),
-                        _ => None,
-                    };
-                    if let Some(agent) = holder {
-                        batch.push(Op::AgentEvent {
-                            agent_id: agent,
-                            frame: Box::new(ServerFrame::Status {
-                                seq: 0,
-                                conversation_id: conversation_id.clone(),
-                                message_id: status.id.clone(),
-                                status: new_status,
-                                error,
-                            }),
-                        });
-                    }
-                }
-                self.commit(batch).await?;
-                self.thread = thread;
+                let stored = match location {
+                    Some(location) => self
+                        .shared
+                        .reader
+                        .message(&location.conversation_id, location.index)?
+                        .map(|stored| (location.index, Box::new(stored))),
+                    None => None,
+                };
+                let input = Input::StatusIn { inbox_seq: entry.seq, conversation_id, status: Box::new(status), stored };
+                let decision = self.decide(input)?;
+                self.commit_decision(decision).await?;
             }
         }
         Ok(())
@@ -223,105 +184,83 @@ impl ConversationState {
         ingest: IngestMessage,
         inbox_seq: Option<u64>,
     ) -> Result<IngestOutcome, ActorProcessingErr> {
-        let IngestMessage { phone_number_id, contact_key, contact, message } = ingest;
-        let now = self.now();
-        let profile_name = contact.as_ref().and_then(|contact| contact.profile.as_ref()?.name.clone());
-        let mut thread = self.thread.clone().unwrap_or_else(|| ThreadRecord {
-            contact: Contact { wa_id: contact_key.clone(), name: profile_name.clone() },
-            phone_number_id: phone_number_id.clone(),
-            open_conversation: None,
-            last_closed_by: None,
-            last_inbox_seq: 0,
-        });
-        if profile_name.is_some() {
-            thread.contact.name = profile_name;
-        }
-        if let Some(seq) = inbox_seq {
-            thread.last_inbox_seq = seq;
-        }
-        let mut opened = false;
-        let before = self.open.as_ref().map(deadlines::deadlines_of).unwrap_or_default();
-        let mut record = match self.open.clone() {
-            Some(record) => record,
-            None => {
-                opened = true;
-                let id = self.shared.store.next_conversation_id();
-                thread.open_conversation = Some(id.clone());
-                new_conversation(
-                    id,
-                    &thread,
-                    &self.thread_key,
-                    protocol::rules::source_of(&message),
-                    self.shared.settings.default_team(),
-                    now,
-                )
-            }
-        };
-        record.conversation.contact = thread.contact.clone();
-        let shown = protocol::rules::inbound_message(&message, now);
-        if opened {
-            let policy = self.shared.policies.of(record.conversation.team.as_deref());
-            record.clocks.frt = Some(deadlines::sla_clock(now, policy.sla.first_response_s, &policy.schedule));
-            record.clocks.trt = Some(deadlines::sla_clock(now, policy.sla.resolution_s, &policy.schedule));
-            if message.referral.is_some() {
-                record.clocks.entry_at = Some(shown.at);
-            }
-        } else if record.clocks.last_agent_reply_at.is_some()
-            && record.clocks.nrt.as_ref().is_none_or(|clock| clock.stopped_at.is_some())
-        {
-            let policy = self.shared.policies.of(record.conversation.team.as_deref());
-            record.clocks.nrt = Some(deadlines::sla_clock(now, policy.sla.next_response_s, &policy.schedule));
-        }
-        let previous_service_until = record.conversation.service_until;
-        let index = record.message_count;
-        record.message_count += 1;
-        record.last_customer_at = Some(record.last_customer_at.map_or(shown.at, |at| at.max(shown.at)));
-        record.conversation.service_until = record.last_customer_at.map(deadlines::service_until);
-        let raw = serde_json::to_string(&message).ok();
-        let conversation_id = record.conversation.id.clone();
-        let mut batch = Vec::with_capacity(6);
-        match inbox_seq {
-            Some(seq) => batch.push(Op::DeleteInbox(seq)),
-            None => batch.push(Op::ClaimInbound(message.id.clone())),
-        }
-        // The thread changes when a conversation opens, the name changes
-        // or an inbox entry is applied; not on every message.
-        if self.thread.as_ref() != Some(&thread) {
-            batch.push(Op::PutThread { key: self.thread_key.clone(), record: thread.clone() });
-        }
-        batch.push(Op::PutConversation(Box::new(record.clone())));
-        batch.push(Op::PutMessage {
-            conversation_id: conversation_id.clone(),
-            thread_key: self.thread_key.clone(),
-            index,
-            message: Box::new(StoredMessage { message: shown.clone(), raw }),
-        });
-        if let (ConversationStatus::Assigned, Some(agent)) = (record.conversation.status, &record.conversation.agent) {
-            batch.push(Op::AgentEvent {
-                agent_id: agent.clone(),
-                frame: Box::new(ServerFrame::Message {
-                    seq: 0,
-                    conversation_id: conversation_id.clone(),
-                    message: shown,
-                }),
-            });
-            if record.conversation.service_until != previous_service_until {
-                batch.push(Op::AgentEvent { agent_id: agent.clone(), frame: Box::new(window_frame(&record)) });
-            }
-        }
-        let outcome = self.shared.store.commit(batch).await?;
-        if outcome.ingested.first() == Some(&IngestOutcome::Duplicate) {
+        let new_conversation_id = self.open.is_none().then(|| self.shared.store.next_conversation_id());
+        let decision = self.decide(Input::MessageIn { ingest, inbox_seq, new_conversation_id })?;
+        let opened = decision.opened;
+        let Some(outcome) = self.commit_decision(decision).await? else {
             return Ok(IngestOutcome::Duplicate); // claimed meanwhile by the inbox path
-        }
-        self.arm_new(&before, &record);
+        };
+        debug_assert!(outcome.ingested.first() != Some(&IngestOutcome::Duplicate));
         metrics::counter!(crate::metrics::MESSAGES_TOTAL, "direction" => "in").increment(1);
-        self.thread = Some(thread.clone());
         if opened {
             metrics::counter!(crate::metrics::CONVERSATIONS_OPENED_TOTAL).increment(1);
-            self.route(&record, thread.last_closed_by.clone());
         }
-        self.open = Some(record);
         Ok(IngestOutcome::Accepted { seq: inbox_seq.unwrap_or(0) })
+    }
+
+    /// Decides `input` against the actor's thread and open conversation.
+    fn decide(&self, input: Input) -> Result<Decision, ApiError> {
+        let current = Current { thread_key: &self.thread_key, thread: self.thread.as_ref(), open: self.open.as_ref() };
+        let policy = Policy {
+            policies: &self.shared.policies,
+            dispositions: &self.shared.settings.dispositions,
+            default_team: self.shared.settings.default_team(),
+        };
+        decide(current, input, self.now(), policy)
+    }
+
+    /// Commits a decision's writes and events in one batch, then takes its
+    /// records as the actor's own, arms the deadlines it added and performs
+    /// its effects. `None` when the batch's claim was refused (a duplicate):
+    /// then nothing changed.
+    async fn commit_decision(
+        &mut self,
+        mut decision: Decision,
+    ) -> Result<Option<storage::CommitOutcome>, ActorProcessingErr> {
+        let batch = decision.into_batch();
+        let outcome = self.shared.store.commit(batch).await?;
+        if outcome.ingested.first() == Some(&IngestOutcome::Duplicate) {
+            return Ok(None);
+        }
+        if let Some(thread) = decision.thread.take() {
+            self.thread = Some(thread);
+        }
+        if let Some(record) = decision.record.take() {
+            let is_this_open = self.open.as_ref().is_none_or(|open| open.conversation.id == record.conversation.id);
+            if is_this_open {
+                let before = self.open.as_ref().map(deadlines::deadlines_of).unwrap_or_default();
+                if decision.record_is_open {
+                    self.arm_new(&before, &record);
+                    self.open = Some(record);
+                } else {
+                    self.open = None;
+                }
+            }
+        }
+        for effect in decision.effects {
+            self.perform(effect);
+        }
+        Ok(Some(outcome))
+    }
+
+    fn perform(&self, effect: Effect) {
+        match effect {
+            Effect::Route { preferred_agent, exclude_agent } => {
+                if let Some(record) = &self.open {
+                    self.route_excluding(record, preferred_agent, exclude_agent);
+                }
+            }
+            Effect::ReleaseAgent { agent_id, conversation_id } => {
+                if let Some(agent) = self.shared.agent(&agent_id) {
+                    let _ = agent.cast(AgentMsg::Release { conversation_id });
+                }
+            }
+            Effect::LeaveTeamQueue { team_id, conversation_id } => {
+                if let Some(team) = self.shared.directory().team(&team_id) {
+                    let _ = team.cast(TeamMsg::Remove { conversation_id });
+                }
+            }
+        }
     }
 
     fn route(&self, record: &ConversationRecord, preferred_agent: Option<String>) {
@@ -548,6 +487,23 @@ impl ConversationState {
         Ok(record.clone())
     }
 
+    /// Decides a client's request and answers it: a refusal goes back
+    /// through the reply port and changes nothing; otherwise the decision is
+    /// committed first. Returns whether it was committed.
+    async fn answer_with_decision(&mut self, input: Input, reply: Reply) -> Result<bool, ActorProcessingErr> {
+        let mut decision = match self.decide(input) {
+            Ok(decision) => decision,
+            Err(refusal) => {
+                let _ = reply.send(Err(refusal));
+                return Ok(false);
+            }
+        };
+        let answer = decision.answer.take().unwrap_or_default();
+        self.commit_decision(decision).await?;
+        let _ = reply.send(Ok(answer));
+        Ok(true)
+    }
+
     async fn on_request(
         &mut self,
         principal: Principal,
@@ -609,18 +565,16 @@ impl ConversationState {
                 self.start_send(&principal, &record, request, pending).await?;
             }
             RequestKind::SetFields { fields } => {
-                if let Err(error) = rules::validate_fields(&self.shared.settings.dispositions, &fields) {
-                    let _ = reply.send(Err(error));
-                    return Ok(());
-                }
-                let mut record = record;
-                record.conversation.fields.extend(fields);
-                self.commit(vec![Op::PutConversation(Box::new(record.clone()))]).await?;
-                let body = json!({"fields": record.conversation.fields});
-                self.open = Some(record);
-                let _ = reply.send(Ok(object(body)));
+                let input = Input::SetFields { by: principal.agent_id.clone(), fields };
+                self.answer_with_decision(input, reply).await?;
             }
-            RequestKind::Close { fields } => self.close(principal, record, fields.unwrap_or_default(), reply).await?,
+            RequestKind::Close { fields } => {
+                let input = Input::Close { by: principal.agent_id.clone(), fields: fields.unwrap_or_default() };
+                let closed = self.answer_with_decision(input, reply).await?;
+                if closed {
+                    metrics::counter!(crate::metrics::CONVERSATIONS_CLOSED_TOTAL).increment(1);
+                }
+            }
             RequestKind::Transfer { team, agent } => self.transfer(record, team, agent, reply).await?,
         }
         Ok(())
@@ -695,9 +649,8 @@ impl ConversationState {
                 return Ok(());
             }
         };
-        let now = self.now();
         let is_open = self.open.as_ref().is_some_and(|open| open.conversation.id == pending.conversation_id);
-        let mut record = if is_open {
+        let record = if is_open {
             self.open.clone().expect("checked above")
         } else {
             match self.shared.reader.conversation(&pending.conversation_id)? {
@@ -713,81 +666,12 @@ impl ConversationState {
                 }
             }
         };
-        let before = deadlines::deadlines_of(&record);
-        let opened_free_entry = deadlines::free_entry_until(&record, now);
-        if let Some(until) = opened_free_entry {
-            record.conversation.free_entry_until = Some(until);
-        }
-        if record.clocks.first_outbound_at.is_none() {
-            record.clocks.first_outbound_at = Some(now);
-        }
-        if is_open {
-            // A reply from the business: response clocks stop, idle reassignment is off.
-            record.clocks.last_agent_reply_at = Some(now);
-            deadlines::stop_clock(&mut record.clocks.frt, now);
-            if let Some(started) = record.clocks.nrt.as_ref().map(|clock| clock.started_at)
-                && deadlines::stop_clock(&mut record.clocks.nrt, now)
-            {
-                let policy = self.shared.policies.of(record.conversation.team.as_deref());
-                record.clocks.nrt_done_ms.push(policy.schedule.between(started, now));
-            }
-            record.clocks.reassign_at = None;
-        }
-        let free_entry = record.conversation.free_entry_until.is_some_and(|until| now < until);
-        let free = match pending.kind.as_str() {
-            "text" => true, // service messages inside the service window are free
-            _ => free_entry,
-        };
-        let message = Message {
-            id: wamid.clone(),
-            direction: Direction::Out,
-            kind: pending.kind.clone(),
-            text: pending.text.clone(),
-            media: pending.template.clone().map(|template| json!({"template": template})),
-            at: now,
-            status: None,
-            free: Some(free),
-            error: None,
-        };
-        let index = record.message_count;
-        record.message_count += 1;
-        if record.conversation.status == ConversationStatus::Assigned && record.first_response_at.is_none() {
-            record.first_response_at = Some(now);
-        }
-        let mut batch = vec![
-            Op::PutMessage {
-                conversation_id: record.conversation.id.clone(),
-                thread_key: self.thread_key.clone(),
-                index,
-                message: Box::new(StoredMessage { message: message.clone(), raw: None }),
-            },
-            Op::PutConversation(Box::new(record.clone())),
-            Op::ResolveSendIntent {
-                thread_key: self.thread_key.clone(),
-                local_id: intent.local_id,
-                wamid: Some(wamid),
-            },
-        ];
-        if let (true, Some(agent)) = (is_open, &record.conversation.agent) {
-            batch.push(Op::AgentEvent {
-                agent_id: agent.clone(),
-                frame: Box::new(ServerFrame::Message {
-                    seq: 0,
-                    conversation_id: record.conversation.id.clone(),
-                    message: message.clone(),
-                }),
-            });
-            if opened_free_entry.is_some() {
-                batch.push(Op::AgentEvent { agent_id: agent.clone(), frame: Box::new(window_frame(&record)) });
-            }
-        }
-        self.commit(batch).await?;
+        let mut decision =
+            self.decide(Input::SendAccepted { record: Box::new(record), intent: Box::new(intent), wamid })?;
+        let answer = decision.answer.take().unwrap_or_default();
+        self.commit_decision(decision).await?;
         metrics::counter!(crate::metrics::MESSAGES_TOTAL, "direction" => "out").increment(1);
-        if is_open {
-            self.arm_new(&before, &record);
-            self.open = Some(record);
-        }
-        let _ = pending.reply.send(Ok(object(json!({ "message": message }))));
+        let _ = pending.reply.send(Ok(answer));
         Ok(())
     }
 
@@ -802,75 +686,12 @@ impl ConversationState {
                 None => return Ok(()),
             },
         };
-        let batch = unknown_send_batch(&mut record, intent);
+        let actor = protocol::events::Actor::user(intent.sent_by.clone());
+        let batch = unknown_send_batch(&mut record, intent, actor, self.now());
         self.commit(batch).await?;
         if is_open {
             self.open = Some(record);
         }
-        Ok(())
-    }
-
-    async fn close(
-        &mut self,
-        principal: Principal,
-        mut record: ConversationRecord,
-        fields: Map<String, Value>,
-        reply: Reply,
-    ) -> Result<(), ActorProcessingErr> {
-        let specs = &self.shared.settings.dispositions;
-        if let Err(error) = rules::validate_fields(specs, &fields) {
-            let _ = reply.send(Err(error));
-            return Ok(());
-        }
-        let mut merged = record.conversation.fields.clone();
-        merged.extend(fields);
-        let missing = rules::missing_on_close(specs, &merged);
-        if !missing.is_empty() {
-            let _ = reply.send(Err(rules::disposition_required(missing)));
-            return Ok(());
-        }
-        let holder = record.conversation.agent.clone();
-        let was_queued = record.conversation.status == ConversationStatus::Queued;
-        record.conversation.fields = merged;
-        record.conversation.status = ConversationStatus::Closed;
-        let now = self.now();
-        record.conversation.closed_at = Some(now);
-        for clock in [&mut record.clocks.frt, &mut record.clocks.nrt, &mut record.clocks.trt] {
-            deadlines::stop_clock(clock, now);
-        }
-        record.clocks.reassign_at = None;
-        record.clocks.history.push(AssignmentChange { at: now, agent: None, reason: "closed".into() });
-        let mut thread = self.thread.clone().expect("an open conversation has a thread");
-        thread.open_conversation = None;
-        thread.last_closed_by = Some(holder.clone().unwrap_or(principal.agent_id.clone()));
-        let conversation_id = record.conversation.id.clone();
-        let mut batch = vec![
-            Op::PutConversation(Box::new(record.clone())),
-            Op::PutThread { key: self.thread_key.clone(), record: thread.clone() },
-        ];
-        if let Some(agent) = &holder {
-            batch.push(Op::AgentEvent {
-                agent_id: agent.clone(),
-                frame: Box::new(ServerFrame::Unassigned {
-                    seq: 0,
-                    conversation_id: conversation_id.clone(),
-                    reason: UnassignReason::Closed,
-                }),
-            });
-        }
-        self.commit(batch).await?;
-        metrics::counter!(crate::metrics::CONVERSATIONS_CLOSED_TOTAL).increment(1);
-        self.thread = Some(thread);
-        self.open = None;
-        if let Some(agent) = holder.as_deref().and_then(|agent| self.shared.agent(agent)) {
-            let _ = agent.cast(AgentMsg::Release { conversation_id: conversation_id.clone() });
-        }
-        if was_queued
-            && let Some(team) = record.conversation.team.as_deref().and_then(|team| self.shared.directory().team(team))
-        {
-            let _ = team.cast(TeamMsg::Remove { conversation_id });
-        }
-        let _ = reply.send(Ok(object(json!({ "conversation": record.conversation }))));
         Ok(())
     }
 
@@ -991,61 +812,6 @@ impl ConversationState {
     }
 }
 
-fn new_conversation(
-    id: String,
-    thread: &ThreadRecord,
-    thread_key: &str,
-    source: protocol::model::Source,
-    team: Option<&str>,
-    now: UnixMs,
-) -> ConversationRecord {
-    ConversationRecord {
-        conversation: Conversation {
-            id,
-            contact: thread.contact.clone(),
-            phone_number_id: thread.phone_number_id.clone(),
-            status: ConversationStatus::Queued,
-            team: team.map(str::to_owned),
-            agent: None,
-            source,
-            service_until: None,
-            free_entry_until: None,
-            fields: Map::new(),
-            opened_at: now,
-            closed_at: None,
-            messages: None,
-        },
-        thread_key: thread_key.to_owned(),
-        message_count: 0,
-        last_customer_at: None,
-        queued_at: Some(now),
-        assigned_at: None,
-        first_response_at: None,
-        clocks: Default::default(),
-    }
-}
-
-/// The `window` event for a conversation's current windows.
-fn window_frame(record: &ConversationRecord) -> ServerFrame {
-    ServerFrame::Window {
-        seq: 0,
-        conversation_id: record.conversation.id.clone(),
-        service_until: record.conversation.service_until,
-        free_entry_until: record.conversation.free_entry_until,
-    }
-}
-
-/// Delivery statuses only move forward (sent → delivered → read); `failed`
-/// always lands.
-fn status_advances(current: Option<DeliveryStatus>, new: DeliveryStatus) -> bool {
-    match (current, new) {
-        (_, DeliveryStatus::Failed) => current != Some(DeliveryStatus::Failed),
-        (None, _) => true,
-        (Some(DeliveryStatus::Failed), _) => false,
-        (Some(current), new) => new > current,
-    }
-}
-
 /// What Meta's answer to a send means for its intent.
 #[derive(Debug, PartialEq)]
 pub(crate) enum SendOutcome {
@@ -1096,10 +862,17 @@ pub(crate) fn unknown_message(intent: &SendIntent) -> Message {
 }
 
 /// Appends an intent's `unknown` message to `record` (its conversation) and
-/// returns the batch that stores it, marks the intent unknown and tells the
-/// holder. The conversation's clocks are left alone: whether the customer
-/// got a reply is not known.
-pub(crate) fn unknown_send_batch(record: &mut ConversationRecord, intent: &SendIntent) -> Batch {
+/// returns the batch that stores it, marks the intent unknown, tells the
+/// holder and logs a `message_out` by `actor` (the sender when the answer is
+/// lost live; `System` when recovery finds it at a start). The
+/// conversation's clocks are left alone: whether the customer got a reply
+/// is not known.
+pub(crate) fn unknown_send_batch(
+    record: &mut ConversationRecord,
+    intent: &SendIntent,
+    actor: protocol::events::Actor,
+    now: UnixMs,
+) -> Batch {
     let message = unknown_message(intent);
     let index = record.message_count;
     record.message_count += 1;
@@ -1116,9 +889,20 @@ pub(crate) fn unknown_send_batch(record: &mut ConversationRecord, intent: &SendI
     if let (ConversationStatus::Assigned, Some(agent)) = (record.conversation.status, &record.conversation.agent) {
         batch.push(Op::AgentEvent {
             agent_id: agent.clone(),
-            frame: Box::new(ServerFrame::Message { seq: 0, conversation_id: record.conversation.id.clone(), message }),
+            frame: Box::new(ServerFrame::Message {
+                seq: 0,
+                conversation_id: record.conversation.id.clone(),
+                message: message.clone(),
+            }),
         });
     }
+    let body = protocol::events::EventBody::MessageOut {
+        id: message.id.clone(),
+        message_type: message.kind.clone(),
+        text: message.text.clone(),
+        template: intent.template.as_ref().and_then(|template| template["name"].as_str()).map(str::to_owned),
+    };
+    batch.push(Op::Event(Box::new(crate::decide::event_of(record, now, actor, body))));
     batch
 }
 
@@ -1130,16 +914,11 @@ fn local_message_id(conversation_id: &str, now: UnixMs) -> String {
     format!("local.{conversation_id}.{now}.{n}")
 }
 
-fn object(value: Value) -> Map<String, Value> {
-    match value {
-        Value::Object(map) => map,
-        _ => Map::new(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decide::new_conversation;
+    use protocol::model::Contact;
 
     #[test]
     fn a_send_is_unknown_only_when_metas_answer_is_missing() {
@@ -1193,25 +972,16 @@ mod tests {
             created_at: 42,
             unknown_at: None,
         };
-        let batch = unknown_send_batch(&mut record, &intent);
+        let batch = unknown_send_batch(&mut record, &intent, protocol::events::Actor::User { id: "a1".into() }, 50);
         assert_eq!(record.message_count, 3);
         let Op::PutMessage { index: 2, message, .. } = &batch[0] else { panic!("{batch:?}") };
         assert_eq!(message.message.status, Some(DeliveryStatus::Unknown));
         assert_eq!((message.message.id.as_str(), message.message.at), ("local.x", 42));
         assert!(matches!(&batch[2], Op::SendIntentUnknown { index: 2, .. }));
         assert!(matches!(&batch[3], Op::AgentEvent { agent_id, .. } if agent_id == "a1"));
-    }
-
-    #[test]
-    fn statuses_only_advance() {
-        use DeliveryStatus::*;
-        assert!(status_advances(Some(Unknown), Sent));
-        assert!(status_advances(Some(Unknown), Failed));
-        assert!(status_advances(None, Sent));
-        assert!(status_advances(Some(Sent), Read));
-        assert!(!status_advances(Some(Read), Delivered));
-        assert!(status_advances(Some(Read), Failed));
-        assert!(!status_advances(Some(Failed), Read));
-        assert!(!status_advances(Some(Failed), Failed));
+        let Op::Event(event) = &batch[4] else { panic!("the unknown send is logged: {batch:?}") };
+        assert_eq!(event.actor, protocol::events::Actor::user("a1"));
+        assert_eq!((event.at, event.conversation_id.as_deref()), (50, Some("cv000000000001")));
+        assert!(matches!(&event.body, protocol::events::EventBody::MessageOut { id, .. } if id == "local.x"));
     }
 }

@@ -21,6 +21,7 @@ pub mod agent;
 pub mod clock;
 pub mod conversation;
 pub mod deadlines;
+pub mod decide;
 pub mod directory;
 pub mod hours;
 pub mod manager;
@@ -111,7 +112,12 @@ async fn recover_send_intents(shared: &Shared) -> Result<usize, StartError> {
                         local_id = %intent.local_id,
                         "a send's outcome is unknown (the engine stopped while Meta had it)"
                     );
-                    conversation::unknown_send_batch(&mut record, &intent)
+                    conversation::unknown_send_batch(
+                        &mut record,
+                        &intent,
+                        protocol::events::Actor::System,
+                        shared.now(),
+                    )
                 }
                 // Its conversation was never stored: nothing to show it in.
                 None => vec![Op::ResolveSendIntent {
