@@ -12,23 +12,24 @@
 use std::sync::Arc;
 
 use protocol::graph::{SendMessageRequest, SendMessageResponse};
-use protocol::model::{Conversation, ConversationStatus, DeliveryStatus, Direction, Message};
+use protocol::model::{ConversationStatus, DeliveryStatus, Direction, Message};
 use protocol::time::UnixMs;
 use protocol::ws::{ServerFrame, UnassignReason};
 use protocol::{ApiError, ErrorCode};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::json;
 use storage::{
-    AssignmentChange, Batch, ConversationRecord, InboxEntry, InboxItem, IngestMessage, IngestOutcome, Op, SendIntent,
-    SlaEventRecord, StoredMessage, ThreadRecord,
+    Batch, ConversationRecord, InboxEntry, InboxItem, IngestMessage, IngestOutcome, Op, SendIntent, StoredMessage,
+    ThreadRecord,
 };
 
-use crate::deadlines::{self, Fired};
-use crate::decide::{Current, Decision, Effect, Input, Policy, decide, object, window_frame};
+use crate::deadlines;
+use crate::decide::{Current, Decision, Effect, Input, Policy, decide};
 use crate::messages::{AgentMsg, ManagerMsg, PendingSend, Reply, RouteRequest, RouterMsg, TeamMsg};
 pub use crate::messages::{ConversationMsg, RequestKind};
 use crate::shared::{Principal, Shared};
 use crate::timers::{Deadline, DeadlineKind};
+use protocol::events::EventBody;
 
 pub struct ConversationActor;
 
@@ -132,12 +133,11 @@ impl ConversationState {
         Ok(())
     }
 
-    /// The client-visible conversation with its messages, read from the store.
-    fn with_messages(&self, record: &ConversationRecord) -> Result<Conversation, ActorProcessingErr> {
-        let mut conversation = record.conversation.clone();
-        let messages = self.shared.reader.messages_counted(&conversation.id, record.message_count)?;
-        conversation.messages = Some(messages.into_iter().map(|stored| stored.message).collect());
-        Ok(conversation)
+    /// The conversation's messages so far, read from the store (an
+    /// `assigned` frame carries them).
+    fn messages_of(&self, record: &ConversationRecord) -> Result<Vec<Message>, ActorProcessingErr> {
+        let messages = self.shared.reader.messages_counted(&record.conversation.id, record.message_count)?;
+        Ok(messages.into_iter().map(|stored| stored.message).collect())
     }
 
     async fn on_inbound(&mut self, entry: InboxEntry) -> Result<(), ActorProcessingErr> {
@@ -260,6 +260,16 @@ impl ConversationState {
                     let _ = team.cast(TeamMsg::Remove { conversation_id });
                 }
             }
+            Effect::CancelReservation { agent_id, conversation_id } => {
+                if let Some(agent) = self.shared.agent(&agent_id) {
+                    let _ = agent.cast(AgentMsg::Cancel { conversation_id });
+                }
+            }
+            Effect::ConfirmReservation { agent_id, conversation_id } => {
+                if let Some(agent) = self.shared.agent(&agent_id) {
+                    let _ = agent.cast(AgentMsg::Confirm { conversation_id, thread_key: self.thread_key.clone() });
+                }
+            }
         }
     }
 
@@ -280,59 +290,27 @@ impl ConversationState {
     }
 
     async fn on_assign(&mut self, conversation_id: String, agent_id: String) -> Result<(), ActorProcessingErr> {
-        let agent = self.shared.agent(&agent_id);
-        let assignable = self.open.as_ref().is_some_and(|open| {
-            open.conversation.id == conversation_id && open.conversation.status == ConversationStatus::Queued
-        });
-        if !assignable {
-            if let Some(agent) = agent {
+        let messages = match self.open.as_ref().filter(|open| open.conversation.id == conversation_id) {
+            Some(open) => self.messages_of(open)?,
+            None => Vec::new(),
+        };
+        let input = Input::Assign { conversation_id: conversation_id.clone(), agent_id: agent_id.clone(), messages };
+        let decision = self.decide(input)?;
+        let assigned = decision.record.is_some();
+        if let Err(error) = self.commit_decision(decision).await {
+            // The slot was reserved for nothing; the conversation still waits.
+            if let Some(agent) = self.shared.agent(&agent_id) {
                 let _ = agent.cast(AgentMsg::Cancel { conversation_id });
             }
-            return Ok(());
-        }
-        let mut record = self.open.clone().expect("checked above");
-        let before = deadlines::deadlines_of(&record);
-        let now = self.now();
-        record.conversation.status = ConversationStatus::Assigned;
-        record.conversation.agent = Some(agent_id.clone());
-        record.assigned_at = Some(now);
-        record.queued_at = None;
-        self.arm_idle_reassign(&mut record, now);
-        record.clocks.history.push(AssignmentChange {
-            at: now,
-            agent: Some(agent_id.clone()),
-            reason: "assigned".into(),
-        });
-        let conversation = self.with_messages(&record)?;
-        let batch = vec![
-            Op::PutConversation(Box::new(record.clone())),
-            Op::AgentEvent {
-                agent_id: agent_id.clone(),
-                frame: Box::new(ServerFrame::Assigned { seq: 0, conversation }),
-            },
-        ];
-        if let Err(error) = self.commit(batch).await {
-            if let Some(agent) = &agent {
-                let _ = agent.cast(AgentMsg::Cancel { conversation_id });
+            if let Some(open) = &self.open {
+                self.route(open, None);
             }
-            self.route(&record, None);
             return Err(error);
         }
-        metrics::counter!(crate::metrics::ASSIGNMENTS_TOTAL).increment(1);
-        if let Some(agent) = agent {
-            let _ = agent.cast(AgentMsg::Confirm { conversation_id, thread_key: self.thread_key.clone() });
+        if assigned {
+            metrics::counter!(crate::metrics::ASSIGNMENTS_TOTAL).increment(1);
         }
-        self.arm_new(&before, &record);
-        self.open = Some(record);
         Ok(())
-    }
-
-    /// Arms idle reassignment for a newly assigned conversation that has had
-    /// no first response yet (`reassign_after_s`, in the team's hours).
-    fn arm_idle_reassign(&self, record: &mut ConversationRecord, now: UnixMs) {
-        let policy = self.shared.policies.of(record.conversation.team.as_deref());
-        record.clocks.reassign_at = (policy.sla.reassign_after_s > 0 && record.first_response_at.is_none())
-            .then(|| policy.schedule.add(now, policy.sla.reassign_after_s as i64 * 1000));
     }
 
     /// Arms the record's deadlines that `before` did not have.
@@ -351,79 +329,30 @@ impl ConversationState {
         kind: DeadlineKind,
         due: UnixMs,
     ) -> Result<(), ActorProcessingErr> {
-        let Some(mut record) = self.open.clone().filter(|open| open.conversation.id == conversation_id) else {
-            return Ok(());
-        };
-        let now = self.now();
-        let holder =
-            record.conversation.agent.clone().filter(|_| record.conversation.status == ConversationStatus::Assigned);
-        match deadlines::on_fired(&mut record, kind, due, now) {
-            Fired::Nothing => {}
-            Fired::WindowClosed => {
-                if let Some(agent) = holder {
-                    self.commit(vec![Op::AgentEvent { agent_id: agent, frame: Box::new(window_frame(&record)) }])
-                        .await?;
-                }
-            }
-            Fired::Sla(sla_kind, sla_state) => {
-                let kind_label = match sla_kind {
-                    protocol::ws::SlaKind::FirstResponse => "first_response",
-                    protocol::ws::SlaKind::NextResponse => "next_response",
-                    protocol::ws::SlaKind::Resolution => "resolution",
-                };
-                let state_label = match sla_state {
-                    protocol::ws::SlaState::Warning => "warning",
-                    protocol::ws::SlaState::Breached => "breached",
-                };
-                metrics::counter!(crate::metrics::SLA_EVENTS_TOTAL, "kind" => kind_label, "state" => state_label)
-                    .increment(1);
-                record.clocks.sla_events.push(SlaEventRecord {
-                    kind: sla_kind,
-                    state: sla_state,
-                    at: now,
-                    agent: holder.clone(),
-                    team: record.conversation.team.clone(),
-                });
-                let mut batch = vec![Op::PutConversation(Box::new(record.clone()))];
-                if let Some(agent) = holder {
-                    if (sla_kind, sla_state) == (protocol::ws::SlaKind::FirstResponse, protocol::ws::SlaState::Breached)
-                    {
-                        let day = deadlines::utc_day_of(now);
-                        batch.push(Op::CountFirstResponseBreach { agent_id: agent.clone(), day });
-                    }
-                    batch.push(Op::AgentEvent {
-                        agent_id: agent,
-                        frame: Box::new(ServerFrame::Sla { seq: 0, conversation_id, kind: sla_kind, state: sla_state }),
-                    });
-                }
-                self.commit(batch).await?;
-                self.open = Some(record);
-            }
-            Fired::Reassign => {
-                let Some(previous) = holder else { return Ok(()) };
-                record.conversation.status = ConversationStatus::Queued;
-                record.conversation.agent = None;
-                record.queued_at = Some(now);
-                record.clocks.history.push(AssignmentChange { at: now, agent: None, reason: "reassigned_idle".into() });
-                let batch = vec![
-                    Op::PutConversation(Box::new(record.clone())),
-                    Op::AgentEvent {
-                        agent_id: previous.clone(),
-                        frame: Box::new(ServerFrame::Unassigned {
-                            seq: 0,
-                            conversation_id: conversation_id.clone(),
-                            reason: UnassignReason::ReassignedIdle,
-                        }),
-                    },
-                ];
-                self.commit(batch).await?;
-                metrics::counter!(crate::metrics::IDLE_REASSIGNMENTS_TOTAL).increment(1);
-                if let Some(agent) = self.shared.agent(&previous) {
-                    let _ = agent.cast(AgentMsg::Release { conversation_id });
-                }
-                self.open = Some(record.clone());
-                self.route_excluding(&record, None, Some(previous));
-            }
+        let decision = self.decide(Input::Deadline { conversation_id, kind, due })?;
+        let counted: Vec<(&'static str, &'static str)> = decision
+            .events
+            .iter()
+            .filter_map(|event| match &event.body {
+                EventBody::SlaWarning { clock, .. } => Some((sla_kind_label(*clock), "warning")),
+                EventBody::SlaBreach { clock, .. } => Some((sla_kind_label(*clock), "breached")),
+                _ => None,
+            })
+            .collect();
+        let reassigned = decision
+            .events
+            .iter()
+            .any(|event| matches!(event.body, EventBody::Unassigned { reason: UnassignReason::ReassignedIdle, .. }));
+        if decision.writes.is_empty() && decision.events.is_empty() {
+            return Ok(()); // stale: the state moved on since it was armed
+        }
+        self.commit_decision(decision).await?;
+        for (kind_label, state_label) in counted {
+            metrics::counter!(crate::metrics::SLA_EVENTS_TOTAL, "kind" => kind_label, "state" => state_label)
+                .increment(1);
+        }
+        if reassigned {
+            metrics::counter!(crate::metrics::IDLE_REASSIGNMENTS_TOTAL).increment(1);
         }
         Ok(())
     }
@@ -434,28 +363,11 @@ impl ConversationState {
         agent_id: String,
         reason: UnassignReason,
     ) -> Result<(), ActorProcessingErr> {
-        let Some(mut record) = self.open.clone() else { return Ok(()) };
-        if record.conversation.id != conversation_id || record.conversation.agent.as_deref() != Some(agent_id.as_str())
-        {
-            return Ok(());
+        let decision = self.decide(Input::Unassign { conversation_id, agent_id, reason })?;
+        if decision.record.is_none() {
+            return Ok(()); // not this agent's (any more)
         }
-        record.conversation.status = ConversationStatus::Queued;
-        record.conversation.agent = None;
-        record.queued_at = Some(self.now());
-        record.clocks.reassign_at = None;
-        let reason_label = serde_json::to_value(reason).ok().and_then(|value| value.as_str().map(str::to_owned));
-        record.clocks.history.push(AssignmentChange {
-            at: self.now(),
-            agent: None,
-            reason: reason_label.unwrap_or_else(|| "unassigned".into()),
-        });
-        let batch = vec![
-            Op::PutConversation(Box::new(record.clone())),
-            Op::AgentEvent { agent_id, frame: Box::new(ServerFrame::Unassigned { seq: 0, conversation_id, reason }) },
-        ];
-        self.commit(batch).await?;
-        self.open = Some(record.clone());
-        self.route(&record, None);
+        self.commit_decision(decision).await?;
         Ok(())
     }
 
@@ -575,7 +487,7 @@ impl ConversationState {
                     metrics::counter!(crate::metrics::CONVERSATIONS_CLOSED_TOTAL).increment(1);
                 }
             }
-            RequestKind::Transfer { team, agent } => self.transfer(record, team, agent, reply).await?,
+            RequestKind::Transfer { team, agent } => self.transfer(&principal, record, team, agent, reply).await?,
         }
         Ok(())
     }
@@ -697,33 +609,22 @@ impl ConversationState {
 
     async fn transfer(
         &mut self,
-        mut record: ConversationRecord,
+        principal: &Principal,
+        record: ConversationRecord,
         team: Option<String>,
         agent: Option<String>,
         reply: Reply,
     ) -> Result<(), ActorProcessingErr> {
         let directory = self.shared.directory();
-        let previous = record.conversation.agent.clone();
         let conversation_id = record.conversation.id.clone();
-        let was_queued = record.conversation.status == ConversationStatus::Queued;
-        let mut batch: Batch = Vec::new();
-        if let Some(previous) = &previous {
-            batch.push(Op::AgentEvent {
-                agent_id: previous.clone(),
-                frame: Box::new(ServerFrame::Unassigned {
-                    seq: 0,
-                    conversation_id: conversation_id.clone(),
-                    reason: UnassignReason::Transferred,
-                }),
-            });
-        }
+        let by = principal.agent_id.clone();
         match (team, agent) {
             (_, Some(target)) => {
                 let Some(target_ref) = directory.agent(&target) else {
                     let _ = reply.send(Err(ApiError::not_found(format!("no agent {target}"))));
                     return Ok(());
                 };
-                if previous.as_deref() == Some(target.as_str()) {
+                if record.conversation.agent.as_deref() == Some(target.as_str()) {
                     let _ = reply.send(Err(ApiError::bad_request(format!(
                         "conversation {conversation_id} is already with {target}"
                     ))));
@@ -741,74 +642,43 @@ impl ConversationState {
                     )));
                     return Ok(());
                 }
-                let before = deadlines::deadlines_of(&record);
-                let now = self.now();
-                record.conversation.status = ConversationStatus::Assigned;
-                record.conversation.agent = Some(target.clone());
-                record.assigned_at = Some(now);
-                record.queued_at = None;
-                self.arm_idle_reassign(&mut record, now);
-                record.clocks.history.push(AssignmentChange {
-                    at: now,
-                    agent: Some(target.clone()),
-                    reason: "transferred".into(),
-                });
-                let conversation = self.with_messages(&record)?;
-                batch.push(Op::PutConversation(Box::new(record.clone())));
-                batch.push(Op::AgentEvent {
-                    agent_id: target.clone(),
-                    frame: Box::new(ServerFrame::Assigned { seq: 0, conversation }),
-                });
-                if let Err(error) = self.commit(batch).await {
+                let messages = self.messages_of(&record)?;
+                let decided = self.decide(Input::TransferToAgent { by, target, messages });
+                let mut decision = match decided {
+                    Ok(decision) => decision,
+                    Err(refusal) => {
+                        let _ = target_ref.cast(AgentMsg::Cancel { conversation_id });
+                        let _ = reply.send(Err(refusal));
+                        return Ok(());
+                    }
+                };
+                let answer = decision.answer.take().unwrap_or_default();
+                if let Err(error) = self.commit_decision(decision).await {
                     let _ = target_ref.cast(AgentMsg::Cancel { conversation_id });
                     return Err(error);
                 }
-                self.arm_new(&before, &record);
-                let _ = target_ref.cast(AgentMsg::Confirm {
-                    conversation_id: conversation_id.clone(),
-                    thread_key: self.thread_key.clone(),
-                });
+                let _ = reply.send(Ok(answer));
             }
             (Some(team), None) => {
                 if directory.team(&team).is_none() {
                     let _ = reply.send(Err(ApiError::not_found(format!("no team {team}"))));
                     return Ok(());
                 }
-                record.conversation.status = ConversationStatus::Queued;
-                record.conversation.agent = None;
-                record.conversation.team = Some(team);
-                record.queued_at = Some(self.now());
-                record.clocks.reassign_at = None;
-                record.clocks.history.push(AssignmentChange {
-                    at: self.now(),
-                    agent: None,
-                    reason: "transferred".into(),
-                });
-                batch.push(Op::PutConversation(Box::new(record.clone())));
-                self.commit(batch).await?;
-                self.route(&record, None);
+                self.answer_with_decision(Input::TransferToTeam { by, team }, reply).await?;
             }
             (None, None) => {
                 let _ = reply.send(Err(ApiError::bad_request("say where to transfer: `team` or `agent`")));
-                return Ok(());
             }
         }
-        if let Some(previous) = previous.as_deref().and_then(|agent| directory.agent(agent)) {
-            let _ = previous.cast(AgentMsg::Release { conversation_id: conversation_id.clone() });
-        }
-        if was_queued
-            && let Some(old_team) = self
-                .open
-                .as_ref()
-                .and_then(|open| open.conversation.team.clone())
-                .and_then(|team| directory.team(&team))
-        {
-            let _ = old_team.cast(TeamMsg::Remove { conversation_id });
-        }
-        let body = json!({ "conversation": record.conversation });
-        self.open = Some(record);
-        let _ = reply.send(Ok(object(body)));
         Ok(())
+    }
+}
+
+fn sla_kind_label(kind: protocol::ws::SlaKind) -> &'static str {
+    match kind {
+        protocol::ws::SlaKind::FirstResponse => "first_response",
+        protocol::ws::SlaKind::NextResponse => "next_response",
+        protocol::ws::SlaKind::Resolution => "resolution",
     }
 }
 

@@ -14,16 +14,18 @@ use protocol::events::{Actor, Event, EventBody, FieldChange, Window};
 use protocol::model::{Contact, Conversation, ConversationStatus, DeliveryStatus, Direction, Message};
 use protocol::time::UnixMs;
 use protocol::webhook::Status;
-use protocol::ws::{ServerFrame, UnassignReason};
+use protocol::ws::{ServerFrame, SlaKind, SlaState, UnassignReason};
 use protocol::{ApiError, ErrorCode};
 use serde_json::{Map, Value, json};
 use storage::{
-    AssignmentChange, Batch, ConversationRecord, IngestMessage, Op, SendIntent, StoredMessage, ThreadRecord,
+    AssignmentChange, Batch, ConversationRecord, IngestMessage, Op, SendIntent, SlaEventRecord, StoredMessage,
+    ThreadRecord,
 };
 
-use crate::deadlines::{self, Policies};
+use crate::deadlines::{self, Fired, Policies};
 use crate::rules;
 use crate::settings::DispositionSpec;
+use crate::timers::DeadlineKind;
 
 /// What a decision reads: the thread and its open conversation as the actor
 /// holds them.
@@ -58,6 +60,20 @@ pub enum Input {
     /// Meta accepted a send as `wamid`. `record` is its conversation (the
     /// open one, or a closed one read from the store).
     SendAccepted { record: Box<ConversationRecord>, intent: Box<SendIntent>, wamid: String },
+    /// The router or a team reserved a slot with `agent_id` for the
+    /// conversation. `messages` are the conversation's messages so far (the
+    /// `assigned` frame carries them).
+    Assign { conversation_id: String, agent_id: String, messages: Vec<Message> },
+    /// The agent went offline (after its grace period) or away for good.
+    Unassign { conversation_id: String, agent_id: String, reason: UnassignReason },
+    /// A user hands the open conversation to `target`, whose slot the actor
+    /// has already reserved.
+    TransferToAgent { by: String, target: String, messages: Vec<Message> },
+    /// A user sends the open conversation to a team's queue (the actor has
+    /// checked the team exists).
+    TransferToTeam { by: String, team: String },
+    /// A deadline armed for the conversation came due.
+    Deadline { conversation_id: String, kind: DeadlineKind, due: UnixMs },
     /// A user sets fields on the open conversation.
     SetFields { by: String, fields: Map<String, Value> },
     /// A user closes the open conversation, perhaps setting fields with it.
@@ -73,6 +89,10 @@ pub enum Effect {
     ReleaseAgent { agent_id: String, conversation_id: String },
     /// The conversation no longer waits in this team's queue.
     LeaveTeamQueue { team_id: String, conversation_id: String },
+    /// The reserved slot was not used: give it back.
+    CancelReservation { agent_id: String, conversation_id: String },
+    /// The reserved assignment is committed: the agent holds the conversation.
+    ConfirmReservation { agent_id: String, conversation_id: String },
 }
 
 /// A decision: the records after it, the store's writes (agent frames
@@ -124,6 +144,17 @@ pub fn decide(current: Current<'_>, input: Input, now: UnixMs, policy: Policy<'_
         Input::SendAccepted { record, intent, wamid } => {
             Ok(send_accepted(current, *record, *intent, wamid, now, policy))
         }
+        Input::Assign { conversation_id, agent_id, messages } => {
+            Ok(assign(current, conversation_id, agent_id, messages, now, policy))
+        }
+        Input::Unassign { conversation_id, agent_id, reason } => {
+            Ok(unassign(current, conversation_id, agent_id, reason, now))
+        }
+        Input::TransferToAgent { by, target, messages } => {
+            transfer_to_agent(current, by, target, messages, now, policy)
+        }
+        Input::TransferToTeam { by, team } => transfer_to_team(current, by, team, now),
+        Input::Deadline { conversation_id, kind, due } => Ok(deadline(current, conversation_id, kind, due, now)),
         Input::SetFields { by, fields } => set_fields(current, by, fields, now, policy),
         Input::Close { by, fields } => close(current, by, fields, now, policy),
     }
@@ -447,6 +478,289 @@ fn message_out_body(message: &Message, intent: &SendIntent) -> EventBody {
     }
 }
 
+/// Gives the open conversation to `agent_id` (its slot reserved): the
+/// record, the `assigned` frame with the messages so far, idle
+/// reassignment armed while no first response was made.
+fn take_assignment(
+    record: &mut ConversationRecord,
+    agent_id: &str,
+    reason: &str,
+    messages: Vec<Message>,
+    now: UnixMs,
+    policy: Policy<'_>,
+) -> Op {
+    record.conversation.status = ConversationStatus::Assigned;
+    record.conversation.agent = Some(agent_id.to_owned());
+    record.assigned_at = Some(now);
+    record.queued_at = None;
+    let team_policy = policy.policies.of(record.conversation.team.as_deref());
+    record.clocks.reassign_at = (team_policy.sla.reassign_after_s > 0 && record.first_response_at.is_none())
+        .then(|| team_policy.schedule.add(now, team_policy.sla.reassign_after_s as i64 * 1000));
+    record.clocks.history.push(AssignmentChange { at: now, agent: Some(agent_id.to_owned()), reason: reason.into() });
+    let mut conversation = record.conversation.clone();
+    conversation.messages = Some(messages);
+    Op::AgentEvent { agent_id: agent_id.to_owned(), frame: Box::new(ServerFrame::Assigned { seq: 0, conversation }) }
+}
+
+fn assign(
+    current: Current<'_>,
+    conversation_id: String,
+    agent_id: String,
+    messages: Vec<Message>,
+    now: UnixMs,
+    policy: Policy<'_>,
+) -> Decision {
+    let assignable = current.open.filter(|open| {
+        open.conversation.id == conversation_id && open.conversation.status == ConversationStatus::Queued
+    });
+    let Some(open) = assignable else {
+        // Closed, moved or assigned meanwhile: the slot goes back.
+        let effects = vec![Effect::CancelReservation { agent_id, conversation_id }];
+        return Decision { effects, ..Decision::default() };
+    };
+    let mut record = open.clone();
+    let frame = take_assignment(&mut record, &agent_id, "assigned", messages, now, policy);
+    let mut decision = Decision { record_is_open: true, ..Decision::default() };
+    decision.writes = vec![Op::PutConversation(Box::new(record.clone())), frame];
+    decision.events.push(event_of(
+        &record,
+        now,
+        Actor::System,
+        EventBody::Assigned { agent_id: agent_id.clone(), team_id: record.conversation.team.clone() },
+    ));
+    decision.effects.push(Effect::ConfirmReservation { agent_id, conversation_id });
+    decision.record = Some(record);
+    decision
+}
+
+fn unassign(
+    current: Current<'_>,
+    conversation_id: String,
+    agent_id: String,
+    reason: UnassignReason,
+    now: UnixMs,
+) -> Decision {
+    let held = current.open.filter(|open| {
+        open.conversation.id == conversation_id && open.conversation.agent.as_deref() == Some(agent_id.as_str())
+    });
+    let Some(open) = held else { return Decision::default() };
+    let mut record = open.clone();
+    record.conversation.status = ConversationStatus::Queued;
+    record.conversation.agent = None;
+    record.queued_at = Some(now);
+    record.clocks.reassign_at = None;
+    let reason_label = serde_json::to_value(reason).ok().and_then(|value| value.as_str().map(str::to_owned));
+    record.clocks.history.push(AssignmentChange {
+        at: now,
+        agent: None,
+        reason: reason_label.unwrap_or_else(|| "unassigned".into()),
+    });
+    let mut decision = Decision { record_is_open: true, ..Decision::default() };
+    decision.writes = vec![
+        Op::PutConversation(Box::new(record.clone())),
+        Op::AgentEvent {
+            agent_id: agent_id.clone(),
+            frame: Box::new(ServerFrame::Unassigned { seq: 0, conversation_id, reason }),
+        },
+    ];
+    decision.events.push(event_of(&record, now, Actor::System, EventBody::Unassigned { agent_id, reason }));
+    decision.events.push(routed_event(&record, now, Actor::System, "offline"));
+    decision.effects.push(Effect::Route { preferred_agent: None, exclude_agent: None });
+    decision.record = Some(record);
+    decision
+}
+
+/// What every transfer does to the agent who held the conversation: the
+/// `unassigned transferred` frame and event, and its slot freed after the commit.
+fn let_go_of_holder(
+    decision: &mut Decision,
+    record: &ConversationRecord,
+    previous: Option<&String>,
+    by: &Actor,
+    now: UnixMs,
+) {
+    let Some(previous) = previous else { return };
+    decision.writes.insert(
+        0,
+        Op::AgentEvent {
+            agent_id: previous.clone(),
+            frame: Box::new(ServerFrame::Unassigned {
+                seq: 0,
+                conversation_id: record.conversation.id.clone(),
+                reason: UnassignReason::Transferred,
+            }),
+        },
+    );
+    decision.events.push(event_of(
+        record,
+        now,
+        by.clone(),
+        EventBody::Unassigned { agent_id: previous.clone(), reason: UnassignReason::Transferred },
+    ));
+}
+
+fn transfer_to_agent(
+    current: Current<'_>,
+    by: String,
+    target: String,
+    messages: Vec<Message>,
+    now: UnixMs,
+    policy: Policy<'_>,
+) -> Result<Decision, ApiError> {
+    let mut record = the_open_record(current)?;
+    let previous = record.conversation.agent.clone();
+    let conversation_id = record.conversation.id.clone();
+    if previous.as_deref() == Some(target.as_str()) {
+        return Err(ApiError::bad_request(format!("conversation {conversation_id} is already with {target}")));
+    }
+    let was_queued = record.conversation.status == ConversationStatus::Queued;
+    let frame = take_assignment(&mut record, &target, "transferred", messages, now, policy);
+    let transferrer = Actor::user(by);
+    let mut decision = Decision { record_is_open: true, ..Decision::default() };
+    decision.writes = vec![Op::PutConversation(Box::new(record.clone())), frame];
+    decision.events.push(event_of(
+        &record,
+        now,
+        transferrer.clone(),
+        EventBody::Transferred {
+            from_agent: previous.clone(),
+            to_team: None,
+            to_agent: Some(target.clone()),
+            note: None,
+        },
+    ));
+    let_go_of_holder(&mut decision, &record, previous.as_ref(), &transferrer, now);
+    decision.events.push(event_of(
+        &record,
+        now,
+        transferrer,
+        EventBody::Assigned { agent_id: target.clone(), team_id: record.conversation.team.clone() },
+    ));
+    decision.effects.push(Effect::ConfirmReservation { agent_id: target, conversation_id: conversation_id.clone() });
+    if let Some(previous) = previous {
+        decision.effects.push(Effect::ReleaseAgent { agent_id: previous, conversation_id: conversation_id.clone() });
+    }
+    if let (true, Some(team)) = (was_queued, record.conversation.team.clone()) {
+        decision.effects.push(Effect::LeaveTeamQueue { team_id: team, conversation_id });
+    }
+    decision.answer = Some(object(json!({ "conversation": record.conversation })));
+    decision.record = Some(record);
+    Ok(decision)
+}
+
+fn transfer_to_team(current: Current<'_>, by: String, team: String, now: UnixMs) -> Result<Decision, ApiError> {
+    let mut record = the_open_record(current)?;
+    let previous = record.conversation.agent.clone();
+    let previous_team = record.conversation.team.clone();
+    let conversation_id = record.conversation.id.clone();
+    let was_queued = record.conversation.status == ConversationStatus::Queued;
+    record.conversation.status = ConversationStatus::Queued;
+    record.conversation.agent = None;
+    record.conversation.team = Some(team.clone());
+    record.queued_at = Some(now);
+    record.clocks.reassign_at = None;
+    record.clocks.history.push(AssignmentChange { at: now, agent: None, reason: "transferred".into() });
+    let transferrer = Actor::user(by);
+    let mut decision = Decision { record_is_open: true, ..Decision::default() };
+    decision.writes = vec![Op::PutConversation(Box::new(record.clone()))];
+    decision.events.push(event_of(
+        &record,
+        now,
+        transferrer.clone(),
+        EventBody::Transferred { from_agent: previous.clone(), to_team: Some(team), to_agent: None, note: None },
+    ));
+    let_go_of_holder(&mut decision, &record, previous.as_ref(), &transferrer, now);
+    decision.events.push(routed_event(&record, now, transferrer, "transfer"));
+    decision.effects.push(Effect::Route { preferred_agent: None, exclude_agent: None });
+    if let Some(previous) = previous {
+        decision.effects.push(Effect::ReleaseAgent { agent_id: previous, conversation_id: conversation_id.clone() });
+    }
+    if let (true, Some(old_team)) = (was_queued, previous_team) {
+        decision.effects.push(Effect::LeaveTeamQueue { team_id: old_team, conversation_id });
+    }
+    decision.answer = Some(object(json!({ "conversation": record.conversation })));
+    decision.record = Some(record);
+    Ok(decision)
+}
+
+fn deadline(current: Current<'_>, conversation_id: String, kind: DeadlineKind, due: UnixMs, now: UnixMs) -> Decision {
+    let Some(open) = current.open.filter(|open| open.conversation.id == conversation_id) else {
+        return Decision::default();
+    };
+    let mut record = open.clone();
+    let holder =
+        record.conversation.agent.clone().filter(|_| record.conversation.status == ConversationStatus::Assigned);
+    let mut decision = Decision { record_is_open: true, ..Decision::default() };
+    match deadlines::on_fired(&mut record, kind, due, now) {
+        Fired::Nothing => return Decision::default(),
+        Fired::WindowClosed => {
+            let window = if kind == DeadlineKind::FreeEntryClose { Window::FreeEntry } else { Window::Service };
+            if let Some(agent) = holder {
+                decision.writes.push(Op::AgentEvent { agent_id: agent, frame: Box::new(window_frame(&record)) });
+            }
+            decision.events.push(event_of(&record, now, Actor::System, EventBody::WindowClosed { window }));
+            // The record itself does not change: its windows are times.
+            return decision;
+        }
+        Fired::Sla(sla_kind, sla_state) => {
+            record.clocks.sla_events.push(SlaEventRecord {
+                kind: sla_kind,
+                state: sla_state,
+                at: now,
+                agent: holder.clone(),
+                team: record.conversation.team.clone(),
+            });
+            decision.writes.push(Op::PutConversation(Box::new(record.clone())));
+            if let Some(agent) = holder {
+                if (sla_kind, sla_state) == (SlaKind::FirstResponse, SlaState::Breached) {
+                    let day = deadlines::utc_day_of(now);
+                    decision.writes.push(Op::CountFirstResponseBreach { agent_id: agent.clone(), day });
+                }
+                decision.writes.push(Op::AgentEvent {
+                    agent_id: agent,
+                    frame: Box::new(ServerFrame::Sla { seq: 0, conversation_id, kind: sla_kind, state: sla_state }),
+                });
+            }
+            let body = match sla_state {
+                SlaState::Warning => EventBody::SlaWarning { clock: sla_kind, due },
+                SlaState::Breached => EventBody::SlaBreach { clock: sla_kind, due },
+            };
+            decision.events.push(event_of(&record, now, Actor::System, body));
+        }
+        Fired::Reassign => {
+            let Some(previous) = holder else { return Decision::default() };
+            record.conversation.status = ConversationStatus::Queued;
+            record.conversation.agent = None;
+            record.queued_at = Some(now);
+            record.clocks.history.push(AssignmentChange { at: now, agent: None, reason: "reassigned_idle".into() });
+            decision.writes = vec![
+                Op::PutConversation(Box::new(record.clone())),
+                Op::AgentEvent {
+                    agent_id: previous.clone(),
+                    frame: Box::new(ServerFrame::Unassigned {
+                        seq: 0,
+                        conversation_id: conversation_id.clone(),
+                        reason: UnassignReason::ReassignedIdle,
+                    }),
+                },
+            ];
+            decision.events.push(event_of(
+                &record,
+                now,
+                Actor::System,
+                EventBody::Unassigned { agent_id: previous.clone(), reason: UnassignReason::ReassignedIdle },
+            ));
+            decision.events.push(routed_event(&record, now, Actor::System, "idle"));
+            decision.effects = vec![
+                Effect::ReleaseAgent { agent_id: previous.clone(), conversation_id },
+                Effect::Route { preferred_agent: None, exclude_agent: Some(previous) },
+            ];
+        }
+    }
+    decision.record = Some(record);
+    decision
+}
+
 /// The `fields_changed` changes from `before` to `after`, key by key in
 /// `after`'s order (fields are only ever set, never removed).
 pub fn field_changes(before: &Map<String, Value>, after: &Map<String, Value>) -> Vec<FieldChange> {
@@ -636,7 +950,6 @@ mod tests {
     use super::*;
     use crate::settings::{FieldKind, Settings};
     use protocol::model::SourceKind;
-    use protocol::ws::UnassignReason;
 
     const THREAD_KEY: &str = "100:15550001";
     const HOUR: i64 = 3_600_000;
@@ -979,6 +1292,198 @@ mod tests {
         let decision = world.apply(Input::SetFields { by: "m1".into(), fields: same }, T0 + HOUR);
         assert!(decision.writes.is_empty(), "{:?}", decision.writes);
         assert_eq!(decision.answer.unwrap()["fields"]["outcome"], "lost");
+    }
+
+    fn assigned_world() -> World {
+        let mut world = World::new();
+        world.message_in("wamid.1", "hi", T0, false);
+        let input =
+            Input::Assign { conversation_id: "cv000000000001".into(), agent_id: "a1".into(), messages: Vec::new() };
+        world.apply(input, T0 + 1000);
+        world
+    }
+
+    #[test]
+    fn an_assignment_takes_only_a_queued_conversation_and_confirms_or_gives_back_the_slot() {
+        let mut world = World::new();
+        world.message_in("wamid.1", "hi", T0, false);
+        let input =
+            Input::Assign { conversation_id: "cv000000000001".into(), agent_id: "a1".into(), messages: Vec::new() };
+        let decision = world.apply(input, T0 + 1000);
+        assert_eq!(
+            bodies(&decision),
+            [(Actor::System, EventBody::Assigned { agent_id: "a1".into(), team_id: Some("sales".into()) })]
+        );
+        assert_eq!(
+            decision.effects,
+            [Effect::ConfirmReservation { agent_id: "a1".into(), conversation_id: "cv000000000001".into() }]
+        );
+        assert!(
+            matches!(&decision.writes[1], Op::AgentEvent { agent_id, frame } if agent_id == "a1" && matches!(frame.as_ref(), ServerFrame::Assigned { .. }))
+        );
+        let again =
+            Input::Assign { conversation_id: "cv000000000001".into(), agent_id: "a2".into(), messages: Vec::new() };
+        let decision = world.apply(again, T0 + 2000);
+        assert!(decision.writes.is_empty(), "already assigned: nothing changes");
+        assert_eq!(
+            decision.effects,
+            [Effect::CancelReservation { agent_id: "a2".into(), conversation_id: "cv000000000001".into() }]
+        );
+        assert_eq!(world.open.as_ref().unwrap().conversation.agent.as_deref(), Some("a1"));
+    }
+
+    #[test]
+    fn an_offline_agents_conversation_is_unassigned_and_routed_again() {
+        let mut world = assigned_world();
+        let stranger = Input::Unassign {
+            conversation_id: "cv000000000001".into(),
+            agent_id: "a2".into(),
+            reason: UnassignReason::AgentOffline,
+        };
+        assert!(world.apply(stranger, T0 + HOUR).writes.is_empty(), "not a2's to lose");
+        let input = Input::Unassign {
+            conversation_id: "cv000000000001".into(),
+            agent_id: "a1".into(),
+            reason: UnassignReason::AgentOffline,
+        };
+        let decision = world.apply(input, T0 + HOUR);
+        assert_eq!(
+            bodies(&decision),
+            [
+                (Actor::System, EventBody::Unassigned { agent_id: "a1".into(), reason: UnassignReason::AgentOffline }),
+                (
+                    Actor::System,
+                    EventBody::Routed { route: json!({"reason": "offline"}), team_id: Some("sales".into()) }
+                ),
+            ]
+        );
+        assert_eq!(decision.effects, [Effect::Route { preferred_agent: None, exclude_agent: None }]);
+        assert_eq!(world.open.as_ref().unwrap().conversation.status, ConversationStatus::Queued);
+    }
+
+    #[test]
+    fn a_transfer_to_an_agent_logs_transfer_unassignment_and_assignment() {
+        let mut world = assigned_world();
+        let same = Input::TransferToAgent { by: "boss".into(), target: "a1".into(), messages: Vec::new() };
+        assert_eq!(world.decide(same, T0 + HOUR).unwrap_err().code, ErrorCode::BadRequest);
+        let input = Input::TransferToAgent { by: "boss".into(), target: "a2".into(), messages: Vec::new() };
+        let decision = world.apply(input, T0 + HOUR);
+        assert_eq!(actions(&decision), ["transferred", "unassigned", "assigned"]);
+        assert_eq!(
+            bodies(&decision)[0],
+            (
+                Actor::user("boss"),
+                EventBody::Transferred {
+                    from_agent: Some("a1".into()),
+                    to_team: None,
+                    to_agent: Some("a2".into()),
+                    note: None
+                }
+            )
+        );
+        assert!(matches!(&decision.writes[0], Op::AgentEvent { agent_id, .. } if agent_id == "a1"), "a1 hears first");
+        assert_eq!(
+            decision.effects,
+            [
+                Effect::ConfirmReservation { agent_id: "a2".into(), conversation_id: "cv000000000001".into() },
+                Effect::ReleaseAgent { agent_id: "a1".into(), conversation_id: "cv000000000001".into() },
+            ]
+        );
+        assert_eq!(world.open.as_ref().unwrap().conversation.agent.as_deref(), Some("a2"));
+    }
+
+    #[test]
+    fn a_transfer_to_a_team_queues_and_routes_it_there() {
+        let mut world = assigned_world();
+        let decision = world.apply(Input::TransferToTeam { by: "a1".into(), team: "support".into() }, T0 + HOUR);
+        assert_eq!(actions(&decision), ["transferred", "unassigned", "routed"]);
+        assert_eq!(
+            bodies(&decision)[2],
+            (
+                Actor::user("a1"),
+                EventBody::Routed { route: json!({"reason": "transfer"}), team_id: Some("support".into()) }
+            )
+        );
+        let record = world.open.as_ref().unwrap();
+        assert_eq!(
+            (record.conversation.status, record.conversation.team.as_deref()),
+            (ConversationStatus::Queued, Some("support"))
+        );
+        assert_eq!(decision.effects[0], Effect::Route { preferred_agent: None, exclude_agent: None });
+    }
+
+    #[test]
+    fn sla_deadlines_log_a_warning_then_a_breach_once_and_count_the_holders_breach() {
+        let mut world = assigned_world();
+        let clock = world.open.as_ref().unwrap().clocks.frt.clone().unwrap();
+        let warning = |due| Input::Deadline {
+            conversation_id: "cv000000000001".into(),
+            kind: DeadlineKind::FirstResponseWarning,
+            due,
+        };
+        let decision = world.apply(warning(clock.warn_at), clock.warn_at);
+        assert_eq!(
+            bodies(&decision),
+            [(Actor::System, EventBody::SlaWarning { clock: SlaKind::FirstResponse, due: clock.warn_at })]
+        );
+        assert!(world.apply(warning(clock.warn_at), clock.warn_at + 5).writes.is_empty(), "only once");
+        let breach = Input::Deadline {
+            conversation_id: "cv000000000001".into(),
+            kind: DeadlineKind::FirstResponseBreach,
+            due: clock.breach_at,
+        };
+        let decision = world.apply(breach, clock.breach_at);
+        assert_eq!(actions(&decision), ["sla_breach"]);
+        assert!(
+            decision
+                .writes
+                .iter()
+                .any(|op| matches!(op, Op::CountFirstResponseBreach { agent_id, .. } if agent_id == "a1"))
+        );
+        assert_eq!(world.open.as_ref().unwrap().clocks.sla_events.len(), 2);
+    }
+
+    #[test]
+    fn a_window_closing_is_logged_only_for_the_current_window() {
+        let mut world = assigned_world();
+        let until = world.open.as_ref().unwrap().conversation.service_until.unwrap();
+        let fired = |due| Input::Deadline {
+            conversation_id: "cv000000000001".into(),
+            kind: DeadlineKind::ServiceWindowClose,
+            due,
+        };
+        assert!(world.apply(fired(until - HOUR), until).writes.is_empty(), "a refreshed window's old deadline");
+        let decision = world.apply(fired(until), until);
+        assert_eq!(bodies(&decision), [(Actor::System, EventBody::WindowClosed { window: Window::Service })]);
+    }
+
+    #[test]
+    fn an_idle_assignment_is_taken_back_and_routed_to_someone_else() {
+        let mut world = World::new();
+        world.policies = {
+            let mut settings = Settings::default();
+            settings.sla.reassign_after_s = 600;
+            Policies::from_settings(&settings).unwrap()
+        };
+        world.message_in("wamid.1", "hi", T0, false);
+        let input =
+            Input::Assign { conversation_id: "cv000000000001".into(), agent_id: "a1".into(), messages: Vec::new() };
+        world.apply(input, T0);
+        let due = world.open.as_ref().unwrap().clocks.reassign_at.expect("armed without a first response");
+        let input = Input::Deadline { conversation_id: "cv000000000001".into(), kind: DeadlineKind::IdleReassign, due };
+        let decision = world.apply(input, due);
+        assert_eq!(actions(&decision), ["unassigned", "routed"]);
+        assert_eq!(
+            bodies(&decision)[1].1,
+            EventBody::Routed { route: json!({"reason": "idle"}), team_id: Some("sales".into()) }
+        );
+        assert_eq!(
+            decision.effects,
+            [
+                Effect::ReleaseAgent { agent_id: "a1".into(), conversation_id: "cv000000000001".into() },
+                Effect::Route { preferred_agent: None, exclude_agent: Some("a1".into()) },
+            ]
+        );
     }
 
     #[test]
