@@ -290,7 +290,11 @@ impl ConversationState {
     }
 
     async fn on_assign(&mut self, conversation_id: String, agent_id: String) -> Result<(), ActorProcessingErr> {
-        let messages = match self.open.as_ref().filter(|open| open.conversation.id == conversation_id) {
+        // The messages are read only when the assignment can happen.
+        let assignable = self.open.as_ref().filter(|open| {
+            open.conversation.id == conversation_id && open.conversation.status == ConversationStatus::Queued
+        });
+        let messages = match assignable {
             Some(open) => self.messages_of(open)?,
             None => Vec::new(),
         };

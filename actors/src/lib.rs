@@ -378,8 +378,25 @@ impl System {
     }
 
     /// Attaches a WebSocket session to its agent; returns the agent's status.
+    /// The session's `login` goes into the event log first: a session the
+    /// log cannot record (the store cannot write) is refused as unavailable.
     pub async fn attach(&self, agent_id: &str, session: SessionHandle) -> Result<AgentStatus, ApiError> {
         let agent = self.agent(agent_id)?;
+        let role = self.shared.settings.agents.iter().find(|spec| spec.id == agent_id).map(|spec| spec.role);
+        let role = role.ok_or_else(|| ApiError::not_found(format!("no agent {agent_id}")))?;
+        let login = protocol::events::Event {
+            at: self.shared.now(),
+            conversation_id: None,
+            contact: None,
+            phone_number_id: None,
+            actor: protocol::events::Actor::user(agent_id),
+            body: protocol::events::EventBody::Login { role },
+        };
+        self.shared
+            .store
+            .commit(vec![Op::Event(Box::new(login))])
+            .await
+            .map_err(|error| ApiError::unavailable(format!("cannot record the login now: {error}")))?;
         ractor::call!(agent, |reply| AgentMsg::Attach { session, reply })
             .map_err(|_| ApiError::unavailable("the agent is restarting; reconnect"))
     }

@@ -1,7 +1,7 @@
 //! The conversation event log, through the real server: one conversation
 //! driven by signed webhooks (the customer, Meta's statuses) and WebSocket
-//! agents (reply, fields, transfer, close), then the log read back from the
-//! store in seq order, event by event.
+//! agents (log in, reply, fields, transfer, close), then the log read back
+//! from the store in seq order, event by event.
 
 use protocol::events::{Actor, Event, EventBody, FieldChange, Window};
 use protocol::ws::UnassignReason;
@@ -62,9 +62,14 @@ async fn one_conversation_leaves_its_whole_story_in_the_event_log() -> TestResul
     let story: Vec<(String, Value)> = log
         .iter()
         .map(|event| {
-            assert_eq!(event.conversation_id.as_deref(), Some(conversation_id.as_str()), "{event:?}");
-            assert_eq!(event.contact.as_deref(), Some(CUSTOMER), "{event:?}");
-            assert_eq!(event.phone_number_id.as_deref(), Some(PHONE_NUMBER_ID), "{event:?}");
+            if event.body.action() == "login" {
+                // About a session, not a conversation.
+                assert_eq!((&event.conversation_id, &event.contact, &event.phone_number_id), (&None, &None, &None));
+            } else {
+                assert_eq!(event.conversation_id.as_deref(), Some(conversation_id.as_str()), "{event:?}");
+                assert_eq!(event.contact.as_deref(), Some(CUSTOMER), "{event:?}");
+                assert_eq!(event.phone_number_id.as_deref(), Some(PHONE_NUMBER_ID), "{event:?}");
+            }
             (event.actor.label(), serde_json::to_value(&event.body).unwrap())
         })
         .collect();
@@ -72,7 +77,9 @@ async fn one_conversation_leaves_its_whole_story_in_the_event_log() -> TestResul
     let user = |id: &str| Actor::user(id).label();
     let customer = Actor::Customer.label();
     let (system, meta) = (Actor::System.label(), Actor::Meta.label());
+    let login = |id: &str| (user(id), body(EventBody::Login { role: protocol::model::Role::Agent }));
     let expected = vec![
+        login("a1"),
         (customer.clone(), body(EventBody::Opened { source: protocol::model::Source::organic() })),
         (
             customer.clone(),
@@ -106,6 +113,7 @@ async fn one_conversation_leaves_its_whole_story_in_the_event_log() -> TestResul
                 changes: vec![FieldChange { key: "outcome".into(), old: Value::Null, new: json!("follow_up") }],
             }),
         ),
+        login("a2"),
         (
             user("a1"),
             body(EventBody::Transferred {
