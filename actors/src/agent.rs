@@ -16,61 +16,14 @@ use protocol::ApiError;
 use protocol::model::AgentStatus;
 use protocol::time::UnixMs;
 use protocol::ws::{AgentWorkload, ServerFrame, SlaKind, SlaState, UnassignReason};
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use storage::Op;
 use tokio::sync::mpsc;
 
-use crate::conversation::ConversationMsg;
-use crate::manager::ManagerMsg;
+pub use crate::messages::{AgentMsg, SessionHandle};
+use crate::messages::{ConversationMsg, ManagerMsg, TeamMsg};
 use crate::settings::AgentSpec;
 use crate::shared::Shared;
-use crate::team::TeamMsg;
-
-/// The sending half of a WebSocket session's bounded outgoing queue.
-#[derive(Clone, Debug)]
-pub struct SessionHandle {
-    pub session_id: String,
-    pub sender: mpsc::Sender<Arc<ServerFrame>>,
-}
-
-pub enum AgentMsg {
-    Attach {
-        session: SessionHandle,
-        reply: RpcReplyPort<AgentStatus>,
-    },
-    Detach {
-        session_id: String,
-    },
-    SetStatus {
-        status: AgentStatus,
-        reply: RpcReplyPort<Result<AgentStatus, ApiError>>,
-    },
-    /// A committed event for this agent, in `seq` order.
-    Event(Arc<ServerFrame>),
-    /// Holds a slot for `conversation_id` if the agent may take a new one now.
-    TryReserve {
-        conversation_id: String,
-        reply: RpcReplyPort<bool>,
-    },
-    /// The reserved assignment was committed.
-    Confirm {
-        conversation_id: String,
-        thread_key: String,
-    },
-    /// The reserved assignment did not happen.
-    Cancel {
-        conversation_id: String,
-    },
-    /// The conversation left this agent (closed, transferred).
-    Release {
-        conversation_id: String,
-    },
-    /// Housekeeping: ends grace periods that ran out.
-    Tick,
-    Workload(RpcReplyPort<AgentWorkload>),
-    /// Tell the teams the free slots again (a team actor was restarted).
-    Reannounce,
-}
 
 pub struct AgentActor;
 
@@ -116,7 +69,7 @@ impl Actor for AgentActor {
         // period to reconnect before its conversations are routed elsewhere.
         let grace_until = (!args.open.is_empty() || args.status != AgentStatus::Offline)
             .then(|| args.shared.now() + args.shared.settings.presence_grace_ms);
-        let today = day_of(args.shared.now());
+        let today = crate::deadlines::utc_day_of(args.shared.now());
         Ok(AgentState {
             spec: args.spec,
             shared: args.shared,
@@ -231,13 +184,6 @@ impl Actor for AgentActor {
     }
 }
 
-const DAY_MS: i64 = 24 * 3_600_000;
-
-/// The UTC day number of `at` (for "today's" counts).
-pub(crate) fn day_of(at: UnixMs) -> i64 {
-    at.div_euclid(DAY_MS)
-}
-
 impl AgentState {
     /// Keeps the workload figures current from the agent's own events.
     fn observe(&mut self, frame: &ServerFrame) {
@@ -254,7 +200,7 @@ impl AgentState {
                 self.windows.remove(conversation_id);
             }
             ServerFrame::Sla { kind: SlaKind::FirstResponse, state: SlaState::Breached, .. } => {
-                let today = day_of(self.shared.now());
+                let today = crate::deadlines::utc_day_of(self.shared.now());
                 if self.frt_breaches.0 != today {
                     self.frt_breaches = (today, 0);
                 }
@@ -273,7 +219,7 @@ impl AgentState {
     }
 
     fn frt_breaches_today(&self) -> u32 {
-        if self.frt_breaches.0 == day_of(self.shared.now()) { self.frt_breaches.1 } else { 0 }
+        if self.frt_breaches.0 == crate::deadlines::utc_day_of(self.shared.now()) { self.frt_breaches.1 } else { 0 }
     }
 
     fn eligible(&self) -> bool {

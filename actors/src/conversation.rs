@@ -4,7 +4,7 @@
 //!
 //! Owns: the thread record and the open conversation record (loaded lazily
 //! from the store on the first message, so spawning is cheap).
-//! Restarted by: the [`crate::manager::ConversationManager`], from the store.
+//! Restarted by: the conversation manager (`manager.rs`), from the store.
 //!
 //! Every change is committed through the store's writer before anyone hears of
 //! it; agent events ride in the same commit and reach agents from the writer.
@@ -12,88 +12,24 @@
 use std::sync::Arc;
 
 use protocol::graph::{SendMessageRequest, SendMessageResponse};
-use protocol::model::{Contact, Conversation, ConversationStatus, DeliveryStatus, Direction, Message};
+use protocol::model::{ConversationStatus, DeliveryStatus, Direction, Message};
 use protocol::time::UnixMs;
-use protocol::ws::{ServerFrame, TemplateRequest, UnassignReason};
+use protocol::ws::{ServerFrame, UnassignReason};
 use protocol::{ApiError, ErrorCode};
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use serde_json::{Map, Value, json};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde_json::json;
 use storage::{
-    AssignmentChange, Batch, ConversationRecord, InboxEntry, InboxItem, IngestMessage, IngestOutcome, Op, SendIntent,
-    SlaEventRecord, StoredMessage, ThreadRecord,
+    Batch, ConversationRecord, InboxEntry, InboxItem, IngestMessage, IngestOutcome, Op, SendIntent, StoredMessage,
+    ThreadRecord,
 };
 
-use crate::agent::AgentMsg;
-use crate::deadlines::{self, Fired};
-use crate::manager::ManagerMsg;
-use crate::router::{RouteRequest, RouterMsg};
-use crate::rules;
+use crate::deadlines;
+use crate::decide::{Current, Decision, Effect, Input, Policy, decide};
+use crate::messages::{AgentMsg, ManagerMsg, PendingSend, Reply, RouteRequest, RouterMsg, TeamMsg};
+pub use crate::messages::{ConversationMsg, RequestKind};
 use crate::shared::{Principal, Shared};
-use crate::team::TeamMsg;
 use crate::timers::{Deadline, DeadlineKind};
-
-pub type Reply = RpcReplyPort<Result<Map<String, Value>, ApiError>>;
-
-/// What a client asks of a conversation.
-#[derive(Debug)]
-pub enum RequestKind {
-    Send { text: String },
-    SendTemplate { template: TemplateRequest },
-    SetFields { fields: Map<String, Value> },
-    Close { fields: Option<Map<String, Value>> },
-    Transfer { team: Option<String>, agent: Option<String> },
-}
-
-pub enum ConversationMsg {
-    /// An inbound message or status, durably in the inbox.
-    Inbound(Box<InboxEntry>),
-    /// An inbound message straight from a webhook, not yet stored: the actor
-    /// claims its wamid and applies it in one commit, then answers (accepted
-    /// or duplicate). If the actor fails first, the answer is dropped and the
-    /// webhook stores the message in the inbox instead.
-    Direct {
-        ingest: Box<IngestMessage>,
-        reply: tokio::sync::oneshot::Sender<IngestOutcome>,
-    },
-    /// The router or a team reserved a slot with `agent_id` for this conversation.
-    Assign {
-        conversation_id: String,
-        agent_id: String,
-    },
-    /// The agent went offline (after its grace period): route the conversation again.
-    Unassign {
-        conversation_id: String,
-        agent_id: String,
-        reason: UnassignReason,
-    },
-    Request {
-        principal: Principal,
-        conversation_id: String,
-        kind: RequestKind,
-        reply: Reply,
-    },
-    /// The Graph API answered a send started by `Request`.
-    SendCompleted(Box<PendingSend>, Result<SendMessageResponse, ApiError>),
-    /// A deadline armed for this conversation came due.
-    Deadline {
-        conversation_id: String,
-        kind: DeadlineKind,
-        due: UnixMs,
-    },
-    /// Test hook: makes the actor fail, as a bug would, to exercise supervision.
-    #[doc(hidden)]
-    FailForTest,
-}
-
-pub struct PendingSend {
-    conversation_id: String,
-    kind: String,
-    text: Option<String>,
-    template: Option<Value>,
-    reply: Reply,
-    /// The intent committed before Meta was called; filled in by `start_send`.
-    intent: Option<SendIntent>,
-}
+use protocol::events::EventBody;
 
 pub struct ConversationActor;
 
@@ -197,12 +133,11 @@ impl ConversationState {
         Ok(())
     }
 
-    /// The client-visible conversation with its messages, read from the store.
-    fn with_messages(&self, record: &ConversationRecord) -> Result<Conversation, ActorProcessingErr> {
-        let mut conversation = record.conversation.clone();
-        let messages = self.shared.reader.messages_counted(&conversation.id, record.message_count)?;
-        conversation.messages = Some(messages.into_iter().map(|stored| stored.message).collect());
-        Ok(conversation)
+    /// The conversation's messages so far, read from the store (an
+    /// `assigned` frame carries them).
+    fn messages_of(&self, record: &ConversationRecord) -> Result<Vec<Message>, ActorProcessingErr> {
+        let messages = self.shared.reader.messages_counted(&record.conversation.id, record.message_count)?;
+        Ok(messages.into_iter().map(|stored| stored.message).collect())
     }
 
     async fn on_inbound(&mut self, entry: InboxEntry) -> Result<(), ActorProcessingErr> {
@@ -215,57 +150,18 @@ impl ConversationState {
                 self.apply_message(ingest, Some(entry.seq)).await?;
             }
             InboxItem::Status { conversation_id, status } => {
-                let mut batch: Batch = vec![Op::DeleteInbox(entry.seq)];
-                let mut thread = self.thread.clone();
-                if let Some(thread) = thread.as_mut() {
-                    thread.last_inbox_seq = entry.seq;
-                    batch.push(Op::PutThread { key: self.thread_key.clone(), record: thread.clone() });
-                }
-                let new_status = DeliveryStatus::parse(&status.status);
                 let location = self.shared.reader.message_location(&status.id)?;
-                if let (Some(new_status), Some(location)) = (new_status, location)
-                    && let Some(mut stored) = self.shared.reader.message(&location.conversation_id, location.index)?
-                    && status_advances(stored.message.status, new_status)
-                {
-                    // A send whose outcome was unknown, matched with this
-                    // wamid by the store: the wamid becomes its id.
-                    if stored.message.id != status.id {
-                        stored.message.id = status.id.clone();
-                    }
-                    stored.message.status = Some(new_status);
-                    let error = (new_status == DeliveryStatus::Failed).then(|| {
-                        let first = status.errors.first();
-                        protocol::rules::meta_error(
-                            first.map_or(0, |error| error.code),
-                            first.and_then(|error| error.message.as_deref().or(error.title.as_deref())),
-                        )
-                    });
-                    stored.message.error = error.clone();
-                    batch.push(Op::PutMessage {
-                        conversation_id: conversation_id.clone(),
-                        thread_key: self.thread_key.clone(),
-                        index: location.index,
-                        message: Box::new(stored.clone()),
-                    });
-                    let holder = match &self.open {
-                        Some(open) if open.conversation.id == conversation_id => open.conversation.agent.clone(),
-                        _ => None,
-                    };
-                    if let Some(agent) = holder {
-                        batch.push(Op::AgentEvent {
-                            agent_id: agent,
-                            frame: Box::new(ServerFrame::Status {
-                                seq: 0,
-                                conversation_id: conversation_id.clone(),
-                                message_id: status.id.clone(),
-                                status: new_status,
-                                error,
-                            }),
-                        });
-                    }
-                }
-                self.commit(batch).await?;
-                self.thread = thread;
+                let stored = match location {
+                    Some(location) => self
+                        .shared
+                        .reader
+                        .message(&location.conversation_id, location.index)?
+                        .map(|stored| (location.index, Box::new(stored))),
+                    None => None,
+                };
+                let input = Input::StatusIn { inbox_seq: entry.seq, conversation_id, status: Box::new(status), stored };
+                let decision = self.decide(input)?;
+                self.commit_decision(decision).await?;
             }
         }
         Ok(())
@@ -288,105 +184,93 @@ impl ConversationState {
         ingest: IngestMessage,
         inbox_seq: Option<u64>,
     ) -> Result<IngestOutcome, ActorProcessingErr> {
-        let IngestMessage { phone_number_id, contact_key, contact, message } = ingest;
-        let now = self.now();
-        let profile_name = contact.as_ref().and_then(|contact| contact.profile.as_ref()?.name.clone());
-        let mut thread = self.thread.clone().unwrap_or_else(|| ThreadRecord {
-            contact: Contact { wa_id: contact_key.clone(), name: profile_name.clone() },
-            phone_number_id: phone_number_id.clone(),
-            open_conversation: None,
-            last_closed_by: None,
-            last_inbox_seq: 0,
-        });
-        if profile_name.is_some() {
-            thread.contact.name = profile_name;
-        }
-        if let Some(seq) = inbox_seq {
-            thread.last_inbox_seq = seq;
-        }
-        let mut opened = false;
-        let before = self.open.as_ref().map(deadlines::deadlines_of).unwrap_or_default();
-        let mut record = match self.open.clone() {
-            Some(record) => record,
-            None => {
-                opened = true;
-                let id = self.shared.store.next_conversation_id();
-                thread.open_conversation = Some(id.clone());
-                new_conversation(
-                    id,
-                    &thread,
-                    &self.thread_key,
-                    protocol::rules::source_of(&message),
-                    self.shared.settings.default_team(),
-                    now,
-                )
-            }
-        };
-        record.conversation.contact = thread.contact.clone();
-        let shown = protocol::rules::inbound_message(&message, now);
-        if opened {
-            let policy = self.shared.policies.of(record.conversation.team.as_deref());
-            record.clocks.frt = Some(deadlines::sla_clock(now, policy.sla.first_response_s, &policy.schedule));
-            record.clocks.trt = Some(deadlines::sla_clock(now, policy.sla.resolution_s, &policy.schedule));
-            if message.referral.is_some() {
-                record.clocks.entry_at = Some(shown.at);
-            }
-        } else if record.clocks.last_agent_reply_at.is_some()
-            && record.clocks.nrt.as_ref().is_none_or(|clock| clock.stopped_at.is_some())
-        {
-            let policy = self.shared.policies.of(record.conversation.team.as_deref());
-            record.clocks.nrt = Some(deadlines::sla_clock(now, policy.sla.next_response_s, &policy.schedule));
-        }
-        let previous_service_until = record.conversation.service_until;
-        let index = record.message_count;
-        record.message_count += 1;
-        record.last_customer_at = Some(record.last_customer_at.map_or(shown.at, |at| at.max(shown.at)));
-        record.conversation.service_until = record.last_customer_at.map(deadlines::service_until);
-        let raw = serde_json::to_string(&message).ok();
-        let conversation_id = record.conversation.id.clone();
-        let mut batch = Vec::with_capacity(6);
-        match inbox_seq {
-            Some(seq) => batch.push(Op::DeleteInbox(seq)),
-            None => batch.push(Op::ClaimInbound(message.id.clone())),
-        }
-        // The thread changes when a conversation opens, the name changes
-        // or an inbox entry is applied; not on every message.
-        if self.thread.as_ref() != Some(&thread) {
-            batch.push(Op::PutThread { key: self.thread_key.clone(), record: thread.clone() });
-        }
-        batch.push(Op::PutConversation(Box::new(record.clone())));
-        batch.push(Op::PutMessage {
-            conversation_id: conversation_id.clone(),
-            thread_key: self.thread_key.clone(),
-            index,
-            message: Box::new(StoredMessage { message: shown.clone(), raw }),
-        });
-        if let (ConversationStatus::Assigned, Some(agent)) = (record.conversation.status, &record.conversation.agent) {
-            batch.push(Op::AgentEvent {
-                agent_id: agent.clone(),
-                frame: Box::new(ServerFrame::Message {
-                    seq: 0,
-                    conversation_id: conversation_id.clone(),
-                    message: shown,
-                }),
-            });
-            if record.conversation.service_until != previous_service_until {
-                batch.push(Op::AgentEvent { agent_id: agent.clone(), frame: Box::new(window_frame(&record)) });
-            }
-        }
-        let outcome = self.shared.store.commit(batch).await?;
-        if outcome.ingested.first() == Some(&IngestOutcome::Duplicate) {
+        let new_conversation_id = self.open.is_none().then(|| self.shared.store.next_conversation_id());
+        let decision = self.decide(Input::MessageIn { ingest, inbox_seq, new_conversation_id })?;
+        let opened = decision.opened;
+        let Some(outcome) = self.commit_decision(decision).await? else {
             return Ok(IngestOutcome::Duplicate); // claimed meanwhile by the inbox path
-        }
-        self.arm_new(&before, &record);
+        };
+        debug_assert!(outcome.ingested.first() != Some(&IngestOutcome::Duplicate));
         metrics::counter!(crate::metrics::MESSAGES_TOTAL, "direction" => "in").increment(1);
-        self.thread = Some(thread.clone());
         if opened {
             metrics::counter!(crate::metrics::CONVERSATIONS_OPENED_TOTAL).increment(1);
-            self.route(&record, thread.last_closed_by.clone());
         }
-        self.open = Some(record);
         Ok(IngestOutcome::Accepted { seq: inbox_seq.unwrap_or(0) })
+    }
+
+    /// Decides `input` against the actor's thread and open conversation.
+    fn decide(&self, input: Input) -> Result<Decision, ApiError> {
+        let current = Current { thread_key: &self.thread_key, thread: self.thread.as_ref(), open: self.open.as_ref() };
+        let policy = Policy {
+            policies: &self.shared.policies,
+            dispositions: &self.shared.settings.dispositions,
+            default_team: self.shared.settings.default_team(),
+        };
+        decide(current, input, self.now(), policy)
+    }
+
+    /// Commits a decision's writes and events in one batch, then takes its
+    /// records as the actor's own, arms the deadlines it added and performs
+    /// its effects. `None` when the batch's claim was refused (a duplicate):
+    /// then nothing changed.
+    async fn commit_decision(
+        &mut self,
+        mut decision: Decision,
+    ) -> Result<Option<storage::CommitOutcome>, ActorProcessingErr> {
+        let batch = decision.into_batch();
+        let outcome = self.shared.store.commit(batch).await?;
+        if outcome.ingested.first() == Some(&IngestOutcome::Duplicate) {
+            return Ok(None);
+        }
+        if let Some(thread) = decision.thread.take() {
+            self.thread = Some(thread);
+        }
+        if let Some(record) = decision.record.take() {
+            let is_this_open = self.open.as_ref().is_none_or(|open| open.conversation.id == record.conversation.id);
+            if is_this_open {
+                let before = self.open.as_ref().map(deadlines::deadlines_of).unwrap_or_default();
+                if decision.record_is_open {
+                    self.arm_new(&before, &record);
+                    self.open = Some(record);
+                } else {
+                    self.open = None;
+                }
+            }
+        }
+        for effect in decision.effects {
+            self.perform(effect);
+        }
+        Ok(Some(outcome))
+    }
+
+    fn perform(&self, effect: Effect) {
+        match effect {
+            Effect::Route { preferred_agent, exclude_agent } => {
+                if let Some(record) = &self.open {
+                    self.route_excluding(record, preferred_agent, exclude_agent);
+                }
+            }
+            Effect::ReleaseAgent { agent_id, conversation_id } => {
+                if let Some(agent) = self.shared.agent(&agent_id) {
+                    let _ = agent.cast(AgentMsg::Release { conversation_id });
+                }
+            }
+            Effect::LeaveTeamQueue { team_id, conversation_id } => {
+                if let Some(team) = self.shared.directory().team(&team_id) {
+                    let _ = team.cast(TeamMsg::Remove { conversation_id });
+                }
+            }
+            Effect::CancelReservation { agent_id, conversation_id } => {
+                if let Some(agent) = self.shared.agent(&agent_id) {
+                    let _ = agent.cast(AgentMsg::Cancel { conversation_id });
+                }
+            }
+            Effect::ConfirmReservation { agent_id, conversation_id } => {
+                if let Some(agent) = self.shared.agent(&agent_id) {
+                    let _ = agent.cast(AgentMsg::Confirm { conversation_id, thread_key: self.thread_key.clone() });
+                }
+            }
+        }
     }
 
     fn route(&self, record: &ConversationRecord, preferred_agent: Option<String>) {
@@ -406,59 +290,31 @@ impl ConversationState {
     }
 
     async fn on_assign(&mut self, conversation_id: String, agent_id: String) -> Result<(), ActorProcessingErr> {
-        let agent = self.shared.agent(&agent_id);
-        let assignable = self.open.as_ref().is_some_and(|open| {
+        // The messages are read only when the assignment can happen.
+        let assignable = self.open.as_ref().filter(|open| {
             open.conversation.id == conversation_id && open.conversation.status == ConversationStatus::Queued
         });
-        if !assignable {
-            if let Some(agent) = agent {
+        let messages = match assignable {
+            Some(open) => self.messages_of(open)?,
+            None => Vec::new(),
+        };
+        let input = Input::Assign { conversation_id: conversation_id.clone(), agent_id: agent_id.clone(), messages };
+        let decision = self.decide(input)?;
+        let assigned = decision.record.is_some();
+        if let Err(error) = self.commit_decision(decision).await {
+            // The slot was reserved for nothing; the conversation still waits.
+            if let Some(agent) = self.shared.agent(&agent_id) {
                 let _ = agent.cast(AgentMsg::Cancel { conversation_id });
             }
-            return Ok(());
-        }
-        let mut record = self.open.clone().expect("checked above");
-        let before = deadlines::deadlines_of(&record);
-        let now = self.now();
-        record.conversation.status = ConversationStatus::Assigned;
-        record.conversation.agent = Some(agent_id.clone());
-        record.assigned_at = Some(now);
-        record.queued_at = None;
-        self.arm_idle_reassign(&mut record, now);
-        record.clocks.history.push(AssignmentChange {
-            at: now,
-            agent: Some(agent_id.clone()),
-            reason: "assigned".into(),
-        });
-        let conversation = self.with_messages(&record)?;
-        let batch = vec![
-            Op::PutConversation(Box::new(record.clone())),
-            Op::AgentEvent {
-                agent_id: agent_id.clone(),
-                frame: Box::new(ServerFrame::Assigned { seq: 0, conversation }),
-            },
-        ];
-        if let Err(error) = self.commit(batch).await {
-            if let Some(agent) = &agent {
-                let _ = agent.cast(AgentMsg::Cancel { conversation_id });
+            if let Some(open) = &self.open {
+                self.route(open, None);
             }
-            self.route(&record, None);
             return Err(error);
         }
-        metrics::counter!(crate::metrics::ASSIGNMENTS_TOTAL).increment(1);
-        if let Some(agent) = agent {
-            let _ = agent.cast(AgentMsg::Confirm { conversation_id, thread_key: self.thread_key.clone() });
+        if assigned {
+            metrics::counter!(crate::metrics::ASSIGNMENTS_TOTAL).increment(1);
         }
-        self.arm_new(&before, &record);
-        self.open = Some(record);
         Ok(())
-    }
-
-    /// Arms idle reassignment for a newly assigned conversation that has had
-    /// no first response yet (`reassign_after_s`, in the team's hours).
-    fn arm_idle_reassign(&self, record: &mut ConversationRecord, now: UnixMs) {
-        let policy = self.shared.policies.of(record.conversation.team.as_deref());
-        record.clocks.reassign_at = (policy.sla.reassign_after_s > 0 && record.first_response_at.is_none())
-            .then(|| policy.schedule.add(now, policy.sla.reassign_after_s as i64 * 1000));
     }
 
     /// Arms the record's deadlines that `before` did not have.
@@ -477,79 +333,30 @@ impl ConversationState {
         kind: DeadlineKind,
         due: UnixMs,
     ) -> Result<(), ActorProcessingErr> {
-        let Some(mut record) = self.open.clone().filter(|open| open.conversation.id == conversation_id) else {
-            return Ok(());
-        };
-        let now = self.now();
-        let holder =
-            record.conversation.agent.clone().filter(|_| record.conversation.status == ConversationStatus::Assigned);
-        match deadlines::on_fired(&mut record, kind, due, now) {
-            Fired::Nothing => {}
-            Fired::WindowClosed => {
-                if let Some(agent) = holder {
-                    self.commit(vec![Op::AgentEvent { agent_id: agent, frame: Box::new(window_frame(&record)) }])
-                        .await?;
-                }
-            }
-            Fired::Sla(sla_kind, sla_state) => {
-                let kind_label = match sla_kind {
-                    protocol::ws::SlaKind::FirstResponse => "first_response",
-                    protocol::ws::SlaKind::NextResponse => "next_response",
-                    protocol::ws::SlaKind::Resolution => "resolution",
-                };
-                let state_label = match sla_state {
-                    protocol::ws::SlaState::Warning => "warning",
-                    protocol::ws::SlaState::Breached => "breached",
-                };
-                metrics::counter!(crate::metrics::SLA_EVENTS_TOTAL, "kind" => kind_label, "state" => state_label)
-                    .increment(1);
-                record.clocks.sla_events.push(SlaEventRecord {
-                    kind: sla_kind,
-                    state: sla_state,
-                    at: now,
-                    agent: holder.clone(),
-                    team: record.conversation.team.clone(),
-                });
-                let mut batch = vec![Op::PutConversation(Box::new(record.clone()))];
-                if let Some(agent) = holder {
-                    if (sla_kind, sla_state) == (protocol::ws::SlaKind::FirstResponse, protocol::ws::SlaState::Breached)
-                    {
-                        let day = crate::agent::day_of(now);
-                        batch.push(Op::CountFirstResponseBreach { agent_id: agent.clone(), day });
-                    }
-                    batch.push(Op::AgentEvent {
-                        agent_id: agent,
-                        frame: Box::new(ServerFrame::Sla { seq: 0, conversation_id, kind: sla_kind, state: sla_state }),
-                    });
-                }
-                self.commit(batch).await?;
-                self.open = Some(record);
-            }
-            Fired::Reassign => {
-                let Some(previous) = holder else { return Ok(()) };
-                record.conversation.status = ConversationStatus::Queued;
-                record.conversation.agent = None;
-                record.queued_at = Some(now);
-                record.clocks.history.push(AssignmentChange { at: now, agent: None, reason: "reassigned_idle".into() });
-                let batch = vec![
-                    Op::PutConversation(Box::new(record.clone())),
-                    Op::AgentEvent {
-                        agent_id: previous.clone(),
-                        frame: Box::new(ServerFrame::Unassigned {
-                            seq: 0,
-                            conversation_id: conversation_id.clone(),
-                            reason: UnassignReason::ReassignedIdle,
-                        }),
-                    },
-                ];
-                self.commit(batch).await?;
-                metrics::counter!(crate::metrics::IDLE_REASSIGNMENTS_TOTAL).increment(1);
-                if let Some(agent) = self.shared.agent(&previous) {
-                    let _ = agent.cast(AgentMsg::Release { conversation_id });
-                }
-                self.open = Some(record.clone());
-                self.route_excluding(&record, None, Some(previous));
-            }
+        let decision = self.decide(Input::Deadline { conversation_id, kind, due })?;
+        let counted: Vec<(&'static str, &'static str)> = decision
+            .events
+            .iter()
+            .filter_map(|event| match &event.body {
+                EventBody::SlaWarning { clock, .. } => Some((sla_kind_label(*clock), "warning")),
+                EventBody::SlaBreach { clock, .. } => Some((sla_kind_label(*clock), "breached")),
+                _ => None,
+            })
+            .collect();
+        let reassigned = decision
+            .events
+            .iter()
+            .any(|event| matches!(event.body, EventBody::Unassigned { reason: UnassignReason::ReassignedIdle, .. }));
+        if decision.writes.is_empty() && decision.events.is_empty() {
+            return Ok(()); // stale: the state moved on since it was armed
+        }
+        self.commit_decision(decision).await?;
+        for (kind_label, state_label) in counted {
+            metrics::counter!(crate::metrics::SLA_EVENTS_TOTAL, "kind" => kind_label, "state" => state_label)
+                .increment(1);
+        }
+        if reassigned {
+            metrics::counter!(crate::metrics::IDLE_REASSIGNMENTS_TOTAL).increment(1);
         }
         Ok(())
     }
@@ -560,28 +367,11 @@ impl ConversationState {
         agent_id: String,
         reason: UnassignReason,
     ) -> Result<(), ActorProcessingErr> {
-        let Some(mut record) = self.open.clone() else { return Ok(()) };
-        if record.conversation.id != conversation_id || record.conversation.agent.as_deref() != Some(agent_id.as_str())
-        {
-            return Ok(());
+        let decision = self.decide(Input::Unassign { conversation_id, agent_id, reason })?;
+        if decision.record.is_none() {
+            return Ok(()); // not this agent's (any more)
         }
-        record.conversation.status = ConversationStatus::Queued;
-        record.conversation.agent = None;
-        record.queued_at = Some(self.now());
-        record.clocks.reassign_at = None;
-        let reason_label = serde_json::to_value(reason).ok().and_then(|value| value.as_str().map(str::to_owned));
-        record.clocks.history.push(AssignmentChange {
-            at: self.now(),
-            agent: None,
-            reason: reason_label.unwrap_or_else(|| "unassigned".into()),
-        });
-        let batch = vec![
-            Op::PutConversation(Box::new(record.clone())),
-            Op::AgentEvent { agent_id, frame: Box::new(ServerFrame::Unassigned { seq: 0, conversation_id, reason }) },
-        ];
-        self.commit(batch).await?;
-        self.open = Some(record.clone());
-        self.route(&record, None);
+        self.commit_decision(decision).await?;
         Ok(())
     }
 
@@ -611,6 +401,23 @@ impl ConversationState {
             return Err(ApiError::forbidden(format!("conversation {conversation_id} is not assigned to you")));
         }
         Ok(record.clone())
+    }
+
+    /// Decides a client's request and answers it: a refusal goes back
+    /// through the reply port and changes nothing; otherwise the decision is
+    /// committed first. Returns whether it was committed.
+    async fn answer_with_decision(&mut self, input: Input, reply: Reply) -> Result<bool, ActorProcessingErr> {
+        let mut decision = match self.decide(input) {
+            Ok(decision) => decision,
+            Err(refusal) => {
+                let _ = reply.send(Err(refusal));
+                return Ok(false);
+            }
+        };
+        let answer = decision.answer.take().unwrap_or_default();
+        self.commit_decision(decision).await?;
+        let _ = reply.send(Ok(answer));
+        Ok(true)
     }
 
     async fn on_request(
@@ -674,19 +481,17 @@ impl ConversationState {
                 self.start_send(&principal, &record, request, pending).await?;
             }
             RequestKind::SetFields { fields } => {
-                if let Err(error) = rules::validate_fields(&self.shared.settings.dispositions, &fields) {
-                    let _ = reply.send(Err(error));
-                    return Ok(());
-                }
-                let mut record = record;
-                record.conversation.fields.extend(fields);
-                self.commit(vec![Op::PutConversation(Box::new(record.clone()))]).await?;
-                let body = json!({"fields": record.conversation.fields});
-                self.open = Some(record);
-                let _ = reply.send(Ok(object(body)));
+                let input = Input::SetFields { by: principal.agent_id.clone(), fields };
+                self.answer_with_decision(input, reply).await?;
             }
-            RequestKind::Close { fields } => self.close(principal, record, fields.unwrap_or_default(), reply).await?,
-            RequestKind::Transfer { team, agent } => self.transfer(record, team, agent, reply).await?,
+            RequestKind::Close { fields } => {
+                let input = Input::Close { by: principal.agent_id.clone(), fields: fields.unwrap_or_default() };
+                let closed = self.answer_with_decision(input, reply).await?;
+                if closed {
+                    metrics::counter!(crate::metrics::CONVERSATIONS_CLOSED_TOTAL).increment(1);
+                }
+            }
+            RequestKind::Transfer { team, agent } => self.transfer(&principal, record, team, agent, reply).await?,
         }
         Ok(())
     }
@@ -760,9 +565,8 @@ impl ConversationState {
                 return Ok(());
             }
         };
-        let now = self.now();
         let is_open = self.open.as_ref().is_some_and(|open| open.conversation.id == pending.conversation_id);
-        let mut record = if is_open {
+        let record = if is_open {
             self.open.clone().expect("checked above")
         } else {
             match self.shared.reader.conversation(&pending.conversation_id)? {
@@ -778,81 +582,12 @@ impl ConversationState {
                 }
             }
         };
-        let before = deadlines::deadlines_of(&record);
-        let opened_free_entry = deadlines::free_entry_until(&record, now);
-        if let Some(until) = opened_free_entry {
-            record.conversation.free_entry_until = Some(until);
-        }
-        if record.clocks.first_outbound_at.is_none() {
-            record.clocks.first_outbound_at = Some(now);
-        }
-        if is_open {
-            // A reply from the business: response clocks stop, idle reassignment is off.
-            record.clocks.last_agent_reply_at = Some(now);
-            deadlines::stop_clock(&mut record.clocks.frt, now);
-            if let Some(started) = record.clocks.nrt.as_ref().map(|clock| clock.started_at)
-                && deadlines::stop_clock(&mut record.clocks.nrt, now)
-            {
-                let policy = self.shared.policies.of(record.conversation.team.as_deref());
-                record.clocks.nrt_done_ms.push(policy.schedule.between(started, now));
-            }
-            record.clocks.reassign_at = None;
-        }
-        let free_entry = record.conversation.free_entry_until.is_some_and(|until| now < until);
-        let free = match pending.kind.as_str() {
-            "text" => true, // service messages inside the service window are free
-            _ => free_entry,
-        };
-        let message = Message {
-            id: wamid.clone(),
-            direction: Direction::Out,
-            kind: pending.kind.clone(),
-            text: pending.text.clone(),
-            media: pending.template.clone().map(|template| json!({"template": template})),
-            at: now,
-            status: None,
-            free: Some(free),
-            error: None,
-        };
-        let index = record.message_count;
-        record.message_count += 1;
-        if record.conversation.status == ConversationStatus::Assigned && record.first_response_at.is_none() {
-            record.first_response_at = Some(now);
-        }
-        let mut batch = vec![
-            Op::PutMessage {
-                conversation_id: record.conversation.id.clone(),
-                thread_key: self.thread_key.clone(),
-                index,
-                message: Box::new(StoredMessage { message: message.clone(), raw: None }),
-            },
-            Op::PutConversation(Box::new(record.clone())),
-            Op::ResolveSendIntent {
-                thread_key: self.thread_key.clone(),
-                local_id: intent.local_id,
-                wamid: Some(wamid),
-            },
-        ];
-        if let (true, Some(agent)) = (is_open, &record.conversation.agent) {
-            batch.push(Op::AgentEvent {
-                agent_id: agent.clone(),
-                frame: Box::new(ServerFrame::Message {
-                    seq: 0,
-                    conversation_id: record.conversation.id.clone(),
-                    message: message.clone(),
-                }),
-            });
-            if opened_free_entry.is_some() {
-                batch.push(Op::AgentEvent { agent_id: agent.clone(), frame: Box::new(window_frame(&record)) });
-            }
-        }
-        self.commit(batch).await?;
+        let mut decision =
+            self.decide(Input::SendAccepted { record: Box::new(record), intent: Box::new(intent), wamid })?;
+        let answer = decision.answer.take().unwrap_or_default();
+        self.commit_decision(decision).await?;
         metrics::counter!(crate::metrics::MESSAGES_TOTAL, "direction" => "out").increment(1);
-        if is_open {
-            self.arm_new(&before, &record);
-            self.open = Some(record);
-        }
-        let _ = pending.reply.send(Ok(object(json!({ "message": message }))));
+        let _ = pending.reply.send(Ok(answer));
         Ok(())
     }
 
@@ -867,7 +602,8 @@ impl ConversationState {
                 None => return Ok(()),
             },
         };
-        let batch = unknown_send_batch(&mut record, intent);
+        let actor = protocol::events::Actor::user(intent.sent_by.clone());
+        let batch = unknown_send_batch(&mut record, intent, actor, self.now());
         self.commit(batch).await?;
         if is_open {
             self.open = Some(record);
@@ -875,99 +611,24 @@ impl ConversationState {
         Ok(())
     }
 
-    async fn close(
-        &mut self,
-        principal: Principal,
-        mut record: ConversationRecord,
-        fields: Map<String, Value>,
-        reply: Reply,
-    ) -> Result<(), ActorProcessingErr> {
-        let specs = &self.shared.settings.dispositions;
-        if let Err(error) = rules::validate_fields(specs, &fields) {
-            let _ = reply.send(Err(error));
-            return Ok(());
-        }
-        let mut merged = record.conversation.fields.clone();
-        merged.extend(fields);
-        let missing = rules::missing_on_close(specs, &merged);
-        if !missing.is_empty() {
-            let _ = reply.send(Err(rules::disposition_required(missing)));
-            return Ok(());
-        }
-        let holder = record.conversation.agent.clone();
-        let was_queued = record.conversation.status == ConversationStatus::Queued;
-        record.conversation.fields = merged;
-        record.conversation.status = ConversationStatus::Closed;
-        let now = self.now();
-        record.conversation.closed_at = Some(now);
-        for clock in [&mut record.clocks.frt, &mut record.clocks.nrt, &mut record.clocks.trt] {
-            deadlines::stop_clock(clock, now);
-        }
-        record.clocks.reassign_at = None;
-        record.clocks.history.push(AssignmentChange { at: now, agent: None, reason: "closed".into() });
-        let mut thread = self.thread.clone().expect("an open conversation has a thread");
-        thread.open_conversation = None;
-        thread.last_closed_by = Some(holder.clone().unwrap_or(principal.agent_id.clone()));
-        let conversation_id = record.conversation.id.clone();
-        let mut batch = vec![
-            Op::PutConversation(Box::new(record.clone())),
-            Op::PutThread { key: self.thread_key.clone(), record: thread.clone() },
-        ];
-        if let Some(agent) = &holder {
-            batch.push(Op::AgentEvent {
-                agent_id: agent.clone(),
-                frame: Box::new(ServerFrame::Unassigned {
-                    seq: 0,
-                    conversation_id: conversation_id.clone(),
-                    reason: UnassignReason::Closed,
-                }),
-            });
-        }
-        self.commit(batch).await?;
-        metrics::counter!(crate::metrics::CONVERSATIONS_CLOSED_TOTAL).increment(1);
-        self.thread = Some(thread);
-        self.open = None;
-        if let Some(agent) = holder.as_deref().and_then(|agent| self.shared.agent(agent)) {
-            let _ = agent.cast(AgentMsg::Release { conversation_id: conversation_id.clone() });
-        }
-        if was_queued
-            && let Some(team) = record.conversation.team.as_deref().and_then(|team| self.shared.directory().team(team))
-        {
-            let _ = team.cast(TeamMsg::Remove { conversation_id });
-        }
-        let _ = reply.send(Ok(object(json!({ "conversation": record.conversation }))));
-        Ok(())
-    }
-
     async fn transfer(
         &mut self,
-        mut record: ConversationRecord,
+        principal: &Principal,
+        record: ConversationRecord,
         team: Option<String>,
         agent: Option<String>,
         reply: Reply,
     ) -> Result<(), ActorProcessingErr> {
         let directory = self.shared.directory();
-        let previous = record.conversation.agent.clone();
         let conversation_id = record.conversation.id.clone();
-        let was_queued = record.conversation.status == ConversationStatus::Queued;
-        let mut batch: Batch = Vec::new();
-        if let Some(previous) = &previous {
-            batch.push(Op::AgentEvent {
-                agent_id: previous.clone(),
-                frame: Box::new(ServerFrame::Unassigned {
-                    seq: 0,
-                    conversation_id: conversation_id.clone(),
-                    reason: UnassignReason::Transferred,
-                }),
-            });
-        }
+        let by = principal.agent_id.clone();
         match (team, agent) {
             (_, Some(target)) => {
                 let Some(target_ref) = directory.agent(&target) else {
                     let _ = reply.send(Err(ApiError::not_found(format!("no agent {target}"))));
                     return Ok(());
                 };
-                if previous.as_deref() == Some(target.as_str()) {
+                if record.conversation.agent.as_deref() == Some(target.as_str()) {
                     let _ = reply.send(Err(ApiError::bad_request(format!(
                         "conversation {conversation_id} is already with {target}"
                     ))));
@@ -985,129 +646,43 @@ impl ConversationState {
                     )));
                     return Ok(());
                 }
-                let before = deadlines::deadlines_of(&record);
-                let now = self.now();
-                record.conversation.status = ConversationStatus::Assigned;
-                record.conversation.agent = Some(target.clone());
-                record.assigned_at = Some(now);
-                record.queued_at = None;
-                self.arm_idle_reassign(&mut record, now);
-                record.clocks.history.push(AssignmentChange {
-                    at: now,
-                    agent: Some(target.clone()),
-                    reason: "transferred".into(),
-                });
-                let conversation = self.with_messages(&record)?;
-                batch.push(Op::PutConversation(Box::new(record.clone())));
-                batch.push(Op::AgentEvent {
-                    agent_id: target.clone(),
-                    frame: Box::new(ServerFrame::Assigned { seq: 0, conversation }),
-                });
-                if let Err(error) = self.commit(batch).await {
+                let messages = self.messages_of(&record)?;
+                let decided = self.decide(Input::TransferToAgent { by, target, messages });
+                let mut decision = match decided {
+                    Ok(decision) => decision,
+                    Err(refusal) => {
+                        let _ = target_ref.cast(AgentMsg::Cancel { conversation_id });
+                        let _ = reply.send(Err(refusal));
+                        return Ok(());
+                    }
+                };
+                let answer = decision.answer.take().unwrap_or_default();
+                if let Err(error) = self.commit_decision(decision).await {
                     let _ = target_ref.cast(AgentMsg::Cancel { conversation_id });
                     return Err(error);
                 }
-                self.arm_new(&before, &record);
-                let _ = target_ref.cast(AgentMsg::Confirm {
-                    conversation_id: conversation_id.clone(),
-                    thread_key: self.thread_key.clone(),
-                });
+                let _ = reply.send(Ok(answer));
             }
             (Some(team), None) => {
                 if directory.team(&team).is_none() {
                     let _ = reply.send(Err(ApiError::not_found(format!("no team {team}"))));
                     return Ok(());
                 }
-                record.conversation.status = ConversationStatus::Queued;
-                record.conversation.agent = None;
-                record.conversation.team = Some(team);
-                record.queued_at = Some(self.now());
-                record.clocks.reassign_at = None;
-                record.clocks.history.push(AssignmentChange {
-                    at: self.now(),
-                    agent: None,
-                    reason: "transferred".into(),
-                });
-                batch.push(Op::PutConversation(Box::new(record.clone())));
-                self.commit(batch).await?;
-                self.route(&record, None);
+                self.answer_with_decision(Input::TransferToTeam { by, team }, reply).await?;
             }
             (None, None) => {
                 let _ = reply.send(Err(ApiError::bad_request("say where to transfer: `team` or `agent`")));
-                return Ok(());
             }
         }
-        if let Some(previous) = previous.as_deref().and_then(|agent| directory.agent(agent)) {
-            let _ = previous.cast(AgentMsg::Release { conversation_id: conversation_id.clone() });
-        }
-        if was_queued
-            && let Some(old_team) = self
-                .open
-                .as_ref()
-                .and_then(|open| open.conversation.team.clone())
-                .and_then(|team| directory.team(&team))
-        {
-            let _ = old_team.cast(TeamMsg::Remove { conversation_id });
-        }
-        let body = json!({ "conversation": record.conversation });
-        self.open = Some(record);
-        let _ = reply.send(Ok(object(body)));
         Ok(())
     }
 }
 
-fn new_conversation(
-    id: String,
-    thread: &ThreadRecord,
-    thread_key: &str,
-    source: protocol::model::Source,
-    team: Option<&str>,
-    now: UnixMs,
-) -> ConversationRecord {
-    ConversationRecord {
-        conversation: Conversation {
-            id,
-            contact: thread.contact.clone(),
-            phone_number_id: thread.phone_number_id.clone(),
-            status: ConversationStatus::Queued,
-            team: team.map(str::to_owned),
-            agent: None,
-            source,
-            service_until: None,
-            free_entry_until: None,
-            fields: Map::new(),
-            opened_at: now,
-            closed_at: None,
-            messages: None,
-        },
-        thread_key: thread_key.to_owned(),
-        message_count: 0,
-        last_customer_at: None,
-        queued_at: Some(now),
-        assigned_at: None,
-        first_response_at: None,
-        clocks: Default::default(),
-    }
-}
-
-/// The `window` event for a conversation's current windows.
-fn window_frame(record: &ConversationRecord) -> ServerFrame {
-    ServerFrame::Window {
-        seq: 0,
-        conversation_id: record.conversation.id.clone(),
-        service_until: record.conversation.service_until,
-        free_entry_until: record.conversation.free_entry_until,
-    }
-}
-
-/// Delivery statuses only move forward (sent → delivered → read); `failed`
-/// always lands.
-fn status_advances(current: Option<DeliveryStatus>, new: DeliveryStatus) -> bool {
-    match (current, new) {
-        (_, DeliveryStatus::Failed) => current != Some(DeliveryStatus::Failed),
-        (None, _) => true,
-        (Some(DeliveryStatus::Failed), _) => false,
-        (Some(current), new) => new > current,
+fn sla_kind_label(kind: protocol::ws::SlaKind) -> &'static str {
+    match kind {
+        protocol::ws::SlaKind::FirstResponse => "first_response",
+        protocol::ws::SlaKind::NextResponse => "next_response",
+        protocol::ws::SlaKind::Resolution => "resolution",
     }
 }
 
@@ -1161,10 +736,17 @@ pub(crate) fn unknown_message(intent: &SendIntent) -> Message {
 }
 
 /// Appends an intent's `unknown` message to `record` (its conversation) and
-/// returns the batch that stores it, marks the intent unknown and tells the
-/// holder. The conversation's clocks are left alone: whether the customer
-/// got a reply is not known.
-pub(crate) fn unknown_send_batch(record: &mut ConversationRecord, intent: &SendIntent) -> Batch {
+/// returns the batch that stores it, marks the intent unknown, tells the
+/// holder and logs a `message_out` by `actor` (the sender when the answer is
+/// lost live; `System` when recovery finds it at a start). The
+/// conversation's clocks are left alone: whether the customer got a reply
+/// is not known.
+pub(crate) fn unknown_send_batch(
+    record: &mut ConversationRecord,
+    intent: &SendIntent,
+    actor: protocol::events::Actor,
+    now: UnixMs,
+) -> Batch {
     let message = unknown_message(intent);
     let index = record.message_count;
     record.message_count += 1;
@@ -1181,9 +763,20 @@ pub(crate) fn unknown_send_batch(record: &mut ConversationRecord, intent: &SendI
     if let (ConversationStatus::Assigned, Some(agent)) = (record.conversation.status, &record.conversation.agent) {
         batch.push(Op::AgentEvent {
             agent_id: agent.clone(),
-            frame: Box::new(ServerFrame::Message { seq: 0, conversation_id: record.conversation.id.clone(), message }),
+            frame: Box::new(ServerFrame::Message {
+                seq: 0,
+                conversation_id: record.conversation.id.clone(),
+                message: message.clone(),
+            }),
         });
     }
+    let body = protocol::events::EventBody::MessageOut {
+        id: message.id.clone(),
+        message_type: message.kind.clone(),
+        text: message.text.clone(),
+        template: intent.template.as_ref().and_then(|template| template["name"].as_str()).map(str::to_owned),
+    };
+    batch.push(Op::Event(Box::new(crate::decide::event_of(record, now, actor, body))));
     batch
 }
 
@@ -1195,16 +788,11 @@ fn local_message_id(conversation_id: &str, now: UnixMs) -> String {
     format!("local.{conversation_id}.{now}.{n}")
 }
 
-fn object(value: Value) -> Map<String, Value> {
-    match value {
-        Value::Object(map) => map,
-        _ => Map::new(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decide::new_conversation;
+    use protocol::model::Contact;
 
     #[test]
     fn a_send_is_unknown_only_when_metas_answer_is_missing() {
@@ -1258,25 +846,16 @@ mod tests {
             created_at: 42,
             unknown_at: None,
         };
-        let batch = unknown_send_batch(&mut record, &intent);
+        let batch = unknown_send_batch(&mut record, &intent, protocol::events::Actor::User { id: "a1".into() }, 50);
         assert_eq!(record.message_count, 3);
         let Op::PutMessage { index: 2, message, .. } = &batch[0] else { panic!("{batch:?}") };
         assert_eq!(message.message.status, Some(DeliveryStatus::Unknown));
         assert_eq!((message.message.id.as_str(), message.message.at), ("local.x", 42));
         assert!(matches!(&batch[2], Op::SendIntentUnknown { index: 2, .. }));
         assert!(matches!(&batch[3], Op::AgentEvent { agent_id, .. } if agent_id == "a1"));
-    }
-
-    #[test]
-    fn statuses_only_advance() {
-        use DeliveryStatus::*;
-        assert!(status_advances(Some(Unknown), Sent));
-        assert!(status_advances(Some(Unknown), Failed));
-        assert!(status_advances(None, Sent));
-        assert!(status_advances(Some(Sent), Read));
-        assert!(!status_advances(Some(Read), Delivered));
-        assert!(status_advances(Some(Read), Failed));
-        assert!(!status_advances(Some(Failed), Read));
-        assert!(!status_advances(Some(Failed), Failed));
+        let Op::Event(event) = &batch[4] else { panic!("the unknown send is logged: {batch:?}") };
+        assert_eq!(event.actor, protocol::events::Actor::user("a1"));
+        assert_eq!((event.at, event.conversation_id.as_deref()), (50, Some("cv000000000001")));
+        assert!(matches!(&event.body, protocol::events::EventBody::MessageOut { id, .. } if id == "local.x"));
     }
 }

@@ -190,6 +190,13 @@ pub fn on_fired(record: &mut ConversationRecord, kind: DeadlineKind, due: UnixMs
     }
 }
 
+const DAY_MS: i64 = 24 * 3_600_000;
+
+/// The UTC day number of `at` (for "today's" counts: first-response breaches).
+pub fn utc_day_of(at: UnixMs) -> i64 {
+    at.div_euclid(DAY_MS)
+}
+
 /// The service window after a customer message at `message_at`.
 pub fn service_until(last_customer_at: UnixMs) -> UnixMs {
     last_customer_at + SERVICE_WINDOW_MS

@@ -21,8 +21,11 @@ pub mod agent;
 pub mod clock;
 pub mod conversation;
 pub mod deadlines;
+pub mod decide;
+pub mod directory;
 pub mod hours;
 pub mod manager;
+pub mod messages;
 pub mod metrics;
 pub mod router;
 pub mod rules;
@@ -109,7 +112,12 @@ async fn recover_send_intents(shared: &Shared) -> Result<usize, StartError> {
                         local_id = %intent.local_id,
                         "a send's outcome is unknown (the engine stopped while Meta had it)"
                     );
-                    conversation::unknown_send_batch(&mut record, &intent)
+                    conversation::unknown_send_batch(
+                        &mut record,
+                        &intent,
+                        protocol::events::Actor::System,
+                        shared.now(),
+                    )
                 }
                 // Its conversation was never stored: nothing to show it in.
                 None => vec![Op::ResolveSendIntent {
@@ -183,7 +191,7 @@ impl System {
         let (manager, _) = Actor::spawn(None, ConversationManager, shared.clone()).await?;
         let _ = manager_slot.set(manager.clone());
         let (root, _) = Actor::spawn(None, RootSupervisor, shared.clone()).await?;
-        let mut held = AgentRecovery::group(&open, agent::day_of(shared.now()));
+        let mut held = AgentRecovery::group(&open, deadlines::utc_day_of(shared.now()));
         let router = spawn_child(&root, Child::Router, &shared, &mut held).await?;
         let Spawned::Router(router) = router else { unreachable!("asked for a router") };
         let directory = Directory {
@@ -370,8 +378,25 @@ impl System {
     }
 
     /// Attaches a WebSocket session to its agent; returns the agent's status.
+    /// The session's `login` goes into the event log first: a session the
+    /// log cannot record (the store cannot write) is refused as unavailable.
     pub async fn attach(&self, agent_id: &str, session: SessionHandle) -> Result<AgentStatus, ApiError> {
         let agent = self.agent(agent_id)?;
+        let role = self.shared.settings.agents.iter().find(|spec| spec.id == agent_id).map(|spec| spec.role);
+        let role = role.ok_or_else(|| ApiError::not_found(format!("no agent {agent_id}")))?;
+        let login = protocol::events::Event {
+            at: self.shared.now(),
+            conversation_id: None,
+            contact: None,
+            phone_number_id: None,
+            actor: protocol::events::Actor::user(agent_id),
+            body: protocol::events::EventBody::Login { role },
+        };
+        self.shared
+            .store
+            .commit(vec![Op::Event(Box::new(login))])
+            .await
+            .map_err(|error| ApiError::unavailable(format!("cannot record the login now: {error}")))?;
         ractor::call!(agent, |reply| AgentMsg::Attach { session, reply })
             .map_err(|_| ApiError::unavailable("the agent is restarting; reconnect"))
     }
@@ -510,7 +535,7 @@ impl AgentRecovery {
                 recovery.windows.insert(id.clone(), entry.service_until);
             }
             for (agent, at) in &entry.frt_breaches {
-                if agent::day_of(*at) == today {
+                if deadlines::utc_day_of(*at) == today {
                     by_agent.entry(agent.clone()).or_default().frt_breaches_today += 1;
                 }
             }
@@ -563,7 +588,7 @@ async fn spawn_child(
             // The record counts every breach of the day, closed conversations'
             // too; a store written before it counted them has only the open
             // conversations' (the open index).
-            let today = agent::day_of(shared.now());
+            let today = deadlines::utc_day_of(shared.now());
             let frt_breaches_today = record.frt_breaches_on(today).max(recovery.frt_breaches_today);
             let args = AgentArgs {
                 spec: spec.clone(),
@@ -636,7 +661,7 @@ impl Actor for RootSupervisor {
         let open = state.shared.reader.open_conversations()?;
         // Only a restarted agent needs its held conversations (a team gets its queue from requeue).
         let mut held = match &child {
-            Child::Agent(_) => AgentRecovery::group(&open, agent::day_of(state.shared.now())),
+            Child::Agent(_) => AgentRecovery::group(&open, deadlines::utc_day_of(state.shared.now())),
             _ => HashMap::new(),
         };
         let directory = state.shared.directory();
@@ -658,5 +683,54 @@ impl Actor for RootSupervisor {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod module_dependency_tests {
+    //! The actors' modules import each other in one direction: message types
+    //! (`messages`) and the directory of long-lived actors (`directory`) sit
+    //! below every actor, so no actor module needs another to name what it
+    //! sends. Every actor reaches the store and the directory through
+    //! `shared`, which names no actor module. Only the manager, the
+    //! conversation actors' supervisor, names the conversation actor it
+    //! spawns; `lib.rs` (the system) may name them all.
+
+    /// Each actor module's source, and the actor modules it may import.
+    const MODULES: &[(&str, &str, &[&str])] = &[
+        ("agent", include_str!("agent.rs"), &["shared"]),
+        ("conversation", include_str!("conversation.rs"), &["shared"]),
+        ("manager", include_str!("manager.rs"), &["conversation", "shared"]),
+        ("router", include_str!("router.rs"), &["shared"]),
+        ("team", include_str!("team.rs"), &["shared"]),
+        // What every actor reaches (store, clock, directory): it names none of them.
+        ("shared", include_str!("shared.rs"), &[]),
+        ("messages", include_str!("messages.rs"), &[]),
+        ("directory", include_str!("directory.rs"), &[]),
+    ];
+
+    const ACTOR_MODULES: &[&str] = &["agent", "conversation", "manager", "router", "team", "shared"];
+
+    fn imported_actor_modules(source: &str) -> Vec<&'static str> {
+        ACTOR_MODULES
+            .iter()
+            .copied()
+            .filter(|module| {
+                source.contains(&format!("crate::{module}::")) || source.contains(&format!("crate::{module};"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn actor_modules_import_no_other_actor_module() {
+        let mut violations = Vec::new();
+        for (module, source, allowed) in MODULES {
+            for imported in imported_actor_modules(source) {
+                if imported != *module && !allowed.contains(&imported) {
+                    violations.push(format!("{module} imports {imported}"));
+                }
+            }
+        }
+        assert!(violations.is_empty(), "import cycle among the actors: {violations:?}");
     }
 }

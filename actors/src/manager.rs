@@ -20,30 +20,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use protocol::time::UnixMs;
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
-use crate::conversation::{ConversationActor, ConversationArgs, ConversationMsg};
+use crate::conversation::{ConversationActor, ConversationArgs};
+use crate::messages::ConversationMsg;
+pub use crate::messages::ManagerMsg;
 use crate::shared::Shared;
-
-pub enum ManagerMsg {
-    Deliver {
-        thread_key: String,
-        message: ConversationMsg,
-    },
-    /// Housekeeping tick: passivate idle actors.
-    Sweep,
-    /// A deadline came due; it goes to its conversation's actor.
-    Deadline(crate::timers::Deadline),
-    /// How many conversation actors are in memory.
-    LiveCount(RpcReplyPort<usize>),
-}
-
-impl ManagerMsg {
-    /// Hands an accepted inbox entry to its conversation.
-    pub fn inbound(entry: storage::InboxEntry) -> ManagerMsg {
-        ManagerMsg::Deliver { thread_key: entry.thread_key.clone(), message: ConversationMsg::Inbound(Box::new(entry)) }
-    }
-}
 
 pub struct ConversationManager;
 

@@ -7,29 +7,11 @@
 
 use std::sync::Arc;
 
-use protocol::time::UnixMs;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::agent::AgentMsg;
-use crate::conversation::ConversationMsg;
-use crate::manager::ManagerMsg;
+use crate::messages::{AgentMsg, ConversationMsg, ManagerMsg, QueuedConversation, TeamMsg};
+pub use crate::messages::{RouteRequest, RouterMsg};
 use crate::shared::Shared;
-use crate::team::{QueuedConversation, TeamMsg};
-
-#[derive(Clone, Debug)]
-pub struct RouteRequest {
-    pub conversation_id: String,
-    pub thread_key: String,
-    pub team: Option<String>,
-    pub preferred_agent: Option<String>,
-    /// Never this agent (idle reassignment moves a conversation to someone else).
-    pub exclude_agent: Option<String>,
-    pub queued_at: UnixMs,
-}
-
-pub enum RouterMsg {
-    Route(RouteRequest),
-}
 
 pub struct RouterActor;
 

@@ -3,22 +3,19 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock, RwLock};
-
-use dashmap::DashMap;
+use std::sync::{Arc, OnceLock};
 
 use protocol::ApiError;
 use protocol::graph::{SendMessageRequest, SendMessageResponse};
-use protocol::model::Role;
-use ractor::ActorRef;
 use storage::{Reader, Store};
 
-use crate::agent::AgentMsg;
+use ractor::ActorRef;
+
 use crate::clock::SharedClock;
-use crate::manager::ManagerMsg;
-use crate::router::RouterMsg;
+pub use crate::directory::Directory;
+use crate::messages::AgentMsg;
+pub use crate::messages::Principal;
 use crate::settings::Settings;
-use crate::team::TeamMsg;
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -30,36 +27,6 @@ pub trait Outbound: Send + Sync + 'static {
         phone_number_id: String,
         request: SendMessageRequest,
     ) -> BoxFuture<Result<SendMessageResponse, ApiError>>;
-}
-
-/// Who is asking: an authenticated agent, manager or admin.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Principal {
-    pub agent_id: String,
-    pub role: Role,
-}
-
-/// The long-lived actors, by id. Entries are replaced when the root
-/// supervisor restarts an actor, so callers look them up each time.
-pub struct Directory {
-    pub manager: ActorRef<ManagerMsg>,
-    pub(crate) router: RwLock<ActorRef<RouterMsg>>,
-    pub(crate) agents: DashMap<String, ActorRef<AgentMsg>>,
-    pub(crate) teams: DashMap<String, ActorRef<TeamMsg>>,
-}
-
-impl Directory {
-    pub fn router(&self) -> ActorRef<RouterMsg> {
-        self.router.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
-    }
-
-    pub fn agent(&self, agent_id: &str) -> Option<ActorRef<AgentMsg>> {
-        self.agents.get(agent_id).map(|entry| entry.value().clone())
-    }
-
-    pub fn team(&self, team_id: &str) -> Option<ActorRef<TeamMsg>> {
-        self.teams.get(team_id).map(|entry| entry.value().clone())
-    }
 }
 
 pub struct Shared {

@@ -11,45 +11,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use protocol::time::UnixMs;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::agent::AgentMsg;
-use crate::conversation::ConversationMsg;
-use crate::manager::ManagerMsg;
+use crate::messages::{AgentMsg, ConversationMsg, ManagerMsg};
+pub use crate::messages::{QueuedConversation, TeamMsg, TeamStats};
 use crate::settings::{Strategy, TeamSpec};
 use crate::shared::Shared;
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct QueuedConversation {
-    pub conversation_id: String,
-    pub thread_key: String,
-    pub queued_at: UnixMs,
-    /// An agent this conversation must not go to.
-    pub exclude_agent: Option<String>,
-}
-
-pub enum TeamMsg {
-    Enqueue(QueuedConversation),
-    /// Many at once: the queue rebuilt at start or after a team restart.
-    EnqueueMany(Vec<QueuedConversation>),
-    /// An agent's free slots and load changed.
-    Availability {
-        agent_id: String,
-        free: u32,
-        load: u32,
-    },
-    /// A queued conversation was closed or moved elsewhere.
-    Remove {
-        conversation_id: String,
-    },
-    Stats(RpcReplyPort<TeamStats>),
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TeamStats {
-    pub queued: u32,
-    pub oldest_queued_at: Option<UnixMs>,
-}
 
 pub struct TeamActor;
 

@@ -1,0 +1,1501 @@
+//! The conversation actor's decisions, as pure functions: given the thread
+//! and open conversation as they stand, one input and the time, what the
+//! records become, which events the log gets, what the store writes and what
+//! the actor does once that is committed. No clock, no store, no actors: the
+//! actor (`conversation.rs`) reads what a decision needs first, passes it in,
+//! then commits the decision's writes and events in one batch and performs
+//! its effects. Unit tests call [`decide`] directly.
+//!
+//! Every decision that changes a record says so in the event log, in the same
+//! batch as the change ([`Decision::into_batch`]): an acknowledged change has
+//! its event and an event its change.
+
+use protocol::events::{Actor, Event, EventBody, FieldChange, Window};
+use protocol::model::{Contact, Conversation, ConversationStatus, DeliveryStatus, Direction, Message};
+use protocol::time::UnixMs;
+use protocol::webhook::Status;
+use protocol::ws::{ServerFrame, SlaKind, SlaState, UnassignReason};
+use protocol::{ApiError, ErrorCode};
+use serde_json::{Map, Value, json};
+use storage::{
+    AssignmentChange, Batch, ConversationRecord, IngestMessage, Op, SendIntent, SlaEventRecord, StoredMessage,
+    ThreadRecord,
+};
+
+use crate::deadlines::{self, Fired, Policies};
+use crate::rules;
+use crate::settings::DispositionSpec;
+use crate::timers::DeadlineKind;
+
+/// What a decision reads: the thread and its open conversation as the actor
+/// holds them.
+#[derive(Clone, Copy, Debug)]
+pub struct Current<'a> {
+    pub thread_key: &'a str,
+    pub thread: Option<&'a ThreadRecord>,
+    pub open: Option<&'a ConversationRecord>,
+}
+
+/// The configuration decisions depend on.
+#[derive(Clone, Copy, Debug)]
+pub struct Policy<'a> {
+    pub policies: &'a Policies,
+    pub dispositions: &'a [DispositionSpec],
+    /// Where a new conversation waits when nothing else says.
+    pub default_team: Option<&'a str>,
+}
+
+/// One thing that happened to the conversation, with what the actor read
+/// from the store for it.
+#[derive(Debug)]
+pub enum Input {
+    /// A customer's message. `inbox_seq` is the inbox entry it comes from,
+    /// `None` for a webhook's message applied directly (the batch then
+    /// claims its wamid). `new_conversation_id` is the id a conversation
+    /// opened by it takes (the actor allocates one when none is open).
+    MessageIn { ingest: IngestMessage, inbox_seq: Option<u64>, new_conversation_id: Option<String> },
+    /// Meta's status for an outbound message, from the inbox. `stored` is
+    /// the message it is about (its index and record), when found.
+    StatusIn { inbox_seq: u64, conversation_id: String, status: Box<Status>, stored: Option<(u32, Box<StoredMessage>)> },
+    /// Meta accepted a send as `wamid`. `record` is its conversation (the
+    /// open one, or a closed one read from the store).
+    SendAccepted { record: Box<ConversationRecord>, intent: Box<SendIntent>, wamid: String },
+    /// The router or a team reserved a slot with `agent_id` for the
+    /// conversation. `messages` are the conversation's messages so far (the
+    /// `assigned` frame carries them).
+    Assign { conversation_id: String, agent_id: String, messages: Vec<Message> },
+    /// The agent went offline (after its grace period) or away for good.
+    Unassign { conversation_id: String, agent_id: String, reason: UnassignReason },
+    /// A user hands the open conversation to `target`, whose slot the actor
+    /// has already reserved.
+    TransferToAgent { by: String, target: String, messages: Vec<Message> },
+    /// A user sends the open conversation to a team's queue (the actor has
+    /// checked the team exists).
+    TransferToTeam { by: String, team: String },
+    /// A deadline armed for the conversation came due.
+    Deadline { conversation_id: String, kind: DeadlineKind, due: UnixMs },
+    /// A user sets fields on the open conversation.
+    SetFields { by: String, fields: Map<String, Value> },
+    /// A user closes the open conversation, perhaps setting fields with it.
+    Close { by: String, fields: Map<String, Value> },
+}
+
+/// What happens after the decision's batch is committed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Ask the router for an agent (the `routed` event says why).
+    Route { preferred_agent: Option<String>, exclude_agent: Option<String> },
+    /// The agent no longer holds the conversation: free its slot.
+    ReleaseAgent { agent_id: String, conversation_id: String },
+    /// The conversation no longer waits in this team's queue.
+    LeaveTeamQueue { team_id: String, conversation_id: String },
+    /// The reserved slot was not used: give it back.
+    CancelReservation { agent_id: String, conversation_id: String },
+    /// The reserved assignment is committed: the agent holds the conversation.
+    ConfirmReservation { agent_id: String, conversation_id: String },
+}
+
+/// A decision: the records after it, the store's writes (agent frames
+/// included), the log's events and what follows the commit. The client's
+/// answer, when there is one, is `answer`.
+#[derive(Debug, Default)]
+pub struct Decision {
+    /// The thread after the decision (`None`: no thread was involved).
+    pub thread: Option<ThreadRecord>,
+    /// The conversation after the decision (`None`: none was touched).
+    pub record: Option<ConversationRecord>,
+    /// Whether `record` is the thread's open conversation after the decision.
+    pub record_is_open: bool,
+    pub writes: Vec<Op>,
+    pub events: Vec<Event>,
+    pub effects: Vec<Effect>,
+    /// The body of the answer to a client's request.
+    pub answer: Option<Map<String, Value>>,
+    /// A conversation was opened by this decision.
+    pub opened: bool,
+}
+
+impl Decision {
+    /// The writes then the events, as one batch: events come after any claim
+    /// so that a refused claim skips them with the rest of the batch.
+    pub fn into_batch(&mut self) -> Batch {
+        let mut batch = std::mem::take(&mut self.writes);
+        batch.reserve(self.events.len());
+        batch.extend(self.events.drain(..).map(|event| Op::Event(Box::new(event))));
+        batch
+    }
+}
+
+/// Decides what `input` does to the conversation at `now`. A business
+/// refusal (a field invalid or missing) is `Err` and changes nothing.
+pub fn decide(current: Current<'_>, input: Input, now: UnixMs, policy: Policy<'_>) -> Result<Decision, ApiError> {
+    match input {
+        Input::MessageIn { ingest, inbox_seq, new_conversation_id } => {
+            Ok(message_in(current, ingest, inbox_seq, new_conversation_id, now, policy))
+        }
+        Input::StatusIn { inbox_seq, conversation_id, status, stored } => Ok(status_in(
+            current,
+            inbox_seq,
+            conversation_id,
+            *status,
+            stored.map(|(index, stored)| (index, *stored)),
+            now,
+        )),
+        Input::SendAccepted { record, intent, wamid } => {
+            Ok(send_accepted(current, *record, *intent, wamid, now, policy))
+        }
+        Input::Assign { conversation_id, agent_id, messages } => {
+            Ok(assign(current, conversation_id, agent_id, messages, now, policy))
+        }
+        Input::Unassign { conversation_id, agent_id, reason } => {
+            Ok(unassign(current, conversation_id, agent_id, reason, now))
+        }
+        Input::TransferToAgent { by, target, messages } => {
+            transfer_to_agent(current, by, target, messages, now, policy)
+        }
+        Input::TransferToTeam { by, team } => transfer_to_team(current, by, team, now),
+        Input::Deadline { conversation_id, kind, due } => Ok(deadline(current, conversation_id, kind, due, now)),
+        Input::SetFields { by, fields } => set_fields(current, by, fields, now, policy),
+        Input::Close { by, fields } => close(current, by, fields, now, policy),
+    }
+}
+
+/// An event about `record`'s conversation.
+pub fn event_of(record: &ConversationRecord, at: UnixMs, actor: Actor, body: EventBody) -> Event {
+    Event {
+        at,
+        conversation_id: Some(record.conversation.id.clone()),
+        contact: Some(record.conversation.contact.wa_id.clone()),
+        phone_number_id: Some(record.conversation.phone_number_id.clone()),
+        actor,
+        body,
+    }
+}
+
+/// The `routed` event: PROTOCOL §7's `Route` for why routing is asked now
+/// (`default`, `returning`, `transfer`, `idle`, `offline`).
+pub fn routed_event(record: &ConversationRecord, at: UnixMs, actor: Actor, reason: &str) -> Event {
+    event_of(
+        record,
+        at,
+        actor,
+        EventBody::Routed { route: json!({ "reason": reason }), team_id: record.conversation.team.clone() },
+    )
+}
+
+fn message_in(
+    current: Current<'_>,
+    ingest: IngestMessage,
+    inbox_seq: Option<u64>,
+    new_conversation_id: Option<String>,
+    now: UnixMs,
+    policy: Policy<'_>,
+) -> Decision {
+    let IngestMessage { phone_number_id, contact_key, contact, message } = ingest;
+    let profile_name = contact.as_ref().and_then(|contact| contact.profile.as_ref()?.name.clone());
+    let mut thread = current.thread.cloned().unwrap_or_else(|| ThreadRecord {
+        contact: Contact { wa_id: contact_key.clone(), name: profile_name.clone() },
+        phone_number_id: phone_number_id.clone(),
+        open_conversation: None,
+        last_closed_by: None,
+        last_inbox_seq: 0,
+    });
+    if profile_name.is_some() {
+        thread.contact.name = profile_name;
+    }
+    if let Some(seq) = inbox_seq {
+        thread.last_inbox_seq = seq;
+    }
+    let opened = current.open.is_none();
+    let mut record = match current.open {
+        Some(record) => record.clone(),
+        None => {
+            let id = new_conversation_id.expect("the actor allocates an id when no conversation is open");
+            thread.open_conversation = Some(id.clone());
+            new_conversation(
+                id,
+                &thread,
+                current.thread_key,
+                protocol::rules::source_of(&message),
+                policy.default_team,
+                now,
+            )
+        }
+    };
+    record.conversation.contact = thread.contact.clone();
+    let shown = protocol::rules::inbound_message(&message, now);
+    let team_policy = policy.policies.of(record.conversation.team.as_deref());
+    if opened {
+        record.clocks.frt = Some(deadlines::sla_clock(now, team_policy.sla.first_response_s, &team_policy.schedule));
+        record.clocks.trt = Some(deadlines::sla_clock(now, team_policy.sla.resolution_s, &team_policy.schedule));
+        if message.referral.is_some() {
+            record.clocks.entry_at = Some(shown.at);
+        }
+    } else if record.clocks.last_agent_reply_at.is_some()
+        && record.clocks.nrt.as_ref().is_none_or(|clock| clock.stopped_at.is_some())
+    {
+        record.clocks.nrt = Some(deadlines::sla_clock(now, team_policy.sla.next_response_s, &team_policy.schedule));
+    }
+    let previous_service_until = record.conversation.service_until;
+    let index = record.message_count;
+    record.message_count += 1;
+    record.last_customer_at = Some(record.last_customer_at.map_or(shown.at, |at| at.max(shown.at)));
+    record.conversation.service_until = record.last_customer_at.map(deadlines::service_until);
+    let raw = serde_json::to_string(&message).ok();
+    let conversation_id = record.conversation.id.clone();
+    let mut decision = Decision { opened, record_is_open: true, ..Decision::default() };
+    let writes = &mut decision.writes;
+    match inbox_seq {
+        Some(seq) => writes.push(Op::DeleteInbox(seq)),
+        None => writes.push(Op::ClaimInbound(message.id.clone())),
+    }
+    // The thread changes when a conversation opens, the name changes
+    // or an inbox entry is applied; not on every message.
+    if current.thread != Some(&thread) {
+        writes.push(Op::PutThread { key: current.thread_key.to_owned(), record: thread.clone() });
+    }
+    writes.push(Op::PutConversation(Box::new(record.clone())));
+    writes.push(Op::PutMessage {
+        conversation_id: conversation_id.clone(),
+        thread_key: current.thread_key.to_owned(),
+        index,
+        message: Box::new(StoredMessage { message: shown.clone(), raw }),
+    });
+    if let (ConversationStatus::Assigned, Some(agent)) = (record.conversation.status, &record.conversation.agent) {
+        writes.push(Op::AgentEvent {
+            agent_id: agent.clone(),
+            frame: Box::new(ServerFrame::Message {
+                seq: 0,
+                conversation_id: conversation_id.clone(),
+                message: shown.clone(),
+            }),
+        });
+        if record.conversation.service_until != previous_service_until {
+            writes.push(Op::AgentEvent { agent_id: agent.clone(), frame: Box::new(window_frame(&record)) });
+        }
+    }
+    let events = &mut decision.events;
+    if opened {
+        events.push(event_of(
+            &record,
+            now,
+            Actor::Customer,
+            EventBody::Opened { source: record.conversation.source.clone() },
+        ));
+    }
+    events.push(event_of(
+        &record,
+        now,
+        Actor::Customer,
+        EventBody::MessageIn { wamid: message.id.clone(), message_type: shown.kind.clone(), text: shown.text.clone() },
+    ));
+    if let Some(until) = record.conversation.service_until.filter(|until| Some(*until) != previous_service_until) {
+        let still_open = previous_service_until.is_some_and(|previous| now < previous);
+        let body = if still_open {
+            EventBody::WindowRefreshed { window: Window::Service, until }
+        } else {
+            EventBody::WindowOpened { window: Window::Service, until }
+        };
+        events.push(event_of(&record, now, Actor::Customer, body));
+    }
+    if opened {
+        let preferred_agent = thread.last_closed_by.clone();
+        let reason = if preferred_agent.is_some() { "returning" } else { "default" };
+        events.push(routed_event(&record, now, Actor::System, reason));
+        decision.effects.push(Effect::Route { preferred_agent, exclude_agent: None });
+    }
+    decision.thread = Some(thread);
+    decision.record = Some(record);
+    decision
+}
+
+fn status_in(
+    current: Current<'_>,
+    inbox_seq: u64,
+    conversation_id: String,
+    status: Status,
+    stored: Option<(u32, StoredMessage)>,
+    now: UnixMs,
+) -> Decision {
+    let mut decision = Decision { record_is_open: true, ..Decision::default() };
+    decision.writes.push(Op::DeleteInbox(inbox_seq));
+    let mut thread = current.thread.cloned();
+    if let Some(thread) = thread.as_mut() {
+        thread.last_inbox_seq = inbox_seq;
+        decision.writes.push(Op::PutThread { key: current.thread_key.to_owned(), record: thread.clone() });
+    }
+    decision.thread = thread;
+    let new_status = DeliveryStatus::parse(&status.status);
+    let (Some(new_status), Some((index, mut stored))) = (new_status, stored) else { return decision };
+    if !status_advances(stored.message.status, new_status) {
+        return decision;
+    }
+    // A send whose outcome was unknown, matched with this wamid by the
+    // store: the wamid becomes its id.
+    stored.message.id = status.id.clone();
+    stored.message.status = Some(new_status);
+    let first_error = status.errors.first();
+    let error = (new_status == DeliveryStatus::Failed).then(|| {
+        protocol::rules::meta_error(
+            first_error.map_or(0, |error| error.code),
+            first_error.and_then(|error| error.message.as_deref().or(error.title.as_deref())),
+        )
+    });
+    stored.message.error = error.clone();
+    decision.writes.push(Op::PutMessage {
+        conversation_id: conversation_id.clone(),
+        thread_key: current.thread_key.to_owned(),
+        index,
+        message: Box::new(stored),
+    });
+    let open = current.open.filter(|open| open.conversation.id == conversation_id);
+    if let Some(agent) = open.and_then(|open| open.conversation.agent.clone()) {
+        decision.writes.push(Op::AgentEvent {
+            agent_id: agent,
+            frame: Box::new(ServerFrame::Status {
+                seq: 0,
+                conversation_id: conversation_id.clone(),
+                message_id: status.id.clone(),
+                status: new_status,
+                error,
+            }),
+        });
+    }
+    let thread = decision.thread.as_ref();
+    decision.events.push(Event {
+        at: now,
+        conversation_id: Some(conversation_id),
+        contact: thread.map(|thread| thread.contact.wa_id.clone()),
+        phone_number_id: thread.map(|thread| thread.phone_number_id.clone()),
+        actor: Actor::Meta,
+        body: EventBody::Status {
+            wamid: status.id,
+            status: status.status,
+            error_code: first_error.filter(|_| new_status == DeliveryStatus::Failed).map(|error| error.code),
+        },
+    });
+    decision
+}
+
+fn send_accepted(
+    current: Current<'_>,
+    mut record: ConversationRecord,
+    intent: SendIntent,
+    wamid: String,
+    now: UnixMs,
+    policy: Policy<'_>,
+) -> Decision {
+    let is_open = current.open.is_some_and(|open| open.conversation.id == record.conversation.id);
+    let opened_free_entry = deadlines::free_entry_until(&record, now);
+    if let Some(until) = opened_free_entry {
+        record.conversation.free_entry_until = Some(until);
+    }
+    if record.clocks.first_outbound_at.is_none() {
+        record.clocks.first_outbound_at = Some(now);
+    }
+    if is_open {
+        // A reply from the business: response clocks stop, idle reassignment is off.
+        record.clocks.last_agent_reply_at = Some(now);
+        deadlines::stop_clock(&mut record.clocks.frt, now);
+        if let Some(started) = record.clocks.nrt.as_ref().map(|clock| clock.started_at)
+            && deadlines::stop_clock(&mut record.clocks.nrt, now)
+        {
+            let team_policy = policy.policies.of(record.conversation.team.as_deref());
+            record.clocks.nrt_done_ms.push(team_policy.schedule.between(started, now));
+        }
+        record.clocks.reassign_at = None;
+    }
+    let free_entry = record.conversation.free_entry_until.is_some_and(|until| now < until);
+    let free = match intent.kind.as_str() {
+        "text" => true, // service messages inside the service window are free
+        _ => free_entry,
+    };
+    let message = Message {
+        id: wamid.clone(),
+        direction: Direction::Out,
+        kind: intent.kind.clone(),
+        text: intent.text.clone(),
+        media: intent.template.clone().map(|template| json!({"template": template})),
+        at: now,
+        status: None,
+        free: Some(free),
+        error: None,
+    };
+    let index = record.message_count;
+    record.message_count += 1;
+    if record.conversation.status == ConversationStatus::Assigned && record.first_response_at.is_none() {
+        record.first_response_at = Some(now);
+    }
+    let mut decision = Decision { record_is_open: is_open, ..Decision::default() };
+    decision.writes = vec![
+        Op::PutMessage {
+            conversation_id: record.conversation.id.clone(),
+            thread_key: current.thread_key.to_owned(),
+            index,
+            message: Box::new(StoredMessage { message: message.clone(), raw: None }),
+        },
+        Op::PutConversation(Box::new(record.clone())),
+        Op::ResolveSendIntent {
+            thread_key: current.thread_key.to_owned(),
+            local_id: intent.local_id.clone(),
+            wamid: Some(wamid.clone()),
+        },
+    ];
+    if let (true, Some(agent)) = (is_open, &record.conversation.agent) {
+        decision.writes.push(Op::AgentEvent {
+            agent_id: agent.clone(),
+            frame: Box::new(ServerFrame::Message {
+                seq: 0,
+                conversation_id: record.conversation.id.clone(),
+                message: message.clone(),
+            }),
+        });
+        if opened_free_entry.is_some() {
+            decision.writes.push(Op::AgentEvent { agent_id: agent.clone(), frame: Box::new(window_frame(&record)) });
+        }
+    }
+    let sender = Actor::user(intent.sent_by.clone());
+    decision.events.push(event_of(&record, now, sender.clone(), message_out_body(&message, &intent)));
+    if let Some(until) = opened_free_entry {
+        decision.events.push(event_of(
+            &record,
+            now,
+            sender,
+            EventBody::WindowOpened { window: Window::FreeEntry, until },
+        ));
+    }
+    decision.answer = Some(object(json!({ "message": message })));
+    decision.record = Some(record);
+    decision
+}
+
+fn message_out_body(message: &Message, intent: &SendIntent) -> EventBody {
+    EventBody::MessageOut {
+        id: message.id.clone(),
+        message_type: message.kind.clone(),
+        text: message.text.clone(),
+        template: intent.template.as_ref().and_then(|template| template["name"].as_str()).map(str::to_owned),
+    }
+}
+
+/// Gives the open conversation to `agent_id` (its slot reserved): the
+/// record, the `assigned` frame with the messages so far, idle
+/// reassignment armed while no first response was made.
+fn take_assignment(
+    record: &mut ConversationRecord,
+    agent_id: &str,
+    reason: &str,
+    messages: Vec<Message>,
+    now: UnixMs,
+    policy: Policy<'_>,
+) -> Op {
+    record.conversation.status = ConversationStatus::Assigned;
+    record.conversation.agent = Some(agent_id.to_owned());
+    record.assigned_at = Some(now);
+    record.queued_at = None;
+    let team_policy = policy.policies.of(record.conversation.team.as_deref());
+    record.clocks.reassign_at = (team_policy.sla.reassign_after_s > 0 && record.first_response_at.is_none())
+        .then(|| team_policy.schedule.add(now, team_policy.sla.reassign_after_s as i64 * 1000));
+    record.clocks.history.push(AssignmentChange { at: now, agent: Some(agent_id.to_owned()), reason: reason.into() });
+    let mut conversation = record.conversation.clone();
+    conversation.messages = Some(messages);
+    Op::AgentEvent { agent_id: agent_id.to_owned(), frame: Box::new(ServerFrame::Assigned { seq: 0, conversation }) }
+}
+
+fn assign(
+    current: Current<'_>,
+    conversation_id: String,
+    agent_id: String,
+    messages: Vec<Message>,
+    now: UnixMs,
+    policy: Policy<'_>,
+) -> Decision {
+    let assignable = current.open.filter(|open| {
+        open.conversation.id == conversation_id && open.conversation.status == ConversationStatus::Queued
+    });
+    let Some(open) = assignable else {
+        // Closed, moved or assigned meanwhile: the slot goes back.
+        let effects = vec![Effect::CancelReservation { agent_id, conversation_id }];
+        return Decision { effects, ..Decision::default() };
+    };
+    let mut record = open.clone();
+    let frame = take_assignment(&mut record, &agent_id, "assigned", messages, now, policy);
+    let mut decision = Decision { record_is_open: true, ..Decision::default() };
+    decision.writes = vec![Op::PutConversation(Box::new(record.clone())), frame];
+    decision.events.push(event_of(
+        &record,
+        now,
+        Actor::System,
+        EventBody::Assigned { agent_id: agent_id.clone(), team_id: record.conversation.team.clone() },
+    ));
+    decision.effects.push(Effect::ConfirmReservation { agent_id, conversation_id });
+    decision.record = Some(record);
+    decision
+}
+
+fn unassign(
+    current: Current<'_>,
+    conversation_id: String,
+    agent_id: String,
+    reason: UnassignReason,
+    now: UnixMs,
+) -> Decision {
+    let held = current.open.filter(|open| {
+        open.conversation.id == conversation_id && open.conversation.agent.as_deref() == Some(agent_id.as_str())
+    });
+    let Some(open) = held else { return Decision::default() };
+    let mut record = open.clone();
+    record.conversation.status = ConversationStatus::Queued;
+    record.conversation.agent = None;
+    record.queued_at = Some(now);
+    record.clocks.reassign_at = None;
+    let reason_label = serde_json::to_value(reason).ok().and_then(|value| value.as_str().map(str::to_owned));
+    record.clocks.history.push(AssignmentChange {
+        at: now,
+        agent: None,
+        reason: reason_label.unwrap_or_else(|| "unassigned".into()),
+    });
+    let mut decision = Decision { record_is_open: true, ..Decision::default() };
+    decision.writes = vec![
+        Op::PutConversation(Box::new(record.clone())),
+        Op::AgentEvent {
+            agent_id: agent_id.clone(),
+            frame: Box::new(ServerFrame::Unassigned { seq: 0, conversation_id, reason }),
+        },
+    ];
+    decision.events.push(event_of(&record, now, Actor::System, EventBody::Unassigned { agent_id, reason }));
+    decision.events.push(routed_event(&record, now, Actor::System, "offline"));
+    decision.effects.push(Effect::Route { preferred_agent: None, exclude_agent: None });
+    decision.record = Some(record);
+    decision
+}
+
+/// What every transfer does to the agent who held the conversation: the
+/// `unassigned transferred` frame and event, and its slot freed after the commit.
+fn let_go_of_holder(
+    decision: &mut Decision,
+    record: &ConversationRecord,
+    previous: Option<&String>,
+    by: &Actor,
+    now: UnixMs,
+) {
+    let Some(previous) = previous else { return };
+    decision.writes.insert(
+        0,
+        Op::AgentEvent {
+            agent_id: previous.clone(),
+            frame: Box::new(ServerFrame::Unassigned {
+                seq: 0,
+                conversation_id: record.conversation.id.clone(),
+                reason: UnassignReason::Transferred,
+            }),
+        },
+    );
+    decision.events.push(event_of(
+        record,
+        now,
+        by.clone(),
+        EventBody::Unassigned { agent_id: previous.clone(), reason: UnassignReason::Transferred },
+    ));
+}
+
+fn transfer_to_agent(
+    current: Current<'_>,
+    by: String,
+    target: String,
+    messages: Vec<Message>,
+    now: UnixMs,
+    policy: Policy<'_>,
+) -> Result<Decision, ApiError> {
+    let mut record = the_open_record(current)?;
+    let previous = record.conversation.agent.clone();
+    let conversation_id = record.conversation.id.clone();
+    if previous.as_deref() == Some(target.as_str()) {
+        return Err(ApiError::bad_request(format!("conversation {conversation_id} is already with {target}")));
+    }
+    let was_queued = record.conversation.status == ConversationStatus::Queued;
+    let frame = take_assignment(&mut record, &target, "transferred", messages, now, policy);
+    let transferrer = Actor::user(by);
+    let mut decision = Decision { record_is_open: true, ..Decision::default() };
+    decision.writes = vec![Op::PutConversation(Box::new(record.clone())), frame];
+    decision.events.push(event_of(
+        &record,
+        now,
+        transferrer.clone(),
+        EventBody::Transferred {
+            from_agent: previous.clone(),
+            to_team: None,
+            to_agent: Some(target.clone()),
+            note: None,
+        },
+    ));
+    let_go_of_holder(&mut decision, &record, previous.as_ref(), &transferrer, now);
+    decision.events.push(event_of(
+        &record,
+        now,
+        transferrer,
+        EventBody::Assigned { agent_id: target.clone(), team_id: record.conversation.team.clone() },
+    ));
+    decision.effects.push(Effect::ConfirmReservation { agent_id: target, conversation_id: conversation_id.clone() });
+    if let Some(previous) = previous {
+        decision.effects.push(Effect::ReleaseAgent { agent_id: previous, conversation_id: conversation_id.clone() });
+    }
+    if let (true, Some(team)) = (was_queued, record.conversation.team.clone()) {
+        decision.effects.push(Effect::LeaveTeamQueue { team_id: team, conversation_id });
+    }
+    decision.answer = Some(object(json!({ "conversation": record.conversation })));
+    decision.record = Some(record);
+    Ok(decision)
+}
+
+fn transfer_to_team(current: Current<'_>, by: String, team: String, now: UnixMs) -> Result<Decision, ApiError> {
+    let mut record = the_open_record(current)?;
+    let previous = record.conversation.agent.clone();
+    let previous_team = record.conversation.team.clone();
+    let conversation_id = record.conversation.id.clone();
+    let was_queued = record.conversation.status == ConversationStatus::Queued;
+    record.conversation.status = ConversationStatus::Queued;
+    record.conversation.agent = None;
+    record.conversation.team = Some(team.clone());
+    record.queued_at = Some(now);
+    record.clocks.reassign_at = None;
+    record.clocks.history.push(AssignmentChange { at: now, agent: None, reason: "transferred".into() });
+    let transferrer = Actor::user(by);
+    let mut decision = Decision { record_is_open: true, ..Decision::default() };
+    decision.writes = vec![Op::PutConversation(Box::new(record.clone()))];
+    decision.events.push(event_of(
+        &record,
+        now,
+        transferrer.clone(),
+        EventBody::Transferred { from_agent: previous.clone(), to_team: Some(team), to_agent: None, note: None },
+    ));
+    let_go_of_holder(&mut decision, &record, previous.as_ref(), &transferrer, now);
+    decision.events.push(routed_event(&record, now, transferrer, "transfer"));
+    decision.effects.push(Effect::Route { preferred_agent: None, exclude_agent: None });
+    if let Some(previous) = previous {
+        decision.effects.push(Effect::ReleaseAgent { agent_id: previous, conversation_id: conversation_id.clone() });
+    }
+    if let (true, Some(old_team)) = (was_queued, previous_team) {
+        decision.effects.push(Effect::LeaveTeamQueue { team_id: old_team, conversation_id });
+    }
+    decision.answer = Some(object(json!({ "conversation": record.conversation })));
+    decision.record = Some(record);
+    Ok(decision)
+}
+
+fn deadline(current: Current<'_>, conversation_id: String, kind: DeadlineKind, due: UnixMs, now: UnixMs) -> Decision {
+    let Some(open) = current.open.filter(|open| open.conversation.id == conversation_id) else {
+        return Decision::default();
+    };
+    let mut record = open.clone();
+    let holder =
+        record.conversation.agent.clone().filter(|_| record.conversation.status == ConversationStatus::Assigned);
+    let mut decision = Decision { record_is_open: true, ..Decision::default() };
+    match deadlines::on_fired(&mut record, kind, due, now) {
+        Fired::Nothing => return Decision::default(),
+        Fired::WindowClosed => {
+            let window = if kind == DeadlineKind::FreeEntryClose { Window::FreeEntry } else { Window::Service };
+            if let Some(agent) = holder {
+                decision.writes.push(Op::AgentEvent { agent_id: agent, frame: Box::new(window_frame(&record)) });
+            }
+            decision.events.push(event_of(&record, now, Actor::System, EventBody::WindowClosed { window }));
+            // The record itself does not change: its windows are times.
+            return decision;
+        }
+        Fired::Sla(sla_kind, sla_state) => {
+            record.clocks.sla_events.push(SlaEventRecord {
+                kind: sla_kind,
+                state: sla_state,
+                at: now,
+                agent: holder.clone(),
+                team: record.conversation.team.clone(),
+            });
+            decision.writes.push(Op::PutConversation(Box::new(record.clone())));
+            if let Some(agent) = holder {
+                if (sla_kind, sla_state) == (SlaKind::FirstResponse, SlaState::Breached) {
+                    let day = deadlines::utc_day_of(now);
+                    decision.writes.push(Op::CountFirstResponseBreach { agent_id: agent.clone(), day });
+                }
+                decision.writes.push(Op::AgentEvent {
+                    agent_id: agent,
+                    frame: Box::new(ServerFrame::Sla { seq: 0, conversation_id, kind: sla_kind, state: sla_state }),
+                });
+            }
+            let body = match sla_state {
+                SlaState::Warning => EventBody::SlaWarning { clock: sla_kind, due },
+                SlaState::Breached => EventBody::SlaBreach { clock: sla_kind, due },
+            };
+            decision.events.push(event_of(&record, now, Actor::System, body));
+        }
+        Fired::Reassign => {
+            let Some(previous) = holder else { return Decision::default() };
+            record.conversation.status = ConversationStatus::Queued;
+            record.conversation.agent = None;
+            record.queued_at = Some(now);
+            record.clocks.history.push(AssignmentChange { at: now, agent: None, reason: "reassigned_idle".into() });
+            decision.writes = vec![
+                Op::PutConversation(Box::new(record.clone())),
+                Op::AgentEvent {
+                    agent_id: previous.clone(),
+                    frame: Box::new(ServerFrame::Unassigned {
+                        seq: 0,
+                        conversation_id: conversation_id.clone(),
+                        reason: UnassignReason::ReassignedIdle,
+                    }),
+                },
+            ];
+            decision.events.push(event_of(
+                &record,
+                now,
+                Actor::System,
+                EventBody::Unassigned { agent_id: previous.clone(), reason: UnassignReason::ReassignedIdle },
+            ));
+            decision.events.push(routed_event(&record, now, Actor::System, "idle"));
+            decision.effects = vec![
+                Effect::ReleaseAgent { agent_id: previous.clone(), conversation_id },
+                Effect::Route { preferred_agent: None, exclude_agent: Some(previous) },
+            ];
+        }
+    }
+    decision.record = Some(record);
+    decision
+}
+
+/// The `fields_changed` changes from `before` to `after`, key by key in
+/// `after`'s order (fields are only ever set, never removed).
+pub fn field_changes(before: &Map<String, Value>, after: &Map<String, Value>) -> Vec<FieldChange> {
+    after
+        .iter()
+        .filter(|(key, new)| before.get(*key) != Some(*new))
+        .map(|(key, new)| FieldChange {
+            key: key.clone(),
+            old: before.get(key).cloned().unwrap_or(Value::Null),
+            new: new.clone(),
+        })
+        .collect()
+}
+
+fn the_open_record(current: Current<'_>) -> Result<ConversationRecord, ApiError> {
+    // The actor authorizes a request against its open conversation first.
+    current
+        .open
+        .cloned()
+        .ok_or_else(|| ApiError::new(ErrorCode::BadRequest, "no conversation is open with this customer"))
+}
+
+fn set_fields(
+    current: Current<'_>,
+    by: String,
+    fields: Map<String, Value>,
+    now: UnixMs,
+    policy: Policy<'_>,
+) -> Result<Decision, ApiError> {
+    rules::validate_fields(policy.dispositions, &fields)?;
+    let mut record = the_open_record(current)?;
+    let before = record.conversation.fields.clone();
+    record.conversation.fields.extend(fields);
+    let changes = field_changes(&before, &record.conversation.fields);
+    let mut decision = Decision { record_is_open: true, ..Decision::default() };
+    decision.answer = Some(object(json!({"fields": record.conversation.fields})));
+    if changes.is_empty() {
+        // Nothing changed: nothing to write and no event.
+        decision.record = Some(record);
+        return Ok(decision);
+    }
+    decision.writes.push(Op::PutConversation(Box::new(record.clone())));
+    decision.events.push(event_of(&record, now, Actor::user(by), EventBody::FieldsChanged { changes }));
+    decision.record = Some(record);
+    Ok(decision)
+}
+
+fn close(
+    current: Current<'_>,
+    by: String,
+    fields: Map<String, Value>,
+    now: UnixMs,
+    policy: Policy<'_>,
+) -> Result<Decision, ApiError> {
+    rules::validate_fields(policy.dispositions, &fields)?;
+    let mut record = the_open_record(current)?;
+    let before = record.conversation.fields.clone();
+    let mut merged = before.clone();
+    merged.extend(fields);
+    let missing = rules::missing_on_close(policy.dispositions, &merged);
+    if !missing.is_empty() {
+        return Err(rules::disposition_required(missing));
+    }
+    let holder = record.conversation.agent.clone();
+    let was_queued = record.conversation.status == ConversationStatus::Queued;
+    let changes = field_changes(&before, &merged);
+    record.conversation.fields = merged;
+    record.conversation.status = ConversationStatus::Closed;
+    record.conversation.closed_at = Some(now);
+    for clock in [&mut record.clocks.frt, &mut record.clocks.nrt, &mut record.clocks.trt] {
+        deadlines::stop_clock(clock, now);
+    }
+    record.clocks.reassign_at = None;
+    record.clocks.history.push(AssignmentChange { at: now, agent: None, reason: "closed".into() });
+    let mut thread = current.thread.cloned().expect("an open conversation has a thread");
+    thread.open_conversation = None;
+    thread.last_closed_by = Some(holder.clone().unwrap_or(by.clone()));
+    let conversation_id = record.conversation.id.clone();
+    let mut decision = Decision { record_is_open: false, ..Decision::default() };
+    decision.writes = vec![
+        Op::PutConversation(Box::new(record.clone())),
+        Op::PutThread { key: current.thread_key.to_owned(), record: thread.clone() },
+    ];
+    let closer = Actor::user(by);
+    if !changes.is_empty() {
+        decision.events.push(event_of(&record, now, closer.clone(), EventBody::FieldsChanged { changes }));
+    }
+    let outcome = record.conversation.fields.get("outcome").and_then(Value::as_str).map(str::to_owned);
+    decision.events.push(event_of(
+        &record,
+        now,
+        closer.clone(),
+        EventBody::Closed { fields: record.conversation.fields.clone(), outcome },
+    ));
+    if let Some(agent) = &holder {
+        decision.writes.push(Op::AgentEvent {
+            agent_id: agent.clone(),
+            frame: Box::new(ServerFrame::Unassigned {
+                seq: 0,
+                conversation_id: conversation_id.clone(),
+                reason: UnassignReason::Closed,
+            }),
+        });
+        decision.events.push(event_of(
+            &record,
+            now,
+            closer,
+            EventBody::Unassigned { agent_id: agent.clone(), reason: UnassignReason::Closed },
+        ));
+        decision
+            .effects
+            .push(Effect::ReleaseAgent { agent_id: agent.clone(), conversation_id: conversation_id.clone() });
+    }
+    if let (true, Some(team)) = (was_queued, record.conversation.team.clone()) {
+        decision.effects.push(Effect::LeaveTeamQueue { team_id: team, conversation_id });
+    }
+    decision.answer = Some(object(json!({ "conversation": record.conversation })));
+    decision.thread = Some(thread);
+    decision.record = Some(record);
+    Ok(decision)
+}
+
+pub(crate) fn new_conversation(
+    id: String,
+    thread: &ThreadRecord,
+    thread_key: &str,
+    source: protocol::model::Source,
+    team: Option<&str>,
+    now: UnixMs,
+) -> ConversationRecord {
+    ConversationRecord {
+        conversation: Conversation {
+            id,
+            contact: thread.contact.clone(),
+            phone_number_id: thread.phone_number_id.clone(),
+            status: ConversationStatus::Queued,
+            team: team.map(str::to_owned),
+            agent: None,
+            source,
+            service_until: None,
+            free_entry_until: None,
+            fields: Map::new(),
+            opened_at: now,
+            closed_at: None,
+            messages: None,
+        },
+        thread_key: thread_key.to_owned(),
+        message_count: 0,
+        last_customer_at: None,
+        queued_at: Some(now),
+        assigned_at: None,
+        first_response_at: None,
+        clocks: Default::default(),
+    }
+}
+
+/// The `window` event for a conversation's current windows.
+pub(crate) fn window_frame(record: &ConversationRecord) -> ServerFrame {
+    ServerFrame::Window {
+        seq: 0,
+        conversation_id: record.conversation.id.clone(),
+        service_until: record.conversation.service_until,
+        free_entry_until: record.conversation.free_entry_until,
+    }
+}
+
+/// Delivery statuses only move forward (sent → delivered → read); `failed`
+/// always lands.
+pub(crate) fn status_advances(current: Option<DeliveryStatus>, new: DeliveryStatus) -> bool {
+    match (current, new) {
+        (_, DeliveryStatus::Failed) => current != Some(DeliveryStatus::Failed),
+        (None, _) => true,
+        (Some(DeliveryStatus::Failed), _) => false,
+        (Some(current), new) => new > current,
+    }
+}
+
+pub(crate) fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::{FieldKind, Settings};
+    use protocol::model::SourceKind;
+
+    const THREAD_KEY: &str = "100:15550001";
+    const HOUR: i64 = 3_600_000;
+    /// 2026-11-30 00:00:00 UTC: a whole second, as Meta's timestamps are.
+    const T0: UnixMs = 1_796_083_200_000;
+
+    struct World {
+        policies: Policies,
+        dispositions: Vec<DispositionSpec>,
+        thread: Option<ThreadRecord>,
+        open: Option<ConversationRecord>,
+    }
+
+    impl World {
+        fn new() -> World {
+            let settings = Settings::default();
+            let outcome = DispositionSpec {
+                key: "outcome".into(),
+                label: None,
+                kind: FieldKind::Enum,
+                options: vec!["won".into(), "lost".into()],
+                required_on_close: true,
+                won_values: vec!["won".into()],
+            };
+            World {
+                policies: Policies::from_settings(&settings).unwrap(),
+                dispositions: vec![outcome],
+                thread: None,
+                open: None,
+            }
+        }
+
+        fn decide(&self, input: Input, now: UnixMs) -> Result<Decision, ApiError> {
+            let current = Current { thread_key: THREAD_KEY, thread: self.thread.as_ref(), open: self.open.as_ref() };
+            let policy =
+                Policy { policies: &self.policies, dispositions: &self.dispositions, default_team: Some("sales") };
+            decide(current, input, now, policy)
+        }
+
+        /// Decides and takes the decision's records as the actor does after a commit.
+        fn apply(&mut self, input: Input, now: UnixMs) -> Decision {
+            let mut decision = self.decide(input, now).expect("accepted");
+            if let Some(thread) = decision.thread.clone() {
+                self.thread = Some(thread);
+            }
+            if let Some(record) = decision.record.clone() {
+                self.open = decision.record_is_open.then_some(record);
+            }
+            let batch = decision.into_batch();
+            decision.writes = batch;
+            decision
+        }
+
+        fn message_in(&mut self, wamid: &str, text: &str, at: UnixMs, referral: bool) -> Decision {
+            let mut message = json!({
+                "id": wamid, "from": "15550001", "timestamp": (at / 1000).to_string(),
+                "type": "text", "text": {"body": text},
+            });
+            if referral {
+                message["referral"] = json!({"source_type": "ad", "source_id": "ad1", "source_url": "https://x"});
+            }
+            let ingest = IngestMessage {
+                phone_number_id: "100".into(),
+                contact_key: "15550001".into(),
+                contact: None,
+                message: Box::new(serde_json::from_value(message).unwrap()),
+            };
+            let new_conversation_id = self.open.is_none().then(|| "cv000000000001".to_owned());
+            self.apply(Input::MessageIn { ingest, inbox_seq: None, new_conversation_id }, at)
+        }
+
+        fn assign(&mut self, agent: &str) {
+            let open = self.open.as_mut().unwrap();
+            open.conversation.status = ConversationStatus::Assigned;
+            open.conversation.agent = Some(agent.into());
+        }
+
+        fn send_accepted(&mut self, wamid: &str, by: &str, kind: &str, at: UnixMs) -> Decision {
+            let intent = SendIntent {
+                local_id: format!("local.{wamid}"),
+                conversation_id: "cv000000000001".into(),
+                kind: kind.into(),
+                text: (kind == "text").then(|| "hello".into()),
+                template: (kind == "template").then(|| json!({"name": "welcome", "language": "en", "params": []})),
+                request: String::new(),
+                sent_by: by.into(),
+                created_at: at - 100,
+                unknown_at: None,
+            };
+            let record = self.open.clone().unwrap();
+            self.apply(
+                Input::SendAccepted { record: Box::new(record), intent: Box::new(intent), wamid: wamid.into() },
+                at,
+            )
+        }
+    }
+
+    fn actions(decision: &Decision) -> Vec<&'static str> {
+        decision
+            .writes
+            .iter()
+            .filter_map(|op| match op {
+                Op::Event(event) => Some(event.body.action()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn bodies(decision: &Decision) -> Vec<(Actor, EventBody)> {
+        decision
+            .writes
+            .iter()
+            .filter_map(|op| match op {
+                Op::Event(event) => Some((event.actor.clone(), event.body.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_first_message_opens_routes_and_opens_the_service_window_in_its_own_batch() {
+        let mut world = World::new();
+        let decision = world.message_in("wamid.1", "hi", T0, false);
+        assert!(decision.opened);
+        assert_eq!(actions(&decision), ["opened", "message_in", "window_opened", "routed"]);
+        assert!(
+            matches!(decision.writes[0], Op::ClaimInbound(ref wamid) if wamid == "wamid.1"),
+            "the claim comes first"
+        );
+        let bodies = bodies(&decision);
+        assert_eq!(bodies[0], (Actor::Customer, EventBody::Opened { source: protocol::model::Source::organic() }));
+        assert_eq!(
+            bodies[1],
+            (
+                Actor::Customer,
+                EventBody::MessageIn { wamid: "wamid.1".into(), message_type: "text".into(), text: Some("hi".into()) }
+            )
+        );
+        assert_eq!(bodies[2].1, EventBody::WindowOpened { window: Window::Service, until: T0 + 24 * HOUR });
+        assert_eq!(
+            bodies[3],
+            (Actor::System, EventBody::Routed { route: json!({"reason": "default"}), team_id: Some("sales".into()) })
+        );
+        assert_eq!(decision.effects, [Effect::Route { preferred_agent: None, exclude_agent: None }]);
+        let Some(Op::Event(event)) = decision.writes.last() else { panic!() };
+        assert_eq!(event.conversation_id.as_deref(), Some("cv000000000001"));
+        assert_eq!((event.contact.as_deref(), event.phone_number_id.as_deref()), (Some("15550001"), Some("100")));
+        let record = world.open.as_ref().unwrap();
+        assert_eq!(record.conversation.status, ConversationStatus::Queued);
+        assert!(record.clocks.frt.is_some() && record.clocks.trt.is_some(), "first response and resolution clocks run");
+    }
+
+    #[test]
+    fn a_returning_customer_is_routed_to_the_last_closer_first() {
+        let mut world = World::new();
+        world.message_in("wamid.1", "hi", T0, false);
+        world.assign("a1");
+        world.apply(
+            Input::Close { by: "a1".into(), fields: json!({"outcome": "won"}).as_object().cloned().unwrap() },
+            T0 + HOUR,
+        );
+        assert_eq!(world.thread.as_ref().unwrap().last_closed_by.as_deref(), Some("a1"));
+        let decision = world.message_in("wamid.2", "back again", T0 + 2 * HOUR, false);
+        assert!(decision.opened);
+        let (_, routed) = bodies(&decision).pop().unwrap();
+        assert_eq!(routed, EventBody::Routed { route: json!({"reason": "returning"}), team_id: Some("sales".into()) });
+        assert_eq!(decision.effects, [Effect::Route { preferred_agent: Some("a1".into()), exclude_agent: None }]);
+    }
+
+    #[test]
+    fn a_later_message_refreshes_the_open_window_and_reaches_the_holder() {
+        let mut world = World::new();
+        world.message_in("wamid.1", "hi", T0, false);
+        world.assign("a1");
+        let decision = world.message_in("wamid.2", "still there?", T0 + HOUR, false);
+        assert!(!decision.opened);
+        assert_eq!(actions(&decision), ["message_in", "window_refreshed"]);
+        assert_eq!(
+            bodies(&decision)[1].1,
+            EventBody::WindowRefreshed { window: Window::Service, until: T0 + 25 * HOUR }
+        );
+        assert!(decision.effects.is_empty(), "an open conversation is not routed again");
+        let frames: Vec<_> = decision
+            .writes
+            .iter()
+            .filter_map(|op| match op {
+                Op::AgentEvent { agent_id, frame } if agent_id == "a1" => Some(frame.as_ref()),
+                _ => None,
+            })
+            .collect();
+        assert!(matches!(frames[..], [ServerFrame::Message { .. }, ServerFrame::Window { .. }]), "{frames:?}");
+        // After the window closed, the next message opens a new one.
+        let decision = world.message_in("wamid.3", "hello?", T0 + 30 * HOUR, false);
+        assert_eq!(actions(&decision), ["message_in", "window_opened"]);
+    }
+
+    #[test]
+    fn a_reply_logs_its_sender_stops_the_first_response_clock_and_opens_the_free_entry_window() {
+        let mut world = World::new();
+        world.message_in("wamid.1", "I saw your ad", T0, true);
+        assert_eq!(world.open.as_ref().unwrap().conversation.source.kind, SourceKind::Paid);
+        world.assign("a1");
+        let decision = world.send_accepted("wamid.out.1", "a1", "template", T0 + HOUR);
+        assert_eq!(
+            bodies(&decision),
+            [
+                (
+                    Actor::user("a1"),
+                    EventBody::MessageOut {
+                        id: "wamid.out.1".into(),
+                        message_type: "template".into(),
+                        text: None,
+                        template: Some("welcome".into())
+                    }
+                ),
+                (Actor::user("a1"), EventBody::WindowOpened { window: Window::FreeEntry, until: T0 + 73 * HOUR }),
+            ]
+        );
+        let record = world.open.as_ref().unwrap();
+        assert_eq!(record.first_response_at, Some(T0 + HOUR));
+        assert_eq!(record.clocks.frt.as_ref().unwrap().stopped_at, Some(T0 + HOUR));
+        assert_eq!(decision.answer.as_ref().unwrap()["message"]["free"], true, "inside the free entry window");
+        // A second reply opens nothing more.
+        let decision = world.send_accepted("wamid.out.2", "a1", "text", T0 + 2 * HOUR);
+        assert_eq!(actions(&decision), ["message_out"]);
+    }
+
+    #[test]
+    fn a_status_that_advances_is_logged_as_metas_and_one_that_does_not_changes_nothing() {
+        let mut world = World::new();
+        world.message_in("wamid.1", "hi", T0, false);
+        world.assign("a1");
+        world.send_accepted("wamid.out.1", "a1", "text", T0 + HOUR);
+        let status = |value: &str| -> Status {
+            serde_json::from_value(json!({"id": "wamid.out.1", "status": value, "timestamp": "1796086800"})).unwrap()
+        };
+        let stored = |status: Option<DeliveryStatus>| {
+            let mut message = StoredMessage {
+                message: Message {
+                    id: "wamid.out.1".into(),
+                    direction: Direction::Out,
+                    kind: "text".into(),
+                    text: Some("hello".into()),
+                    media: None,
+                    at: T0 + HOUR,
+                    status: None,
+                    free: Some(true),
+                    error: None,
+                },
+                raw: None,
+            };
+            message.message.status = status;
+            Some((1, Box::new(message)))
+        };
+        let input = Input::StatusIn {
+            inbox_seq: 7,
+            conversation_id: "cv000000000001".into(),
+            status: Box::new(status("delivered")),
+            stored: stored(Some(DeliveryStatus::Sent)),
+        };
+        let decision = world.apply(input, T0 + 2 * HOUR);
+        assert_eq!(
+            bodies(&decision),
+            [(
+                Actor::Meta,
+                EventBody::Status { wamid: "wamid.out.1".into(), status: "delivered".into(), error_code: None }
+            )]
+        );
+        assert!(decision.writes.iter().any(|op| matches!(op, Op::PutMessage { index: 1, .. })));
+        assert_eq!(world.thread.as_ref().unwrap().last_inbox_seq, 7);
+        let stale = Input::StatusIn {
+            inbox_seq: 8,
+            conversation_id: "cv000000000001".into(),
+            status: Box::new(status("sent")),
+            stored: stored(Some(DeliveryStatus::Read)),
+        };
+        let decision = world.apply(stale, T0 + 3 * HOUR);
+        assert!(actions(&decision).is_empty(), "a status going back is no event");
+        assert!(!decision.writes.iter().any(|op| matches!(op, Op::PutMessage { .. })));
+        assert!(decision.writes.iter().any(|op| matches!(op, Op::DeleteInbox(8))), "the entry is still consumed");
+    }
+
+    #[test]
+    fn close_refuses_without_the_required_fields_and_otherwise_logs_fields_close_and_unassignment() {
+        let mut world = World::new();
+        world.message_in("wamid.1", "hi", T0, false);
+        world.assign("a1");
+        let refused = world.decide(Input::Close { by: "a1".into(), fields: Map::new() }, T0 + HOUR).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::DispositionRequired);
+        let invalid = json!({"outcome": "maybe"}).as_object().cloned().unwrap();
+        assert!(world.decide(Input::Close { by: "a1".into(), fields: invalid }, T0 + HOUR).is_err());
+        let fields = json!({"outcome": "won"}).as_object().cloned().unwrap();
+        let decision = world.apply(Input::Close { by: "a1".into(), fields }, T0 + HOUR);
+        assert_eq!(
+            bodies(&decision),
+            [
+                (
+                    Actor::user("a1"),
+                    EventBody::FieldsChanged {
+                        changes: vec![FieldChange { key: "outcome".into(), old: Value::Null, new: json!("won") }]
+                    }
+                ),
+                (
+                    Actor::user("a1"),
+                    EventBody::Closed {
+                        fields: json!({"outcome": "won"}).as_object().cloned().unwrap(),
+                        outcome: Some("won".into())
+                    }
+                ),
+                (Actor::user("a1"), EventBody::Unassigned { agent_id: "a1".into(), reason: UnassignReason::Closed }),
+            ]
+        );
+        assert_eq!(
+            decision.effects,
+            [Effect::ReleaseAgent { agent_id: "a1".into(), conversation_id: "cv000000000001".into() }]
+        );
+        assert!(world.open.is_none(), "the thread has no open conversation");
+        assert_eq!(world.thread.as_ref().unwrap().open_conversation, None);
+    }
+
+    #[test]
+    fn setting_fields_logs_old_and_new_values_and_nothing_when_nothing_changes() {
+        let mut world = World::new();
+        world.message_in("wamid.1", "hi", T0, false);
+        world.assign("a1");
+        let won = json!({"outcome": "won"}).as_object().cloned().unwrap();
+        world.apply(Input::SetFields { by: "a1".into(), fields: won.clone() }, T0 + HOUR);
+        let lost = json!({"outcome": "lost"}).as_object().cloned().unwrap();
+        let decision = world.apply(Input::SetFields { by: "m1".into(), fields: lost }, T0 + HOUR);
+        assert_eq!(
+            bodies(&decision),
+            [(
+                Actor::user("m1"),
+                EventBody::FieldsChanged {
+                    changes: vec![FieldChange { key: "outcome".into(), old: json!("won"), new: json!("lost") }]
+                }
+            )]
+        );
+        let same = json!({"outcome": "lost"}).as_object().cloned().unwrap();
+        let decision = world.apply(Input::SetFields { by: "m1".into(), fields: same }, T0 + HOUR);
+        assert!(decision.writes.is_empty(), "{:?}", decision.writes);
+        assert_eq!(decision.answer.unwrap()["fields"]["outcome"], "lost");
+    }
+
+    fn assigned_world() -> World {
+        let mut world = World::new();
+        world.message_in("wamid.1", "hi", T0, false);
+        let input =
+            Input::Assign { conversation_id: "cv000000000001".into(), agent_id: "a1".into(), messages: Vec::new() };
+        world.apply(input, T0 + 1000);
+        world
+    }
+
+    #[test]
+    fn an_assignment_takes_only_a_queued_conversation_and_confirms_or_gives_back_the_slot() {
+        let mut world = World::new();
+        world.message_in("wamid.1", "hi", T0, false);
+        let input =
+            Input::Assign { conversation_id: "cv000000000001".into(), agent_id: "a1".into(), messages: Vec::new() };
+        let decision = world.apply(input, T0 + 1000);
+        assert_eq!(
+            bodies(&decision),
+            [(Actor::System, EventBody::Assigned { agent_id: "a1".into(), team_id: Some("sales".into()) })]
+        );
+        assert_eq!(
+            decision.effects,
+            [Effect::ConfirmReservation { agent_id: "a1".into(), conversation_id: "cv000000000001".into() }]
+        );
+        assert!(
+            matches!(&decision.writes[1], Op::AgentEvent { agent_id, frame } if agent_id == "a1" && matches!(frame.as_ref(), ServerFrame::Assigned { .. }))
+        );
+        let again =
+            Input::Assign { conversation_id: "cv000000000001".into(), agent_id: "a2".into(), messages: Vec::new() };
+        let decision = world.apply(again, T0 + 2000);
+        assert!(decision.writes.is_empty(), "already assigned: nothing changes");
+        assert_eq!(
+            decision.effects,
+            [Effect::CancelReservation { agent_id: "a2".into(), conversation_id: "cv000000000001".into() }]
+        );
+        assert_eq!(world.open.as_ref().unwrap().conversation.agent.as_deref(), Some("a1"));
+    }
+
+    #[test]
+    fn an_offline_agents_conversation_is_unassigned_and_routed_again() {
+        let mut world = assigned_world();
+        let stranger = Input::Unassign {
+            conversation_id: "cv000000000001".into(),
+            agent_id: "a2".into(),
+            reason: UnassignReason::AgentOffline,
+        };
+        assert!(world.apply(stranger, T0 + HOUR).writes.is_empty(), "not a2's to lose");
+        let input = Input::Unassign {
+            conversation_id: "cv000000000001".into(),
+            agent_id: "a1".into(),
+            reason: UnassignReason::AgentOffline,
+        };
+        let decision = world.apply(input, T0 + HOUR);
+        assert_eq!(
+            bodies(&decision),
+            [
+                (Actor::System, EventBody::Unassigned { agent_id: "a1".into(), reason: UnassignReason::AgentOffline }),
+                (
+                    Actor::System,
+                    EventBody::Routed { route: json!({"reason": "offline"}), team_id: Some("sales".into()) }
+                ),
+            ]
+        );
+        assert_eq!(decision.effects, [Effect::Route { preferred_agent: None, exclude_agent: None }]);
+        assert_eq!(world.open.as_ref().unwrap().conversation.status, ConversationStatus::Queued);
+    }
+
+    #[test]
+    fn a_transfer_to_an_agent_logs_transfer_unassignment_and_assignment() {
+        let mut world = assigned_world();
+        let same = Input::TransferToAgent { by: "boss".into(), target: "a1".into(), messages: Vec::new() };
+        assert_eq!(world.decide(same, T0 + HOUR).unwrap_err().code, ErrorCode::BadRequest);
+        let input = Input::TransferToAgent { by: "boss".into(), target: "a2".into(), messages: Vec::new() };
+        let decision = world.apply(input, T0 + HOUR);
+        assert_eq!(actions(&decision), ["transferred", "unassigned", "assigned"]);
+        assert_eq!(
+            bodies(&decision)[0],
+            (
+                Actor::user("boss"),
+                EventBody::Transferred {
+                    from_agent: Some("a1".into()),
+                    to_team: None,
+                    to_agent: Some("a2".into()),
+                    note: None
+                }
+            )
+        );
+        assert!(matches!(&decision.writes[0], Op::AgentEvent { agent_id, .. } if agent_id == "a1"), "a1 hears first");
+        assert_eq!(
+            decision.effects,
+            [
+                Effect::ConfirmReservation { agent_id: "a2".into(), conversation_id: "cv000000000001".into() },
+                Effect::ReleaseAgent { agent_id: "a1".into(), conversation_id: "cv000000000001".into() },
+            ]
+        );
+        assert_eq!(world.open.as_ref().unwrap().conversation.agent.as_deref(), Some("a2"));
+    }
+
+    #[test]
+    fn a_transfer_to_a_team_queues_and_routes_it_there() {
+        let mut world = assigned_world();
+        let decision = world.apply(Input::TransferToTeam { by: "a1".into(), team: "support".into() }, T0 + HOUR);
+        assert_eq!(actions(&decision), ["transferred", "unassigned", "routed"]);
+        assert_eq!(
+            bodies(&decision)[2],
+            (
+                Actor::user("a1"),
+                EventBody::Routed { route: json!({"reason": "transfer"}), team_id: Some("support".into()) }
+            )
+        );
+        let record = world.open.as_ref().unwrap();
+        assert_eq!(
+            (record.conversation.status, record.conversation.team.as_deref()),
+            (ConversationStatus::Queued, Some("support"))
+        );
+        assert_eq!(decision.effects[0], Effect::Route { preferred_agent: None, exclude_agent: None });
+    }
+
+    #[test]
+    fn sla_deadlines_log_a_warning_then_a_breach_once_and_count_the_holders_breach() {
+        let mut world = assigned_world();
+        let clock = world.open.as_ref().unwrap().clocks.frt.clone().unwrap();
+        let warning = |due| Input::Deadline {
+            conversation_id: "cv000000000001".into(),
+            kind: DeadlineKind::FirstResponseWarning,
+            due,
+        };
+        let decision = world.apply(warning(clock.warn_at), clock.warn_at);
+        assert_eq!(
+            bodies(&decision),
+            [(Actor::System, EventBody::SlaWarning { clock: SlaKind::FirstResponse, due: clock.warn_at })]
+        );
+        assert!(world.apply(warning(clock.warn_at), clock.warn_at + 5).writes.is_empty(), "only once");
+        let breach = Input::Deadline {
+            conversation_id: "cv000000000001".into(),
+            kind: DeadlineKind::FirstResponseBreach,
+            due: clock.breach_at,
+        };
+        let decision = world.apply(breach, clock.breach_at);
+        assert_eq!(actions(&decision), ["sla_breach"]);
+        assert!(
+            decision
+                .writes
+                .iter()
+                .any(|op| matches!(op, Op::CountFirstResponseBreach { agent_id, .. } if agent_id == "a1"))
+        );
+        assert_eq!(world.open.as_ref().unwrap().clocks.sla_events.len(), 2);
+    }
+
+    #[test]
+    fn a_window_closing_is_logged_only_for_the_current_window() {
+        let mut world = assigned_world();
+        let until = world.open.as_ref().unwrap().conversation.service_until.unwrap();
+        let fired = |due| Input::Deadline {
+            conversation_id: "cv000000000001".into(),
+            kind: DeadlineKind::ServiceWindowClose,
+            due,
+        };
+        assert!(world.apply(fired(until - HOUR), until).writes.is_empty(), "a refreshed window's old deadline");
+        let decision = world.apply(fired(until), until);
+        assert_eq!(bodies(&decision), [(Actor::System, EventBody::WindowClosed { window: Window::Service })]);
+    }
+
+    #[test]
+    fn an_idle_assignment_is_taken_back_and_routed_to_someone_else() {
+        let mut world = World::new();
+        world.policies = {
+            let mut settings = Settings::default();
+            settings.sla.reassign_after_s = 600;
+            Policies::from_settings(&settings).unwrap()
+        };
+        world.message_in("wamid.1", "hi", T0, false);
+        let input =
+            Input::Assign { conversation_id: "cv000000000001".into(), agent_id: "a1".into(), messages: Vec::new() };
+        world.apply(input, T0);
+        let due = world.open.as_ref().unwrap().clocks.reassign_at.expect("armed without a first response");
+        let input = Input::Deadline { conversation_id: "cv000000000001".into(), kind: DeadlineKind::IdleReassign, due };
+        let decision = world.apply(input, due);
+        assert_eq!(actions(&decision), ["unassigned", "routed"]);
+        assert_eq!(
+            bodies(&decision)[1].1,
+            EventBody::Routed { route: json!({"reason": "idle"}), team_id: Some("sales".into()) }
+        );
+        assert_eq!(
+            decision.effects,
+            [
+                Effect::ReleaseAgent { agent_id: "a1".into(), conversation_id: "cv000000000001".into() },
+                Effect::Route { preferred_agent: None, exclude_agent: Some("a1".into()) },
+            ]
+        );
+    }
+
+    #[test]
+    fn statuses_only_advance() {
+        use DeliveryStatus::*;
+        assert!(status_advances(Some(Unknown), Sent));
+        assert!(status_advances(Some(Unknown), Failed));
+        assert!(status_advances(None, Sent));
+        assert!(status_advances(Some(Sent), Read));
+        assert!(!status_advances(Some(Read), Delivered));
+        assert!(status_advances(Some(Read), Failed));
+        assert!(!status_advances(Some(Failed), Read));
+        assert!(!status_advances(Some(Failed), Failed));
+    }
+}

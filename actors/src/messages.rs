@@ -1,0 +1,212 @@
+//! The messages the actors send one another, in one module below them all,
+//! so that no actor module has to import another to name what it sends
+//! (they used to import each other in a cycle: agent ↔ conversation ↔
+//! router ↔ team ↔ manager ↔ shared). One enum per actor; a request
+//! carries its reply port, and business refusals go back through it.
+
+use std::sync::Arc;
+
+use protocol::ApiError;
+use protocol::graph::SendMessageResponse;
+use protocol::model::{AgentStatus, Role};
+use protocol::time::UnixMs;
+use protocol::ws::{AgentWorkload, ServerFrame, TemplateRequest, UnassignReason};
+use ractor::RpcReplyPort;
+use serde_json::{Map, Value};
+use storage::{InboxEntry, IngestMessage, IngestOutcome, SendIntent};
+use tokio::sync::mpsc;
+
+use crate::timers::{Deadline, DeadlineKind};
+
+// ---- the conversation actor ----
+
+/// Who is asking: an authenticated agent, manager or admin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub agent_id: String,
+    pub role: Role,
+}
+
+pub type Reply = RpcReplyPort<Result<Map<String, Value>, ApiError>>;
+
+/// What a client asks of a conversation.
+#[derive(Debug)]
+pub enum RequestKind {
+    Send { text: String },
+    SendTemplate { template: TemplateRequest },
+    SetFields { fields: Map<String, Value> },
+    Close { fields: Option<Map<String, Value>> },
+    Transfer { team: Option<String>, agent: Option<String> },
+}
+
+pub enum ConversationMsg {
+    /// An inbound message or status, durably in the inbox.
+    Inbound(Box<InboxEntry>),
+    /// An inbound message straight from a webhook, not yet stored: the actor
+    /// claims its wamid and applies it in one commit, then answers (accepted
+    /// or duplicate). If the actor fails first, the answer is dropped and the
+    /// webhook stores the message in the inbox instead.
+    Direct {
+        ingest: Box<IngestMessage>,
+        reply: tokio::sync::oneshot::Sender<IngestOutcome>,
+    },
+    /// The router or a team reserved a slot with `agent_id` for this conversation.
+    Assign {
+        conversation_id: String,
+        agent_id: String,
+    },
+    /// The agent went offline (after its grace period): route the conversation again.
+    Unassign {
+        conversation_id: String,
+        agent_id: String,
+        reason: UnassignReason,
+    },
+    Request {
+        principal: Principal,
+        conversation_id: String,
+        kind: RequestKind,
+        reply: Reply,
+    },
+    /// The Graph API answered a send started by `Request`.
+    SendCompleted(Box<PendingSend>, Result<SendMessageResponse, ApiError>),
+    /// A deadline armed for this conversation came due.
+    Deadline {
+        conversation_id: String,
+        kind: DeadlineKind,
+        due: UnixMs,
+    },
+    /// Test hook: makes the actor fail, as a bug would, to exercise supervision.
+    #[doc(hidden)]
+    FailForTest,
+}
+
+pub struct PendingSend {
+    pub(crate) conversation_id: String,
+    pub(crate) kind: String,
+    pub(crate) text: Option<String>,
+    pub(crate) template: Option<Value>,
+    pub(crate) reply: Reply,
+    /// The intent committed before Meta was called; filled in by `start_send`.
+    pub(crate) intent: Option<SendIntent>,
+}
+
+// ---- the conversation manager ----
+
+pub enum ManagerMsg {
+    Deliver {
+        thread_key: String,
+        message: ConversationMsg,
+    },
+    /// Housekeeping tick: passivate idle actors.
+    Sweep,
+    /// A deadline came due; it goes to its conversation's actor.
+    Deadline(Deadline),
+    /// How many conversation actors are in memory.
+    LiveCount(RpcReplyPort<usize>),
+}
+
+impl ManagerMsg {
+    /// Hands an accepted inbox entry to its conversation.
+    pub fn inbound(entry: InboxEntry) -> ManagerMsg {
+        ManagerMsg::Deliver { thread_key: entry.thread_key.clone(), message: ConversationMsg::Inbound(Box::new(entry)) }
+    }
+}
+
+// ---- the agent actor ----
+
+/// The sending half of a WebSocket session's bounded outgoing queue.
+#[derive(Clone, Debug)]
+pub struct SessionHandle {
+    pub session_id: String,
+    pub sender: mpsc::Sender<Arc<ServerFrame>>,
+}
+
+pub enum AgentMsg {
+    Attach {
+        session: SessionHandle,
+        reply: RpcReplyPort<AgentStatus>,
+    },
+    Detach {
+        session_id: String,
+    },
+    SetStatus {
+        status: AgentStatus,
+        reply: RpcReplyPort<Result<AgentStatus, ApiError>>,
+    },
+    /// A committed event for this agent, in `seq` order.
+    Event(Arc<ServerFrame>),
+    /// Holds a slot for `conversation_id` if the agent may take a new one now.
+    TryReserve {
+        conversation_id: String,
+        reply: RpcReplyPort<bool>,
+    },
+    /// The reserved assignment was committed.
+    Confirm {
+        conversation_id: String,
+        thread_key: String,
+    },
+    /// The reserved assignment did not happen.
+    Cancel {
+        conversation_id: String,
+    },
+    /// The conversation left this agent (closed, transferred).
+    Release {
+        conversation_id: String,
+    },
+    /// Housekeeping: ends grace periods that ran out.
+    Tick,
+    Workload(RpcReplyPort<AgentWorkload>),
+    /// Tell the teams the free slots again (a team actor was restarted).
+    Reannounce,
+}
+
+// ---- the team actor ----
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedConversation {
+    pub conversation_id: String,
+    pub thread_key: String,
+    pub queued_at: UnixMs,
+    /// An agent this conversation must not go to.
+    pub exclude_agent: Option<String>,
+}
+
+pub enum TeamMsg {
+    Enqueue(QueuedConversation),
+    /// Many at once: the queue rebuilt at start or after a team restart.
+    EnqueueMany(Vec<QueuedConversation>),
+    /// An agent's free slots and load changed.
+    Availability {
+        agent_id: String,
+        free: u32,
+        load: u32,
+    },
+    /// A queued conversation was closed or moved elsewhere.
+    Remove {
+        conversation_id: String,
+    },
+    Stats(RpcReplyPort<TeamStats>),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TeamStats {
+    pub queued: u32,
+    pub oldest_queued_at: Option<UnixMs>,
+}
+
+// ---- the router ----
+
+#[derive(Clone, Debug)]
+pub struct RouteRequest {
+    pub conversation_id: String,
+    pub thread_key: String,
+    pub team: Option<String>,
+    pub preferred_agent: Option<String>,
+    /// Never this agent (idle reassignment moves a conversation to someone else).
+    pub exclude_agent: Option<String>,
+    pub queued_at: UnixMs,
+}
+
+pub enum RouterMsg {
+    Route(RouteRequest),
+}
