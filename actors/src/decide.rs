@@ -172,6 +172,20 @@ pub fn event_of(record: &ConversationRecord, at: UnixMs, actor: Actor, body: Eve
     }
 }
 
+/// What taking a conversation from its agent says, to the agent (the
+/// `unassigned` frame, a write) and to the log (the `unassigned` event).
+fn unassigned(
+    record: &ConversationRecord,
+    agent_id: &str,
+    reason: UnassignReason,
+    by: Actor,
+    at: UnixMs,
+) -> (Op, Event) {
+    let frame = ServerFrame::Unassigned { seq: 0, conversation_id: record.conversation.id.clone(), reason };
+    let write = Op::AgentEvent { agent_id: agent_id.to_owned(), frame: Box::new(frame) };
+    (write, event_of(record, at, by, EventBody::Unassigned { agent_id: agent_id.to_owned(), reason }))
+}
+
 /// The `routed` event: PROTOCOL §7's `Route` for why routing is asked now
 /// (`default`, `returning`, `transfer`, `idle`, `offline`).
 pub fn routed_event(record: &ConversationRecord, at: UnixMs, actor: Actor, reason: &str) -> Event {
@@ -556,14 +570,9 @@ fn unassign(
         reason: reason_label.unwrap_or_else(|| "unassigned".into()),
     });
     let mut decision = Decision { record_is_open: true, ..Decision::default() };
-    decision.writes = vec![
-        Op::PutConversation(Box::new(record.clone())),
-        Op::AgentEvent {
-            agent_id: agent_id.clone(),
-            frame: Box::new(ServerFrame::Unassigned { seq: 0, conversation_id, reason }),
-        },
-    ];
-    decision.events.push(event_of(&record, now, Actor::System, EventBody::Unassigned { agent_id, reason }));
+    let (write, event) = unassigned(&record, &agent_id, reason, Actor::System, now);
+    decision.writes = vec![Op::PutConversation(Box::new(record.clone())), write];
+    decision.events.push(event);
     decision.events.push(routed_event(&record, now, Actor::System, "offline"));
     decision.effects.push(Effect::Route { preferred_agent: None, exclude_agent: None });
     decision.record = Some(record);
@@ -580,23 +589,9 @@ fn let_go_of_holder(
     now: UnixMs,
 ) {
     let Some(previous) = previous else { return };
-    decision.writes.insert(
-        0,
-        Op::AgentEvent {
-            agent_id: previous.clone(),
-            frame: Box::new(ServerFrame::Unassigned {
-                seq: 0,
-                conversation_id: record.conversation.id.clone(),
-                reason: UnassignReason::Transferred,
-            }),
-        },
-    );
-    decision.events.push(event_of(
-        record,
-        now,
-        by.clone(),
-        EventBody::Unassigned { agent_id: previous.clone(), reason: UnassignReason::Transferred },
-    ));
+    let (write, event) = unassigned(record, previous, UnassignReason::Transferred, by.clone(), now);
+    decision.writes.insert(0, write);
+    decision.events.push(event);
 }
 
 fn transfer_to_agent(
@@ -733,23 +728,9 @@ fn deadline(current: Current<'_>, conversation_id: String, kind: DeadlineKind, d
             record.conversation.agent = None;
             record.queued_at = Some(now);
             record.clocks.history.push(AssignmentChange { at: now, agent: None, reason: "reassigned_idle".into() });
-            decision.writes = vec![
-                Op::PutConversation(Box::new(record.clone())),
-                Op::AgentEvent {
-                    agent_id: previous.clone(),
-                    frame: Box::new(ServerFrame::Unassigned {
-                        seq: 0,
-                        conversation_id: conversation_id.clone(),
-                        reason: UnassignReason::ReassignedIdle,
-                    }),
-                },
-            ];
-            decision.events.push(event_of(
-                &record,
-                now,
-                Actor::System,
-                EventBody::Unassigned { agent_id: previous.clone(), reason: UnassignReason::ReassignedIdle },
-            ));
+            let (write, event) = unassigned(&record, &previous, UnassignReason::ReassignedIdle, Actor::System, now);
+            decision.writes = vec![Op::PutConversation(Box::new(record.clone())), write];
+            decision.events.push(event);
             decision.events.push(routed_event(&record, now, Actor::System, "idle"));
             decision.effects = vec![
                 Effect::ReleaseAgent { agent_id: previous.clone(), conversation_id },
@@ -856,20 +837,9 @@ fn close(
         EventBody::Closed { fields: record.conversation.fields.clone(), outcome },
     ));
     if let Some(agent) = &holder {
-        decision.writes.push(Op::AgentEvent {
-            agent_id: agent.clone(),
-            frame: Box::new(ServerFrame::Unassigned {
-                seq: 0,
-                conversation_id: conversation_id.clone(),
-                reason: UnassignReason::Closed,
-            }),
-        });
-        decision.events.push(event_of(
-            &record,
-            now,
-            closer,
-            EventBody::Unassigned { agent_id: agent.clone(), reason: UnassignReason::Closed },
-        ));
+        let (write, event) = unassigned(&record, agent, UnassignReason::Closed, closer, now);
+        decision.writes.push(write);
+        decision.events.push(event);
         decision
             .effects
             .push(Effect::ReleaseAgent { agent_id: agent.clone(), conversation_id: conversation_id.clone() });
