@@ -2,6 +2,8 @@
 //! no redirect, and a phone number id from a webhook cannot steer the Graph
 //! URL. `/metrics` takes `server.metrics_token` and nothing like it.
 
+mod raw;
+
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
@@ -44,13 +46,7 @@ impl CannedServer {
                         }
                     };
                     let head = String::from_utf8_lossy(&request[..head_end]).into_owned();
-                    let length = head
-                        .lines()
-                        .find_map(|line| {
-                            let (name, value) = line.split_once(':')?;
-                            name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse::<usize>().ok())?
-                        })
-                        .unwrap_or(0);
+                    let length = raw::content_length(&head);
                     while request.len() < head_end + length {
                         match socket.read(&mut buffer).await {
                             Ok(0) | Err(_) => break,

@@ -21,6 +21,16 @@ pub async fn send(addr: SocketAddr, head: &str, body: &[u8]) -> Result<TcpStream
     Ok(stream)
 }
 
+/// The `Content-Length` an HTTP head announces (0 when it has none).
+pub fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0)
+}
+
 /// Reads one response: its status and its body as JSON (a string when it is
 /// not JSON). Fails if none arrives within the wait.
 pub async fn read_response(stream: &mut TcpStream) -> Result<(u16, Value)> {
@@ -32,13 +42,7 @@ pub async fn read_response(stream: &mut TcpStream) -> Result<(u16, Value)> {
             let head = String::from_utf8_lossy(&received[..end]).to_string();
             let status: u16 =
                 head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).context("no status line")?;
-            let length = head
-                .lines()
-                .find_map(|line| {
-                    let (name, value) = line.split_once(':')?;
-                    name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse::<usize>().ok())?
-                })
-                .unwrap_or(0);
+            let length = content_length(&head);
             while received.len() < end + 4 + length {
                 let read = tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await.context("body")??;
                 if read == 0 {
