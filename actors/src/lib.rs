@@ -69,14 +69,18 @@ pub enum StartError {
 }
 
 /// Hands what the store committed to the actors: inbox entries to their
-/// conversation (through the manager), events to their agent.
-#[derive(Default)]
+/// conversation (through the manager), events to their agent; and the event
+/// log's head to whoever reads the log (its consumers wake on it).
 struct ActorSink {
     shared: OnceLock<Arc<Shared>>,
+    log_head: tokio::sync::watch::Sender<u64>,
 }
 
 impl EventSink for ActorSink {
     fn committed(&self, published: Published) {
+        if let Some(head) = published.log_head {
+            self.log_head.send_replace(head);
+        }
         let Some(shared) = self.shared.get() else {
             tracing::error!("committed before the actors were ready; entries stay in the inbox until restart");
             return;
@@ -138,6 +142,7 @@ pub struct System {
     root: ActorRef<RootMsg>,
     ticker: JoinHandle<()>,
     timer_tasks: Vec<JoinHandle<()>>,
+    log_head: tokio::sync::watch::Receiver<u64>,
 }
 
 /// Timer shards: one task each, conversations spread over them.
@@ -155,8 +160,9 @@ impl System {
         clock: SharedClock,
     ) -> Result<System, StartError> {
         let started = std::time::Instant::now();
-        let sink = Arc::new(ActorSink::default());
+        let sink = Arc::new(ActorSink { shared: OnceLock::new(), log_head: tokio::sync::watch::Sender::new(0) });
         let store = Arc::new(Store::open(data_dir, store_options, sink.clone())?);
+        sink.log_head.send_replace(store.reader().log_head()?);
         let store_opened_ms = started.elapsed().as_millis();
         let reader = store.reader();
         let open = reader.open_conversations()?;
@@ -269,7 +275,13 @@ impl System {
                 }
             })
         };
-        Ok(System { shared, root, ticker, timer_tasks })
+        Ok(System { shared, root, ticker, timer_tasks, log_head: sink.log_head.subscribe() })
+    }
+
+    /// The event log's last seq, updated as commits append to it: a log
+    /// consumer waits on this, then reads from its cursor.
+    pub fn log_head(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.log_head.clone()
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -465,6 +477,14 @@ impl System {
     /// Stops the actors (each finishes the message in hand), then the store
     /// writer after it has committed everything handed to it.
     pub async fn shutdown(&self) {
+        self.stop_actors().await;
+        self.close_store();
+    }
+
+    /// The first half of [`System::shutdown`]: the actors finish what they
+    /// hold and stop; the store stays open (log consumers catch up, then
+    /// [`System::close_store`]).
+    pub async fn stop_actors(&self) {
         self.shared.stopping.store(true, std::sync::atomic::Ordering::Release);
         self.ticker.abort();
         for task in &self.timer_tasks {
@@ -474,6 +494,10 @@ impl System {
         let _ = directory.manager.drain_and_wait(Some(Duration::from_secs(5))).await;
         self.root.stop_children_and_wait(None, Some(Duration::from_secs(5))).await;
         self.root.stop(None);
+    }
+
+    /// Flushes and closes the store (after [`System::stop_actors`]).
+    pub fn close_store(&self) {
         self.shared.store.shutdown();
     }
 }

@@ -70,6 +70,10 @@ pub struct AgentSpec {
     pub capacity: Option<u32>,
     #[serde(default)]
     pub city: Option<String>,
+    /// For a manager: the teams whose conversations (and audit trail) it
+    /// sees; empty = every team.
+    #[serde(default)]
+    pub manages: Vec<String>,
 }
 
 fn default_role() -> Role {

@@ -36,6 +36,11 @@ pub enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// The audit log: verify a stopped engine's, export a contact's, check an export.
+    Audit {
+        #[command(subcommand)]
+        command: crate::audit_cli::AuditCommand,
+    },
 }
 
 /// The log filter when `RUST_LOG` is not set. `ractor=warn`: ractor opens an
@@ -74,6 +79,7 @@ pub async fn run(cli: Cli) -> i32 {
             serve(config).await
         }
         Command::Demo { listen, agents, rate, data_dir } => crate::demo::run(&listen, agents, rate, data_dir).await,
+        Command::Audit { command } => crate::audit_cli::run(command).await,
     }
 }
 

@@ -31,6 +31,33 @@ pub struct Config {
     pub sla: SlaSpec,
     #[serde(default)]
     pub dispositions: Vec<DispositionSpec>,
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`: the audit log's signing key and how often it signs.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The Ed25519 secret key (32 raw bytes, mode 0600) that signs
+    /// checkpoints; generated at first start when absent. Default:
+    /// `audit-signing.key` in the data directory.
+    #[serde(default)]
+    pub signing_key_file: Option<PathBuf>,
+    /// A checkpoint is signed this often while the log grows (and at a stop,
+    /// and whenever `GET /api/v1/audit/checkpoint` is asked).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every_s: u64,
+}
+
+fn default_checkpoint_every() -> u64 {
+    60
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { signing_key_file: None, checkpoint_every_s: default_checkpoint_every() }
+    }
 }
 
 #[derive(Clone, Deserialize)]
@@ -322,6 +349,9 @@ impl Config {
                 ),
             );
         }
+        if self.audit.checkpoint_every_s == 0 {
+            return fail("audit.checkpoint_every_s", "must be greater than 0".to_owned());
+        }
         if let Err(problem) = crate::graph::parse_base_url(&self.whatsapp.graph_base_url) {
             return fail("whatsapp.graph_base_url", problem);
         }
@@ -370,6 +400,11 @@ impl Config {
                     return fail(&key("teams"), format!("no team {team:?} is defined in [[teams]]"));
                 }
             }
+            for team in &agent.manages {
+                if !team_ids.contains(team.as_str()) {
+                    return fail(&key("manages"), format!("no team {team:?} is defined in [[teams]]"));
+                }
+            }
         }
         let mut field_keys = HashSet::new();
         for (index, field) in self.dispositions.iter().enumerate() {
@@ -404,6 +439,11 @@ impl Config {
             found.push("agents[].token");
         }
         found
+    }
+
+    /// Where the audit log's signing key is (`audit.signing_key_file`).
+    pub fn audit_key_path(&self) -> PathBuf {
+        self.audit.signing_key_file.clone().unwrap_or_else(|| self.server.data_dir.join("audit-signing.key"))
     }
 
     pub fn listen_addr(&self) -> SocketAddr {

@@ -294,6 +294,7 @@ impl Roster {
             teams: vec![TEAM.to_owned()],
             capacity: Some(AGENT_CAPACITY),
             city: city.map(str::to_owned),
+            manages: Vec::new(),
         };
         let mut specs: Vec<AgentSpec> = self
             .simulated
@@ -314,6 +315,7 @@ impl Roster {
             teams: Vec::new(),
             capacity: None,
             city: None,
+            manages: Vec::new(),
         });
         specs
     }

@@ -35,6 +35,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/conversations/{id}", get(get_conversation))
         .route("/api/v1/conversations/{id}/{action}", post(conversation_action))
         .route("/api/v1/workload", get(workload))
+        .merge(crate::audit_http::routes())
         .route("/", get(|| async { Html(include_str!("../assets/dashboard.html")) }))
         .route("/agent", get(|| async { Html(include_str!("../assets/agent.html")) }))
         .fallback(|| async { error_response(ApiError::not_found("no such endpoint; see docs/API.md")) })

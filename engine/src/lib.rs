@@ -11,6 +11,9 @@
 //! [`emulator`] re-exports `sim::emulator` for code written against the old
 //! path).
 
+pub mod audit;
+pub mod audit_cli;
+pub mod audit_http;
 pub mod auth;
 pub mod cli;
 pub mod config;

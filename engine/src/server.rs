@@ -36,6 +36,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Set once recovery is done; until then /readyz is 503 and traffic waits.
     pub system: OnceLock<Arc<System>>,
+    /// The audit log's consumer; set with `system`.
+    pub audit: OnceLock<Arc<crate::audit::AuditLog>>,
     /// Flips to true when the server is stopping; sessions close on it.
     pub stopping: watch::Receiver<bool>,
     /// Webhook body bytes held at once, in KiB (`server.webhook_bytes_in_flight`).
@@ -100,7 +102,13 @@ impl RunningServer {
         let _ = self.stop.send(true);
         let _ = self.serving.await;
         if let Some(system) = self.state.system.get() {
-            system.shutdown().await;
+            // The actors stop first; the audit log then takes in the last
+            // events and signs them; then the store closes.
+            system.stop_actors().await;
+            if let Some(audit) = self.state.audit.get() {
+                audit.stop().await;
+            }
+            system.close_store();
         }
     }
 
@@ -123,6 +131,7 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
         config: config.clone(),
         metrics: metrics_handle(),
         system: OnceLock::new(),
+        audit: OnceLock::new(),
         stopping: stopping.clone(),
         webhook_kib_in_flight: Arc::new(tokio::sync::Semaphore::new(
             config.server.webhook_bytes_in_flight.div_ceil(1024),
@@ -145,10 +154,27 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
         cache_bytes: config.engine.store_cache_mib.max(16) * 1024 * 1024,
         ..Default::default()
     };
+    let key_path = config.audit_key_path();
+    if let Some(parent) = key_path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let signing_key =
+        audit::load_or_generate(&key_path).with_context(|| format!("audit.signing_key_file {}", key_path.display()))?;
     let started = std::time::Instant::now();
-    let system = System::start(config.settings(), &data_dir, store_options, outbound, options.clock)
+    let clock = options.clock;
+    let system = System::start(config.settings(), &data_dir, store_options, outbound, clock.clone())
         .await
         .with_context(|| format!("cannot start with data dir {}", data_dir.display()))?;
+    let audit = crate::audit::AuditLog::start(
+        system.shared().store.clone(),
+        signing_key,
+        clock,
+        system.log_head(),
+        std::time::Duration::from_secs(config.audit.checkpoint_every_s),
+    )
+    .await
+    .context("cannot open the audit log")?;
+    let _ = state.audit.set(Arc::new(audit));
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, %addr, "ready");
     let _ = state.system.set(Arc::new(system));
     Ok(RunningServer { addr, state, stop, serving })

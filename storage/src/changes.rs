@@ -41,9 +41,13 @@ pub enum TableId {
     SendIntents = 14,
     Events = 15,
     Cursors = 16,
+    AuditEntries = 17,
+    AuditNodes = 18,
+    AuditIndex = 19,
+    AuditCheckpoints = 20,
 }
 
-const TABLES: [TableId; 17] = [
+const TABLES: [TableId; 21] = [
     TableId::Counters,
     TableId::Inbox,
     TableId::InboundIds,
@@ -61,6 +65,10 @@ const TABLES: [TableId; 17] = [
     TableId::SendIntents,
     TableId::Events,
     TableId::Cursors,
+    TableId::AuditEntries,
+    TableId::AuditNodes,
+    TableId::AuditIndex,
+    TableId::AuditCheckpoints,
 ];
 
 impl TableId {
@@ -69,7 +77,15 @@ impl TableId {
     pub(crate) fn point_read(self) -> bool {
         !matches!(
             self,
-            TableId::AgentEvents | TableId::AgentOpen | TableId::Inbox | TableId::OtherChanges | TableId::Events
+            TableId::AgentEvents
+                | TableId::AgentOpen
+                | TableId::Inbox
+                | TableId::OtherChanges
+                | TableId::Events
+                | TableId::AuditEntries
+                | TableId::AuditNodes
+                | TableId::AuditIndex
+                | TableId::AuditCheckpoints
         )
     }
 }
@@ -377,6 +393,24 @@ impl Progress {
         }
     }
 
+    /// [`Progress::caught_up`] without hurrying the materializer.
+    pub(crate) async fn settled(&self) -> Result<()> {
+        let target = self.journaled();
+        loop {
+            let moved = self.moved.notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            let applied = self.applied();
+            if applied >= target {
+                return Ok(());
+            }
+            if self.failing() {
+                return Err(self.behind(applied, target));
+            }
+            moved.await;
+        }
+    }
+
     /// Waits until the tables hold everything journaled so far.
     pub(crate) fn wait_applied(&self) -> Result<()> {
         let target = self.journaled();
@@ -516,6 +550,9 @@ pub(crate) fn read_point(txn: &ReadTransaction, table: TableId, key: &Key) -> Re
         (TableId::SendIntents, _) => str_table(txn, SEND_INTENTS, key),
         (TableId::Cursors, _) => counter_table(txn, CURSORS, key),
         (TableId::Events, _) => seq_table(txn, EVENTS, key),
+        (TableId::AuditEntries, _) => seq_table(txn, AUDIT_ENTRIES, key),
+        (TableId::AuditNodes, _) => seq_table(txn, AUDIT_NODES, key),
+        (TableId::AuditCheckpoints, _) => seq_table(txn, AUDIT_CHECKPOINTS, key),
         (TableId::Messages, Key::StrU32(id, index)) => {
             let table = txn.open_table(MESSAGES).map_err(db_error)?;
             Ok(table.get((id.as_str(), *index)).map_err(db_error)?.map(|value| value.value().to_vec()))
@@ -573,6 +610,10 @@ pub(crate) fn materialize<'a>(txn: &WriteTransaction, writes: impl IntoIterator<
     let mut send_intents = txn.open_table(SEND_INTENTS).map_err(db_error)?;
     let mut events = txn.open_table(EVENTS).map_err(db_error)?;
     let mut cursors = txn.open_table(CURSORS).map_err(db_error)?;
+    let mut audit_entries = txn.open_table(AUDIT_ENTRIES).map_err(db_error)?;
+    let mut audit_nodes = txn.open_table(AUDIT_NODES).map_err(db_error)?;
+    let mut audit_index = txn.open_table(AUDIT_INDEX).map_err(db_error)?;
+    let mut audit_checkpoints = txn.open_table(AUDIT_CHECKPOINTS).map_err(db_error)?;
     for write in writes {
         let key = &write.key;
         let value = write.value.as_deref();
@@ -603,6 +644,10 @@ pub(crate) fn materialize<'a>(txn: &WriteTransaction, writes: impl IntoIterator<
             (TableId::SendIntents, _) => apply!(send_intents, str_key(key)?, bytes),
             (TableId::Events, _) => apply!(events, u64_key(key)?, bytes),
             (TableId::Cursors, _) => apply!(cursors, str_key(key)?, u64_value),
+            (TableId::AuditEntries, _) => apply!(audit_entries, u64_key(key)?, bytes),
+            (TableId::AuditNodes, _) => apply!(audit_nodes, u64_key(key)?, bytes),
+            (TableId::AuditCheckpoints, _) => apply!(audit_checkpoints, u64_key(key)?, bytes),
+            (TableId::AuditIndex, Key::StrU64(who, n)) => apply!(audit_index, (who.as_str(), *n), unit),
             (TableId::Messages, Key::StrU32(id, index)) => apply!(messages, (id.as_str(), *index), bytes),
             (TableId::AgentEvents, Key::StrU64(agent, seq)) => apply!(agent_events, (agent.as_str(), *seq), bytes),
             (TableId::AgentOpen, Key::StrStr(agent, id)) => {

@@ -16,6 +16,8 @@
 //! - `journal`: the append-only segment files.
 //! - `io`: redb's file backend, the reopenable database handle, free space,
 //!   and [`IoFaults`], the fault injection point tests use.
+//! - [`audit`]: the audit log's entries, Merkle nodes, index and checkpoints
+//!   as its consumer commits them, and a snapshot to read them.
 //! - [`read`]: reads from any thread at any time: keys through the overlay,
 //!   ranges once the tables have caught up.
 //!
@@ -27,6 +29,7 @@
 //! is assigned) live in `actors`; this crate stores what it is told and keeps the
 //! indexes consistent. No network, no async runtime requirement beyond channels.
 
+pub mod audit;
 mod changes;
 mod io;
 mod journal;

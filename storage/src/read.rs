@@ -63,6 +63,22 @@ impl Reader {
         Ok(Reader { caught_up: true, ..self.clone() })
     }
 
+    /// Waits, without blocking a thread and without hurrying the
+    /// materializer, until the tables hold everything journaled so far (a
+    /// log consumer reading behind the writers: it reads in the
+    /// materializer's own rhythm instead of forcing small transactions).
+    pub async fn settled(&self) -> Result<Reader> {
+        self.progress.settled().await?;
+        Ok(Reader { caught_up: true, ..self.clone() })
+    }
+
+    /// A snapshot of the audit tables holding every commit journaled when
+    /// it was taken (waits for the tables like a range read; call it on a
+    /// [`Reader::caught_up`] or [`Reader::settled`] reader from async code).
+    pub fn audit(&self) -> Result<crate::audit::AuditSnapshot> {
+        Ok(crate::audit::AuditSnapshot::new(self.txn()?))
+    }
+
     /// A snapshot holding everything journaled so far (for range reads).
     fn txn(&self) -> Result<ReadTransaction> {
         if !self.caught_up {

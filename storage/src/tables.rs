@@ -45,6 +45,18 @@ pub const SEND_INTENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("sen
 pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// consumer name → the last event seq it has taken in (its durable cursor).
 pub const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
+/// audit entry n (from 1) → its 32-byte SHA-256, its time (unix ms, 8 bytes
+/// little-endian), then its RFC 8785 bytes without `hash` (see
+/// [`crate::AuditRow`]). Append-only.
+pub const AUDIT_ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_entries");
+/// The audit Merkle tree's complete subtrees above the leaves: key
+/// `level << 56 | index` (level ≥ 1) → 32-byte hash. Leaves are the entries'.
+pub const AUDIT_NODES: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_nodes");
+/// ("c:" contact | "v:" conversation | "a:" agent, n) → (): which entries
+/// concern whom, for the filters of `GET /api/v1/audit`.
+pub const AUDIT_INDEX: TableDefinition<(&str, u64), ()> = TableDefinition::new("audit_index");
+/// tree size → JSON signed checkpoint, one per size ever signed.
+pub const AUDIT_CHECKPOINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_checkpoints");
 
 pub(crate) fn create_all(db: &Database) -> Result<()> {
     let mut txn = db.begin_write().map_err(db_error)?;
@@ -68,6 +80,10 @@ pub(crate) fn create_all(db: &Database) -> Result<()> {
     txn.open_table(SEND_INTENTS).map_err(db_error)?;
     txn.open_table(EVENTS).map_err(db_error)?;
     txn.open_table(CURSORS).map_err(db_error)?;
+    txn.open_table(AUDIT_ENTRIES).map_err(db_error)?;
+    txn.open_table(AUDIT_NODES).map_err(db_error)?;
+    txn.open_table(AUDIT_INDEX).map_err(db_error)?;
+    txn.open_table(AUDIT_CHECKPOINTS).map_err(db_error)?;
     migrate_open_index_v2(&txn)?;
     txn.commit().map_err(db_error)?;
     Ok(())

@@ -117,6 +117,14 @@ pub enum Op {
         consumer: String,
         seq: u64,
     },
+    /// Appends audit entries, their index rows and Merkle nodes, as the
+    /// audit consumer built them (see [`crate::audit`]).
+    AuditAppend(Box<crate::audit::AuditAppend>),
+    /// Keeps a signed checkpoint (JSON) of the audit tree of `tree_size` entries.
+    AuditCheckpoint {
+        tree_size: u64,
+        checkpoint: Vec<u8>,
+    },
 }
 
 pub type Batch = Vec<Op>;
@@ -148,8 +156,9 @@ pub struct Published {
     pub inbox: Vec<InboxEntry>,
     /// Agent events with their `seq`, in commit order.
     pub events: Vec<(String, ServerFrame)>,
-    /// Conversation events appended to the log, with their seq, in order.
-    pub log: Vec<(u64, Event)>,
+    /// The event log's last seq when this commit appended events to it
+    /// (consumers wake on it and read the log from their cursors).
+    pub log_head: Option<u64>,
 }
 
 /// Receives what was committed, on the writer thread, in commit order. It must
@@ -334,7 +343,7 @@ impl Writer {
                     metrics::histogram!(crate::metrics::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
                     metrics::histogram!(crate::metrics::GROUP_BATCHES).record(group.len() as f64);
                     metrics::counter!(crate::metrics::COMMITS_TOTAL).increment(1);
-                    if !published.inbox.is_empty() || !published.events.is_empty() || !published.log.is_empty() {
+                    if !published.inbox.is_empty() || !published.events.is_empty() || published.log_head.is_some() {
                         self.sink.committed(published);
                     }
                     for ((_, reply), outcome) in group.into_iter().zip(outcomes) {
@@ -849,10 +858,25 @@ impl<'a> GroupState<'a> {
             Op::Event(event) => {
                 self.event_seq += 1;
                 self.view.put(TableId::Events, Key::U64(self.event_seq), encode(event.as_ref())?);
-                published.log.push((self.event_seq, event.as_ref().clone()));
+                published.log_head = Some(self.event_seq);
             }
             Op::SetCursor { consumer, seq } => {
                 self.view.put_u64(TableId::Cursors, text(consumer), *seq);
+            }
+            Op::AuditAppend(append) => {
+                for row in &append.entries {
+                    self.view.put(TableId::AuditEntries, Key::U64(row.n), crate::audit::entry_value(row));
+                    for key in &row.index {
+                        self.view.put(TableId::AuditIndex, Key::StrU64(key.clone(), row.n), Vec::new());
+                    }
+                }
+                for node in &append.nodes {
+                    let key = Key::U64(crate::audit::node_key(node.level, node.index));
+                    self.view.put(TableId::AuditNodes, key, node.hash.to_vec());
+                }
+            }
+            Op::AuditCheckpoint { tree_size, checkpoint } => {
+                self.view.put(TableId::AuditCheckpoints, Key::U64(*tree_size), checkpoint.clone());
             }
             Op::PutAgentStatus { agent_id, status } => {
                 self.agent_record(agent_id)?.status = *status;

@@ -24,7 +24,13 @@ fn internal_crates_depend_only_downwards() {
         ("switchboard-sim", HashSet::from(["switchboard-protocol"])),
         (
             "switchboard-engine",
-            HashSet::from(["switchboard-protocol", "switchboard-storage", "switchboard-actors", "switchboard-sim"]),
+            HashSet::from([
+                "switchboard-protocol",
+                "switchboard-storage",
+                "switchboard-actors",
+                "switchboard-sim",
+                "switchboard-audit",
+            ]),
         ),
         (
             "switchboard-tests",
@@ -34,6 +40,7 @@ fn internal_crates_depend_only_downwards() {
                 "switchboard-actors",
                 "switchboard-sim",
                 "switchboard-engine",
+                "switchboard-audit",
             ]),
         ),
         // The harness speaks to a server only through its public interfaces.

@@ -1,0 +1,202 @@
+//! What the audit log's consumer stores, and how it is read back. The audit
+//! log itself (entries, hashing, the Merkle tree, signatures) is the
+//! `switchboard-audit` crate and the engine's consumer; this module keeps
+//! bytes it is given, append-only:
+//!
+//! - [`AUDIT_ENTRIES`]: entry `n` → its hash, its time and its canonical
+//!   bytes (RFC 8785, without `hash`), exactly as hashed;
+//! - [`AUDIT_NODES`]: the Merkle tree's complete subtrees above the leaves
+//!   (a leaf is derived from its entry's hash, so it is not stored twice);
+//! - [`AUDIT_INDEX`]: which entries concern which contact, conversation and
+//!   agent;
+//! - [`AUDIT_CHECKPOINTS`]: every signed checkpoint, by tree size.
+//!
+//! The consumer commits a batch of entries, their nodes and its cursor in
+//! one [`crate::Op::AuditAppend`] plus [`crate::Op::SetCursor`], so what it
+//! made of the event log and how far it read are never apart.
+
+use protocol::time::UnixMs;
+use redb::{ReadTransaction, ReadableTable};
+
+use crate::tables::{AUDIT_CHECKPOINTS, AUDIT_ENTRIES, AUDIT_INDEX, AUDIT_NODES};
+use crate::{Result, StorageError, db_error};
+
+/// Bytes before an entry's canonical bytes in [`AUDIT_ENTRIES`]: the hash
+/// (32) and the time (8, little-endian unix ms).
+pub const ENTRY_HEADER_LEN: usize = 40;
+
+/// One new audit entry, as the consumer built it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditRow {
+    pub n: u64,
+    /// SHA-256 of `canonical`.
+    pub hash: [u8; 32],
+    pub at: UnixMs,
+    /// The entry without `hash`, RFC 8785 canonical JSON.
+    pub canonical: Vec<u8>,
+    /// [`AUDIT_INDEX`] keys this entry is found under (`c:…`, `v:…`, `a:…`).
+    pub index: Vec<String>,
+}
+
+/// A complete Merkle subtree above the leaves (`level` ≥ 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuditNode {
+    pub level: u32,
+    pub index: u64,
+    pub hash: [u8; 32],
+}
+
+/// What one consumer commit appends.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AuditAppend {
+    pub entries: Vec<AuditRow>,
+    pub nodes: Vec<AuditNode>,
+}
+
+/// An entry as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredAuditEntry {
+    pub n: u64,
+    pub hash: [u8; 32],
+    pub at: UnixMs,
+    pub canonical: Vec<u8>,
+}
+
+/// The key of a node in [`AUDIT_NODES`].
+pub fn node_key(level: u32, index: u64) -> u64 {
+    (u64::from(level) << 56) | (index & ((1 << 56) - 1))
+}
+
+/// The value of an entry in [`AUDIT_ENTRIES`].
+pub fn entry_value(row: &AuditRow) -> Vec<u8> {
+    let mut value = Vec::with_capacity(ENTRY_HEADER_LEN + row.canonical.len());
+    value.extend_from_slice(&row.hash);
+    value.extend_from_slice(&row.at.to_le_bytes());
+    value.extend_from_slice(&row.canonical);
+    value
+}
+
+/// Splits a stored entry value into (hash, at, canonical bytes).
+pub fn split_entry_value(n: u64, value: &[u8]) -> Result<([u8; 32], UnixMs, &[u8])> {
+    if value.len() < ENTRY_HEADER_LEN {
+        return Err(StorageError::Invalid(format!("audit entry {n} is shorter than its header")));
+    }
+    let hash: [u8; 32] = value[..32].try_into().expect("32 bytes");
+    let at = i64::from_le_bytes(value[32..40].try_into().expect("8 bytes"));
+    Ok((hash, at, &value[ENTRY_HEADER_LEN..]))
+}
+
+/// One read snapshot of the audit tables (taken once the tables hold every
+/// commit journaled before it was asked for).
+pub struct AuditSnapshot {
+    txn: ReadTransaction,
+}
+
+impl AuditSnapshot {
+    pub(crate) fn new(txn: ReadTransaction) -> Self {
+        AuditSnapshot { txn }
+    }
+
+    /// How many entries there are (the last `n`; entries are numbered from 1
+    /// without gaps).
+    pub fn size(&self) -> Result<u64> {
+        let table = self.txn.open_table(AUDIT_ENTRIES).map_err(db_error)?;
+        Ok(table.last().map_err(db_error)?.map(|(n, _)| n.value()).unwrap_or(0))
+    }
+
+    pub fn entry(&self, n: u64) -> Result<Option<StoredAuditEntry>> {
+        let table = self.txn.open_table(AUDIT_ENTRIES).map_err(db_error)?;
+        let Some(value) = table.get(n).map_err(db_error)? else {
+            return Ok(None);
+        };
+        let (hash, at, canonical) = split_entry_value(n, value.value())?;
+        Ok(Some(StoredAuditEntry { n, hash, at, canonical: canonical.to_vec() }))
+    }
+
+    /// The hash of entry `n`, when there is one.
+    pub fn entry_hash(&self, n: u64) -> Result<Option<[u8; 32]>> {
+        let table = self.txn.open_table(AUDIT_ENTRIES).map_err(db_error)?;
+        let Some(value) = table.get(n).map_err(db_error)? else {
+            return Ok(None);
+        };
+        Ok(Some(split_entry_value(n, value.value())?.0))
+    }
+
+    /// Calls `visit(n, hash, at, canonical)` for each entry from `from` on,
+    /// in order, until it returns false. Nothing is copied.
+    pub fn scan(&self, from: u64, mut visit: impl FnMut(u64, &[u8; 32], UnixMs, &[u8]) -> Result<bool>) -> Result<()> {
+        let table = self.txn.open_table(AUDIT_ENTRIES).map_err(db_error)?;
+        for row in table.range(from..).map_err(db_error)? {
+            let (n, value) = row.map_err(db_error)?;
+            let n = n.value();
+            let (hash, at, canonical) = split_entry_value(n, value.value())?;
+            if !visit(n, &hash, at, canonical)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The `n`s filed under `key` (`c:WA_ID`, `v:CONVERSATION`, `a:AGENT`)
+    /// from `from` on, ascending, at most `limit`.
+    pub fn indexed(&self, key: &str, from: u64, limit: usize) -> Result<Vec<u64>> {
+        let table = self.txn.open_table(AUDIT_INDEX).map_err(db_error)?;
+        let mut found = Vec::new();
+        for row in table.range((key, from)..=(key, u64::MAX)).map_err(db_error)?.take(limit) {
+            let (stored, _) = row.map_err(db_error)?;
+            found.push(stored.value().1);
+        }
+        Ok(found)
+    }
+
+    /// A complete subtree's hash above the leaves (`level` ≥ 1).
+    pub fn node(&self, level: u32, index: u64) -> Result<Option<[u8; 32]>> {
+        let table = self.txn.open_table(AUDIT_NODES).map_err(db_error)?;
+        let Some(value) = table.get(node_key(level, index)).map_err(db_error)? else {
+            return Ok(None);
+        };
+        let hash: [u8; 32] = value
+            .value()
+            .try_into()
+            .map_err(|_| StorageError::Invalid(format!("audit node ({level}, {index}) is not 32 bytes")))?;
+        Ok(Some(hash))
+    }
+
+    /// Every signed checkpoint, by tree size ascending (JSON as stored).
+    pub fn checkpoints(&self) -> Result<Vec<(u64, Vec<u8>)>> {
+        let table = self.txn.open_table(AUDIT_CHECKPOINTS).map_err(db_error)?;
+        let mut found = Vec::new();
+        for row in table.iter().map_err(db_error)? {
+            let (size, value) = row.map_err(db_error)?;
+            found.push((size.value(), value.value().to_vec()));
+        }
+        Ok(found)
+    }
+
+    /// The checkpoint of the largest tree signed.
+    pub fn latest_checkpoint(&self) -> Result<Option<(u64, Vec<u8>)>> {
+        let table = self.txn.open_table(AUDIT_CHECKPOINTS).map_err(db_error)?;
+        Ok(table.last().map_err(db_error)?.map(|(size, value)| (size.value(), value.value().to_vec())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_value_splits_back_into_what_was_stored() {
+        let row = AuditRow { n: 7, hash: [9; 32], at: -5, canonical: b"{\"a\":1}".to_vec(), index: vec![] };
+        let value = entry_value(&row);
+        let (hash, at, canonical) = split_entry_value(7, &value).unwrap();
+        assert_eq!((hash, at, canonical), (row.hash, row.at, row.canonical.as_slice()));
+        assert!(split_entry_value(7, &value[..39]).is_err());
+    }
+
+    #[test]
+    fn node_keys_order_by_level_then_index() {
+        assert!(node_key(1, u64::from(u32::MAX)) < node_key(2, 0));
+        assert!(node_key(3, 4) < node_key(3, 5));
+        assert_ne!(node_key(1, 0), node_key(0, 1 << 56));
+    }
+}
