@@ -480,3 +480,37 @@ async fn an_export_checks_offline_and_tampering_with_the_stopped_engines_files_i
     harness.shutdown().await;
     Ok(())
 }
+
+/// A manager with `manages = [teams]` sees the audit trail of its teams'
+/// conversations only; an admin sees all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manager_limited_to_teams_sees_only_their_trail() -> TestResult {
+    const SUPPORT_LEAD: &str = "support-lead-token";
+    const SALES_LEAD: &str = "sales-lead-token";
+    let harness = Harness::start_with(Default::default(), |config| {
+        let mut support = config.teams[0].clone();
+        support.id = "support".into();
+        config.teams.push(support);
+        let mut boss = config.agents.iter().find(|agent| agent.id == "boss").unwrap().clone();
+        for (id, token, team) in [("support-lead", SUPPORT_LEAD, "support"), ("sales-lead", SALES_LEAD, "sales")] {
+            boss.id = id.into();
+            boss.token = Some(token.into());
+            boss.manages = vec![team.into()];
+            config.agents.push(boss.clone());
+        }
+    })
+    .await?;
+    let id = one_conversation(&harness, CUSTOMER, "wamid.audit.teams").await?;
+    let (_, _, body) = get_text(&harness, "/api/v1/audit", SUPPORT_LEAD).await?;
+    assert_eq!(lines(&body), Vec::<Map<String, Value>>::new(), "nothing of sales for support's manager");
+    let (_, _, body) = get_text(&harness, &format!("/api/v1/audit?contact={CUSTOMER}"), SUPPORT_LEAD).await?;
+    assert!(lines(&body).is_empty());
+    let (_, _, body) = get_text(&harness, "/api/v1/audit", SALES_LEAD).await?;
+    let sales = lines(&body);
+    assert_eq!(sales.len(), 16, "the sales conversation, and no logins: {sales:?}");
+    assert!(sales.iter().all(|entry| entry["conversation_id"] == json!(id)));
+    let (_, _, body) = get_text(&harness, "/api/v1/audit", MANAGER_TOKEN).await?;
+    assert_eq!(lines(&body).len(), 18, "every entry, logins included");
+    harness.shutdown().await;
+    Ok(())
+}
