@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use protocol::graph::{SendMessageRequest, SendMessageResponse};
+use protocol::graph::SendMessageResponse;
 use protocol::model::{ConversationStatus, DeliveryStatus, Direction, Message};
 use protocol::time::UnixMs;
 use protocol::ws::{ServerFrame, UnassignReason};
@@ -27,6 +27,7 @@ use crate::deadlines;
 use crate::decide::{Current, Decision, Effect, Input, Policy, decide};
 use crate::messages::{AgentMsg, ManagerMsg, PendingSend, Reply, RouteRequest, RouterMsg, TeamMsg};
 pub use crate::messages::{ConversationMsg, RequestKind};
+use crate::requests::{self, Outgoing, PlannedSend, TransferTarget};
 use crate::shared::{Principal, Shared};
 use crate::timers::{Deadline, DeadlineKind};
 use protocol::events::EventBody;
@@ -377,30 +378,12 @@ impl ConversationState {
 
     /// The open conversation `conversation_id` if `principal` may act on it.
     fn authorize(&self, principal: &Principal, conversation_id: &str) -> Result<ConversationRecord, ApiError> {
-        let Some(record) = self.open.as_ref().filter(|open| open.conversation.id == conversation_id) else {
-            let closed = self.shared.reader.conversation(conversation_id).ok().flatten();
-            return Err(match closed {
-                Some(record)
-                    if principal.role.sees_everything()
-                        || record.conversation.agent.as_deref() == Some(&principal.agent_id) =>
-                {
-                    ApiError::new(
-                        ErrorCode::BadRequest,
-                        format!(
-                            "conversation {conversation_id} is closed; a new message from the customer opens a new one"
-                        ),
-                    )
-                }
-                Some(_) => ApiError::forbidden(format!("conversation {conversation_id} is not assigned to you")),
-                None => ApiError::not_found(format!("no conversation {conversation_id}")),
-            });
+        let open = self.open.as_ref().filter(|open| open.conversation.id == conversation_id);
+        let closed = match open {
+            Some(_) => None,
+            None => self.shared.reader.conversation(conversation_id).ok().flatten(),
         };
-        let holds = record.conversation.status == ConversationStatus::Assigned
-            && record.conversation.agent.as_deref() == Some(principal.agent_id.as_str());
-        if !principal.role.sees_everything() && !holds {
-            return Err(ApiError::forbidden(format!("conversation {conversation_id} is not assigned to you")));
-        }
-        Ok(record.clone())
+        requests::authorize(open, closed.as_ref(), principal, conversation_id)
     }
 
     /// Decides a client's request and answers it: a refusal goes back
@@ -436,49 +419,10 @@ impl ConversationState {
         };
         match kind {
             RequestKind::Send { text } => {
-                if text.trim().is_empty() {
-                    let _ = reply.send(Err(ApiError::bad_request("`text` is empty; write something to send")));
-                    return Ok(());
-                }
-                if !protocol::rules::service_window_open(record.conversation.service_until, self.now()) {
-                    let _ = reply.send(Err(ApiError::new(
-                        ErrorCode::WindowClosed,
-                        "the 24-hour service window is closed; only a template can be sent until the customer writes again",
-                    )));
-                    return Ok(());
-                }
-                let request = SendMessageRequest::text(&record.conversation.contact.wa_id, &text);
-                let pending = PendingSend {
-                    conversation_id,
-                    kind: "text".into(),
-                    text: Some(text),
-                    template: None,
-                    reply,
-                    intent: None,
-                };
-                self.start_send(&principal, &record, request, pending).await?;
+                self.start_send(&principal, &record, Outgoing::Text(text), reply).await?;
             }
             RequestKind::SendTemplate { template } => {
-                if template.name.trim().is_empty() || template.language.trim().is_empty() {
-                    let _ = reply.send(Err(ApiError::bad_request("a template needs a `name` and a `language`")));
-                    return Ok(());
-                }
-                let request = SendMessageRequest::template(
-                    &record.conversation.contact.wa_id,
-                    &template.name,
-                    &template.language,
-                    &template.params,
-                );
-                let shown = json!({"name": template.name, "language": template.language, "params": template.params});
-                let pending = PendingSend {
-                    conversation_id,
-                    kind: "template".into(),
-                    text: None,
-                    template: Some(shown),
-                    reply,
-                    intent: None,
-                };
-                self.start_send(&principal, &record, request, pending).await?;
+                self.start_send(&principal, &record, Outgoing::Template(template), reply).await?;
             }
             RequestKind::SetFields { fields } => {
                 let input = Input::SetFields { by: principal.agent_id.clone(), fields };
@@ -503,24 +447,20 @@ impl ConversationState {
         &self,
         principal: &Principal,
         record: &ConversationRecord,
-        request: SendMessageRequest,
-        mut pending: PendingSend,
+        outgoing: Outgoing,
+        reply: Reply,
     ) -> Result<(), ActorProcessingErr> {
         let now = self.now();
-        let intent = SendIntent {
-            local_id: local_message_id(&pending.conversation_id, now),
-            conversation_id: pending.conversation_id.clone(),
-            kind: pending.kind.clone(),
-            text: pending.text.clone(),
-            template: pending.template.clone(),
-            request: serde_json::to_string(&request).unwrap_or_default(),
-            sent_by: principal.agent_id.clone(),
-            created_at: now,
-            unknown_at: None,
+        let local_id = local_message_id(&record.conversation.id, now);
+        let PlannedSend { request, intent } = match requests::plan_send(record, principal, outgoing, local_id, now) {
+            Ok(planned) => planned,
+            Err(refusal) => {
+                let _ = reply.send(Err(refusal));
+                return Ok(());
+            }
         };
-        self.commit(vec![Op::PutSendIntent { thread_key: self.thread_key.clone(), intent: Box::new(intent.clone()) }])
-            .await?;
-        pending.intent = Some(intent);
+        let pending = PendingSend { conversation_id: intent.conversation_id.clone(), reply, intent: intent.clone() };
+        self.commit(vec![Op::PutSendIntent { thread_key: self.thread_key.clone(), intent: Box::new(intent) }]).await?;
         let outbound = self.shared.outbound.clone();
         let manager = self.manager().clone();
         let thread_key = self.thread_key.clone();
@@ -544,7 +484,7 @@ impl ConversationState {
         pending: PendingSend,
         result: Result<SendMessageResponse, ApiError>,
     ) -> Result<(), ActorProcessingErr> {
-        let intent = pending.intent.clone().expect("start_send records the intent");
+        let intent = pending.intent.clone();
         let wamid = match send_outcome(result) {
             SendOutcome::Accepted(wamid) => wamid,
             SendOutcome::Refused(error) => {
@@ -622,18 +562,22 @@ impl ConversationState {
         let directory = self.shared.directory();
         let conversation_id = record.conversation.id.clone();
         let by = principal.agent_id.clone();
-        match (team, agent) {
-            (_, Some(target)) => {
+        let target = requests::transfer_target(
+            &record,
+            team,
+            agent,
+            |agent| directory.agent(agent).is_some(),
+            |team| directory.team(team).is_some(),
+        );
+        match target {
+            Err(refusal) => {
+                let _ = reply.send(Err(refusal));
+            }
+            Ok(TransferTarget::Agent(target)) => {
                 let Some(target_ref) = directory.agent(&target) else {
                     let _ = reply.send(Err(ApiError::not_found(format!("no agent {target}"))));
                     return Ok(());
                 };
-                if record.conversation.agent.as_deref() == Some(target.as_str()) {
-                    let _ = reply.send(Err(ApiError::bad_request(format!(
-                        "conversation {conversation_id} is already with {target}"
-                    ))));
-                    return Ok(());
-                }
                 let reserved = ractor::call!(target_ref, |port| AgentMsg::TryReserve {
                     conversation_id: conversation_id.clone(),
                     reply: port
@@ -663,15 +607,8 @@ impl ConversationState {
                 }
                 let _ = reply.send(Ok(answer));
             }
-            (Some(team), None) => {
-                if directory.team(&team).is_none() {
-                    let _ = reply.send(Err(ApiError::not_found(format!("no team {team}"))));
-                    return Ok(());
-                }
+            Ok(TransferTarget::Team(team)) => {
                 self.answer_with_decision(Input::TransferToTeam { by, team }, reply).await?;
-            }
-            (None, None) => {
-                let _ = reply.send(Err(ApiError::bad_request("say where to transfer: `team` or `agent`")));
             }
         }
         Ok(())

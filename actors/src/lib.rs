@@ -12,6 +12,9 @@
 //! - [`router::RouterActor`]: where a conversation goes; restarted by the root
 //!   supervisor (stateless).
 //! - [`rules`]: pure decisions (source, window, fields) that unit tests call directly.
+//! - [`decide`]: the conversation's decisions (what an input does to the
+//!   records, the log, the store and the actors); [`requests`]: who may act
+//!   on a conversation, what a send becomes, where a transfer goes. Pure.
 //!
 //! [`System`] starts it all, recovers from the store, and is what the engine
 //! calls. Deliberately absent: sockets, HTTP, the configuration file and the
@@ -27,6 +30,7 @@ pub mod hours;
 pub mod manager;
 pub mod messages;
 pub mod metrics;
+pub mod requests;
 pub mod router;
 pub mod rules;
 pub mod settings;

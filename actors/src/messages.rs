@@ -82,12 +82,9 @@ pub enum ConversationMsg {
 
 pub struct PendingSend {
     pub(crate) conversation_id: String,
-    pub(crate) kind: String,
-    pub(crate) text: Option<String>,
-    pub(crate) template: Option<Value>,
     pub(crate) reply: Reply,
-    /// The intent committed before Meta was called; filled in by `start_send`.
-    pub(crate) intent: Option<SendIntent>,
+    /// The intent committed before Meta was called.
+    pub(crate) intent: SendIntent,
 }
 
 // ---- the conversation manager ----
