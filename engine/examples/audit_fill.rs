@@ -50,7 +50,9 @@ fn main() -> anyhow::Result<()> {
             };
             let built = chain.append(content)?;
             frontier.append_into(leaf_hash(&built.hash), &mut completed);
-            append.nodes.extend(completed.iter().filter(|node| node.position.level > 0).map(|node| AuditNode {
+            let kept =
+                completed.iter().filter(|node| node.position.level >= switchboard_engine::audit::STORED_NODE_LEVEL);
+            append.nodes.extend(kept.map(|node| AuditNode {
                 level: node.position.level,
                 index: node.position.index,
                 hash: node.hash,
@@ -60,7 +62,7 @@ fn main() -> anyhow::Result<()> {
                 hash: built.hash,
                 at,
                 canonical: built.canonical_bytes,
-                index: vec![format!("c:{contact}"), format!("v:{conversation}")],
+                index: vec![format!("c:{contact}")],
             });
             n += 1;
         }

@@ -163,14 +163,20 @@ fn select(reader: &Reader, snapshot: &AuditSnapshot, selection: &Selection) -> R
         }
         Ok(page.len() < selection.limit)
     };
-    let index = [
-        selection.conversation.as_ref().map(|id| format!("v:{id}")),
-        selection.contact.as_ref().map(|contact| format!("c:{contact}")),
-        selection.agent.as_ref().map(|agent| format!("a:{agent}")),
-    ]
-    .into_iter()
-    .flatten()
-    .next();
+    // A conversation's entries are found through its contact's.
+    let contact_of_conversation = match (&selection.contact, &selection.conversation) {
+        (None, Some(id)) => match reader.conversation(id).map_err(store)? {
+            Some(record) => Some(record.conversation.contact.wa_id),
+            None => return Ok((Vec::new(), false)),
+        },
+        _ => None,
+    };
+    let index = selection
+        .contact
+        .clone()
+        .or(contact_of_conversation)
+        .map(|contact| format!("c:{contact}"))
+        .or_else(|| selection.agent.as_ref().map(|agent| format!("a:{agent}")));
     let mut more = false;
     match index {
         Some(key) => {

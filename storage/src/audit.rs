@@ -5,10 +5,10 @@
 //!
 //! - [`AUDIT_ENTRIES`]: entry `n` → its hash, its time and its canonical
 //!   bytes (RFC 8785, without `hash`), exactly as hashed;
-//! - [`AUDIT_NODES`]: the Merkle tree's complete subtrees above the leaves
-//!   (a leaf is derived from its entry's hash, so it is not stored twice);
-//! - [`AUDIT_INDEX`]: which entries concern which contact, conversation and
-//!   agent;
+//! - [`AUDIT_NODES`]: the Merkle tree's complete subtrees the consumer
+//!   chooses to keep (the lowest levels are cheaper to recompute from the
+//!   entries' hashes than to store);
+//! - [`AUDIT_INDEX`]: which entries concern which contact and agent;
 //! - [`AUDIT_CHECKPOINTS`]: every signed checkpoint, by tree size.
 //!
 //! The consumer commits a batch of entries, their nodes and its cursor in
@@ -34,11 +34,11 @@ pub struct AuditRow {
     pub at: UnixMs,
     /// The entry without `hash`, RFC 8785 canonical JSON.
     pub canonical: Vec<u8>,
-    /// [`AUDIT_INDEX`] keys this entry is found under (`c:…`, `v:…`, `a:…`).
+    /// [`AUDIT_INDEX`] keys this entry is found under (`c:…`, `a:…`).
     pub index: Vec<String>,
 }
 
-/// A complete Merkle subtree above the leaves (`level` ≥ 1).
+/// A complete Merkle subtree (`level` ≥ 1) to keep.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AuditNode {
     pub level: u32,
@@ -122,6 +122,17 @@ impl AuditSnapshot {
         Ok(Some(split_entry_value(n, value.value())?.0))
     }
 
+    /// The hashes of `count` entries from `first` on (fewer at the end of the log).
+    pub fn entry_hashes(&self, first: u64, count: u64) -> Result<Vec<[u8; 32]>> {
+        let table = self.txn.open_table(AUDIT_ENTRIES).map_err(db_error)?;
+        let mut hashes = Vec::with_capacity(count.min(1 << 16) as usize);
+        for row in table.range(first..first.saturating_add(count)).map_err(db_error)? {
+            let (n, value) = row.map_err(db_error)?;
+            hashes.push(split_entry_value(n.value(), value.value())?.0);
+        }
+        Ok(hashes)
+    }
+
     /// Calls `visit(n, hash, at, canonical)` for each entry from `from` on,
     /// in order, until it returns false. Nothing is copied.
     pub fn scan(&self, from: u64, mut visit: impl FnMut(u64, &[u8; 32], UnixMs, &[u8]) -> Result<bool>) -> Result<()> {
@@ -137,7 +148,7 @@ impl AuditSnapshot {
         Ok(())
     }
 
-    /// The `n`s filed under `key` (`c:WA_ID`, `v:CONVERSATION`, `a:AGENT`)
+    /// The `n`s filed under `key` (`c:WA_ID`, `a:AGENT`)
     /// from `from` on, ascending, at most `limit`.
     pub fn indexed(&self, key: &str, from: u64, limit: usize) -> Result<Vec<u64>> {
         let table = self.txn.open_table(AUDIT_INDEX).map_err(db_error)?;
@@ -149,7 +160,7 @@ impl AuditSnapshot {
         Ok(found)
     }
 
-    /// A complete subtree's hash above the leaves (`level` ≥ 1).
+    /// A kept complete subtree's hash (`level` ≥ 1).
     pub fn node(&self, level: u32, index: u64) -> Result<Option<[u8; 32]>> {
         let table = self.txn.open_table(AUDIT_NODES).map_err(db_error)?;
         let Some(value) = table.get(node_key(level, index)).map_err(db_error)? else {

@@ -49,11 +49,13 @@ pub const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
 /// little-endian), then its RFC 8785 bytes without `hash` (see
 /// [`crate::AuditRow`]). Append-only.
 pub const AUDIT_ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_entries");
-/// The audit Merkle tree's complete subtrees above the leaves: key
-/// `level << 56 | index` (level ≥ 1) → 32-byte hash. Leaves are the entries'.
+/// The audit Merkle tree's complete subtrees the consumer keeps (levels ≥ 4
+/// today; lower ones are recomputed from the entries): key
+/// `level << 56 | index` → 32-byte hash.
 pub const AUDIT_NODES: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_nodes");
-/// ("c:" contact | "v:" conversation | "a:" agent, n) → (): which entries
-/// concern whom, for the filters of `GET /api/v1/audit`.
+/// ("c:" contact | "a:" agent, n) → (): which entries concern whom, for
+/// the filters of `GET /api/v1/audit` (a conversation's entries are found
+/// through its contact's).
 pub const AUDIT_INDEX: TableDefinition<(&str, u64), ()> = TableDefinition::new("audit_index");
 /// tree size → JSON signed checkpoint, one per size ever signed.
 pub const AUDIT_CHECKPOINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_checkpoints");
