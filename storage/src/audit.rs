@@ -76,6 +76,27 @@ pub fn entry_value(row: &AuditRow) -> Vec<u8> {
     value
 }
 
+/// The index rows of one append: each key with the `n`s filed under it,
+/// ascending (one row per key, keyed by its first `n`).
+pub fn index_rows(entries: &[AuditRow]) -> Vec<(&str, Vec<u64>)> {
+    let mut rows: std::collections::BTreeMap<&str, Vec<u64>> = std::collections::BTreeMap::new();
+    for row in entries {
+        for key in &row.index {
+            rows.entry(key.as_str()).or_default().push(row.n);
+        }
+    }
+    rows.into_iter().collect()
+}
+
+/// `n`s as an index row's value: u64 little-endian each.
+pub fn pack(numbers: &[u64]) -> Vec<u8> {
+    numbers.iter().flat_map(|n| n.to_le_bytes()).collect()
+}
+
+fn unpack(value: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    value.chunks_exact(8).map(|bytes| u64::from_le_bytes(bytes.try_into().expect("8 bytes")))
+}
+
 /// Splits a stored entry value into (hash, at, canonical bytes).
 pub fn split_entry_value(n: u64, value: &[u8]) -> Result<([u8; 32], UnixMs, &[u8])> {
     if value.len() < ENTRY_HEADER_LEN {
@@ -152,10 +173,19 @@ impl AuditSnapshot {
     /// from `from` on, ascending, at most `limit`.
     pub fn indexed(&self, key: &str, from: u64, limit: usize) -> Result<Vec<u64>> {
         let table = self.txn.open_table(AUDIT_INDEX).map_err(db_error)?;
+        // The row holding `from` is the last one keyed at or before it.
+        let holding =
+            table.range((key, 0)..=(key, from)).map_err(db_error)?.next_back().transpose().map_err(db_error)?;
+        let start = holding.map_or(from, |(stored, _)| stored.value().1);
         let mut found = Vec::new();
-        for row in table.range((key, from)..=(key, u64::MAX)).map_err(db_error)?.take(limit) {
-            let (stored, _) = row.map_err(db_error)?;
-            found.push(stored.value().1);
+        for row in table.range((key, start)..=(key, u64::MAX)).map_err(db_error)? {
+            let (_, value) = row.map_err(db_error)?;
+            for n in unpack(value.value()).filter(|n| *n >= from) {
+                if found.len() >= limit {
+                    return Ok(found);
+                }
+                found.push(n);
+            }
         }
         Ok(found)
     }
@@ -202,6 +232,20 @@ mod tests {
         let (hash, at, canonical) = split_entry_value(7, &value).unwrap();
         assert_eq!((hash, at, canonical), (row.hash, row.at, row.canonical.as_slice()));
         assert!(split_entry_value(7, &value[..39]).is_err());
+    }
+
+    #[test]
+    fn one_index_row_per_key_and_append() {
+        let row = |n: u64, index: &[&str]| AuditRow {
+            n,
+            hash: [0; 32],
+            at: 0,
+            canonical: Vec::new(),
+            index: index.iter().map(|key| (*key).to_owned()).collect(),
+        };
+        let entries = [row(4, &["c:1", "a:x"]), row(5, &["c:2"]), row(6, &["c:1"])];
+        assert_eq!(index_rows(&entries), vec![("a:x", vec![4]), ("c:1", vec![4, 6]), ("c:2", vec![5])]);
+        assert_eq!(unpack(&pack(&[4, 6, u64::MAX])).collect::<Vec<_>>(), vec![4, 6, u64::MAX]);
     }
 
     #[test]

@@ -647,7 +647,7 @@ pub(crate) fn materialize<'a>(txn: &WriteTransaction, writes: impl IntoIterator<
             (TableId::AuditEntries, _) => apply!(audit_entries, u64_key(key)?, bytes),
             (TableId::AuditNodes, _) => apply!(audit_nodes, u64_key(key)?, bytes),
             (TableId::AuditCheckpoints, _) => apply!(audit_checkpoints, u64_key(key)?, bytes),
-            (TableId::AuditIndex, Key::StrU64(who, n)) => apply!(audit_index, (who.as_str(), *n), unit),
+            (TableId::AuditIndex, Key::StrU64(who, n)) => apply!(audit_index, (who.as_str(), *n), bytes),
             (TableId::Messages, Key::StrU32(id, index)) => apply!(messages, (id.as_str(), *index), bytes),
             (TableId::AgentEvents, Key::StrU64(agent, seq)) => apply!(agent_events, (agent.as_str(), *seq), bytes),
             (TableId::AgentOpen, Key::StrStr(agent, id)) => {

@@ -53,10 +53,12 @@ pub const AUDIT_ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("aud
 /// today; lower ones are recomputed from the entries): key
 /// `level << 56 | index` → 32-byte hash.
 pub const AUDIT_NODES: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_nodes");
-/// ("c:" contact | "a:" agent, n) → (): which entries concern whom, for
-/// the filters of `GET /api/v1/audit` (a conversation's entries are found
-/// through its contact's).
-pub const AUDIT_INDEX: TableDefinition<(&str, u64), ()> = TableDefinition::new("audit_index");
+/// ("c:" contact | "a:" agent, first n) → the `n`s (u64 little-endian,
+/// ascending, the first being the key's) one consumer commit filed under
+/// that key: which entries concern whom, for the filters of
+/// `GET /api/v1/audit` (a conversation's entries are found through its
+/// contact's). One row per key and commit, not per entry.
+pub const AUDIT_INDEX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("audit_index");
 /// tree size → JSON signed checkpoint, one per size ever signed.
 pub const AUDIT_CHECKPOINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_checkpoints");
 

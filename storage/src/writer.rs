@@ -866,9 +866,13 @@ impl<'a> GroupState<'a> {
             Op::AuditAppend(append) => {
                 for row in &append.entries {
                     self.view.put(TableId::AuditEntries, Key::U64(row.n), crate::audit::entry_value(row));
-                    for key in &row.index {
-                        self.view.put(TableId::AuditIndex, Key::StrU64(key.clone(), row.n), Vec::new());
-                    }
+                }
+                for (key, numbers) in crate::audit::index_rows(&append.entries) {
+                    self.view.put(
+                        TableId::AuditIndex,
+                        Key::StrU64(key.to_owned(), numbers[0]),
+                        crate::audit::pack(&numbers),
+                    );
                 }
                 for node in &append.nodes {
                     let key = Key::U64(crate::audit::node_key(node.level, node.index));

@@ -991,3 +991,34 @@ fn consumer_cursors_survive_reopen() {
     let rest: Vec<String> = reader.events_after(3, 10).unwrap().iter().map(|(_, event)| log_text(event)).collect();
     assert_eq!(rest, vec!["3", "4"]);
 }
+
+/// The audit index keeps one row per key and commit; `indexed` finds the
+/// `n`s of a key from any `n` on, across rows, in order, up to a limit.
+#[test]
+fn audit_index_rows_are_read_from_any_entry_on() {
+    use switchboard_storage::audit::{AuditAppend, AuditRow};
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path(), StoreOptions::default());
+    let row = |n: u64, keys: &[&str]| AuditRow {
+        n,
+        hash: [n as u8; 32],
+        at: n as i64,
+        canonical: format!("{{\"n\":{n}}}").into_bytes(),
+        index: keys.iter().map(|key| (*key).to_owned()).collect(),
+    };
+    let append = |rows: Vec<AuditRow>| Op::AuditAppend(Box::new(AuditAppend { entries: rows, nodes: Vec::new() }));
+    store.commit_blocking(vec![append(vec![row(1, &["c:a"]), row(2, &["c:b"]), row(3, &["c:a", "a:x"])])]).unwrap();
+    store.commit_blocking(vec![append(vec![row(4, &["c:a"]), row(5, &["c:a"]), row(6, &["c:b"])])]).unwrap();
+    let snapshot = store.reader().audit().unwrap();
+    assert_eq!(snapshot.size().unwrap(), 6);
+    assert_eq!(snapshot.indexed("c:a", 1, 100).unwrap(), vec![1, 3, 4, 5]);
+    assert_eq!(snapshot.indexed("c:a", 2, 100).unwrap(), vec![3, 4, 5]);
+    assert_eq!(snapshot.indexed("c:a", 4, 100).unwrap(), vec![4, 5]);
+    assert_eq!(snapshot.indexed("c:a", 1, 3).unwrap(), vec![1, 3, 4]);
+    assert_eq!(snapshot.indexed("c:a", 6, 100).unwrap(), Vec::<u64>::new());
+    assert_eq!(snapshot.indexed("c:b", 3, 100).unwrap(), vec![6]);
+    assert_eq!(snapshot.indexed("a:x", 1, 100).unwrap(), vec![3]);
+    assert_eq!(snapshot.indexed("c:", 1, 100).unwrap(), Vec::<u64>::new(), "a key is not a prefix match");
+    assert_eq!(snapshot.entry_hashes(2, 3).unwrap(), vec![[2; 32], [3; 32], [4; 32]]);
+    assert_eq!(snapshot.entry(5).unwrap().unwrap().canonical, b"{\"n\":5}".to_vec());
+}
