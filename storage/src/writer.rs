@@ -82,11 +82,16 @@ pub enum Op {
         agent_id: String,
         status: AgentStatus,
     },
-    /// Counts a first-response breach for the agent on `day` (days since
-    /// the epoch, UTC); a later day starts the count again.
-    CountFirstResponseBreach {
+    /// Stores the agent's first-response breaches on `day` (days since the
+    /// epoch, UTC) as the agent actor counted them. Storage keeps the number
+    /// it is given: what counts, and when a day starts again, is the agent
+    /// actor's decision (`actors::agent::DailyBreaches`). The agent actor
+    /// is the one owner of that count and commits it one breach at a time,
+    /// so writes of it never race.
+    PutFirstResponseBreaches {
         agent_id: String,
         day: i64,
+        count: u32,
     },
     /// Records a send before Meta is called (see [`crate::SendIntent`]).
     PutSendIntent {
@@ -857,14 +862,10 @@ impl<'a> GroupState<'a> {
             Op::PutAgentStatus { agent_id, status } => {
                 self.agent_record(agent_id)?.status = *status;
             }
-            Op::CountFirstResponseBreach { agent_id, day } => {
+            Op::PutFirstResponseBreaches { agent_id, day, count } => {
                 let record = self.agent_record(agent_id)?;
-                if record.frt_breaches_day == *day {
-                    record.frt_breaches += 1;
-                } else if record.frt_breaches_day < *day {
-                    record.frt_breaches_day = *day;
-                    record.frt_breaches = 1;
-                }
+                record.frt_breaches_day = *day;
+                record.frt_breaches = *count;
             }
             Op::PutSendIntent { thread_key, intent } => {
                 let mut intents = self.send_intents(thread_key)?;

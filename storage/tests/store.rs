@@ -847,17 +847,23 @@ async fn a_caught_up_reader_sees_every_acknowledged_commit() {
 }
 
 #[test]
-fn first_response_breaches_are_counted_per_agent_and_day() {
+fn first_response_breaches_are_stored_as_the_agent_counted_them() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = open(dir.path(), StoreOptions::default());
-    let count = |day| Op::CountFirstResponseBreach { agent_id: "a1".to_owned(), day };
-    store.commit_blocking(vec![count(5), count(5)]).unwrap();
-    assert_eq!(store.reader().agent("a1").unwrap().frt_breaches_on(5), 2);
-    store.commit_blocking(vec![count(6)]).unwrap();
-    store.commit_blocking(vec![count(5)]).unwrap(); // a late one from yesterday changes nothing
-    let record = store.reader().agent("a1").unwrap();
-    assert_eq!((record.frt_breaches_on(5), record.frt_breaches_on(6)), (0, 1));
-    assert_eq!(store.reader().agent("a2").unwrap().frt_breaches_on(6), 0);
+    let put = |day, count| Op::PutFirstResponseBreaches { agent_id: "a1".to_owned(), day, count };
+    store.commit_blocking(vec![put(5, 1), put(5, 2)]).unwrap();
+    let stored = |store: &Store| {
+        let record = store.reader().agent("a1").unwrap();
+        (record.frt_breaches_day, record.frt_breaches)
+    };
+    assert_eq!(stored(&store), (5, 2), "the last count of a batch");
+    store.commit_blocking(vec![put(6, 1)]).unwrap();
+    assert_eq!(stored(&store), (6, 1), "storage keeps what it is told, with no rule of its own");
+    let other = store.reader().agent("a2").unwrap();
+    assert_eq!((other.frt_breaches_day, other.frt_breaches), (0, 0));
+    drop(store);
+    let (store, _) = open(dir.path(), StoreOptions::default());
+    assert_eq!(stored(&store), (6, 1), "and after a restart");
 }
 
 fn log_event(conversation_id: &str, text: &str) -> Op {
