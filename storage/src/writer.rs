@@ -887,6 +887,16 @@ impl<'a> GroupState<'a> {
     }
 
     /// Statuses that waited for `wamid` go to its conversation's inbox.
+    ///
+    /// This is the inbox's mechanics, not a business rule, so it stays here:
+    /// a status is acknowledged to Meta once it is durable, possibly before
+    /// the send it is about has its wamid stored (Meta's webhook can beat
+    /// the Graph API's answer). Until then no one can say which
+    /// conversation's inbox it belongs to, so it waits under its wamid and
+    /// is queued, unchanged and in arrival order, in the same group that
+    /// makes the wamid's location known. Nothing here decides what a status
+    /// means: whether it advances the message, what a failure shows, who is
+    /// told, is `actors::decide` applying the inbox entry.
     fn release_pending_statuses(
         &mut self,
         wamid: &str,
