@@ -91,6 +91,11 @@ pub enum Key {
     StrU32(String, u32),
     StrU64(String, u64),
     StrStr(String, String),
+    /// Every `StrU64(text, n)` key with `n` at or below the number: only
+    /// deleted, in one write (an agent's events pruned in bulk). It orders
+    /// after every `StrU64` key, so [`last_writes`] applies it after the
+    /// puts it may cover (a range only ever covers keys written before it).
+    StrU64UpTo(String, u64),
 }
 
 /// One change: `value` None deletes the key. Tables whose values are `u64`
@@ -148,6 +153,11 @@ pub(crate) fn encode_entry(seq: u64, writes: &[Write], out: &mut Vec<u8>) {
                 put_str(out, first);
                 put_str(out, second);
             }
+            Key::StrU64UpTo(text, number) => {
+                out.push(5);
+                put_str(out, text);
+                out.extend_from_slice(&number.to_le_bytes());
+            }
         }
         match &write.value {
             Some(bytes) => {
@@ -174,6 +184,7 @@ pub(crate) fn decode_entry(bytes: &[u8]) -> Result<(u64, Vec<Write>)> {
             2 => Key::StrU32(cursor.string()?, cursor.u32()?),
             3 => Key::StrU64(cursor.string()?, cursor.u64()?),
             4 => Key::StrStr(cursor.string()?, cursor.string()?),
+            5 => Key::StrU64UpTo(cursor.string()?, cursor.u64()?),
             other => return Err(StorageError::Invalid(format!("unknown key shape {other} in the journal"))),
         };
         let value = match cursor.u8()? {
@@ -605,6 +616,11 @@ pub(crate) fn materialize<'a>(txn: &WriteTransaction, writes: impl IntoIterator<
             (TableId::Cursors, _) => apply!(cursors, str_key(key)?, u64_value),
             (TableId::Messages, Key::StrU32(id, index)) => apply!(messages, (id.as_str(), *index), bytes),
             (TableId::AgentEvents, Key::StrU64(agent, seq)) => apply!(agent_events, (agent.as_str(), *seq), bytes),
+            (TableId::AgentEvents, Key::StrU64UpTo(agent, last)) if value.is_none() => {
+                agent_events
+                    .retain_in((agent.as_str(), 0)..=(agent.as_str(), *last), |_, _| false)
+                    .map_err(db_error)?;
+            }
             (TableId::AgentOpen, Key::StrStr(agent, id)) => {
                 apply!(agent_open, (agent.as_str(), id.as_str()), unit)
             }
@@ -628,6 +644,7 @@ mod tests {
             Write::put(TableId::Messages, Key::StrU32("cv1".into(), 4), vec![1, 2, 255]),
             Write::put(TableId::AgentEvents, Key::StrU64("a1".into(), u64::MAX), Vec::new()),
             Write::delete(TableId::AgentOpen, Key::StrStr("a1".into(), "cv1".into())),
+            Write::delete(TableId::AgentEvents, Key::StrU64UpTo("a1".into(), 250)),
         ];
         let mut bytes = Vec::new();
         encode_entry(42, &writes, &mut bytes);

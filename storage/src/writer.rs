@@ -845,8 +845,8 @@ impl<'a> GroupState<'a> {
                 let mut frame = frame.as_ref().clone();
                 frame.set_seq(seq);
                 self.view.put(TableId::AgentEvents, Key::StrU64(agent_id.clone(), seq), encode(&frame)?);
-                if seq > retention {
-                    self.view.delete(TableId::AgentEvents, Key::StrU64(agent_id.clone(), seq - retention));
+                if let Some(last_pruned) = prune_through(seq, retention) {
+                    self.view.delete(TableId::AgentEvents, Key::StrU64UpTo(agent_id.clone(), last_pruned));
                 }
                 outcome.events.push((agent_id.clone(), frame.clone()));
                 published.events.push((agent_id.clone(), frame));
@@ -997,6 +997,19 @@ impl<'a> GroupState<'a> {
     }
 }
 
+/// When an agent's event `seq` is written, the seq through which its
+/// events are deleted, if any. Pruning goes in bulk, one range delete per
+/// `retention / 4` events (at least 1), instead of one delete per event: an
+/// agent holds between `retention` and `retention + retention / 4` events,
+/// so `resume_from` is served for at least the last `retention` (PROTOCOL:
+/// "at least the last 1,000"), and an older seq gets a snapshot. Every
+/// range starts at the agent's first seq, so events left by an older
+/// store's one-by-one pruning, or by a larger retention, go too.
+pub(crate) fn prune_through(seq: u64, retention: u64) -> Option<u64> {
+    let every = (retention / 4).max(1);
+    (seq > retention && (seq - retention).is_multiple_of(every)).then(|| seq - retention)
+}
+
 /// Conversation ids are `cv` + 12 digits: opaque to clients, sortable here.
 pub fn conversation_id(number: u64) -> String {
     format!("cv{number:012}")
@@ -1012,5 +1025,24 @@ impl crate::Store {
     /// conversation that takes it).
     pub fn next_conversation_id(&self) -> String {
         conversation_id(self.writer.conversation_seq.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prune_through;
+
+    #[test]
+    fn agent_events_are_pruned_in_bulk_and_never_below_retention() {
+        let pruned: Vec<(u64, u64)> =
+            (1..=3_000).filter_map(|seq| prune_through(seq, 1_000).map(|last| (seq, last))).collect();
+        assert_eq!(pruned.first(), Some(&(1_250, 250)), "nothing until a quarter more than retention is held");
+        assert!(pruned.windows(2).all(|pair| pair[1].0 - pair[0].0 == 250), "one range per 250 events");
+        for seq in 1..=3_000u64 {
+            let last_pruned = pruned.iter().filter(|(at, _)| *at <= seq).map(|(_, last)| *last).max().unwrap_or(0);
+            let held = seq - last_pruned;
+            assert!(held >= seq.min(1_000) && held < 1_250, "after seq {seq}: {held} held");
+        }
+        assert_eq!(prune_through(7, 5), Some(2), "a retention under 4 prunes at every event");
     }
 }
