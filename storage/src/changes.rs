@@ -64,6 +64,17 @@ const TABLES: [TableId; 17] = [
 ];
 
 impl TableId {
+    /// Whether `key` of this table is allocated from a counter that only
+    /// goes up (an inbox or log seq, an agent's event seq), so it is never
+    /// written again once deleted.
+    pub(crate) fn fresh_keys(self, key: &Key) -> bool {
+        match self {
+            TableId::Inbox | TableId::OtherChanges | TableId::Events => true,
+            TableId::AgentEvents => matches!(key, Key::StrU64(..)),
+            _ => false,
+        }
+    }
+
     /// Whether anything reads this table one key at a time (and so needs
     /// journaled changes in the [`Overlay`] until the table has them).
     pub(crate) fn point_read(self) -> bool {
@@ -71,6 +82,40 @@ impl TableId {
             self,
             TableId::AgentEvents | TableId::AgentOpen | TableId::Inbox | TableId::OtherChanges | TableId::Events
         )
+    }
+}
+
+/// Counts writes (and their values' bytes) by table for the metrics, and
+/// reports them with one counter increment per table written.
+pub(crate) fn count_by_table<'a>(writes: impl IntoIterator<Item = &'a Write>, count: &str, bytes: Option<&str>) {
+    let mut by_table = [(0u64, 0u64); TABLES.len()];
+    for write in writes {
+        let slot = &mut by_table[write.table as usize];
+        slot.0 += 1;
+        slot.1 += write.value.as_ref().map_or(0, |value| value.len() as u64);
+    }
+    for (table, (writes, value_bytes)) in TABLES.iter().zip(by_table) {
+        if writes == 0 {
+            continue;
+        }
+        metrics::counter!(count.to_owned(), "table" => table.label()).increment(writes);
+        if let Some(bytes) = bytes {
+            metrics::counter!(bytes.to_owned(), "table" => table.label()).increment(value_bytes);
+        }
+    }
+}
+
+impl TableId {
+    /// The table's name in metrics: `agent_events` for `AgentEvents`.
+    fn label(self) -> String {
+        let mut label = String::new();
+        for (index, character) in format!("{self:?}").chars().enumerate() {
+            if character.is_ascii_uppercase() && index > 0 {
+                label.push('_');
+            }
+            label.push(character.to_ascii_lowercase());
+        }
+        label
     }
 }
 
@@ -93,7 +138,7 @@ pub enum Key {
     StrStr(String, String),
     /// Every `StrU64(text, n)` key with `n` at or below the number: only
     /// deleted, in one write (an agent's events pruned in bulk). It orders
-    /// after every `StrU64` key, so [`last_writes`] applies it after the
+    /// after every `StrU64` key, so [`last_writes_of`] applies it after the
     /// puts it may cover (a range only ever covers keys written before it).
     StrU64UpTo(String, u64),
 }
@@ -553,13 +598,31 @@ fn unit(_: &[u8]) -> Result<()> {
 
 /// The writes that decide the tables' contents: the last write of each key
 /// (an earlier one is overwritten within the same transaction anyway),
-/// ordered by table and key so the B-tree pages are visited in order.
-pub(crate) fn last_writes<'a>(writes: impl IntoIterator<Item = &'a Write>) -> Vec<&'a Write> {
-    let mut last: std::collections::HashMap<(TableId, &Key), &Write> = std::collections::HashMap::new();
+/// ordered by table and key so the B-tree pages are visited in order; with
+/// `fold_created` also without the keys created
+/// and deleted again within `writes` in tables whose keys are never reused
+/// ([`TableId::fresh_keys`]): such a key is not in the tables before
+/// `writes` (its first write ever is among them) nor after, so neither
+/// write changes anything. An inbox entry (a status, put when Meta's
+/// webhook is acknowledged and deleted when its actor applies it a few
+/// milliseconds later) is the common case. Only for entries the tables do
+/// not hold yet: never for entries applied again after a failure, which a
+/// not-durable transaction may already have put in the tables.
+pub(crate) fn last_writes_of<'a>(writes: impl IntoIterator<Item = &'a Write>, fold_created: bool) -> Vec<&'a Write> {
+    // (key) → (its first write here is a put, its last write here).
+    let mut last: std::collections::HashMap<(TableId, &Key), (bool, &Write)> = std::collections::HashMap::new();
     for write in writes {
-        last.insert((write.table, &write.key), write);
+        last.entry((write.table, &write.key))
+            .and_modify(|(_, latest)| *latest = write)
+            .or_insert((write.value.is_some(), write));
     }
-    let mut writes: Vec<&Write> = last.into_values().collect();
+    let mut writes: Vec<&Write> = last
+        .into_values()
+        .filter(|(created, latest)| {
+            !(fold_created && *created && latest.value.is_none() && latest.table.fresh_keys(&latest.key))
+        })
+        .map(|(_, latest)| latest)
+        .collect();
     writes.sort_unstable_by(|a, b| (a.table, &a.key).cmp(&(b.table, &b.key)));
     writes
 }
@@ -653,6 +716,29 @@ mod tests {
     }
 
     #[test]
+    fn a_fresh_key_created_and_deleted_in_one_transaction_is_not_written() {
+        let writes = vec![
+            Write::put(TableId::Inbox, Key::U64(7), vec![1]),
+            Write::put(TableId::SendIntents, Key::Str("t".into()), vec![1]),
+            Write::delete(TableId::Inbox, Key::U64(6)),
+            Write::put(TableId::Inbox, Key::U64(8), vec![1]),
+            Write::delete(TableId::Inbox, Key::U64(7)),
+            Write::delete(TableId::SendIntents, Key::Str("t".into())),
+        ];
+        let folded: Vec<Write> = last_writes_of(&writes, true).into_iter().cloned().collect();
+        assert_eq!(
+            folded,
+            vec![
+                Write::delete(TableId::Inbox, Key::U64(6)), // put before these writes: deleted
+                Write::put(TableId::Inbox, Key::U64(8), vec![1]),
+                // A key that may be reused may have been in the table: its delete stays.
+                Write::delete(TableId::SendIntents, Key::Str("t".into())),
+            ]
+        );
+        assert_eq!(last_writes_of(&writes, false).len(), 4, "applied again after a failure: nothing folded");
+    }
+
+    #[test]
     fn only_the_last_write_of_a_key_is_applied_in_key_order() {
         let key = |id: &str| Key::Str(id.into());
         let writes = vec![
@@ -663,7 +749,7 @@ mod tests {
             Write::delete(TableId::Conversations, key("cv1")),
             Write::put(TableId::Agents, key("a1"), vec![3]),
         ];
-        let last: Vec<Write> = last_writes(&writes).into_iter().cloned().collect();
+        let last: Vec<Write> = last_writes_of(&writes, false).into_iter().cloned().collect();
         assert_eq!(
             last,
             vec![

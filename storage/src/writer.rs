@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use bytes::Bytes;
 
-use crate::changes::{Key, Overlay, Progress, Snapshot, TableId, Write, last_writes, materialize, u64_value};
+use crate::changes::{Key, Overlay, Progress, Snapshot, TableId, Write, last_writes_of, materialize, u64_value};
 use crate::io::{Db, is_io_failure};
 use crate::journal::Journal;
 use crate::records::{decode, decode_json, encode, encode_json};
@@ -501,7 +501,9 @@ fn materializer_loop(db: Arc<Db>, progress: Arc<Progress>, receiver: std::sync::
         let mut attempts_since_stop = 0u32;
         let mut last = entries.last().or(since_durable.last()).map(|(seq, _)| *seq).unwrap_or_default();
         loop {
-            let error = match apply_entries(&db.get(), &entries, last, durable) {
+            // The first attempt applies entries the tables do not hold yet.
+            let fold_created = attempt == 0;
+            let error = match apply_entries(&db.get(), &entries, last, durable, fold_created) {
                 Ok(()) => break,
                 Err(error) => error,
             };
@@ -520,7 +522,7 @@ fn materializer_loop(db: Arc<Db>, progress: Arc<Progress>, receiver: std::sync::
                 tracing::error!(%error, attempt, "could not bring the tables up to date with the journal; retrying");
             }
             if is_io_failure(&error) {
-                match db.reopen_with(|database| apply_entries(database, &entries, last, true)) {
+                match db.reopen_with(|database| apply_entries(database, &entries, last, true, false)) {
                     Ok(()) => {
                         metrics::counter!(crate::metrics::REOPENS_TOTAL).increment(1);
                         tracing::info!("reopened the database after an I/O error");
@@ -574,8 +576,16 @@ fn materializer_loop(db: Arc<Db>, progress: Arc<Progress>, receiver: std::sync::
 
 /// Applies `entries` and records `last` as the journal seq the tables hold,
 /// in one transaction: durable (synced, with redb's allocator state saved)
-/// or only visible to readers.
-pub(crate) fn apply_entries(db: &Database, entries: &[(u64, Vec<Write>)], last: u64, durable: bool) -> Result<()> {
+/// or only visible to readers. `fold_created`: the tables hold none of
+/// `entries` yet, so keys they create and delete again are left out
+/// ([`last_writes_of`]).
+pub(crate) fn apply_entries(
+    db: &Database,
+    entries: &[(u64, Vec<Write>)],
+    last: u64,
+    durable: bool,
+    fold_created: bool,
+) -> Result<()> {
     let mut txn = db.begin_write().map_err(db_error)?;
     if durable {
         txn.set_durability(Durability::Immediate);
@@ -583,8 +593,9 @@ pub(crate) fn apply_entries(db: &Database, entries: &[(u64, Vec<Write>)], last: 
     } else {
         txn.set_durability(Durability::None);
     }
-    let writes = last_writes(entries.iter().flat_map(|(_, writes)| writes.iter()));
+    let writes = last_writes_of(entries.iter().flat_map(|(_, writes)| writes.iter()), fold_created);
     metrics::histogram!(crate::metrics::MATERIALIZE_DISTINCT_WRITES).record(writes.len() as f64);
+    crate::changes::count_by_table(writes.iter().copied(), crate::metrics::MATERIALIZED_WRITES_TOTAL, None);
     materialize(&txn, writes)?;
     txn.open_table(COUNTERS).map_err(db_error)?.insert(JOURNAL_APPLIED, last).map_err(db_error)?;
     txn.commit().map_err(db_error)
