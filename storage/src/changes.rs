@@ -522,6 +522,11 @@ impl Snapshot {
         })
     }
 
+    /// The last seq of the agent's events the tables hold (0: none).
+    pub(crate) fn agent_last_seq(&self, agent_id: &str) -> Result<u64> {
+        crate::read::read_last_seq(&self.txn, agent_id)
+    }
+
     pub(crate) fn get(&self, table: TableId, key: &Key) -> Result<Option<Vec<u8>>> {
         let number =
             |value: Option<redb::AccessGuard<'_, u64>>| value.map(|value| value.value().to_le_bytes().to_vec());

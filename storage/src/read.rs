@@ -136,6 +136,13 @@ impl Reader {
         Ok(self.point_decoded(TableId::Agents, Key::Str(agent_id.to_owned()))?.unwrap_or_default())
     }
 
+    /// The `seq` of the agent's latest event (0 before any): the last key
+    /// of its events, which pruning never removes.
+    pub fn agent_last_seq(&self, agent_id: &str) -> Result<u64> {
+        let txn = self.txn()?;
+        read_last_seq(&txn, agent_id)
+    }
+
     /// The conversation event log's last seq (0 while it is empty).
     pub fn log_head(&self) -> Result<u64> {
         let bytes = self.point(TableId::Counters, Key::Str(crate::writer::EVENT_SEQ.to_owned()))?;
@@ -210,7 +217,7 @@ impl Reader {
     /// last `seq` and its open conversations with their messages.
     pub fn agent_snapshot(&self, agent_id: &str) -> Result<(u64, Vec<HeldConversation>)> {
         let txn = self.txn()?;
-        let seq = read_agent(&txn, agent_id)?.last_seq;
+        let seq = read_last_seq(&txn, agent_id)?;
         let agent_open = txn.open_table(AGENT_OPEN).map_err(db_error)?;
         let conversations = txn.open_table(CONVERSATIONS).map_err(db_error)?;
         let mut result = Vec::new();
@@ -233,7 +240,7 @@ impl Reader {
     /// held; `None` when some were pruned (the caller sends a snapshot).
     pub fn agent_events_after(&self, agent_id: &str, after_seq: u64) -> Result<Option<(u64, Vec<ServerFrame>)>> {
         let txn = self.txn()?;
-        let last_seq = read_agent(&txn, agent_id)?.last_seq;
+        let last_seq = read_last_seq(&txn, agent_id)?;
         if after_seq > last_seq {
             return Ok(None);
         }
@@ -288,9 +295,11 @@ impl Reader {
     }
 }
 
-fn read_agent(txn: &ReadTransaction, agent_id: &str) -> Result<AgentRecord> {
-    let table = txn.open_table(AGENTS).map_err(db_error)?;
-    Ok(table.get(agent_id).map_err(db_error)?.map(|bytes| decode(bytes.value())).transpose()?.unwrap_or_default())
+/// The last seq of the agent's events in `txn` (0: none).
+pub(crate) fn read_last_seq(txn: &ReadTransaction, agent_id: &str) -> Result<u64> {
+    let table = txn.open_table(AGENT_EVENTS).map_err(db_error)?;
+    let last = table.range((agent_id, 0)..=(agent_id, u64::MAX)).map_err(db_error)?.next_back();
+    Ok(last.transpose().map_err(db_error)?.map_or(0, |(key, _)| key.value().1))
 }
 
 fn read_messages(txn: &ReadTransaction, conversation_id: &str) -> Result<Vec<StoredMessage>> {

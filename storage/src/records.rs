@@ -147,11 +147,12 @@ pub struct ThreadRecord {
     pub last_inbox_seq: u64,
 }
 
+/// An agent's record. Its latest event `seq` is not kept here (it was until
+/// format v6, rewritten with every event): it is the last key of its
+/// events ([`crate::Reader::agent_last_seq`]); the writer keeps it in memory.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AgentRecord {
     pub status: AgentStatus,
-    /// The `seq` of the agent's latest event; 0 before any.
-    pub last_seq: u64,
     /// The day (days since the epoch, UTC) of `frt_breaches`.
     #[serde(default)]
     pub frt_breaches_day: i64,
@@ -164,7 +165,7 @@ pub struct AgentRecord {
 
 impl Default for AgentRecord {
     fn default() -> Self {
-        AgentRecord { status: AgentStatus::Offline, last_seq: 0, frt_breaches_day: 0, frt_breaches: 0 }
+        AgentRecord { status: AgentStatus::Offline, frt_breaches_day: 0, frt_breaches: 0 }
     }
 }
 
@@ -475,6 +476,13 @@ mod tests {
         ]);
         let read: ConversationRecord = decode(&encode(&old).unwrap()).unwrap();
         assert_eq!(read, record(), "the fields the event log now describes are ignored");
+    }
+
+    #[test]
+    fn a_v5_agent_record_with_last_seq_still_reads() {
+        let old = serde_json::json!({"status": "online", "last_seq": 42, "frt_breaches_day": 7, "frt_breaches": 2});
+        let read: AgentRecord = decode(&encode(&old).unwrap()).unwrap();
+        assert_eq!(read, AgentRecord { status: AgentStatus::Online, frt_breaches_day: 7, frt_breaches: 2 });
     }
 
     #[test]

@@ -279,6 +279,11 @@ struct Writer {
     unapplied: VecDeque<(u64, Vec<(TableId, Key)>)>,
     /// The tables as of (journal seq applied, database generation).
     snapshot: Option<((u64, u64), Snapshot)>,
+    /// Each agent's latest event seq, once it had an event since the start
+    /// (before that, the last key of its events in the tables, which then
+    /// hold all of them). Kept here rather than in the agent's record, which
+    /// would be rewritten in every group that gives the agent an event.
+    agent_seqs: HashMap<String, u64>,
 }
 
 impl Writer {
@@ -293,6 +298,7 @@ impl Writer {
             materializer,
             unapplied: VecDeque::new(),
             snapshot: None,
+            agent_seqs: HashMap::new(),
         }
     }
 
@@ -405,7 +411,7 @@ impl Writer {
         let (_, snapshot) = self.snapshot.as_ref().expect("refreshed above");
         let mut published = Published::default();
         let mut outcomes = Vec::with_capacity(batches.len());
-        let mut state = GroupState::open(View::new(snapshot, &self.overlay), &self.options)?;
+        let mut state = GroupState::open(View::new(snapshot, &self.overlay), &self.options, &self.agent_seqs)?;
         for batch in batches {
             let mut outcome = CommitOutcome::default();
             for op in batch.iter() {
@@ -415,13 +421,20 @@ impl Writer {
             }
             outcomes.push(outcome);
         }
-        let writes = state.finish()?;
+        let (writes, agent_seqs) = state.finish()?;
         if writes.is_empty() {
             return Ok((outcomes, published)); // only duplicates: nothing to keep
         }
         // The writer alone advances the journal's seq.
         let seq = self.progress.journaled() + 1;
         self.journal.append(seq, &writes)?;
+        // Journaled: the agents' seqs move on (a refused group takes none).
+        self.agent_seqs.extend(agent_seqs);
+        crate::changes::count_by_table(
+            &writes,
+            crate::metrics::JOURNALED_WRITES_TOTAL,
+            Some(crate::metrics::JOURNALED_VALUE_BYTES_TOTAL),
+        );
         // Durable from here: visible to readers, then handed on.
         self.overlay.record(seq, &writes);
         self.progress.set_journaled(seq);
@@ -691,10 +704,14 @@ struct GroupState<'a> {
     event_seq: u64,
     counters_at_start: (u64, u64, u64, u64),
     agent_records: HashMap<String, AgentRecord>,
+    /// The agents' latest event seqs as of the group's start ...
+    agent_seqs_at_start: &'a HashMap<String, u64>,
+    /// ... and as this group moved them.
+    agent_seqs: HashMap<String, u64>,
 }
 
 impl<'a> GroupState<'a> {
-    fn open(view: View<'a>, options: &StoreOptions) -> Result<Self> {
+    fn open(view: View<'a>, options: &StoreOptions, agent_seqs_at_start: &'a HashMap<String, u64>) -> Result<Self> {
         let read_counter =
             |name: &str| -> Result<u64> { Ok(view.get_u64(TableId::Counters, text(name))?.unwrap_or(0)) };
         let inbox_seq = read_counter("inbox_seq")?;
@@ -710,11 +727,14 @@ impl<'a> GroupState<'a> {
             event_seq,
             counters_at_start: (inbox_seq, other_seq, conversation_seq, event_seq),
             agent_records: HashMap::new(),
+            agent_seqs_at_start,
+            agent_seqs: HashMap::new(),
         })
     }
 
-    /// The group's writes, to be journaled as one entry.
-    fn finish(mut self) -> Result<Vec<Write>> {
+    /// The group's writes, to be journaled as one entry, and the agents'
+    /// event seqs it moved.
+    fn finish(mut self) -> Result<(Vec<Write>, HashMap<String, u64>)> {
         let (inbox_seq, other_seq, conversation_seq, event_seq) = self.counters_at_start;
         if self.inbox_seq != inbox_seq {
             self.view.put_u64(TableId::Counters, text("inbox_seq"), self.inbox_seq);
@@ -731,7 +751,17 @@ impl<'a> GroupState<'a> {
         for (agent_id, record) in std::mem::take(&mut self.agent_records) {
             self.view.put(TableId::Agents, Key::Str(agent_id), encode(&record)?);
         }
-        Ok(self.view.writes)
+        Ok((self.view.writes, self.agent_seqs))
+    }
+
+    /// The agent's next event seq, taken.
+    fn next_agent_seq(&mut self, agent_id: &str) -> Result<u64> {
+        let last = match self.agent_seqs.get(agent_id).or_else(|| self.agent_seqs_at_start.get(agent_id)) {
+            Some(last) => *last,
+            None => self.view.snapshot.agent_last_seq(agent_id)?,
+        };
+        self.agent_seqs.insert(agent_id.to_owned(), last + 1);
+        Ok(last + 1)
     }
 
     fn push_inbox(&mut self, thread_key: String, item: InboxItem, published: &mut Published) -> Result<u64> {
@@ -850,9 +880,7 @@ impl<'a> GroupState<'a> {
             }
             Op::AgentEvent { agent_id, frame } => {
                 let retention = self.options.agent_event_retention.max(1);
-                let record = self.agent_record(agent_id)?;
-                record.last_seq += 1;
-                let seq = record.last_seq;
+                let seq = self.next_agent_seq(agent_id)?;
                 let mut frame = frame.as_ref().clone();
                 frame.set_seq(seq);
                 self.view.put(TableId::AgentEvents, Key::StrU64(agent_id.clone(), seq), encode(&frame)?);

@@ -602,9 +602,9 @@ fn agent_event_seqs_are_per_agent() {
 
     store.commit_blocking(vec![event("b", "c6")]).unwrap();
     let reader = store.reader();
-    assert_eq!(reader.agent("a").unwrap().last_seq, 3);
+    assert_eq!(reader.agent_last_seq("a").unwrap(), 3);
     assert_eq!(reader.agent("a").unwrap().status, AgentStatus::Online, "status kept beside the events");
-    assert_eq!(reader.agent("b").unwrap().last_seq, 3);
+    assert_eq!(reader.agent_last_seq("b").unwrap(), 3);
     let (last, frames) = reader.agent_events_after("a", 0).unwrap().unwrap();
     assert_eq!((last, frame_seqs(&frames)), (3, vec![1, 2, 3]));
     match &frames[2] {
@@ -721,7 +721,7 @@ fn check_against_model(store: &Store, model: &Model) {
     let want: Vec<(u64, &str)> = model.inbox.iter().map(|(seq, wamid)| (*seq, wamid.as_str())).collect();
     assert_eq!(got, want);
     for (agent, last) in AGENTS.iter().zip(model.agent_seq) {
-        assert_eq!(reader.agent(agent).unwrap().last_seq, last, "{agent}");
+        assert_eq!(reader.agent_last_seq(agent).unwrap(), last, "{agent}");
         let (held_last, frames) = reader.agent_events_after(agent, 0).unwrap().unwrap();
         assert_eq!((held_last, frame_seqs(&frames)), (last, (1..=last).collect()));
     }
