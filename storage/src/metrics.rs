@@ -56,7 +56,11 @@ pub fn describe() {
         Unit::Count,
         "1 while the tables cannot be written (a full disk): commits past the lag bound and range reads are refused"
     );
-    describe_counter!(JOURNALED_WRITES_TOTAL, Unit::Count, "writes journaled, by table (a key written twice in a group once)");
+    describe_counter!(
+        JOURNALED_WRITES_TOTAL,
+        Unit::Count,
+        "writes journaled, by table (a key written twice in a group once)"
+    );
     describe_counter!(JOURNALED_VALUE_BYTES_TOTAL, Unit::Bytes, "bytes of the values journaled, by table");
     describe_counter!(
         MATERIALIZED_WRITES_TOTAL,

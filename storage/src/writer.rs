@@ -115,7 +115,10 @@ pub enum Op {
     },
     /// Appends an event to the conversation event log; its seq (the next of
     /// one global, gap-free sequence) is allocated here, so the event is
-    /// journaled in the same entry as the changes it describes.
+    /// journaled in the same entry as the changes it describes. A group
+    /// commit's events are stored together, as one value (a MessagePack
+    /// array) under the first one's seq: one write per group, not per
+    /// event. Format v5 stored one event per seq; both are read.
     Event(Box<Event>),
     /// Moves a log consumer's cursor: it has taken in every event up to `seq`.
     SetCursor {
@@ -421,7 +424,7 @@ impl Writer {
             }
             outcomes.push(outcome);
         }
-        let (writes, agent_seqs) = state.finish()?;
+        let (writes, agent_seqs) = state.finish(&published.log)?;
         if writes.is_empty() {
             return Ok((outcomes, published)); // only duplicates: nothing to keep
         }
@@ -733,9 +736,15 @@ impl<'a> GroupState<'a> {
     }
 
     /// The group's writes, to be journaled as one entry, and the agents'
-    /// event seqs it moved.
-    fn finish(mut self) -> Result<(Vec<Write>, HashMap<String, u64>)> {
+    /// event seqs it moved. `log` is the group's events: they are stored as
+    /// one value, keyed by the first one's seq (see [`Op::Event`]).
+    fn finish(mut self, log: &[(u64, Event)]) -> Result<(Vec<Write>, HashMap<String, u64>)> {
         let (inbox_seq, other_seq, conversation_seq, event_seq) = self.counters_at_start;
+        if let Some((first, _)) = log.first() {
+            debug_assert_eq!(*first, event_seq + 1);
+            let events: Vec<&Event> = log.iter().map(|(_, event)| event).collect();
+            self.view.put(TableId::Events, Key::U64(*first), encode(&events)?);
+        }
         if self.inbox_seq != inbox_seq {
             self.view.put_u64(TableId::Counters, text("inbox_seq"), self.inbox_seq);
         }
@@ -891,8 +900,8 @@ impl<'a> GroupState<'a> {
                 published.events.push((agent_id.clone(), frame));
             }
             Op::Event(event) => {
+                // Written with the group's other events when it is finished.
                 self.event_seq += 1;
-                self.view.put(TableId::Events, Key::U64(self.event_seq), encode(event.as_ref())?);
                 published.log.push((self.event_seq, event.as_ref().clone()));
             }
             Op::SetCursor { consumer, seq } => {
