@@ -610,9 +610,12 @@ fn unit(_: &[u8]) -> Result<()> {
 /// `writes` (its first write ever is among them) nor after, so neither
 /// write changes anything. An inbox entry (a status, put when Meta's
 /// webhook is acknowledged and deleted when its actor applies it a few
-/// milliseconds later) is the common case. Only for entries the tables do
-/// not hold yet: never for entries applied again after a failure, which a
-/// not-durable transaction may already have put in the tables.
+/// milliseconds later) is the common case. (The remove alone would leave
+/// the B-tree as it is, redb only looking the key up: this spares the
+/// lookup and keeps a no-op out of the distinct-writes metric.) Only for
+/// entries the tables do not hold yet: never for entries applied again
+/// after a failure, which a not-durable transaction may already have put
+/// in the tables.
 pub(crate) fn last_writes_of<'a>(writes: impl IntoIterator<Item = &'a Write>, fold_created: bool) -> Vec<&'a Write> {
     // (key) → (its first write here is a put, its last write here).
     let mut last: std::collections::HashMap<(TableId, &Key), (bool, &Write)> = std::collections::HashMap::new();
