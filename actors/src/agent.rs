@@ -51,8 +51,45 @@ pub struct AgentState {
     last_announced: Option<(u32, u32)>,
     /// Service windows of held conversations, kept current from the agent's events.
     windows: HashMap<String, Option<UnixMs>>,
-    /// (UTC day number, first-response breaches that day).
-    frt_breaches: (i64, u32),
+    /// First-response breaches of the latest day one was counted.
+    frt_breaches: DailyBreaches,
+}
+
+/// An agent's first-response breaches on one UTC day (days since the epoch).
+///
+/// The agent actor owns this count: several conversation actors can breach
+/// for one agent at once, and each breach reaches the agent actor as its
+/// `sla` frame, one at a time and in commit order. The actor counts it
+/// ([`DailyBreaches::count`]) and stores the result
+/// (`Op::PutFirstResponseBreaches`) before it passes the frame on, so the
+/// stored count never goes back and needs no rule in storage. A crash
+/// between the breach's commit and the count's loses that one from the
+/// stored count; a start takes the larger of the stored count and the
+/// breaches the open index still holds for the day (`AgentRecovery`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DailyBreaches {
+    pub day: i64,
+    pub count: u32,
+}
+
+impl DailyBreaches {
+    /// The count after one more breach on `day`: one more on the same day,
+    /// 1 on a later day; a breach dated before the day counted (the clock
+    /// went back) changes nothing (`None`).
+    pub fn count(self, day: i64) -> Option<DailyBreaches> {
+        if day == self.day {
+            Some(DailyBreaches { day, count: self.count + 1 })
+        } else if day > self.day {
+            Some(DailyBreaches { day, count: 1 })
+        } else {
+            None
+        }
+    }
+
+    /// The breaches counted on `day` (none when the count is of another day).
+    pub fn on(self, day: i64) -> u32 {
+        if day == self.day { self.count } else { 0 }
+    }
 }
 
 impl Actor for AgentActor {
@@ -79,7 +116,7 @@ impl Actor for AgentActor {
             reserved: HashSet::new(),
             grace_until,
             last_announced: None,
-            frt_breaches: (today, args.frt_breaches_today),
+            frt_breaches: DailyBreaches { day: today, count: args.frt_breaches_today },
             windows: args.windows,
         })
     }
@@ -127,7 +164,9 @@ impl Actor for AgentActor {
                 }
             }
             AgentMsg::Event(frame) => {
-                state.observe(&frame);
+                if let Some(breaches) = state.observe(&frame) {
+                    state.store_breaches(breaches).await;
+                }
                 state.push(frame);
             }
             AgentMsg::TryReserve { conversation_id, reply } => {
@@ -185,8 +224,9 @@ impl Actor for AgentActor {
 }
 
 impl AgentState {
-    /// Keeps the workload figures current from the agent's own events.
-    fn observe(&mut self, frame: &ServerFrame) {
+    /// Keeps the workload figures current from the agent's own events; a
+    /// first-response breach returns the day's new count, to be stored.
+    fn observe(&mut self, frame: &ServerFrame) -> Option<DailyBreaches> {
         match frame {
             ServerFrame::Assigned { conversation, .. } => {
                 self.windows.insert(conversation.id.clone(), conversation.service_until);
@@ -201,12 +241,22 @@ impl AgentState {
             }
             ServerFrame::Sla { kind: SlaKind::FirstResponse, state: SlaState::Breached, .. } => {
                 let today = crate::deadlines::utc_day_of(self.shared.now());
-                if self.frt_breaches.0 != today {
-                    self.frt_breaches = (today, 0);
-                }
-                self.frt_breaches.1 += 1;
+                let counted = self.frt_breaches.count(today)?;
+                self.frt_breaches = counted;
+                return Some(counted);
             }
             _ => {}
+        }
+        None
+    }
+
+    /// Stores the day's count. A refused commit is logged and not retried:
+    /// the count in memory stays right, and the next breach stores it whole.
+    async fn store_breaches(&self, breaches: DailyBreaches) {
+        let op =
+            Op::PutFirstResponseBreaches { agent_id: self.spec.id.clone(), day: breaches.day, count: breaches.count };
+        if let Err(error) = self.shared.store.commit(vec![op]).await {
+            tracing::warn!(agent_id = %self.spec.id, %error, "could not store the first-response breach count");
         }
     }
 
@@ -219,7 +269,7 @@ impl AgentState {
     }
 
     fn frt_breaches_today(&self) -> u32 {
-        if self.frt_breaches.0 == crate::deadlines::utc_day_of(self.shared.now()) { self.frt_breaches.1 } else { 0 }
+        self.frt_breaches.on(crate::deadlines::utc_day_of(self.shared.now()))
     }
 
     fn eligible(&self) -> bool {
@@ -287,5 +337,23 @@ impl AgentState {
                 message: ConversationMsg::Unassign { conversation_id, agent_id: self.spec.id.clone(), reason },
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DailyBreaches;
+
+    #[test]
+    fn breaches_are_counted_per_day() {
+        let start = DailyBreaches::default();
+        let first = start.count(20_000).unwrap();
+        assert_eq!(first, DailyBreaches { day: 20_000, count: 1 }, "a later day starts at 1");
+        let second = first.count(20_000).unwrap();
+        assert_eq!(second, DailyBreaches { day: 20_000, count: 2 }, "the same day adds one");
+        let next_day = second.count(20_001).unwrap();
+        assert_eq!(next_day, DailyBreaches { day: 20_001, count: 1 });
+        assert_eq!(next_day.count(20_000), None, "a breach dated before the counted day changes nothing");
+        assert_eq!((second.on(20_000), second.on(20_001), second.on(19_999)), (2, 0, 0));
     }
 }

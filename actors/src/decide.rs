@@ -17,10 +17,7 @@ use protocol::webhook::Status;
 use protocol::ws::{ServerFrame, SlaKind, SlaState, UnassignReason};
 use protocol::{ApiError, ErrorCode};
 use serde_json::{Map, Value, json};
-use storage::{
-    AssignmentChange, Batch, ConversationRecord, IngestMessage, Op, SendIntent, SlaEventRecord, StoredMessage,
-    ThreadRecord,
-};
+use storage::{Batch, ConversationRecord, IngestMessage, Op, SendIntent, StoredMessage, ThreadRecord};
 
 use crate::deadlines::{self, Fired, Policies};
 use crate::rules;
@@ -498,7 +495,6 @@ fn message_out_body(message: &Message, intent: &SendIntent) -> EventBody {
 fn take_assignment(
     record: &mut ConversationRecord,
     agent_id: &str,
-    reason: &str,
     messages: Vec<Message>,
     now: UnixMs,
     policy: Policy<'_>,
@@ -510,7 +506,6 @@ fn take_assignment(
     let team_policy = policy.policies.of(record.conversation.team.as_deref());
     record.clocks.reassign_at = (team_policy.sla.reassign_after_s > 0 && record.first_response_at.is_none())
         .then(|| team_policy.schedule.add(now, team_policy.sla.reassign_after_s as i64 * 1000));
-    record.clocks.history.push(AssignmentChange { at: now, agent: Some(agent_id.to_owned()), reason: reason.into() });
     let mut conversation = record.conversation.clone();
     conversation.messages = Some(messages);
     Op::AgentEvent { agent_id: agent_id.to_owned(), frame: Box::new(ServerFrame::Assigned { seq: 0, conversation }) }
@@ -533,7 +528,7 @@ fn assign(
         return Decision { effects, ..Decision::default() };
     };
     let mut record = open.clone();
-    let frame = take_assignment(&mut record, &agent_id, "assigned", messages, now, policy);
+    let frame = take_assignment(&mut record, &agent_id, messages, now, policy);
     let mut decision = Decision { record_is_open: true, ..Decision::default() };
     decision.writes = vec![Op::PutConversation(Box::new(record.clone())), frame];
     decision.events.push(event_of(
@@ -563,12 +558,6 @@ fn unassign(
     record.conversation.agent = None;
     record.queued_at = Some(now);
     record.clocks.reassign_at = None;
-    let reason_label = serde_json::to_value(reason).ok().and_then(|value| value.as_str().map(str::to_owned));
-    record.clocks.history.push(AssignmentChange {
-        at: now,
-        agent: None,
-        reason: reason_label.unwrap_or_else(|| "unassigned".into()),
-    });
     let mut decision = Decision { record_is_open: true, ..Decision::default() };
     let (write, event) = unassigned(&record, &agent_id, reason, Actor::System, now);
     decision.writes = vec![Op::PutConversation(Box::new(record.clone())), write];
@@ -609,7 +598,7 @@ fn transfer_to_agent(
         return Err(ApiError::bad_request(format!("conversation {conversation_id} is already with {target}")));
     }
     let was_queued = record.conversation.status == ConversationStatus::Queued;
-    let frame = take_assignment(&mut record, &target, "transferred", messages, now, policy);
+    let frame = take_assignment(&mut record, &target, messages, now, policy);
     let transferrer = Actor::user(by);
     let mut decision = Decision { record_is_open: true, ..Decision::default() };
     decision.writes = vec![Op::PutConversation(Box::new(record.clone())), frame];
@@ -654,7 +643,6 @@ fn transfer_to_team(current: Current<'_>, by: String, team: String, now: UnixMs)
     record.conversation.team = Some(team.clone());
     record.queued_at = Some(now);
     record.clocks.reassign_at = None;
-    record.clocks.history.push(AssignmentChange { at: now, agent: None, reason: "transferred".into() });
     let transferrer = Actor::user(by);
     let mut decision = Decision { record_is_open: true, ..Decision::default() };
     decision.writes = vec![Op::PutConversation(Box::new(record.clone()))];
@@ -698,19 +686,15 @@ fn deadline(current: Current<'_>, conversation_id: String, kind: DeadlineKind, d
             return decision;
         }
         Fired::Sla(sla_kind, sla_state) => {
-            record.clocks.sla_events.push(SlaEventRecord {
-                kind: sla_kind,
-                state: sla_state,
-                at: now,
-                agent: holder.clone(),
-                team: record.conversation.team.clone(),
-            });
+            // The holder's first-response breach: kept on the record for the
+            // open index (a start's fallback for the agent's daily count);
+            // the agent actor counts it from the `sla` frame and stores the
+            // count. Warnings and breaches themselves are in the event log.
+            if let (Some(agent), SlaKind::FirstResponse, SlaState::Breached) = (&holder, sla_kind, sla_state) {
+                record.clocks.frt_breaches.push((agent.clone(), now));
+            }
             decision.writes.push(Op::PutConversation(Box::new(record.clone())));
             if let Some(agent) = holder {
-                if (sla_kind, sla_state) == (SlaKind::FirstResponse, SlaState::Breached) {
-                    let day = deadlines::utc_day_of(now);
-                    decision.writes.push(Op::CountFirstResponseBreach { agent_id: agent.clone(), day });
-                }
                 decision.writes.push(Op::AgentEvent {
                     agent_id: agent,
                     frame: Box::new(ServerFrame::Sla { seq: 0, conversation_id, kind: sla_kind, state: sla_state }),
@@ -727,7 +711,6 @@ fn deadline(current: Current<'_>, conversation_id: String, kind: DeadlineKind, d
             record.conversation.status = ConversationStatus::Queued;
             record.conversation.agent = None;
             record.queued_at = Some(now);
-            record.clocks.history.push(AssignmentChange { at: now, agent: None, reason: "reassigned_idle".into() });
             let (write, event) = unassigned(&record, &previous, UnassignReason::ReassignedIdle, Actor::System, now);
             decision.writes = vec![Op::PutConversation(Box::new(record.clone())), write];
             decision.events.push(event);
@@ -815,7 +798,6 @@ fn close(
         deadlines::stop_clock(clock, now);
     }
     record.clocks.reassign_at = None;
-    record.clocks.history.push(AssignmentChange { at: now, agent: None, reason: "closed".into() });
     let mut thread = current.thread.cloned().expect("an open conversation has a thread");
     thread.open_conversation = None;
     thread.last_closed_by = Some(holder.clone().unwrap_or(by.clone()));
@@ -1404,13 +1386,36 @@ mod tests {
         };
         let decision = world.apply(breach, clock.breach_at);
         assert_eq!(actions(&decision), ["sla_breach"]);
-        assert!(
-            decision
-                .writes
-                .iter()
-                .any(|op| matches!(op, Op::CountFirstResponseBreach { agent_id, .. } if agent_id == "a1"))
+        assert!(decision.writes.iter().any(|op| matches!(
+            op,
+            Op::AgentEvent { agent_id, frame } if agent_id == "a1"
+                && matches!(**frame, ServerFrame::Sla { state: SlaState::Breached, .. })
+        )));
+        let record = world.open.as_ref().unwrap();
+        assert_eq!(record.clocks.frt_breaches, [("a1".to_owned(), clock.breach_at)], "the holder's breach, once");
+        assert_eq!(
+            storage::OpenEntry::of(record).frt_breaches,
+            record.clocks.frt_breaches,
+            "what the open index keeps"
         );
-        assert_eq!(world.open.as_ref().unwrap().clocks.sla_events.len(), 2);
+    }
+
+    #[test]
+    fn a_warning_or_a_breach_with_no_holder_keeps_no_first_response_breach() {
+        let mut world = World::new();
+        world.message_in("wamid.1", "hi", T0, false);
+        let clock = world.open.as_ref().unwrap().clocks.frt.clone().expect("the first-response clock runs queued");
+        for (kind, due, action) in [
+            (DeadlineKind::FirstResponseWarning, clock.warn_at, "sla_warning"),
+            (DeadlineKind::FirstResponseBreach, clock.breach_at, "sla_breach"),
+        ] {
+            let decision = world.apply(Input::Deadline { conversation_id: "cv000000000001".into(), kind, due }, due);
+            assert_eq!(actions(&decision), [action], "logged");
+            assert!(!decision.writes.iter().any(|op| matches!(op, Op::AgentEvent { .. })), "no one to tell");
+        }
+        let record = world.open.as_ref().unwrap();
+        assert!(record.clocks.frt.as_ref().unwrap().breached);
+        assert!(record.clocks.frt_breaches.is_empty(), "a queued conversation's breach is no agent's");
     }
 
     #[test]

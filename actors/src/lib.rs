@@ -617,7 +617,8 @@ async fn spawn_child(
             // too; a store written before it counted them has only the open
             // conversations' (the open index).
             let today = deadlines::utc_day_of(shared.now());
-            let frt_breaches_today = record.frt_breaches_on(today).max(recovery.frt_breaches_today);
+            let stored = agent::DailyBreaches { day: record.frt_breaches_day, count: record.frt_breaches };
+            let frt_breaches_today = stored.on(today).max(recovery.frt_breaches_today);
             let args = AgentArgs {
                 spec: spec.clone(),
                 shared: shared.clone(),

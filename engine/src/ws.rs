@@ -358,7 +358,7 @@ fn opening_frames(
         return Ok((last_seq, events));
     }
     let (seq, conversations) = if principal.role.sees_everything() {
-        (reader.agent(&principal.agent_id)?.last_seq, Vec::new())
+        (reader.agent_last_seq(&principal.agent_id)?, Vec::new())
     } else {
         let (seq, held) = reader.agent_snapshot(&principal.agent_id)?;
         let conversations: Vec<Conversation> = held

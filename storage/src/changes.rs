@@ -72,6 +72,17 @@ const TABLES: [TableId; 21] = [
 ];
 
 impl TableId {
+    /// Whether `key` of this table is allocated from a counter that only
+    /// goes up (an inbox or log seq, an agent's event seq), so it is never
+    /// written again once deleted.
+    pub(crate) fn fresh_keys(self, key: &Key) -> bool {
+        match self {
+            TableId::Inbox | TableId::OtherChanges | TableId::Events => true,
+            TableId::AgentEvents => matches!(key, Key::StrU64(..)),
+            _ => false,
+        }
+    }
+
     /// Whether anything reads this table one key at a time (and so needs
     /// journaled changes in the [`Overlay`] until the table has them).
     pub(crate) fn point_read(self) -> bool {
@@ -87,6 +98,40 @@ impl TableId {
                 | TableId::AuditIndex
                 | TableId::AuditCheckpoints
         )
+    }
+}
+
+/// Counts writes (and their values' bytes) by table for the metrics, and
+/// reports them with one counter increment per table written.
+pub(crate) fn count_by_table<'a>(writes: impl IntoIterator<Item = &'a Write>, count: &str, bytes: Option<&str>) {
+    let mut by_table = [(0u64, 0u64); TABLES.len()];
+    for write in writes {
+        let slot = &mut by_table[write.table as usize];
+        slot.0 += 1;
+        slot.1 += write.value.as_ref().map_or(0, |value| value.len() as u64);
+    }
+    for (table, (writes, value_bytes)) in TABLES.iter().zip(by_table) {
+        if writes == 0 {
+            continue;
+        }
+        metrics::counter!(count.to_owned(), "table" => table.label()).increment(writes);
+        if let Some(bytes) = bytes {
+            metrics::counter!(bytes.to_owned(), "table" => table.label()).increment(value_bytes);
+        }
+    }
+}
+
+impl TableId {
+    /// The table's name in metrics: `agent_events` for `AgentEvents`.
+    fn label(self) -> String {
+        let mut label = String::new();
+        for (index, character) in format!("{self:?}").chars().enumerate() {
+            if character.is_ascii_uppercase() && index > 0 {
+                label.push('_');
+            }
+            label.push(character.to_ascii_lowercase());
+        }
+        label
     }
 }
 
@@ -107,6 +152,11 @@ pub enum Key {
     StrU32(String, u32),
     StrU64(String, u64),
     StrStr(String, String),
+    /// Every `StrU64(text, n)` key with `n` at or below the number: only
+    /// deleted, in one write (an agent's events pruned in bulk). It orders
+    /// after every `StrU64` key, so [`last_writes_of`] applies it after the
+    /// puts it may cover (a range only ever covers keys written before it).
+    StrU64UpTo(String, u64),
 }
 
 /// One change: `value` None deletes the key. Tables whose values are `u64`
@@ -164,6 +214,11 @@ pub(crate) fn encode_entry(seq: u64, writes: &[Write], out: &mut Vec<u8>) {
                 put_str(out, first);
                 put_str(out, second);
             }
+            Key::StrU64UpTo(text, number) => {
+                out.push(5);
+                put_str(out, text);
+                out.extend_from_slice(&number.to_le_bytes());
+            }
         }
         match &write.value {
             Some(bytes) => {
@@ -190,6 +245,7 @@ pub(crate) fn decode_entry(bytes: &[u8]) -> Result<(u64, Vec<Write>)> {
             2 => Key::StrU32(cursor.string()?, cursor.u32()?),
             3 => Key::StrU64(cursor.string()?, cursor.u64()?),
             4 => Key::StrStr(cursor.string()?, cursor.string()?),
+            5 => Key::StrU64UpTo(cursor.string()?, cursor.u64()?),
             other => return Err(StorageError::Invalid(format!("unknown key shape {other} in the journal"))),
         };
         let value = match cursor.u8()? {
@@ -500,6 +556,11 @@ impl Snapshot {
         })
     }
 
+    /// The last seq of the agent's events the tables hold (0: none).
+    pub(crate) fn agent_last_seq(&self, agent_id: &str) -> Result<u64> {
+        crate::read::read_last_seq(&self.txn, agent_id)
+    }
+
     pub(crate) fn get(&self, table: TableId, key: &Key) -> Result<Option<Vec<u8>>> {
         let number =
             |value: Option<redb::AccessGuard<'_, u64>>| value.map(|value| value.value().to_le_bytes().to_vec());
@@ -579,13 +640,34 @@ fn unit(_: &[u8]) -> Result<()> {
 
 /// The writes that decide the tables' contents: the last write of each key
 /// (an earlier one is overwritten within the same transaction anyway),
-/// ordered by table and key so the B-tree pages are visited in order.
-pub(crate) fn last_writes<'a>(writes: impl IntoIterator<Item = &'a Write>) -> Vec<&'a Write> {
-    let mut last: std::collections::HashMap<(TableId, &Key), &Write> = std::collections::HashMap::new();
+/// ordered by table and key so the B-tree pages are visited in order; with
+/// `fold_created` also without the keys created
+/// and deleted again within `writes` in tables whose keys are never reused
+/// ([`TableId::fresh_keys`]): such a key is not in the tables before
+/// `writes` (its first write ever is among them) nor after, so neither
+/// write changes anything. An inbox entry (a status, put when Meta's
+/// webhook is acknowledged and deleted when its actor applies it a few
+/// milliseconds later) is the common case. (The remove alone would leave
+/// the B-tree as it is, redb only looking the key up: this spares the
+/// lookup and keeps a no-op out of the distinct-writes metric.) Only for
+/// entries the tables do not hold yet: never for entries applied again
+/// after a failure, which a not-durable transaction may already have put
+/// in the tables.
+pub(crate) fn last_writes_of<'a>(writes: impl IntoIterator<Item = &'a Write>, fold_created: bool) -> Vec<&'a Write> {
+    // (key) → (its first write here is a put, its last write here).
+    let mut last: std::collections::HashMap<(TableId, &Key), (bool, &Write)> = std::collections::HashMap::new();
     for write in writes {
-        last.insert((write.table, &write.key), write);
+        last.entry((write.table, &write.key))
+            .and_modify(|(_, latest)| *latest = write)
+            .or_insert((write.value.is_some(), write));
     }
-    let mut writes: Vec<&Write> = last.into_values().collect();
+    let mut writes: Vec<&Write> = last
+        .into_values()
+        .filter(|(created, latest)| {
+            !(fold_created && *created && latest.value.is_none() && latest.table.fresh_keys(&latest.key))
+        })
+        .map(|(_, latest)| latest)
+        .collect();
     writes.sort_unstable_by(|a, b| (a.table, &a.key).cmp(&(b.table, &b.key)));
     writes
 }
@@ -650,6 +732,11 @@ pub(crate) fn materialize<'a>(txn: &WriteTransaction, writes: impl IntoIterator<
             (TableId::AuditIndex, Key::StrU64(who, n)) => apply!(audit_index, (who.as_str(), *n), bytes),
             (TableId::Messages, Key::StrU32(id, index)) => apply!(messages, (id.as_str(), *index), bytes),
             (TableId::AgentEvents, Key::StrU64(agent, seq)) => apply!(agent_events, (agent.as_str(), *seq), bytes),
+            (TableId::AgentEvents, Key::StrU64UpTo(agent, last)) if value.is_none() => {
+                agent_events
+                    .retain_in((agent.as_str(), 0)..=(agent.as_str(), *last), |_, _| false)
+                    .map_err(db_error)?;
+            }
             (TableId::AgentOpen, Key::StrStr(agent, id)) => {
                 apply!(agent_open, (agent.as_str(), id.as_str()), unit)
             }
@@ -673,11 +760,35 @@ mod tests {
             Write::put(TableId::Messages, Key::StrU32("cv1".into(), 4), vec![1, 2, 255]),
             Write::put(TableId::AgentEvents, Key::StrU64("a1".into(), u64::MAX), Vec::new()),
             Write::delete(TableId::AgentOpen, Key::StrStr("a1".into(), "cv1".into())),
+            Write::delete(TableId::AgentEvents, Key::StrU64UpTo("a1".into(), 250)),
         ];
         let mut bytes = Vec::new();
         encode_entry(42, &writes, &mut bytes);
         assert_eq!(decode_entry(&bytes).unwrap(), (42, writes));
         assert!(decode_entry(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn a_fresh_key_created_and_deleted_in_one_transaction_is_not_written() {
+        let writes = vec![
+            Write::put(TableId::Inbox, Key::U64(7), vec![1]),
+            Write::put(TableId::SendIntents, Key::Str("t".into()), vec![1]),
+            Write::delete(TableId::Inbox, Key::U64(6)),
+            Write::put(TableId::Inbox, Key::U64(8), vec![1]),
+            Write::delete(TableId::Inbox, Key::U64(7)),
+            Write::delete(TableId::SendIntents, Key::Str("t".into())),
+        ];
+        let folded: Vec<Write> = last_writes_of(&writes, true).into_iter().cloned().collect();
+        assert_eq!(
+            folded,
+            vec![
+                Write::delete(TableId::Inbox, Key::U64(6)), // put before these writes: deleted
+                Write::put(TableId::Inbox, Key::U64(8), vec![1]),
+                // A key that may be reused may have been in the table: its delete stays.
+                Write::delete(TableId::SendIntents, Key::Str("t".into())),
+            ]
+        );
+        assert_eq!(last_writes_of(&writes, false).len(), 4, "applied again after a failure: nothing folded");
     }
 
     #[test]
@@ -691,7 +802,7 @@ mod tests {
             Write::delete(TableId::Conversations, key("cv1")),
             Write::put(TableId::Agents, key("a1"), vec![3]),
         ];
-        let last: Vec<Write> = last_writes(&writes).into_iter().cloned().collect();
+        let last: Vec<Write> = last_writes_of(&writes, false).into_iter().cloned().collect();
         assert_eq!(
             last,
             vec![

@@ -131,7 +131,8 @@ impl Store {
             options.faults.clone(),
         )?;
         if let Some(last) = replay.last().map(|(seq, _)| *seq) {
-            writer::apply_entries(&db.get(), &replay, last, true)?;
+            // The tables are as of `applied`: they hold none of `replay`.
+            writer::apply_entries(&db.get(), &replay, last, true, true)?;
             tracing::info!(entries = replay.len(), through = last, "applied the journal to the tables");
             applied = last;
         }

@@ -17,6 +17,9 @@ pub const LAG_WAITS_TOTAL: &str = "switchboard_store_lag_waits_total";
 pub const READ_WAITS_TOTAL: &str = "switchboard_store_read_waits_total";
 pub const REOPENS_TOTAL: &str = "switchboard_store_reopens_total";
 pub const TABLES_FAILING: &str = "switchboard_store_tables_failing";
+pub const JOURNALED_WRITES_TOTAL: &str = "switchboard_store_journaled_writes_total";
+pub const JOURNALED_VALUE_BYTES_TOTAL: &str = "switchboard_store_journaled_value_bytes_total";
+pub const MATERIALIZED_WRITES_TOTAL: &str = "switchboard_store_materialized_writes_total";
 
 /// Describes every metric above to the installed recorder.
 pub fn describe() {
@@ -52,5 +55,16 @@ pub fn describe() {
         TABLES_FAILING,
         Unit::Count,
         "1 while the tables cannot be written (a full disk): commits past the lag bound and range reads are refused"
+    );
+    describe_counter!(
+        JOURNALED_WRITES_TOTAL,
+        Unit::Count,
+        "writes journaled, by table (a key written twice in a group once)"
+    );
+    describe_counter!(JOURNALED_VALUE_BYTES_TOTAL, Unit::Bytes, "bytes of the values journaled, by table");
+    describe_counter!(
+        MATERIALIZED_WRITES_TOTAL,
+        Unit::Count,
+        "writes applied to the redb tables, by table (the last of each key in a materializing transaction)"
     );
 }

@@ -152,6 +152,13 @@ impl Reader {
         Ok(self.point_decoded(TableId::Agents, Key::Str(agent_id.to_owned()))?.unwrap_or_default())
     }
 
+    /// The `seq` of the agent's latest event (0 before any): the last key
+    /// of its events, which pruning never removes.
+    pub fn agent_last_seq(&self, agent_id: &str) -> Result<u64> {
+        let txn = self.txn()?;
+        read_last_seq(&txn, agent_id)
+    }
+
     /// The conversation event log's last seq (0 while it is empty).
     pub fn log_head(&self) -> Result<u64> {
         let bytes = self.point(TableId::Counters, Key::Str(crate::writer::EVENT_SEQ.to_owned()))?;
@@ -163,13 +170,7 @@ impl Reader {
     /// ([`crate::Op::SetCursor`]) in the same batch as what it made of them.
     pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, Event)>> {
         let txn = self.txn()?;
-        let table = txn.open_table(EVENTS).map_err(db_error)?;
-        let mut events = Vec::new();
-        for row in table.range(after.saturating_add(1)..).map_err(db_error)?.take(limit) {
-            let (seq, bytes) = row.map_err(db_error)?;
-            events.push((seq.value(), decode(bytes.value())?));
-        }
-        Ok(events)
+        read_events_after(&txn, after, limit)
     }
 
     /// A log consumer's cursor: the last event seq it has taken in (0: none).
@@ -226,7 +227,7 @@ impl Reader {
     /// last `seq` and its open conversations with their messages.
     pub fn agent_snapshot(&self, agent_id: &str) -> Result<(u64, Vec<HeldConversation>)> {
         let txn = self.txn()?;
-        let seq = read_agent(&txn, agent_id)?.last_seq;
+        let seq = read_last_seq(&txn, agent_id)?;
         let agent_open = txn.open_table(AGENT_OPEN).map_err(db_error)?;
         let conversations = txn.open_table(CONVERSATIONS).map_err(db_error)?;
         let mut result = Vec::new();
@@ -249,7 +250,7 @@ impl Reader {
     /// held; `None` when some were pruned (the caller sends a snapshot).
     pub fn agent_events_after(&self, agent_id: &str, after_seq: u64) -> Result<Option<(u64, Vec<ServerFrame>)>> {
         let txn = self.txn()?;
-        let last_seq = read_agent(&txn, agent_id)?.last_seq;
+        let last_seq = read_last_seq(&txn, agent_id)?;
         if after_seq > last_seq {
             return Ok(None);
         }
@@ -304,9 +305,39 @@ impl Reader {
     }
 }
 
-fn read_agent(txn: &ReadTransaction, agent_id: &str) -> Result<AgentRecord> {
-    let table = txn.open_table(AGENTS).map_err(db_error)?;
-    Ok(table.get(agent_id).map_err(db_error)?.map(|bytes| decode(bytes.value())).transpose()?.unwrap_or_default())
+/// Up to `limit` events after `after`. The `events` table holds each group
+/// commit's events as one MessagePack array keyed by the first one's seq
+/// (format v6), or one event per seq (v5): the value holding `after + 1`
+/// is the last whose key is at or before it.
+pub(crate) fn read_events_after(txn: &ReadTransaction, after: u64, limit: usize) -> Result<Vec<(u64, Event)>> {
+    let table = txn.open_table(EVENTS).map_err(db_error)?;
+    let start = after.saturating_add(1);
+    let holding = table.range(..=start).map_err(db_error)?.next_back().transpose().map_err(db_error)?;
+    let from = holding.map_or(start, |(first, _)| first.value());
+    let mut events = Vec::new();
+    for row in table.range(from..).map_err(db_error)? {
+        let (first, bytes) = row.map_err(db_error)?;
+        let stored: Vec<Event> = match decode(bytes.value()) {
+            Ok(group) => group,
+            Err(_) => vec![decode(bytes.value())?], // v5: one event
+        };
+        for (seq, event) in (first.value()..).zip(stored) {
+            if events.len() >= limit {
+                return Ok(events);
+            }
+            if seq >= start {
+                events.push((seq, event));
+            }
+        }
+    }
+    Ok(events)
+}
+
+/// The last seq of the agent's events in `txn` (0: none).
+pub(crate) fn read_last_seq(txn: &ReadTransaction, agent_id: &str) -> Result<u64> {
+    let table = txn.open_table(AGENT_EVENTS).map_err(db_error)?;
+    let last = table.range((agent_id, 0)..=(agent_id, u64::MAX)).map_err(db_error)?.next_back();
+    Ok(last.transpose().map_err(db_error)?.map_or(0, |(key, _)| key.value().1))
 }
 
 fn read_messages(txn: &ReadTransaction, conversation_id: &str) -> Result<Vec<StoredMessage>> {
@@ -317,4 +348,56 @@ fn read_messages(txn: &ReadTransaction, conversation_id: &str) -> Result<Vec<Sto
         messages.push(decode(bytes.value())?);
     }
     Ok(messages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::encode;
+    use protocol::events::{Actor, EventBody};
+
+    fn event(n: u64) -> Event {
+        Event {
+            at: n as i64,
+            conversation_id: Some(format!("cv{n}")),
+            contact: None,
+            phone_number_id: None,
+            actor: Actor::System,
+            body: EventBody::WindowClosed { window: protocol::events::Window::Service },
+        }
+    }
+
+    #[test]
+    fn events_read_from_v5_single_values_and_v6_group_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("t.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(EVENTS).unwrap();
+            // v5: one event per seq; then v6: one value per group commit.
+            table.insert(1, encode(&event(1)).unwrap().as_slice()).unwrap();
+            table.insert(2, encode(&event(2)).unwrap().as_slice()).unwrap();
+            table.insert(3, encode(&vec![event(3), event(4), event(5)]).unwrap().as_slice()).unwrap();
+            table.insert(6, encode(&vec![event(6), event(7)]).unwrap().as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+        let txn = db.begin_read().unwrap();
+        let seqs = |after, limit| -> Vec<(u64, String)> {
+            read_events_after(&txn, after, limit)
+                .unwrap()
+                .into_iter()
+                .map(|(seq, event)| (seq, event.conversation_id.unwrap()))
+                .collect()
+        };
+        let expected = |range: std::ops::RangeInclusive<u64>| -> Vec<(u64, String)> {
+            range.map(|n| (n, format!("cv{n}"))).collect()
+        };
+        assert_eq!(seqs(0, 100), expected(1..=7));
+        assert_eq!(seqs(3, 100), expected(4..=7), "from inside a group");
+        assert_eq!(seqs(1, 3), expected(2..=4), "across formats, up to the limit");
+        assert_eq!(seqs(4, 2), expected(5..=6), "the limit cuts across groups");
+        assert_eq!(seqs(5, 100), expected(6..=7), "from a group's first seq");
+        assert!(seqs(7, 100).is_empty(), "nothing after the last");
+        assert!(seqs(0, 0).is_empty(), "a limit of 0");
+    }
 }

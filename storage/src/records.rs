@@ -95,14 +95,19 @@ pub struct ConversationClocks {
     /// Durations of finished next-response waits, for reports.
     #[serde(default)]
     pub nrt_done_ms: Vec<i64>,
-    /// Warnings and breaches, for reports.
-    #[serde(default)]
-    pub sla_events: Vec<SlaEventRecord>,
     /// Reassign to another agent at this time unless the agent replied.
     #[serde(default)]
     pub reassign_at: Option<UnixMs>,
-    #[serde(default)]
-    pub history: Vec<AssignmentChange>,
+    /// First-response breaches on this conversation: (the agent who held
+    /// it, when). Kept by the conversation's decisions for the open index
+    /// (a start's fallback for the agents' daily counts); written only when
+    /// there is one. Until format v6 records also held `history` (the
+    /// assignment changes) and `sla_events` (warnings and breaches),
+    /// re-encoded on every message; the event log describes both now
+    /// (`assigned`, `unassigned`, `transferred`, `closed`, `sla_warning`,
+    /// `sla_breach`), and an older record's are ignored when it is read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frt_breaches: Vec<(String, UnixMs)>,
 }
 
 /// One running (or finished) SLA clock.
@@ -117,27 +122,6 @@ pub struct SlaClock {
     pub breached: bool,
     #[serde(default)]
     pub stopped_at: Option<UnixMs>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SlaEventRecord {
-    pub kind: protocol::ws::SlaKind,
-    pub state: protocol::ws::SlaState,
-    pub at: UnixMs,
-    #[serde(default)]
-    pub agent: Option<String>,
-    #[serde(default)]
-    pub team: Option<String>,
-}
-
-/// Who held the conversation from when, and why it changed.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct AssignmentChange {
-    pub at: UnixMs,
-    #[serde(default)]
-    pub agent: Option<String>,
-    /// `assigned`, `transferred`, `reassigned_idle`, `agent_offline`, `closed`.
-    pub reason: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -163,30 +147,25 @@ pub struct ThreadRecord {
     pub last_inbox_seq: u64,
 }
 
+/// An agent's record. Its latest event `seq` is not kept here (it was until
+/// format v6, rewritten with every event): it is the last key of its
+/// events ([`crate::Reader::agent_last_seq`]); the writer keeps it in memory.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AgentRecord {
     pub status: AgentStatus,
-    /// The `seq` of the agent's latest event; 0 before any.
-    pub last_seq: u64,
     /// The day (days since the epoch, UTC) of `frt_breaches`.
     #[serde(default)]
     pub frt_breaches_day: i64,
     /// First-response breaches on the agent's conversations that day,
-    /// closed ones included (a start reads them here).
+    /// closed ones included (a start reads them here). Counted by the agent
+    /// actor and stored as it says (`Op::PutFirstResponseBreaches`).
     #[serde(default)]
     pub frt_breaches: u32,
 }
 
 impl Default for AgentRecord {
     fn default() -> Self {
-        AgentRecord { status: AgentStatus::Offline, last_seq: 0, frt_breaches_day: 0, frt_breaches: 0 }
-    }
-}
-
-impl AgentRecord {
-    /// The first-response breaches counted on `day`.
-    pub fn frt_breaches_on(&self, day: i64) -> u32 {
-        if self.frt_breaches_day == day { self.frt_breaches } else { 0 }
+        AgentRecord { status: AgentStatus::Offline, frt_breaches_day: 0, frt_breaches: 0 }
     }
 }
 
@@ -363,12 +342,15 @@ pub struct OpenEntry {
     pub trt: Option<SlaClock>,
     #[serde(rename = "r", default)]
     pub reassign_at: Option<UnixMs>,
-    /// First-response breaches: (agent, when), for the agents' daily counts.
+    /// First-response breaches: (agent, when), for the agents' daily counts;
+    /// the record's `clocks.frt_breaches`, as its decisions kept them.
     #[serde(rename = "b", default)]
     pub frt_breaches: Vec<(String, UnixMs)>,
 }
 
 impl OpenEntry {
+    /// The record's fields a start needs, copied: what they mean (which
+    /// breaches count, who holds the conversation) is decided in `actors`.
     pub fn of(record: &ConversationRecord) -> OpenEntry {
         let conversation = &record.conversation;
         let clocks = &record.clocks;
@@ -387,15 +369,7 @@ impl OpenEntry {
             nrt: clocks.nrt.clone(),
             trt: clocks.trt.clone(),
             reassign_at: clocks.reassign_at,
-            frt_breaches: clocks
-                .sla_events
-                .iter()
-                .filter(|event| {
-                    event.kind == protocol::ws::SlaKind::FirstResponse
-                        && event.state == protocol::ws::SlaState::Breached
-                })
-                .filter_map(|event| Some((event.agent.clone()?, event.at)))
-                .collect(),
+            frt_breaches: clocks.frt_breaches.clone(),
         }
     }
 }
@@ -463,6 +437,65 @@ mod tests {
         intents.mark_unknown("b", 6);
         assert_eq!(intents.settle("t"), vec![("w1".to_owned(), at(4).unwrap()), ("w2".to_owned(), at(6).unwrap())]);
         assert!(intents.is_empty());
+    }
+
+    fn record() -> ConversationRecord {
+        use protocol::model::Source;
+        ConversationRecord {
+            conversation: Conversation {
+                id: "cv000000000001".into(),
+                contact: Contact { wa_id: "15550001".into(), name: None },
+                phone_number_id: "100".into(),
+                status: ConversationStatus::Assigned,
+                team: Some("sales".into()),
+                agent: Some("a1".into()),
+                source: Source::organic(),
+                service_until: Some(2_000),
+                free_entry_until: None,
+                fields: Default::default(),
+                opened_at: 1_000,
+                closed_at: None,
+                messages: None,
+            },
+            thread_key: "100:15550001".into(),
+            message_count: 3,
+            last_customer_at: Some(1_000),
+            queued_at: None,
+            assigned_at: Some(1_500),
+            first_response_at: None,
+            clocks: ConversationClocks { reassign_at: Some(9_000), ..Default::default() },
+        }
+    }
+
+    #[test]
+    fn a_v5_record_with_history_and_sla_events_still_reads() {
+        let mut old = serde_json::to_value(record()).unwrap();
+        old["clocks"]["history"] = serde_json::json!([{"at": 1_500, "agent": "a1", "reason": "assigned"}]);
+        old["clocks"]["sla_events"] = serde_json::json!([
+            {"kind": "first_response", "state": "breached", "at": 1_800, "agent": "a1", "team": "sales"}
+        ]);
+        let read: ConversationRecord = decode(&encode(&old).unwrap()).unwrap();
+        assert_eq!(read, record(), "the fields the event log now describes are ignored");
+    }
+
+    #[test]
+    fn a_v5_agent_record_with_last_seq_still_reads() {
+        let old = serde_json::json!({"status": "online", "last_seq": 42, "frt_breaches_day": 7, "frt_breaches": 2});
+        let read: AgentRecord = decode(&encode(&old).unwrap()).unwrap();
+        assert_eq!(read, AgentRecord { status: AgentStatus::Online, frt_breaches_day: 7, frt_breaches: 2 });
+    }
+
+    #[test]
+    fn a_record_without_breaches_writes_no_breach_field() {
+        let without = encode(&record()).unwrap();
+        let mut with = record();
+        with.clocks.frt_breaches.push(("a1".into(), 1_800));
+        let bytes = encode(&with).unwrap();
+        assert!(bytes.len() > without.len());
+        assert_eq!(decode::<ConversationRecord>(&bytes).unwrap(), with);
+        let needle = b"frt_breaches";
+        assert!(!without.windows(needle.len()).any(|window| window == needle));
+        assert_eq!(OpenEntry::of(&with).frt_breaches, with.clocks.frt_breaches, "the open index copies them");
     }
 
     #[test]

@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use bytes::Bytes;
 
-use crate::changes::{Key, Overlay, Progress, Snapshot, TableId, Write, last_writes, materialize, u64_value};
+use crate::changes::{Key, Overlay, Progress, Snapshot, TableId, Write, last_writes_of, materialize, u64_value};
 use crate::io::{Db, is_io_failure};
 use crate::journal::Journal;
 use crate::records::{decode, decode_json, encode, encode_json};
@@ -82,11 +82,16 @@ pub enum Op {
         agent_id: String,
         status: AgentStatus,
     },
-    /// Counts a first-response breach for the agent on `day` (days since
-    /// the epoch, UTC); a later day starts the count again.
-    CountFirstResponseBreach {
+    /// Stores the agent's first-response breaches on `day` (days since the
+    /// epoch, UTC) as the agent actor counted them. Storage keeps the number
+    /// it is given: what counts, and when a day starts again, is the agent
+    /// actor's decision (`actors::agent::DailyBreaches`). The agent actor
+    /// is the one owner of that count and commits it one breach at a time,
+    /// so writes of it never race.
+    PutFirstResponseBreaches {
         agent_id: String,
         day: i64,
+        count: u32,
     },
     /// Records a send before Meta is called (see [`crate::SendIntent`]).
     PutSendIntent {
@@ -110,7 +115,10 @@ pub enum Op {
     },
     /// Appends an event to the conversation event log; its seq (the next of
     /// one global, gap-free sequence) is allocated here, so the event is
-    /// journaled in the same entry as the changes it describes.
+    /// journaled in the same entry as the changes it describes. A group
+    /// commit's events are stored together, as one value (a MessagePack
+    /// array) under the first one's seq: one write per group, not per
+    /// event. Format v5 stored one event per seq; both are read.
     Event(Box<Event>),
     /// Moves a log consumer's cursor: it has taken in every event up to `seq`.
     SetCursor {
@@ -283,6 +291,11 @@ struct Writer {
     unapplied: VecDeque<(u64, Vec<(TableId, Key)>)>,
     /// The tables as of (journal seq applied, database generation).
     snapshot: Option<((u64, u64), Snapshot)>,
+    /// Each agent's latest event seq, once it had an event since the start
+    /// (before that, the last key of its events in the tables, which then
+    /// hold all of them). Kept here rather than in the agent's record, which
+    /// would be rewritten in every group that gives the agent an event.
+    agent_seqs: HashMap<String, u64>,
 }
 
 impl Writer {
@@ -297,6 +310,7 @@ impl Writer {
             materializer,
             unapplied: VecDeque::new(),
             snapshot: None,
+            agent_seqs: HashMap::new(),
         }
     }
 
@@ -409,7 +423,7 @@ impl Writer {
         let (_, snapshot) = self.snapshot.as_ref().expect("refreshed above");
         let mut published = Published::default();
         let mut outcomes = Vec::with_capacity(batches.len());
-        let mut state = GroupState::open(View::new(snapshot, &self.overlay), &self.options)?;
+        let mut state = GroupState::open(View::new(snapshot, &self.overlay), &self.options, &self.agent_seqs)?;
         for batch in batches {
             let mut outcome = CommitOutcome::default();
             for op in batch.iter() {
@@ -419,13 +433,20 @@ impl Writer {
             }
             outcomes.push(outcome);
         }
-        let writes = state.finish()?;
+        let (writes, agent_seqs) = state.finish()?;
         if writes.is_empty() {
             return Ok((outcomes, published)); // only duplicates: nothing to keep
         }
         // The writer alone advances the journal's seq.
         let seq = self.progress.journaled() + 1;
         self.journal.append(seq, &writes)?;
+        // Journaled: the agents' seqs move on (a refused group takes none).
+        self.agent_seqs.extend(agent_seqs);
+        crate::changes::count_by_table(
+            &writes,
+            crate::metrics::JOURNALED_WRITES_TOTAL,
+            Some(crate::metrics::JOURNALED_VALUE_BYTES_TOTAL),
+        );
         // Durable from here: visible to readers, then handed on.
         self.overlay.record(seq, &writes);
         self.progress.set_journaled(seq);
@@ -505,7 +526,9 @@ fn materializer_loop(db: Arc<Db>, progress: Arc<Progress>, receiver: std::sync::
         let mut attempts_since_stop = 0u32;
         let mut last = entries.last().or(since_durable.last()).map(|(seq, _)| *seq).unwrap_or_default();
         loop {
-            let error = match apply_entries(&db.get(), &entries, last, durable) {
+            // The first attempt applies entries the tables do not hold yet.
+            let fold_created = attempt == 0;
+            let error = match apply_entries(&db.get(), &entries, last, durable, fold_created) {
                 Ok(()) => break,
                 Err(error) => error,
             };
@@ -524,7 +547,7 @@ fn materializer_loop(db: Arc<Db>, progress: Arc<Progress>, receiver: std::sync::
                 tracing::error!(%error, attempt, "could not bring the tables up to date with the journal; retrying");
             }
             if is_io_failure(&error) {
-                match db.reopen_with(|database| apply_entries(database, &entries, last, true)) {
+                match db.reopen_with(|database| apply_entries(database, &entries, last, true, false)) {
                     Ok(()) => {
                         metrics::counter!(crate::metrics::REOPENS_TOTAL).increment(1);
                         tracing::info!("reopened the database after an I/O error");
@@ -578,8 +601,16 @@ fn materializer_loop(db: Arc<Db>, progress: Arc<Progress>, receiver: std::sync::
 
 /// Applies `entries` and records `last` as the journal seq the tables hold,
 /// in one transaction: durable (synced, with redb's allocator state saved)
-/// or only visible to readers.
-pub(crate) fn apply_entries(db: &Database, entries: &[(u64, Vec<Write>)], last: u64, durable: bool) -> Result<()> {
+/// or only visible to readers. `fold_created`: the tables hold none of
+/// `entries` yet, so keys they create and delete again are left out
+/// ([`last_writes_of`]).
+pub(crate) fn apply_entries(
+    db: &Database,
+    entries: &[(u64, Vec<Write>)],
+    last: u64,
+    durable: bool,
+    fold_created: bool,
+) -> Result<()> {
     let mut txn = db.begin_write().map_err(db_error)?;
     if durable {
         txn.set_durability(Durability::Immediate);
@@ -587,8 +618,9 @@ pub(crate) fn apply_entries(db: &Database, entries: &[(u64, Vec<Write>)], last: 
     } else {
         txn.set_durability(Durability::None);
     }
-    let writes = last_writes(entries.iter().flat_map(|(_, writes)| writes.iter()));
+    let writes = last_writes_of(entries.iter().flat_map(|(_, writes)| writes.iter()), fold_created);
     metrics::histogram!(crate::metrics::MATERIALIZE_DISTINCT_WRITES).record(writes.len() as f64);
+    crate::changes::count_by_table(writes.iter().copied(), crate::metrics::MATERIALIZED_WRITES_TOTAL, None);
     materialize(&txn, writes)?;
     txn.open_table(COUNTERS).map_err(db_error)?.insert(JOURNAL_APPLIED, last).map_err(db_error)?;
     txn.commit().map_err(db_error)
@@ -684,10 +716,16 @@ struct GroupState<'a> {
     event_seq: u64,
     counters_at_start: (u64, u64, u64, u64),
     agent_records: HashMap<String, AgentRecord>,
+    /// The agents' latest event seqs as of the group's start ...
+    agent_seqs_at_start: &'a HashMap<String, u64>,
+    /// ... and as this group moved them.
+    agent_seqs: HashMap<String, u64>,
+    /// The group's events, in seq order from `event_seq` at the start + 1.
+    group_events: Vec<Event>,
 }
 
 impl<'a> GroupState<'a> {
-    fn open(view: View<'a>, options: &StoreOptions) -> Result<Self> {
+    fn open(view: View<'a>, options: &StoreOptions, agent_seqs_at_start: &'a HashMap<String, u64>) -> Result<Self> {
         let read_counter =
             |name: &str| -> Result<u64> { Ok(view.get_u64(TableId::Counters, text(name))?.unwrap_or(0)) };
         let inbox_seq = read_counter("inbox_seq")?;
@@ -703,12 +741,21 @@ impl<'a> GroupState<'a> {
             event_seq,
             counters_at_start: (inbox_seq, other_seq, conversation_seq, event_seq),
             agent_records: HashMap::new(),
+            agent_seqs_at_start,
+            agent_seqs: HashMap::new(),
+            group_events: Vec::new(),
         })
     }
 
-    /// The group's writes, to be journaled as one entry.
-    fn finish(mut self) -> Result<Vec<Write>> {
+    /// The group's writes, to be journaled as one entry, and the agents'
+    /// event seqs it moved. The group's events are stored as one value,
+    /// keyed by the first one's seq (see [`Op::Event`]).
+    fn finish(mut self) -> Result<(Vec<Write>, HashMap<String, u64>)> {
         let (inbox_seq, other_seq, conversation_seq, event_seq) = self.counters_at_start;
+        if !self.group_events.is_empty() {
+            debug_assert_eq!(self.event_seq, event_seq + self.group_events.len() as u64);
+            self.view.put(TableId::Events, Key::U64(event_seq + 1), encode(&self.group_events)?);
+        }
         if self.inbox_seq != inbox_seq {
             self.view.put_u64(TableId::Counters, text("inbox_seq"), self.inbox_seq);
         }
@@ -724,7 +771,17 @@ impl<'a> GroupState<'a> {
         for (agent_id, record) in std::mem::take(&mut self.agent_records) {
             self.view.put(TableId::Agents, Key::Str(agent_id), encode(&record)?);
         }
-        Ok(self.view.writes)
+        Ok((self.view.writes, self.agent_seqs))
+    }
+
+    /// The agent's next event seq, taken.
+    fn next_agent_seq(&mut self, agent_id: &str) -> Result<u64> {
+        let last = match self.agent_seqs.get(agent_id).or_else(|| self.agent_seqs_at_start.get(agent_id)) {
+            Some(last) => *last,
+            None => self.view.snapshot.agent_last_seq(agent_id)?,
+        };
+        self.agent_seqs.insert(agent_id.to_owned(), last + 1);
+        Ok(last + 1)
     }
 
     fn push_inbox(&mut self, thread_key: String, item: InboxItem, published: &mut Published) -> Result<u64> {
@@ -843,22 +900,21 @@ impl<'a> GroupState<'a> {
             }
             Op::AgentEvent { agent_id, frame } => {
                 let retention = self.options.agent_event_retention.max(1);
-                let record = self.agent_record(agent_id)?;
-                record.last_seq += 1;
-                let seq = record.last_seq;
+                let seq = self.next_agent_seq(agent_id)?;
                 let mut frame = frame.as_ref().clone();
                 frame.set_seq(seq);
                 self.view.put(TableId::AgentEvents, Key::StrU64(agent_id.clone(), seq), encode(&frame)?);
-                if seq > retention {
-                    self.view.delete(TableId::AgentEvents, Key::StrU64(agent_id.clone(), seq - retention));
+                if let Some(last_pruned) = prune_through(seq, retention) {
+                    self.view.delete(TableId::AgentEvents, Key::StrU64UpTo(agent_id.clone(), last_pruned));
                 }
                 outcome.events.push((agent_id.clone(), frame.clone()));
                 published.events.push((agent_id.clone(), frame));
             }
             Op::Event(event) => {
+                // Written with the group's other events when it is finished.
                 self.event_seq += 1;
-                self.view.put(TableId::Events, Key::U64(self.event_seq), encode(event.as_ref())?);
                 published.log_head = Some(self.event_seq);
+                self.group_events.push(event.as_ref().clone());
             }
             Op::SetCursor { consumer, seq } => {
                 self.view.put_u64(TableId::Cursors, text(consumer), *seq);
@@ -885,14 +941,10 @@ impl<'a> GroupState<'a> {
             Op::PutAgentStatus { agent_id, status } => {
                 self.agent_record(agent_id)?.status = *status;
             }
-            Op::CountFirstResponseBreach { agent_id, day } => {
+            Op::PutFirstResponseBreaches { agent_id, day, count } => {
                 let record = self.agent_record(agent_id)?;
-                if record.frt_breaches_day == *day {
-                    record.frt_breaches += 1;
-                } else if record.frt_breaches_day < *day {
-                    record.frt_breaches_day = *day;
-                    record.frt_breaches = 1;
-                }
+                record.frt_breaches_day = *day;
+                record.frt_breaches = *count;
             }
             Op::PutSendIntent { thread_key, intent } => {
                 let mut intents = self.send_intents(thread_key)?;
@@ -914,6 +966,16 @@ impl<'a> GroupState<'a> {
     }
 
     /// Statuses that waited for `wamid` go to its conversation's inbox.
+    ///
+    /// This is the inbox's mechanics, not a business rule, so it stays here:
+    /// a status is acknowledged to Meta once it is durable, possibly before
+    /// the send it is about has its wamid stored (Meta's webhook can beat
+    /// the Graph API's answer). Until then no one can say which
+    /// conversation's inbox it belongs to, so it waits under its wamid and
+    /// is queued, unchanged and in arrival order, in the same group that
+    /// makes the wamid's location known. Nothing here decides what a status
+    /// means: whether it advances the message, what a failure shows, who is
+    /// told, is `actors::decide` applying the inbox entry.
     fn release_pending_statuses(
         &mut self,
         wamid: &str,
@@ -1014,6 +1076,19 @@ impl<'a> GroupState<'a> {
     }
 }
 
+/// When an agent's event `seq` is written, the seq through which its
+/// events are deleted, if any. Pruning goes in bulk, one range delete per
+/// `retention / 4` events (at least 1), instead of one delete per event: an
+/// agent holds between `retention` and `retention + retention / 4` events,
+/// so `resume_from` is served for at least the last `retention` (PROTOCOL:
+/// "at least the last 1,000"), and an older seq gets a snapshot. Every
+/// range starts at the agent's first seq, so events left by an older
+/// store's one-by-one pruning, or by a larger retention, go too.
+pub(crate) fn prune_through(seq: u64, retention: u64) -> Option<u64> {
+    let every = (retention / 4).max(1);
+    (seq > retention && (seq - retention).is_multiple_of(every)).then(|| seq - retention)
+}
+
 /// Conversation ids are `cv` + 12 digits: opaque to clients, sortable here.
 pub fn conversation_id(number: u64) -> String {
     format!("cv{number:012}")
@@ -1029,5 +1104,24 @@ impl crate::Store {
     /// conversation that takes it).
     pub fn next_conversation_id(&self) -> String {
         conversation_id(self.writer.conversation_seq.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prune_through;
+
+    #[test]
+    fn agent_events_are_pruned_in_bulk_and_never_below_retention() {
+        let pruned: Vec<(u64, u64)> =
+            (1..=3_000).filter_map(|seq| prune_through(seq, 1_000).map(|last| (seq, last))).collect();
+        assert_eq!(pruned.first(), Some(&(1_250, 250)), "nothing until a quarter more than retention is held");
+        assert!(pruned.windows(2).all(|pair| pair[1].0 - pair[0].0 == 250), "one range per 250 events");
+        for seq in 1..=3_000u64 {
+            let last_pruned = pruned.iter().filter(|(at, _)| *at <= seq).map(|(_, last)| *last).max().unwrap_or(0);
+            let held = seq - last_pruned;
+            assert!(held >= seq.min(1_000) && held < 1_250, "after seq {seq}: {held} held");
+        }
+        assert_eq!(prune_through(7, 5), Some(2), "a retention under 4 prunes at every event");
     }
 }

@@ -602,9 +602,9 @@ fn agent_event_seqs_are_per_agent() {
 
     store.commit_blocking(vec![event("b", "c6")]).unwrap();
     let reader = store.reader();
-    assert_eq!(reader.agent("a").unwrap().last_seq, 3);
+    assert_eq!(reader.agent_last_seq("a").unwrap(), 3);
     assert_eq!(reader.agent("a").unwrap().status, AgentStatus::Online, "status kept beside the events");
-    assert_eq!(reader.agent("b").unwrap().last_seq, 3);
+    assert_eq!(reader.agent_last_seq("b").unwrap(), 3);
     let (last, frames) = reader.agent_events_after("a", 0).unwrap().unwrap();
     assert_eq!((last, frame_seqs(&frames)), (3, vec![1, 2, 3]));
     match &frames[2] {
@@ -721,7 +721,7 @@ fn check_against_model(store: &Store, model: &Model) {
     let want: Vec<(u64, &str)> = model.inbox.iter().map(|(seq, wamid)| (*seq, wamid.as_str())).collect();
     assert_eq!(got, want);
     for (agent, last) in AGENTS.iter().zip(model.agent_seq) {
-        assert_eq!(reader.agent(agent).unwrap().last_seq, last, "{agent}");
+        assert_eq!(reader.agent_last_seq(agent).unwrap(), last, "{agent}");
         let (held_last, frames) = reader.agent_events_after(agent, 0).unwrap().unwrap();
         assert_eq!((held_last, frame_seqs(&frames)), (last, (1..=last).collect()));
     }
@@ -847,17 +847,23 @@ async fn a_caught_up_reader_sees_every_acknowledged_commit() {
 }
 
 #[test]
-fn first_response_breaches_are_counted_per_agent_and_day() {
+fn first_response_breaches_are_stored_as_the_agent_counted_them() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = open(dir.path(), StoreOptions::default());
-    let count = |day| Op::CountFirstResponseBreach { agent_id: "a1".to_owned(), day };
-    store.commit_blocking(vec![count(5), count(5)]).unwrap();
-    assert_eq!(store.reader().agent("a1").unwrap().frt_breaches_on(5), 2);
-    store.commit_blocking(vec![count(6)]).unwrap();
-    store.commit_blocking(vec![count(5)]).unwrap(); // a late one from yesterday changes nothing
-    let record = store.reader().agent("a1").unwrap();
-    assert_eq!((record.frt_breaches_on(5), record.frt_breaches_on(6)), (0, 1));
-    assert_eq!(store.reader().agent("a2").unwrap().frt_breaches_on(6), 0);
+    let put = |day, count| Op::PutFirstResponseBreaches { agent_id: "a1".to_owned(), day, count };
+    store.commit_blocking(vec![put(5, 1), put(5, 2)]).unwrap();
+    let stored = |store: &Store| {
+        let record = store.reader().agent("a1").unwrap();
+        (record.frt_breaches_day, record.frt_breaches)
+    };
+    assert_eq!(stored(&store), (5, 2), "the last count of a batch");
+    store.commit_blocking(vec![put(6, 1)]).unwrap();
+    assert_eq!(stored(&store), (6, 1), "storage keeps what it is told, with no rule of its own");
+    let other = store.reader().agent("a2").unwrap();
+    assert_eq!((other.frt_breaches_day, other.frt_breaches), (0, 0));
+    drop(store);
+    let (store, _) = open(dir.path(), StoreOptions::default());
+    assert_eq!(stored(&store), (6, 1), "and after a restart");
 }
 
 fn log_event(conversation_id: &str, text: &str) -> Op {
