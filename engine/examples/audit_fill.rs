@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use audit::entry::{ChainHead, EntryContent};
-use audit::merkle::{Frontier, leaf_hash};
+use audit::merkle::Frontier;
 use serde_json::json;
-use storage::audit::{AuditAppend, AuditNode, AuditRow};
+use storage::audit::AuditAppend;
 use storage::{NullSink, Op, Store, StoreOptions};
 
 fn main() -> anyhow::Result<()> {
@@ -48,22 +48,16 @@ fn main() -> anyhow::Result<()> {
                     "phone_number_id": "100000000000001",
                 }),
             };
-            let built = chain.append(content)?;
-            frontier.append_into(leaf_hash(&built.hash), &mut completed);
-            let kept =
-                completed.iter().filter(|node| node.position.level >= switchboard_engine::audit::STORED_NODE_LEVEL);
-            append.nodes.extend(kept.map(|node| AuditNode {
-                level: node.position.level,
-                index: node.position.index,
-                hash: node.hash,
-            }));
-            append.entries.push(AuditRow {
-                n: built.entry.n,
-                hash: built.hash,
+            let index = vec![format!("c:{contact}")];
+            switchboard_engine::audit::push_entry(
+                &mut append,
+                &mut chain,
+                &mut frontier,
+                &mut completed,
+                content,
                 at,
-                canonical: built.canonical_bytes,
-                index: vec![format!("c:{contact}")],
-            });
+                index,
+            )?;
             n += 1;
         }
         let mut batch = vec![Op::AuditAppend(Box::new(append))];

@@ -313,6 +313,29 @@ pub fn export_contact(
     audit::export::write_export(contact, &entries, &tree, checkpoint, key).map_err(|error| fail("export", error))
 }
 
+/// Appends one entry to `append`: builds it after `chain`'s head, grows the
+/// tree, and keeps the nodes that are stored (from [`STORED_NODE_LEVEL`] up).
+pub fn push_entry(
+    append: &mut AuditAppend,
+    chain: &mut ChainHead,
+    frontier: &mut Frontier,
+    completed: &mut Vec<CompletedNode>,
+    content: EntryContent,
+    at: UnixMs,
+    index: Vec<String>,
+) -> Result<(), AuditError> {
+    let built = chain.append(content).map_err(|error| fail("an audit entry", error))?;
+    frontier.append_into(leaf_hash(&built.hash), completed);
+    let kept = completed.iter().filter(|node| node.position.level >= STORED_NODE_LEVEL);
+    append.nodes.extend(kept.map(|node| AuditNode {
+        level: node.position.level,
+        index: node.position.index,
+        hash: node.hash,
+    }));
+    append.entries.push(AuditRow { n: built.entry.n, hash: built.hash, at, canonical: built.canonical_bytes, index });
+    Ok(())
+}
+
 /// The consumer's state: the chain's end, the tree's right edge, how far
 /// it has read the event log, the latest checkpoint.
 struct Consumer {
@@ -376,22 +399,7 @@ impl Consumer {
             for (_, event) in &events {
                 let content = entry_content(event);
                 let index = index_keys(&content);
-                let built = chain.append(content).map_err(|error| fail("an audit entry", error))?;
-                frontier.append_into(leaf_hash(&built.hash), &mut completed);
-                append.nodes.extend(
-                    completed.iter().filter(|node| node.position.level >= STORED_NODE_LEVEL).map(|node| AuditNode {
-                        level: node.position.level,
-                        index: node.position.index,
-                        hash: node.hash,
-                    }),
-                );
-                append.entries.push(AuditRow {
-                    n: built.entry.n,
-                    hash: built.hash,
-                    at: event.at,
-                    canonical: built.canonical_bytes,
-                    index,
-                });
+                push_entry(&mut append, &mut chain, &mut frontier, &mut completed, content, event.at, index)?;
             }
             let count = events.len();
             self.store

@@ -427,6 +427,15 @@ impl Progress {
     /// Waits, without blocking a thread, until the tables hold everything
     /// journaled so far; refuses at once while they cannot be written.
     pub(crate) async fn caught_up(&self) -> Result<()> {
+        self.wait_until_applied(true).await
+    }
+
+    /// [`Progress::caught_up`] without hurrying the materializer.
+    pub(crate) async fn settled(&self) -> Result<()> {
+        self.wait_until_applied(false).await
+    }
+
+    async fn wait_until_applied(&self, hurry: bool) -> Result<()> {
         let target = self.journaled();
         let mut counted = false;
         loop {
@@ -440,28 +449,12 @@ impl Progress {
             if self.failing() {
                 return Err(self.behind(applied, target));
             }
-            self.hurry.store(true, Ordering::Release);
-            if !counted {
-                metrics::counter!(crate::metrics::READ_WAITS_TOTAL).increment(1);
-                counted = true;
-            }
-            moved.await;
-        }
-    }
-
-    /// [`Progress::caught_up`] without hurrying the materializer.
-    pub(crate) async fn settled(&self) -> Result<()> {
-        let target = self.journaled();
-        loop {
-            let moved = self.moved.notified();
-            tokio::pin!(moved);
-            moved.as_mut().enable();
-            let applied = self.applied();
-            if applied >= target {
-                return Ok(());
-            }
-            if self.failing() {
-                return Err(self.behind(applied, target));
+            if hurry {
+                self.hurry.store(true, Ordering::Release);
+                if !counted {
+                    metrics::counter!(crate::metrics::READ_WAITS_TOTAL).increment(1);
+                    counted = true;
+                }
             }
             moved.await;
         }
