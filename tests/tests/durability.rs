@@ -90,6 +90,27 @@ async fn acknowledged_webhooks_survive_kill_dash_nine() -> TestResult {
     let list: Value =
         http.get(format!("{base_url}/api/v1/conversations")).bearer_auth(MANAGER_TOKEN).send().await?.json().await?;
     assert_eq!(list["conversations"].as_array().unwrap().len(), 40, "one conversation per customer");
+    // The audit log, fed from the event log through its own cursor, has each
+    // acknowledged message exactly once, however far it had got at the kill.
+    let trail = http
+        .get(format!("{base_url}/api/v1/audit?limit=10000"))
+        .bearer_auth(MANAGER_TOKEN)
+        .send()
+        .await?
+        .text()
+        .await?;
+    let mut audited: Vec<String> = trail
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .filter(|entry| entry["action"] == "message_in")
+        .map(|entry| entry["data"]["wamid"].as_str().unwrap().to_owned())
+        .collect();
+    audited.sort();
+    assert_eq!(audited, acknowledged, "each acknowledged message is audited once");
+    let verified: Value =
+        http.get(format!("{base_url}/api/v1/audit/verify")).bearer_auth(MANAGER_TOKEN).send().await?.json().await?;
+    assert_eq!(verified["ok"], true, "{verified}");
+    assert_eq!(verified["entries"].as_u64(), Some(trail.lines().count() as u64));
     restarted.kill()?;
     restarted.wait()?;
     Ok(())
