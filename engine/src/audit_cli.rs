@@ -105,7 +105,9 @@ fn open_store(config: &Config) -> Result<Arc<Store>, Refusal> {
     if !dir.join("switchboard.redb").is_file() {
         return Err(usage(format!("no Switchboard store in {} (see --data-dir)", dir.display())));
     }
-    Store::open(dir, StoreOptions::default(), Arc::new(NullSink)).map(Arc::new).map_err(|error| {
+    let options =
+        StoreOptions { cache_bytes: config.engine.store_cache_mib.max(16) * 1024 * 1024, ..Default::default() };
+    Store::open(dir, options, Arc::new(NullSink)).map(Arc::new).map_err(|error| {
         usage(format!(
             "cannot open the store in {}: {error} (is an engine running on it? stop it first, or use GET /api/v1/audit)",
             dir.display()
