@@ -3,8 +3,8 @@
 //! `switchboard-audit` crate and the engine's consumer; this module keeps
 //! bytes it is given, append-only:
 //!
-//! - [`AUDIT_ENTRIES`]: entry `n` → its hash, its time and its canonical
-//!   bytes (RFC 8785, without `hash`), exactly as hashed;
+//! - [`AUDIT_ENTRIES`]: chunks of consecutive entries, each entry's hash,
+//!   time and canonical bytes (RFC 8785, without `hash`), exactly as hashed;
 //! - [`AUDIT_NODES`]: the Merkle tree's complete subtrees the consumer
 //!   chooses to keep (the lowest levels are cheaper to recompute from the
 //!   entries' hashes than to store);
@@ -21,9 +21,10 @@ use redb::{ReadTransaction, ReadableTable};
 use crate::tables::{AUDIT_CHECKPOINTS, AUDIT_ENTRIES, AUDIT_INDEX, AUDIT_NODES};
 use crate::{Result, StorageError, db_error};
 
-/// Bytes before an entry's canonical bytes in [`AUDIT_ENTRIES`]: the hash
-/// (32) and the time (8, little-endian unix ms).
-pub const ENTRY_HEADER_LEN: usize = 40;
+/// Most entries one value of [`AUDIT_ENTRIES`] holds.
+pub const CHUNK_ENTRIES: usize = 64;
+/// Bytes of one entry's part of a chunk's header: hash, time, length.
+const CHUNK_HEADER_ENTRY: usize = 32 + 8 + 4;
 
 /// One new audit entry, as the consumer built it.
 #[derive(Clone, Debug, PartialEq)]
@@ -67,13 +68,68 @@ pub fn node_key(level: u32, index: u64) -> u64 {
     (u64::from(level) << 56) | (index & ((1 << 56) - 1))
 }
 
-/// The value of an entry in [`AUDIT_ENTRIES`].
-pub fn entry_value(row: &AuditRow) -> Vec<u8> {
-    let mut value = Vec::with_capacity(ENTRY_HEADER_LEN + row.canonical.len());
-    value.extend_from_slice(&row.hash);
-    value.extend_from_slice(&row.at.to_le_bytes());
-    value.extend_from_slice(&row.canonical);
+/// A chunk of consecutive entries, as [`AUDIT_ENTRIES`] keeps them under
+/// the first one's `n`: their count (u32), then for each its hash (32),
+/// time (i64) and length (u32), all little-endian, then their canonical
+/// bytes one after the other. One value per up to [`CHUNK_ENTRIES`]
+/// entries of one commit: fewer B-tree writes, and a walk of the log reads
+/// large values in order.
+pub fn encode_chunk<'a>(entries: impl ExactSizeIterator<Item = (&'a [u8; 32], UnixMs, &'a [u8])> + Clone) -> Vec<u8> {
+    let count = entries.len();
+    let body: usize = entries.clone().map(|(_, _, canonical)| canonical.len()).sum();
+    let mut value = Vec::with_capacity(4 + count * CHUNK_HEADER_ENTRY + body);
+    value.extend_from_slice(&(count as u32).to_le_bytes());
+    for (hash, at, canonical) in entries.clone() {
+        value.extend_from_slice(hash);
+        value.extend_from_slice(&at.to_le_bytes());
+        value.extend_from_slice(&(canonical.len() as u32).to_le_bytes());
+    }
+    for (_, _, canonical) in entries {
+        value.extend_from_slice(canonical);
+    }
     value
+}
+
+/// One entry of a decoded chunk, borrowing the stored bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkEntry<'a> {
+    /// Its place in the log: the chunk's key plus its position in it.
+    pub n: u64,
+    pub hash: [u8; 32],
+    pub at: UnixMs,
+    pub canonical: &'a [u8],
+}
+
+/// Reads what [`encode_chunk`] wrote under key `first`.
+pub fn decode_chunk(first: u64, value: &[u8]) -> Result<Vec<ChunkEntry<'_>>> {
+    let bad = || StorageError::Invalid(format!("the audit chunk at entry {first} is cut short or malformed"));
+    let count = u32::from_le_bytes(value.get(..4).ok_or_else(bad)?.try_into().expect("4 bytes")) as usize;
+    let header_end = count.checked_mul(CHUNK_HEADER_ENTRY).and_then(|len| len.checked_add(4)).ok_or_else(bad)?;
+    let header = value.get(4..header_end).ok_or_else(bad)?;
+    let mut offset = header_end;
+    let mut entries = Vec::with_capacity(count);
+    for (position, part) in (0u64..).zip(header.chunks_exact(CHUNK_HEADER_ENTRY)) {
+        let hash: [u8; 32] = part[..32].try_into().expect("32 bytes");
+        let at = i64::from_le_bytes(part[32..40].try_into().expect("8 bytes"));
+        let len = u32::from_le_bytes(part[40..44].try_into().expect("4 bytes")) as usize;
+        let end = offset.checked_add(len).ok_or_else(bad)?;
+        let canonical = value.get(offset..end).ok_or_else(bad)?;
+        entries.push(ChunkEntry { n: first + position, hash, at, canonical });
+        offset = end;
+    }
+    if offset != value.len() {
+        return Err(bad());
+    }
+    Ok(entries)
+}
+
+/// The chunks of one append: consecutive runs of at most [`CHUNK_ENTRIES`],
+/// each with its key (its first entry's `n`).
+pub fn chunks_of(entries: &[AuditRow]) -> impl Iterator<Item = (u64, Vec<u8>)> + '_ {
+    entries.chunks(CHUNK_ENTRIES).map(|chunk| {
+        let parts = chunk.iter().map(|row| (&row.hash, row.at, row.canonical.as_slice()));
+        (chunk[0].n, encode_chunk(parts))
+    })
 }
 
 /// The index rows of one append: each key with the `n`s filed under it,
@@ -97,16 +153,6 @@ fn unpack(value: &[u8]) -> impl Iterator<Item = u64> + '_ {
     value.chunks_exact(8).map(|bytes| u64::from_le_bytes(bytes.try_into().expect("8 bytes")))
 }
 
-/// Splits a stored entry value into (hash, at, canonical bytes).
-pub fn split_entry_value(n: u64, value: &[u8]) -> Result<([u8; 32], UnixMs, &[u8])> {
-    if value.len() < ENTRY_HEADER_LEN {
-        return Err(StorageError::Invalid(format!("audit entry {n} is shorter than its header")));
-    }
-    let hash: [u8; 32] = value[..32].try_into().expect("32 bytes");
-    let at = i64::from_le_bytes(value[32..40].try_into().expect("8 bytes"));
-    Ok((hash, at, &value[ENTRY_HEADER_LEN..]))
-}
-
 /// One read snapshot of the audit tables (taken once the tables hold every
 /// commit journaled before it was asked for).
 pub struct AuditSnapshot {
@@ -122,35 +168,39 @@ impl AuditSnapshot {
     /// without gaps).
     pub fn size(&self) -> Result<u64> {
         let table = self.txn.open_table(AUDIT_ENTRIES).map_err(db_error)?;
-        Ok(table.last().map_err(db_error)?.map(|(n, _)| n.value()).unwrap_or(0))
+        let Some((first, value)) = table.last().map_err(db_error)? else {
+            return Ok(0);
+        };
+        let first = first.value();
+        Ok(decode_chunk(first, value.value())?.len() as u64 + first - 1)
     }
 
     pub fn entry(&self, n: u64) -> Result<Option<StoredAuditEntry>> {
-        let table = self.txn.open_table(AUDIT_ENTRIES).map_err(db_error)?;
-        let Some(value) = table.get(n).map_err(db_error)? else {
-            return Ok(None);
-        };
-        let (hash, at, canonical) = split_entry_value(n, value.value())?;
-        Ok(Some(StoredAuditEntry { n, hash, at, canonical: canonical.to_vec() }))
+        let mut found = None;
+        self.scan(n, |at_n, hash, at, canonical| {
+            if at_n == n {
+                found = Some(StoredAuditEntry { n, hash: *hash, at, canonical: canonical.to_vec() });
+            }
+            Ok(false)
+        })?;
+        Ok(found)
     }
 
     /// The hash of entry `n`, when there is one.
     pub fn entry_hash(&self, n: u64) -> Result<Option<[u8; 32]>> {
-        let table = self.txn.open_table(AUDIT_ENTRIES).map_err(db_error)?;
-        let Some(value) = table.get(n).map_err(db_error)? else {
-            return Ok(None);
-        };
-        Ok(Some(split_entry_value(n, value.value())?.0))
+        Ok(self.entry_hashes(n, 1)?.first().copied())
     }
 
     /// The hashes of `count` entries from `first` on (fewer at the end of the log).
     pub fn entry_hashes(&self, first: u64, count: u64) -> Result<Vec<[u8; 32]>> {
-        let table = self.txn.open_table(AUDIT_ENTRIES).map_err(db_error)?;
         let mut hashes = Vec::with_capacity(count.min(1 << 16) as usize);
-        for row in table.range(first..first.saturating_add(count)).map_err(db_error)? {
-            let (n, value) = row.map_err(db_error)?;
-            hashes.push(split_entry_value(n.value(), value.value())?.0);
-        }
+        let end = first.saturating_add(count);
+        self.scan(first, |n, hash, _, _| {
+            if n < end {
+                hashes.push(*hash);
+            }
+            Ok(n + 1 < end)
+        })?;
         Ok(hashes)
     }
 
@@ -158,12 +208,15 @@ impl AuditSnapshot {
     /// in order, until it returns false. Nothing is copied.
     pub fn scan(&self, from: u64, mut visit: impl FnMut(u64, &[u8; 32], UnixMs, &[u8]) -> Result<bool>) -> Result<()> {
         let table = self.txn.open_table(AUDIT_ENTRIES).map_err(db_error)?;
-        for row in table.range(from..).map_err(db_error)? {
-            let (n, value) = row.map_err(db_error)?;
-            let n = n.value();
-            let (hash, at, canonical) = split_entry_value(n, value.value())?;
-            if !visit(n, &hash, at, canonical)? {
-                break;
+        // The chunk holding `from` is the last one keyed at or before it.
+        let holding = table.range(..=from).map_err(db_error)?.next_back().transpose().map_err(db_error)?;
+        let start = holding.map_or(from, |(first, _)| first.value());
+        for row in table.range(start..).map_err(db_error)? {
+            let (first, value) = row.map_err(db_error)?;
+            for entry in decode_chunk(first.value(), value.value())? {
+                if entry.n >= from && !visit(entry.n, &entry.hash, entry.at, entry.canonical)? {
+                    return Ok(());
+                }
             }
         }
         Ok(())
@@ -225,13 +278,33 @@ impl AuditSnapshot {
 mod tests {
     use super::*;
 
+    fn row(n: u64, text: &str) -> AuditRow {
+        AuditRow { n, hash: [n as u8; 32], at: -(n as i64), canonical: text.as_bytes().to_vec(), index: vec![] }
+    }
+
     #[test]
-    fn an_entry_value_splits_back_into_what_was_stored() {
-        let row = AuditRow { n: 7, hash: [9; 32], at: -5, canonical: b"{\"a\":1}".to_vec(), index: vec![] };
-        let value = entry_value(&row);
-        let (hash, at, canonical) = split_entry_value(7, &value).unwrap();
-        assert_eq!((hash, at, canonical), (row.hash, row.at, row.canonical.as_slice()));
-        assert!(split_entry_value(7, &value[..39]).is_err());
+    fn a_chunk_decodes_into_what_was_stored_and_refuses_any_cut() {
+        let rows: Vec<AuditRow> = (7..7 + 70).map(|n| row(n, &"x".repeat(n as usize % 5))).collect();
+        let chunks: Vec<(u64, Vec<u8>)> = chunks_of(&rows).collect();
+        assert_eq!(chunks.iter().map(|(first, _)| *first).collect::<Vec<_>>(), vec![7, 7 + 64]);
+        let mut decoded = Vec::new();
+        for (first, value) in &chunks {
+            decoded.extend(
+                decode_chunk(*first, value)
+                    .unwrap()
+                    .into_iter()
+                    .map(|entry| (entry.n, entry.hash, entry.at, entry.canonical.to_vec())),
+            );
+        }
+        let expected: Vec<_> = rows.iter().map(|row| (row.n, row.hash, row.at, row.canonical.clone())).collect();
+        assert_eq!(decoded, expected);
+        let (first, value) = &chunks[1];
+        for cut in 0..value.len() {
+            assert!(decode_chunk(*first, &value[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = value.clone();
+        longer.push(b'!');
+        assert!(decode_chunk(*first, &longer).is_err());
     }
 
     #[test]

@@ -45,9 +45,9 @@ pub const SEND_INTENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("sen
 pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// consumer name → the last event seq it has taken in (its durable cursor).
 pub const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
-/// audit entry n (from 1) → its 32-byte SHA-256, its time (unix ms, 8 bytes
-/// little-endian), then its RFC 8785 bytes without `hash` (see
-/// [`crate::AuditRow`]). Append-only.
+/// first audit entry n (from 1) → a chunk of up to 64 consecutive entries of
+/// one consumer commit: hashes, times and RFC 8785 bytes without `hash`
+/// (see [`crate::audit::encode_chunk`]). Append-only.
 pub const AUDIT_ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_entries");
 /// The audit Merkle tree's complete subtrees the consumer keeps (levels ≥ 4
 /// today; lower ones are recomputed from the entries): key

@@ -920,8 +920,8 @@ impl<'a> GroupState<'a> {
                 self.view.put_u64(TableId::Cursors, text(consumer), *seq);
             }
             Op::AuditAppend(append) => {
-                for row in &append.entries {
-                    self.view.put(TableId::AuditEntries, Key::U64(row.n), crate::audit::entry_value(row));
+                for (first, chunk) in crate::audit::chunks_of(&append.entries) {
+                    self.view.put(TableId::AuditEntries, Key::U64(first), chunk);
                 }
                 for (key, numbers) in crate::audit::index_rows(&append.entries) {
                     self.view.put(

@@ -295,26 +295,38 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// One stored entry: its hash, time and canonical bytes.
+type Stored = ([u8; 32], i64, Vec<u8>);
+
 /// Edits the stored audit entries of a stopped engine's copy, as someone
-/// with the files (and without the signing key) could.
-fn tamper(dir: &Path, edit: impl FnOnce(&mut redb::Table<u64, &[u8]>)) {
+/// with the files (and without the signing key) could: reads every entry
+/// out of the stored chunks, lets `edit` change the list, writes it back.
+fn tamper(dir: &Path, edit: impl FnOnce(&mut Vec<Stored>)) {
+    use redb::ReadableTable;
+    use storage::audit::{decode_chunk, encode_chunk};
     let db = redb::Database::open(dir.join("switchboard.redb")).unwrap();
     let txn = db.begin_write().unwrap();
     {
         let mut table = txn.open_table(storage::tables::AUDIT_ENTRIES).unwrap();
-        edit(&mut table);
+        let mut entries: Vec<Stored> = Vec::new();
+        let mut keys = Vec::new();
+        for row in table.iter().unwrap() {
+            let (first, value) = row.unwrap();
+            for entry in decode_chunk(first.value(), value.value()).unwrap() {
+                entries.push((entry.hash, entry.at, entry.canonical.to_vec()));
+            }
+            keys.push(first.value());
+        }
+        for key in keys {
+            table.remove(key).unwrap();
+        }
+        edit(&mut entries);
+        for (index, chunk) in entries.chunks(64).enumerate() {
+            let value = encode_chunk(chunk.iter().map(|(hash, at, canonical)| (hash, *at, canonical.as_slice())));
+            table.insert(index as u64 * 64 + 1, value.as_slice()).unwrap();
+        }
     }
     txn.commit().unwrap();
-}
-
-fn stored(table: &redb::Table<u64, &[u8]>, n: u64) -> Vec<u8> {
-    use redb::ReadableTable;
-    table.get(n).unwrap().unwrap().value().to_vec()
-}
-
-fn size_of(table: &redb::Table<u64, &[u8]>) -> u64 {
-    use redb::ReadableTable;
-    table.last().unwrap().unwrap().0.value()
 }
 
 /// `audit verify` on a tampered copy: exit 1, and what it names.
@@ -399,39 +411,29 @@ async fn an_export_checks_offline_and_tampering_with_the_stopped_engines_files_i
 
     // One byte of one stored entry altered.
     let dir = copy("byte");
-    tamper(&dir, |table| {
-        let mut value = stored(table, k);
-        let middle = 40 + (value.len() - 40) / 2;
-        value[middle] ^= 0x01;
-        table.insert(k, value.as_slice()).unwrap();
+    tamper(&dir, |entries| {
+        let canonical = &mut entries[k as usize - 1].2;
+        let middle = canonical.len() / 2;
+        canonical[middle] ^= 0x01;
     });
     let found = verify_copy(&config, &dir, &key);
     assert_eq!(found["first_bad_entry"], json!(k), "{found}");
 
     // An entry deleted.
     let dir = copy("delete");
-    tamper(&dir, |table| {
-        table.remove(k).unwrap();
+    tamper(&dir, |entries| {
+        entries.remove(k as usize - 1);
     });
     assert_eq!(verify_copy(&config, &dir, &key)["first_bad_entry"], json!(k));
 
     // Two entries swapped.
     let dir = copy("reorder");
-    tamper(&dir, |table| {
-        let (first, second) = (stored(table, k), stored(table, k + 1));
-        table.insert(k, second.as_slice()).unwrap();
-        table.insert(k + 1, first.as_slice()).unwrap();
-    });
+    tamper(&dir, |entries| entries.swap(k as usize - 1, k as usize));
     assert_eq!(verify_copy(&config, &dir, &key)["first_bad_entry"], json!(k));
 
     // The tail cut off.
     let dir = copy("truncate");
-    tamper(&dir, |table| {
-        let size = size_of(table);
-        for n in size - 2..=size {
-            table.remove(n).unwrap();
-        }
-    });
+    tamper(&dir, |entries| entries.truncate(entries.len() - 3));
     let found = verify_copy(&config, &dir, &key);
     assert_eq!(
         (found["first_bad_entry"].clone(), found["bad_checkpoint"].clone()),
@@ -442,12 +444,11 @@ async fn an_export_checks_offline_and_tampering_with_the_stopped_engines_files_i
     // The chain rewritten after entry k with every hash recomputed (a good
     // chain, but not the one the key signed): the checkpoint after it is named.
     let dir = copy("rewrite");
-    tamper(&dir, |table| {
-        let size = size_of(table);
-        let mut previous: [u8; 32] = stored(table, k)[..32].try_into().unwrap();
-        for n in k + 1..=size {
-            let value = stored(table, n);
-            let mut entry: Value = serde_json::from_slice(&value[40..]).unwrap();
+    tamper(&dir, |stored| {
+        let mut previous = stored[k as usize - 1].0;
+        for n in k + 1..=stored.len() as u64 {
+            let (_, at, canonical) = &stored[n as usize - 1];
+            let mut entry: Value = serde_json::from_slice(canonical).unwrap();
             if n == k + 1 {
                 entry["data"]["rewritten"] = json!(true);
             }
@@ -460,10 +461,7 @@ async fn an_export_checks_offline_and_tampering_with_the_stopped_engines_files_i
                 data: entry["data"].clone(),
             };
             let built = audit::entry::build_entry(&previous, n, content).unwrap();
-            let mut rewritten = built.hash.to_vec();
-            rewritten.extend_from_slice(&value[32..40]);
-            rewritten.extend_from_slice(&built.canonical_bytes);
-            table.insert(n, rewritten.as_slice()).unwrap();
+            stored[n as usize - 1] = (built.hash, *at, built.canonical_bytes);
             previous = built.hash;
         }
     });
