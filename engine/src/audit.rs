@@ -193,11 +193,13 @@ impl NodeStore for StoredTree<'_> {
         if hashes.len() as u64 != width {
             return Err(missing());
         }
-        let mut level: Vec<Hash> = hashes.iter().map(leaf_hash).collect();
-        while level.len() > 1 {
-            level = level.chunks(2).map(|pair| audit::merkle::node_hash(&pair[0], &pair[1])).collect();
+        // A complete subtree's root is the root of a tree of just its leaves.
+        let mut subtree = Frontier::new();
+        let mut completed = Vec::with_capacity(position.level as usize + 1);
+        for hash in &hashes {
+            subtree.append_into(leaf_hash(hash), &mut completed);
         }
-        Ok(level[0])
+        Ok(subtree.root())
     }
 }
 

@@ -49,7 +49,7 @@ struct Auditor {
 }
 
 fn auditor(state: &AppState, headers: &HeaderMap) -> Result<Auditor, ApiError> {
-    let principal = state.tokens.authenticate(headers, None)?;
+    let principal = crate::http::principal(state, headers)?;
     if !principal.role.sees_everything() {
         return Err(ApiError::forbidden("the audit log is for managers and admins"));
     }

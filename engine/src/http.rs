@@ -333,7 +333,7 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
 }
 
 /// The authenticated caller of a REST request.
-fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+pub(crate) fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
     state.tokens.authenticate(headers, None)
 }
 
