@@ -241,21 +241,47 @@ pub fn verify(snapshot: &AuditSnapshot, key: &AuditPublicKey) -> Result<Verified
         Ok(verifier) => verifier,
         Err(error) => return Ok(Verified::Broken(error)),
     };
-    let mut broken = None;
-    snapshot.scan(1, |_, hash, _, canonical| match verifier.check_stored(canonical, hash) {
-        Ok(()) => Ok(true),
-        Err(error) => {
-            broken = Some(error);
-            Ok(false)
-        }
-    })?;
-    if let Some(error) = broken {
+    // Two threads: one reads the chunks out of the store (redb's page reads
+    // cost about what the hashing does), the other checks them, so the walk
+    // takes the longer of the two rather than their sum (docs/BENCHMARKS.md,
+    // "The stored audit log").
+    let (chunks, read_chunks) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(CHUNKS_IN_FLIGHT);
+    let (read, broken) = std::thread::scope(|scope| {
+        let reading = scope
+            .spawn(move || snapshot.scan_chunks(1, |first, value| Ok(chunks.send((first, value.to_vec())).is_ok())));
+        let broken = check_chunks(&read_chunks, &mut verifier);
+        // Stops the reader at its next chunk when the walk ended early.
+        drop(read_chunks);
+        (reading.join(), broken)
+    });
+    let read = read.map_err(|_| AuditError("the thread reading the audit log failed".to_owned()))?;
+    if let Some(error) = broken? {
         return Ok(Verified::Broken(error));
     }
+    read?;
     Ok(match verifier.finish() {
         Ok(summary) => Verified::Intact(summary),
         Err(error) => Verified::Broken(error),
     })
+}
+
+/// Chunks read ahead of the check: enough to keep both threads busy, at
+/// about 25 KB each.
+const CHUNKS_IN_FLIGHT: usize = 32;
+
+/// Checks chunks in order until they run out or one entry fails (`Some`).
+fn check_chunks(
+    chunks: &std::sync::mpsc::Receiver<(u64, Vec<u8>)>,
+    verifier: &mut LogVerifier,
+) -> Result<Option<LogError>, AuditError> {
+    for (first, value) in chunks {
+        for entry in storage::audit::decode_chunk(first, &value)? {
+            if let Err(error) = verifier.check_stored(entry.canonical, &entry.hash) {
+                return Ok(Some(error));
+            }
+        }
+    }
+    Ok(None)
 }
 
 impl Verified {
@@ -300,16 +326,22 @@ pub fn export_contact(
     checkpoint: &Checkpoint,
     key: &AuditPublicKey,
 ) -> Result<Vec<u8>, AuditError> {
+    let mut numbers = snapshot.indexed(&format!("c:{contact}"), 1, usize::MAX)?;
+    numbers.retain(|&n| n <= checkpoint.tree_size);
     let mut entries = Vec::new();
-    for n in snapshot.indexed(&format!("c:{contact}"), 1, usize::MAX)? {
-        if n > checkpoint.tree_size {
-            break;
+    let mut unreadable = None;
+    snapshot.visit_entries(&numbers, |_, hash, at, canonical| {
+        if range.0.is_some_and(|from| at < from) || range.1.is_some_and(|to| at > to) {
+            return Ok(true);
         }
-        let stored = snapshot.entry(n)?.ok_or_else(|| AuditError(format!("audit entry {n} is indexed but missing")))?;
-        if range.0.is_some_and(|from| stored.at < from) || range.1.is_some_and(|to| stored.at > to) {
-            continue;
+        match parse_entry(hash, canonical) {
+            Ok(entry) => entries.push(entry),
+            Err(error) => unreadable = Some(error),
         }
-        entries.push(parse_entry(&stored.hash, &stored.canonical)?);
+        Ok(unreadable.is_none())
+    })?;
+    if let Some(error) = unreadable {
+        return Err(error);
     }
     let tree = StoredTree { snapshot, size: checkpoint.tree_size.min(snapshot.size()?) };
     audit::export::write_export(contact, &entries, &tree, checkpoint, key).map_err(|error| fail("export", error))

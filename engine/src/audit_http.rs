@@ -177,48 +177,33 @@ fn select(reader: &Reader, snapshot: &AuditSnapshot, selection: &Selection) -> R
         .or(contact_of_conversation)
         .map(|contact| format!("c:{contact}"))
         .or_else(|| selection.agent.as_ref().map(|agent| format!("a:{agent}")));
-    let mut more = false;
+    // The walk stops at a full page (there is more) or at a failure.
+    let stopped = std::cell::Cell::new(false);
+    let failure = std::cell::Cell::new(None);
+    let mut visit = |n: u64, hash: &[u8; 32], at: UnixMs, canonical: &[u8]| {
+        let go_on = consider(n, hash, at, canonical).unwrap_or_else(|error| {
+            failure.set(Some(error));
+            false
+        });
+        stopped.set(!go_on);
+        Ok(go_on)
+    };
     match index {
         Some(key) => {
             let mut from = selection.after.saturating_add(1);
-            'pages: loop {
+            while !stopped.get() {
                 let numbers = snapshot.indexed(&key, from, 4096).map_err(store)?;
                 let Some(&last) = numbers.last() else { break };
-                for n in numbers.iter().copied() {
-                    let stored = snapshot
-                        .entry(n)
-                        .map_err(store)?
-                        .ok_or_else(|| unavailable(format!("audit entry {n} is indexed but missing")))?;
-                    if !consider(n, &stored.hash, stored.at, &stored.canonical)? {
-                        more = true;
-                        break 'pages;
-                    }
-                }
+                snapshot.visit_entries(&numbers, &mut visit).map_err(store)?;
                 from = last + 1;
             }
         }
-        None => {
-            let mut failure = None;
-            snapshot
-                .scan(selection.after.saturating_add(1), |n, hash, at, canonical| {
-                    match consider(n, hash, at, canonical) {
-                        Ok(go_on) => {
-                            more = !go_on;
-                            Ok(go_on)
-                        }
-                        Err(error) => {
-                            failure = Some(error);
-                            Ok(false)
-                        }
-                    }
-                })
-                .map_err(store)?;
-            if let Some(error) = failure {
-                return Err(error);
-            }
-        }
+        None => snapshot.scan(selection.after.saturating_add(1), &mut visit).map_err(store)?,
     }
-    Ok((page, more))
+    if let Some(error) = failure.into_inner() {
+        return Err(error);
+    }
+    Ok((page, stopped.get()))
 }
 
 struct Page {

@@ -207,16 +207,66 @@ impl AuditSnapshot {
     /// Calls `visit(n, hash, at, canonical)` for each entry from `from` on,
     /// in order, until it returns false. Nothing is copied.
     pub fn scan(&self, from: u64, mut visit: impl FnMut(u64, &[u8; 32], UnixMs, &[u8]) -> Result<bool>) -> Result<()> {
+        self.scan_chunks(from, |first, value| {
+            for entry in decode_chunk(first, value)? {
+                if entry.n >= from && !visit(entry.n, &entry.hash, entry.at, entry.canonical)? {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })
+    }
+
+    /// Calls `visit(n, hash, at, canonical)` for each of `numbers`
+    /// (ascending, as [`Self::indexed`] gives them) until it returns false,
+    /// looking each chunk up once however many of them it holds. A number
+    /// with no entry is an error.
+    pub fn visit_entries(
+        &self,
+        numbers: &[u64],
+        mut visit: impl FnMut(u64, &[u8; 32], UnixMs, &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        let missing = |n: u64| StorageError::Invalid(format!("audit entry {n} is indexed but missing"));
+        let table = self.txn.open_table(AUDIT_ENTRIES).map_err(db_error)?;
+        let mut rest = numbers;
+        while let Some(&n) = rest.first() {
+            let (first, value) = table
+                .range(..=n)
+                .map_err(db_error)?
+                .next_back()
+                .transpose()
+                .map_err(db_error)?
+                .ok_or_else(|| missing(n))?;
+            let first = first.value();
+            let entries = decode_chunk(first, value.value())?;
+            let end = first + entries.len() as u64;
+            let held = rest.iter().take_while(|&&m| (first..end).contains(&m)).count();
+            if held == 0 {
+                return Err(missing(n));
+            }
+            for entry in rest[..held].iter().map(|&m| &entries[(m - first) as usize]) {
+                if !visit(entry.n, &entry.hash, entry.at, entry.canonical)? {
+                    return Ok(());
+                }
+            }
+            rest = &rest[held..];
+        }
+        Ok(())
+    }
+
+    /// Calls `visit(first, chunk)` with each stored chunk (as [`encode_chunk`]
+    /// wrote it, keyed by its first entry's `n`) from the one holding entry
+    /// `from` on, in order, until it returns false: for walks that decode the
+    /// chunks elsewhere, such as `audit verify`'s on another thread.
+    pub fn scan_chunks(&self, from: u64, mut visit: impl FnMut(u64, &[u8]) -> Result<bool>) -> Result<()> {
         let table = self.txn.open_table(AUDIT_ENTRIES).map_err(db_error)?;
         // The chunk holding `from` is the last one keyed at or before it.
         let holding = table.range(..=from).map_err(db_error)?.next_back().transpose().map_err(db_error)?;
         let start = holding.map_or(from, |(first, _)| first.value());
         for row in table.range(start..).map_err(db_error)? {
             let (first, value) = row.map_err(db_error)?;
-            for entry in decode_chunk(first.value(), value.value())? {
-                if entry.n >= from && !visit(entry.n, &entry.hash, entry.at, entry.canonical)? {
-                    return Ok(());
-                }
+            if !visit(first.value(), value.value())? {
+                break;
             }
         }
         Ok(())

@@ -1028,3 +1028,42 @@ fn audit_index_rows_are_read_from_any_entry_on() {
     assert_eq!(snapshot.entry_hashes(2, 3).unwrap(), vec![[2; 32], [3; 32], [4; 32]]);
     assert_eq!(snapshot.entry(5).unwrap().unwrap().canonical, b"{\"n\":5}".to_vec());
 }
+
+/// `visit_entries` reads the numbers it is given across chunks and commits,
+/// in order, stops when told, and names a number that has no entry.
+#[test]
+fn audit_entries_are_visited_by_number_across_chunks() {
+    use switchboard_storage::audit::{AuditAppend, AuditRow, CHUNK_ENTRIES};
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path(), StoreOptions::default());
+    let row = |n: u64| AuditRow {
+        n,
+        hash: [n as u8; 32],
+        at: n as i64,
+        canonical: format!("{{\"n\":{n}}}").into_bytes(),
+        index: Vec::new(),
+    };
+    let first_commit = CHUNK_ENTRIES as u64 + 6; // two chunks
+    let append = |range: std::ops::RangeInclusive<u64>| {
+        Op::AuditAppend(Box::new(AuditAppend { entries: range.map(row).collect(), nodes: Vec::new() }))
+    };
+    store.commit_blocking(vec![append(1..=first_commit)]).unwrap();
+    store.commit_blocking(vec![append(first_commit + 1..=first_commit + 3)]).unwrap();
+    let snapshot = store.reader().audit().unwrap();
+    let visit_all = |numbers: &[u64], stop_after: usize| {
+        let mut seen = Vec::new();
+        snapshot
+            .visit_entries(numbers, |n, hash, at, canonical| {
+                assert_eq!((hash[0], at, canonical), (n as u8, n as i64, format!("{{\"n\":{n}}}").as_bytes()));
+                seen.push(n);
+                Ok(seen.len() < stop_after)
+            })
+            .map(|()| seen)
+    };
+    let wanted = [1, 2, 64, 65, 70, 71, 73];
+    assert_eq!(visit_all(&wanted, usize::MAX).unwrap(), wanted.to_vec());
+    assert_eq!(visit_all(&wanted, 3).unwrap(), vec![1, 2, 64]);
+    assert_eq!(visit_all(&[], usize::MAX).unwrap(), Vec::<u64>::new());
+    let missing = visit_all(&[5, 74], usize::MAX).unwrap_err().to_string();
+    assert!(missing.contains("audit entry 74"), "{missing}");
+}
