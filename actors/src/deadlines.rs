@@ -323,9 +323,9 @@ mod tests {
                 name: None,
                 assignment: Strategy::LeastLoaded,
                 sla: Some(SlaOverride { first_response_s: Some(60), ..Default::default() }),
-                hours: None,
+                ..Default::default()
             },
-            TeamSpec { id: "sales".into(), name: None, assignment: Strategy::RoundRobin, sla: None, hours: None },
+            TeamSpec { id: "sales".into(), assignment: Strategy::RoundRobin, ..Default::default() },
         ];
         let policies = Policies::from_settings(&settings).unwrap();
         assert_eq!(policies.of(Some("collections")).sla.first_response_s, 60);

@@ -32,6 +32,7 @@ pub mod messages;
 pub mod metrics;
 pub mod requests;
 pub mod router;
+pub mod routing;
 pub mod rules;
 pub mod settings;
 pub mod shared;

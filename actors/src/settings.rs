@@ -4,7 +4,7 @@
 use protocol::model::Role;
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TeamSpec {
     pub id: String,
@@ -18,6 +18,12 @@ pub struct TeamSpec {
     /// When set, this team's SLA clocks run only inside these hours.
     #[serde(default)]
     pub hours: Option<crate::hours::HoursSpec>,
+    /// The cities this team serves (routing's `to_city_team`, `city_in_text`).
+    #[serde(default)]
+    pub cities: Vec<String>,
+    /// The dealer this team is (routing's `to_dealer_team`).
+    #[serde(default)]
+    pub dealer: Option<String>,
 }
 
 /// Per-team SLA targets; unset keys keep the global `[sla]` value.
@@ -182,6 +188,10 @@ pub struct Settings {
     pub tick_ms: u64,
     /// Bound of each WebSocket session's outgoing queue; past it the session is dropped.
     pub session_queue: usize,
+    /// `[routing]`: rules and the owner policy.
+    pub routing: crate::routing::RoutingSpec,
+    /// `[[numbers]]`: the deployment's WhatsApp numbers and their default teams.
+    pub numbers: Vec<crate::routing::NumberSpec>,
 }
 
 impl Default for Settings {
@@ -195,6 +205,8 @@ impl Default for Settings {
             passivate_after_ms: 300_000,
             tick_ms: 1_000,
             session_queue: 4_096,
+            routing: Default::default(),
+            numbers: Vec::new(),
         }
     }
 }
@@ -203,5 +215,10 @@ impl Settings {
     /// The team a new conversation goes to when no rule says otherwise.
     pub fn default_team(&self) -> Option<&str> {
         self.teams.first().map(|team| team.id.as_str())
+    }
+
+    /// The routing configuration, checked and compiled.
+    pub fn routing_table(&self) -> Result<crate::routing::RoutingTable, crate::routing::RoutingError> {
+        crate::routing::RoutingTable::new(self.routing.clone(), &self.teams, &self.agents, &self.numbers)
     }
 }

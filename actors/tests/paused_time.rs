@@ -31,8 +31,7 @@ fn settings() -> Settings {
             id: "sales".into(),
             name: None,
             assignment: Strategy::RoundRobin,
-            sla: None,
-            hours: None,
+            ..Default::default()
         }],
         agents: vec![AgentSpec {
             id: "a1".into(),

@@ -7,6 +7,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use actors::routing::{NumberSpec, RoutingSpec};
 use actors::settings::{AgentSpec, DispositionSpec, FieldKind, Settings, SlaSpec, TeamSpec};
 use serde::Deserialize;
 
@@ -33,6 +34,10 @@ pub struct Config {
     pub dispositions: Vec<DispositionSpec>,
     #[serde(default)]
     pub audit: AuditConfig,
+    #[serde(default)]
+    pub routing: RoutingSpec,
+    #[serde(default)]
+    pub numbers: Vec<NumberSpec>,
 }
 
 /// `[audit]`: the audit log's signing key and how often it signs.
@@ -406,6 +411,9 @@ impl Config {
                 }
             }
         }
+        if let Err(error) = self.settings().routing_table() {
+            return fail(&format!("{}.{}", error.place, error.field), error.problem);
+        }
         let mut field_keys = HashSet::new();
         for (index, field) in self.dispositions.iter().enumerate() {
             let key = |name: &str| format!("dispositions[{index}].{name}");
@@ -461,6 +469,8 @@ impl Config {
             passivate_after_ms: (self.engine.passivate_after_s * 1000) as i64,
             tick_ms: self.engine.tick_ms,
             session_queue: self.engine.session_queue,
+            routing: self.routing.clone(),
+            numbers: self.numbers.clone(),
         }
     }
 }

@@ -183,8 +183,7 @@ pub async fn run(listen: &str, agents: usize, rate: f64, data_dir: Option<PathBu
         id: TEAM.to_owned(),
         name: Some("Sales".to_owned()),
         assignment: Strategy::RoundRobin,
-        sla: None,
-        hours: None,
+        ..Default::default()
     }];
     config.agents = roster.specs();
 

@@ -52,6 +52,48 @@ impl Source {
     }
 }
 
+/// Why a conversation went where it did (contract §7).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteReason {
+    /// A routing rule matched (`Route::rule` names it).
+    Rule,
+    /// The contact's dedicated owner.
+    Owner,
+    /// The agent who closed the contact's latest conversation.
+    Returning,
+    /// The team's queue passed its overflow bound (`Route::from_team`).
+    Overflow,
+    /// No rule matched: the number's default team, else the first team.
+    #[default]
+    Default,
+    /// A user transferred the conversation.
+    Transfer,
+    /// A manager assigned it by hand.
+    Manual,
+    /// Reassigned: its agent did not answer in time.
+    Idle,
+    /// Routed again: its agent went offline or left.
+    Offline,
+}
+
+/// `Route` of contract §7: why a conversation went where it did, on the
+/// `assigned` frame and in the event log.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    pub reason: RouteReason,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_team: Option<String>,
+}
+
+impl Route {
+    pub fn because(reason: RouteReason) -> Route {
+        Route { reason, rule: None, from_team: None }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Contact {
     /// The customer's key: a wa_id, or a business-scoped user id.
