@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use protocol::graph::SendMessageResponse;
-use protocol::model::{ConversationStatus, DeliveryStatus, Direction, Message};
+use protocol::model::{ConversationStatus, DeliveryStatus, Direction, Message, Route};
 use protocol::time::UnixMs;
 use protocol::ws::{ServerFrame, UnassignReason};
 use protocol::{ApiError, ErrorCode};
@@ -28,6 +28,7 @@ use crate::decide::{Current, Decision, Effect, Input, Policy, decide};
 use crate::messages::{AgentMsg, ManagerMsg, PendingSend, Reply, RouteRequest, RouterMsg, TeamMsg};
 pub use crate::messages::{ConversationMsg, RequestKind};
 use crate::requests::{self, Outgoing, PlannedSend, TransferTarget};
+use crate::routing::{Routing, Trigger};
 use crate::shared::{Principal, Shared};
 use crate::timers::{Deadline, DeadlineKind};
 use protocol::events::EventBody;
@@ -89,7 +90,9 @@ impl ConversationState {
                 let outcome = self.on_direct(*ingest).await?;
                 let _ = reply.send(outcome);
             }
-            ConversationMsg::Assign { conversation_id, agent_id } => self.on_assign(conversation_id, agent_id).await?,
+            ConversationMsg::Assign { conversation_id, agent_id, route } => {
+                self.on_assign(conversation_id, agent_id, route).await?
+            }
             ConversationMsg::Unassign { conversation_id, agent_id, reason } => {
                 self.on_unassign(conversation_id, agent_id, reason).await?
             }
@@ -202,10 +205,11 @@ impl ConversationState {
     /// Decides `input` against the actor's thread and open conversation.
     fn decide(&self, input: Input) -> Result<Decision, ApiError> {
         let current = Current { thread_key: &self.thread_key, thread: self.thread.as_ref(), open: self.open.as_ref() };
+        let routing = self.shared.routing();
         let policy = Policy {
             policies: &self.shared.policies,
             dispositions: &self.shared.settings.dispositions,
-            default_team: self.shared.settings.default_team(),
+            routing: &routing,
         };
         decide(current, input, self.now(), policy)
     }
@@ -246,9 +250,9 @@ impl ConversationState {
 
     fn perform(&self, effect: Effect) {
         match effect {
-            Effect::Route { preferred_agent, exclude_agent } => {
+            Effect::Route(routing) => {
                 if let Some(record) = &self.open {
-                    self.route_excluding(record, preferred_agent, exclude_agent);
+                    self.route(record, *routing);
                 }
             }
             Effect::ReleaseAgent { agent_id, conversation_id } => {
@@ -274,23 +278,23 @@ impl ConversationState {
         }
     }
 
-    fn route(&self, record: &ConversationRecord, preferred_agent: Option<String>) {
-        self.route_excluding(record, preferred_agent, None);
-    }
-
-    fn route_excluding(&self, record: &ConversationRecord, preferred_agent: Option<String>, exclude: Option<String>) {
+    /// Hands the conversation to the router with what routing decided.
+    fn route(&self, record: &ConversationRecord, routing: Routing) {
         let request = RouteRequest {
             conversation_id: record.conversation.id.clone(),
             thread_key: self.thread_key.clone(),
-            team: record.conversation.team.clone(),
-            preferred_agent,
-            exclude_agent: exclude,
             queued_at: record.queued_at.unwrap_or(record.conversation.opened_at),
+            routing,
         };
         let _ = self.shared.directory().router().cast(RouterMsg::Route(request));
     }
 
-    async fn on_assign(&mut self, conversation_id: String, agent_id: String) -> Result<(), ActorProcessingErr> {
+    async fn on_assign(
+        &mut self,
+        conversation_id: String,
+        agent_id: String,
+        route: Route,
+    ) -> Result<(), ActorProcessingErr> {
         // The messages are read only when the assignment can happen.
         let assignable = self.open.as_ref().filter(|open| {
             open.conversation.id == conversation_id && open.conversation.status == ConversationStatus::Queued
@@ -299,7 +303,8 @@ impl ConversationState {
             Some(open) => self.messages_of(open)?,
             None => Vec::new(),
         };
-        let input = Input::Assign { conversation_id: conversation_id.clone(), agent_id: agent_id.clone(), messages };
+        let input =
+            Input::Assign { conversation_id: conversation_id.clone(), agent_id: agent_id.clone(), messages, route };
         let decision = self.decide(input)?;
         let assigned = decision.record.is_some();
         if let Err(error) = self.commit_decision(decision).await {
@@ -308,7 +313,11 @@ impl ConversationState {
                 let _ = agent.cast(AgentMsg::Cancel { conversation_id });
             }
             if let Some(open) = &self.open {
-                self.route(open, None);
+                let trigger = Trigger::Restart {
+                    team: open.conversation.team.clone(),
+                    route: open.route.clone().unwrap_or_default(),
+                };
+                self.route(open, self.shared.routing().again(trigger, &open.conversation.phone_number_id));
             }
             return Err(error);
         }
@@ -435,7 +444,9 @@ impl ConversationState {
                     metrics::counter!(crate::metrics::CONVERSATIONS_CLOSED_TOTAL).increment(1);
                 }
             }
-            RequestKind::Transfer { team, agent } => self.transfer(&principal, record, team, agent, reply).await?,
+            RequestKind::Transfer { team, agent, note } => {
+                self.transfer(&principal, record, (team, agent), note, reply).await?
+            }
         }
         Ok(())
     }
@@ -555,8 +566,8 @@ impl ConversationState {
         &mut self,
         principal: &Principal,
         record: ConversationRecord,
-        team: Option<String>,
-        agent: Option<String>,
+        (team, agent): (Option<String>, Option<String>),
+        note: Option<String>,
         reply: Reply,
     ) -> Result<(), ActorProcessingErr> {
         let directory = self.shared.directory();
@@ -564,8 +575,8 @@ impl ConversationState {
         let by = principal.agent_id.clone();
         let target = requests::transfer_target(
             &record,
-            team,
-            agent,
+            (team, agent),
+            note.as_deref(),
             |agent| directory.agent(agent).is_some(),
             |team| directory.team(team).is_some(),
         );
@@ -591,7 +602,7 @@ impl ConversationState {
                     return Ok(());
                 }
                 let messages = self.messages_of(&record)?;
-                let decided = self.decide(Input::TransferToAgent { by, target, messages });
+                let decided = self.decide(Input::TransferToAgent { by, target, note, messages });
                 let mut decision = match decided {
                     Ok(decision) => decision,
                     Err(refusal) => {
@@ -608,7 +619,7 @@ impl ConversationState {
                 let _ = reply.send(Ok(answer));
             }
             Ok(TransferTarget::Team(team)) => {
-                self.answer_with_decision(Input::TransferToTeam { by, team }, reply).await?;
+                self.answer_with_decision(Input::TransferToTeam { by, team, note }, reply).await?;
             }
         }
         Ok(())

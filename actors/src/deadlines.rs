@@ -245,6 +245,7 @@ mod tests {
             assigned_at: None,
             first_response_at: None,
             clocks: Default::default(),
+            route: None,
         }
     }
 

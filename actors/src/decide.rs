@@ -11,7 +11,7 @@
 //! its event and an event its change.
 
 use protocol::events::{Actor, Event, EventBody, FieldChange, Window};
-use protocol::model::{Contact, Conversation, ConversationStatus, DeliveryStatus, Direction, Message};
+use protocol::model::{Contact, Conversation, ConversationStatus, DeliveryStatus, Direction, Message, Route};
 use protocol::time::UnixMs;
 use protocol::webhook::Status;
 use protocol::ws::{ServerFrame, SlaKind, SlaState, UnassignReason};
@@ -20,6 +20,7 @@ use serde_json::{Map, Value, json};
 use storage::{Batch, ConversationRecord, IngestMessage, Op, SendIntent, StoredMessage, ThreadRecord};
 
 use crate::deadlines::{self, Fired, Policies};
+use crate::routing::{self, ContactFacts, Facts, Routing, RoutingTable, Trigger};
 use crate::rules;
 use crate::settings::DispositionSpec;
 use crate::timers::DeadlineKind;
@@ -38,8 +39,8 @@ pub struct Current<'a> {
 pub struct Policy<'a> {
     pub policies: &'a Policies,
     pub dispositions: &'a [DispositionSpec],
-    /// Where a new conversation waits when nothing else says.
-    pub default_team: Option<&'a str>,
+    /// Where conversations go (contract §7).
+    pub routing: &'a RoutingTable,
 }
 
 /// One thing that happened to the conversation, with what the actor read
@@ -60,15 +61,15 @@ pub enum Input {
     /// The router or a team reserved a slot with `agent_id` for the
     /// conversation. `messages` are the conversation's messages so far (the
     /// `assigned` frame carries them).
-    Assign { conversation_id: String, agent_id: String, messages: Vec<Message> },
+    Assign { conversation_id: String, agent_id: String, messages: Vec<Message>, route: Route },
     /// The agent went offline (after its grace period) or away for good.
     Unassign { conversation_id: String, agent_id: String, reason: UnassignReason },
     /// A user hands the open conversation to `target`, whose slot the actor
     /// has already reserved.
-    TransferToAgent { by: String, target: String, messages: Vec<Message> },
+    TransferToAgent { by: String, target: String, note: Option<String>, messages: Vec<Message> },
     /// A user sends the open conversation to a team's queue (the actor has
     /// checked the team exists).
-    TransferToTeam { by: String, team: String },
+    TransferToTeam { by: String, team: String, note: Option<String> },
     /// A deadline armed for the conversation came due.
     Deadline { conversation_id: String, kind: DeadlineKind, due: UnixMs },
     /// A user sets fields on the open conversation.
@@ -80,8 +81,9 @@ pub enum Input {
 /// What happens after the decision's batch is committed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
-    /// Ask the router for an agent (the `routed` event says why).
-    Route { preferred_agent: Option<String>, exclude_agent: Option<String> },
+    /// Send the conversation where routing decided (the `routed` event
+    /// says why): an agent to offer it first, else or then its team.
+    Route(Box<Routing>),
     /// The agent no longer holds the conversation: free its slot.
     ReleaseAgent { agent_id: String, conversation_id: String },
     /// The conversation no longer waits in this team's queue.
@@ -141,17 +143,19 @@ pub fn decide(current: Current<'_>, input: Input, now: UnixMs, policy: Policy<'_
         Input::SendAccepted { record, intent, wamid } => {
             Ok(send_accepted(current, *record, *intent, wamid, now, policy))
         }
-        Input::Assign { conversation_id, agent_id, messages } => {
-            Ok(assign(current, conversation_id, agent_id, messages, now, policy))
+        Input::Assign { conversation_id, agent_id, messages, route } => {
+            Ok(assign(current, conversation_id, agent_id, messages, route, now, policy))
         }
         Input::Unassign { conversation_id, agent_id, reason } => {
-            Ok(unassign(current, conversation_id, agent_id, reason, now))
+            Ok(unassign(current, conversation_id, agent_id, reason, now, policy))
         }
-        Input::TransferToAgent { by, target, messages } => {
-            transfer_to_agent(current, by, target, messages, now, policy)
+        Input::TransferToAgent { by, target, note, messages } => {
+            transfer_to_agent(current, (by, note), target, messages, now, policy)
         }
-        Input::TransferToTeam { by, team } => transfer_to_team(current, by, team, now),
-        Input::Deadline { conversation_id, kind, due } => Ok(deadline(current, conversation_id, kind, due, now)),
+        Input::TransferToTeam { by, team, note } => transfer_to_team(current, (by, note), team, now, policy),
+        Input::Deadline { conversation_id, kind, due } => {
+            Ok(deadline(current, conversation_id, kind, due, now, policy))
+        }
         Input::SetFields { by, fields } => set_fields(current, by, fields, now, policy),
         Input::Close { by, fields } => close(current, by, fields, now, policy),
     }
@@ -185,13 +189,18 @@ fn unassigned(
 
 /// The `routed` event: PROTOCOL §7's `Route` for why routing is asked now
 /// (`default`, `returning`, `transfer`, `idle`, `offline`).
-pub fn routed_event(record: &ConversationRecord, at: UnixMs, actor: Actor, reason: &str) -> Event {
-    event_of(
-        record,
-        at,
-        actor,
-        EventBody::Routed { route: json!({ "reason": reason }), team_id: record.conversation.team.clone() },
-    )
+pub fn routed_event(record: &ConversationRecord, at: UnixMs, actor: Actor, route: &Route) -> Event {
+    let route = serde_json::to_value(route).unwrap_or(Value::Null);
+    event_of(record, at, actor, EventBody::Routed { route, team_id: record.conversation.team.clone() })
+}
+
+/// Asks routing where `record`'s conversation goes now (`trigger` says
+/// why), and records the answer on it: its team and its route.
+fn route_again(record: &mut ConversationRecord, trigger: Trigger, policy: Policy<'_>) -> Routing {
+    let routing = policy.routing.again(trigger, &record.conversation.phone_number_id);
+    record.conversation.team = routing.team.clone();
+    record.route = Some(routing.route.clone());
+    routing
 }
 
 fn message_in(
@@ -218,19 +227,29 @@ fn message_in(
         thread.last_inbox_seq = seq;
     }
     let opened = current.open.is_none();
+    let mut routed = None;
     let mut record = match current.open {
         Some(record) => record.clone(),
         None => {
             let id = new_conversation_id.expect("the actor allocates an id when no conversation is open");
             thread.open_conversation = Some(id.clone());
-            new_conversation(
-                id,
-                &thread,
-                current.thread_key,
-                protocol::rules::source_of(&message),
-                policy.default_team,
-                now,
-            )
+            let source = protocol::rules::source_of(&message);
+            let no_contact = ContactFacts::default();
+            let text = message.text.as_ref().map(|text| text.body.as_str());
+            let facts = Facts {
+                trigger: Trigger::Open,
+                phone_number_id: &phone_number_id,
+                text,
+                interactive_id: interactive_id(&message),
+                source: &source,
+                contact: &no_contact,
+                last_closer: thread.last_closed_by.as_deref(),
+            };
+            let routing = routing::route(&facts, policy.routing);
+            let mut record = new_conversation(id, &thread, current.thread_key, source, routing.team.as_deref(), now);
+            record.route = Some(routing.route.clone());
+            routed = Some(routing);
+            record
         }
     };
     record.conversation.contact = thread.contact.clone();
@@ -309,15 +328,26 @@ fn message_in(
         };
         events.push(event_of(&record, now, Actor::Customer, body));
     }
-    if opened {
-        let preferred_agent = thread.last_closed_by.clone();
-        let reason = if preferred_agent.is_some() { "returning" } else { "default" };
-        events.push(routed_event(&record, now, Actor::System, reason));
-        decision.effects.push(Effect::Route { preferred_agent, exclude_agent: None });
+    if let Some(routing) = routed {
+        // The route of the first offer: the owner's when there is one.
+        let route = routing.agent.as_ref().map_or(&routing.route, |choice| &choice.route);
+        events.push(routed_event(&record, now, Actor::System, route));
+        decision.effects.push(Effect::Route(Box::new(routing)));
     }
     decision.thread = Some(thread);
     decision.record = Some(record);
     decision
+}
+
+/// The id of a button or list reply (or a template's quick-reply payload).
+fn interactive_id(message: &protocol::webhook::InboundMessage) -> Option<&str> {
+    let reply = message
+        .interactive
+        .as_ref()
+        .and_then(|interactive| interactive.button_reply.as_ref().or(interactive.list_reply.as_ref()));
+    reply
+        .and_then(|reply| reply.id.as_deref())
+        .or_else(|| message.button.as_ref().and_then(|button| button.payload.as_deref()))
 }
 
 fn status_in(
@@ -496,9 +526,11 @@ fn take_assignment(
     record: &mut ConversationRecord,
     agent_id: &str,
     messages: Vec<Message>,
+    route: Route,
     now: UnixMs,
     policy: Policy<'_>,
 ) -> Op {
+    record.route = Some(route.clone());
     record.conversation.status = ConversationStatus::Assigned;
     record.conversation.agent = Some(agent_id.to_owned());
     record.assigned_at = Some(now);
@@ -508,7 +540,20 @@ fn take_assignment(
         .then(|| team_policy.schedule.add(now, team_policy.sla.reassign_after_s as i64 * 1000));
     let mut conversation = record.conversation.clone();
     conversation.messages = Some(messages);
-    Op::AgentEvent { agent_id: agent_id.to_owned(), frame: Box::new(ServerFrame::Assigned { seq: 0, conversation }) }
+    Op::AgentEvent {
+        agent_id: agent_id.to_owned(),
+        frame: Box::new(ServerFrame::Assigned { seq: 0, conversation: Box::new(conversation), route }),
+    }
+}
+
+/// The `assigned` event of `record` to `agent_id`, with its route.
+fn assigned_event(record: &ConversationRecord, agent_id: &str, by: Actor, now: UnixMs) -> Event {
+    let body = EventBody::Assigned {
+        agent_id: agent_id.to_owned(),
+        team_id: record.conversation.team.clone(),
+        route: record.route.clone(),
+    };
+    event_of(record, now, by, body)
 }
 
 fn assign(
@@ -516,6 +561,7 @@ fn assign(
     conversation_id: String,
     agent_id: String,
     messages: Vec<Message>,
+    route: Route,
     now: UnixMs,
     policy: Policy<'_>,
 ) -> Decision {
@@ -528,15 +574,10 @@ fn assign(
         return Decision { effects, ..Decision::default() };
     };
     let mut record = open.clone();
-    let frame = take_assignment(&mut record, &agent_id, messages, now, policy);
+    let frame = take_assignment(&mut record, &agent_id, messages, route, now, policy);
     let mut decision = Decision { record_is_open: true, ..Decision::default() };
     decision.writes = vec![Op::PutConversation(Box::new(record.clone())), frame];
-    decision.events.push(event_of(
-        &record,
-        now,
-        Actor::System,
-        EventBody::Assigned { agent_id: agent_id.clone(), team_id: record.conversation.team.clone() },
-    ));
+    decision.events.push(assigned_event(&record, &agent_id, Actor::System, now));
     decision.effects.push(Effect::ConfirmReservation { agent_id, conversation_id });
     decision.record = Some(record);
     decision
@@ -548,6 +589,7 @@ fn unassign(
     agent_id: String,
     reason: UnassignReason,
     now: UnixMs,
+    policy: Policy<'_>,
 ) -> Decision {
     let held = current.open.filter(|open| {
         open.conversation.id == conversation_id && open.conversation.agent.as_deref() == Some(agent_id.as_str())
@@ -559,11 +601,13 @@ fn unassign(
     record.queued_at = Some(now);
     record.clocks.reassign_at = None;
     let mut decision = Decision { record_is_open: true, ..Decision::default() };
+    let trigger = Trigger::Offline { team: record.conversation.team.clone(), from_agent: agent_id.clone() };
+    let routing = route_again(&mut record, trigger, policy);
     let (write, event) = unassigned(&record, &agent_id, reason, Actor::System, now);
     decision.writes = vec![Op::PutConversation(Box::new(record.clone())), write];
     decision.events.push(event);
-    decision.events.push(routed_event(&record, now, Actor::System, "offline"));
-    decision.effects.push(Effect::Route { preferred_agent: None, exclude_agent: None });
+    decision.events.push(routed_event(&record, now, Actor::System, &routing.route));
+    decision.effects.push(Effect::Route(Box::new(routing)));
     decision.record = Some(record);
     decision
 }
@@ -585,7 +629,7 @@ fn let_go_of_holder(
 
 fn transfer_to_agent(
     current: Current<'_>,
-    by: String,
+    (by, note): (String, Option<String>),
     target: String,
     messages: Vec<Message>,
     now: UnixMs,
@@ -598,7 +642,14 @@ fn transfer_to_agent(
         return Err(ApiError::bad_request(format!("conversation {conversation_id} is already with {target}")));
     }
     let was_queued = record.conversation.status == ConversationStatus::Queued;
-    let frame = take_assignment(&mut record, &target, messages, now, policy);
+    let frame = take_assignment(
+        &mut record,
+        &target,
+        messages,
+        Route::because(protocol::model::RouteReason::Transfer),
+        now,
+        policy,
+    );
     let transferrer = Actor::user(by);
     let mut decision = Decision { record_is_open: true, ..Decision::default() };
     decision.writes = vec![Op::PutConversation(Box::new(record.clone())), frame];
@@ -606,20 +657,10 @@ fn transfer_to_agent(
         &record,
         now,
         transferrer.clone(),
-        EventBody::Transferred {
-            from_agent: previous.clone(),
-            to_team: None,
-            to_agent: Some(target.clone()),
-            note: None,
-        },
+        EventBody::Transferred { from_agent: previous.clone(), to_team: None, to_agent: Some(target.clone()), note },
     ));
     let_go_of_holder(&mut decision, &record, previous.as_ref(), &transferrer, now);
-    decision.events.push(event_of(
-        &record,
-        now,
-        transferrer,
-        EventBody::Assigned { agent_id: target.clone(), team_id: record.conversation.team.clone() },
-    ));
+    decision.events.push(assigned_event(&record, &target, transferrer, now));
     decision.effects.push(Effect::ConfirmReservation { agent_id: target, conversation_id: conversation_id.clone() });
     if let Some(previous) = previous {
         decision.effects.push(Effect::ReleaseAgent { agent_id: previous, conversation_id: conversation_id.clone() });
@@ -632,7 +673,13 @@ fn transfer_to_agent(
     Ok(decision)
 }
 
-fn transfer_to_team(current: Current<'_>, by: String, team: String, now: UnixMs) -> Result<Decision, ApiError> {
+fn transfer_to_team(
+    current: Current<'_>,
+    (by, note): (String, Option<String>),
+    team: String,
+    now: UnixMs,
+    policy: Policy<'_>,
+) -> Result<Decision, ApiError> {
     let mut record = the_open_record(current)?;
     let previous = record.conversation.agent.clone();
     let previous_team = record.conversation.team.clone();
@@ -640,7 +687,7 @@ fn transfer_to_team(current: Current<'_>, by: String, team: String, now: UnixMs)
     let was_queued = record.conversation.status == ConversationStatus::Queued;
     record.conversation.status = ConversationStatus::Queued;
     record.conversation.agent = None;
-    record.conversation.team = Some(team.clone());
+    let routing = route_again(&mut record, Trigger::Transfer { to_team: Some(team.clone()), to_agent: None }, policy);
     record.queued_at = Some(now);
     record.clocks.reassign_at = None;
     let transferrer = Actor::user(by);
@@ -650,11 +697,11 @@ fn transfer_to_team(current: Current<'_>, by: String, team: String, now: UnixMs)
         &record,
         now,
         transferrer.clone(),
-        EventBody::Transferred { from_agent: previous.clone(), to_team: Some(team), to_agent: None, note: None },
+        EventBody::Transferred { from_agent: previous.clone(), to_team: Some(team), to_agent: None, note },
     ));
     let_go_of_holder(&mut decision, &record, previous.as_ref(), &transferrer, now);
-    decision.events.push(routed_event(&record, now, transferrer, "transfer"));
-    decision.effects.push(Effect::Route { preferred_agent: None, exclude_agent: None });
+    decision.events.push(routed_event(&record, now, transferrer, &routing.route));
+    decision.effects.push(Effect::Route(Box::new(routing)));
     if let Some(previous) = previous {
         decision.effects.push(Effect::ReleaseAgent { agent_id: previous, conversation_id: conversation_id.clone() });
     }
@@ -666,7 +713,14 @@ fn transfer_to_team(current: Current<'_>, by: String, team: String, now: UnixMs)
     Ok(decision)
 }
 
-fn deadline(current: Current<'_>, conversation_id: String, kind: DeadlineKind, due: UnixMs, now: UnixMs) -> Decision {
+fn deadline(
+    current: Current<'_>,
+    conversation_id: String,
+    kind: DeadlineKind,
+    due: UnixMs,
+    now: UnixMs,
+    policy: Policy<'_>,
+) -> Decision {
     let Some(open) = current.open.filter(|open| open.conversation.id == conversation_id) else {
         return Decision::default();
     };
@@ -711,14 +765,14 @@ fn deadline(current: Current<'_>, conversation_id: String, kind: DeadlineKind, d
             record.conversation.status = ConversationStatus::Queued;
             record.conversation.agent = None;
             record.queued_at = Some(now);
+            let trigger = Trigger::Idle { team: record.conversation.team.clone(), from_agent: previous.clone() };
+            let routing = route_again(&mut record, trigger, policy);
             let (write, event) = unassigned(&record, &previous, UnassignReason::ReassignedIdle, Actor::System, now);
             decision.writes = vec![Op::PutConversation(Box::new(record.clone())), write];
             decision.events.push(event);
-            decision.events.push(routed_event(&record, now, Actor::System, "idle"));
-            decision.effects = vec![
-                Effect::ReleaseAgent { agent_id: previous.clone(), conversation_id },
-                Effect::Route { preferred_agent: None, exclude_agent: Some(previous) },
-            ];
+            decision.events.push(routed_event(&record, now, Actor::System, &routing.route));
+            decision.effects =
+                vec![Effect::ReleaseAgent { agent_id: previous, conversation_id }, Effect::Route(Box::new(routing))];
         }
     }
     decision.record = Some(record);
@@ -866,6 +920,7 @@ pub(crate) fn new_conversation(
         assigned_at: None,
         first_response_at: None,
         clocks: Default::default(),
+        route: None,
     }
 }
 
@@ -901,7 +956,7 @@ pub(crate) fn object(value: Value) -> Map<String, Value> {
 mod tests {
     use super::*;
     use crate::settings::{FieldKind, Settings};
-    use protocol::model::SourceKind;
+    use protocol::model::{RouteReason, SourceKind};
 
     const THREAD_KEY: &str = "100:15550001";
     const HOUR: i64 = 3_600_000;
@@ -910,6 +965,7 @@ mod tests {
 
     struct World {
         policies: Policies,
+        routing: RoutingTable,
         dispositions: Vec<DispositionSpec>,
         thread: Option<ThreadRecord>,
         open: Option<ConversationRecord>,
@@ -926,8 +982,16 @@ mod tests {
                 required_on_close: true,
                 won_values: vec!["won".into()],
             };
+            let routed = Settings {
+                teams: ["sales", "support"]
+                    .into_iter()
+                    .map(|id| crate::settings::TeamSpec { id: id.into(), ..Default::default() })
+                    .collect(),
+                ..Settings::default()
+            };
             World {
                 policies: Policies::from_settings(&settings).unwrap(),
+                routing: routed.routing_table().unwrap(),
                 dispositions: vec![outcome],
                 thread: None,
                 open: None,
@@ -936,8 +1000,7 @@ mod tests {
 
         fn decide(&self, input: Input, now: UnixMs) -> Result<Decision, ApiError> {
             let current = Current { thread_key: THREAD_KEY, thread: self.thread.as_ref(), open: self.open.as_ref() };
-            let policy =
-                Policy { policies: &self.policies, dispositions: &self.dispositions, default_team: Some("sales") };
+            let policy = Policy { policies: &self.policies, dispositions: &self.dispositions, routing: &self.routing };
             decide(current, input, now, policy)
         }
 
@@ -999,6 +1062,13 @@ mod tests {
         }
     }
 
+    /// Where an `Effect::Route` sends the conversation: (team, agent first, excluded, route reason).
+    fn routed(effect: &Effect) -> (Option<&str>, Option<&str>, Option<&str>, RouteReason) {
+        let Effect::Route(routing) = effect else { panic!("not a route: {effect:?}") };
+        let first = routing.agent.as_ref().map(|choice| choice.agent_id.as_str());
+        (routing.team.as_deref(), first, routing.exclude_agent.as_deref(), routing.route.reason)
+    }
+
     fn actions(decision: &Decision) -> Vec<&'static str> {
         decision
             .writes
@@ -1045,7 +1115,8 @@ mod tests {
             bodies[3],
             (Actor::System, EventBody::Routed { route: json!({"reason": "default"}), team_id: Some("sales".into()) })
         );
-        assert_eq!(decision.effects, [Effect::Route { preferred_agent: None, exclude_agent: None }]);
+        assert_eq!(decision.effects.len(), 1);
+        assert_eq!(routed(&decision.effects[0]), (Some("sales"), None, None, RouteReason::Default));
         let Some(Op::Event(event)) = decision.writes.last() else { panic!() };
         assert_eq!(event.conversation_id.as_deref(), Some("cv000000000001"));
         assert_eq!((event.contact.as_deref(), event.phone_number_id.as_deref()), (Some("15550001"), Some("100")));
@@ -1066,9 +1137,15 @@ mod tests {
         assert_eq!(world.thread.as_ref().unwrap().last_closed_by.as_deref(), Some("a1"));
         let decision = world.message_in("wamid.2", "back again", T0 + 2 * HOUR, false);
         assert!(decision.opened);
-        let (_, routed) = bodies(&decision).pop().unwrap();
-        assert_eq!(routed, EventBody::Routed { route: json!({"reason": "returning"}), team_id: Some("sales".into()) });
-        assert_eq!(decision.effects, [Effect::Route { preferred_agent: Some("a1".into()), exclude_agent: None }]);
+        let (_, routed_body) = bodies(&decision).pop().unwrap();
+        assert_eq!(
+            routed_body,
+            EventBody::Routed { route: json!({"reason": "returning"}), team_id: Some("sales".into()) }
+        );
+        assert_eq!(decision.effects.len(), 1);
+        assert_eq!(routed(&decision.effects[0]), (Some("sales"), Some("a1"), None, RouteReason::Default));
+        let Effect::Route(routing) = &decision.effects[0] else { unreachable!() };
+        assert_eq!(routing.agent.as_ref().unwrap().route, Route::because(RouteReason::Returning));
     }
 
     #[test]
@@ -1249,8 +1326,12 @@ mod tests {
     fn assigned_world() -> World {
         let mut world = World::new();
         world.message_in("wamid.1", "hi", T0, false);
-        let input =
-            Input::Assign { conversation_id: "cv000000000001".into(), agent_id: "a1".into(), messages: Vec::new() };
+        let input = Input::Assign {
+            conversation_id: "cv000000000001".into(),
+            agent_id: "a1".into(),
+            messages: Vec::new(),
+            route: Route::because(RouteReason::Default),
+        };
         world.apply(input, T0 + 1000);
         world
     }
@@ -1259,12 +1340,23 @@ mod tests {
     fn an_assignment_takes_only_a_queued_conversation_and_confirms_or_gives_back_the_slot() {
         let mut world = World::new();
         world.message_in("wamid.1", "hi", T0, false);
-        let input =
-            Input::Assign { conversation_id: "cv000000000001".into(), agent_id: "a1".into(), messages: Vec::new() };
+        let input = Input::Assign {
+            conversation_id: "cv000000000001".into(),
+            agent_id: "a1".into(),
+            messages: Vec::new(),
+            route: Route::because(RouteReason::Default),
+        };
         let decision = world.apply(input, T0 + 1000);
         assert_eq!(
             bodies(&decision),
-            [(Actor::System, EventBody::Assigned { agent_id: "a1".into(), team_id: Some("sales".into()) })]
+            [(
+                Actor::System,
+                EventBody::Assigned {
+                    agent_id: "a1".into(),
+                    team_id: Some("sales".into()),
+                    route: Some(Route::because(RouteReason::Default))
+                }
+            )]
         );
         assert_eq!(
             decision.effects,
@@ -1273,8 +1365,12 @@ mod tests {
         assert!(
             matches!(&decision.writes[1], Op::AgentEvent { agent_id, frame } if agent_id == "a1" && matches!(frame.as_ref(), ServerFrame::Assigned { .. }))
         );
-        let again =
-            Input::Assign { conversation_id: "cv000000000001".into(), agent_id: "a2".into(), messages: Vec::new() };
+        let again = Input::Assign {
+            conversation_id: "cv000000000001".into(),
+            agent_id: "a2".into(),
+            messages: Vec::new(),
+            route: Route::because(RouteReason::Default),
+        };
         let decision = world.apply(again, T0 + 2000);
         assert!(decision.writes.is_empty(), "already assigned: nothing changes");
         assert_eq!(
@@ -1309,16 +1405,21 @@ mod tests {
                 ),
             ]
         );
-        assert_eq!(decision.effects, [Effect::Route { preferred_agent: None, exclude_agent: None }]);
+        assert_eq!(routed(&decision.effects[0]), (Some("sales"), None, None, RouteReason::Offline));
         assert_eq!(world.open.as_ref().unwrap().conversation.status, ConversationStatus::Queued);
     }
 
     #[test]
     fn a_transfer_to_an_agent_logs_transfer_unassignment_and_assignment() {
         let mut world = assigned_world();
-        let same = Input::TransferToAgent { by: "boss".into(), target: "a1".into(), messages: Vec::new() };
+        let same = Input::TransferToAgent { by: "boss".into(), target: "a1".into(), note: None, messages: Vec::new() };
         assert_eq!(world.decide(same, T0 + HOUR).unwrap_err().code, ErrorCode::BadRequest);
-        let input = Input::TransferToAgent { by: "boss".into(), target: "a2".into(), messages: Vec::new() };
+        let input = Input::TransferToAgent {
+            by: "boss".into(),
+            target: "a2".into(),
+            note: Some("VIP, wants a callback".into()),
+            messages: Vec::new(),
+        };
         let decision = world.apply(input, T0 + HOUR);
         assert_eq!(actions(&decision), ["transferred", "unassigned", "assigned"]);
         assert_eq!(
@@ -1329,7 +1430,7 @@ mod tests {
                     from_agent: Some("a1".into()),
                     to_team: None,
                     to_agent: Some("a2".into()),
-                    note: None
+                    note: Some("VIP, wants a callback".into())
                 }
             )
         );
@@ -1347,7 +1448,8 @@ mod tests {
     #[test]
     fn a_transfer_to_a_team_queues_and_routes_it_there() {
         let mut world = assigned_world();
-        let decision = world.apply(Input::TransferToTeam { by: "a1".into(), team: "support".into() }, T0 + HOUR);
+        let decision =
+            world.apply(Input::TransferToTeam { by: "a1".into(), team: "support".into(), note: None }, T0 + HOUR);
         assert_eq!(actions(&decision), ["transferred", "unassigned", "routed"]);
         assert_eq!(
             bodies(&decision)[2],
@@ -1361,7 +1463,7 @@ mod tests {
             (record.conversation.status, record.conversation.team.as_deref()),
             (ConversationStatus::Queued, Some("support"))
         );
-        assert_eq!(decision.effects[0], Effect::Route { preferred_agent: None, exclude_agent: None });
+        assert_eq!(routed(&decision.effects[0]), (Some("support"), None, None, RouteReason::Transfer));
     }
 
     #[test]
@@ -1441,8 +1543,12 @@ mod tests {
             Policies::from_settings(&settings).unwrap()
         };
         world.message_in("wamid.1", "hi", T0, false);
-        let input =
-            Input::Assign { conversation_id: "cv000000000001".into(), agent_id: "a1".into(), messages: Vec::new() };
+        let input = Input::Assign {
+            conversation_id: "cv000000000001".into(),
+            agent_id: "a1".into(),
+            messages: Vec::new(),
+            route: Route::because(RouteReason::Default),
+        };
         world.apply(input, T0);
         let due = world.open.as_ref().unwrap().clocks.reassign_at.expect("armed without a first response");
         let input = Input::Deadline { conversation_id: "cv000000000001".into(), kind: DeadlineKind::IdleReassign, due };
@@ -1453,12 +1559,10 @@ mod tests {
             EventBody::Routed { route: json!({"reason": "idle"}), team_id: Some("sales".into()) }
         );
         assert_eq!(
-            decision.effects,
-            [
-                Effect::ReleaseAgent { agent_id: "a1".into(), conversation_id: "cv000000000001".into() },
-                Effect::Route { preferred_agent: None, exclude_agent: Some("a1".into()) },
-            ]
+            decision.effects[0],
+            Effect::ReleaseAgent { agent_id: "a1".into(), conversation_id: "cv000000000001".into() }
         );
+        assert_eq!(routed(&decision.effects[1]), (Some("sales"), None, Some("a1"), RouteReason::Idle));
     }
 
     #[test]

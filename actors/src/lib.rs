@@ -165,6 +165,7 @@ impl System {
         clock: SharedClock,
     ) -> Result<System, StartError> {
         let started = std::time::Instant::now();
+        let routing = settings.routing_table().map_err(|error| StartError::Settings(error.to_string()))?;
         let sink = Arc::new(ActorSink { shared: OnceLock::new(), log_head: tokio::sync::watch::Sender::new(0) });
         let store = Arc::new(Store::open(data_dir, store_options, sink.clone())?);
         sink.log_head.send_replace(store.reader().log_head()?);
@@ -195,6 +196,7 @@ impl System {
             outbound,
             timers,
             policies,
+            routing: RwLock::new(Arc::new(routing)),
             directory: OnceLock::new(),
             stopping: Default::default(),
         });
@@ -277,6 +279,9 @@ impl System {
                     for entry in directory.agents.iter() {
                         let _ = entry.value().cast(AgentMsg::Tick);
                     }
+                    for entry in directory.teams.iter() {
+                        let _ = entry.value().cast(TeamMsg::Tick);
+                    }
                 }
             })
         };
@@ -321,6 +326,14 @@ impl System {
         // An agent answers in mailbox order: once it answers, its tick is done.
         for agent in agents {
             let _ = ractor::call!(agent, AgentMsg::Workload);
+        }
+        // Then the teams (holds that ran out), answered in mailbox order too.
+        let teams: Vec<_> = self.shared.directory().teams.iter().map(|entry| entry.value().clone()).collect();
+        for team in &teams {
+            let _ = team.cast(TeamMsg::Tick);
+        }
+        for team in teams {
+            let _ = ractor::call!(team, TeamMsg::Stats);
         }
     }
 
@@ -509,13 +522,19 @@ impl System {
 
 /// Puts the open, queued conversations back in their teams' queues (after a
 /// start, or after a team restarted: `only_team`), one message per team.
-/// The router is not asked: with no preferred agent it would enqueue each
-/// in its team all the same, one message at a time.
+/// Routing says where ([`routing::Trigger::Restart`]: its team, or the
+/// number's default team when its team is no longer configured); the router
+/// is not asked, since with no agent to offer first it would enqueue each in
+/// its team all the same, one message at a time.
 fn requeue(shared: &Shared, open: Vec<(String, OpenEntry)>, only_team: Option<&str>) {
     let mut by_team: HashMap<String, Vec<QueuedConversation>> = HashMap::new();
     let mut teamless = 0usize;
+    let table = shared.routing();
     for (id, entry) in open.into_iter().filter(|(_, entry)| entry.status == ConversationStatus::Queued) {
-        let Some(team) = entry.team else {
+        let phone_number_id = entry.thread_key.split_once(':').map_or("", |(number, _)| number);
+        let trigger = routing::Trigger::Restart { team: entry.team.clone(), route: entry.route.unwrap_or_default() };
+        let routing = table.again(trigger, phone_number_id);
+        let Some(team) = routing.team else {
             teamless += 1;
             continue;
         };
@@ -527,6 +546,8 @@ fn requeue(shared: &Shared, open: Vec<(String, OpenEntry)>, only_team: Option<&s
             thread_key: entry.thread_key,
             queued_at: entry.queued_at,
             exclude_agent: None,
+            route: routing.route,
+            hold: None,
         };
         by_team.entry(team).or_default().push(queued);
     }

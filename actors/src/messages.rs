@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use protocol::ApiError;
 use protocol::graph::SendMessageResponse;
-use protocol::model::{AgentStatus, Role};
+use protocol::model::{AgentStatus, Role, Route};
 use protocol::time::UnixMs;
 use protocol::ws::{AgentWorkload, ServerFrame, TemplateRequest, UnassignReason};
 use ractor::RpcReplyPort;
@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 use storage::{InboxEntry, IngestMessage, IngestOutcome, SendIntent};
 use tokio::sync::mpsc;
 
+use crate::routing::Routing;
 use crate::timers::{Deadline, DeadlineKind};
 
 // ---- the conversation actor ----
@@ -36,7 +37,7 @@ pub enum RequestKind {
     SendTemplate { template: TemplateRequest },
     SetFields { fields: Map<String, Value> },
     Close { fields: Option<Map<String, Value>> },
-    Transfer { team: Option<String>, agent: Option<String> },
+    Transfer { team: Option<String>, agent: Option<String>, note: Option<String> },
 }
 
 pub enum ConversationMsg {
@@ -50,10 +51,12 @@ pub enum ConversationMsg {
         ingest: Box<IngestMessage>,
         reply: tokio::sync::oneshot::Sender<IngestOutcome>,
     },
-    /// The router or a team reserved a slot with `agent_id` for this conversation.
+    /// The router or a team reserved a slot with `agent_id` for this
+    /// conversation; `route` says why it got it.
     Assign {
         conversation_id: String,
         agent_id: String,
+        route: Route,
     },
     /// The agent went offline (after its grace period): route the conversation again.
     Unassign {
@@ -166,6 +169,20 @@ pub struct QueuedConversation {
     pub queued_at: UnixMs,
     /// An agent this conversation must not go to.
     pub exclude_agent: Option<String>,
+    /// Why it is in this team (the route of its assignment here).
+    pub route: Route,
+    /// Offered only to this agent until then (a busy or offline owner's
+    /// `owner_wait_s`), then to the team.
+    pub hold: Option<Hold>,
+}
+
+/// A queued conversation kept for one agent for a while.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hold {
+    pub agent_id: String,
+    pub until: UnixMs,
+    /// The route of an assignment to that agent.
+    pub route: Route,
 }
 
 pub enum TeamMsg {
@@ -183,6 +200,8 @@ pub enum TeamMsg {
         conversation_id: String,
     },
     Stats(RpcReplyPort<TeamStats>),
+    /// Housekeeping: offers held conversations again, releases those whose hold ran out.
+    Tick,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -197,11 +216,9 @@ pub struct TeamStats {
 pub struct RouteRequest {
     pub conversation_id: String,
     pub thread_key: String,
-    pub team: Option<String>,
-    pub preferred_agent: Option<String>,
-    /// Never this agent (idle reassignment moves a conversation to someone else).
-    pub exclude_agent: Option<String>,
     pub queued_at: UnixMs,
+    /// What routing decided (`crate::routing::route`).
+    pub routing: Routing,
 }
 
 pub enum RouterMsg {

@@ -119,19 +119,25 @@ pub enum TransferTarget {
     Team(String),
 }
 
-/// Decides where a transfer of `record` may go: an agent (which wins when
-/// both are given) that exists and does not hold it already, or a team that
-/// exists.
+/// Longest transfer note, in characters.
+pub const MAX_NOTE_CHARS: usize = 1_000;
+
+/// Decides where a transfer of `record` may go: exactly one of an agent that
+/// exists and does not hold it already, or a team that exists (contract §7).
 pub fn transfer_target(
     record: &ConversationRecord,
-    team: Option<String>,
-    agent: Option<String>,
+    (team, agent): (Option<String>, Option<String>),
+    note: Option<&str>,
     agent_exists: impl Fn(&str) -> bool,
     team_exists: impl Fn(&str) -> bool,
 ) -> Result<TransferTarget, ApiError> {
     let conversation_id = &record.conversation.id;
+    if note.is_some_and(|note| note.chars().count() > MAX_NOTE_CHARS) {
+        return Err(ApiError::bad_request(format!("`note` is longer than {MAX_NOTE_CHARS} characters")));
+    }
     match (team, agent) {
-        (_, Some(target)) => {
+        (Some(_), Some(_)) => Err(ApiError::bad_request("give either `team` or `agent`, not both")),
+        (None, Some(target)) => {
             if !agent_exists(&target) {
                 return Err(ApiError::not_found(format!("no agent {target}")));
             }
@@ -225,21 +231,33 @@ mod tests {
     }
 
     #[test]
-    fn a_transfer_goes_to_an_agent_first_then_a_team() {
+    fn a_transfer_goes_to_exactly_one_agent_or_team() {
         let held = record(ConversationStatus::Assigned, Some("a1"), None);
         let yes = |_: &str| true;
         let no = |_: &str| false;
+        let to = |team: Option<&str>, agent: Option<&str>| (team.map(str::to_owned), agent.map(str::to_owned));
         assert_eq!(
-            transfer_target(&held, Some("sales".into()), Some("a2".into()), yes, yes),
+            transfer_target(&held, to(None, Some("a2")), None, yes, yes),
             Ok(TransferTarget::Agent("a2".into()))
         );
         assert_eq!(
-            transfer_target(&held, Some("sales".into()), None, yes, yes),
+            transfer_target(&held, to(Some("sales"), None), Some("VIP"), yes, yes),
             Ok(TransferTarget::Team("sales".into()))
         );
-        assert_eq!(transfer_target(&held, None, Some("a1".into()), yes, yes).unwrap_err().code, ErrorCode::BadRequest);
-        assert_eq!(transfer_target(&held, None, Some("zz".into()), no, yes).unwrap_err().code, ErrorCode::NotFound);
-        assert_eq!(transfer_target(&held, Some("zz".into()), None, yes, no).unwrap_err().code, ErrorCode::NotFound);
-        assert_eq!(transfer_target(&held, None, None, yes, yes).unwrap_err().code, ErrorCode::BadRequest);
+        let both = transfer_target(&held, to(Some("sales"), Some("a2")), None, yes, yes).unwrap_err();
+        assert_eq!(
+            (both.code, both.message.as_str()),
+            (ErrorCode::BadRequest, "give either `team` or `agent`, not both")
+        );
+        assert_eq!(transfer_target(&held, to(None, None), None, yes, yes).unwrap_err().code, ErrorCode::BadRequest);
+        assert_eq!(
+            transfer_target(&held, to(None, Some("a1")), None, yes, yes).unwrap_err().code,
+            ErrorCode::BadRequest
+        );
+        assert_eq!(transfer_target(&held, to(None, Some("zz")), None, no, yes).unwrap_err().code, ErrorCode::NotFound);
+        assert_eq!(transfer_target(&held, to(Some("zz"), None), None, yes, no).unwrap_err().code, ErrorCode::NotFound);
+        let long = "x".repeat(MAX_NOTE_CHARS + 1);
+        let refused = transfer_target(&held, to(Some("sales"), None), Some(&long), yes, yes).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::BadRequest);
     }
 }

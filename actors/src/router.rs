@@ -1,15 +1,18 @@
-//! The router actor: decides where a conversation that needs an agent goes.
+//! The router actor: takes a routing decision (`crate::routing::route`,
+//! made by the conversation's decision) to the actors that carry it out.
 //!
-//! Owns: nothing durable. Today's rules: a returning customer goes first to
-//! the agent who closed their latest conversation, when that agent can take
-//! it; otherwise to the conversation's team queue.
+//! Owns: nothing durable. When the decision names an agent first (the
+//! contact's owner, the returning customer's last closer, a rule's
+//! `to_agent`, a transfer's target) it asks that agent for a slot; granted,
+//! the conversation is assigned. Otherwise it goes to its team's queue, held
+//! for that agent for the decision's wait (`owner_wait_s`) when there is one.
 //! Restarted by: the system supervisor (it has no state to restore).
 
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::messages::{AgentMsg, ConversationMsg, ManagerMsg, QueuedConversation, TeamMsg};
+use crate::messages::{AgentMsg, ConversationMsg, Hold, ManagerMsg, QueuedConversation, TeamMsg};
 pub use crate::messages::{RouteRequest, RouterMsg};
 use crate::shared::Shared;
 
@@ -35,40 +38,47 @@ impl Actor for RouterActor {
         shared: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let RouterMsg::Route(request) = message;
+        let RouteRequest { conversation_id, thread_key, queued_at, routing } = request;
         let directory = shared.directory();
-        if let Some((agent_id, actor)) = request
-            .preferred_agent
-            .as_deref()
-            .filter(|agent| request.exclude_agent.as_deref() != Some(*agent))
-            .and_then(|agent| directory.agent(agent).map(|actor| (agent, actor)))
-        {
-            let granted = ractor::call!(actor, |reply| AgentMsg::TryReserve {
-                conversation_id: request.conversation_id.clone(),
-                reply
-            })
-            .unwrap_or(false);
+        let mut hold = None;
+        if let Some(choice) = routing.agent.filter(|choice| routing.exclude_agent.as_ref() != Some(&choice.agent_id)) {
+            let granted = match directory.agent(&choice.agent_id) {
+                Some(actor) => ractor::call!(actor, |reply| AgentMsg::TryReserve {
+                    conversation_id: conversation_id.clone(),
+                    reply
+                })
+                .unwrap_or(false),
+                None => false,
+            };
             if granted {
                 let _ = directory.manager.cast(ManagerMsg::Deliver {
-                    thread_key: request.thread_key,
+                    thread_key,
                     message: ConversationMsg::Assign {
-                        conversation_id: request.conversation_id,
-                        agent_id: agent_id.to_owned(),
+                        conversation_id,
+                        agent_id: choice.agent_id,
+                        route: choice.route,
                     },
                 });
                 return Ok(());
             }
+            if choice.wait_ms > 0 && directory.agent(&choice.agent_id).is_some() {
+                let until = shared.now().saturating_add(choice.wait_ms);
+                hold = Some(Hold { agent_id: choice.agent_id, until, route: choice.route });
+            }
         }
-        match request.team.as_deref().and_then(|team| directory.team(team)) {
+        match routing.team.as_deref().and_then(|team| directory.team(team)) {
             Some(team) => {
                 let _ = team.cast(TeamMsg::Enqueue(QueuedConversation {
-                    conversation_id: request.conversation_id,
-                    thread_key: request.thread_key,
-                    queued_at: request.queued_at,
-                    exclude_agent: request.exclude_agent,
+                    conversation_id,
+                    thread_key,
+                    queued_at,
+                    exclude_agent: routing.exclude_agent,
+                    route: routing.route,
+                    hold,
                 }));
             }
             None => {
-                tracing::warn!(conversation_id = %request.conversation_id, team = ?request.team, "no team to route to; the conversation stays queued");
+                tracing::warn!(%conversation_id, team = ?routing.team, "no team to route to; the conversation stays queued");
             }
         }
         Ok(())

@@ -243,6 +243,7 @@ pub struct RoutingTable {
     spec: RoutingSpec,
     rules: Vec<Rule>,
     first_team: Option<String>,
+    team_ids: Vec<String>,
     number_teams: HashMap<String, String>,
     /// (lowercase words of the city, the city as configured, its team), in
     /// team then city order: the first team serving a city serves it.
@@ -327,14 +328,14 @@ impl RoutingTable {
                 }
                 cities.push((city_words, city.trim().to_owned(), team.id.clone()));
             }
-            if let Some(dealer) = &team.dealer {
-                if let Some(other) = dealers.insert(dealer.to_lowercase(), team.id.clone()) {
-                    return Err(RoutingError {
-                        place: format!("teams[{index}] ({})", team.id),
-                        field: "dealer".into(),
-                        problem: format!("dealer {dealer:?} is already team {other:?}'s"),
-                    });
-                }
+            if let Some(dealer) = &team.dealer
+                && let Some(other) = dealers.insert(dealer.to_lowercase(), team.id.clone())
+            {
+                return Err(RoutingError {
+                    place: format!("teams[{index}] ({})", team.id),
+                    field: "dealer".into(),
+                    problem: format!("dealer {dealer:?} is already team {other:?}'s"),
+                });
             }
         }
         let mut rules = Vec::with_capacity(spec.rules.len());
@@ -443,6 +444,7 @@ impl RoutingTable {
             spec,
             rules,
             first_team: teams.first().map(|team| team.id.clone()),
+            team_ids: teams.iter().map(|team| team.id.clone()).collect(),
             number_teams,
             cities,
             dealers,
@@ -458,6 +460,27 @@ impl RoutingTable {
     /// The team of a conversation on `phone_number_id` that no rule placed.
     pub fn default_team(&self, phone_number_id: &str) -> Option<&str> {
         self.number_teams.get(phone_number_id).or(self.first_team.as_ref()).map(String::as_str)
+    }
+
+    /// Routing for a conversation that is not new (`trigger` is not
+    /// [`Trigger::Open`]: nothing of its first message matters).
+    pub fn again(&self, trigger: Trigger, phone_number_id: &str) -> Routing {
+        let source = Source::organic();
+        let contact = ContactFacts::default();
+        let facts = Facts {
+            trigger,
+            phone_number_id,
+            text: None,
+            interactive_id: None,
+            source: &source,
+            contact: &contact,
+            last_closer: None,
+        };
+        route(&facts, self)
+    }
+
+    fn is_team(&self, team: &str) -> bool {
+        self.team_ids.iter().any(|id| id == team)
     }
 
     /// The first city some team serves named in `text` (whole words), with its team.
@@ -553,7 +576,13 @@ pub fn route(facts: &Facts<'_>, table: &RoutingTable) -> Routing {
             Route { reason: RouteReason::Overflow, rule: None, from_team: Some(from_team.clone()) },
             Some(team.clone()),
         ),
-        Trigger::Restart { team, route } => to_team(route.clone(), team.clone()),
+        // A team no longer configured: the number's default team.
+        Trigger::Restart { team, route } => to_team(
+            route.clone(),
+            team.clone()
+                .filter(|team| table.is_team(team))
+                .or_else(|| table.default_team(facts.phone_number_id).map(str::to_owned)),
+        ),
     }
 }
 

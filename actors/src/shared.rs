@@ -37,6 +37,10 @@ pub struct Shared {
     pub outbound: Arc<dyn Outbound>,
     pub timers: crate::timers::Timers,
     pub policies: crate::deadlines::Policies,
+    /// The routing configuration in force; replaced whole when an admin
+    /// changes it, read per decision (a conversation routed meanwhile keeps
+    /// the table it was routed with).
+    pub(crate) routing: std::sync::RwLock<Arc<crate::routing::RoutingTable>>,
     pub(crate) directory: OnceLock<Directory>,
     /// Set when shutdown begins: deadlines still queued are dropped (a start
     /// arms every open conversation's deadlines again from the store).
@@ -56,6 +60,11 @@ impl Shared {
 
     pub fn agent(&self, agent_id: &str) -> Option<ActorRef<AgentMsg>> {
         self.directory().agent(agent_id)
+    }
+
+    /// The routing table in force.
+    pub fn routing(&self) -> Arc<crate::routing::RoutingTable> {
+        self.routing.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     pub(crate) fn stopping(&self) -> bool {

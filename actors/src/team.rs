@@ -1,8 +1,11 @@
 //! The team actor: one per configured team.
 //!
-//! Owns: the team's FIFO queue of waiting conversations, its assignment
-//! strategy's cursor, and a cached view of its members' free slots (pushed by
-//! the agent actors). The cache only chooses whom to ask: the agent actor
+//! Owns: the team's FIFO queue of waiting conversations, those held for one
+//! agent for a while (a busy or offline owner's `owner_wait_s`: offered to
+//! that agent when it announces room and on every housekeeping tick, then
+//! queued for everyone when the hold runs out), its assignment strategy's
+//! cursor, and a cached view of its members' free slots (pushed by the agent
+//! actors). The cache only chooses whom to ask: the agent actor
 //! grants or refuses the slot, so a stale view can cost a retry, never an
 //! over-capacity assignment.
 //! Restarted by: the system supervisor; its queue is rebuilt from the store.
@@ -43,6 +46,8 @@ pub struct TeamState {
     cursor: usize,
     assignments: u64,
     queue: WaitingQueue,
+    /// Conversations held for one agent (each has a `hold`), few.
+    held: Vec<QueuedConversation>,
 }
 
 /// The team's waiting conversations, oldest first: ordered by (queued_at,
@@ -110,6 +115,7 @@ impl Actor for TeamActor {
             cursor: 0,
             assignments: 0,
             queue: WaitingQueue::default(),
+            held: Vec::new(),
         })
     }
 
@@ -121,23 +127,33 @@ impl Actor for TeamActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             // Oldest first even when a re-routed conversation arrives late.
-            TeamMsg::Enqueue(queued) => state.queue.push(queued),
+            TeamMsg::Enqueue(queued) => state.wait(queued),
             TeamMsg::EnqueueMany(queued) => {
                 for queued in queued {
-                    state.queue.push(queued);
+                    state.wait(queued);
                 }
             }
             TeamMsg::Availability { agent_id, free, load } => {
-                let view = state.views.entry(agent_id).or_default();
+                let view = state.views.entry(agent_id.clone()).or_default();
                 view.free = free;
                 view.load = load;
+                if free > 0 {
+                    state.offer_held(Some(&agent_id)).await;
+                }
             }
-            TeamMsg::Remove { conversation_id } => state.queue.remove(&conversation_id),
+            TeamMsg::Remove { conversation_id } => {
+                state.queue.remove(&conversation_id);
+                state.held.retain(|held| held.conversation_id != conversation_id);
+            }
+            TeamMsg::Tick => state.offer_held(None).await,
             TeamMsg::Stats(reply) => {
-                let _ = reply.send(TeamStats {
-                    queued: state.queue.len() as u32,
-                    oldest_queued_at: state.queue.oldest_queued_at(),
-                });
+                let held_oldest = state.held.iter().map(|held| held.queued_at).min();
+                let oldest_queued_at = match (state.queue.oldest_queued_at(), held_oldest) {
+                    (Some(queued), Some(held)) => Some(queued.min(held)),
+                    (queued, held) => queued.or(held),
+                };
+                let _ =
+                    reply.send(TeamStats { queued: (state.queue.len() + state.held.len()) as u32, oldest_queued_at });
                 return Ok(());
             }
         }
@@ -148,6 +164,64 @@ impl Actor for TeamActor {
 }
 
 impl TeamState {
+    /// Takes a conversation in: held for its agent, or queued for everyone.
+    fn wait(&mut self, queued: QueuedConversation) {
+        if queued.hold.is_some() {
+            if !self.held.iter().any(|held| held.conversation_id == queued.conversation_id) {
+                self.held.push(queued);
+            }
+        } else {
+            self.queue.push(queued);
+        }
+    }
+
+    /// Offers held conversations to their agent (only `agent`'s when given);
+    /// those whose hold ran out join the queue, in their age order.
+    async fn offer_held(&mut self, agent: Option<&str>) {
+        let now = self.shared.now();
+        let mut index = 0;
+        while let Some(held) = self.held.get(index) {
+            let Some(hold) = &held.hold else {
+                let queued = self.held.swap_remove(index);
+                self.queue.push(queued);
+                continue;
+            };
+            if now >= hold.until {
+                let mut queued = self.held.swap_remove(index);
+                queued.hold = None;
+                self.queue.push(queued);
+                continue;
+            }
+            if agent.is_some_and(|agent| agent != hold.agent_id) {
+                index += 1;
+                continue;
+            }
+            let granted = match self.shared.agent(&hold.agent_id) {
+                Some(actor) => ractor::call!(actor, |reply| AgentMsg::TryReserve {
+                    conversation_id: held.conversation_id.clone(),
+                    reply
+                })
+                .unwrap_or(false),
+                None => false,
+            };
+            if !granted {
+                index += 1;
+                continue;
+            }
+            let held = self.held.swap_remove(index);
+            if let Some(hold) = held.hold {
+                let _ = self.shared.directory().manager.cast(ManagerMsg::Deliver {
+                    thread_key: held.thread_key,
+                    message: ConversationMsg::Assign {
+                        conversation_id: held.conversation_id,
+                        agent_id: hold.agent_id,
+                        route: hold.route,
+                    },
+                });
+            }
+        }
+    }
+
     /// Assigns queued conversations, oldest first, while some member has room.
     async fn drain(&mut self) {
         while let Some(front) = self.queue.front().cloned() {
@@ -181,7 +255,11 @@ impl TeamState {
                 self.cursor = index + 1;
                 let _ = self.shared.directory().manager.cast(ManagerMsg::Deliver {
                     thread_key: front.thread_key.clone(),
-                    message: ConversationMsg::Assign { conversation_id: front.conversation_id.clone(), agent_id },
+                    message: ConversationMsg::Assign {
+                        conversation_id: front.conversation_id.clone(),
+                        agent_id,
+                        route: front.route.clone(),
+                    },
                 });
                 assigned = true;
                 break;
@@ -251,7 +329,14 @@ mod tests {
     }
 
     fn waiting(id: &str, queued_at: UnixMs) -> QueuedConversation {
-        QueuedConversation { conversation_id: id.into(), thread_key: format!("t:{id}"), queued_at, exclude_agent: None }
+        QueuedConversation {
+            conversation_id: id.into(),
+            thread_key: format!("t:{id}"),
+            queued_at,
+            exclude_agent: None,
+            route: Default::default(),
+            hold: None,
+        }
     }
 
     #[test]

@@ -596,10 +596,16 @@ mod tests {
 
     #[test]
     fn the_examples_are_valid() {
-        for example in ["sales-team.toml", "business-hours.toml"] {
-            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples").join(example);
-            Config::load(Some(&path), env(&[])).unwrap_or_else(|error| panic!("{example}: {error}"));
+        let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&examples).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|extension| extension == "toml") {
+                Config::load(Some(&path), env(&[])).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+                checked += 1;
+            }
         }
+        assert!(checked >= 3, "the examples were not found in {}", examples.display());
         let bad_hours = std::fs::read_to_string(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples/business-hours.toml"),
         )
@@ -608,6 +614,60 @@ mod tests {
         let error = error_of(&bad_hours, &[]);
         assert_eq!(error.key, "teams[0].hours");
         assert!(error.problem.contains("Asia/Nowhere"));
+    }
+
+    /// config/examples/routing.toml routes as its comments say.
+    #[test]
+    fn the_routing_example_routes_as_documented() {
+        use actors::routing::{ContactFacts, Facts, Trigger, route};
+        use protocol::model::{RouteReason, Source, SourceKind};
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples/routing.toml");
+        let config = Config::load(Some(&path), env(&[])).unwrap();
+        let table = config.settings().routing_table().unwrap();
+        let (sales_line, service_line) = ("109876543210", "109876543299");
+        let nobody = ContactFacts::default();
+        let organic = Source::organic();
+        let ad = |id: &str| Source { kind: SourceKind::Paid, source_id: Some(id.into()), ..Source::organic() };
+        let (launch, other_ad) = (ad("120210000000000001"), ad("120219999999999999"));
+        let referral = Source { kind: SourceKind::Referral, code: Some("diwali".into()), ..Source::organic() };
+        let dealer = ContactFacts { dealer: Some("D107".into()), ..Default::default() };
+        let owned = ContactFacts { owner: Some("asha".into()), ..Default::default() };
+        // (number, text, interactive id, source, contact) → (rule, team)
+        type Case<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a Source, &'a ContactFacts);
+        type Expected<'a> = (Option<&'a str>, Option<&'a str>);
+        let cases: [(Case<'_>, Expected<'_>); 9] = [
+            ((service_line, None, Some("menu_emi"), &organic, &nobody), (Some("menu_payments"), Some("collections"))),
+            ((sales_line, Some("my EMI bounced"), None, &organic, &nobody), (Some("payments"), Some("collections"))),
+            (
+                (sales_line, Some("status of twl12345678?"), None, &organic, &nobody),
+                (Some("loan_account"), Some("support")),
+            ),
+            ((sales_line, Some("hi"), None, &organic, &dealer), (Some("dealer_customers"), Some("dealer_d107"))),
+            ((sales_line, Some("hi"), None, &referral, &nobody), (Some("diwali_referrals"), Some("sales"))),
+            ((sales_line, Some("price?"), None, &launch, &owned), (Some("pune_launch_ad"), Some("sales_pune"))),
+            (
+                (sales_line, Some("in Navi Mumbai?"), None, &other_ad, &nobody),
+                (Some("ad_leads_by_city"), Some("sales_mumbai")),
+            ),
+            ((sales_line, Some("hello"), None, &organic, &nobody), (None, Some("sales"))),
+            ((service_line, Some("hello"), None, &organic, &nobody), (None, Some("support"))),
+        ];
+        for ((number, text, interactive_id, source, contact), (rule, team)) in cases {
+            let facts = Facts {
+                trigger: Trigger::Open,
+                phone_number_id: number,
+                text,
+                interactive_id,
+                source,
+                contact,
+                last_closer: None,
+            };
+            let routing = route(&facts, &table);
+            assert_eq!((routing.route.rule.as_deref(), routing.team.as_deref()), (rule, team), "{text:?} on {number}");
+            if rule.is_none() {
+                assert_eq!(routing.route.reason, RouteReason::Default);
+            }
+        }
     }
 
     #[test]

@@ -467,6 +467,7 @@ struct FieldsBody {
 struct TransferBody {
     team: Option<String>,
     agent: Option<String>,
+    note: Option<String>,
 }
 
 /// `POST /api/v1/conversations/{id}/{action}`: the WebSocket requests, for integrations.
@@ -503,7 +504,7 @@ fn request_kind(action: &str, body: &Bytes) -> Result<RequestKind, ApiError> {
         }
         "transfer" => {
             let transfer = parse_body::<TransferBody>(body)?;
-            Ok(RequestKind::Transfer { team: transfer.team, agent: transfer.agent })
+            Ok(RequestKind::Transfer { team: transfer.team, agent: transfer.agent, note: transfer.note })
         }
         _ => Err(ApiError::not_found(format!(
             "no action {action:?} on a conversation; use messages, templates, fields, close or transfer"

@@ -399,8 +399,8 @@ async fn handle_request(
         ClientFrame::Close { conversation_id, fields, .. } => {
             conversation(conversation_id, RequestKind::Close { fields }).await
         }
-        ClientFrame::Transfer { conversation_id, team, agent, .. } => {
-            conversation(conversation_id, RequestKind::Transfer { team, agent }).await
+        ClientFrame::Transfer { conversation_id, team, agent, note, .. } => {
+            conversation(conversation_id, RequestKind::Transfer { team, agent, note }).await
         }
         ClientFrame::Subscribe { .. } => unreachable!("handled in the session loop"),
     }

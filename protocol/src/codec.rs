@@ -91,7 +91,7 @@ mod tests {
 
     fn frames() -> Vec<ServerFrame> {
         vec![
-            ServerFrame::Assigned { seq: 7, conversation: conversation() },
+            ServerFrame::Assigned { seq: 7, conversation: Box::new(conversation()), route: Default::default() },
             ServerFrame::Unassigned { seq: 8, conversation_id: "cv_1".into(), reason: UnassignReason::Closed },
             ServerFrame::ok(Some(json!(3)), json!({"message": {"id": "x"}}).as_object().unwrap().clone()),
             ServerFrame::error(

@@ -16,7 +16,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::model::{Role, Source};
+use crate::model::{Role, Route, Source};
 use crate::time::UnixMs;
 use crate::ws::{SlaKind, UnassignReason};
 
@@ -128,6 +128,9 @@ pub enum EventBody {
     Assigned {
         agent_id: String,
         team_id: Option<String>,
+        /// Why this agent got it (absent in events logged before routes were).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        route: Option<Route>,
     },
     Unassigned {
         agent_id: String,

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::ApiError;
-use crate::model::{AgentStatus, Conversation, DeliveryStatus, Message, Role};
+use crate::model::{AgentStatus, Conversation, DeliveryStatus, Message, Role, Route};
 use crate::time::{UnixMs, rfc3339};
 
 pub const SUBPROTOCOL_JSON: &str = "switchboard.v1.json";
@@ -52,6 +52,9 @@ pub enum ClientFrame {
         team: Option<String>,
         #[serde(default)]
         agent: Option<String>,
+        /// Why, for whoever takes it over (kept in the event log).
+        #[serde(default)]
+        note: Option<String>,
     },
     Subscribe {
         #[serde(default)]
@@ -141,7 +144,12 @@ pub enum ServerFrame {
     Workload(Workload),
     Assigned {
         seq: u64,
-        conversation: Conversation,
+        /// Boxed: the frame's other variants are a fraction of its size.
+        conversation: Box<Conversation>,
+        /// Why this agent got it (§7). Events stored before routes were
+        /// recorded read as `default`.
+        #[serde(default)]
+        route: Route,
     },
     Message {
         seq: u64,

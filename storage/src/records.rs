@@ -1,7 +1,7 @@
 //! What is stored. Records are MessagePack maps (named fields), so adding an
 //! optional field later is backward compatible.
 
-use protocol::model::{AgentStatus, Contact, Conversation, ConversationStatus, Message};
+use protocol::model::{AgentStatus, Contact, Conversation, ConversationStatus, Message, Route};
 use protocol::time::UnixMs;
 use protocol::webhook::{ContactProfile, InboundMessage, Status};
 use serde::de::DeserializeOwned;
@@ -71,6 +71,10 @@ pub struct ConversationRecord {
     /// Windows, SLA clocks, idle reassignment and assignment history.
     #[serde(default)]
     pub clocks: ConversationClocks,
+    /// Why it waits in its team or went to its agent: the latest routing
+    /// decision (contract §7), for the `assigned` frame and a start's re-queueing.
+    #[serde(default)]
+    pub route: Option<Route>,
 }
 
 /// The time-driven state of a conversation. Every deadline is an absolute
@@ -346,6 +350,9 @@ pub struct OpenEntry {
     /// the record's `clocks.frt_breaches`, as its decisions kept them.
     #[serde(rename = "b", default)]
     pub frt_breaches: Vec<(String, UnixMs)>,
+    /// Why it waits in its team's queue; only while queued.
+    #[serde(rename = "rt", default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<Route>,
 }
 
 impl OpenEntry {
@@ -370,6 +377,10 @@ impl OpenEntry {
             trt: clocks.trt.clone(),
             reassign_at: clocks.reassign_at,
             frt_breaches: clocks.frt_breaches.clone(),
+            route: match conversation.status {
+                ConversationStatus::Queued => record.route.clone(),
+                _ => None,
+            },
         }
     }
 }
@@ -464,6 +475,7 @@ mod tests {
             assigned_at: Some(1_500),
             first_response_at: None,
             clocks: ConversationClocks { reassign_at: Some(9_000), ..Default::default() },
+            route: None,
         }
     }
 

@@ -104,6 +104,7 @@ fn conversation(id: &str, status: ConversationStatus, agent: Option<&str>) -> Op
         assigned_at: None,
         first_response_at: None,
         clocks: Default::default(),
+        route: None,
     }))
 }
 

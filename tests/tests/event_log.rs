@@ -4,6 +4,7 @@
 //! from the store in seq order, event by event.
 
 use protocol::events::{Actor, Event, EventBody, FieldChange, Window};
+use protocol::model::{Route, RouteReason};
 use protocol::ws::UnassignReason;
 use serde_json::{Value, json};
 use switchboard_tests::*;
@@ -94,7 +95,14 @@ async fn one_conversation_leaves_its_whole_story_in_the_event_log() -> TestResul
             system.clone(),
             body(EventBody::Routed { route: json!({"reason": "default"}), team_id: Some("sales".into()) }),
         ),
-        (system, body(EventBody::Assigned { agent_id: "a1".into(), team_id: Some("sales".into()) })),
+        (
+            system,
+            body(EventBody::Assigned {
+                agent_id: "a1".into(),
+                team_id: Some("sales".into()),
+                route: Some(Route::because(RouteReason::Default)),
+            }),
+        ),
         (
             user("a1"),
             body(EventBody::MessageOut {
@@ -124,7 +132,14 @@ async fn one_conversation_leaves_its_whole_story_in_the_event_log() -> TestResul
             }),
         ),
         (user("a1"), body(EventBody::Unassigned { agent_id: "a1".into(), reason: UnassignReason::Transferred })),
-        (user("a1"), body(EventBody::Assigned { agent_id: "a2".into(), team_id: Some("sales".into()) })),
+        (
+            user("a1"),
+            body(EventBody::Assigned {
+                agent_id: "a2".into(),
+                team_id: Some("sales".into()),
+                route: Some(Route::because(RouteReason::Transfer)),
+            }),
+        ),
         (
             user("a2"),
             body(EventBody::FieldsChanged {

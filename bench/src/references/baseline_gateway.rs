@@ -170,7 +170,7 @@ impl Gateway {
                 let conversation = store::load_conversation(&loader.client, &loader.st, id)
                     .await?
                     .with_context(|| format!("no conversation {id}"))?;
-                ServerFrame::Assigned { seq: 0, conversation }
+                ServerFrame::Assigned { seq: 0, conversation: Box::new(conversation), route: Default::default() }
             }
             (None, None, Some(message_id)) => {
                 let row = loader
