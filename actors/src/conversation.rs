@@ -186,7 +186,21 @@ impl ConversationState {
         inbox_seq: Option<u64>,
     ) -> Result<IngestOutcome, ActorProcessingErr> {
         let new_conversation_id = self.open.is_none().then(|| self.shared.store.next_conversation_id());
-        let decision = self.decide(Input::MessageIn { ingest, inbox_seq, new_conversation_id })?;
+        // An opt-out or opt-in word changes the contact's record: read it
+        // (only then: an ordinary message reads and writes no contact) and
+        // hold contact updates until the commit, so a concurrent PATCH is
+        // not lost (see `Shared::contact_updates`).
+        let mut contact = None;
+        let shared = self.shared.clone();
+        let _contact_guard = match crate::decide::opt_word_of(&ingest, &shared.settings.contact_words) {
+            Some(_) => {
+                let guard = shared.contact_updates.lock().await;
+                contact = self.shared.reader.contact(&ingest.contact_key)?.map(Box::new);
+                Some(guard)
+            }
+            None => None,
+        };
+        let decision = self.decide(Input::MessageIn { ingest, inbox_seq, new_conversation_id, contact })?;
         let opened = decision.opened;
         let Some(outcome) = self.commit_decision(decision).await? else {
             return Ok(IngestOutcome::Duplicate); // claimed meanwhile by the inbox path
@@ -206,6 +220,7 @@ impl ConversationState {
             policies: &self.shared.policies,
             dispositions: &self.shared.settings.dispositions,
             default_team: self.shared.settings.default_team(),
+            contact_words: &self.shared.settings.contact_words,
         };
         decide(current, input, self.now(), policy)
     }

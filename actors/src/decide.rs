@@ -17,11 +17,11 @@ use protocol::webhook::Status;
 use protocol::ws::{ServerFrame, SlaKind, SlaState, UnassignReason};
 use protocol::{ApiError, ErrorCode};
 use serde_json::{Map, Value, json};
-use storage::{Batch, ConversationRecord, IngestMessage, Op, SendIntent, StoredMessage, ThreadRecord};
+use storage::{Batch, ContactRecord, ConversationRecord, IngestMessage, Op, SendIntent, StoredMessage, ThreadRecord};
 
 use crate::deadlines::{self, Fired, Policies};
 use crate::rules;
-use crate::settings::DispositionSpec;
+use crate::settings::{ContactWords, DispositionSpec};
 use crate::timers::DeadlineKind;
 
 /// What a decision reads: the thread and its open conversation as the actor
@@ -40,6 +40,8 @@ pub struct Policy<'a> {
     pub dispositions: &'a [DispositionSpec],
     /// Where a new conversation waits when nothing else says.
     pub default_team: Option<&'a str>,
+    /// The customer's opt-out and opt-in words (PROTOCOL §8).
+    pub contact_words: &'a ContactWords,
 }
 
 /// One thing that happened to the conversation, with what the actor read
@@ -50,7 +52,15 @@ pub enum Input {
     /// `None` for a webhook's message applied directly (the batch then
     /// claims its wamid). `new_conversation_id` is the id a conversation
     /// opened by it takes (the actor allocates one when none is open).
-    MessageIn { ingest: IngestMessage, inbox_seq: Option<u64>, new_conversation_id: Option<String> },
+    /// `contact` is the customer's contact record, which the actor reads
+    /// only when the text is an opt-out or opt-in word
+    /// ([`opt_word_of`]; `None` otherwise, and when there is none).
+    MessageIn {
+        ingest: IngestMessage,
+        inbox_seq: Option<u64>,
+        new_conversation_id: Option<String>,
+        contact: Option<Box<ContactRecord>>,
+    },
     /// Meta's status for an outbound message, from the inbox. `stored` is
     /// the message it is about (its index and record), when found.
     StatusIn { inbox_seq: u64, conversation_id: String, status: Box<Status>, stored: Option<(u32, Box<StoredMessage>)> },
@@ -127,8 +137,13 @@ impl Decision {
 /// refusal (a field invalid or missing) is `Err` and changes nothing.
 pub fn decide(current: Current<'_>, input: Input, now: UnixMs, policy: Policy<'_>) -> Result<Decision, ApiError> {
     match input {
-        Input::MessageIn { ingest, inbox_seq, new_conversation_id } => {
-            Ok(message_in(current, ingest, inbox_seq, new_conversation_id, now, policy))
+        Input::MessageIn { ingest, inbox_seq, new_conversation_id, contact } => {
+            let opted_out = opt_word_of(&ingest, policy.contact_words);
+            let mut decision = message_in(current, ingest, inbox_seq, new_conversation_id, now, policy);
+            if let Some(opted_out) = opted_out {
+                opt_contact(&mut decision, contact.as_deref(), opted_out, now);
+            }
+            Ok(decision)
         }
         Input::StatusIn { inbox_seq, conversation_id, status, stored } => Ok(status_in(
             current,
@@ -155,6 +170,37 @@ pub fn decide(current: Current<'_>, input: Input, now: UnixMs, policy: Policy<'_
         Input::SetFields { by, fields } => set_fields(current, by, fields, now, policy),
         Input::Close { by, fields } => close(current, by, fields, now, policy),
     }
+}
+
+/// Whether a customer's message opts them out (`Some(true)`) or back in
+/// (`Some(false)`): a text message whose whole body, trimmed, is one of the
+/// words, in any case. The actor asks this to know when to read the
+/// contact's record for [`Input::MessageIn`].
+pub fn opt_word_of(ingest: &IngestMessage, words: &ContactWords) -> Option<bool> {
+    if ingest.message.kind != "text" {
+        return None;
+    }
+    crate::contacts::opt_change(&ingest.message.text.as_ref()?.body, words)
+}
+
+/// An opt-out or opt-in word: the contact's record (`contact`, as the actor
+/// read it) changes, with its `contact_updated` event, in the message's own
+/// batch (after its claim, so a duplicate skips them too). Nothing else
+/// changes: replies inside the window still go out.
+fn opt_contact(decision: &mut Decision, contact: Option<&ContactRecord>, opted_out: bool, now: UnixMs) {
+    let Some(record) = &decision.record else { return };
+    let conversation = &record.conversation;
+    let Some((after, change)) = crate::contacts::opt(contact, &conversation.contact.wa_id, opted_out, now) else {
+        return; // already so
+    };
+    decision.writes.push(Op::PutContact(Box::new(after)));
+    decision.events.push(crate::contacts::contact_event(
+        &conversation.contact.wa_id,
+        Some((&conversation.id, &conversation.phone_number_id)),
+        now,
+        Actor::Customer,
+        vec![change],
+    ));
 }
 
 /// An event about `record`'s conversation.
@@ -913,6 +959,8 @@ mod tests {
         dispositions: Vec<DispositionSpec>,
         thread: Option<ThreadRecord>,
         open: Option<ConversationRecord>,
+        contact: Option<ContactRecord>,
+        contact_words: ContactWords,
     }
 
     impl World {
@@ -931,13 +979,19 @@ mod tests {
                 dispositions: vec![outcome],
                 thread: None,
                 open: None,
+                contact: None,
+                contact_words: ContactWords::default(),
             }
         }
 
         fn decide(&self, input: Input, now: UnixMs) -> Result<Decision, ApiError> {
             let current = Current { thread_key: THREAD_KEY, thread: self.thread.as_ref(), open: self.open.as_ref() };
-            let policy =
-                Policy { policies: &self.policies, dispositions: &self.dispositions, default_team: Some("sales") };
+            let policy = Policy {
+                policies: &self.policies,
+                dispositions: &self.dispositions,
+                default_team: Some("sales"),
+                contact_words: &self.contact_words,
+            };
             decide(current, input, now, policy)
         }
 
@@ -951,6 +1005,11 @@ mod tests {
                 self.open = decision.record_is_open.then_some(record);
             }
             let batch = decision.into_batch();
+            for op in &batch {
+                if let Op::PutContact(contact) = op {
+                    self.contact = Some(contact.as_ref().clone());
+                }
+            }
             decision.writes = batch;
             decision
         }
@@ -970,7 +1029,9 @@ mod tests {
                 message: Box::new(serde_json::from_value(message).unwrap()),
             };
             let new_conversation_id = self.open.is_none().then(|| "cv000000000001".to_owned());
-            self.apply(Input::MessageIn { ingest, inbox_seq: None, new_conversation_id }, at)
+            // As the actor: the contact is read only for an opt word.
+            let contact = opt_word_of(&ingest, &self.contact_words).and(self.contact.clone()).map(Box::new);
+            self.apply(Input::MessageIn { ingest, inbox_seq: None, new_conversation_id, contact }, at)
         }
 
         fn assign(&mut self, agent: &str) {
@@ -1472,5 +1533,73 @@ mod tests {
         assert!(status_advances(Some(Read), Failed));
         assert!(!status_advances(Some(Failed), Read));
         assert!(!status_advances(Some(Failed), Failed));
+    }
+
+    fn contact_writes(decision: &Decision) -> Vec<&ContactRecord> {
+        decision
+            .writes
+            .iter()
+            .filter_map(|op| match op {
+                Op::PutContact(record) => Some(record.as_ref()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_opt_out_word_opts_the_contact_out_in_the_messages_batch_and_start_opts_back_in() {
+        let mut world = World::new();
+        let first = world.message_in("w1", "hello", T0, false);
+        assert!(contact_writes(&first).is_empty(), "an ordinary message writes no contact");
+        assert!(!actions(&first).contains(&"contact_updated"));
+
+        let stop = world.message_in("w2", "  stop \n", T0 + 1_000, false);
+        assert_eq!(contact_writes(&stop).len(), 1, "whole message, trimmed, any case");
+        let record = contact_writes(&stop)[0];
+        assert_eq!((record.wa_id.as_str(), record.opted_out, record.updated_at), ("15550001", true, T0 + 1_000));
+        assert!(
+            matches!(stop.writes.first(), Some(Op::ClaimInbound(_))),
+            "the claim comes first: a duplicate skips it"
+        );
+        assert_eq!(actions(&stop), ["message_in", "window_refreshed", "contact_updated"]);
+        let event = stop
+            .writes
+            .iter()
+            .find_map(|op| match op {
+                Op::Event(event) if event.body.action() == "contact_updated" => Some(event.as_ref()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(event.actor, Actor::Customer);
+        assert_eq!(event.contact.as_deref(), Some("15550001"));
+        assert_eq!(event.conversation_id.as_deref(), Some("cv000000000001"));
+        assert_eq!(
+            event.body,
+            EventBody::ContactUpdated {
+                changes: vec![FieldChange { key: "opted_out".into(), old: json!(false), new: json!(true) }]
+            }
+        );
+        assert!(world.open.is_some(), "the conversation goes on: replies are not blocked");
+
+        let again = world.message_in("w3", "STOP", T0 + 2_000, false);
+        assert!(contact_writes(&again).is_empty(), "already opted out: nothing to write");
+
+        world.contact.as_mut().unwrap().city = Some("Pune".into());
+        let start = world.message_in("w4", "START", T0 + 3_000, false);
+        let record = contact_writes(&start)[0];
+        assert!(!record.opted_out);
+        assert_eq!(record.city.as_deref(), Some("Pune"), "the rest of the record is kept");
+
+        let sentence = world.message_in("w5", "please stop calling", T0 + 4_000, false);
+        assert!(contact_writes(&sentence).is_empty(), "a word inside a sentence is not an opt-out");
+    }
+
+    #[test]
+    fn the_opt_words_come_from_the_policy() {
+        let mut world = World::new();
+        world.contact_words = ContactWords { opt_out: vec!["UNSUBSCRIBE".into()], opt_in: vec!["RESUME".into()] };
+        assert!(contact_writes(&world.message_in("w1", "stop", T0, false)).is_empty(), "not configured");
+        assert!(contact_writes(&world.message_in("w2", "Unsubscribe", T0 + 1, false))[0].opted_out);
+        assert!(!contact_writes(&world.message_in("w3", "resume", T0 + 2, false))[0].opted_out);
     }
 }

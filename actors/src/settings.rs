@@ -182,6 +182,34 @@ pub struct Settings {
     pub tick_ms: u64,
     /// Bound of each WebSocket session's outgoing queue; past it the session is dropped.
     pub session_queue: usize,
+    /// The words that opt a customer out of (and back into) broadcasts.
+    pub contact_words: ContactWords,
+}
+
+/// `[contacts]`: a customer whose whole text message, trimmed, is one of
+/// `opt_out` (compared case-insensitively) is opted out; one of `opt_in`
+/// opts them back in (PROTOCOL §8).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactWords {
+    #[serde(default = "default_opt_out_words", rename = "opt_out_words")]
+    pub opt_out: Vec<String>,
+    #[serde(default = "default_opt_in_words", rename = "opt_in_words")]
+    pub opt_in: Vec<String>,
+}
+
+fn default_opt_out_words() -> Vec<String> {
+    vec!["STOP".to_owned()]
+}
+
+fn default_opt_in_words() -> Vec<String> {
+    vec!["START".to_owned()]
+}
+
+impl Default for ContactWords {
+    fn default() -> Self {
+        ContactWords { opt_out: default_opt_out_words(), opt_in: default_opt_in_words() }
+    }
 }
 
 impl Default for Settings {
@@ -195,6 +223,7 @@ impl Default for Settings {
             passivate_after_ms: 300_000,
             tick_ms: 1_000,
             session_queue: 4_096,
+            contact_words: ContactWords::default(),
         }
     }
 }
