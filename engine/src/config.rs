@@ -7,7 +7,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use actors::settings::{AgentSpec, DispositionSpec, FieldKind, Settings, SlaSpec, TeamSpec};
+use actors::settings::{AgentSpec, ContactWords, DispositionSpec, FieldKind, Settings, SlaSpec, TeamSpec};
 use serde::Deserialize;
 
 /// The default configuration, compiled in.
@@ -33,6 +33,10 @@ pub struct Config {
     pub dispositions: Vec<DispositionSpec>,
     #[serde(default)]
     pub audit: AuditConfig,
+    /// `[contacts]`: `opt_out_words` (default `["STOP"]`) and `opt_in_words`
+    /// (default `["START"]`), PROTOCOL §8.
+    #[serde(default)]
+    pub contacts: ContactWords,
 }
 
 /// `[audit]`: the audit log's signing key and how often it signs.
@@ -406,6 +410,21 @@ impl Config {
                 }
             }
         }
+        for (key, words) in
+            [("contacts.opt_out_words", &self.contacts.opt_out), ("contacts.opt_in_words", &self.contacts.opt_in)]
+        {
+            if words.is_empty() {
+                return fail(key, "needs at least one word".to_owned());
+            }
+            if words.iter().any(|word| word.trim().is_empty()) {
+                return fail(key, "a word must not be empty".to_owned());
+            }
+        }
+        if let Some(word) = self.contacts.opt_out.iter().find(|word| {
+            self.contacts.opt_in.iter().any(|other| other.trim().to_lowercase() == word.trim().to_lowercase())
+        }) {
+            return fail("contacts.opt_in_words", format!("{word:?} is an opt-out word too"));
+        }
         let mut field_keys = HashSet::new();
         for (index, field) in self.dispositions.iter().enumerate() {
             let key = |name: &str| format!("dispositions[{index}].{name}");
@@ -461,6 +480,7 @@ impl Config {
             passivate_after_ms: (self.engine.passivate_after_s * 1000) as i64,
             tick_ms: self.engine.tick_ms,
             session_queue: self.engine.session_queue,
+            contact_words: self.contacts.clone(),
         }
     }
 }
@@ -610,6 +630,28 @@ mod tests {
         let error = error_of(EMBEDDED_DEFAULT, &[("SWITCHBOARD_SERVER__WEBHOOK_BYTES_IN_FLIGHT", "1024")]);
         assert_eq!(error.key, "server.webhook_bytes_in_flight");
         assert!(error.problem.contains("webhook_max_body_bytes"), "{error}");
+    }
+
+    #[test]
+    fn contact_words_have_defaults_and_are_checked() {
+        let config = Config::load(None, env(&[])).unwrap();
+        assert_eq!(config.settings().contact_words, ContactWords::default());
+        assert_eq!(config.contacts.opt_out, ["STOP"]);
+        assert_eq!(config.contacts.opt_in, ["START"]);
+        let with = |section: &str| format!("{EMBEDDED_DEFAULT}\n[contacts]\n{section}\n");
+        let config =
+            Config::from_toml("test.toml", &with(r#"opt_out_words = ["STOP", "UNSUBSCRIBE"]"#), env(&[])).unwrap();
+        assert_eq!(config.settings().contact_words.opt_out, ["STOP", "UNSUBSCRIBE"]);
+        assert_eq!(config.settings().contact_words.opt_in, ["START"], "the other keeps its default");
+        for (section, key) in [
+            (r#"opt_out_words = []"#, "contacts.opt_out_words"),
+            (r#"opt_out_words = ["STOP", " "]"#, "contacts.opt_out_words"),
+            (r#"opt_in_words = [""]"#, "contacts.opt_in_words"),
+            (r#"opt_in_words = ["stop"]"#, "contacts.opt_in_words"),
+        ] {
+            assert_eq!(error_of(&with(section), &[]).key, key, "{section}");
+        }
+        assert!(error_of(&with(r#"stop_words = ["STOP"]"#), &[]).problem.contains("stop_words"));
     }
 
     #[test]
