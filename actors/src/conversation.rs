@@ -189,7 +189,25 @@ impl ConversationState {
         inbox_seq: Option<u64>,
     ) -> Result<IngestOutcome, ActorProcessingErr> {
         let new_conversation_id = self.open.is_none().then(|| self.shared.store.next_conversation_id());
-        let decision = self.decide(Input::MessageIn { ingest, inbox_seq, new_conversation_id })?;
+        // The contact's record is read when a conversation opens (routing
+        // looks at its owner, city, dealer and attributes, and a city named
+        // in the text may set its city) and for an opt-out or opt-in word;
+        // a later ordinary message reads and writes no contact. When the
+        // decision may change the record, contact updates are held until
+        // the commit, so a concurrent PATCH is not lost (see
+        // `Shared::contact_updates`).
+        let shared = self.shared.clone();
+        let opens = new_conversation_id.is_some();
+        let _contact_guard = match crate::decide::opt_word_of(&ingest, &shared.settings.contact_words) {
+            Some(_) => Some(shared.contact_updates.lock().await),
+            None if opens && shared.routing().may_set_contact_city() => Some(shared.contact_updates.lock().await),
+            None => None,
+        };
+        let contact = match (opens, &_contact_guard) {
+            (false, None) => None,
+            _ => self.shared.reader.contact(&ingest.contact_key)?.map(Box::new),
+        };
+        let decision = self.decide(Input::MessageIn { ingest, inbox_seq, new_conversation_id, contact })?;
         let opened = decision.opened;
         let Some(outcome) = self.commit_decision(decision).await? else {
             return Ok(IngestOutcome::Duplicate); // claimed meanwhile by the inbox path
@@ -210,6 +228,7 @@ impl ConversationState {
             policies: &self.shared.policies,
             dispositions: &self.shared.settings.dispositions,
             routing: &routing,
+            contact_words: &self.shared.settings.contact_words,
         };
         decide(current, input, self.now(), policy)
     }

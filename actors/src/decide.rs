@@ -17,12 +17,12 @@ use protocol::webhook::Status;
 use protocol::ws::{ServerFrame, SlaKind, SlaState, UnassignReason};
 use protocol::{ApiError, ErrorCode};
 use serde_json::{Map, Value, json};
-use storage::{Batch, ConversationRecord, IngestMessage, Op, SendIntent, StoredMessage, ThreadRecord};
+use storage::{Batch, ContactRecord, ConversationRecord, IngestMessage, Op, SendIntent, StoredMessage, ThreadRecord};
 
 use crate::deadlines::{self, Fired, Policies};
 use crate::routing::{self, ContactFacts, Facts, Routing, RoutingTable, Trigger};
 use crate::rules;
-use crate::settings::DispositionSpec;
+use crate::settings::{ContactWords, DispositionSpec};
 use crate::timers::DeadlineKind;
 
 /// What a decision reads: the thread and its open conversation as the actor
@@ -41,6 +41,8 @@ pub struct Policy<'a> {
     pub dispositions: &'a [DispositionSpec],
     /// Where conversations go (contract §7).
     pub routing: &'a RoutingTable,
+    /// The customer's opt-out and opt-in words (PROTOCOL §8).
+    pub contact_words: &'a ContactWords,
 }
 
 /// One thing that happened to the conversation, with what the actor read
@@ -51,7 +53,15 @@ pub enum Input {
     /// `None` for a webhook's message applied directly (the batch then
     /// claims its wamid). `new_conversation_id` is the id a conversation
     /// opened by it takes (the actor allocates one when none is open).
-    MessageIn { ingest: IngestMessage, inbox_seq: Option<u64>, new_conversation_id: Option<String> },
+    /// `contact` is the customer's contact record, which the actor reads
+    /// only when the text is an opt-out or opt-in word
+    /// ([`opt_word_of`]; `None` otherwise, and when there is none).
+    MessageIn {
+        ingest: IngestMessage,
+        inbox_seq: Option<u64>,
+        new_conversation_id: Option<String>,
+        contact: Option<Box<ContactRecord>>,
+    },
     /// Meta's status for an outbound message, from the inbox. `stored` is
     /// the message it is about (its index and record), when found.
     StatusIn { inbox_seq: u64, conversation_id: String, status: Box<Status>, stored: Option<(u32, Box<StoredMessage>)> },
@@ -115,6 +125,14 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// The contact record this decision writes, if it writes one.
+    fn contact_after(&self) -> Option<ContactRecord> {
+        self.writes.iter().rev().find_map(|op| match op {
+            Op::PutContact(contact) => Some(contact.as_ref().clone()),
+            _ => None,
+        })
+    }
+
     /// The writes then the events, as one batch: events come after any claim
     /// so that a refused claim skips them with the rest of the batch.
     pub fn into_batch(&mut self) -> Batch {
@@ -129,8 +147,15 @@ impl Decision {
 /// refusal (a field invalid or missing) is `Err` and changes nothing.
 pub fn decide(current: Current<'_>, input: Input, now: UnixMs, policy: Policy<'_>) -> Result<Decision, ApiError> {
     match input {
-        Input::MessageIn { ingest, inbox_seq, new_conversation_id } => {
-            Ok(message_in(current, ingest, inbox_seq, new_conversation_id, now, policy))
+        Input::MessageIn { ingest, inbox_seq, new_conversation_id, contact } => {
+            let opted_out = opt_word_of(&ingest, policy.contact_words);
+            let arrival = (ingest, inbox_seq, new_conversation_id);
+            let mut decision = message_in(current, arrival, contact.as_deref(), now, policy);
+            if let Some(opted_out) = opted_out {
+                let contact = decision.contact_after().or(contact.map(|contact| *contact));
+                opt_contact(&mut decision, contact.as_ref(), opted_out, now);
+            }
+            Ok(decision)
         }
         Input::StatusIn { inbox_seq, conversation_id, status, stored } => Ok(status_in(
             current,
@@ -159,6 +184,37 @@ pub fn decide(current: Current<'_>, input: Input, now: UnixMs, policy: Policy<'_
         Input::SetFields { by, fields } => set_fields(current, by, fields, now, policy),
         Input::Close { by, fields } => close(current, by, fields, now, policy),
     }
+}
+
+/// Whether a customer's message opts them out (`Some(true)`) or back in
+/// (`Some(false)`): a text message whose whole body, trimmed, is one of the
+/// words, in any case. The actor asks this to know when to read the
+/// contact's record for [`Input::MessageIn`].
+pub fn opt_word_of(ingest: &IngestMessage, words: &ContactWords) -> Option<bool> {
+    if ingest.message.kind != "text" {
+        return None;
+    }
+    crate::contacts::opt_change(&ingest.message.text.as_ref()?.body, words)
+}
+
+/// An opt-out or opt-in word: the contact's record (`contact`, as the actor
+/// read it) changes, with its `contact_updated` event, in the message's own
+/// batch (after its claim, so a duplicate skips them too). Nothing else
+/// changes: replies inside the window still go out.
+fn opt_contact(decision: &mut Decision, contact: Option<&ContactRecord>, opted_out: bool, now: UnixMs) {
+    let Some(record) = &decision.record else { return };
+    let conversation = &record.conversation;
+    let Some((after, change)) = crate::contacts::opt(contact, &conversation.contact.wa_id, opted_out, now) else {
+        return; // already so
+    };
+    decision.writes.push(Op::PutContact(Box::new(after)));
+    decision.events.push(crate::contacts::contact_event(
+        &conversation.contact.wa_id,
+        Some((&conversation.id, &conversation.phone_number_id)),
+        now,
+        Actor::Customer,
+        vec![change],
+    ));
 }
 
 /// An event about `record`'s conversation.
@@ -203,11 +259,25 @@ fn route_again(record: &mut ConversationRecord, trigger: Trigger, policy: Policy
     routing
 }
 
+/// What routing knows of a contact from its record (§8).
+pub fn contact_facts(contact: Option<&ContactRecord>) -> ContactFacts {
+    contact.map_or_else(ContactFacts::default, |contact| ContactFacts {
+        city: contact.city.clone(),
+        region: contact.region.clone(),
+        dealer: contact.dealer.clone(),
+        owner: contact.owner.clone(),
+        attributes: contact.attributes.clone(),
+    })
+}
+
+/// A customer's message: `arrival` is the message, its inbox entry (`None`
+/// when applied straight from the webhook) and the id a conversation it
+/// opens takes; `contact` the customer's record (read when a conversation
+/// opens, for routing).
 fn message_in(
     current: Current<'_>,
-    ingest: IngestMessage,
-    inbox_seq: Option<u64>,
-    new_conversation_id: Option<String>,
+    (ingest, inbox_seq, new_conversation_id): (IngestMessage, Option<u64>, Option<String>),
+    contact_record: Option<&ContactRecord>,
     now: UnixMs,
     policy: Policy<'_>,
 ) -> Decision {
@@ -234,7 +304,7 @@ fn message_in(
             let id = new_conversation_id.expect("the actor allocates an id when no conversation is open");
             thread.open_conversation = Some(id.clone());
             let source = protocol::rules::source_of(&message);
-            let no_contact = ContactFacts::default();
+            let known = contact_facts(contact_record);
             let text = message.text.as_ref().map(|text| text.body.as_str());
             let facts = Facts {
                 trigger: Trigger::Open,
@@ -242,7 +312,7 @@ fn message_in(
                 text,
                 interactive_id: interactive_id(&message),
                 source: &source,
-                contact: &no_contact,
+                contact: &known,
                 last_closer: thread.last_closed_by.as_deref(),
             };
             let routing = routing::route(&facts, policy.routing);
@@ -332,6 +402,27 @@ fn message_in(
         // The route of the first offer: the owner's when there is one.
         let route = routing.agent.as_ref().map_or(&routing.route, |choice| &choice.route);
         events.push(routed_event(&record, now, Actor::System, route));
+        // A city named in the text (`city_in_text`) becomes the contact's.
+        if let Some(city) = &routing.contact_city {
+            let wa_id = &record.conversation.contact.wa_id;
+            let mut after = contact_record.cloned().unwrap_or_else(|| ContactRecord::new(wa_id));
+            let change = FieldChange {
+                key: "city".into(),
+                old: after.city.clone().map_or(Value::Null, Value::String),
+                new: Value::String(city.clone()),
+            };
+            after.city = Some(city.clone());
+            after.updated_at = now;
+            decision.writes.push(Op::PutContact(Box::new(after)));
+            let conversation = (record.conversation.id.as_str(), record.conversation.phone_number_id.as_str());
+            decision.events.push(crate::contacts::contact_event(
+                wa_id,
+                Some(conversation),
+                now,
+                Actor::System,
+                vec![change],
+            ));
+        }
         decision.effects.push(Effect::Route(Box::new(routing)));
     }
     decision.thread = Some(thread);
@@ -969,6 +1060,8 @@ mod tests {
         dispositions: Vec<DispositionSpec>,
         thread: Option<ThreadRecord>,
         open: Option<ConversationRecord>,
+        contact: Option<ContactRecord>,
+        contact_words: ContactWords,
     }
 
     impl World {
@@ -995,12 +1088,19 @@ mod tests {
                 dispositions: vec![outcome],
                 thread: None,
                 open: None,
+                contact: None,
+                contact_words: ContactWords::default(),
             }
         }
 
         fn decide(&self, input: Input, now: UnixMs) -> Result<Decision, ApiError> {
             let current = Current { thread_key: THREAD_KEY, thread: self.thread.as_ref(), open: self.open.as_ref() };
-            let policy = Policy { policies: &self.policies, dispositions: &self.dispositions, routing: &self.routing };
+            let policy = Policy {
+                policies: &self.policies,
+                dispositions: &self.dispositions,
+                routing: &self.routing,
+                contact_words: &self.contact_words,
+            };
             decide(current, input, now, policy)
         }
 
@@ -1014,6 +1114,11 @@ mod tests {
                 self.open = decision.record_is_open.then_some(record);
             }
             let batch = decision.into_batch();
+            for op in &batch {
+                if let Op::PutContact(contact) = op {
+                    self.contact = Some(contact.as_ref().clone());
+                }
+            }
             decision.writes = batch;
             decision
         }
@@ -1033,7 +1138,9 @@ mod tests {
                 message: Box::new(serde_json::from_value(message).unwrap()),
             };
             let new_conversation_id = self.open.is_none().then(|| "cv000000000001".to_owned());
-            self.apply(Input::MessageIn { ingest, inbox_seq: None, new_conversation_id }, at)
+            // As the actor: the contact is read only for an opt word.
+            let contact = opt_word_of(&ingest, &self.contact_words).and(self.contact.clone()).map(Box::new);
+            self.apply(Input::MessageIn { ingest, inbox_seq: None, new_conversation_id, contact }, at)
         }
 
         fn assign(&mut self, agent: &str) {
@@ -1576,5 +1683,73 @@ mod tests {
         assert!(status_advances(Some(Read), Failed));
         assert!(!status_advances(Some(Failed), Read));
         assert!(!status_advances(Some(Failed), Failed));
+    }
+
+    fn contact_writes(decision: &Decision) -> Vec<&ContactRecord> {
+        decision
+            .writes
+            .iter()
+            .filter_map(|op| match op {
+                Op::PutContact(record) => Some(record.as_ref()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_opt_out_word_opts_the_contact_out_in_the_messages_batch_and_start_opts_back_in() {
+        let mut world = World::new();
+        let first = world.message_in("w1", "hello", T0, false);
+        assert!(contact_writes(&first).is_empty(), "an ordinary message writes no contact");
+        assert!(!actions(&first).contains(&"contact_updated"));
+
+        let stop = world.message_in("w2", "  stop \n", T0 + 1_000, false);
+        assert_eq!(contact_writes(&stop).len(), 1, "whole message, trimmed, any case");
+        let record = contact_writes(&stop)[0];
+        assert_eq!((record.wa_id.as_str(), record.opted_out, record.updated_at), ("15550001", true, T0 + 1_000));
+        assert!(
+            matches!(stop.writes.first(), Some(Op::ClaimInbound(_))),
+            "the claim comes first: a duplicate skips it"
+        );
+        assert_eq!(actions(&stop), ["message_in", "window_refreshed", "contact_updated"]);
+        let event = stop
+            .writes
+            .iter()
+            .find_map(|op| match op {
+                Op::Event(event) if event.body.action() == "contact_updated" => Some(event.as_ref()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(event.actor, Actor::Customer);
+        assert_eq!(event.contact.as_deref(), Some("15550001"));
+        assert_eq!(event.conversation_id.as_deref(), Some("cv000000000001"));
+        assert_eq!(
+            event.body,
+            EventBody::ContactUpdated {
+                changes: vec![FieldChange { key: "opted_out".into(), old: json!(false), new: json!(true) }]
+            }
+        );
+        assert!(world.open.is_some(), "the conversation goes on: replies are not blocked");
+
+        let again = world.message_in("w3", "STOP", T0 + 2_000, false);
+        assert!(contact_writes(&again).is_empty(), "already opted out: nothing to write");
+
+        world.contact.as_mut().unwrap().city = Some("Pune".into());
+        let start = world.message_in("w4", "START", T0 + 3_000, false);
+        let record = contact_writes(&start)[0];
+        assert!(!record.opted_out);
+        assert_eq!(record.city.as_deref(), Some("Pune"), "the rest of the record is kept");
+
+        let sentence = world.message_in("w5", "please stop calling", T0 + 4_000, false);
+        assert!(contact_writes(&sentence).is_empty(), "a word inside a sentence is not an opt-out");
+    }
+
+    #[test]
+    fn the_opt_words_come_from_the_policy() {
+        let mut world = World::new();
+        world.contact_words = ContactWords { opt_out: vec!["UNSUBSCRIBE".into()], opt_in: vec!["RESUME".into()] };
+        assert!(contact_writes(&world.message_in("w1", "stop", T0, false)).is_empty(), "not configured");
+        assert!(contact_writes(&world.message_in("w2", "Unsubscribe", T0 + 1, false))[0].opted_out);
+        assert!(!contact_writes(&world.message_in("w3", "resume", T0 + 2, false))[0].opted_out);
     }
 }

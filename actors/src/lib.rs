@@ -22,6 +22,7 @@
 
 pub mod agent;
 pub mod clock;
+pub mod contacts;
 pub mod conversation;
 pub mod deadlines;
 pub mod decide;
@@ -141,6 +142,11 @@ async fn recover_send_intents(shared: &Shared) -> Result<usize, StartError> {
     Ok(recovered)
 }
 
+fn contact_store_error(error: StorageError) -> ApiError {
+    tracing::warn!(%error, "a contact update could not be stored");
+    ApiError::unavailable("the contact cannot be changed right now; try again")
+}
+
 /// The running actor system.
 pub struct System {
     shared: Arc<Shared>,
@@ -199,6 +205,7 @@ impl System {
             routing: RwLock::new(Arc::new(routing)),
             directory: OnceLock::new(),
             stopping: Default::default(),
+            contact_updates: tokio::sync::Mutex::new(()),
         });
 
         let (manager, _) = Actor::spawn(None, ConversationManager, shared.clone()).await?;
@@ -429,6 +436,41 @@ impl System {
             .map_err(|error| ApiError::unavailable(format!("cannot record the login now: {error}")))?;
         ractor::call!(agent, |reply| AgentMsg::Attach { session, reply })
             .map_err(|_| ApiError::unavailable("the agent is restarting; reconnect"))
+    }
+
+    /// `PATCH /api/v1/contacts/{wa_id}` (PROTOCOL §8): a manager or admin
+    /// sets fields of a contact's record (creating it when nothing was set
+    /// yet). The body is validated whole first (`contacts::parse_patch`);
+    /// the new record and its `contact_updated` event are committed as one
+    /// batch, under `Shared::contact_updates` so that concurrent updates of
+    /// a contact are applied one after the other. Returns the record as it
+    /// is now (unchanged, and nothing written, when the body changes nothing).
+    pub async fn update_contact(
+        &self,
+        principal: &Principal,
+        wa_id: &str,
+        body: &serde_json::Value,
+    ) -> Result<storage::ContactRecord, ApiError> {
+        if !principal.role.sees_everything() {
+            return Err(ApiError::forbidden("only managers and admins change contacts"));
+        }
+        contacts::check_wa_id(wa_id)?;
+        let patch = contacts::parse_patch(body, &self.shared.settings.agents)?;
+        let _serialized = self.shared.contact_updates.lock().await;
+        let before = self.shared.reader.contact(wa_id).map_err(contact_store_error)?;
+        let now = self.shared.now();
+        let (after, changes) = contacts::apply_patch(before.as_ref(), wa_id, &patch, now)?;
+        if changes.is_empty() {
+            return Ok(after);
+        }
+        let actor = protocol::events::Actor::user(principal.agent_id.clone());
+        let event = contacts::contact_event(wa_id, None, now, actor, changes);
+        self.shared
+            .store
+            .commit(vec![Op::PutContact(Box::new(after.clone())), Op::Event(Box::new(event))])
+            .await
+            .map_err(contact_store_error)?;
+        Ok(after)
     }
 
     pub fn detach(&self, agent_id: &str, session_id: &str) {

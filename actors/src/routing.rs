@@ -452,6 +452,12 @@ impl RoutingTable {
         })
     }
 
+    /// Whether routing a new conversation may set its contact's city (a rule
+    /// has `city_in_text`): the contact is then updated with the decision.
+    pub fn may_set_contact_city(&self) -> bool {
+        self.rules.iter().any(|rule| rule.spec.city_in_text)
+    }
+
     /// The configuration this table was built from (`GET /api/v1/admin/routing`).
     pub fn spec(&self) -> &RoutingSpec {
         &self.spec

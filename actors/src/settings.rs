@@ -192,6 +192,34 @@ pub struct Settings {
     pub routing: crate::routing::RoutingSpec,
     /// `[[numbers]]`: the deployment's WhatsApp numbers and their default teams.
     pub numbers: Vec<crate::routing::NumberSpec>,
+    /// The words that opt a customer out of (and back into) broadcasts.
+    pub contact_words: ContactWords,
+}
+
+/// `[contacts]`: a customer whose whole text message, trimmed, is one of
+/// `opt_out` (compared case-insensitively) is opted out; one of `opt_in`
+/// opts them back in (PROTOCOL §8).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactWords {
+    #[serde(default = "default_opt_out_words", rename = "opt_out_words")]
+    pub opt_out: Vec<String>,
+    #[serde(default = "default_opt_in_words", rename = "opt_in_words")]
+    pub opt_in: Vec<String>,
+}
+
+fn default_opt_out_words() -> Vec<String> {
+    vec!["STOP".to_owned()]
+}
+
+fn default_opt_in_words() -> Vec<String> {
+    vec!["START".to_owned()]
+}
+
+impl Default for ContactWords {
+    fn default() -> Self {
+        ContactWords { opt_out: default_opt_out_words(), opt_in: default_opt_in_words() }
+    }
 }
 
 impl Default for Settings {
@@ -207,6 +235,7 @@ impl Default for Settings {
             session_queue: 4_096,
             routing: Default::default(),
             numbers: Vec::new(),
+            contact_words: ContactWords::default(),
         }
     }
 }

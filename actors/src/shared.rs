@@ -45,6 +45,14 @@ pub struct Shared {
     /// Set when shutdown begins: deadlines still queued are dropped (a start
     /// arms every open conversation's deadlines again from the store).
     pub(crate) stopping: std::sync::atomic::AtomicBool,
+    /// Held by whoever reads a contact's record to write it again (a
+    /// `PATCH`, an opt-out word in a conversation actor) from the read
+    /// until the commit returns, so two updates of one contact cannot both
+    /// start from the same record and lose one. One mutex for every
+    /// contact: updates are rare (people and opt-out words), and a commit
+    /// takes a few milliseconds. The one lock held across a commit: the
+    /// writer never takes it, so it cannot wait on itself.
+    pub contact_updates: tokio::sync::Mutex<()>,
 }
 
 impl Shared {

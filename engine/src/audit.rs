@@ -675,6 +675,33 @@ mod tests {
     }
 
     #[test]
+    fn a_contact_update_is_filed_under_its_contact_and_the_user() {
+        let changes = vec![
+            protocol::events::FieldChange { key: "city".into(), old: Value::Null, new: json!("Pune") },
+            protocol::events::FieldChange { key: "attributes.score".into(), old: json!(3), new: json!(4.5) },
+        ];
+        let mut patched = entry_content(&event(Actor::user("boss"), EventBody::ContactUpdated { changes }));
+        // A PATCH is about the contact, in no conversation.
+        patched.conversation_id = None;
+        assert_eq!(patched.action, "contact_updated");
+        assert_eq!(index_keys(&patched), vec!["c:919800000001", "a:boss"]);
+        assert_eq!(patched.data["changes"][1], json!({"key": "attributes.score", "old": 3, "new": 4.5}));
+        let built = ChainHead::empty().append(patched).unwrap();
+        assert_eq!(built.entry.action, "contact_updated", "the entry hashes and chains");
+        let opted = entry_content(&event(
+            Actor::Customer,
+            EventBody::ContactUpdated {
+                changes: vec![protocol::events::FieldChange {
+                    key: "opted_out".into(),
+                    old: json!(false),
+                    new: json!(true),
+                }],
+            },
+        ));
+        assert_eq!(index_keys(&opted), vec!["c:919800000001"], "the customer is no agent");
+    }
+
+    #[test]
     fn the_line_is_the_canonical_entry_with_its_hash() {
         let mut fields = Map::new();
         fields.insert("amount".into(), json!(4.50));

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use actors::routing::{NumberSpec, RoutingSpec};
-use actors::settings::{AgentSpec, DispositionSpec, FieldKind, Settings, SlaSpec, TeamSpec};
+use actors::settings::{AgentSpec, ContactWords, DispositionSpec, FieldKind, Settings, SlaSpec, TeamSpec};
 use serde::Deserialize;
 
 /// The default configuration, compiled in.
@@ -38,6 +38,10 @@ pub struct Config {
     pub routing: RoutingSpec,
     #[serde(default)]
     pub numbers: Vec<NumberSpec>,
+    /// `[contacts]`: `opt_out_words` (default `["STOP"]`) and `opt_in_words`
+    /// (default `["START"]`), PROTOCOL §8.
+    #[serde(default)]
+    pub contacts: ContactWords,
 }
 
 /// `[audit]`: the audit log's signing key and how often it signs.
@@ -414,6 +418,21 @@ impl Config {
         if let Err(error) = self.settings().routing_table() {
             return fail(&format!("{}.{}", error.place, error.field), error.problem);
         }
+        for (key, words) in
+            [("contacts.opt_out_words", &self.contacts.opt_out), ("contacts.opt_in_words", &self.contacts.opt_in)]
+        {
+            if words.is_empty() {
+                return fail(key, "needs at least one word".to_owned());
+            }
+            if words.iter().any(|word| word.trim().is_empty()) {
+                return fail(key, "a word must not be empty".to_owned());
+            }
+        }
+        if let Some(word) = self.contacts.opt_out.iter().find(|word| {
+            self.contacts.opt_in.iter().any(|other| other.trim().to_lowercase() == word.trim().to_lowercase())
+        }) {
+            return fail("contacts.opt_in_words", format!("{word:?} is an opt-out word too"));
+        }
         let mut field_keys = HashSet::new();
         for (index, field) in self.dispositions.iter().enumerate() {
             let key = |name: &str| format!("dispositions[{index}].{name}");
@@ -471,6 +490,7 @@ impl Config {
             session_queue: self.engine.session_queue,
             routing: self.routing.clone(),
             numbers: self.numbers.clone(),
+            contact_words: self.contacts.clone(),
         }
     }
 }
@@ -680,6 +700,28 @@ mod tests {
         let error = error_of(EMBEDDED_DEFAULT, &[("SWITCHBOARD_SERVER__WEBHOOK_BYTES_IN_FLIGHT", "1024")]);
         assert_eq!(error.key, "server.webhook_bytes_in_flight");
         assert!(error.problem.contains("webhook_max_body_bytes"), "{error}");
+    }
+
+    #[test]
+    fn contact_words_have_defaults_and_are_checked() {
+        let config = Config::load(None, env(&[])).unwrap();
+        assert_eq!(config.settings().contact_words, ContactWords::default());
+        assert_eq!(config.contacts.opt_out, ["STOP"]);
+        assert_eq!(config.contacts.opt_in, ["START"]);
+        let with = |section: &str| format!("{EMBEDDED_DEFAULT}\n[contacts]\n{section}\n");
+        let config =
+            Config::from_toml("test.toml", &with(r#"opt_out_words = ["STOP", "UNSUBSCRIBE"]"#), env(&[])).unwrap();
+        assert_eq!(config.settings().contact_words.opt_out, ["STOP", "UNSUBSCRIBE"]);
+        assert_eq!(config.settings().contact_words.opt_in, ["START"], "the other keeps its default");
+        for (section, key) in [
+            (r#"opt_out_words = []"#, "contacts.opt_out_words"),
+            (r#"opt_out_words = ["STOP", " "]"#, "contacts.opt_out_words"),
+            (r#"opt_in_words = [""]"#, "contacts.opt_in_words"),
+            (r#"opt_in_words = ["stop"]"#, "contacts.opt_in_words"),
+        ] {
+            assert_eq!(error_of(&with(section), &[]).key, key, "{section}");
+        }
+        assert!(error_of(&with(r#"stop_words = ["STOP"]"#), &[]).problem.contains("stop_words"));
     }
 
     #[test]

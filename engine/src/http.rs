@@ -34,6 +34,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/conversations", get(list_conversations))
         .route("/api/v1/conversations/{id}", get(get_conversation))
         .route("/api/v1/conversations/{id}/{action}", post(conversation_action))
+        .merge(crate::contacts_http::routes())
         .route("/api/v1/workload", get(workload))
         .merge(crate::audit_http::routes())
         .route("/", get(|| async { Html(include_str!("../assets/dashboard.html")) }))
@@ -117,7 +118,7 @@ fn content_length(headers: &HeaderMap) -> Option<usize> {
 
 /// Reads a whole body of at most `limit` bytes within the body read timeout.
 /// A `Content-Length` above the limit is refused before anything is read.
-async fn read_body(
+pub(crate) async fn read_body(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
@@ -416,8 +417,16 @@ async fn get_conversation(State(state): State<Arc<AppState>>, headers: HeaderMap
             return Err(ApiError::forbidden(format!("conversation {id} is not assigned to you")));
         }
         let messages = system.reader().messages_counted(&id, record.message_count).map_err(store_error)?;
+        let contact = system.reader().contact(&record.conversation.contact.wa_id).map_err(store_error)?;
         let mut conversation = record.conversation;
         conversation.messages = Some(messages.into_iter().map(|stored| stored.message).collect());
+        let Some(contact) = contact else { return Ok(Json(conversation).into_response()) };
+        // The contact's record (PROTOCOL §8) on its `contact` object.
+        let mut conversation = serde_json::to_value(conversation).map_err(|error| {
+            tracing::error!(%error, "a conversation could not be encoded");
+            ApiError::unavailable("the conversation could not be shown; try again")
+        })?;
+        crate::contacts_http::add_to_conversation(&mut conversation, &contact);
         Ok(Json(conversation).into_response())
     })();
     result.unwrap_or_else(error_response)

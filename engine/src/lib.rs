@@ -1,5 +1,5 @@
 //! The `switchboard` binary's library: everything that touches the outside
-//! world. HTTP and WebSocket ([`http`], [`ws`]), the Graph API client
+//! world. HTTP and WebSocket ([`http`], [`ws`]; contacts in [`contacts_http`]), the Graph API client
 //! ([`graph`]), configuration ([`config`]), start and shutdown ([`server`]),
 //! the HTTP/1 accept loop with its timeouts ([`serve`]),
 //! and the demo ([`demo`]), which runs the engine beside the simulated Meta,
@@ -17,6 +17,7 @@ pub mod audit_http;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod contacts_http;
 pub mod demo;
 pub mod graph;
 pub mod http;

@@ -177,6 +177,14 @@ pub enum EventBody {
     Login {
         role: Role,
     },
+    /// A contact's record changed (PROTOCOL §8): by a user's `PATCH`, or by
+    /// the customer writing an opt-out or opt-in word. Keys are the
+    /// record's fields (`name`, `city`, `region`, `dealer`, `owner`,
+    /// `opted_out`) and `attributes.<key>`; `old`/`new` are `null` when
+    /// unset or cleared. The event's `contact` names the contact.
+    ContactUpdated {
+        changes: Vec<FieldChange>,
+    },
 }
 
 impl EventBody {
@@ -200,6 +208,7 @@ impl EventBody {
             EventBody::WindowClosed { .. } => "window_closed",
             EventBody::ConfigurationChanged { .. } => "configuration_changed",
             EventBody::Login { .. } => "login",
+            EventBody::ContactUpdated { .. } => "contact_updated",
         }
     }
 }
@@ -221,6 +230,13 @@ mod tests {
             EventBody::SlaBreach { clock: SlaKind::FirstResponse, due: 5 },
             EventBody::WindowClosed { window: Window::FreeEntry },
             EventBody::Login { role: Role::Manager },
+            EventBody::ContactUpdated {
+                changes: vec![
+                    FieldChange { key: "city".into(), old: Value::Null, new: json!("Pune") },
+                    FieldChange { key: "attributes.score".into(), old: json!(3), new: json!(4.5) },
+                    FieldChange { key: "opted_out".into(), old: json!(false), new: json!(true) },
+                ],
+            },
         ];
         for body in bodies {
             let value = serde_json::to_value(&body).unwrap();

@@ -45,9 +45,10 @@ pub enum TableId {
     AuditNodes = 18,
     AuditIndex = 19,
     AuditCheckpoints = 20,
+    Contacts = 21,
 }
 
-const TABLES: [TableId; 21] = [
+const TABLES: [TableId; 22] = [
     TableId::Counters,
     TableId::Inbox,
     TableId::InboundIds,
@@ -69,6 +70,7 @@ const TABLES: [TableId; 21] = [
     TableId::AuditNodes,
     TableId::AuditIndex,
     TableId::AuditCheckpoints,
+    TableId::Contacts,
 ];
 
 impl TableId {
@@ -602,6 +604,7 @@ pub(crate) fn read_point(txn: &ReadTransaction, table: TableId, key: &Key) -> Re
         (TableId::Threads, _) => str_table(txn, THREADS, key),
         (TableId::Agents, _) => str_table(txn, AGENTS, key),
         (TableId::SendIntents, _) => str_table(txn, SEND_INTENTS, key),
+        (TableId::Contacts, _) => str_table(txn, CONTACTS, key),
         (TableId::Cursors, _) => counter_table(txn, CURSORS, key),
         (TableId::Events, _) => seq_table(txn, EVENTS, key),
         (TableId::AuditEntries, _) => seq_table(txn, AUDIT_ENTRIES, key),
@@ -689,6 +692,7 @@ pub(crate) fn materialize<'a>(txn: &WriteTransaction, writes: impl IntoIterator<
     let mut audit_nodes = txn.open_table(AUDIT_NODES).map_err(db_error)?;
     let mut audit_index = txn.open_table(AUDIT_INDEX).map_err(db_error)?;
     let mut audit_checkpoints = txn.open_table(AUDIT_CHECKPOINTS).map_err(db_error)?;
+    let mut contacts = txn.open_table(CONTACTS).map_err(db_error)?;
     for write in writes {
         let key = &write.key;
         let value = write.value.as_deref();
@@ -717,6 +721,7 @@ pub(crate) fn materialize<'a>(txn: &WriteTransaction, writes: impl IntoIterator<
             (TableId::Threads, _) => apply!(threads, str_key(key)?, bytes),
             (TableId::Agents, _) => apply!(agents, str_key(key)?, bytes),
             (TableId::SendIntents, _) => apply!(send_intents, str_key(key)?, bytes),
+            (TableId::Contacts, _) => apply!(contacts, str_key(key)?, bytes),
             (TableId::Events, _) => apply!(events, u64_key(key)?, bytes),
             (TableId::Cursors, _) => apply!(cursors, str_key(key)?, u64_value),
             (TableId::AuditEntries, _) => apply!(audit_entries, u64_key(key)?, bytes),

@@ -43,8 +43,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use io::IoFaults;
-pub use read::ConversationFilter;
 pub use read::Reader;
+pub use read::{ContactConversation, ConversationFilter};
 pub use records::*;
 pub use writer::{
     Batch, CommitOutcome, EventSink, IngestOutcome, NullSink, Op, Published, conversation_id, conversation_number,

@@ -19,8 +19,8 @@ use crate::io::Db;
 use crate::records::{decode, decode_json};
 use crate::tables::*;
 use crate::{
-    AgentRecord, ConversationRecord, InboxEntry, MessageLocation, OpenEntry, Result, SendIntents, StoredMessage,
-    ThreadRecord, db_error,
+    AgentRecord, ContactRecord, ConversationRecord, InboxEntry, MessageLocation, OpenEntry, Result, SendIntents,
+    StoredMessage, ThreadRecord, db_error,
 };
 
 /// An open conversation an agent holds, with its messages.
@@ -45,6 +45,24 @@ pub struct ConversationFilter {
     pub contact: Option<String>,
     pub before: Option<String>,
     pub limit: usize,
+}
+
+/// One conversation of a contact ([`Reader::contact_conversations`]).
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+pub struct ContactConversation {
+    pub id: String,
+    /// The contact as this conversation shows it (its WhatsApp profile name).
+    pub contact: protocol::model::Contact,
+    pub phone_number_id: String,
+    pub status: protocol::model::ConversationStatus,
+    #[serde(default)]
+    pub agent: Option<String>,
+}
+
+/// A [`ConversationRecord`] decoded only as far as [`ContactConversation`].
+#[derive(serde::Deserialize)]
+struct LightRecord {
+    conversation: ContactConversation,
 }
 
 impl Reader {
@@ -146,6 +164,33 @@ impl Reader {
 
     pub fn thread(&self, key: &str) -> Result<Option<ThreadRecord>> {
         self.point_decoded(TableId::Threads, Key::Str(key.to_owned()))
+    }
+
+    /// A contact's record (PROTOCOL §8), `None` when nothing was ever set
+    /// on it. A point read: it sees an acknowledged `PATCH` at once.
+    pub fn contact(&self, wa_id: &str) -> Result<Option<ContactRecord>> {
+        self.point_decoded(TableId::Contacts, Key::Str(wa_id.to_owned()))
+    }
+
+    /// The contact's conversations on every number, newest first, with
+    /// what `GET /api/v1/contacts/{wa_id}` needs of each. A range read.
+    /// Cost: a scan of the whole `conversations` table (each record decoded
+    /// only as far as its id, contact, status and agent), as
+    /// `GET /api/v1/conversations?contact=` does: no index of conversations
+    /// by contact exists (a thread knows only its open conversation), and
+    /// keeping one would add a write to every conversation's opening.
+    pub fn contact_conversations(&self, wa_id: &str) -> Result<Vec<ContactConversation>> {
+        let txn = self.txn()?;
+        let table = txn.open_table(CONVERSATIONS).map_err(db_error)?;
+        let mut found = Vec::new();
+        for row in table.iter().map_err(db_error)?.rev() {
+            let (_, bytes) = row.map_err(db_error)?;
+            let light: LightRecord = decode(bytes.value())?;
+            if light.conversation.contact.wa_id == wa_id {
+                found.push(light.conversation);
+            }
+        }
+        Ok(found)
     }
 
     pub fn agent(&self, agent_id: &str) -> Result<AgentRecord> {

@@ -151,6 +151,46 @@ pub struct ThreadRecord {
     pub last_inbox_seq: u64,
 }
 
+/// What PROTOCOL §8 sets on a contact (one customer, every business
+/// number), kept in [`crate::tables::CONTACTS`] under its `wa_id`. A contact
+/// without a record has every field unset and is not opted out; its name
+/// then is the profile name of its latest conversation (the caller
+/// composes that). Written only by a `PATCH`, an opt-out or opt-in word
+/// and routing (never by an ordinary message), always with a
+/// `contact_updated` event in the same batch.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContactRecord {
+    pub wa_id: String,
+    /// Set by a user; `None`: the customer's WhatsApp profile name shows.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub city: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub dealer: Option<String>,
+    /// The agent (by id) who owns the contact (PROTOCOL §7 "Dedicated owner").
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Free-form string, number or bool values, by key.
+    #[serde(default)]
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+    /// The customer wrote an opt-out word (broadcasts skip them).
+    #[serde(default)]
+    pub opted_out: bool,
+    /// When the record was last written.
+    #[serde(default)]
+    pub updated_at: UnixMs,
+}
+
+impl ContactRecord {
+    /// A contact with nothing set.
+    pub fn new(wa_id: impl Into<String>) -> Self {
+        ContactRecord { wa_id: wa_id.into(), ..ContactRecord::default() }
+    }
+}
+
 /// An agent's record. Its latest event `seq` is not kept here (it was until
 /// format v6, rewritten with every event): it is the last key of its
 /// events ([`crate::Reader::agent_last_seq`]); the writer keeps it in memory.

@@ -61,6 +61,10 @@ pub const AUDIT_NODES: TableDefinition<u64, &[u8]> = TableDefinition::new("audit
 pub const AUDIT_INDEX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("audit_index");
 /// tree size → JSON signed checkpoint, one per size ever signed.
 pub const AUDIT_CHECKPOINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_checkpoints");
+/// wa_id → MessagePack [`crate::ContactRecord`] (format v8): what
+/// PROTOCOL §8 sets on a contact. Written only by a `PATCH`, an opt-out or
+/// opt-in word and routing, never by an ordinary message; read by key.
+pub const CONTACTS: TableDefinition<&str, &[u8]> = TableDefinition::new("contacts");
 
 pub(crate) fn create_all(db: &Database) -> Result<()> {
     let mut txn = db.begin_write().map_err(db_error)?;
@@ -88,6 +92,7 @@ pub(crate) fn create_all(db: &Database) -> Result<()> {
     txn.open_table(AUDIT_NODES).map_err(db_error)?;
     txn.open_table(AUDIT_INDEX).map_err(db_error)?;
     txn.open_table(AUDIT_CHECKPOINTS).map_err(db_error)?;
+    txn.open_table(CONTACTS).map_err(db_error)?;
     migrate_open_index_v2(&txn)?;
     txn.commit().map_err(db_error)?;
     Ok(())

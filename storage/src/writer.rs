@@ -133,6 +133,11 @@ pub enum Op {
         tree_size: u64,
         checkpoint: Vec<u8>,
     },
+    /// Replaces a contact's record (key: its `wa_id`). Callers commit its
+    /// `contact_updated` event ([`Op::Event`]) in the same batch, and
+    /// serialize their read-modify-writes of one contact (the store keeps
+    /// the last record it is given).
+    PutContact(Box<crate::ContactRecord>),
 }
 
 pub type Batch = Vec<Op>;
@@ -934,6 +939,9 @@ impl<'a> GroupState<'a> {
                     let key = Key::U64(crate::audit::node_key(node.level, node.index));
                     self.view.put(TableId::AuditNodes, key, node.hash.to_vec());
                 }
+            }
+            Op::PutContact(record) => {
+                self.view.put(TableId::Contacts, text(&record.wa_id), encode(record.as_ref())?);
             }
             Op::AuditCheckpoint { tree_size, checkpoint } => {
                 self.view.put(TableId::AuditCheckpoints, Key::U64(*tree_size), checkpoint.clone());

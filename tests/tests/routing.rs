@@ -123,6 +123,16 @@ id = "by_city"
 number = "{SALES_LINE}"
 city_in_text = true
 to_city_team = true
+
+[[routing.rules]]
+id = "dealers"
+to_dealer_team = true
+
+[[routing.rules]]
+id = "gold"
+contact = {{ tier = "gold" }}
+to_team = "pune"
+owner_first = false
 "#,
         secret = switchboard_tests::APP_SECRET,
     )
@@ -337,5 +347,86 @@ async fn a_rule_that_names_an_unknown_team_stops_the_start_with_its_rule_and_fie
         Config::from_toml("routing.toml", &text, std::iter::empty()).err().ok_or_else(|| anyhow!("accepted"))?;
     let message = error.to_string();
     assert!(message.contains("routing.rules[4] (pune_ad).to_team") && message.contains("\"nowhere\""), "{message}");
+    Ok(())
+}
+
+async fn patch_contact(harness: &Harness, wa_id: &str, body: Value) -> Result<Value> {
+    let response = harness
+        .http
+        .patch(format!("{}/api/v1/contacts/{wa_id}", harness.base_url()))
+        .bearer_auth(MANAGER_TOKEN)
+        .json(&body)
+        .send()
+        .await?;
+    anyhow::ensure!(response.status() == 200, "PATCH answered {}", response.status());
+    Ok(response.json().await?)
+}
+
+#[tokio::test]
+async fn contacts_route_by_owner_dealer_and_attributes_and_a_named_city_is_kept() -> Result<()> {
+    let harness = start().await?;
+    let s1 = online(&harness, "s1").await?;
+    let mut vip = online(&harness, "vip").await?;
+    let mut pu1 = online(&harness, "pu1").await?;
+    let mut mu1 = online(&harness, "mu1").await?;
+
+    // A dedicated owner set through the contacts API gets the contact's conversations.
+    patch_contact(&harness, "919800000201", json!({"owner": "vip"})).await?;
+    let (conversation, route) =
+        routed_to(&harness, &mut vip, message_webhook(SALES_LINE, "919800000201", "wamid.c1", text("hello"))).await?;
+    assert_eq!((conversation["agent"].as_str(), route), (Some("vip"), json!({"reason": "owner"})));
+    // A dealer's customer goes to the dealer's team.
+    patch_contact(&harness, "919800000202", json!({"dealer": "d042"})).await?;
+    let (conversation, route) =
+        routed_to(&harness, &mut mu1, message_webhook(SALES_LINE, "919800000202", "wamid.c2", text("hello"))).await?;
+    assert_eq!((conversation["team"].as_str(), route), (Some("mumbai"), json!({"reason": "rule", "rule": "dealers"})));
+    // A free-form attribute; `owner_first = false` passes the owner by.
+    patch_contact(&harness, "919800000203", json!({"owner": "s1", "attributes": {"tier": "Gold"}})).await?;
+    let (conversation, route) =
+        routed_to(&harness, &mut pu1, message_webhook(SALES_LINE, "919800000203", "wamid.c3", text("hello"))).await?;
+    assert_eq!((conversation["team"].as_str(), route), (Some("pune"), json!({"reason": "rule", "rule": "gold"})));
+    // A city named in the first message becomes the contact's city, audited.
+    let (_, route) = routed_to(
+        &harness,
+        &mut pu1,
+        message_webhook(SALES_LINE, "919800000204", "wamid.c4", text("any offers in pimpri chinchwad?")),
+    )
+    .await?;
+    assert_eq!(route, json!({"reason": "rule", "rule": "by_city"}));
+    let (status, contact) = harness.get("/api/v1/contacts/919800000204", MANAGER_TOKEN).await?;
+    assert_eq!((status, contact["city"].as_str()), (200, Some("Pimpri Chinchwad")), "{contact}");
+    let trail = harness
+        .http
+        .get(format!("{}/api/v1/audit?contact=919800000204", harness.base_url()))
+        .bearer_auth(MANAGER_TOKEN)
+        .send()
+        .await?
+        .text()
+        .await?;
+    let updated = trail
+        .lines()
+        .map(serde_json::from_str::<Value>)
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .find(|entry| entry["action"] == "contact_updated")
+        .ok_or_else(|| anyhow!("no contact_updated entry in {trail}"))?;
+    assert_eq!(updated["actor"], "system");
+    assert_eq!(updated["data"]["changes"][0], json!({"key": "city", "old": null, "new": "Pimpri Chinchwad"}));
+    // The next conversation of that contact goes by the stored city, with no city in the text.
+    let first = harness.get("/api/v1/conversations?contact=919800000204", MANAGER_TOKEN).await?.1;
+    let id = first["conversations"][0]["id"].as_str().or_else(|| first[0]["id"].as_str()).map(str::to_owned);
+    let id = id.ok_or_else(|| anyhow!("no conversation in {first}"))?;
+    let answer =
+        pu1.request(json!({"type": "close", "conversation_id": id, "fields": {"outcome": "follow_up"}})).await?;
+    assert_eq!(answer["type"], "ok", "{answer}");
+    let (_, route) =
+        routed_to(&harness, &mut pu1, message_webhook(SALES_LINE, "919800000204", "wamid.c5", text("hello again")))
+            .await?;
+    assert_eq!(route, json!({"reason": "returning", "rule": "by_city"}));
+
+    for client in [s1, vip, pu1, mu1] {
+        client.close().await;
+    }
+    harness.shutdown().await;
     Ok(())
 }
