@@ -37,10 +37,14 @@ pub struct AgentArgs {
     pub windows: HashMap<String, Option<UnixMs>>,
     /// First-response breaches today (UTC) found in the store at start.
     pub frt_breaches_today: u32,
+    /// When it was last given a conversation (from the event log; 0: never).
+    pub last_assigned_at: UnixMs,
 }
 
 pub struct AgentState {
     spec: AgentSpec,
+    /// Its working hours (`shift`): outside them it is given nothing new.
+    shift: crate::hours::Schedule,
     shared: Arc<Shared>,
     status: AgentStatus,
     sessions: Vec<SessionHandle>,
@@ -48,7 +52,10 @@ pub struct AgentState {
     reserved: HashSet<String>,
     /// When the grace period after the last session closed runs out.
     grace_until: Option<UnixMs>,
-    last_announced: Option<(u32, u32)>,
+    last_announced: Option<(u32, u32, UnixMs)>,
+    /// When it was last given a conversation: `least_loaded`'s tie-break
+    /// ("longest since last assignment") across all its teams.
+    last_assigned_at: UnixMs,
     /// Service windows of held conversations, kept current from the agent's events.
     windows: HashMap<String, Option<UnixMs>>,
     /// First-response breaches of the latest day one was counted.
@@ -107,7 +114,16 @@ impl Actor for AgentActor {
         let grace_until = (!args.open.is_empty() || args.status != AgentStatus::Offline)
             .then(|| args.shared.now() + args.shared.settings.presence_grace_ms);
         let today = crate::deadlines::utc_day_of(args.shared.now());
+        // The configuration was checked at start; an unreadable shift (never,
+        // then) would only keep the agent available.
+        let shift = args
+            .spec
+            .shift
+            .as_ref()
+            .and_then(|shift| crate::hours::Schedule::parse(shift).ok())
+            .unwrap_or_else(crate::hours::Schedule::always);
         Ok(AgentState {
+            shift,
             spec: args.spec,
             shared: args.shared,
             status: args.status,
@@ -116,6 +132,7 @@ impl Actor for AgentActor {
             reserved: HashSet::new(),
             grace_until,
             last_announced: None,
+            last_assigned_at: args.last_assigned_at,
             frt_breaches: DailyBreaches { day: today, count: args.frt_breaches_today },
             windows: args.windows,
         })
@@ -179,6 +196,7 @@ impl Actor for AgentActor {
             AgentMsg::Confirm { conversation_id, thread_key } => {
                 state.reserved.remove(&conversation_id);
                 state.open.insert(conversation_id, thread_key);
+                state.last_assigned_at = state.shared.now();
             }
             AgentMsg::Cancel { conversation_id } => {
                 state.reserved.remove(&conversation_id);
@@ -272,8 +290,13 @@ impl AgentState {
         self.frt_breaches.on(crate::deadlines::utc_day_of(self.shared.now()))
     }
 
+    /// Online, a session open, inside its shift, some capacity (contract §7):
+    /// a shift's start or end is announced by the next housekeeping tick.
     fn eligible(&self) -> bool {
-        self.status == AgentStatus::Online && !self.sessions.is_empty() && self.spec.effective_capacity() > 0
+        self.status == AgentStatus::Online
+            && !self.sessions.is_empty()
+            && self.spec.effective_capacity() > 0
+            && (self.spec.shift.is_none() || self.shift.is_open(self.shared.now()))
     }
 
     fn load(&self) -> u32 {
@@ -289,7 +312,7 @@ impl AgentState {
 
     /// Tells the agent's teams how many slots it has free, when that changed.
     fn announce(&mut self) {
-        let now = (self.free_slots(), self.load());
+        let now = (self.free_slots(), self.load(), self.last_assigned_at);
         if self.last_announced == Some(now) {
             return;
         }
@@ -297,7 +320,12 @@ impl AgentState {
         let directory = self.shared.directory();
         for team in &self.spec.teams {
             if let Some(team) = directory.team(team) {
-                let _ = team.cast(TeamMsg::Availability { agent_id: self.spec.id.clone(), free: now.0, load: now.1 });
+                let _ = team.cast(TeamMsg::Availability {
+                    agent_id: self.spec.id.clone(),
+                    free: now.0,
+                    load: now.1,
+                    last_assigned_at: now.2,
+                });
             }
         }
     }

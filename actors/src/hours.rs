@@ -135,6 +135,11 @@ impl Schedule {
         UnixMs::MAX
     }
 
+    /// Whether `at` is inside business hours.
+    pub fn is_open(&self, at: UnixMs) -> bool {
+        self.between(at, at.saturating_add(1)) > 0
+    }
+
     /// Business time between `from` and `to` (0 when `to <= from`).
     pub fn between(&self, from: UnixMs, to: UnixMs) -> i64 {
         if to <= from {

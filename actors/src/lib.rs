@@ -212,7 +212,8 @@ impl System {
         let _ = manager_slot.set(manager.clone());
         let (root, _) = Actor::spawn(None, RootSupervisor, shared.clone()).await?;
         let mut held = AgentRecovery::group(&open, deadlines::utc_day_of(shared.now()));
-        let router = spawn_child(&root, Child::Router, &shared, &mut held).await?;
+        let history = AssignmentHistory::scan(&shared)?;
+        let router = spawn_child(&root, Child::Router, &shared, &mut held, &history).await?;
         let Spawned::Router(router) = router else { unreachable!("asked for a router") };
         let directory = Directory {
             manager: manager.clone(),
@@ -221,12 +222,16 @@ impl System {
             teams: DashMap::new(),
         };
         for spec in &settings.teams {
-            if let Spawned::Team(team) = spawn_child(&root, Child::Team(spec.clone()), &shared, &mut held).await? {
+            if let Spawned::Team(team) =
+                spawn_child(&root, Child::Team(spec.clone()), &shared, &mut held, &history).await?
+            {
                 directory.teams.insert(spec.id.clone(), team);
             }
         }
         for spec in &settings.agents {
-            if let Spawned::Agent(agent) = spawn_child(&root, Child::Agent(spec.clone()), &shared, &mut held).await? {
+            if let Spawned::Agent(agent) =
+                spawn_child(&root, Child::Agent(spec.clone()), &shared, &mut held, &history).await?
+            {
                 directory.agents.insert(spec.id.clone(), agent);
             }
         }
@@ -637,6 +642,39 @@ impl AgentRecovery {
 }
 
 /// The long-lived actors the root supervisor restarts.
+/// Who was given a conversation last, which the store keeps no record of:
+/// each team's last agent (`round_robin` goes on after it) and each agent's
+/// last assignment time (`least_loaded`'s tie-break), read from the event
+/// log's `assigned` events, newest first, until every configured team and
+/// agent is found or [`AssignmentHistory::SCAN_LIMIT`] events were read.
+#[derive(Debug, Default)]
+struct AssignmentHistory {
+    team_last: HashMap<String, String>,
+    agent_last: HashMap<String, protocol::time::UnixMs>,
+}
+
+impl AssignmentHistory {
+    /// Bounds a start's look back: an agent last assigned further back
+    /// counts as never assigned, which only orders it first among ties.
+    const SCAN_LIMIT: usize = 50_000;
+
+    fn scan(shared: &Shared) -> Result<AssignmentHistory, StorageError> {
+        let mut history = AssignmentHistory::default();
+        let teams = shared.settings.teams.len();
+        let agents = shared.settings.agents.iter().filter(|agent| agent.effective_capacity() > 0).count();
+        shared.reader.events_newest_first(Self::SCAN_LIMIT, |_, event| {
+            if let protocol::events::EventBody::Assigned { agent_id, team_id, .. } = &event.body {
+                history.agent_last.entry(agent_id.clone()).or_insert(event.at);
+                if let Some(team) = team_id {
+                    history.team_last.entry(team.clone()).or_insert_with(|| agent_id.clone());
+                }
+            }
+            history.team_last.len() < teams || history.agent_last.len() < agents
+        })?;
+        Ok(history)
+    }
+}
+
 #[derive(Clone, Debug)]
 enum Child {
     Router,
@@ -655,6 +693,7 @@ async fn spawn_child(
     child: Child,
     shared: &Arc<Shared>,
     held: &mut HashMap<String, AgentRecovery>,
+    history: &AssignmentHistory,
 ) -> Result<Spawned, StartError> {
     let supervisor: ActorCell = root.get_cell();
     let (cell, spawned) = match &child {
@@ -670,7 +709,8 @@ async fn spawn_child(
                 .filter(|agent| agent.teams.contains(&spec.id))
                 .map(|agent| agent.id.clone())
                 .collect();
-            let args = TeamArgs { spec: spec.clone(), members, shared: shared.clone() };
+            let last_agent = history.team_last.get(&spec.id).cloned();
+            let args = TeamArgs { spec: spec.clone(), members, shared: shared.clone(), last_agent };
             let (actor, _) = Actor::spawn_linked(None, TeamActor, args, supervisor).await?;
             (actor.get_cell(), Spawned::Team(actor))
         }
@@ -690,6 +730,7 @@ async fn spawn_child(
                 open: recovery.held_threads,
                 windows: recovery.windows,
                 frt_breaches_today,
+                last_assigned_at: history.agent_last.get(&spec.id).copied().unwrap_or(0),
             };
             let (actor, _) = Actor::spawn_linked(None, AgentActor, args, supervisor).await?;
             (actor.get_cell(), Spawned::Agent(actor))
@@ -758,7 +799,11 @@ impl Actor for RootSupervisor {
             _ => HashMap::new(),
         };
         let directory = state.shared.directory();
-        match spawn_child(&myself, child.clone(), &state.shared, &mut held).await? {
+        let history = match &child {
+            Child::Router => AssignmentHistory::default(),
+            _ => AssignmentHistory::scan(&state.shared)?,
+        };
+        match spawn_child(&myself, child.clone(), &state.shared, &mut held, &history).await? {
             Spawned::Router(router) => {
                 *directory.router.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = router;
             }

@@ -189,11 +189,13 @@ pub enum TeamMsg {
     Enqueue(QueuedConversation),
     /// Many at once: the queue rebuilt at start or after a team restart.
     EnqueueMany(Vec<QueuedConversation>),
-    /// An agent's free slots and load changed.
+    /// An agent's free slots, load or last assignment changed.
     Availability {
         agent_id: String,
         free: u32,
         load: u32,
+        /// When it was last given a conversation, by any team (0: never).
+        last_assigned_at: UnixMs,
     },
     /// A queued conversation was closed or moved elsewhere.
     Remove {

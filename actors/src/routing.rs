@@ -685,6 +685,7 @@ mod tests {
             capacity: None,
             city: None,
             manages: Vec::new(),
+            shift: None,
         }
     }
 

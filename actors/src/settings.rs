@@ -80,6 +80,10 @@ pub struct AgentSpec {
     /// sees; empty = every team.
     #[serde(default)]
     pub manages: Vec<String>,
+    /// The agent's working hours (the form of `[teams.hours]`): outside
+    /// them it is given nothing new (contract §7). None: always.
+    #[serde(default)]
+    pub shift: Option<crate::hours::HoursSpec>,
 }
 
 fn default_role() -> Role {

@@ -28,14 +28,17 @@ pub struct TeamArgs {
     /// Member agent ids, in configuration order.
     pub members: Vec<String>,
     pub shared: Arc<Shared>,
+    /// The member this team gave a conversation to last (from the event
+    /// log at start), so `round_robin` goes on after it, not from the top.
+    pub last_agent: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MemberView {
     pub free: u32,
     pub load: u32,
-    /// Assignment counter value when last given a conversation (0 = never).
-    pub last_assigned: u64,
+    /// When it was last given a conversation by any team (0 = never).
+    pub last_assigned_at: UnixMs,
 }
 
 pub struct TeamState {
@@ -44,7 +47,6 @@ pub struct TeamState {
     members: Vec<String>,
     views: HashMap<String, MemberView>,
     cursor: usize,
-    assignments: u64,
     queue: WaitingQueue,
     /// Conversations held for one agent (each has a `hold`), few.
     held: Vec<QueuedConversation>,
@@ -82,6 +84,14 @@ impl WaitingQueue {
         self.ordered.values().next()
     }
 
+    /// The oldest waiting conversation after `key` (from the front when
+    /// `None`), with its key.
+    pub fn next_after(&self, key: Option<(UnixMs, u64)>) -> Option<((UnixMs, u64), &QueuedConversation)> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let from = key.map_or(Unbounded, Excluded);
+        self.ordered.range((from, Unbounded)).next().map(|(key, queued)| (*key, queued))
+    }
+
     pub fn pop_front(&mut self) -> Option<QueuedConversation> {
         let (_, queued) = self.ordered.pop_first()?;
         self.by_id.remove(&queued.conversation_id);
@@ -107,13 +117,17 @@ impl Actor for TeamActor {
     type Arguments = TeamArgs;
 
     async fn pre_start(&self, _myself: ActorRef<Self::Msg>, args: TeamArgs) -> Result<Self::State, ActorProcessingErr> {
+        // Round robin goes on after the member given the last conversation.
+        let cursor = args
+            .last_agent
+            .and_then(|last| args.members.iter().position(|member| *member == last))
+            .map_or(0, |index| index + 1);
         Ok(TeamState {
             spec: args.spec,
             shared: args.shared,
             members: args.members,
             views: HashMap::new(),
-            cursor: 0,
-            assignments: 0,
+            cursor,
             queue: WaitingQueue::default(),
             held: Vec::new(),
         })
@@ -133,10 +147,11 @@ impl Actor for TeamActor {
                     state.wait(queued);
                 }
             }
-            TeamMsg::Availability { agent_id, free, load } => {
+            TeamMsg::Availability { agent_id, free, load, last_assigned_at } => {
                 let view = state.views.entry(agent_id.clone()).or_default();
                 view.free = free;
                 view.load = load;
+                view.last_assigned_at = view.last_assigned_at.max(last_assigned_at);
                 if free > 0 {
                     state.offer_held(Some(&agent_id)).await;
                 }
@@ -224,58 +239,74 @@ impl TeamState {
 
     /// Assigns queued conversations, oldest first, while some member has room.
     async fn drain(&mut self) {
-        while let Some(front) = self.queue.front().cloned() {
-            let mut assigned = false;
-            while let Some(index) = pick_member(
-                self.spec.assignment,
-                &self.members,
-                &self.views,
-                self.cursor,
-                front.exclude_agent.as_deref(),
-            ) {
-                let agent_id = self.members[index].clone();
-                let Some(agent) = self.shared.agent(&agent_id) else {
-                    self.views.remove(&agent_id);
-                    continue;
-                };
-                let granted = ractor::call!(agent, |reply| AgentMsg::TryReserve {
-                    conversation_id: front.conversation_id.clone(),
-                    reply
-                })
-                .unwrap_or(false);
-                let view = self.views.entry(agent_id.clone()).or_default();
-                if !granted {
-                    view.free = 0; // stale view: the agent will announce again when it has room
-                    continue;
-                }
-                self.assignments += 1;
-                view.free = view.free.saturating_sub(1);
-                view.load += 1;
-                view.last_assigned = self.assignments;
-                self.cursor = index + 1;
-                let _ = self.shared.directory().manager.cast(ManagerMsg::Deliver {
-                    thread_key: front.thread_key.clone(),
-                    message: ConversationMsg::Assign {
-                        conversation_id: front.conversation_id.clone(),
-                        agent_id,
-                        route: front.route.clone(),
-                    },
-                });
-                assigned = true;
-                break;
-            }
-            if !assigned {
-                return;
-            }
-            self.queue.pop_front();
+        // Outside the team's hours its conversations wait (contract §7); the
+        // housekeeping tick drains when the hours begin.
+        if self.spec.hours.is_some()
+            && !self.shared.policies.of(Some(&self.spec.id)).schedule.is_open(self.shared.now())
+        {
+            return;
         }
+        // The queue's key of the last conversation nobody could take (its
+        // excluded agent is the only one with room): those after it may go.
+        let mut skipped_to = None;
+        loop {
+            let anyone = pick_member(self.spec.assignment, &self.members, &self.views, self.cursor, None);
+            if anyone.is_none() {
+                return; // nobody has room: the queue waits for an announcement
+            }
+            let Some((key, waiting)) = self.queue.next_after(skipped_to) else { return };
+            let waiting = waiting.clone();
+            if self.offer(&waiting).await {
+                self.queue.remove(&waiting.conversation_id);
+            } else {
+                skipped_to = Some(key);
+            }
+        }
+    }
+
+    /// Offers a waiting conversation to the member the strategy picks, then
+    /// the next while they refuse; true when one took it.
+    async fn offer(&mut self, waiting: &QueuedConversation) -> bool {
+        while let Some(index) =
+            pick_member(self.spec.assignment, &self.members, &self.views, self.cursor, waiting.exclude_agent.as_deref())
+        {
+            let agent_id = self.members[index].clone();
+            let Some(agent) = self.shared.agent(&agent_id) else {
+                self.views.remove(&agent_id);
+                continue;
+            };
+            let granted = ractor::call!(agent, |reply| AgentMsg::TryReserve {
+                conversation_id: waiting.conversation_id.clone(),
+                reply
+            })
+            .unwrap_or(false);
+            let view = self.views.entry(agent_id.clone()).or_default();
+            if !granted {
+                view.free = 0; // stale view: the agent will announce again when it has room
+                continue;
+            }
+            view.free = view.free.saturating_sub(1);
+            view.load += 1;
+            view.last_assigned_at = self.shared.now();
+            self.cursor = index + 1;
+            let _ = self.shared.directory().manager.cast(ManagerMsg::Deliver {
+                thread_key: waiting.thread_key.clone(),
+                message: ConversationMsg::Assign {
+                    conversation_id: waiting.conversation_id.clone(),
+                    agent_id,
+                    route: waiting.route.clone(),
+                },
+            });
+            return true;
+        }
+        false
     }
 }
 
 /// The member to offer the next conversation to, among those believed to
 /// have a free slot: `round_robin` takes the next in configuration order from
 /// `cursor`; `least_loaded` the fewest open conversations, ties to the one
-/// assigned least recently.
+/// assigned least recently (by any team), then configuration order.
 pub fn pick_member(
     strategy: Strategy,
     members: &[String],
@@ -295,7 +326,7 @@ pub fn pick_member(
         }
         Strategy::LeastLoaded => (0..members.len()).filter(|&index| has_room(index)).min_by_key(|&index| {
             let view = views[&members[index]];
-            (view.load, view.last_assigned, index)
+            (view.load, view.last_assigned_at, index)
         }),
     }
 }
@@ -308,7 +339,7 @@ mod tests {
         entries
             .iter()
             .map(|(id, free, load, last)| {
-                (id.to_string(), MemberView { free: *free, load: *load, last_assigned: *last })
+                (id.to_string(), MemberView { free: *free, load: *load, last_assigned_at: *last as UnixMs })
             })
             .collect()
     }
@@ -352,6 +383,15 @@ mod tests {
         let order: Vec<String> = std::iter::from_fn(|| queue.pop_front()).map(|item| item.conversation_id).collect();
         assert_eq!(order, ["a", "c"], "oldest first, ties in arrival order");
         assert!(queue.is_empty());
+        for (id, at) in [("x", 30), ("y", 10), ("z", 20)] {
+            queue.push(waiting(id, at));
+        }
+        let (first_key, first) = queue.next_after(None).unwrap();
+        assert_eq!(first.conversation_id, "y");
+        let (second_key, second) = queue.next_after(Some(first_key)).unwrap();
+        assert_eq!(second.conversation_id, "z", "the next oldest after a skipped one");
+        let (third_key, _) = queue.next_after(Some(second_key)).unwrap();
+        assert!(queue.next_after(Some(third_key)).is_none());
     }
 
     #[test]

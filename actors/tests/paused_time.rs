@@ -43,6 +43,7 @@ fn settings() -> Settings {
             capacity: Some(5),
             city: None,
             manages: Vec::new(),
+            shift: None,
         }],
         sla: SlaSpec { first_response_s: 600, next_response_s: 600, resolution_s: 86_400, reassign_after_s: 0 },
         ..Settings::default()

@@ -414,6 +414,11 @@ impl Config {
                     return fail(&key("manages"), format!("no team {team:?} is defined in [[teams]]"));
                 }
             }
+            if let Some(shift) = &agent.shift
+                && let Err(problem) = actors::hours::Schedule::parse(shift)
+            {
+                return fail(&key("shift"), problem);
+            }
         }
         if let Err(error) = self.settings().routing_table() {
             return fail(&format!("{}.{}", error.place, error.field), error.problem);

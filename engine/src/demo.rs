@@ -294,6 +294,7 @@ impl Roster {
             capacity: Some(AGENT_CAPACITY),
             city: city.map(str::to_owned),
             manages: Vec::new(),
+            shift: None,
         };
         let mut specs: Vec<AgentSpec> = self
             .simulated
@@ -315,6 +316,7 @@ impl Roster {
             capacity: None,
             city: None,
             manages: Vec::new(),
+            shift: None,
         });
         specs
     }

@@ -218,6 +218,29 @@ impl Reader {
         read_events_after(&txn, after, limit)
     }
 
+    /// Calls `visit(seq, event)` for the log's events from the newest back,
+    /// until it returns false or `limit` events were visited (a start
+    /// recovering what it keeps no record of, such as who was assigned last).
+    pub fn events_newest_first(&self, limit: usize, mut visit: impl FnMut(u64, &Event) -> bool) -> Result<()> {
+        let txn = self.txn()?;
+        let table = txn.open_table(EVENTS).map_err(db_error)?;
+        let mut visited = 0usize;
+        for row in table.iter().map_err(db_error)?.rev() {
+            let (first, bytes) = row.map_err(db_error)?;
+            let group: Vec<Event> = match decode(bytes.value()) {
+                Ok(group) => group,
+                Err(_) => vec![decode(bytes.value())?], // v5: one event
+            };
+            for (seq, event) in (first.value()..).zip(&group).collect::<Vec<_>>().into_iter().rev() {
+                if visited >= limit || !visit(seq, event) {
+                    return Ok(());
+                }
+                visited += 1;
+            }
+        }
+        Ok(())
+    }
+
     /// A log consumer's cursor: the last event seq it has taken in (0: none).
     pub fn cursor(&self, consumer: &str) -> Result<u64> {
         let bytes = self.point(TableId::Cursors, Key::Str(consumer.to_owned()))?;

@@ -1,0 +1,115 @@
+//! Who gets a conversation inside a team (contract §7), through the real
+//! server on a manual clock: an agent outside its shift gets nothing new, a
+//! team's conversations wait outside its hours, and round robin goes on
+//! after a restart from the agent who got the last conversation instead of
+//! starting over.
+
+use std::sync::Arc;
+
+use actors::clock::ManualClock;
+use actors::hours::HoursSpec;
+use anyhow::{Result, anyhow};
+use engine::server::StartOptions;
+use serde_json::Value;
+use switchboard_tests::*;
+
+const HOUR: i64 = 3_600_000;
+/// Tuesday 2026-12-01 08:00:00 UTC.
+const TUESDAY_8AM: i64 = 1_796_112_000_000;
+
+fn nine_to_six() -> HoursSpec {
+    HoursSpec {
+        timezone: "UTC".into(),
+        week: [("tue".to_owned(), vec!["09:00-18:00".to_owned()])].into_iter().collect(),
+        holidays: Vec::new(),
+    }
+}
+
+async fn at_tuesday_8am(adjust: impl FnOnce(&mut engine::config::Config)) -> Result<(Harness, Arc<ManualClock>)> {
+    let clock = ManualClock::new(TUESDAY_8AM);
+    let harness = Harness::start_with(StartOptions { clock: clock.clone(), outbound: None }, adjust).await?;
+    Ok((harness, clock))
+}
+
+/// The contact's latest conversation, as the REST API shows it.
+async fn conversation_of(harness: &Harness, contact: &str) -> Result<Value> {
+    let (status, list) = harness.get(&format!("/api/v1/conversations?contact={contact}"), MANAGER_TOKEN).await?;
+    anyhow::ensure!(status == 200, "{list}");
+    list["conversations"][0]
+        .as_object()
+        .map(|object| Value::Object(object.clone()))
+        .ok_or_else(|| anyhow!("none in {list}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_gets_nothing_new_outside_its_shift() -> Result<()> {
+    let (harness, clock) = at_tuesday_8am(|config| {
+        for agent in config.agents.iter_mut().filter(|agent| agent.id == "a1") {
+            agent.shift = Some(nine_to_six());
+        }
+    })
+    .await?;
+    let mut a1 = harness.online_agent("a1").await?;
+    let (status, _) = harness.post_webhook(&inbound_text("919700000001", "wamid.shift.1", "hello")).await?;
+    assert_eq!(status, 200);
+    harness.system().settle_clock().await;
+    let waiting = conversation_of(&harness, "919700000001").await?;
+    assert_eq!(
+        (waiting["status"].as_str(), waiting["agent"].as_str()),
+        (Some("queued"), None),
+        "08:00: before a1's shift"
+    );
+    clock.advance_ms(HOUR);
+    harness.system().settle_clock().await;
+    let assigned = a1.expect_type("assigned").await?;
+    assert_eq!(assigned["conversation"]["id"], waiting["id"], "09:00: a1's shift began and the queue drained");
+    a1.close().await;
+    harness.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_teams_conversations_wait_outside_its_hours() -> Result<()> {
+    let (harness, clock) = at_tuesday_8am(|config| {
+        config.teams[0].hours = Some(nine_to_six());
+    })
+    .await?;
+    let mut a1 = harness.online_agent("a1").await?;
+    let (status, _) = harness.post_webhook(&inbound_text("919700000002", "wamid.hours.1", "hello")).await?;
+    assert_eq!(status, 200);
+    harness.system().settle_clock().await;
+    let waiting = conversation_of(&harness, "919700000002").await?;
+    assert_eq!(waiting["status"], "queued", "08:00: the team is closed, its online agent gets nothing");
+    clock.advance_ms(HOUR);
+    harness.system().settle_clock().await;
+    let assigned = a1.expect_type("assigned").await?;
+    assert_eq!(assigned["conversation"]["id"], waiting["id"], "09:00: the team opened");
+    a1.close().await;
+    harness.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_goes_on_after_a_restart_from_the_last_agent_given_one() -> Result<()> {
+    let mut harness = Harness::start().await?;
+    let mut a1 = harness.online_agent("a1").await?;
+    let a2 = harness.online_agent("a2").await?;
+    let (status, _) = harness.post_webhook(&inbound_text("919700000003", "wamid.rr.1", "hello")).await?;
+    assert_eq!(status, 200);
+    a1.expect_type("assigned").await?;
+    a1.close().await;
+    a2.close().await;
+    harness.restart(StartOptions::default()).await?;
+    let a1 = harness.online_agent("a1").await?;
+    let mut a2 = harness.online_agent("a2").await?;
+    let (status, _) = harness.post_webhook(&inbound_text("919700000004", "wamid.rr.2", "hello")).await?;
+    assert_eq!(status, 200);
+    let assigned = a2.expect_type("assigned").await?;
+    assert_eq!(assigned["conversation"]["contact"]["wa_id"], "919700000004", "a2's turn, after a1 before the restart");
+    let conversation = conversation_of(&harness, "919700000004").await?;
+    assert_eq!(conversation["agent"], "a2");
+    a1.close().await;
+    a2.close().await;
+    harness.shutdown().await;
+    Ok(())
+}
