@@ -96,6 +96,17 @@ impl ConversationState {
             ConversationMsg::Unassign { conversation_id, agent_id, reason } => {
                 self.on_unassign(conversation_id, agent_id, reason).await?
             }
+            ConversationMsg::Overflow { conversation_id, from_team, to_team } => {
+                let decision = self.decide(Input::Overflow { conversation_id, from_team, to_team })?;
+                if decision.record.is_none() {
+                    // No longer waiting there: only the stale queue entry goes.
+                    for effect in decision.effects {
+                        self.perform(effect);
+                    }
+                } else {
+                    self.commit_decision(decision).await?;
+                }
+            }
             ConversationMsg::Request { principal, conversation_id, kind, reply } => {
                 self.on_request(principal, conversation_id, kind, reply).await?
             }

@@ -80,6 +80,9 @@ pub enum Input {
     /// A user sends the open conversation to a team's queue (the actor has
     /// checked the team exists).
     TransferToTeam { by: String, team: String, note: Option<String> },
+    /// Its team passed its overflow bound: from the queue of `from_team` to
+    /// partner team `to_team`.
+    Overflow { conversation_id: String, from_team: String, to_team: String },
     /// A deadline armed for the conversation came due.
     Deadline { conversation_id: String, kind: DeadlineKind, due: UnixMs },
     /// A user sets fields on the open conversation.
@@ -178,6 +181,9 @@ pub fn decide(current: Current<'_>, input: Input, now: UnixMs, policy: Policy<'_
             transfer_to_agent(current, (by, note), target, messages, now, policy)
         }
         Input::TransferToTeam { by, team, note } => transfer_to_team(current, (by, note), team, now, policy),
+        Input::Overflow { conversation_id, from_team, to_team } => {
+            Ok(overflow(current, conversation_id, from_team, to_team, now, policy))
+        }
         Input::Deadline { conversation_id, kind, due } => {
             Ok(deadline(current, conversation_id, kind, due, now, policy))
         }
@@ -802,6 +808,36 @@ fn transfer_to_team(
     decision.answer = Some(object(json!({ "conversation": record.conversation })));
     decision.record = Some(record);
     Ok(decision)
+}
+
+/// A waiting conversation moves to a partner team. It keeps its age
+/// (`queued_at`), so it is served there in its turn. One no longer waiting
+/// in `from_team` only leaves that queue (its entry there was stale).
+fn overflow(
+    current: Current<'_>,
+    conversation_id: String,
+    from_team: String,
+    to_team: String,
+    now: UnixMs,
+    policy: Policy<'_>,
+) -> Decision {
+    let leave = Effect::LeaveTeamQueue { team_id: from_team.clone(), conversation_id: conversation_id.clone() };
+    let waiting = current.open.filter(|open| {
+        open.conversation.id == conversation_id
+            && open.conversation.status == ConversationStatus::Queued
+            && open.conversation.team.as_deref() == Some(from_team.as_str())
+    });
+    let Some(open) = waiting else {
+        return Decision { effects: vec![leave], ..Decision::default() };
+    };
+    let mut record = open.clone();
+    let routing = route_again(&mut record, Trigger::Overflow { from_team, to_team }, policy);
+    let mut decision = Decision { record_is_open: true, ..Decision::default() };
+    decision.writes.push(Op::PutConversation(Box::new(record.clone())));
+    decision.events.push(routed_event(&record, now, Actor::System, &routing.route));
+    decision.effects = vec![leave, Effect::Route(Box::new(routing))];
+    decision.record = Some(record);
+    decision
 }
 
 fn deadline(
@@ -1571,6 +1607,39 @@ mod tests {
             (ConversationStatus::Queued, Some("support"))
         );
         assert_eq!(routed(&decision.effects[0]), (Some("support"), None, None, RouteReason::Transfer));
+    }
+
+    #[test]
+    fn an_overflow_moves_a_waiting_conversation_to_the_partner_keeping_its_age() {
+        let mut world = World::new();
+        world.message_in("wamid.1", "hi", T0, false);
+        let input = |from: &str| Input::Overflow {
+            conversation_id: "cv000000000001".into(),
+            from_team: from.into(),
+            to_team: "support".into(),
+        };
+        let stale = world.apply(input("support"), T0 + HOUR);
+        assert!(stale.writes.is_empty(), "not waiting in that team: nothing changes");
+        assert_eq!(
+            stale.effects,
+            [Effect::LeaveTeamQueue { team_id: "support".into(), conversation_id: "cv000000000001".into() }]
+        );
+        let decision = world.apply(input("sales"), T0 + HOUR);
+        assert_eq!(actions(&decision), ["routed"]);
+        assert_eq!(
+            bodies(&decision)[0].1,
+            EventBody::Routed {
+                route: json!({"reason": "overflow", "from_team": "sales"}),
+                team_id: Some("support".into())
+            }
+        );
+        assert_eq!(
+            decision.effects[0],
+            Effect::LeaveTeamQueue { team_id: "sales".into(), conversation_id: "cv000000000001".into() }
+        );
+        assert_eq!(routed(&decision.effects[1]), (Some("support"), None, None, RouteReason::Overflow));
+        let record = world.open.as_ref().unwrap();
+        assert_eq!((record.conversation.team.as_deref(), record.queued_at), (Some("support"), Some(T0)));
     }
 
     #[test]

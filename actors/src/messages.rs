@@ -58,6 +58,13 @@ pub enum ConversationMsg {
         agent_id: String,
         route: Route,
     },
+    /// Its team passed its overflow bound: the conversation, still waiting
+    /// there, goes to partner team `to_team`.
+    Overflow {
+        conversation_id: String,
+        from_team: String,
+        to_team: String,
+    },
     /// The agent went offline (after its grace period): route the conversation again.
     Unassign {
         conversation_id: String,
@@ -202,6 +209,10 @@ pub enum TeamMsg {
         conversation_id: String,
     },
     Stats(RpcReplyPort<TeamStats>),
+    /// How many conversations the team could assign now: its members' free
+    /// slots as it believes them (0 outside its hours). An overflowing
+    /// partner asks before it sends any.
+    FreeSlots(RpcReplyPort<u32>),
     /// Housekeeping: offers held conversations again, releases those whose hold ran out.
     Tick,
 }

@@ -328,6 +328,28 @@ impl RoutingTable {
                 }
                 cities.push((city_words, city.trim().to_owned(), team.id.clone()));
             }
+            let place = || format!("teams[{index}] ({})", team.id);
+            for partner in &team.overflow_to {
+                if partner == &team.id || !teams.iter().any(|other| &other.id == partner) {
+                    return Err(RoutingError {
+                        place: place(),
+                        field: "overflow_to".into(),
+                        problem: format!("{partner:?} is not another team"),
+                    });
+                }
+            }
+            let bounds = (team.overflow_queue, team.overflow_wait_s);
+            if !team.overflow_to.is_empty() && bounds == (None, None) {
+                return Err(RoutingError {
+                    place: place(),
+                    field: "overflow_to".into(),
+                    problem: "say when to spill: overflow_queue, overflow_wait_s or both".into(),
+                });
+            }
+            if team.overflow_queue == Some(0) || team.overflow_wait_s == Some(0) {
+                let field = if team.overflow_queue == Some(0) { "overflow_queue" } else { "overflow_wait_s" };
+                return Err(RoutingError { place: place(), field: field.into(), problem: "must be at least 1".into() });
+            }
             if let Some(dealer) = &team.dealer
                 && let Some(other) = dealers.insert(dealer.to_lowercase(), team.id.clone())
             {
@@ -1000,6 +1022,15 @@ mod tests {
         let bad_number = [NumberSpec { phone_number_id: "1".into(), name: None, default_team: Some("x".into()) }];
         let error = RoutingTable::new(RoutingSpec::default(), &teams(), &agents(), &bad_number).unwrap_err();
         assert_eq!(error.to_string(), "numbers[0].default_team: no team has id \"x\"");
+        let mut spill = teams();
+        spill[0].overflow_to = vec!["nowhere".into()];
+        spill[0].overflow_queue = Some(5);
+        let error = RoutingTable::new(RoutingSpec::default(), &spill, &agents(), &numbers()).unwrap_err();
+        assert_eq!(error.to_string(), "teams[0] (sales).overflow_to: \"nowhere\" is not another team");
+        spill[0].overflow_to = vec!["support".into()];
+        spill[0].overflow_queue = None;
+        let error = RoutingTable::new(RoutingSpec::default(), &spill, &agents(), &numbers()).unwrap_err();
+        assert!(error.problem.starts_with("say when to spill"), "{error}");
         let mut two_dealers = teams();
         two_dealers[0].dealer = Some("D042".into());
         let error = RoutingTable::new(RoutingSpec::default(), &two_dealers, &agents(), &numbers()).unwrap_err();

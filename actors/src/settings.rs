@@ -24,6 +24,16 @@ pub struct TeamSpec {
     /// The dealer this team is (routing's `to_dealer_team`).
     #[serde(default)]
     pub dealer: Option<String>,
+    /// Partner teams, in order, that take this team's waiting conversations
+    /// when it passes `overflow_queue` or `overflow_wait_s`.
+    #[serde(default)]
+    pub overflow_to: Vec<String>,
+    /// Spill when this many conversations wait.
+    #[serde(default)]
+    pub overflow_queue: Option<u32>,
+    /// Spill when the oldest has waited this long.
+    #[serde(default)]
+    pub overflow_wait_s: Option<u64>,
 }
 
 /// Per-team SLA targets; unset keys keep the global `[sla]` value.

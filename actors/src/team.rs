@@ -50,7 +50,17 @@ pub struct TeamState {
     queue: WaitingQueue,
     /// Conversations held for one agent (each has a `hold`), few.
     held: Vec<QueuedConversation>,
+    /// Conversations sent to a partner team (overflow) and not yet gone
+    /// from the queue, with when: not offered or sent again meanwhile.
+    overflowing: HashMap<String, UnixMs>,
 }
+
+/// A conversation sent to a partner whose move has not come back by then
+/// (its actor failed) may be sent again.
+const OVERFLOW_RETRY_MS: UnixMs = 10_000;
+/// How long a team waits for a partner's free slots (two teams that
+/// overflow into each other must not wait on each other for long).
+const PARTNER_ANSWER_MS: u64 = 200;
 
 /// The team's waiting conversations, oldest first: ordered by (queued_at,
 /// arrival number), with an index by conversation id, so enqueue, remove and
@@ -130,6 +140,7 @@ impl Actor for TeamActor {
             cursor,
             queue: WaitingQueue::default(),
             held: Vec::new(),
+            overflowing: HashMap::new(),
         })
     }
 
@@ -158,9 +169,14 @@ impl Actor for TeamActor {
             }
             TeamMsg::Remove { conversation_id } => {
                 state.queue.remove(&conversation_id);
+                state.overflowing.remove(&conversation_id);
                 state.held.retain(|held| held.conversation_id != conversation_id);
             }
             TeamMsg::Tick => state.offer_held(None).await,
+            TeamMsg::FreeSlots(reply) => {
+                let _ = reply.send(state.free_slots());
+                return Ok(());
+            }
             TeamMsg::Stats(reply) => {
                 let held_oldest = state.held.iter().map(|held| held.queued_at).min();
                 let oldest_queued_at = match (state.queue.oldest_queued_at(), held_oldest) {
@@ -173,6 +189,7 @@ impl Actor for TeamActor {
             }
         }
         state.drain().await;
+        state.overflow().await;
         metrics::gauge!(crate::metrics::QUEUE_DEPTH, "team" => state.spec.id.clone()).set(state.queue.len() as f64);
         Ok(())
     }
@@ -241,9 +258,7 @@ impl TeamState {
     async fn drain(&mut self) {
         // Outside the team's hours its conversations wait (contract §7); the
         // housekeeping tick drains when the hours begin.
-        if self.spec.hours.is_some()
-            && !self.shared.policies.of(Some(&self.spec.id)).schedule.is_open(self.shared.now())
-        {
+        if !self.is_open() {
             return;
         }
         // The queue's key of the last conversation nobody could take (its
@@ -255,11 +270,85 @@ impl TeamState {
                 return; // nobody has room: the queue waits for an announcement
             }
             let Some((key, waiting)) = self.queue.next_after(skipped_to) else { return };
+            if self.overflowing.contains_key(&waiting.conversation_id) {
+                skipped_to = Some(key); // on its way to a partner team
+                continue;
+            }
             let waiting = waiting.clone();
             if self.offer(&waiting).await {
                 self.queue.remove(&waiting.conversation_id);
             } else {
                 skipped_to = Some(key);
+            }
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        self.spec.hours.is_none() || self.shared.policies.of(Some(&self.spec.id)).schedule.is_open(self.shared.now())
+    }
+
+    /// The conversations it could assign now, as its views of its members say.
+    fn free_slots(&self) -> u32 {
+        if !self.is_open() {
+            return 0;
+        }
+        self.members.iter().filter_map(|member| self.views.get(member)).map(|view| view.free).sum()
+    }
+
+    /// Whether the waiting conversations (`waiting` of them, the oldest
+    /// queued at `oldest`) pass the team's overflow bound.
+    fn passes_bound(&self, waiting: usize, oldest: Option<UnixMs>) -> bool {
+        let by_length = self.spec.overflow_queue.is_some_and(|bound| waiting >= bound as usize);
+        let by_wait = match (self.spec.overflow_wait_s, oldest) {
+            (Some(bound), Some(oldest)) => self.shared.now() - oldest >= bound as i64 * 1000,
+            _ => false,
+        };
+        by_length || by_wait
+    }
+
+    /// Past its overflow bound, sends its oldest waiting conversations to
+    /// the first partner teams with free slots (contract §7), as many as
+    /// they have room for, while the bound is still passed. Each moves
+    /// through its conversation actor (`Overflow`), which routes it there
+    /// with route `overflow` and takes it out of this queue.
+    async fn overflow(&mut self) {
+        if self.spec.overflow_to.is_empty() || self.queue.is_empty() {
+            return;
+        }
+        let now = self.shared.now();
+        self.overflowing.retain(|_, sent| now - *sent < OVERFLOW_RETRY_MS);
+        let mut candidates = Vec::new();
+        let mut position = None;
+        while let Some((key, waiting)) = self.queue.next_after(position) {
+            position = Some(key);
+            if !self.overflowing.contains_key(&waiting.conversation_id) {
+                candidates.push(waiting.clone());
+            }
+        }
+        let mut next = 0;
+        for partner in self.spec.overflow_to.clone() {
+            let remaining = &candidates[next..];
+            if !self.passes_bound(remaining.len(), remaining.first().map(|waiting| waiting.queued_at)) {
+                return;
+            }
+            let Some(actor) = self.shared.directory().team(&partner) else { continue };
+            let free = ractor::call_t!(actor, TeamMsg::FreeSlots, PARTNER_ANSWER_MS).unwrap_or(0);
+            for _ in 0..free {
+                let remaining = &candidates[next..];
+                if !self.passes_bound(remaining.len(), remaining.first().map(|waiting| waiting.queued_at)) {
+                    return;
+                }
+                let waiting = &candidates[next];
+                next += 1;
+                self.overflowing.insert(waiting.conversation_id.clone(), now);
+                let _ = self.shared.directory().manager.cast(ManagerMsg::Deliver {
+                    thread_key: waiting.thread_key.clone(),
+                    message: ConversationMsg::Overflow {
+                        conversation_id: waiting.conversation_id.clone(),
+                        from_team: self.spec.id.clone(),
+                        to_team: partner.clone(),
+                    },
+                });
             }
         }
     }

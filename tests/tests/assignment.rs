@@ -113,3 +113,65 @@ async fn round_robin_goes_on_after_a_restart_from_the_last_agent_given_one() -> 
     harness.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_team_past_its_bounds_spills_its_oldest_to_a_partner_with_room() -> Result<()> {
+    let (harness, clock) = at_tuesday_8am(|config| {
+        // Support first (the default team), overflowing into sales.
+        config.teams.insert(
+            0,
+            actors::settings::TeamSpec {
+                id: "support".into(),
+                overflow_to: vec!["sales".into()],
+                overflow_queue: Some(2),
+                overflow_wait_s: Some(120),
+                ..Default::default()
+            },
+        );
+        for agent in config.agents.iter_mut().filter(|agent| agent.id == "a3") {
+            agent.teams = vec!["support".into()];
+            agent.capacity = Some(1);
+        }
+    })
+    .await?;
+    let mut a3 = harness.online_agent("a3").await?;
+    let mut a1 = harness.online_agent("a1").await?;
+    let post = |from: &'static str, wamid: &'static str| {
+        let body = inbound_text(from, wamid, "hello");
+        let harness = &harness;
+        async move {
+            let (status, _) = harness.post_webhook(&body).await?;
+            anyhow::ensure!(status == 200);
+            anyhow::Ok(())
+        }
+    };
+    post("919700000011", "wamid.of.1").await?;
+    let first = a3.expect_type("assigned").await?;
+    assert_eq!(first["conversation"]["team"], "support");
+    post("919700000012", "wamid.of.2").await?;
+    harness.system().settle_clock().await;
+    assert_eq!(conversation_of(&harness, "919700000012").await?["status"], "queued", "one waiting: under the bound");
+    // A second one waiting passes `overflow_queue = 2`: the oldest goes to sales.
+    post("919700000013", "wamid.of.3").await?;
+    let spilled = a1.expect_type("assigned").await?;
+    assert_eq!(spilled["conversation"]["contact"]["wa_id"], "919700000012", "the oldest first");
+    assert_eq!(spilled["conversation"]["team"], "sales");
+    assert_eq!(spilled["route"], serde_json::json!({"reason": "overflow", "from_team": "support"}));
+    harness.system().settle_clock().await;
+    let still = conversation_of(&harness, "919700000013").await?;
+    assert_eq!(
+        (still["status"].as_str(), still["team"].as_str()),
+        (Some("queued"), Some("support")),
+        "back under the bound"
+    );
+    // Waiting past `overflow_wait_s = 120` spills it too.
+    clock.advance_ms(121_000);
+    harness.system().settle_clock().await;
+    let late = a1.expect_type("assigned").await?;
+    assert_eq!(late["conversation"]["contact"]["wa_id"], "919700000013");
+    assert_eq!(late["route"]["reason"], "overflow");
+    a1.close().await;
+    a3.close().await;
+    harness.shutdown().await;
+    Ok(())
+}
