@@ -273,9 +273,30 @@ impl ConversationState {
             }
         }
         for effect in decision.effects {
-            self.perform(effect);
+            match effect {
+                Effect::SendTemplate(template) => self.send_as_system(template).await?,
+                effect => self.perform(effect),
+            }
         }
         Ok(Some(outcome))
+    }
+
+    /// Sends a template to the customer as the system, through the same
+    /// path as an agent's (intent committed first, then the Graph API, then
+    /// the outcome); a refusal is logged, no one waits for it.
+    async fn send_as_system(&self, template: protocol::ws::TemplateRequest) -> Result<(), ActorProcessingErr> {
+        let Some(record) = self.open.clone() else { return Ok(()) };
+        let principal =
+            Principal { agent_id: crate::decide::SYSTEM_SENDER.to_owned(), role: protocol::model::Role::Admin };
+        let (port, answer) = ractor::concurrency::oneshot();
+        self.start_send(&principal, &record, Outgoing::Template(template), port.into()).await?;
+        let conversation_id = record.conversation.id.clone();
+        tokio::spawn(async move {
+            if let Ok(Err(refusal)) = answer.await {
+                tracing::warn!(%conversation_id, code = ?refusal.code, message = %refusal.message, "the closed-hours template was not sent");
+            }
+        });
+        Ok(())
     }
 
     fn perform(&self, effect: Effect) {
@@ -299,6 +320,10 @@ impl ConversationState {
                 if let Some(agent) = self.shared.agent(&agent_id) {
                     let _ = agent.cast(AgentMsg::Cancel { conversation_id });
                 }
+            }
+            // Sent by `commit_decision`, which awaits the intent's commit.
+            Effect::SendTemplate(template) => {
+                tracing::error!(name = %template.name, "a template send reached `perform`; not sent");
             }
             Effect::ConfirmReservation { agent_id, conversation_id } => {
                 if let Some(agent) = self.shared.agent(&agent_id) {
@@ -583,7 +608,7 @@ impl ConversationState {
                 None => return Ok(()),
             },
         };
-        let actor = protocol::events::Actor::user(intent.sent_by.clone());
+        let actor = crate::decide::sender_actor(&intent.sent_by);
         let batch = unknown_send_batch(&mut record, intent, actor, self.now());
         self.commit(batch).await?;
         if is_open {

@@ -19,6 +19,8 @@ use protocol::rules::{FREE_ENTRY_WINDOW_MS, SERVICE_WINDOW_MS};
 pub struct TeamPolicy {
     pub sla: SlaSpec,
     pub schedule: Schedule,
+    /// Sent once when a conversation opens outside `schedule`.
+    pub closed_template: Option<protocol::ws::TemplateRequest>,
 }
 
 /// Policies by team, plus the default for conversations without a team.
@@ -30,7 +32,7 @@ pub struct Policies {
 
 impl Policies {
     pub fn from_settings(settings: &Settings) -> Result<Policies, String> {
-        let default = TeamPolicy { sla: settings.sla.clone(), schedule: Schedule::always() };
+        let default = TeamPolicy { sla: settings.sla.clone(), schedule: Schedule::always(), closed_template: None };
         let mut by_team = HashMap::new();
         for team in &settings.teams {
             let schedule = match &team.hours {
@@ -38,7 +40,8 @@ impl Policies {
                 None => Schedule::always(),
             };
             let sla = team.sla.as_ref().map_or_else(|| settings.sla.clone(), |over| over.apply(&settings.sla));
-            by_team.insert(team.id.clone(), TeamPolicy { sla, schedule });
+            let closed_template = team.closed_template.clone();
+            by_team.insert(team.id.clone(), TeamPolicy { sla, schedule, closed_template });
         }
         Ok(Policies { by_team, default })
     }

@@ -14,7 +14,7 @@ use protocol::events::{Actor, Event, EventBody, FieldChange, Window};
 use protocol::model::{Contact, Conversation, ConversationStatus, DeliveryStatus, Direction, Message, Route};
 use protocol::time::UnixMs;
 use protocol::webhook::Status;
-use protocol::ws::{ServerFrame, SlaKind, SlaState, UnassignReason};
+use protocol::ws::{ServerFrame, SlaKind, SlaState, TemplateRequest, UnassignReason};
 use protocol::{ApiError, ErrorCode};
 use serde_json::{Map, Value, json};
 use storage::{Batch, ContactRecord, ConversationRecord, IngestMessage, Op, SendIntent, StoredMessage, ThreadRecord};
@@ -105,6 +105,18 @@ pub enum Effect {
     CancelReservation { agent_id: String, conversation_id: String },
     /// The reserved assignment is committed: the agent holds the conversation.
     ConfirmReservation { agent_id: String, conversation_id: String },
+    /// Send this template to the customer, as the system (a team's
+    /// `closed_template`), through the normal outbound path.
+    SendTemplate(TemplateRequest),
+}
+
+/// Who sends what the system sends (`closed_template`): the `sent_by` of
+/// its send intents. Agent ids may not start with `@`.
+pub const SYSTEM_SENDER: &str = "@system";
+
+/// The event log's actor for a send intent's `sent_by`.
+pub fn sender_actor(sent_by: &str) -> Actor {
+    if sent_by == SYSTEM_SENDER { Actor::System } else { Actor::user(sent_by) }
 }
 
 /// A decision: the records after it, the store's writes (agent frames
@@ -430,6 +442,10 @@ fn message_in(
             ));
         }
         decision.effects.push(Effect::Route(Box::new(routing)));
+        // Opened outside its team's hours: the customer hears so, once.
+        if let Some(template) = team_policy.closed_template.as_ref().filter(|_| !team_policy.schedule.is_open(now)) {
+            decision.effects.push(Effect::SendTemplate(template.clone()));
+        }
     }
     decision.thread = Some(thread);
     decision.record = Some(record);
@@ -592,7 +608,7 @@ fn send_accepted(
             decision.writes.push(Op::AgentEvent { agent_id: agent.clone(), frame: Box::new(window_frame(&record)) });
         }
     }
-    let sender = Actor::user(intent.sent_by.clone());
+    let sender = sender_actor(&intent.sent_by);
     decision.events.push(event_of(&record, now, sender.clone(), message_out_body(&message, &intent)));
     if let Some(until) = opened_free_entry {
         decision.events.push(event_of(

@@ -34,6 +34,10 @@ pub struct TeamSpec {
     /// Spill when the oldest has waited this long.
     #[serde(default)]
     pub overflow_wait_s: Option<u64>,
+    /// Sent to the customer, once, when a conversation opens outside the
+    /// team's hours (`{ name, language, params? }`).
+    #[serde(default)]
+    pub closed_template: Option<protocol::ws::TemplateRequest>,
 }
 
 /// Per-team SLA targets; unset keys keep the global `[sla]` value.

@@ -372,6 +372,14 @@ impl Config {
             if !team_ids.insert(team.id.as_str()) {
                 return fail(&format!("teams[{index}].id"), format!("team {:?} is defined twice", team.id));
             }
+            if let Some(template) = &team.closed_template
+                && (template.name.trim().is_empty() || template.language.trim().is_empty())
+            {
+                return fail(
+                    &format!("teams[{index}].closed_template"),
+                    "needs the template's `name` and `language`".to_owned(),
+                );
+            }
             if let Some(hours) = &team.hours
                 && let Err(problem) = actors::hours::Schedule::parse(hours)
             {
@@ -384,6 +392,9 @@ impl Config {
             let key = |field: &str| format!("agents[{index}].{field}");
             if agent.id.trim().is_empty() {
                 return fail(&key("id"), "must not be empty".to_owned());
+            }
+            if agent.id.starts_with('@') {
+                return fail(&key("id"), "must not start with `@` (kept for the system's own sends)".to_owned());
             }
             if !agent_ids.insert(agent.id.as_str()) {
                 return fail(&key("id"), format!("agent {:?} is defined twice", agent.id));

@@ -77,7 +77,7 @@ impl ClientFrame {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TemplateRequest {
     pub name: String,
     pub language: String,

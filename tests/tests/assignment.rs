@@ -72,14 +72,51 @@ async fn an_agent_gets_nothing_new_outside_its_shift() -> Result<()> {
 async fn a_teams_conversations_wait_outside_its_hours() -> Result<()> {
     let (harness, clock) = at_tuesday_8am(|config| {
         config.teams[0].hours = Some(nine_to_six());
+        config.teams[0].closed_template = Some(protocol::ws::TemplateRequest {
+            name: "after_hours".into(),
+            language: "en".into(),
+            params: Vec::new(),
+        });
     })
     .await?;
     let mut a1 = harness.online_agent("a1").await?;
-    let (status, _) = harness.post_webhook(&inbound_text("919700000002", "wamid.hours.1", "hello")).await?;
-    assert_eq!(status, 200);
+    for wamid in ["wamid.hours.1", "wamid.hours.2"] {
+        let (status, _) = harness.post_webhook(&inbound_text("919700000002", wamid, "hello?")).await?;
+        assert_eq!(status, 200);
+    }
     harness.system().settle_clock().await;
     let waiting = conversation_of(&harness, "919700000002").await?;
     assert_eq!(waiting["status"], "queued", "08:00: the team is closed, its online agent gets nothing");
+    // The customer heard, once, that the team is closed.
+    let sent = eventually(|| async {
+        let sends: Vec<_> =
+            harness.emulator.requests().into_iter().filter(|request| request.body["to"] == "919700000002").collect();
+        (!sends.is_empty()).then_some(sends)
+    })
+    .await?;
+    harness.system().settle_clock().await;
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(
+        (sent[0].body["type"].as_str(), sent[0].body["template"]["name"].as_str()),
+        (Some("template"), Some("after_hours"))
+    );
+    let (_, detail) =
+        harness.get(&format!("/api/v1/conversations/{}", waiting["id"].as_str().unwrap_or("")), MANAGER_TOKEN).await?;
+    let outbound: Vec<_> =
+        detail["messages"].as_array().into_iter().flatten().filter(|message| message["direction"] == "out").collect();
+    assert_eq!(outbound.len(), 1, "one template in the conversation: {detail}");
+    let trail = harness
+        .http
+        .get(format!("{}/api/v1/audit?contact=919700000002", harness.base_url()))
+        .bearer_auth(MANAGER_TOKEN)
+        .send()
+        .await?
+        .text()
+        .await?;
+    let by_system = trail.lines().filter_map(|line| serde_json::from_str::<Value>(line).ok()).any(|entry| {
+        entry["action"] == "message_out" && entry["actor"] == "system" && entry["data"]["template"] == "after_hours"
+    });
+    assert!(by_system, "the template is the system's in the audit trail: {trail}");
     clock.advance_ms(HOUR);
     harness.system().settle_clock().await;
     let assigned = a1.expect_type("assigned").await?;
