@@ -110,9 +110,8 @@ mod tests {
 
     fn refused(spec: RoutingSpec) -> ApiError {
         let settings = settings();
-        let error = RoutingTable::new(spec.clone(), &settings.teams, &settings.agents, &settings.numbers)
-            .err()
-            .expect("refused");
+        let error =
+            RoutingTable::new(spec.clone(), &settings.teams, &settings.agents, &settings.numbers).expect_err("refused");
         routing_refusal(&error, &spec)
     }
 

@@ -535,22 +535,32 @@ impl System {
         let table = routing::RoutingTable::new(spec.clone(), &settings.teams, &settings.agents, &settings.numbers)
             .map_err(|error| configuration::routing_refusal(&error, &spec))?;
         let stored = configuration::stored_form(&spec, settings)?;
-        let _serialized = self.shared.routing_updates.lock().await;
-        let before = self.shared.routing().spec().clone();
-        let event = configuration::routing_changed(&before, &spec, &principal.agent_id, self.shared.now());
-        self.shared
-            .store
-            .commit(vec![
-                Op::PutSetting { name: configuration::ROUTING.to_owned(), value: stored },
-                Op::Event(Box::new(event)),
-            ])
-            .await
-            .map_err(|error| {
-                tracing::warn!(%error, "a routing change could not be stored");
-                ApiError::unavailable("the routing rules cannot be changed right now; try again")
-            })?;
-        *self.shared.routing.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(table);
-        tracing::info!(admin = %principal.agent_id, rules = spec.rules.len(), "routing rules changed");
+        // In a task of its own: a client that goes away while the commit is
+        // under way drops this future, but the commit it made must still be
+        // followed by the swap (else the store and the table in force differ).
+        let shared = self.shared.clone();
+        let admin = principal.agent_id.clone();
+        let after = spec.clone();
+        let applied = tokio::spawn(async move {
+            let _serialized = shared.routing_updates.lock().await;
+            let before = shared.routing().spec().clone();
+            let event = configuration::routing_changed(&before, &after, &admin, shared.now());
+            shared
+                .store
+                .commit(vec![
+                    Op::PutSetting { name: configuration::ROUTING.to_owned(), value: stored },
+                    Op::Event(Box::new(event)),
+                ])
+                .await?;
+            *shared.routing.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(table);
+            tracing::info!(%admin, rules = after.rules.len(), "routing rules changed");
+            Ok::<(), StorageError>(())
+        });
+        let refused = |problem: String| {
+            tracing::warn!(%problem, "a routing change could not be stored");
+            ApiError::unavailable("the routing rules cannot be changed right now; try again")
+        };
+        applied.await.map_err(|error| refused(error.to_string()))?.map_err(|error| refused(error.to_string()))?;
         Ok(spec)
     }
 

@@ -103,7 +103,7 @@ mod tests {
     use super::*;
 
     fn refused(body: &str) -> ApiError {
-        parse_routing(body.as_bytes()).err().unwrap_or_else(|| panic!("{body} was accepted"))
+        parse_routing(body.as_bytes()).expect_err(body)
     }
 
     #[test]

@@ -265,3 +265,31 @@ async fn stored_rules_that_no_longer_fit_the_file_give_way_to_the_files() -> Res
     harness.shutdown().await;
     Ok(())
 }
+
+/// Concurrent `PUT`s are applied one after the other: each audited change
+/// starts from the one before it, and the last one audited is in force.
+#[tokio::test]
+async fn concurrent_puts_apply_one_after_the_other() -> Result<()> {
+    let harness = start().await?;
+    let bodies: Vec<Value> = (0..6)
+        .map(|index| json!({"rules": [{"id": format!("rule_{index}"), "text_any": ["urgent"], "to_team": "support"}]}))
+        .collect();
+    let answers = futures_util::future::join_all(bodies.iter().map(|body| put(&harness, ADMIN_TOKEN, body))).await;
+    for answer in answers {
+        assert_eq!(answer?.0, 200);
+    }
+    let changes: Vec<Value> = audit_entries(&harness, "agent=root")
+        .await?
+        .into_iter()
+        .filter(|entry| entry["action"] == "configuration_changed")
+        .collect();
+    assert_eq!(changes.len(), bodies.len());
+    assert_eq!(changes[0]["data"]["detail"]["before"], file_rules());
+    for pair in changes.windows(2) {
+        assert_eq!(pair[1]["data"]["detail"]["before"], pair[0]["data"]["detail"]["after"], "{pair:?}");
+    }
+    let last = &changes[changes.len() - 1]["data"]["detail"]["after"];
+    assert_eq!(&routing_now(&harness).await?, last, "the last change audited is in force");
+    harness.shutdown().await;
+    Ok(())
+}
