@@ -28,7 +28,7 @@ use crate::decide::{Current, Decision, Effect, Input, Policy, decide};
 use crate::messages::{AgentMsg, ManagerMsg, PendingSend, Reply, RouteRequest, RouterMsg, TeamMsg};
 pub use crate::messages::{ConversationMsg, RequestKind};
 use crate::requests::{self, Outgoing, PlannedSend, TransferTarget};
-use crate::routing::{Routing, Trigger};
+use crate::routing::{Routing, RoutingTable, Trigger};
 use crate::shared::{Principal, Shared};
 use crate::timers::{Deadline, DeadlineKind};
 use protocol::events::EventBody;
@@ -209,16 +209,21 @@ impl ConversationState {
         // `Shared::contact_updates`).
         let shared = self.shared.clone();
         let opens = new_conversation_id.is_some();
+        // One table for the lock's decision and the routing decision: a
+        // change of the rules in between cannot make the decision write the
+        // contact without the lock.
+        let routing = shared.routing();
         let _contact_guard = match crate::decide::opt_word_of(&ingest, &shared.settings.contact_words) {
             Some(_) => Some(shared.contact_updates.lock().await),
-            None if opens && shared.routing().may_set_contact_city() => Some(shared.contact_updates.lock().await),
+            None if opens && routing.may_set_contact_city() => Some(shared.contact_updates.lock().await),
             None => None,
         };
         let contact = match (opens, &_contact_guard) {
             (false, None) => None,
             _ => self.shared.reader.contact(&ingest.contact_key)?.map(Box::new),
         };
-        let decision = self.decide(Input::MessageIn { ingest, inbox_seq, new_conversation_id, contact })?;
+        let decision =
+            self.decide_with(Input::MessageIn { ingest, inbox_seq, new_conversation_id, contact }, &routing)?;
         let opened = decision.opened;
         let Some(outcome) = self.commit_decision(decision).await? else {
             return Ok(IngestOutcome::Duplicate); // claimed meanwhile by the inbox path
@@ -233,12 +238,16 @@ impl ConversationState {
 
     /// Decides `input` against the actor's thread and open conversation.
     fn decide(&self, input: Input) -> Result<Decision, ApiError> {
+        self.decide_with(input, &self.shared.routing())
+    }
+
+    /// [`Self::decide`] with the routing table the caller already holds.
+    fn decide_with(&self, input: Input, routing: &RoutingTable) -> Result<Decision, ApiError> {
         let current = Current { thread_key: &self.thread_key, thread: self.thread.as_ref(), open: self.open.as_ref() };
-        let routing = self.shared.routing();
         let policy = Policy {
             policies: &self.shared.policies,
             dispositions: &self.shared.settings.dispositions,
-            routing: &routing,
+            routing,
             contact_words: &self.shared.settings.contact_words,
         };
         decide(current, input, self.now(), policy)

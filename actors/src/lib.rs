@@ -22,6 +22,7 @@
 
 pub mod agent;
 pub mod clock;
+pub mod configuration;
 pub mod contacts;
 pub mod conversation;
 pub mod deadlines;
@@ -142,6 +143,37 @@ async fn recover_send_intents(shared: &Shared) -> Result<usize, StartError> {
     Ok(recovered)
 }
 
+/// The routing configuration a start uses: the one an admin last set
+/// through the API (`PUT /api/v1/admin/routing`, kept in the store) while it
+/// still validates against the configured teams, agents and numbers; else
+/// the configuration file's (`file`, already checked), with a warning that
+/// names the problem (a team the stored rules name was removed from the
+/// file, say). The stored copy is kept either way: a `PUT` replaces it.
+fn routing_in_force(
+    settings: &Settings,
+    reader: &Reader,
+    file: routing::RoutingTable,
+) -> Result<routing::RoutingTable, StartError> {
+    let Some(stored) = reader.setting(configuration::ROUTING)? else { return Ok(file) };
+    match configuration::stored_routing_table(&stored, settings) {
+        Ok(table) => {
+            tracing::info!(
+                rules = table.spec().rules.len(),
+                "routing rules set through the admin API are in force (they win over the file's [routing])"
+            );
+            Ok(table)
+        }
+        Err(problem) => {
+            tracing::warn!(
+                %problem,
+                "the routing rules set through the admin API no longer fit the configuration; \
+                 starting with the file's [routing] until they are set again"
+            );
+            Ok(file)
+        }
+    }
+}
+
 fn contact_store_error(error: StorageError) -> ApiError {
     tracing::warn!(%error, "a contact update could not be stored");
     ApiError::unavailable("the contact cannot be changed right now; try again")
@@ -171,12 +203,13 @@ impl System {
         clock: SharedClock,
     ) -> Result<System, StartError> {
         let started = std::time::Instant::now();
-        let routing = settings.routing_table().map_err(|error| StartError::Settings(error.to_string()))?;
+        let file_routing = settings.routing_table().map_err(|error| StartError::Settings(error.to_string()))?;
         let sink = Arc::new(ActorSink { shared: OnceLock::new(), log_head: tokio::sync::watch::Sender::new(0) });
         let store = Arc::new(Store::open(data_dir, store_options, sink.clone())?);
         sink.log_head.send_replace(store.reader().log_head()?);
         let store_opened_ms = started.elapsed().as_millis();
         let reader = store.reader();
+        let routing = routing_in_force(&settings, &reader, file_routing)?;
         let open = reader.open_conversations()?;
         let inbox = reader.inbox()?;
         let open_read_ms = started.elapsed().as_millis();
@@ -206,6 +239,7 @@ impl System {
             directory: OnceLock::new(),
             stopping: Default::default(),
             contact_updates: tokio::sync::Mutex::new(()),
+            routing_updates: tokio::sync::Mutex::new(()),
         });
 
         let (manager, _) = Actor::spawn(None, ConversationManager, shared.clone()).await?;
@@ -476,6 +510,63 @@ impl System {
             .await
             .map_err(contact_store_error)?;
         Ok(after)
+    }
+
+    /// `GET /api/v1/admin/routing`: the routing configuration in force.
+    pub fn routing_spec(&self) -> routing::RoutingSpec {
+        self.shared.routing().spec().clone()
+    }
+
+    /// `PUT /api/v1/admin/routing` (PROTOCOL §7): an admin replaces the
+    /// routing configuration. It is checked whole first (`invalid_field`
+    /// naming the rule and the field; nothing changes); then, under
+    /// `Shared::routing_updates`, the stored copy and a
+    /// `configuration_changed` event (`{before, after}`, by the admin) are
+    /// committed as one batch, and only once that commit is durable does
+    /// the new table replace the one in force: conversations routed from
+    /// then on use it, those routed before keep their route. A
+    /// configuration equal to the file's `[routing]` is not stored (the
+    /// stored copy is forgotten): the file is followed again. Every
+    /// accepted `PUT` is recorded, one that changes nothing too.
+    pub async fn set_routing(
+        &self,
+        principal: &Principal,
+        spec: routing::RoutingSpec,
+    ) -> Result<routing::RoutingSpec, ApiError> {
+        if principal.role != protocol::model::Role::Admin {
+            return Err(ApiError::forbidden("only admins change the routing rules"));
+        }
+        let settings = &self.shared.settings;
+        let table = routing::RoutingTable::new(spec.clone(), &settings.teams, &settings.agents, &settings.numbers)
+            .map_err(|error| configuration::routing_refusal(&error, &spec))?;
+        let stored = configuration::stored_form(&spec, settings)?;
+        // In a task of its own: a client that goes away while the commit is
+        // under way drops this future, but the commit it made must still be
+        // followed by the swap (else the store and the table in force differ).
+        let shared = self.shared.clone();
+        let admin = principal.agent_id.clone();
+        let after = spec.clone();
+        let applied = tokio::spawn(async move {
+            let _serialized = shared.routing_updates.lock().await;
+            let before = shared.routing().spec().clone();
+            let event = configuration::routing_changed(&before, &after, &admin, shared.now());
+            shared
+                .store
+                .commit(vec![
+                    Op::PutSetting { name: configuration::ROUTING.to_owned(), value: stored },
+                    Op::Event(Box::new(event)),
+                ])
+                .await?;
+            *shared.routing.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(table);
+            tracing::info!(%admin, rules = after.rules.len(), "routing rules changed");
+            Ok::<(), StorageError>(())
+        });
+        let refused = |problem: String| {
+            tracing::warn!(%problem, "a routing change could not be stored");
+            ApiError::unavailable("the routing rules cannot be changed right now; try again")
+        };
+        applied.await.map_err(|error| refused(error.to_string()))?.map_err(|error| refused(error.to_string()))?;
+        Ok(spec)
     }
 
     pub fn detach(&self, agent_id: &str, session_id: &str) {

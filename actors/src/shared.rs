@@ -53,6 +53,12 @@ pub struct Shared {
     /// takes a few milliseconds. The one lock held across a commit: the
     /// writer never takes it, so it cannot wait on itself.
     pub contact_updates: tokio::sync::Mutex<()>,
+    /// Held by `System::set_routing` from reading the table in force until
+    /// the new one is committed and swapped in, so two `PUT`s cannot
+    /// commit in one order and swap in the other (the table in force is
+    /// always the last one committed). Held across a commit, like
+    /// `contact_updates`; the writer never takes it.
+    pub(crate) routing_updates: tokio::sync::Mutex<()>,
 }
 
 impl Shared {

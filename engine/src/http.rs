@@ -35,6 +35,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/conversations/{id}", get(get_conversation))
         .route("/api/v1/conversations/{id}/{action}", post(conversation_action))
         .merge(crate::contacts_http::routes())
+        .merge(crate::admin_http::routes())
         .route("/api/v1/workload", get(workload))
         .merge(crate::audit_http::routes())
         .route("/", get(|| async { Html(include_str!("../assets/dashboard.html")) }))

@@ -1,5 +1,6 @@
 //! The `switchboard` binary's library: everything that touches the outside
-//! world. HTTP and WebSocket ([`http`], [`ws`]; contacts in [`contacts_http`]), the Graph API client
+//! world. HTTP and WebSocket ([`http`], [`ws`]; contacts in
+//! [`contacts_http`], the admin API in [`admin_http`]), the Graph API client
 //! ([`graph`]), configuration ([`config`]), start and shutdown ([`server`]),
 //! the HTTP/1 accept loop with its timeouts ([`serve`]),
 //! and the demo ([`demo`]), which runs the engine beside the simulated Meta,
@@ -11,6 +12,7 @@
 //! [`emulator`] re-exports `sim::emulator` for code written against the old
 //! path).
 
+pub mod admin_http;
 pub mod audit;
 pub mod audit_cli;
 pub mod audit_http;

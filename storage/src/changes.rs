@@ -46,9 +46,10 @@ pub enum TableId {
     AuditIndex = 19,
     AuditCheckpoints = 20,
     Contacts = 21,
+    Settings = 22,
 }
 
-const TABLES: [TableId; 22] = [
+const TABLES: [TableId; 23] = [
     TableId::Counters,
     TableId::Inbox,
     TableId::InboundIds,
@@ -71,6 +72,7 @@ const TABLES: [TableId; 22] = [
     TableId::AuditIndex,
     TableId::AuditCheckpoints,
     TableId::Contacts,
+    TableId::Settings,
 ];
 
 impl TableId {
@@ -605,6 +607,7 @@ pub(crate) fn read_point(txn: &ReadTransaction, table: TableId, key: &Key) -> Re
         (TableId::Agents, _) => str_table(txn, AGENTS, key),
         (TableId::SendIntents, _) => str_table(txn, SEND_INTENTS, key),
         (TableId::Contacts, _) => str_table(txn, CONTACTS, key),
+        (TableId::Settings, _) => str_table(txn, SETTINGS, key),
         (TableId::Cursors, _) => counter_table(txn, CURSORS, key),
         (TableId::Events, _) => seq_table(txn, EVENTS, key),
         (TableId::AuditEntries, _) => seq_table(txn, AUDIT_ENTRIES, key),
@@ -693,6 +696,7 @@ pub(crate) fn materialize<'a>(txn: &WriteTransaction, writes: impl IntoIterator<
     let mut audit_index = txn.open_table(AUDIT_INDEX).map_err(db_error)?;
     let mut audit_checkpoints = txn.open_table(AUDIT_CHECKPOINTS).map_err(db_error)?;
     let mut contacts = txn.open_table(CONTACTS).map_err(db_error)?;
+    let mut settings = txn.open_table(SETTINGS).map_err(db_error)?;
     for write in writes {
         let key = &write.key;
         let value = write.value.as_deref();
@@ -722,6 +726,7 @@ pub(crate) fn materialize<'a>(txn: &WriteTransaction, writes: impl IntoIterator<
             (TableId::Agents, _) => apply!(agents, str_key(key)?, bytes),
             (TableId::SendIntents, _) => apply!(send_intents, str_key(key)?, bytes),
             (TableId::Contacts, _) => apply!(contacts, str_key(key)?, bytes),
+            (TableId::Settings, _) => apply!(settings, str_key(key)?, bytes),
             (TableId::Events, _) => apply!(events, u64_key(key)?, bytes),
             (TableId::Cursors, _) => apply!(cursors, str_key(key)?, u64_value),
             (TableId::AuditEntries, _) => apply!(audit_entries, u64_key(key)?, bytes),

@@ -172,6 +172,13 @@ impl Reader {
         self.point_decoded(TableId::Contacts, Key::Str(wa_id.to_owned()))
     }
 
+    /// A section of the runtime configuration (its JSON, as
+    /// [`crate::Op::PutSetting`] stored it), `None` when none was ever set.
+    /// A point read: it sees an acknowledged change at once.
+    pub fn setting(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.point(TableId::Settings, Key::Str(name.to_owned()))?.map(|bytes| bytes.to_vec()))
+    }
+
     /// The contact's conversations on every number, newest first, with
     /// what `GET /api/v1/contacts/{wa_id}` needs of each. A range read.
     /// Cost: a scan of the whole `conversations` table (each record decoded

@@ -65,6 +65,11 @@ pub const AUDIT_CHECKPOINTS: TableDefinition<u64, &[u8]> = TableDefinition::new(
 /// PROTOCOL §8 sets on a contact. Written only by a `PATCH`, an opt-out or
 /// opt-in word and routing, never by an ordinary message; read by key.
 pub const CONTACTS: TableDefinition<&str, &[u8]> = TableDefinition::new("contacts");
+/// Runtime configuration (format v9): a section's name (`routing`) → its
+/// JSON, as an admin last set it through the API. Written only by
+/// [`crate::Op::PutSetting`]; read by key. A section absent here is the
+/// configuration file's.
+pub const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
 
 pub(crate) fn create_all(db: &Database) -> Result<()> {
     let mut txn = db.begin_write().map_err(db_error)?;
@@ -93,6 +98,7 @@ pub(crate) fn create_all(db: &Database) -> Result<()> {
     txn.open_table(AUDIT_INDEX).map_err(db_error)?;
     txn.open_table(AUDIT_CHECKPOINTS).map_err(db_error)?;
     txn.open_table(CONTACTS).map_err(db_error)?;
+    txn.open_table(SETTINGS).map_err(db_error)?;
     migrate_open_index_v2(&txn)?;
     txn.commit().map_err(db_error)?;
     Ok(())

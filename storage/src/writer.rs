@@ -138,6 +138,14 @@ pub enum Op {
     /// serialize their read-modify-writes of one contact (the store keeps
     /// the last record it is given).
     PutContact(Box<crate::ContactRecord>),
+    /// Replaces a section of the runtime configuration (key: its name,
+    /// `routing`; value: its JSON, which the store does not read), or
+    /// forgets it (`None`: the configuration file's is followed again).
+    /// Callers commit its `configuration_changed` event in the same batch.
+    PutSetting {
+        name: String,
+        value: Option<Vec<u8>>,
+    },
 }
 
 pub type Batch = Vec<Op>;
@@ -942,6 +950,12 @@ impl<'a> GroupState<'a> {
             }
             Op::PutContact(record) => {
                 self.view.put(TableId::Contacts, text(&record.wa_id), encode(record.as_ref())?);
+            }
+            Op::PutSetting { name, value: Some(value) } => {
+                self.view.put(TableId::Settings, text(name), value.clone());
+            }
+            Op::PutSetting { name, value: None } => {
+                self.view.delete(TableId::Settings, text(name));
             }
             Op::AuditCheckpoint { tree_size, checkpoint } => {
                 self.view.put(TableId::AuditCheckpoints, Key::U64(*tree_size), checkpoint.clone());

@@ -1133,3 +1133,55 @@ fn contacts_are_read_through_the_overlay_and_survive_reopen() {
     let (store, _) = open(dir.path(), StoreOptions::default());
     assert_eq!(store.reader().contact(CONTACT).unwrap().as_ref(), Some(&record), "after a reopen");
 }
+
+/// A runtime configuration section is read by key through the overlay (an
+/// acknowledged `PutSetting` shows at once), exactly as given, committed
+/// with its event; the last write wins, and it survives a reopen.
+#[test]
+fn settings_are_read_through_the_overlay_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = br#"{"owner_policy":"manual","owner_wait_s":0,"rules":[]}"#.to_vec();
+    let second = br#"{"owner_policy":"last_closer","owner_wait_s":30,"rules":[{"id":"r1","to_team":"t"}]}"#.to_vec();
+    let event = protocol::events::Event {
+        at: 1_795_514_400_123,
+        conversation_id: None,
+        contact: None,
+        phone_number_id: None,
+        actor: protocol::events::Actor::user("root"),
+        body: protocol::events::EventBody::ConfigurationChanged {
+            section: "routing".to_owned(),
+            detail: serde_json::json!({"before": null, "after": {"owner_wait_s": 0}}),
+        },
+    };
+    {
+        let (store, _) = open(dir.path(), StoreOptions::default());
+        let reader = store.reader();
+        assert_eq!(reader.setting("routing").unwrap(), None, "nothing set yet");
+        store
+            .commit_blocking(vec![
+                Op::PutSetting { name: "routing".to_owned(), value: Some(first.clone()) },
+                Op::Event(Box::new(event.clone())),
+            ])
+            .unwrap();
+        // Right after the acknowledgement: the overlay answers.
+        assert_eq!(reader.setting("routing").unwrap(), Some(first));
+        assert_eq!(reader.setting("agents").unwrap(), None, "another section");
+        store
+            .commit_blocking(vec![Op::PutSetting { name: "routing".to_owned(), value: Some(second.clone()) }])
+            .unwrap();
+        assert_eq!(reader.setting("routing").unwrap().as_ref(), Some(&second), "the last write wins");
+        assert_eq!(reader.events_after(0, 10).unwrap(), vec![(1, event)], "committed with its event");
+        store.shutdown();
+    }
+    {
+        let (store, _) = open(dir.path(), StoreOptions::default());
+        assert_eq!(store.reader().setting("routing").unwrap(), Some(second), "after a reopen");
+        assert_eq!(store.reader().setting("agents").unwrap(), None);
+        // Forgotten (back to the configuration file's): at once, and after a reopen.
+        store.commit_blocking(vec![Op::PutSetting { name: "routing".to_owned(), value: None }]).unwrap();
+        assert_eq!(store.reader().setting("routing").unwrap(), None, "forgotten");
+        store.shutdown();
+    }
+    let (store, _) = open(dir.path(), StoreOptions::default());
+    assert_eq!(store.reader().setting("routing").unwrap(), None, "forgotten after a reopen");
+}
