@@ -35,7 +35,43 @@ use crate::config::Config;
 
 /// The business phone number id the simulated customers write to.
 const PHONE_NUMBER_ID: &str = "100000000000001";
-const TEAM: &str = "sales";
+/// The demo's teams: sales takes ad leads and whatever no rule places;
+/// the others get conversations by the routing rules below.
+const TEAMS: [(&str, &str, Strategy); 4] = [
+    ("sales", "Sales", Strategy::RoundRobin),
+    ("collections", "Collections", Strategy::LeastLoaded),
+    ("support", "Support", Strategy::LeastLoaded),
+    ("pune", "Pune showroom", Strategy::RoundRobin),
+];
+
+/// The demo's routing rules (docs/routing.md; a fuller example is
+/// config/examples/routing.toml): what customers write decides the team.
+const ROUTING: &str = r#"
+[[rules]]
+id = "payments"
+text_any = ["emi", "payment link", "instalment", "pay"]
+to_team = "collections"
+
+[[rules]]
+id = "documents"
+text_any = ["documents", "brochure"]
+to_team = "support"
+
+[[rules]]
+id = "city"
+city_in_text = true
+to_city_team = true
+
+[[rules]]
+id = "diwali_referrals"
+referral_codes = ["DIWALI25"]
+to_team = "sales"
+
+[[rules]]
+id = "ad_leads"
+source = "paid"
+to_team = "sales"
+"#;
 const AGENT_CAPACITY: u32 = 5;
 const STATUS_EVERY: Duration = Duration::from_secs(5);
 
@@ -179,12 +215,26 @@ pub async fn run(listen: &str, agents: usize, rate: f64, data_dir: Option<PathBu
     config.whatsapp.verify_token = secret();
     config.whatsapp.access_token = secret();
     config.presence.grace_s = 5;
-    config.teams = vec![TeamSpec {
-        id: TEAM.to_owned(),
-        name: Some("Sales".to_owned()),
-        assignment: Strategy::RoundRobin,
-        ..Default::default()
-    }];
+    config.teams = TEAMS
+        .iter()
+        .map(|(id, name, assignment)| TeamSpec {
+            id: (*id).to_owned(),
+            name: Some((*name).to_owned()),
+            assignment: *assignment,
+            cities: if *id == "pune" { vec!["Pune".to_owned()] } else { Vec::new() },
+            // Support spills into sales when five wait.
+            overflow_to: if *id == "support" { vec!["sales".to_owned()] } else { Vec::new() },
+            overflow_queue: (*id == "support").then_some(5),
+            ..Default::default()
+        })
+        .collect();
+    config.routing = match toml::from_str(ROUTING) {
+        Ok(routing) => routing,
+        Err(error) => {
+            eprintln!("switchboard demo: the demo's routing rules do not read: {error}");
+            return 1;
+        }
+    };
     config.agents = roster.specs();
 
     let emulator = match Emulator::start(EmulatorConfig {
@@ -284,13 +334,13 @@ impl Roster {
     }
 
     fn specs(&self) -> Vec<AgentSpec> {
-        let agent = |id: &str, name: String, token: &str, city: Option<&str>| AgentSpec {
+        let agent = |id: &str, name: String, token: &str, city: Option<&str>, teams: Vec<String>| AgentSpec {
             id: id.to_owned(),
             name: Some(name),
             role: Role::Agent,
             token: Some(token.to_owned()),
             token_sha256: None,
-            teams: vec![TEAM.to_owned()],
+            teams,
             capacity: Some(AGENT_CAPACITY),
             city: city.map(str::to_owned),
             manages: Vec::new(),
@@ -302,10 +352,14 @@ impl Roster {
             .enumerate()
             .map(|(index, (id, token))| {
                 let name = format!("{} (simulated)", AGENT_NAMES[index % AGENT_NAMES.len()]);
-                agent(id, name, token, Some(AGENT_CITIES[index % AGENT_CITIES.len()]))
+                // Each team gets agents in turn; everyone also helps sales.
+                let home = TEAMS[index % TEAMS.len()].0;
+                let teams = if home == "sales" { vec![home.to_owned()] } else { vec![home.to_owned(), "sales".to_owned()] };
+                agent(id, name, token, Some(AGENT_CITIES[index % AGENT_CITIES.len()]), teams)
             })
             .collect();
-        specs.push(agent("you", "You".to_owned(), &self.you_token, None));
+        let every_team = TEAMS.iter().map(|(id, _, _)| (*id).to_owned()).collect();
+        specs.push(agent("you", "You".to_owned(), &self.you_token, None, every_team));
         specs.push(AgentSpec {
             id: "manager".to_owned(),
             name: Some("Manager".to_owned()),
@@ -335,6 +389,10 @@ fn print_banner(addr: &SocketAddr, roster: &Roster, agents: usize, rate: f64, da
         roster.manager_token
     );
     println!("  Data directory:     {}", data_dir.display());
+    println!();
+    println!("Routing (docs/routing.md): \"EMI\", \"pay\"… go to collections; \"documents\", \"brochure\" to support;");
+    println!("a customer who names Pune to the Pune showroom; ad leads and everything else to sales. Each");
+    println!("agent's `assigned` frame and the audit log say which rule routed what (route.rule).");
     println!();
     println!("A status line follows every {} s. Ctrl-C to stop.", STATUS_EVERY.as_secs());
     println!();
@@ -789,10 +847,15 @@ async fn status_lines(ctx: Arc<Ctx>, emulator: Arc<Emulator>, manager_token: Str
                 let open = counts.get("bot").unwrap_or(&0)
                     + counts.get("queued").unwrap_or(&0)
                     + counts.get("assigned").unwrap_or(&0);
+                let by_team: Vec<String> = TEAMS
+                    .iter()
+                    .map(|(id, _, _)| format!("{id} {}", counts.get(&format!("team:{id}")).unwrap_or(&0)))
+                    .collect();
                 format!(
-                    "conversations {open} open ({} assigned, {} queued), {} closed",
+                    "conversations {open} open ({} assigned, {} queued; by team: {}), {} closed",
                     counts.get("assigned").unwrap_or(&0),
                     counts.get("queued").unwrap_or(&0),
+                    by_team.join(", "),
                     counts.get("closed").unwrap_or(&0),
                 )
             }
@@ -837,6 +900,10 @@ async fn conversation_counts(ctx: &Ctx, manager_token: &str) -> anyhow::Result<H
         for conversation in page {
             let status = conversation["status"].as_str().unwrap_or("unknown");
             *counts.entry(status.to_owned()).or_insert(0) += 1;
+            if status != "closed" {
+                let team = conversation["team"].as_str().unwrap_or("none");
+                *counts.entry(format!("team:{team}")).or_insert(0) += 1;
+            }
         }
         match page.last().and_then(|conversation| conversation["id"].as_str()) {
             Some(last) if page.len() == 1000 => before = Some(last.to_owned()),
