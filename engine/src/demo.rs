@@ -354,7 +354,8 @@ impl Roster {
                 let name = format!("{} (simulated)", AGENT_NAMES[index % AGENT_NAMES.len()]);
                 // Each team gets agents in turn; everyone also helps sales.
                 let home = TEAMS[index % TEAMS.len()].0;
-                let teams = if home == "sales" { vec![home.to_owned()] } else { vec![home.to_owned(), "sales".to_owned()] };
+                let teams =
+                    if home == "sales" { vec![home.to_owned()] } else { vec![home.to_owned(), "sales".to_owned()] };
                 agent(id, name, token, Some(AGENT_CITIES[index % AGENT_CITIES.len()]), teams)
             })
             .collect();
