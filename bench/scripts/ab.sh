@@ -4,6 +4,8 @@
 # (its own switchboard-bench and switchboard). Reports go to OUT.
 #
 #   BEFORE=DIR AFTER=DIR bench/scripts/ab.sh [RATES] [REPEATS] [DURATION_S] [OUT]
+#   AFTER_ARGS="--engine-config-append bench/scripts/routing-rules.toml" … : extra
+#   arguments for the later build's runs only (a feature the earlier lacks).
 #   e.g. BEFORE=/tmp/before/release AFTER=target/release bench/scripts/ab.sh 1000,2000,3000 2 15
 # DIR holds a release build's `switchboard` and `switchboard-bench`.
 set -uo pipefail
@@ -17,8 +19,9 @@ mkdir -p "$OUT"
 for rate in ${RATES//,/ }; do
   for repeat in $(seq 1 "$REPEATS"); do
     for build in before after; do
-      if [ "$build" = before ]; then dir=$BEFORE; else dir=$AFTER; fi
-      "$dir/switchboard-bench" throughput --engine-bin "$dir/switchboard" --steps "$rate" \
+      if [ "$build" = before ]; then dir=$BEFORE; extra=${BEFORE_ARGS:-}; else dir=$AFTER; extra=${AFTER_ARGS:-}; fi
+      # shellcheck disable=SC2086 # $extra is a list of arguments
+      "$dir/switchboard-bench" throughput $extra --engine-bin "$dir/switchboard" --steps "$rate" \
         --duration "$DURATION" --agents 50 --no-progress \
         --json "$OUT/$build-$rate-$repeat.json" --markdown "$OUT/$build-$rate-$repeat.md" \
         > "$OUT/$build-$rate-$repeat.log" 2>&1

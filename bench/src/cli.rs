@@ -131,6 +131,11 @@ pub struct CommonOptions {
     /// The engine binary to start (default: `switchboard` next to this executable).
     #[arg(long)]
     pub engine_bin: Option<PathBuf>,
+    /// TOML appended to the engine's configuration (e.g. `[[routing.rules]]`
+    /// routing every conversation to team `bench`, for the compare run with
+    /// rules configured: bench/scripts/routing-rules.toml).
+    #[arg(long)]
+    pub engine_config_append: Option<PathBuf>,
     /// Drive a server already running at this URL instead of starting one.
     #[arg(long)]
     pub target: Option<String>,
@@ -533,7 +538,7 @@ async fn spawn_engine(
         }
     };
     let config_path = work_dir.join("switchboard-bench.toml");
-    let config = render_engine_config_with(
+    let mut config = render_engine_config_with(
         &EngineConfigOptions {
             listen: "127.0.0.1:0".to_owned(),
             data_dir: work_dir.join("data"),
@@ -545,6 +550,12 @@ async fn spawn_engine(
         },
         passivate_after_s,
     );
+    if let Some(extra) = &common.engine_config_append {
+        let text = std::fs::read_to_string(extra)
+            .map_err(|error| anyhow::anyhow!("cannot read --engine-config-append {}: {error}", extra.display()))?;
+        config.push('\n');
+        config.push_str(&text);
+    }
     std::fs::write(&config_path, config)?;
     let log_path = work_dir.join("engine.log");
     let process = EngineProcess::spawn(&binary, &config_path, None, &log_path, Duration::from_secs(120)).await?;
