@@ -1,6 +1,7 @@
 //! Assignment invariants, as properties of the real actor system (contract
 //! §7, issue #12): random arrivals (routed to two teams by a rule), closes,
-//! presence changes, transfers, overflow and restarts, and after every step:
+//! presence changes, a shift starting and ending as the clock moves,
+//! transfers, overflow and restarts, and after every step:
 //!
 //! - capacity is never exceeded: no agent's records ever hold more open
 //!   conversations than its capacity, at any moment observed;
@@ -66,7 +67,12 @@ fn settings() -> Settings {
         capacity: Some(capacity),
         city: None,
         manages: Vec::new(),
-        shift: None,
+        // a4 works Tuesdays 09:00-18:00 UTC; the others always.
+        shift: (id == "a4").then(|| switchboard_actors::hours::HoursSpec {
+            timezone: "UTC".into(),
+            week: [("tue".to_owned(), vec!["09:00-18:00".to_owned()])].into_iter().collect(),
+            holidays: Vec::new(),
+        }),
     };
     let mut settings = Settings {
         teams: vec![team("sales", Strategy::RoundRobin, None), team("billing", Strategy::LeastLoaded, Some("sales"))],
@@ -99,6 +105,17 @@ enum Step {
     Transfer { pick: u8, agent: u8 },
     /// The engine stops and starts again on the same store.
     Restart,
+    /// The clock moves on this many hours (a4's shift starts or ends).
+    Later { hours: u8 },
+}
+
+/// Tuesday 2026-12-01 08:00 UTC: an hour before a4's shift.
+const START: i64 = 1_796_112_000_000;
+const HOUR: i64 = 3_600_000;
+
+/// Whether a4's shift (Tuesday 09:00-18:00 UTC) covers `now`.
+fn in_shift(agent: &str, now: i64) -> bool {
+    agent != "a4" || (START + HOUR..START + 10 * HOUR).contains(&now)
 }
 
 fn step() -> impl proptest::strategy::Strategy<Value = Step> {
@@ -108,12 +125,14 @@ fn step() -> impl proptest::strategy::Strategy<Value = Step> {
         2 => (0u8..4, 0u8..3).prop_map(|(agent, status)| Step::Presence { agent, status }),
         1 => (any::<u8>(), 0u8..4).prop_map(|(pick, agent)| Step::Transfer { pick, agent }),
         1 => Just(Step::Restart),
+        1 => (1u8..5).prop_map(|hours| Step::Later { hours }),
     ]
 }
 
 /// The running system and each agent's session (its frames).
 struct World {
     system: System,
+    clock: Arc<ManualClock>,
     sessions: BTreeMap<String, mpsc::Receiver<Arc<ServerFrame>>>,
     /// What each agent's frames say it holds.
     held: BTreeMap<String, BTreeSet<String>>,
@@ -122,17 +141,12 @@ struct World {
 }
 
 impl World {
-    async fn start(dir: &Path, statuses: BTreeMap<String, AgentStatus>) -> World {
-        let system = System::start(
-            settings(),
-            dir,
-            StoreOptions::default(),
-            Arc::new(NoSends),
-            ManualClock::new(1_796_083_200_000),
-        )
-        .await
-        .expect("the system starts");
-        let mut world = World { system, sessions: BTreeMap::new(), held: BTreeMap::new(), statuses, messages: 0 };
+    async fn start(dir: &Path, clock: Arc<ManualClock>, statuses: BTreeMap<String, AgentStatus>) -> World {
+        let system = System::start(settings(), dir, StoreOptions::default(), Arc::new(NoSends), clock.clone())
+            .await
+            .expect("the system starts");
+        let mut world =
+            World { system, clock, sessions: BTreeMap::new(), held: BTreeMap::new(), statuses, messages: 0 };
         for (id, _, _) in AGENTS {
             let (sender, receiver) = mpsc::channel(4096);
             world.system.attach(id, SessionHandle { session_id: format!("{id}-session"), sender }).await.unwrap();
@@ -176,9 +190,9 @@ impl World {
     /// Stops the engine, lets go of its store, and starts it again there.
     async fn restart(self, dir: &Path) -> World {
         self.system.shutdown().await;
-        let statuses = self.statuses.clone();
+        let (statuses, clock) = (self.statuses.clone(), self.clock.clone());
         drop(self);
-        World::start(dir, statuses).await
+        World::start(dir, clock, statuses).await
     }
 
     async fn apply(&mut self, step: &Step) {
@@ -226,6 +240,10 @@ impl World {
                         .await;
                 }
             }
+            Step::Later { hours } => {
+                self.clock.advance_ms(i64::from(hours) * HOUR);
+                self.system.settle_clock().await;
+            }
             Step::Restart => unreachable!("restarts replace the world: `World::restart`"),
         }
     }
@@ -267,7 +285,7 @@ impl World {
                     quiet = Err(format!("{id}: records hold {records:?}, its frames say {frames:?}"));
                     break;
                 }
-                let online = self.statuses.get(id) == Some(&AgentStatus::Online);
+                let online = self.statuses.get(id) == Some(&AgentStatus::Online) && in_shift(id, self.system.now());
                 let room = (records.len() as u32) < capacity;
                 if let Some(team) = teams.iter().find(|team| queued_in.get(**team).copied().unwrap_or(0) > 0)
                     && online
@@ -313,7 +331,7 @@ proptest! {
         let outcome: Result<(), String> = runtime.block_on(async {
             let dir = tempfile::tempdir().unwrap();
             let online = AGENTS.iter().map(|(id, _, _)| ((*id).to_owned(), AgentStatus::Online)).collect();
-            let mut world = World::start(dir.path(), online).await;
+            let mut world = World::start(dir.path(), ManualClock::new(START), online).await;
             let mut outcome = Ok(());
             for step in &steps {
                 match step {
@@ -347,7 +365,7 @@ async fn round_robin_is_fair_and_a_late_agent_is_not_flooded() {
         dir.path(),
         StoreOptions::default(),
         Arc::new(NoSends),
-        ManualClock::new(1_796_083_200_000),
+        ManualClock::new(START + 2 * HOUR),
     )
     .await
     .unwrap();
