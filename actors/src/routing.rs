@@ -231,9 +231,49 @@ pub struct Routing {
 
 struct Rule {
     spec: RuleSpec,
-    /// `text_any`, each as lowercase words.
-    phrases: Vec<Vec<String>>,
+    /// `text_any`, as ids in [`Phrases`].
+    phrases: Vec<usize>,
     regex: Option<Regex>,
+}
+
+/// Every phrase routing looks for in a first message (the rules' `text_any`
+/// and the teams' cities), each once, indexed by its first word: a message
+/// is scanned once, word by word, whatever the number of rules
+/// ([`Phrases::found_in`]), and a rule's `text_any` is then a look-up.
+#[derive(Default)]
+struct Phrases {
+    /// Lowercase words of each phrase, by id.
+    words: Vec<Vec<String>>,
+    /// First word → ids of the phrases starting with it.
+    starts: HashMap<String, Vec<usize>>,
+    ids: HashMap<Vec<String>, usize>,
+}
+
+impl Phrases {
+    /// The id of `phrase` (lowercase words), added when new.
+    fn id(&mut self, phrase: Vec<String>) -> usize {
+        if let Some(&id) = self.ids.get(&phrase) {
+            return id;
+        }
+        let id = self.words.len();
+        self.starts.entry(phrase[0].clone()).or_default().push(id);
+        self.ids.insert(phrase.clone(), id);
+        self.words.push(phrase);
+        id
+    }
+
+    /// Which phrases occur in `text` (words) as consecutive whole words, by id.
+    fn found_in(&self, text: &[String]) -> Vec<bool> {
+        let mut found = vec![false; self.words.len()];
+        for (at, word) in text.iter().enumerate() {
+            for &id in self.starts.get(word).map(Vec::as_slice).unwrap_or_default() {
+                if text[at..].starts_with(&self.words[id]) {
+                    found[id] = true;
+                }
+            }
+        }
+        found
+    }
 }
 
 /// The routing configuration, checked and compiled: rules, numbers, the
@@ -245,9 +285,10 @@ pub struct RoutingTable {
     first_team: Option<String>,
     team_ids: Vec<String>,
     number_teams: HashMap<String, String>,
-    /// (lowercase words of the city, the city as configured, its team), in
-    /// team then city order: the first team serving a city serves it.
-    cities: Vec<(Vec<String>, String, String)>,
+    /// (its phrase id, the city as configured, its team), in team then city
+    /// order: the first team serving a city serves it.
+    cities: Vec<(usize, String, String)>,
+    phrases: Phrases,
     dealers: HashMap<String, String>,
     agent_teams: HashMap<String, Vec<String>>,
 }
@@ -268,11 +309,6 @@ const MAX_OWNER_WAIT_S: u64 = 86_400;
 /// Lowercase words of a text: runs of letters and digits.
 fn words(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric()).filter(|word| !word.is_empty()).map(str::to_lowercase).collect()
-}
-
-/// Whether `phrase` (words) occurs in `text` (words) as consecutive whole words.
-fn contains_phrase(text: &[String], phrase: &[String]) -> bool {
-    !phrase.is_empty() && text.windows(phrase.len()).any(|window| window == phrase)
 }
 
 /// Equality of a rule's value with a contact's: strings case-insensitively.
@@ -315,6 +351,7 @@ impl RoutingTable {
             }
         }
         let mut cities = Vec::new();
+        let mut phrases_seen = Phrases::default();
         let mut dealers = HashMap::new();
         for (index, team) in teams.iter().enumerate() {
             for city in &team.cities {
@@ -326,7 +363,7 @@ impl RoutingTable {
                         problem: format!("{city:?} is not a city name"),
                     });
                 }
-                cities.push((city_words, city.trim().to_owned(), team.id.clone()));
+                cities.push((phrases_seen.id(city_words), city.trim().to_owned(), team.id.clone()));
             }
             let place = || format!("teams[{index}] ({})", team.id);
             for partner in &team.overflow_to {
@@ -419,7 +456,7 @@ impl RoutingTable {
                 if phrase_words.is_empty() {
                     return Err(error("text_any", format!("{phrase:?} has no word to look for")));
                 }
-                phrases.push(phrase_words);
+                phrases.push(phrases_seen.id(phrase_words));
             }
             let regex = match &rule.text_regex {
                 None => None,
@@ -469,6 +506,7 @@ impl RoutingTable {
             team_ids: teams.iter().map(|team| team.id.clone()).collect(),
             number_teams,
             cities,
+            phrases: phrases_seen,
             dealers,
             agent_teams,
         })
@@ -511,29 +549,28 @@ impl RoutingTable {
         self.team_ids.iter().any(|id| id == team)
     }
 
-    /// The first city some team serves named in `text` (whole words), with its team.
-    fn city_named_in(&self, text: &[String]) -> Option<(&str, &str)> {
-        self.cities
-            .iter()
-            .find(|(city_words, _, _)| contains_phrase(text, city_words))
-            .map(|(_, city, team)| (city.as_str(), team.as_str()))
+    /// The first city some team serves named in the text (`found`: the
+    /// phrases it holds), with its team.
+    fn city_named_in(&self, found: &[bool]) -> Option<(&str, &str)> {
+        self.cities.iter().find(|(id, _, _)| found[*id]).map(|(_, city, team)| (city.as_str(), team.as_str()))
     }
 
     fn team_serving(&self, city: &str) -> Option<&str> {
         let city_words = words(city);
-        self.cities.iter().find(|(words, _, _)| *words == city_words).map(|(_, _, team)| team.as_str())
+        let id = self.phrases.ids.get(&city_words)?;
+        self.cities.iter().find(|(city_id, _, _)| city_id == id).map(|(_, _, team)| team.as_str())
     }
 }
 
 impl Rule {
     /// The rule's conditions against the facts (`city` is the contact's,
     /// perhaps just found in the text).
-    fn matches(&self, facts: &Facts<'_>, text: &[String], city: Option<&str>) -> bool {
+    fn matches(&self, facts: &Facts<'_>, found: &[bool], city: Option<&str>) -> bool {
         let spec = &self.spec;
         if spec.number.as_deref().is_some_and(|number| number != facts.phone_number_id) {
             return false;
         }
-        if !self.phrases.is_empty() && !self.phrases.iter().any(|phrase| contains_phrase(text, phrase)) {
+        if !self.phrases.is_empty() && !self.phrases.iter().any(|&id| found[id]) {
             return false;
         }
         if let Some(regex) = &self.regex
@@ -616,8 +653,8 @@ pub fn route(facts: &Facts<'_>, table: &RoutingTable) -> Routing {
 
 fn route_new(facts: &Facts<'_>, table: &RoutingTable) -> Routing {
     let text = facts.text.map(words).unwrap_or_default();
-    let named_city = table.city_named_in(&text);
-    let default_team = table.default_team(facts.phone_number_id).map(str::to_owned);
+    let found = table.phrases.found_in(&text);
+    let named_city = table.city_named_in(&found);
     // The owner: set through §8, else (by policy) the last closer.
     let owner = match (&facts.contact.owner, facts.last_closer) {
         (Some(owner), _) => Some((owner.as_str(), RouteReason::Owner)),
@@ -630,7 +667,7 @@ fn route_new(facts: &Facts<'_>, table: &RoutingTable) -> Routing {
         let spec = &rule.spec;
         let found_city = spec.city_in_text.then_some(named_city).flatten();
         let city = found_city.map(|(city, _)| city).or(facts.contact.city.as_deref());
-        if !rule.matches(facts, &text, city) {
+        if !rule.matches(facts, &found, city) {
             continue;
         }
         let team = if let Some(team) = &spec.to_team {
@@ -671,7 +708,7 @@ fn route_new(facts: &Facts<'_>, table: &RoutingTable) -> Routing {
     }
     Routing {
         route: Route::because(RouteReason::Default),
-        team: default_team,
+        team: table.default_team(facts.phone_number_id).map(str::to_owned),
         agent: owner.map(|(owner, reason)| AgentChoice {
             agent_id: owner.to_owned(),
             wait_ms: table.spec.owner_wait_s as i64 * 1000,

@@ -9,6 +9,8 @@
 #   e.g. HARNESS=target/release/switchboard-bench bench/scripts/callgrind_ab.sh 60 20 ./cg /tmp/before target/release
 # Each DIR holds a release build's `switchboard`. Under valgrind the engine
 # saturates near 30 msg/s: 10 measures it unloaded, 60 saturated.
+# ARGS_1, ARGS_2, …: extra harness arguments for DIR 1, 2, … (e.g.
+# ARGS_2="--engine-config-append bench/scripts/routing-rules.toml").
 set -uo pipefail
 RATE=${1:?rate}; DURATION=${2:?duration}; OUT=${3:?output directory}; shift 3
 : "${HARNESS:?set HARNESS to a switchboard-bench binary}"
@@ -20,7 +22,9 @@ for dir in "$@"; do
   printf '#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file=%s/callgrind-%s.out %s/switchboard "$@"\n' \
     "$OUT" "$n" "$(cd "$dir" && pwd)" > "$wrapper"
   chmod +x "$wrapper"
-  "$HARNESS" throughput --engine-bin "$wrapper" --steps "$RATE" --duration "$DURATION" --agents 10 \
+  extra_var="ARGS_$n"; extra=${!extra_var:-}
+  # shellcheck disable=SC2086 # $extra is a list of arguments
+  "$HARNESS" throughput $extra --engine-bin "$wrapper" --steps "$RATE" --duration "$DURATION" --agents 10 \
     --no-progress --drain-timeout 120 --json "$OUT/report-$n.json" > "$OUT/report-$n.log" 2>&1
   python3 - "$OUT" "$n" "$dir" <<'PY'
 import json, re, sys
