@@ -47,6 +47,8 @@ fn internal_crates_depend_only_downwards() {
         ("switchboard-bench", HashSet::from(["switchboard-protocol", "switchboard-sim"])),
         // Measures the timer shards from inside, so it is a package apart.
         ("switchboard-bench-timers", HashSet::from(["switchboard-actors", "switchboard-bench"])),
+        // Calls the pure routing module directly, so it is a package apart too.
+        ("switchboard-bench-routing", HashSet::from(["switchboard-actors", "switchboard-protocol"])),
         // Pure: hashing, proofs, signatures and the export format, no IO but its key file.
         ("switchboard-audit", HashSet::new()),
         // Measures the audit core alone.
