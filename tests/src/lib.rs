@@ -28,23 +28,11 @@ pub const MANAGER_TOKEN: &str = "manager-token-1";
 /// A test configuration: team `sales` with agents a1..a3 (tokens
 /// `a1-token-xyz`…), and a manager.
 pub fn test_config_toml(data_dir: &Path, graph_base_url: &str) -> String {
+    let head = config_head(&data_dir.display().to_string(), graph_base_url);
     format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-data_dir = "{data_dir}"
-
-[whatsapp]
-app_secret = "{APP_SECRET}"
-verify_token = "{VERIFY_TOKEN}"
-access_token = "{ACCESS_TOKEN}"
-graph_base_url = "{graph_base_url}"
-
+        r#"{head}
 [presence]
 grace_s = 60
-
-[engine]
-tick_ms = 50
 
 [[teams]]
 id = "sales"
@@ -79,8 +67,7 @@ kind = "enum"
 options = ["closed_won", "follow_up"]
 required_on_close = true
 won_values = ["closed_won"]
-"#,
-        data_dir = data_dir.display()
+"#
     )
 }
 
@@ -207,6 +194,73 @@ impl Harness {
 /// HTTP status and the JSON answer (or its text as a JSON string).
 pub async fn post_signed(http: &reqwest::Client, base_url: &str, secret: &str, body: &[u8]) -> Result<(u16, Value)> {
     Ok(sim::webhook::post_signed(http, base_url, secret, body).await?)
+}
+
+/// The `[server]`, `[whatsapp]` and `[engine]` sections of a test
+/// configuration written whole (routing tests add teams, agents, numbers
+/// and rules after it).
+pub fn config_head(data_dir: &str, graph_base_url: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+data_dir = "{data_dir}"
+
+[whatsapp]
+app_secret = "{APP_SECRET}"
+verify_token = "{VERIFY_TOKEN}"
+access_token = "{ACCESS_TOKEN}"
+graph_base_url = "{graph_base_url}"
+
+[engine]
+tick_ms = 50
+"#
+    )
+}
+
+impl Harness {
+    /// Starts the server on `body` (teams, agents, rules…) after
+    /// [`config_head`] for its data directory and the emulator.
+    pub async fn start_on(name: &str, body: &str) -> Result<Harness> {
+        Self::start_with(StartOptions::default(), |config| {
+            let head = config_head(&config.server.data_dir.display().to_string(), &config.whatsapp.graph_base_url);
+            *config = Config::from_toml(name, &format!("{head}\n{body}"), std::iter::empty())
+                .expect("the test configuration is valid");
+        })
+        .await
+    }
+}
+
+/// Meta's webhook for one inbound message of any type (`message` without
+/// `from`, `id` and `timestamp`, which this fills) to `number`.
+pub fn message_webhook(number: &str, from: &str, wamid: &str, message: Value) -> Value {
+    let mut message = message;
+    message["from"] = json!(from);
+    message["id"] = json!(wamid);
+    message["timestamp"] = json!(now_s().to_string());
+    json!({
+        "object": "whatsapp_business_account",
+        "entry": [{ "id": "WABA", "changes": [{ "field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": { "display_phone_number": "15550000000", "phone_number_id": number },
+            "contacts": [{ "profile": { "name": "Customer" }, "wa_id": from }],
+            "messages": [message],
+        }}]}]
+    })
+}
+
+/// A text message's body for [`message_webhook`].
+pub fn text_message(body: &str) -> Value {
+    json!({"type": "text", "text": {"body": body}})
+}
+
+/// Posts `webhook` and waits for the next `assigned` frame on `agent`'s
+/// session; returns its conversation and route.
+pub async fn assigned_after(harness: &Harness, agent: &mut WsClient, webhook: &Value) -> Result<(Value, Value)> {
+    let (status, _) = harness.post_webhook(webhook).await?;
+    anyhow::ensure!(status == 200, "webhook answered {status}");
+    let frame = agent.expect_type("assigned").await?;
+    Ok((frame["conversation"].clone(), frame["route"].clone()))
 }
 
 /// Meta's webhook for one inbound text message.

@@ -7,32 +7,19 @@
 //! the file's; stored rules that no longer fit the file give way to it.
 
 use anyhow::{Result, anyhow};
-use engine::config::Config;
 use engine::server::StartOptions;
 use serde_json::{Value, json};
-use switchboard_tests::{Harness, MANAGER_TOKEN, WsClient, now_s};
+use switchboard_tests::{Harness, MANAGER_TOKEN, WsClient, assigned_after, message_webhook, text_message};
 
 const LINE: &str = "111000000000001";
 const ADMIN_TOKEN: &str = "root-token-xyz";
 const AGENT_TOKEN: &str = "s1-token-xyz";
 const PATH: &str = "/api/v1/admin/routing";
 
-fn config(data_dir: &str, graph_base_url: &str) -> String {
+/// Teams, agents and the file's rule after the harness's `config_head`.
+fn config() -> String {
     format!(
         r#"
-[server]
-listen = "127.0.0.1:0"
-data_dir = "{data_dir}"
-
-[whatsapp]
-app_secret = "{secret}"
-verify_token = "test-verify-token"
-access_token = "test-access-token"
-graph_base_url = "{graph_base_url}"
-
-[engine]
-tick_ms = 50
-
 [[numbers]]
 phone_number_id = "{LINE}"
 default_team = "sales"
@@ -75,8 +62,7 @@ token = "{ADMIN_TOKEN}"
 id = "refunds"
 text_any = ["refund"]
 to_team = "support"
-"#,
-        secret = switchboard_tests::APP_SECRET,
+"#
     )
 }
 
@@ -95,12 +81,7 @@ fn urgent_rules(team: &str) -> Value {
 }
 
 async fn start() -> Result<Harness> {
-    Harness::start_with(StartOptions::default(), |config| {
-        let text = self::config(&config.server.data_dir.display().to_string(), &config.whatsapp.graph_base_url);
-        *config = Config::from_toml("admin routing test", &text, std::iter::empty())
-            .expect("the test configuration is valid");
-    })
-    .await
+    Harness::start_on("admin routing test", &config()).await
 }
 
 async fn put(harness: &Harness, token: &str, body: &Value) -> Result<(u16, Value)> {
@@ -110,35 +91,12 @@ async fn put(harness: &Harness, token: &str, body: &Value) -> Result<(u16, Value
     Ok((status, response.json().await.unwrap_or(Value::Null)))
 }
 
-async fn online(harness: &Harness, token: &str) -> Result<WsClient> {
-    let mut client = harness.connect(token).await?;
-    client.expect_type("welcome").await?;
-    client.expect_type("snapshot").await?;
-    let answer = client.request(json!({"type": "set_status", "status": "online"})).await?;
-    anyhow::ensure!(answer["type"] == "ok", "set_status failed: {answer}");
-    Ok(client)
-}
-
-fn text_webhook(from: &str, wamid: &str, body: &str) -> Value {
-    json!({
-        "object": "whatsapp_business_account",
-        "entry": [{ "id": "WABA", "changes": [{ "field": "messages", "value": {
-            "messaging_product": "whatsapp",
-            "metadata": { "display_phone_number": "15550000000", "phone_number_id": LINE },
-            "contacts": [{ "profile": { "name": "Customer" }, "wa_id": from }],
-            "messages": [{ "from": from, "id": wamid, "timestamp": now_s().to_string(),
-                           "type": "text", "text": { "body": body } }],
-        }}]}]
-    })
-}
-
 /// Posts a new customer's message and waits for the `assigned` frame on
 /// `agent`'s session; returns the conversation's team and the route.
 async fn routed_to(harness: &Harness, agent: &mut WsClient, from: &str, body: &str) -> Result<(Value, Value)> {
-    let (status, _) = harness.post_webhook(&text_webhook(from, &format!("wamid.{from}"), body)).await?;
-    anyhow::ensure!(status == 200, "webhook answered {status}");
-    let frame = agent.expect_type("assigned").await?;
-    Ok((frame["conversation"]["team"].clone(), frame["route"].clone()))
+    let webhook = message_webhook(LINE, from, &format!("wamid.{from}"), text_message(body));
+    let (conversation, route) = assigned_after(harness, agent, &webhook).await?;
+    Ok((conversation["team"].clone(), route))
 }
 
 async fn routing_now(harness: &Harness) -> Result<Value> {
@@ -174,8 +132,8 @@ async fn admins_change_the_routing_rules_at_run_time_audited_and_kept_across_a_r
         assert_eq!((status, refusal["code"].as_str()), (403, Some("forbidden")), "only admins change them: {refusal}");
     }
 
-    let mut s1 = online(&harness, AGENT_TOKEN).await?;
-    let mut p1 = online(&harness, "p1-token-xyz").await?;
+    let mut s1 = harness.online_agent("s1").await?;
+    let mut p1 = harness.online_agent("p1").await?;
     // Before any change: "urgent" matches no rule.
     let (team, route) = routed_to(&harness, &mut s1, "919800000001", "urgent: my scooter").await?;
     assert_eq!((team, route), (json!("sales"), json!({"reason": "default"})));
@@ -225,8 +183,8 @@ async fn admins_change_the_routing_rules_at_run_time_audited_and_kept_across_a_r
     p1.close().await;
     harness.restart(StartOptions::default()).await?;
     assert_eq!(routing_now(&harness).await?, urgent_rules("support"), "after a restart");
-    let mut p1 = online(&harness, "p1-token-xyz").await?;
-    let mut s1 = online(&harness, AGENT_TOKEN).await?;
+    let mut p1 = harness.online_agent("p1").await?;
+    let mut s1 = harness.online_agent("s1").await?;
     let (team, route) = routed_to(&harness, &mut p1, "919800000004", "urgent after the restart").await?;
     assert_eq!((team, route), (json!("support"), json!({"reason": "rule", "rule": "urgent"})));
 
@@ -258,7 +216,7 @@ async fn stored_rules_that_no_longer_fit_the_file_give_way_to_the_files() -> Res
     harness.server = Some(engine::server::start(config, StartOptions::default()).await?);
     harness.emulator.set_webhook_url(Some(sim::webhook::webhook_url(&harness.base_url())));
     assert_eq!(routing_now(&harness).await?, file_rules());
-    let mut s1 = online(&harness, AGENT_TOKEN).await?;
+    let mut s1 = harness.online_agent("s1").await?;
     let (team, route) = routed_to(&harness, &mut s1, "919800000011", "urgent").await?;
     assert_eq!((team, route), (json!("sales"), json!({"reason": "default"})));
     s1.close().await;

@@ -7,29 +7,16 @@
 
 use anyhow::{Result, anyhow};
 use engine::config::Config;
-use engine::server::StartOptions;
 use serde_json::{Value, json};
-use switchboard_tests::{Harness, MANAGER_TOKEN, WsClient, now_s};
+use switchboard_tests::{Harness, MANAGER_TOKEN, WsClient, assigned_after, config_head, message_webhook, text_message};
 
 const SALES_LINE: &str = "111000000000001";
 const SUPPORT_LINE: &str = "222000000000002";
 
-fn routing_config(data_dir: &str, graph_base_url: &str) -> String {
+/// Teams, agents, numbers and rules after the harness's `config_head`.
+fn routing_config() -> String {
     format!(
         r#"
-[server]
-listen = "127.0.0.1:0"
-data_dir = "{data_dir}"
-
-[whatsapp]
-app_secret = "{secret}"
-verify_token = "test-verify-token"
-access_token = "test-access-token"
-graph_base_url = "{graph_base_url}"
-
-[engine]
-tick_ms = 50
-
 [[numbers]]
 phone_number_id = "{SALES_LINE}"
 name = "Sales line"
@@ -133,56 +120,26 @@ id = "gold"
 contact = {{ tier = "gold" }}
 to_team = "pune"
 owner_first = false
-"#,
-        secret = switchboard_tests::APP_SECRET,
+"#
     )
 }
 
 async fn start() -> Result<Harness> {
-    Harness::start_with(StartOptions::default(), |config| {
-        let text = routing_config(&config.server.data_dir.display().to_string(), &config.whatsapp.graph_base_url);
-        *config =
-            Config::from_toml("routing test", &text, std::iter::empty()).expect("the test configuration is valid");
-    })
-    .await
+    Harness::start_on("routing test", &routing_config()).await
 }
 
 async fn online(harness: &Harness, agent: &str) -> Result<WsClient> {
-    let mut client = harness.connect(&format!("{agent}-token-xyz")).await?;
-    client.expect_type("welcome").await?;
-    client.expect_type("snapshot").await?;
-    let answer = client.request(json!({"type": "set_status", "status": "online"})).await?;
-    anyhow::ensure!(answer["type"] == "ok", "set_status failed: {answer}");
-    Ok(client)
-}
-
-fn message_webhook(number: &str, from: &str, wamid: &str, message: Value) -> Value {
-    let mut message = message;
-    message["from"] = json!(from);
-    message["id"] = json!(wamid);
-    message["timestamp"] = json!(now_s().to_string());
-    json!({
-        "object": "whatsapp_business_account",
-        "entry": [{ "id": "WABA", "changes": [{ "field": "messages", "value": {
-            "messaging_product": "whatsapp",
-            "metadata": { "display_phone_number": "15550000000", "phone_number_id": number },
-            "contacts": [{ "profile": { "name": "Customer" }, "wa_id": from }],
-            "messages": [message],
-        }}]}]
-    })
+    harness.online_agent(agent).await
 }
 
 fn text(body: &str) -> Value {
-    json!({"type": "text", "text": {"body": body}})
+    text_message(body)
 }
 
 /// Posts the message and waits for the `assigned` frame on `agent`'s session;
 /// returns its conversation and route.
 async fn routed_to(harness: &Harness, agent: &mut WsClient, webhook: Value) -> Result<(Value, Value)> {
-    let (status, _) = harness.post_webhook(&webhook).await?;
-    anyhow::ensure!(status == 200, "webhook answered {status}");
-    let frame = agent.expect_type("assigned").await?;
-    Ok((frame["conversation"].clone(), frame["route"].clone()))
+    assigned_after(harness, agent, &webhook).await
 }
 
 #[tokio::test]
@@ -341,8 +298,8 @@ async fn a_returning_customer_goes_back_to_the_agent_who_closed_their_last_conve
 #[tokio::test]
 async fn a_rule_that_names_an_unknown_team_stops_the_start_with_its_rule_and_field() -> Result<()> {
     let data_dir = tempfile::tempdir()?;
-    let text = routing_config(&data_dir.path().display().to_string(), "http://127.0.0.1:9")
-        .replace("to_team = \"pune\"", "to_team = \"nowhere\"");
+    let head = config_head(&data_dir.path().display().to_string(), "http://127.0.0.1:9");
+    let text = format!("{head}{}", routing_config()).replace("to_team = \"pune\"", "to_team = \"nowhere\"");
     let error =
         Config::from_toml("routing.toml", &text, std::iter::empty()).err().ok_or_else(|| anyhow!("accepted"))?;
     let message = error.to_string();
