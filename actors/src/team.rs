@@ -102,6 +102,10 @@ impl WaitingQueue {
         self.ordered.range((from, Unbounded)).next().map(|(key, queued)| (*key, queued))
     }
 
+    pub fn contains(&self, conversation_id: &str) -> bool {
+        self.by_id.contains_key(conversation_id)
+    }
+
     pub fn pop_front(&mut self) -> Option<QueuedConversation> {
         let (_, queued) = self.ordered.pop_first()?;
         self.by_id.remove(&queued.conversation_id);
@@ -317,40 +321,47 @@ impl TeamState {
         }
         let now = self.shared.now();
         self.overflowing.retain(|_, sent| now - *sent < OVERFLOW_RETRY_MS);
-        let mut candidates = Vec::new();
-        let mut position = None;
-        while let Some((key, waiting)) = self.queue.next_after(position) {
-            position = Some(key);
-            if !self.overflowing.contains_key(&waiting.conversation_id) {
-                candidates.push(waiting.clone());
-            }
-        }
-        let mut next = 0;
+        // The waiting ones not already on their way, walked oldest first
+        // only as far as conversations move (the queue may be long).
+        let on_their_way = self.overflowing.keys().filter(|id| self.queue.contains(id)).count();
+        let mut remaining = self.queue.len() - on_their_way;
+        let mut candidate = self.next_candidate(None);
         for partner in self.spec.overflow_to.clone() {
-            let remaining = &candidates[next..];
-            if !self.passes_bound(remaining.len(), remaining.first().map(|waiting| waiting.queued_at)) {
+            if !self.passes_bound(remaining, candidate.as_ref().map(|(_, waiting)| waiting.queued_at)) {
                 return;
             }
             let Some(actor) = self.shared.directory().team(&partner) else { continue };
             let free = ractor::call_t!(actor, TeamMsg::FreeSlots, PARTNER_ANSWER_MS).unwrap_or(0);
             for _ in 0..free {
-                let remaining = &candidates[next..];
-                if !self.passes_bound(remaining.len(), remaining.first().map(|waiting| waiting.queued_at)) {
+                let Some((key, waiting)) = candidate.take() else { return };
+                if !self.passes_bound(remaining, Some(waiting.queued_at)) {
                     return;
                 }
-                let waiting = &candidates[next];
-                next += 1;
                 self.overflowing.insert(waiting.conversation_id.clone(), now);
                 let _ = self.shared.directory().manager.cast(ManagerMsg::Deliver {
-                    thread_key: waiting.thread_key.clone(),
+                    thread_key: waiting.thread_key,
                     message: ConversationMsg::Overflow {
-                        conversation_id: waiting.conversation_id.clone(),
+                        conversation_id: waiting.conversation_id,
                         from_team: self.spec.id.clone(),
                         to_team: partner.clone(),
                     },
                 });
+                remaining -= 1;
+                candidate = self.next_candidate(Some(key));
             }
         }
+    }
+
+    /// The oldest waiting conversation after `key` not already on its way to
+    /// a partner team, with its queue key.
+    fn next_candidate(&self, mut key: Option<(UnixMs, u64)>) -> Option<((UnixMs, u64), QueuedConversation)> {
+        while let Some((at, waiting)) = self.queue.next_after(key) {
+            if !self.overflowing.contains_key(&waiting.conversation_id) {
+                return Some((at, waiting.clone()));
+            }
+            key = Some(at);
+        }
+        None
     }
 
     /// Offers a waiting conversation to the member the strategy picks, then
