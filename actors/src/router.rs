@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::messages::{AgentMsg, ConversationMsg, Hold, ManagerMsg, QueuedConversation, TeamMsg};
+use crate::messages::{Hold, QueuedConversation, TeamMsg};
 pub use crate::messages::{RouteRequest, RouterMsg};
 use crate::shared::Shared;
 
@@ -42,23 +42,8 @@ impl Actor for RouterActor {
         let directory = shared.directory();
         let mut hold = None;
         if let Some(choice) = routing.agent.filter(|choice| routing.exclude_agent.as_ref() != Some(&choice.agent_id)) {
-            let granted = match directory.agent(&choice.agent_id) {
-                Some(actor) => ractor::call!(actor, |reply| AgentMsg::TryReserve {
-                    conversation_id: conversation_id.clone(),
-                    reply
-                })
-                .unwrap_or(false),
-                None => false,
-            };
-            if granted {
-                let _ = directory.manager.cast(ManagerMsg::Deliver {
-                    thread_key,
-                    message: ConversationMsg::Assign {
-                        conversation_id,
-                        agent_id: choice.agent_id,
-                        route: choice.route,
-                    },
-                });
+            if shared.try_reserve(&choice.agent_id, &conversation_id).await {
+                shared.assign(thread_key, conversation_id, choice.agent_id, choice.route);
                 return Ok(());
             }
             if choice.wait_ms > 0 && directory.agent(&choice.agent_id).is_some() {

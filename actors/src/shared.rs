@@ -13,8 +13,8 @@ use ractor::ActorRef;
 
 use crate::clock::SharedClock;
 pub use crate::directory::Directory;
-use crate::messages::AgentMsg;
 pub use crate::messages::Principal;
+use crate::messages::{AgentMsg, ConversationMsg, ManagerMsg};
 use crate::settings::Settings;
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -74,6 +74,21 @@ impl Shared {
 
     pub fn agent(&self, agent_id: &str) -> Option<ActorRef<AgentMsg>> {
         self.directory().agent(agent_id)
+    }
+
+    /// Asks the agent for a slot for `conversation_id`: false when it
+    /// refuses, is restarting, or there is no such agent.
+    pub async fn try_reserve(&self, agent_id: &str, conversation_id: &str) -> bool {
+        let Some(agent) = self.agent(agent_id) else { return false };
+        ractor::call!(agent, |reply| AgentMsg::TryReserve { conversation_id: conversation_id.to_owned(), reply })
+            .unwrap_or(false)
+    }
+
+    /// Hands a conversation whose slot `agent_id` has reserved to its actor,
+    /// to be assigned with `route`.
+    pub fn assign(&self, thread_key: String, conversation_id: String, agent_id: String, route: protocol::model::Route) {
+        let message = ConversationMsg::Assign { conversation_id, agent_id, route };
+        let _ = self.directory().manager.cast(ManagerMsg::Deliver { thread_key, message });
     }
 
     /// The routing table in force.

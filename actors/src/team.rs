@@ -232,28 +232,13 @@ impl TeamState {
                 index += 1;
                 continue;
             }
-            let granted = match self.shared.agent(&hold.agent_id) {
-                Some(actor) => ractor::call!(actor, |reply| AgentMsg::TryReserve {
-                    conversation_id: held.conversation_id.clone(),
-                    reply
-                })
-                .unwrap_or(false),
-                None => false,
-            };
-            if !granted {
+            if !self.shared.try_reserve(&hold.agent_id, &held.conversation_id).await {
                 index += 1;
                 continue;
             }
             let held = self.held.swap_remove(index);
             if let Some(hold) = held.hold {
-                let _ = self.shared.directory().manager.cast(ManagerMsg::Deliver {
-                    thread_key: held.thread_key,
-                    message: ConversationMsg::Assign {
-                        conversation_id: held.conversation_id,
-                        agent_id: hold.agent_id,
-                        route: hold.route,
-                    },
-                });
+                self.shared.assign(held.thread_key, held.conversation_id, hold.agent_id, hold.route);
             }
         }
     }
@@ -389,14 +374,8 @@ impl TeamState {
             view.load += 1;
             view.last_assigned_at = self.shared.now();
             self.cursor = index + 1;
-            let _ = self.shared.directory().manager.cast(ManagerMsg::Deliver {
-                thread_key: waiting.thread_key.clone(),
-                message: ConversationMsg::Assign {
-                    conversation_id: waiting.conversation_id.clone(),
-                    agent_id,
-                    route: waiting.route.clone(),
-                },
-            });
+            let (thread_key, conversation_id) = (waiting.thread_key.clone(), waiting.conversation_id.clone());
+            self.shared.assign(thread_key, conversation_id, agent_id, waiting.route.clone());
             return true;
         }
         false
