@@ -423,23 +423,16 @@ fn message_in(
         // A city named in the text (`city_in_text`) becomes the contact's.
         if let Some(city) = &routing.contact_city {
             let wa_id = &record.conversation.contact.wa_id;
-            let mut after = contact_record.cloned().unwrap_or_else(|| ContactRecord::new(wa_id));
-            let change = FieldChange {
-                key: "city".into(),
-                old: after.city.clone().map_or(Value::Null, Value::String),
-                new: Value::String(city.clone()),
-            };
-            after.city = Some(city.clone());
-            after.updated_at = now;
-            decision.writes.push(Op::PutContact(Box::new(after)));
-            let conversation = (record.conversation.id.as_str(), record.conversation.phone_number_id.as_str());
-            decision.events.push(crate::contacts::contact_event(
-                wa_id,
-                Some(conversation),
-                now,
-                Actor::System,
-                vec![change],
-            ));
+            let patch = crate::contacts::ContactPatch { city: Some(Some(city.clone())), ..Default::default() };
+            // Only `attributes` can refuse a patch; a city never does.
+            if let Ok((after, changes)) = crate::contacts::apply_patch(contact_record, wa_id, &patch, now)
+                && !changes.is_empty()
+            {
+                decision.writes.push(Op::PutContact(Box::new(after)));
+                let conversation = (record.conversation.id.as_str(), record.conversation.phone_number_id.as_str());
+                let event = crate::contacts::contact_event(wa_id, Some(conversation), now, Actor::System, changes);
+                decision.events.push(event);
+            }
         }
         decision.effects.push(Effect::Route(Box::new(routing)));
         // Opened outside its team's hours: the customer hears so, once.
