@@ -259,11 +259,6 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// The team a new conversation goes to when no rule says otherwise.
-    pub fn default_team(&self) -> Option<&str> {
-        self.teams.first().map(|team| team.id.as_str())
-    }
-
     /// The routing configuration, checked and compiled.
     pub fn routing_table(&self) -> Result<crate::routing::RoutingTable, crate::routing::RoutingError> {
         crate::routing::RoutingTable::new(self.routing.clone(), &self.teams, &self.agents, &self.numbers)
