@@ -339,6 +339,13 @@ pub struct Configuration {
 }
 
 impl Configuration {
+    /// The routing table of this configuration (the tests' one way to build
+    /// it; the benchmark times `RoutingTable::new` itself).
+    #[cfg(test)]
+    fn table(&self) -> Result<actors::routing::RoutingTable, actors::routing::RoutingError> {
+        actors::routing::RoutingTable::new(self.spec.clone(), &self.teams, &self.agents, &self.numbers)
+    }
+
     pub fn generate(scale: Scale, rng: &mut StdRng) -> Configuration {
         assert!(scale.teams >= 4 && scale.agents >= scale.teams, "at least 4 teams and one agent per team");
         // A fifth of the teams serve cities (three each), the next fifth are dealers.
@@ -795,7 +802,7 @@ pub fn seeded(seed: u64) -> StdRng {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use actors::routing::{RoutingTable, route};
+    use actors::routing::route;
     use protocol::model::RouteReason;
     use std::collections::BTreeSet;
 
@@ -812,12 +819,7 @@ mod tests {
         assert_eq!(configuration.dealers().len(), 10);
         let regexes = configuration.spec.rules.iter().filter(|rule| rule.text_regex.is_some()).count();
         assert_eq!(regexes, 12);
-        let table = RoutingTable::new(
-            configuration.spec.clone(),
-            &configuration.teams,
-            &configuration.agents,
-            &configuration.numbers,
-        );
+        let table = configuration.table();
         assert!(table.is_ok(), "{:?}", table.err());
     }
 
@@ -825,13 +827,7 @@ mod tests {
     fn the_mixed_workload_reaches_every_kind_of_rule_and_no_rule() {
         let mut rng = seeded(7);
         let configuration = Configuration::generate(SCALE, &mut rng);
-        let table = RoutingTable::new(
-            configuration.spec.clone(),
-            &configuration.teams,
-            &configuration.agents,
-            &configuration.numbers,
-        )
-        .expect("valid");
+        let table = configuration.table().expect("valid");
         let generator = Generator::new(&configuration);
         let samples = generator.mixed(20_000, 75, &mut rng);
         let mut kinds = BTreeSet::new();
@@ -863,13 +859,7 @@ mod tests {
     fn neutral_messages_match_no_rule() {
         let mut rng = seeded(11);
         let configuration = Configuration::generate(SCALE, &mut rng);
-        let table = RoutingTable::new(
-            configuration.spec.clone(),
-            &configuration.teams,
-            &configuration.agents,
-            &configuration.numbers,
-        )
-        .expect("valid");
+        let table = configuration.table().expect("valid");
         let generator = Generator::new(&configuration);
         for _ in 0..5_000 {
             let sample = generator.no_match(&mut rng);
