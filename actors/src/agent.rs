@@ -60,6 +60,19 @@ pub struct AgentState {
     windows: HashMap<String, Option<UnixMs>>,
     /// First-response breaches of the latest day one was counted.
     frt_breaches: DailyBreaches,
+    /// Deactivated through the admin API: it takes nothing new, and a
+    /// conversation assigned to it all the same (reserved just before) is
+    /// routed again at once. Until the next start, when it is not spawned.
+    deactivated: bool,
+}
+
+fn schedule_of(spec: &AgentSpec) -> crate::hours::Schedule {
+    // Checked before it got here (configuration, admin API); an unreadable
+    // shift (never, then) would only keep the agent available.
+    spec.shift
+        .as_ref()
+        .and_then(|shift| crate::hours::Schedule::parse(shift).ok())
+        .unwrap_or_else(crate::hours::Schedule::always)
 }
 
 /// An agent's first-response breaches on one UTC day (days since the epoch).
@@ -114,14 +127,7 @@ impl Actor for AgentActor {
         let grace_until = (!args.open.is_empty() || args.status != AgentStatus::Offline)
             .then(|| args.shared.now() + args.shared.settings.presence_grace_ms);
         let today = crate::deadlines::utc_day_of(args.shared.now());
-        // The configuration was checked at start; an unreadable shift (never,
-        // then) would only keep the agent available.
-        let shift = args
-            .spec
-            .shift
-            .as_ref()
-            .and_then(|shift| crate::hours::Schedule::parse(shift).ok())
-            .unwrap_or_else(crate::hours::Schedule::always);
+        let shift = schedule_of(&args.spec);
         Ok(AgentState {
             shift,
             spec: args.spec,
@@ -135,6 +141,7 @@ impl Actor for AgentActor {
             last_assigned_at: args.last_assigned_at,
             frt_breaches: DailyBreaches { day: today, count: args.frt_breaches_today },
             windows: args.windows,
+            deactivated: false,
         })
     }
 
@@ -197,6 +204,9 @@ impl Actor for AgentActor {
                 state.reserved.remove(&conversation_id);
                 state.open.insert(conversation_id, thread_key);
                 state.last_assigned_at = state.shared.now();
+                if state.deactivated {
+                    state.release_all(UnassignReason::AgentOffline);
+                }
             }
             AgentMsg::Cancel { conversation_id } => {
                 state.reserved.remove(&conversation_id);
@@ -222,6 +232,26 @@ impl Actor for AgentActor {
                 }
             }
             AgentMsg::Reannounce => state.last_announced = None,
+            AgentMsg::Update(spec) => {
+                // Teams it left forget it (`SetMembers`); those it joined hear
+                // its free slots from the announcement below.
+                state.shift = schedule_of(&spec);
+                state.spec = *spec;
+                state.deactivated = false;
+                state.last_announced = None;
+            }
+            AgentMsg::CloseSessions => {
+                state.close_sessions();
+            }
+            AgentMsg::Deactivate(reply) => {
+                state.deactivated = true;
+                state.status = AgentStatus::Offline;
+                state.close_sessions();
+                state.grace_until = None;
+                let held = state.open.len();
+                state.release_all(UnassignReason::AgentOffline);
+                let _ = reply.send(held);
+            }
             AgentMsg::Workload(reply) => {
                 let _ = reply.send(AgentWorkload {
                     id: state.spec.id.clone(),
@@ -293,7 +323,8 @@ impl AgentState {
     /// Online, a session open, inside its shift, some capacity (contract §7):
     /// a shift's start or end is announced by the next housekeeping tick.
     fn eligible(&self) -> bool {
-        self.status == AgentStatus::Online
+        !self.deactivated
+            && self.status == AgentStatus::Online
             && !self.sessions.is_empty()
             && self.spec.effective_capacity() > 0
             && (self.spec.shift.is_none() || self.shift.is_open(self.shared.now()))
@@ -354,6 +385,18 @@ impl AgentState {
         if self.sessions.is_empty() && self.grace_until.is_none() {
             self.grace_until = Some(self.shared.now() + self.shared.settings.presence_grace_ms);
         }
+    }
+
+    /// Ends every session (dropping its queue's sender ends the WebSocket
+    /// session, which tells its client why); the grace period begins, as
+    /// when the last session closes.
+    fn close_sessions(&mut self) {
+        if self.sessions.is_empty() {
+            return;
+        }
+        metrics::gauge!(crate::metrics::WS_SESSIONS).decrement(self.sessions.len() as f64);
+        self.sessions.clear();
+        self.grace_until = Some(self.shared.now() + self.shared.settings.presence_grace_ms);
     }
 
     /// Gives up every open conversation: each is unassigned and routed again.

@@ -13,7 +13,7 @@ use protocol::{ApiError, ErrorCode};
 use serde_json::json;
 
 use crate::routing::{RoutingError, RoutingSpec, RoutingTable};
-use crate::settings::Settings;
+use crate::settings::{AgentSpec, Settings};
 
 /// The name of the routing section in the store's `settings` table and in
 /// the `configuration_changed` event.
@@ -62,10 +62,10 @@ pub fn routing_changed(before: &RoutingSpec, after: &RoutingSpec, user: &str, at
 /// set through the API, or set back to the file's): the stored one when it
 /// still validates against the configured teams, agents and numbers, else
 /// `Err` with why (the caller starts with the file's and says so).
-pub fn stored_routing_table(stored: &[u8], settings: &Settings) -> Result<RoutingTable, String> {
+pub fn stored_routing_table(stored: &[u8], settings: &Settings, agents: &[AgentSpec]) -> Result<RoutingTable, String> {
     let spec: RoutingSpec = serde_json::from_slice(stored)
         .map_err(|error| format!("the stored routing configuration cannot be read: {error}"))?;
-    RoutingTable::new(spec, &settings.teams, &settings.agents, &settings.numbers).map_err(|error| error.to_string())
+    RoutingTable::new(spec, &settings.teams, agents, &settings.numbers).map_err(|error| error.to_string())
 }
 
 /// What a routing configuration is stored as (its JSON); `None` when it is
@@ -159,12 +159,14 @@ mod tests {
     fn a_start_uses_the_stored_configuration_only_while_it_validates() {
         let settings = settings();
         let good = RoutingSpec { rules: vec![rule("urgent", "support")], ..Default::default() };
-        let table = stored_routing_table(&serde_json::to_vec(&good).expect("json"), &settings).expect("valid");
+        let table = stored_routing_table(&serde_json::to_vec(&good).expect("json"), &settings, &settings.agents)
+            .expect("valid");
         assert_eq!(table.spec(), &good);
         let gone = RoutingSpec { rules: vec![rule("urgent", "retired_team")], ..Default::default() };
-        let problem = stored_routing_table(&serde_json::to_vec(&gone).expect("json"), &settings).err();
+        let problem =
+            stored_routing_table(&serde_json::to_vec(&gone).expect("json"), &settings, &settings.agents).err();
         assert!(problem.as_deref().is_some_and(|text| text.contains("urgent") && text.contains("retired_team")));
-        let problem = stored_routing_table(b"{\"rules\": 3}", &settings).err();
+        let problem = stored_routing_table(b"{\"rules\": 3}", &settings, &settings.agents).err();
         assert!(problem.is_some_and(|text| text.contains("cannot be read")));
     }
 

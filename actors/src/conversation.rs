@@ -641,7 +641,7 @@ impl ConversationState {
             &record,
             (team, agent),
             note.as_deref(),
-            |agent| directory.agent(agent).is_some(),
+            |agent| self.shared.roster().is_active(agent),
             |team| directory.team(team).is_some(),
         );
         match target {

@@ -1125,6 +1125,12 @@ mod tests {
                     .into_iter()
                     .map(|id| crate::settings::TeamSpec { id: id.into(), ..Default::default() })
                     .collect(),
+                // The agents these tests assign (routing offers only agents in the pool).
+                agents: serde_json::from_value(json!([
+                    {"id": "a1", "teams": ["sales"]},
+                    {"id": "a2", "teams": ["sales"]},
+                ]))
+                .expect("agents"),
                 ..Settings::default()
             };
             World {

@@ -13,7 +13,7 @@ use protocol::time::UnixMs;
 use serde::{Deserialize, Serialize};
 
 /// `[teams.hours]` in the configuration.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HoursSpec {
     /// IANA time zone, e.g. `Asia/Kolkata`.

@@ -32,7 +32,9 @@ pub mod hours;
 pub mod manager;
 pub mod messages;
 pub mod metrics;
+pub mod pool;
 pub mod requests;
+pub mod roster;
 pub mod router;
 pub mod routing;
 pub mod rules;
@@ -63,6 +65,7 @@ use crate::settings::{AgentSpec, Settings, TeamSpec};
 use crate::shared::{Directory, Outbound, Principal, Shared};
 use crate::team::{QueuedConversation, TeamActor, TeamArgs, TeamMsg};
 
+pub use pool::token_digest;
 pub use storage::StorageError;
 
 #[derive(Debug, thiserror::Error)]
@@ -151,11 +154,22 @@ async fn recover_send_intents(shared: &Shared) -> Result<usize, StartError> {
 /// file, say). The stored copy is kept either way: a `PUT` replaces it.
 fn routing_in_force(
     settings: &Settings,
+    agents: &[AgentSpec],
     reader: &Reader,
     file: routing::RoutingTable,
 ) -> Result<routing::RoutingTable, StartError> {
+    // The file's rules were checked against the file's agents; the pool in
+    // force may lack one a rule names (deactivated through the API while
+    // other rules were in force): routing then offers it to nobody.
+    let file = match routing::RoutingTable::new(settings.routing.clone(), &settings.teams, agents, &settings.numbers) {
+        Ok(table) => table,
+        Err(problem) => {
+            tracing::warn!(%problem, "the file's [routing] names an agent no longer in the pool");
+            file
+        }
+    };
     let Some(stored) = reader.setting(configuration::ROUTING)? else { return Ok(file) };
-    match configuration::stored_routing_table(&stored, settings) {
+    match configuration::stored_routing_table(&stored, settings, agents) {
         Ok(table) => {
             tracing::info!(
                 rules = table.spec().rules.len(),
@@ -172,6 +186,13 @@ fn routing_in_force(
             Ok(file)
         }
     }
+}
+
+/// Why a change of the runtime configuration did not happen: refused as
+/// asked (the client's to fix), or not stored (try again).
+enum Refusal {
+    Refused(ApiError),
+    Unstored(String),
 }
 
 fn contact_store_error(error: StorageError) -> ApiError {
@@ -209,7 +230,18 @@ impl System {
         sink.log_head.send_replace(store.reader().log_head()?);
         let store_opened_ms = started.elapsed().as_millis();
         let reader = store.reader();
-        let routing = routing_in_force(&settings, &reader, file_routing)?;
+        let (roster, warnings) =
+            roster::Roster::new(&settings.agents, reader.setting(roster::AGENTS)?.as_deref(), &settings.teams);
+        for warning in warnings {
+            tracing::warn!("{warning}");
+        }
+        if roster.stored_form().is_some() {
+            tracing::info!(
+                agents = roster.agents().len(),
+                "the agent pool as changed through the admin API is in force (it wins over the file's [[agents]])"
+            );
+        }
+        let routing = routing_in_force(&settings, roster.agents(), &reader, file_routing)?;
         let open = reader.open_conversations()?;
         let inbox = reader.inbox()?;
         let open_read_ms = started.elapsed().as_millis();
@@ -236,10 +268,11 @@ impl System {
             timers,
             policies,
             routing: RwLock::new(Arc::new(routing)),
+            roster: RwLock::new(Arc::new(roster)),
             directory: OnceLock::new(),
             stopping: Default::default(),
             contact_updates: tokio::sync::Mutex::new(()),
-            routing_updates: tokio::sync::Mutex::new(()),
+            configuration_updates: tokio::sync::Mutex::new(()),
         });
 
         let (manager, _) = Actor::spawn(None, ConversationManager, shared.clone()).await?;
@@ -262,7 +295,7 @@ impl System {
                 directory.teams.insert(spec.id.clone(), team);
             }
         }
-        for spec in &settings.agents {
+        for spec in shared.roster().agents() {
             if let Spawned::Agent(agent) =
                 spawn_child(&root, Child::Agent(spec.clone()), &shared, &mut held, &history).await?
             {
@@ -292,6 +325,26 @@ impl System {
         let armed_ms = started.elapsed().as_millis();
         let open_count = open.len();
         requeue(&shared, open, None);
+        // What agents no longer in the pool still hold (one removed from
+        // the file, or a stop between a deactivation's commit and its
+        // release) is routed again, as their going offline would.
+        let stranded: usize = held.values().map(|recovery| recovery.held_threads.len()).sum();
+        for (agent_id, recovery) in held {
+            for (conversation_id, thread_key) in recovery.held_threads {
+                let message = ConversationMsg::Unassign {
+                    conversation_id,
+                    agent_id: agent_id.clone(),
+                    reason: protocol::ws::UnassignReason::AgentOffline,
+                };
+                let _ = manager.cast(ManagerMsg::Deliver { thread_key, message });
+            }
+        }
+        if stranded > 0 {
+            tracing::warn!(
+                conversations = stranded,
+                "conversations held by agents no longer in the pool are routed again"
+            );
+        }
         let requeued_ms = started.elapsed().as_millis();
         for entry in inbox {
             let _ = manager.cast(ManagerMsg::inbound(entry));
@@ -457,9 +510,9 @@ impl System {
     /// The session's `login` goes into the event log first: a session the
     /// log cannot record (the store cannot write) is refused as unavailable.
     pub async fn attach(&self, agent_id: &str, session: SessionHandle) -> Result<AgentStatus, ApiError> {
+        let role = self.shared.roster().get(agent_id).map(|spec| spec.role);
+        let role = role.ok_or_else(|| ApiError::not_found(format!("no active agent {agent_id}")))?;
         let agent = self.agent(agent_id)?;
-        let role = self.shared.settings.agents.iter().find(|spec| spec.id == agent_id).map(|spec| spec.role);
-        let role = role.ok_or_else(|| ApiError::not_found(format!("no agent {agent_id}")))?;
         let login = protocol::events::Event {
             at: self.shared.now(),
             conversation_id: None,
@@ -494,7 +547,7 @@ impl System {
             return Err(ApiError::forbidden("only managers and admins change contacts"));
         }
         contacts::check_wa_id(wa_id)?;
-        let patch = contacts::parse_patch(body, &self.shared.settings.agents)?;
+        let patch = contacts::parse_patch(body, self.shared.roster().agents())?;
         let _serialized = self.shared.contact_updates.lock().await;
         let before = self.shared.reader.contact(wa_id).map_err(contact_store_error)?;
         let now = self.shared.now();
@@ -518,9 +571,10 @@ impl System {
     }
 
     /// `PUT /api/v1/admin/routing` (PROTOCOL §7): an admin replaces the
-    /// routing configuration. It is checked whole first (`invalid_field`
-    /// naming the rule and the field; nothing changes); then, under
-    /// `Shared::routing_updates`, the stored copy and a
+    /// routing configuration. Under `Shared::configuration_updates` it is
+    /// checked whole against the teams, numbers and agent pool in force
+    /// (`invalid_field` naming the rule and the field; nothing changes);
+    /// then the stored copy and a
     /// `configuration_changed` event (`{before, after}`, by the admin) are
     /// committed as one batch, and only once that commit is durable does
     /// the new table replace the one in force: conversations routed from
@@ -536,10 +590,7 @@ impl System {
         if principal.role != protocol::model::Role::Admin {
             return Err(ApiError::forbidden("only admins change the routing rules"));
         }
-        let settings = &self.shared.settings;
-        let table = routing::RoutingTable::new(spec.clone(), &settings.teams, &settings.agents, &settings.numbers)
-            .map_err(|error| configuration::routing_refusal(&error, &spec))?;
-        let stored = configuration::stored_form(&spec, settings)?;
+        let stored = configuration::stored_form(&spec, &self.shared.settings)?;
         // In a task of its own: a client that goes away while the commit is
         // under way drops this future, but the commit it made must still be
         // followed by the swap (else the store and the table in force differ).
@@ -547,7 +598,12 @@ impl System {
         let admin = principal.agent_id.clone();
         let after = spec.clone();
         let applied = tokio::spawn(async move {
-            let _serialized = shared.routing_updates.lock().await;
+            let _serialized = shared.configuration_updates.lock().await;
+            // Checked against the pool in force, which cannot change meanwhile.
+            let settings = &shared.settings;
+            let agents = shared.roster();
+            let table = routing::RoutingTable::new(after.clone(), &settings.teams, agents.agents(), &settings.numbers)
+                .map_err(|error| Refusal::Refused(configuration::routing_refusal(&error, &after)))?;
             let before = shared.routing().spec().clone();
             let event = configuration::routing_changed(&before, &after, &admin, shared.now());
             shared
@@ -556,17 +612,21 @@ impl System {
                     Op::PutSetting { name: configuration::ROUTING.to_owned(), value: stored },
                     Op::Event(Box::new(event)),
                 ])
-                .await?;
+                .await
+                .map_err(|error| Refusal::Unstored(error.to_string()))?;
             *shared.routing.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(table);
             tracing::info!(%admin, rules = after.rules.len(), "routing rules changed");
-            Ok::<(), StorageError>(())
+            Ok::<(), Refusal>(())
         });
-        let refused = |problem: String| {
+        let unstored = |problem: String| {
             tracing::warn!(%problem, "a routing change could not be stored");
             ApiError::unavailable("the routing rules cannot be changed right now; try again")
         };
-        applied.await.map_err(|error| refused(error.to_string()))?.map_err(|error| refused(error.to_string()))?;
-        Ok(spec)
+        match applied.await.map_err(|error| unstored(error.to_string()))? {
+            Ok(()) => Ok(spec),
+            Err(Refusal::Refused(refusal)) => Err(refusal),
+            Err(Refusal::Unstored(problem)) => Err(unstored(problem)),
+        }
     }
 
     pub fn detach(&self, agent_id: &str, session_id: &str) {
@@ -589,7 +649,7 @@ impl System {
     pub async fn workload(&self) -> Workload {
         let directory = self.shared.directory();
         let mut agents = Vec::new();
-        for spec in self.shared.settings.agents.iter().filter(|spec| spec.role == protocol::model::Role::Agent) {
+        for spec in self.shared.roster().agents().iter().filter(|spec| spec.role == protocol::model::Role::Agent) {
             if let Some(agent) = directory.agent(&spec.id)
                 && let Ok(view) = ractor::call!(agent, AgentMsg::Workload)
             {
@@ -752,7 +812,7 @@ impl AssignmentHistory {
     fn scan(shared: &Shared) -> Result<AssignmentHistory, StorageError> {
         let mut history = AssignmentHistory::default();
         let teams = shared.settings.teams.len();
-        let agents = shared.settings.agents.iter().filter(|agent| agent.effective_capacity() > 0).count();
+        let agents = shared.roster().agents().iter().filter(|agent| agent.effective_capacity() > 0).count();
         shared.reader.events_newest_first(Self::SCAN_LIMIT, |_, event| {
             if let protocol::events::EventBody::Assigned { agent_id, team_id, .. } = &event.body {
                 history.agent_last.entry(agent_id.clone()).or_insert(event.at);
@@ -793,13 +853,7 @@ async fn spawn_child(
             (actor.get_cell(), Spawned::Router(actor))
         }
         Child::Team(spec) => {
-            let members = shared
-                .settings
-                .agents
-                .iter()
-                .filter(|agent| agent.teams.contains(&spec.id))
-                .map(|agent| agent.id.clone())
-                .collect();
+            let members = shared.roster().members_of(&spec.id);
             let last_agent = history.team_last.get(&spec.id).cloned();
             let args = TeamArgs { spec: spec.clone(), members, shared: shared.clone(), last_agent };
             let (actor, _) = Actor::spawn_linked(None, TeamActor, args, supervisor).await?;
@@ -881,6 +935,19 @@ impl Actor for RootSupervisor {
             return Ok(());
         };
         let Some(child) = state.children.remove(&cell.get_id()) else { return Ok(()) };
+        // An agent comes back as the pool has it now (the admin API may have
+        // changed it since it was spawned); one no longer in the pool does not.
+        let child = match child {
+            Child::Agent(spec) => match state.shared.roster().get(&spec.id) {
+                Some(current) => Child::Agent(current.clone()),
+                None => {
+                    tracing::warn!(agent_id = %spec.id, %error, "a deactivated agent's actor failed; not restarted");
+                    state.shared.directory().agents.remove(&spec.id);
+                    return Ok(());
+                }
+            },
+            other => other,
+        };
         ::metrics::counter!(crate::metrics::ACTOR_RESTARTS_TOTAL).increment(1);
         tracing::error!(child = ?child, %error, "actor failed; restarting from the store");
         let open = state.shared.reader.open_conversations()?;

@@ -165,6 +165,16 @@ pub enum AgentMsg {
     Workload(RpcReplyPort<AgentWorkload>),
     /// Tell the teams the free slots again (a team actor was restarted).
     Reannounce,
+    /// Its record changed through the admin API (teams, capacity, city,
+    /// shift, role, name), or it is back in the pool after a
+    /// deactivation: in force from the next assignment.
+    Update(Box<crate::settings::AgentSpec>),
+    /// Its token was rotated: every session (opened with the old token) ends.
+    CloseSessions,
+    /// It left the pool: its sessions end, it takes nothing new, and every
+    /// conversation it holds is routed again (`agent_offline`); answers, with
+    /// how many, once each was handed to its conversation actor.
+    Deactivate(RpcReplyPort<usize>),
 }
 
 // ---- the team actor ----
@@ -215,6 +225,12 @@ pub enum TeamMsg {
     FreeSlots(RpcReplyPort<u32>),
     /// Housekeeping: offers held conversations again, releases those whose hold ran out.
     Tick,
+    /// Its members changed (the agent pool changed): these, in pool order.
+    SetMembers(Vec<String>),
+    /// The agent left the pool: what is held for it waits for everyone now.
+    ReleaseHolds {
+        agent_id: String,
+    },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -655,10 +655,12 @@ fn route_new(facts: &Facts<'_>, table: &RoutingTable) -> Routing {
     let text = facts.text.map(words).unwrap_or_default();
     let found = table.phrases.found_in(&text);
     let named_city = table.city_named_in(&found);
-    // The owner: set through §8, else (by policy) the last closer.
-    let owner = match (&facts.contact.owner, facts.last_closer) {
-        (Some(owner), _) => Some((owner.as_str(), RouteReason::Owner)),
-        (None, Some(closer)) if table.spec.owner_policy == OwnerPolicy::LastCloser => {
+    // The owner: set through §8, else (by policy) the last closer; one no
+    // longer in the agent pool (deactivated) is nobody's to wait for.
+    let in_pool = |agent: &str| table.agent_teams.contains_key(agent);
+    let owner = match (facts.contact.owner.as_deref().filter(|owner| in_pool(owner)), facts.last_closer) {
+        (Some(owner), _) => Some((owner, RouteReason::Owner)),
+        (None, Some(closer)) if table.spec.owner_policy == OwnerPolicy::LastCloser && in_pool(closer) => {
             Some((closer, RouteReason::Returning))
         }
         _ => None,
@@ -991,6 +993,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(Case { last_closer: Some("ravi"), ..Case::text("hi") }.route(&manual).agent, None);
+        // An owner or closer no longer in the pool (deactivated) is waited for by nobody.
+        let gone = ContactFacts { owner: Some("meena".into()), ..Default::default() };
+        let orphan = Case { contact: gone, last_closer: Some("meena"), ..Case::text("refund") }.route(&table);
+        assert_eq!((orphan.agent, orphan.team.as_deref()), (None, Some("support")));
+        let returning = Case { last_closer: Some("meena"), ..Case::text("hi") }.route(&table);
+        assert_eq!(returning.agent, None);
     }
 
     #[test]

@@ -53,12 +53,18 @@ pub struct Shared {
     /// takes a few milliseconds. The one lock held across a commit: the
     /// writer never takes it, so it cannot wait on itself.
     pub contact_updates: tokio::sync::Mutex<()>,
-    /// Held by `System::set_routing` from reading the table in force until
-    /// the new one is committed and swapped in, so two `PUT`s cannot
-    /// commit in one order and swap in the other (the table in force is
-    /// always the last one committed). Held across a commit, like
-    /// `contact_updates`; the writer never takes it.
-    pub(crate) routing_updates: tokio::sync::Mutex<()>,
+    /// The agent pool in force (the file's agents as the admin API changed
+    /// them): who is active, with which token, in which teams. Replaced
+    /// whole on every change; read wherever "the agents" are meant.
+    pub(crate) roster: std::sync::RwLock<Arc<crate::roster::Roster>>,
+    /// Held by a change of the runtime configuration (`System::set_routing`,
+    /// the agent pool's changes) from reading what is in force until the
+    /// change is committed and swapped in, so two changes cannot commit in
+    /// one order and swap in the other (what is in force is always the
+    /// last committed), and a routing table is never built from a pool
+    /// about to change. Held across a commit, like `contact_updates`; the
+    /// writer never takes it. Taken before `contact_updates`, never after.
+    pub(crate) configuration_updates: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -89,6 +95,11 @@ impl Shared {
     pub fn assign(&self, thread_key: String, conversation_id: String, agent_id: String, route: protocol::model::Route) {
         let message = ConversationMsg::Assign { conversation_id, agent_id, route };
         let _ = self.directory().manager.cast(ManagerMsg::Deliver { thread_key, message });
+    }
+
+    /// The agent pool in force.
+    pub fn roster(&self) -> Arc<crate::roster::Roster> {
+        self.roster.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// The routing table in force.

@@ -177,6 +177,26 @@ impl Actor for TeamActor {
                 state.held.retain(|held| held.conversation_id != conversation_id);
             }
             TeamMsg::Tick => state.offer_held(None).await,
+            TeamMsg::SetMembers(members) => {
+                // Round robin goes on after the member it gave to last, if
+                // still a member; views of those who left are forgotten.
+                let last = state.cursor.checked_sub(1).and_then(|index| state.members.get(index)).cloned();
+                state.views.retain(|agent, _| members.contains(agent));
+                state.cursor =
+                    last.and_then(|last| members.iter().position(|member| *member == last)).map_or(0, |at| at + 1);
+                state.members = members;
+            }
+            TeamMsg::ReleaseHolds { agent_id } => {
+                let (released, kept): (Vec<QueuedConversation>, Vec<QueuedConversation>) =
+                    std::mem::take(&mut state.held)
+                        .into_iter()
+                        .partition(|held| held.hold.as_ref().is_some_and(|hold| hold.agent_id == agent_id));
+                state.held = kept;
+                for mut queued in released {
+                    queued.hold = None;
+                    state.queue.push(queued);
+                }
+            }
             TeamMsg::FreeSlots(reply) => {
                 let _ = reply.send(state.free_slots());
                 return Ok(());

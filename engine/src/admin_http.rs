@@ -5,6 +5,14 @@
 //! like is `actors::routing::RoutingSpec` (its unknown fields are refused);
 //! what is checked, stored, audited and applied is
 //! `actors::System::set_routing`.
+//!
+//! `/api/v1/admin/agents` (docs/API.md "Admin: agents"): the agent pool.
+//! `GET` (managers and admins; a manager limited to teams sees their
+//! members), `POST` a new agent → `201 {agent, token}` (the token, made
+//! here from 32 random bytes, is shown once), `PATCH` fields → `{agent}` or
+//! `{rotate_token: true}` → `{token}`, `DELETE` `{successor?}` →
+//! `{agent, rerouted, contacts}`. What a body may say is
+//! `actors::roster`; what is committed and applied, `actors::pool`.
 
 use std::sync::Arc;
 
@@ -13,8 +21,10 @@ use actors::routing::RoutingSpec;
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
+use axum::extract::Path;
 use axum::extract::State;
 use axum::http::HeaderMap;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use protocol::model::Role;
@@ -25,7 +35,10 @@ use crate::http::{error_response, principal, read_body};
 use crate::server::AppState;
 
 pub fn routes() -> Router<Arc<AppState>> {
-    Router::new().route("/api/v1/admin/routing", get(get_routing).put(put_routing))
+    Router::new()
+        .route("/api/v1/admin/routing", get(get_routing).put(put_routing))
+        .route("/api/v1/admin/agents", get(list_agents).post(add_agent))
+        .route("/api/v1/admin/agents/{id}", get(get_agent).patch(patch_agent).delete(delete_agent))
 }
 
 fn system(state: &AppState) -> Result<&Arc<System>, ApiError> {
@@ -55,6 +68,124 @@ async fn put_routing(State(state): State<Arc<AppState>>, headers: HeaderMap, bod
         let spec = parse_routing(&body)?;
         let spec = system(&state)?.set_routing(&principal, spec).await?;
         Ok(Json(spec).into_response())
+    }
+    .await;
+    answer.unwrap_or_else(error_response)
+}
+
+/// A new token: `sb_` and 32 random bytes in hex (256 bits; only its
+/// SHA-256 is kept).
+fn new_token() -> String {
+    format!("sb_{}", hex::encode(rand::random::<[u8; 32]>()))
+}
+
+/// A JSON body of an admin request (an empty one, for `DELETE`, is `{}`).
+async fn json_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    empty_is_object: bool,
+) -> Result<Value, ApiError> {
+    let limit = state.config.server.max_body_bytes;
+    let body = read_body(state, headers, body, limit, "server.max_body_bytes").await?;
+    if empty_is_object && body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    protocol::json::reject_duplicate_keys(&body)
+        .map_err(|error| ApiError::bad_request(format!("the JSON body is not valid: {error}")))?;
+    serde_json::from_slice(&body).map_err(|error| ApiError::bad_request(format!("the JSON body is not valid: {error}")))
+}
+
+fn admin(state: &AppState, headers: &HeaderMap) -> Result<actors::shared::Principal, ApiError> {
+    let principal = principal(state, headers)?;
+    if principal.role != Role::Admin {
+        return Err(ApiError::forbidden("only admins change the agent pool"));
+    }
+    Ok(principal)
+}
+
+/// The agents a manager or admin may see: all, or for a manager limited
+/// to teams (`manages`), those in any of them.
+fn visible_agents(state: &AppState, headers: &HeaderMap) -> Result<Vec<actors::roster::AgentView>, ApiError> {
+    let principal = principal(state, headers)?;
+    if !principal.role.sees_everything() {
+        return Err(ApiError::forbidden("the agent pool is for managers and admins"));
+    }
+    let system = system(state)?;
+    let manages = if principal.role == Role::Admin { Vec::new() } else { system.manages(&principal.agent_id) };
+    let mut agents = system.agent_views();
+    if !manages.is_empty() {
+        agents.retain(|agent| agent.id == principal.agent_id || agent.teams.iter().any(|team| manages.contains(team)));
+    }
+    Ok(agents)
+}
+
+async fn list_agents(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    visible_agents(&state, &headers)
+        .map(|agents| Json(json!({ "agents": agents })).into_response())
+        .unwrap_or_else(error_response)
+}
+
+async fn get_agent(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let answer = visible_agents(&state, &headers).and_then(|agents| {
+        let agent = agents.into_iter().find(|agent| agent.id == id);
+        agent.ok_or_else(|| ApiError::not_found(format!("no agent {id}")))
+    });
+    answer.map(|agent| Json(agent).into_response()).unwrap_or_else(error_response)
+}
+
+async fn add_agent(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let answer = async {
+        let principal = admin(&state, &headers)?;
+        let body = json_body(&state, &headers, body, false).await?;
+        let fields = actors::roster::parse_fields(&body, true)?;
+        let token = new_token();
+        let outcome = system(&state)?.add_agent(&principal, fields, &token).await?;
+        Ok((StatusCode::CREATED, Json(json!({ "agent": outcome.agent, "token": token }))).into_response())
+    }
+    .await;
+    answer.unwrap_or_else(error_response)
+}
+
+async fn patch_agent(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Response {
+    let answer = async {
+        let principal = admin(&state, &headers)?;
+        let body = json_body(&state, &headers, body, false).await?;
+        let system = system(&state)?;
+        match actors::roster::parse_patch(&body)? {
+            actors::roster::AgentPatch::RotateToken => {
+                let token = new_token();
+                system.rotate_token(&principal, &id, &token).await?;
+                Ok(Json(json!({ "token": token })).into_response())
+            }
+            actors::roster::AgentPatch::Fields(fields) => {
+                let outcome = system.change_agent(&principal, &id, *fields).await?;
+                Ok(Json(json!({ "agent": outcome.agent })).into_response())
+            }
+        }
+    }
+    .await;
+    answer.unwrap_or_else(error_response)
+}
+
+async fn delete_agent(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Response {
+    let answer = async {
+        let principal = admin(&state, &headers)?;
+        let body = json_body(&state, &headers, body, true).await?;
+        let successor = actors::roster::parse_successor(&body)?;
+        let outcome = system(&state)?.deactivate_agent(&principal, &id, successor).await?;
+        let answer = json!({ "agent": outcome.agent, "rerouted": outcome.rerouted, "contacts": outcome.contacts });
+        Ok(Json(answer).into_response())
     }
     .await;
     answer.unwrap_or_else(error_response)

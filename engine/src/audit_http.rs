@@ -53,13 +53,7 @@ fn auditor(state: &AppState, headers: &HeaderMap) -> Result<Auditor, ApiError> {
     if !principal.role.sees_everything() {
         return Err(ApiError::forbidden("the audit log is for managers and admins"));
     }
-    let manages = state
-        .config
-        .agents
-        .iter()
-        .find(|agent| agent.id == principal.agent_id)
-        .map(|agent| agent.manages.clone())
-        .unwrap_or_default();
+    let manages = state.system().map(|system| system.manages(&principal.agent_id)).unwrap_or_default();
     Ok(Auditor { manages })
 }
 

@@ -1,42 +1,28 @@
-//! Bearer tokens → principals. Tokens are compared as SHA-256 digests, so the
-//! plain token is never kept once the configuration is read.
+//! Bearer tokens → principals. Tokens are compared as SHA-256 digests
+//! against the agent pool in force (`actors::System::principal_of_token`):
+//! the plain token is never kept, and a token rotated away or of an agent
+//! deactivated through the admin API stops working at once.
 
-use std::collections::HashMap;
-
-use actors::settings::AgentSpec;
 use actors::shared::Principal;
 use axum::http::HeaderMap;
 use protocol::{ApiError, ErrorCode};
 use sha2::{Digest, Sha256};
 
-pub struct Tokens {
-    by_hash: HashMap<String, Principal>,
+use crate::server::AppState;
+
+/// Who presents `token`: `Ok(None)` when nobody; `Err` while the engine is
+/// still starting (the pool in force is read from the store).
+pub fn principal(state: &AppState, token: &str) -> Result<Option<Principal>, ApiError> {
+    let system = state.system().ok_or_else(|| ApiError::unavailable("the engine is still starting; retry shortly"))?;
+    Ok(system.principal_of_token(token))
 }
 
-impl Tokens {
-    pub fn from_agents(agents: &[AgentSpec]) -> Tokens {
-        let by_hash = agents
-            .iter()
-            .filter_map(|agent| {
-                let hash = agent.token_hash()?;
-                Some((hash, Principal { agent_id: agent.id.clone(), role: agent.role }))
-            })
-            .collect();
-        Tokens { by_hash }
-    }
-
-    pub fn principal(&self, token: &str) -> Option<Principal> {
-        let hash = hex::encode(Sha256::digest(token.as_bytes()));
-        self.by_hash.get(&hash).cloned()
-    }
-
-    /// The principal of `Authorization: Bearer …` or, for browsers, `?token=`.
-    pub fn authenticate(&self, headers: &HeaderMap, query_token: Option<&str>) -> Result<Principal, ApiError> {
-        let token = bearer(headers).or(query_token).ok_or_else(|| {
-            ApiError::new(ErrorCode::Unauthorized, "send `Authorization: Bearer <token>` (or `?token=` from a browser)")
-        })?;
-        self.principal(token).ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "that token is not valid"))
-    }
+/// The principal of `Authorization: Bearer …` or, for browsers, `?token=`.
+pub fn authenticate(state: &AppState, headers: &HeaderMap, query_token: Option<&str>) -> Result<Principal, ApiError> {
+    let token = bearer(headers).or(query_token).ok_or_else(|| {
+        ApiError::new(ErrorCode::Unauthorized, "send `Authorization: Bearer <token>` (or `?token=` from a browser)")
+    })?;
+    principal(state, token)?.ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "that token is not valid"))
 }
 
 /// Compares a presented secret with the configured one in constant time:

@@ -390,11 +390,9 @@ impl Config {
         let mut token_hashes = HashSet::new();
         for (index, agent) in self.agents.iter().enumerate() {
             let key = |field: &str| format!("agents[{index}].{field}");
-            if agent.id.trim().is_empty() {
-                return fail(&key("id"), "must not be empty".to_owned());
-            }
-            if agent.id.starts_with('@') {
-                return fail(&key("id"), "must not start with `@` (kept for the system's own sends)".to_owned());
+            // What the admin API checks of an agent too.
+            if let Err((field, problem)) = actors::roster::check_spec(agent, &self.teams) {
+                return fail(&key(field), problem);
             }
             if !agent_ids.insert(agent.id.as_str()) {
                 return fail(&key("id"), format!("agent {:?} is defined twice", agent.id));
@@ -414,21 +412,6 @@ impl Config {
             }
             if !token_hashes.insert(agent.token_hash().unwrap_or_default()) {
                 return fail(&key("token"), "another agent has the same token".to_owned());
-            }
-            for team in &agent.teams {
-                if !team_ids.contains(team.as_str()) {
-                    return fail(&key("teams"), format!("no team {team:?} is defined in [[teams]]"));
-                }
-            }
-            for team in &agent.manages {
-                if !team_ids.contains(team.as_str()) {
-                    return fail(&key("manages"), format!("no team {team:?} is defined in [[teams]]"));
-                }
-            }
-            if let Some(shift) = &agent.shift
-                && let Err(problem) = actors::hours::Schedule::parse(shift)
-            {
-                return fail(&key("shift"), problem);
             }
         }
         if let Err(error) = self.settings().routing_table() {

@@ -362,9 +362,10 @@ impl Roster {
         let every_team = TEAMS.iter().map(|(id, _, _)| (*id).to_owned()).collect();
         specs.push(agent("you", "You".to_owned(), &self.you_token, None, every_team));
         specs.push(AgentSpec {
+            // An admin: the newcomer may try the admin API (the agent pool, the rules) too.
             id: "manager".to_owned(),
             name: Some("Manager".to_owned()),
-            role: Role::Manager,
+            role: Role::Admin,
             token: Some(self.manager_token.clone()),
             token_sha256: None,
             teams: Vec::new(),
@@ -389,6 +390,11 @@ fn print_banner(addr: &SocketAddr, roster: &Roster, agents: usize, rate: f64, da
         "  API:                curl -H 'Authorization: Bearer {}' http://{addr}/api/v1/conversations",
         roster.manager_token
     );
+    println!(
+        "  Agent pool:         curl -H 'Authorization: Bearer {}' http://{addr}/api/v1/admin/agents",
+        roster.manager_token
+    );
+    println!("                      (POST there to onboard an agent: docs/API.md \"Admin: agents\")");
     println!("  Data directory:     {}", data_dir.display());
     println!();
     println!("Routing (docs/routing.md): \"EMI\", \"pay\"… go to collections; \"documents\", \"brochure\" to support;");

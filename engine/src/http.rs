@@ -323,7 +323,8 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
     let allowed = server.metrics_public
         || presented.is_some_and(|token| {
             server.metrics_token.as_deref().is_some_and(|expected| crate::auth::same_secret(expected, token))
-                || state.tokens.principal(token).is_some_and(|principal| principal.role.sees_everything())
+                || crate::auth::principal(&state, token)
+                    .is_ok_and(|principal| principal.is_some_and(|principal| principal.role.sees_everything()))
         });
     if !allowed {
         return error_response(ApiError::new(
@@ -336,7 +337,7 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
 
 /// The authenticated caller of a REST request.
 pub(crate) fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
-    state.tokens.authenticate(headers, None)
+    crate::auth::authenticate(state, headers, None)
 }
 
 #[derive(Deserialize)]

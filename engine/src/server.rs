@@ -12,7 +12,6 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::auth::Tokens;
 use crate::config::Config;
 use crate::graph::GraphClient;
 use crate::http;
@@ -32,7 +31,6 @@ impl Clock for SystemClock {
 /// What request handlers share.
 pub struct AppState {
     pub config: Config,
-    pub tokens: Tokens,
     pub metrics: PrometheusHandle,
     /// Set once recovery is done; until then /readyz is 503 and traffic waits.
     pub system: OnceLock<Arc<System>>,
@@ -127,7 +125,6 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
     let addr = listener.local_addr()?;
     let (stop, stopping) = watch::channel(false);
     let state = Arc::new(AppState {
-        tokens: Tokens::from_agents(&config.agents),
         config: config.clone(),
         metrics: metrics_handle(),
         system: OnceLock::new(),

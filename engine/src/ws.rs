@@ -58,10 +58,12 @@ pub async fn upgrade(
     // Only `token` is read before authentication; a malformed query is
     // reported once the caller is known.
     let token = parse_query::<TokenQuery>(&uri).ok().and_then(|query| query.token);
-    let principal = match state.tokens.authenticate(&headers, token.as_deref()) {
+    let principal = match crate::auth::authenticate(&state, &headers, token.as_deref()) {
         Ok(principal) => principal,
         Err(error) => return error_response(error),
     };
+    // Kept as its digest: a session ends when its token stops being valid.
+    let token_digest = crate::auth::bearer(&headers).or(token.as_deref()).map(actors::token_digest).unwrap_or_default();
     let query: WsQuery = match parse_query(&uri) {
         Ok(query) => query,
         Err(error) => return error_response(error),
@@ -93,7 +95,8 @@ pub async fn upgrade(
                 .and_then(|value| value.to_str().ok())
                 .and_then(|name| Encoding::from_subprotocol(Some(name)))
                 .unwrap_or(Encoding::Json);
-            run_session(state, socket, control, principal, encoding, query.resume_from).await;
+            let caller = Caller { principal, token_digest };
+            run_session(state, socket, control, caller, encoding, query.resume_from).await;
         })
 }
 
@@ -147,11 +150,17 @@ fn encode(encoding: Encoding, frame: &ServerFrame) -> Option<WsMessage> {
     }
 }
 
+/// Who opened a session, and the digest of the token they opened it with.
+struct Caller {
+    principal: Principal,
+    token_digest: String,
+}
+
 async fn run_session(
     state: Arc<AppState>,
     socket: WebSocket,
     control: ConnectionControl,
-    principal: Principal,
+    caller: Caller,
     encoding: Encoding,
     resume_from: Option<u64>,
 ) {
@@ -159,7 +168,8 @@ async fn run_session(
     let (sink, stream) = socket.split();
     let server = &state.config.server;
     let mut outgoing = Outgoing { sink, encoding, write_timeout: Duration::from_millis(server.ws_write_timeout_ms) };
-    let ended = session_loop(&state, &system, &mut outgoing, stream, &principal, resume_from).await;
+    let ended = session_loop(&state, &system, &mut outgoing, stream, &caller, resume_from).await;
+    let principal = caller.principal;
     if let Some(SendFailure::Stalled) = ended {
         // The client reads nothing: reset the connection rather than leave
         // what is queued for it, and the socket, waiting on it.
@@ -175,9 +185,10 @@ async fn session_loop(
     system: &Arc<actors::System>,
     outgoing: &mut Outgoing,
     mut stream: futures_util::stream::SplitStream<WebSocket>,
-    principal: &Principal,
+    caller: &Caller,
     resume_from: Option<u64>,
 ) -> Option<SendFailure> {
+    let principal = &caller.principal;
     let session_id = format!("s{:016x}", rand::random::<u64>());
     let (events_tx, mut events) = mpsc::channel(system.settings().session_queue.max(16));
     let handle = SessionHandle { session_id: session_id.clone(), sender: events_tx };
@@ -233,7 +244,16 @@ async fn session_loop(
         tokio::select! {
             event = events.recv() => {
                 let Some(frame) = event else {
-                    // The agent actor dropped this session (too slow, or restarting).
+                    // The agent actor dropped this session: its token stopped
+                    // being valid (rotated, or the agent deactivated), or it
+                    // fell behind, or the actor is restarting.
+                    match system.principal_of_digest(&caller.token_digest) {
+                        None => break outgoing.close(1008, "token revoked").await.err(),
+                        Some(now) if now != *principal => {
+                            break outgoing.close(1008, "role changed; reconnect").await.err();
+                        }
+                        Some(_) => {}
+                    }
                     break outgoing.close(1013, "fell behind; reconnect with resume_from").await.err();
                 };
                 if frame.seq().is_some_and(|seq| seq <= start_seq) {

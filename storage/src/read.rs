@@ -200,6 +200,24 @@ impl Reader {
         Ok(found)
     }
 
+    /// The contacts whose `owner` is `agent_id` (a deactivated agent's,
+    /// handed to its successor). A range read: a scan of the whole
+    /// `contacts` table, for a rare admin action, rather than an index by
+    /// owner kept up on every contact change.
+    pub fn contacts_owned_by(&self, agent_id: &str) -> Result<Vec<ContactRecord>> {
+        let txn = self.txn()?;
+        let table = txn.open_table(CONTACTS).map_err(db_error)?;
+        let mut owned = Vec::new();
+        for row in table.iter().map_err(db_error)? {
+            let (_, bytes) = row.map_err(db_error)?;
+            let contact: ContactRecord = decode(bytes.value())?;
+            if contact.owner.as_deref() == Some(agent_id) {
+                owned.push(contact);
+            }
+        }
+        Ok(owned)
+    }
+
     pub fn agent(&self, agent_id: &str) -> Result<AgentRecord> {
         Ok(self.point_decoded(TableId::Agents, Key::Str(agent_id.to_owned()))?.unwrap_or_default())
     }

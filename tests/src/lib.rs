@@ -166,6 +166,24 @@ impl Harness {
         Ok((status, response.json().await.unwrap_or(Value::Null)))
     }
 
+    /// Any method on an API path with a Bearer token and an optional JSON
+    /// body; returns status and JSON.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value)> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base_url())).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
     pub async fn connect(&self, agent_token: &str) -> Result<WsClient> {
         WsClient::connect(&self.base_url(), agent_token, Protocol::Json, None).await
     }
