@@ -1,0 +1,542 @@
+//! What each event of the conversation event log means for the reports.
+//!
+//! Definitions (docs/reports.md):
+//! - **First response time**: from the customer's first message to the
+//!   first message a person (an agent, manager or admin) sends; **next
+//!   response time**: from a customer's message that waits (the first
+//!   since a person last wrote) to the next a person sends; **resolution
+//!   time**: from the first message to the close. Each counts only the
+//!   conversation's team's business hours (none set: all hours), and is
+//!   counted when it ends, for the person who answered (the holder, for a
+//!   resolution) and the conversation's team.
+//! - **Funnel**, a cohort per assignment: `assigned` when an agent is given
+//!   the conversation; `contacted` when that agent then writes to the
+//!   customer; `responded` when the customer writes after that; `won` when
+//!   it closes in that agent's hands with an outcome in `won_values`
+//!   (`closed` counts every close). Each stage counts for the agent who held
+//!   the conversation at that stage, in the bucket of that agent's
+//!   assignment; for a team, once per conversation while it stays in the team.
+//! - **Breaches**: each `sla_breach`, for the holder and the team then.
+//! - **Attribution**, a cohort per conversation, by its source (the ad's
+//!   `source_id`, the referral code, or organic), in the bucket of its
+//!   opening: `conversations`, `qualified` (reached an agent), `won`, and
+//!   `revenue` (the won conversations' first `money` field).
+
+use std::collections::{BTreeSet, HashMap};
+
+use actors::deadlines::Policies;
+use actors::settings::{FieldKind, Settings};
+use protocol::events::{Actor, Event, EventBody};
+use protocol::model::{Source, SourceKind};
+use protocol::time::UnixMs;
+use protocol::ws::{SlaKind, UnassignReason};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::rollup::{Bucket, BucketKey, Dim, Rollups};
+
+/// What the reports need of the configuration.
+pub struct ReportSettings {
+    /// Teams' business hours.
+    policies: Policies,
+    /// (field key, its won values) of the fields that have `won_values`.
+    won: Vec<(String, Vec<String>)>,
+    /// The first `money` field, whose value a won conversation's revenue is.
+    money: Option<String>,
+}
+
+impl ReportSettings {
+    pub fn from_settings(settings: &Settings) -> Result<ReportSettings, String> {
+        Ok(ReportSettings {
+            policies: Policies::from_settings(settings)?,
+            won: settings
+                .dispositions
+                .iter()
+                .filter(|field| !field.won_values.is_empty())
+                .map(|field| (field.key.clone(), field.won_values.clone()))
+                .collect(),
+            money: settings.dispositions.iter().find(|field| field.kind == FieldKind::Money).map(|f| f.key.clone()),
+        })
+    }
+
+    fn business_ms(&self, team: Option<&str>, from: UnixMs, to: UnixMs) -> i64 {
+        if to <= from {
+            return 0;
+        }
+        self.policies.of(team).schedule.between(from, to)
+    }
+
+    fn is_won(&self, fields: &Map<String, Value>) -> bool {
+        self.won.iter().any(|(key, values)| {
+            fields.get(key).and_then(Value::as_str).is_some_and(|v| values.iter().any(|won| won == v))
+        })
+    }
+
+    fn revenue(&self, fields: &Map<String, Value>) -> f64 {
+        let Some(key) = &self.money else { return 0.0 };
+        match fields.get(key) {
+            Some(Value::Number(number)) => number.as_f64().unwrap_or(0.0),
+            Some(Value::String(text)) => text.trim().parse().unwrap_or(0.0),
+            _ => 0.0,
+        }
+    }
+}
+
+/// A funnel cohort in progress: who holds the conversation (an agent, or
+/// the team it is in) since when, and how far it went.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cohort {
+    pub id: String,
+    pub since: UnixMs,
+    pub contacted: bool,
+    pub responded: bool,
+}
+
+impl Cohort {
+    fn new(id: &str, since: UnixMs) -> Cohort {
+        Cohort { id: id.to_owned(), since, contacted: false, responded: false }
+    }
+}
+
+/// A conversation being handled, as the reports follow it (kept until it
+/// closes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conversation {
+    pub opened_at: UnixMs,
+    pub source: Dim,
+    pub team: Option<String>,
+    pub agent: Option<Cohort>,
+    pub team_cohort: Option<Cohort>,
+    pub qualified: bool,
+    /// The customer's oldest message no person has answered yet.
+    pub waiting_since: Option<UnixMs>,
+    pub first_response_done: bool,
+}
+
+fn source_dim(source: &Source) -> Dim {
+    let (kind, id) = match source.kind {
+        SourceKind::Paid => ("paid", source.source_id.clone()),
+        SourceKind::Referral => ("referral", source.code.clone().or_else(|| source.source_id.clone())),
+        SourceKind::Organic => ("organic", None),
+    };
+    Dim::Source { kind: kind.to_owned(), id: id.unwrap_or_default() }
+}
+
+/// The projection: the conversations being handled and the rollups, and
+/// which of them changed since the last [`Projection::take_changes`].
+pub struct Projection {
+    settings: ReportSettings,
+    conversations: HashMap<String, Conversation>,
+    pub rollups: Rollups,
+    changed: BTreeSet<String>,
+}
+
+/// What changed: buckets as they are now; conversations as they are now,
+/// or `None` when closed (forgotten).
+pub struct Changes {
+    pub buckets: Vec<(BucketKey, Bucket)>,
+    pub conversations: Vec<(String, Option<Conversation>)>,
+}
+
+impl Projection {
+    pub fn new(settings: ReportSettings) -> Projection {
+        Projection { settings, conversations: HashMap::new(), rollups: Rollups::default(), changed: BTreeSet::new() }
+    }
+
+    /// A stored conversation, read back at start.
+    pub fn load_conversation(&mut self, id: String, conversation: Conversation) {
+        self.conversations.insert(id, conversation);
+    }
+
+    pub fn open_conversations(&self) -> usize {
+        self.conversations.len()
+    }
+
+    pub fn take_changes(&mut self) -> Changes {
+        let changed = std::mem::take(&mut self.changed);
+        Changes {
+            buckets: self.rollups.take_dirty(),
+            conversations: changed
+                .into_iter()
+                .map(|id| {
+                    let now = self.conversations.get(&id).cloned();
+                    (id, now)
+                })
+                .collect(),
+        }
+    }
+
+    /// Applies one event of the log (in log order).
+    pub fn apply(&mut self, event: &Event) {
+        let Some(id) = event.conversation_id.as_deref() else { return };
+        let at = event.at;
+        if let EventBody::Opened { source } = &event.body {
+            let source = source_dim(source);
+            self.rollups.add(&source, at, |bucket| bucket.counts.conversations += 1);
+            let conversation = Conversation {
+                opened_at: at,
+                source,
+                team: None,
+                agent: None,
+                team_cohort: None,
+                qualified: false,
+                waiting_since: None,
+                first_response_done: false,
+            };
+            self.conversations.insert(id.to_owned(), conversation);
+            self.changed.insert(id.to_owned());
+            return;
+        }
+        // A conversation opened before the log began is followed from its
+        // next message or assignment (its opening and source unknown).
+        if !self.conversations.contains_key(id) {
+            if !matches!(event.body, EventBody::MessageIn { .. } | EventBody::Assigned { .. }) {
+                return;
+            }
+            let unknown = Dim::Source { kind: "organic".to_owned(), id: String::new() };
+            let conversation = Conversation {
+                opened_at: at,
+                source: unknown,
+                team: None,
+                agent: None,
+                team_cohort: None,
+                qualified: false,
+                waiting_since: None,
+                first_response_done: false,
+            };
+            self.conversations.insert(id.to_owned(), conversation);
+        }
+        let Some(conversation) = self.conversations.get_mut(id) else { return };
+        let settings = &self.settings;
+        let rollups = &mut self.rollups;
+        let mut closed = false;
+        match &event.body {
+            EventBody::MessageIn { .. } => {
+                conversation.waiting_since.get_or_insert(at);
+                for (cohort, dim) in cohorts(conversation) {
+                    if cohort.contacted && !cohort.responded {
+                        cohort.responded = true;
+                        rollups.add(&dim, cohort.since, |bucket| bucket.counts.responded += 1);
+                    }
+                }
+            }
+            EventBody::MessageOut { .. } => {
+                let Actor::User { id: person } = &event.actor else { return };
+                if let Some(waiting) = conversation.waiting_since.take() {
+                    let seconds = settings.business_ms(conversation.team.as_deref(), waiting, at) as f64 / 1000.0;
+                    let first = !conversation.first_response_done;
+                    conversation.first_response_done = true;
+                    let mut dims = vec![Dim::agent(person)];
+                    dims.extend(conversation.team.as_deref().map(Dim::team));
+                    for dim in dims {
+                        rollups.add(&dim, at, |bucket| {
+                            if first {
+                                bucket.first_response.add(seconds);
+                            } else {
+                                bucket.next_response.add(seconds);
+                            }
+                        });
+                    }
+                }
+                let holder_wrote = conversation.agent.as_ref().is_some_and(|cohort| &cohort.id == person);
+                if holder_wrote {
+                    for (cohort, dim) in cohorts(conversation) {
+                        if !cohort.contacted {
+                            cohort.contacted = true;
+                            rollups.add(&dim, cohort.since, |bucket| bucket.counts.contacted += 1);
+                        }
+                    }
+                }
+            }
+            EventBody::Routed { team_id, .. } => conversation.team = team_id.clone(),
+            EventBody::Assigned { agent_id, team_id, .. } => {
+                conversation.team = team_id.clone().or(conversation.team.take());
+                conversation.agent = Some(Cohort::new(agent_id, at));
+                rollups.add(&Dim::agent(agent_id), at, |bucket| bucket.counts.assigned += 1);
+                if let Some(team) = conversation.team.clone()
+                    && conversation.team_cohort.as_ref().is_none_or(|cohort| cohort.id != team)
+                {
+                    conversation.team_cohort = Some(Cohort::new(&team, at));
+                    rollups.add(&Dim::team(&team), at, |bucket| bucket.counts.assigned += 1);
+                }
+                if !conversation.qualified {
+                    conversation.qualified = true;
+                    rollups.add(&conversation.source, conversation.opened_at, |bucket| bucket.counts.qualified += 1);
+                }
+            }
+            // A close is followed by its unassignment: the close counted the holder.
+            EventBody::Unassigned { reason: UnassignReason::Closed, .. } => return,
+            EventBody::Unassigned { .. } => conversation.agent = None,
+            EventBody::SlaBreach { clock, .. } => {
+                let mut dims: Vec<Dim> = conversation.agent.iter().map(|cohort| Dim::agent(&cohort.id)).collect();
+                dims.extend(conversation.team.as_deref().map(Dim::team));
+                for dim in dims {
+                    rollups.add(&dim, at, |bucket| match clock {
+                        SlaKind::FirstResponse => bucket.counts.breaches_first_response += 1,
+                        SlaKind::NextResponse => bucket.counts.breaches_next_response += 1,
+                        SlaKind::Resolution => bucket.counts.breaches_resolution += 1,
+                    });
+                }
+            }
+            EventBody::Closed { fields, .. } => {
+                let won = settings.is_won(fields);
+                let seconds =
+                    settings.business_ms(conversation.team.as_deref(), conversation.opened_at, at) as f64 / 1000.0;
+                let closer = match (&conversation.agent, &event.actor) {
+                    (Some(cohort), _) => Some(cohort.id.clone()),
+                    (None, Actor::User { id }) => Some(id.clone()),
+                    _ => None,
+                };
+                let mut dims: Vec<Dim> = closer.iter().map(|id| Dim::agent(id)).collect();
+                dims.extend(conversation.team.as_deref().map(Dim::team));
+                for dim in dims {
+                    rollups.add(&dim, at, |bucket| bucket.resolution.add(seconds));
+                }
+                for (cohort, dim) in cohorts(conversation) {
+                    rollups.add(&dim, cohort.since, |bucket| {
+                        bucket.counts.closed += 1;
+                        if won {
+                            bucket.counts.won += 1;
+                        }
+                    });
+                }
+                if won {
+                    let revenue = settings.revenue(fields);
+                    rollups.add(&conversation.source, conversation.opened_at, |bucket| {
+                        bucket.counts.won += 1;
+                        bucket.counts.revenue += revenue;
+                    });
+                }
+                closed = true;
+            }
+            _ => return,
+        }
+        if closed {
+            self.conversations.remove(id);
+        }
+        self.changed.insert(id.to_owned());
+    }
+}
+
+/// The conversation's cohorts in progress with the group each counts for:
+/// its holder's and its team's.
+fn cohorts(conversation: &mut Conversation) -> Vec<(&mut Cohort, Dim)> {
+    let mut found = Vec::new();
+    if let Some(cohort) = conversation.agent.as_mut() {
+        let dim = Dim::agent(&cohort.id);
+        found.push((cohort, dim));
+    }
+    if let Some(cohort) = conversation.team_cohort.as_mut() {
+        let dim = Dim::team(&cohort.id);
+        found.push((cohort, dim));
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::{self, GroupBy, Range};
+    use actors::settings::{DispositionSpec, TeamSpec};
+    use serde_json::json;
+
+    const T0: UnixMs = 1_796_083_200_000; // 2026-12-01 00:00 UTC, a Tuesday
+    const MIN: i64 = 60_000;
+
+    fn settings() -> ReportSettings {
+        let office: actors::hours::HoursSpec = serde_json::from_value(json!({
+            "timezone": "UTC", "week": {"mon": ["09:00-17:00"], "tue": ["09:00-17:00"]}
+        }))
+        .unwrap();
+        let settings = Settings {
+            teams: vec![
+                TeamSpec { id: "sales".into(), ..Default::default() },
+                TeamSpec { id: "office".into(), hours: Some(office), ..Default::default() },
+            ],
+            dispositions: vec![
+                DispositionSpec {
+                    key: "outcome".into(),
+                    label: None,
+                    kind: FieldKind::Enum,
+                    options: vec!["won".into(), "lost".into()],
+                    required_on_close: true,
+                    won_values: vec!["won".into()],
+                },
+                DispositionSpec {
+                    key: "amount".into(),
+                    label: None,
+                    kind: FieldKind::Money,
+                    options: vec![],
+                    required_on_close: false,
+                    won_values: vec![],
+                },
+            ],
+            ..Settings::default()
+        };
+        ReportSettings::from_settings(&settings).unwrap()
+    }
+
+    struct Script {
+        projection: Projection,
+    }
+
+    impl Script {
+        fn event(&mut self, conversation: &str, at: UnixMs, actor: Actor, body: EventBody) {
+            let event = Event {
+                at,
+                conversation_id: Some(conversation.into()),
+                contact: None,
+                phone_number_id: None,
+                actor,
+                body,
+            };
+            self.projection.apply(&event);
+        }
+        fn open(&mut self, id: &str, at: UnixMs, source: Source) {
+            self.event(id, at, Actor::Customer, EventBody::Opened { source });
+            self.customer(id, at);
+        }
+        fn customer(&mut self, id: &str, at: UnixMs) {
+            let body = EventBody::MessageIn { wamid: format!("w{at}"), message_type: "text".into(), text: None };
+            self.event(id, at, Actor::Customer, body);
+        }
+        fn agent(&mut self, id: &str, at: UnixMs, agent: &str) {
+            let body =
+                EventBody::MessageOut { id: format!("o{at}"), message_type: "text".into(), text: None, template: None };
+            self.event(id, at, Actor::user(agent), body);
+        }
+        fn assign(&mut self, id: &str, at: UnixMs, agent: &str, team: &str) {
+            let body = EventBody::Assigned { agent_id: agent.into(), team_id: Some(team.into()), route: None };
+            self.event(id, at, Actor::System, body);
+        }
+        fn unassign(&mut self, id: &str, at: UnixMs, agent: &str, reason: UnassignReason) {
+            self.event(id, at, Actor::System, EventBody::Unassigned { agent_id: agent.into(), reason });
+        }
+        fn close(&mut self, id: &str, at: UnixMs, agent: &str, fields: Value) {
+            let fields = fields.as_object().cloned().unwrap();
+            self.event(id, at, Actor::user(agent), EventBody::Closed { fields, outcome: None });
+            self.unassign(id, at, agent, UnassignReason::Closed);
+        }
+    }
+
+    fn paid(ad: &str) -> Source {
+        Source { kind: SourceKind::Paid, source_id: Some(ad.into()), ..Source::organic() }
+    }
+
+    fn rows(report: query::Report) -> Vec<Value> {
+        report.rows
+    }
+
+    fn day() -> Range {
+        Range { from: T0, to: T0 + 86_400_000 }
+    }
+
+    #[test]
+    fn a_scripted_day_is_counted_as_defined() {
+        let mut script = Script { projection: Projection::new(settings()) };
+        // c1: paid lead, asha answers after 2 min, customer answers, won for 5000.
+        script.open("c1", T0 + 10 * 60 * MIN, paid("ad-1"));
+        script.assign("c1", T0 + 10 * 60 * MIN + MIN, "asha", "sales");
+        script.agent("c1", T0 + 10 * 60 * MIN + 2 * MIN, "asha");
+        script.customer("c1", T0 + 10 * 60 * MIN + 3 * MIN);
+        script.agent("c1", T0 + 10 * 60 * MIN + 7 * MIN, "asha");
+        script.close("c1", T0 + 11 * 60 * MIN, "asha", json!({"outcome": "won", "amount": "5000"}));
+        // c2: organic, asha is given it, never writes, goes offline; ravi takes it, writes; closed lost.
+        script.open("c2", T0 + 12 * 60 * MIN, Source::organic());
+        script.assign("c2", T0 + 12 * 60 * MIN, "asha", "sales");
+        script.unassign("c2", T0 + 12 * 60 * MIN + 10 * MIN, "asha", UnassignReason::AgentOffline);
+        script.assign("c2", T0 + 12 * 60 * MIN + 11 * MIN, "ravi", "sales");
+        script.agent("c2", T0 + 12 * 60 * MIN + 20 * MIN, "ravi");
+        script.event(
+            "c2",
+            T0 + 13 * 60 * MIN,
+            Actor::System,
+            EventBody::SlaBreach { clock: SlaKind::Resolution, due: 0 },
+        );
+        script.close("c2", T0 + 14 * 60 * MIN, "ravi", json!({"outcome": "lost"}));
+        // c3: a customer writes at 08:00 to the office team (opens 09:00): 10 business minutes.
+        script.open("c3", T0 + 8 * 60 * MIN, Source::organic());
+        script.assign("c3", T0 + 8 * 60 * MIN, "meena", "office");
+        script.agent("c3", T0 + 9 * 60 * MIN + 10 * MIN, "meena");
+        // c4: the same ad, qualified, still open.
+        script.open("c4", T0 + 15 * 60 * MIN, paid("ad-1"));
+        script.assign("c4", T0 + 15 * 60 * MIN, "ravi", "sales");
+
+        let rollups = &script.projection.rollups;
+        let funnel = rows(query::funnel(rollups, day(), GroupBy::Agent, false));
+        let pick = |rows: &[Value], key: &str, id: &str| rows.iter().find(|row| row[key] == id).cloned().unwrap();
+        let asha = pick(&funnel, "agent", "asha");
+        assert_eq!(
+            (asha["assigned"].clone(), asha["contacted"].clone(), asha["responded"].clone(), asha["closed"].clone()),
+            (json!(2), json!(1), json!(1), json!(1)),
+            "{asha}"
+        );
+        assert_eq!(asha["conversion"]["contacted"], json!(0.5));
+        let ravi = pick(&funnel, "agent", "ravi");
+        assert_eq!(
+            (ravi["assigned"].clone(), ravi["contacted"].clone(), ravi["responded"].clone(), ravi["closed"].clone()),
+            (json!(2), json!(1), json!(0), json!(0)),
+            "{ravi}"
+        );
+        let teams = rows(query::funnel(rollups, day(), GroupBy::Team, false));
+        let sales = pick(&teams, "team", "sales");
+        assert_eq!(
+            (sales["assigned"].clone(), sales["contacted"].clone(), sales["closed"].clone()),
+            (json!(3), json!(2), json!(1)),
+            "a conversation once per team: {sales}"
+        );
+
+        let sla = rows(query::sla(rollups, day(), GroupBy::Agent, false));
+        let asha = pick(&sla, "agent", "asha");
+        assert_eq!((asha["frt"]["count"].clone(), asha["nrt"]["count"].clone()), (json!(1), json!(1)));
+        assert!((asha["frt"]["p50_s"].as_f64().unwrap() - 120.0).abs() <= 2.4, "{asha}");
+        assert!((asha["nrt"]["mean_s"].as_f64().unwrap() - 240.0).abs() < 0.01, "{asha}");
+        assert!((asha["trt"]["mean_s"].as_f64().unwrap() - 3600.0).abs() < 0.01, "{asha}");
+        let meena = pick(&sla, "agent", "meena");
+        assert!((meena["frt"]["mean_s"].as_f64().unwrap() - 600.0).abs() < 0.01, "business hours only: {meena}");
+        let ravi = pick(&sla, "agent", "ravi");
+        assert_eq!(ravi["breaches"], json!({"first_response": 0, "next_response": 0, "resolution": 1}));
+        assert!((ravi["frt"]["mean_s"].as_f64().unwrap() - 1200.0).abs() < 0.01, "from the customer's message: {ravi}");
+
+        let attribution =
+            rows(query::attribution(rollups, day(), false, &HashMap::from([("ad-1".to_owned(), "Diwali".to_owned())])));
+        let ad = pick(&attribution, "source", "paid");
+        assert_eq!(
+            (
+                ad["source_id"].clone(),
+                ad["campaign"].clone(),
+                ad["conversations"].clone(),
+                ad["qualified"].clone(),
+                ad["closed"].clone(),
+                ad["revenue"].clone()
+            ),
+            (json!("ad-1"), json!("Diwali"), json!(2), json!(2), json!(1), json!(5000.0))
+        );
+        let organic = pick(&attribution, "source", "organic");
+        assert_eq!((organic["conversations"].clone(), organic["closed"].clone()), (json!(2), json!(0)));
+        assert_eq!(script.projection.open_conversations(), 2, "c3 and c4 are still open");
+        let csv = query::to_csv(&rows(query::sla(rollups, day(), GroupBy::Team, false)), &["team"]);
+        assert!(csv.starts_with("team,breaches.first_response,breaches.next_response"), "{csv}");
+        assert!(csv.contains("\nsales,0,0,1,2,660.0,"), "{csv}");
+        let changes = script.projection.take_changes();
+        assert!(changes.conversations.iter().any(|(id, now)| id == "c1" && now.is_none()), "closed ones are forgotten");
+    }
+
+    #[test]
+    fn a_range_outside_the_activity_is_empty_and_days_split() {
+        let mut script = Script { projection: Projection::new(settings()) };
+        for day in 0..3 {
+            let at = T0 + day * 86_400_000 + 10 * 60 * MIN;
+            let id = format!("d{day}");
+            script.open(&id, at, Source::organic());
+            script.assign(&id, at, "asha", "sales");
+        }
+        let rollups = &script.projection.rollups;
+        let before = Range { from: T0 - 86_400_000, to: T0 };
+        assert!(rows(query::funnel(rollups, before, GroupBy::Agent, false)).is_empty());
+        let three = Range { from: T0, to: T0 + 3 * 86_400_000 };
+        let by_day = rows(query::funnel(rollups, three, GroupBy::Agent, true));
+        let days: Vec<&str> = by_day.iter().filter_map(|row| row["day"].as_str()).collect();
+        assert_eq!(days, ["2026-12-01", "2026-12-02", "2026-12-03"]);
+    }
+}

@@ -1,0 +1,217 @@
+//! The three reports of PROTOCOL §5 over a range, as rows of JSON (and
+//! CSV with the same field names, nested ones joined with `.`).
+
+use std::collections::HashMap;
+
+use protocol::time::UnixMs;
+use serde_json::{Map, Value, json};
+
+use crate::DAY_MS;
+use crate::rollup::{Bucket, Cover, Dim, Rollups, Sketch};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupBy {
+    Agent,
+    Team,
+}
+
+impl GroupBy {
+    fn name(self) -> &'static str {
+        match self {
+            GroupBy::Agent => "agent",
+            GroupBy::Team => "team",
+        }
+    }
+
+    fn select(self) -> impl Fn(&Dim) -> Option<String> {
+        move |dim| match (self, dim) {
+            (GroupBy::Agent, Dim::Agent { id }) | (GroupBy::Team, Dim::Team { id }) => Some(id.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// A report's range as asked (`to` exclusive), in unix ms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Range {
+    pub from: UnixMs,
+    pub to: UnixMs,
+}
+
+/// A report: the range it covers (the asked one taken out to whole hours)
+/// and its rows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    pub from: UnixMs,
+    pub to: UnixMs,
+    pub rows: Vec<Value>,
+}
+
+fn day_label(day: i64) -> String {
+    protocol::time::format_rfc3339(day * DAY_MS).chars().take(10).collect()
+}
+
+fn times(sketch: &Sketch) -> Value {
+    let round = |value: Option<f64>| value.map(|seconds| (seconds * 10.0).round() / 10.0);
+    json!({
+        "count": sketch.count(),
+        "p50_s": round(sketch.quantile(0.5)),
+        "p90_s": round(sketch.quantile(0.9)),
+        "mean_s": round(sketch.mean()),
+    })
+}
+
+fn ratio(part: u64, whole: u64) -> Value {
+    if whole == 0 { Value::Null } else { json!(((part as f64 / whole as f64) * 10_000.0).round() / 10_000.0) }
+}
+
+fn row_head(key: &str, id: &str, day: Option<i64>) -> Map<String, Value> {
+    let mut row = Map::new();
+    row.insert(key.to_owned(), json!(id));
+    if let Some(day) = day {
+        row.insert("day".to_owned(), json!(day_label(day)));
+    }
+    row
+}
+
+fn report(cover: Cover, rows: Vec<Value>) -> Report {
+    let (from, to) = cover.range();
+    Report { from, to, rows }
+}
+
+/// `GET /api/v1/reports/sla`: per group, first/next/resolution times and breaches by kind.
+pub fn sla(rollups: &Rollups, range: Range, group_by: GroupBy, by_day: bool) -> Report {
+    let cover = Cover::of(range.from, range.to);
+    let merged = rollups.merged(&cover, by_day, group_by.select());
+    let rows = merged
+        .into_iter()
+        .map(|((id, day), bucket)| {
+            let mut row = row_head(group_by.name(), &id, day);
+            row.insert("frt".into(), times(&bucket.first_response));
+            row.insert("nrt".into(), times(&bucket.next_response));
+            row.insert("trt".into(), times(&bucket.resolution));
+            let counts = &bucket.counts;
+            row.insert(
+                "breaches".into(),
+                json!({
+                    "first_response": counts.breaches_first_response,
+                    "next_response": counts.breaches_next_response,
+                    "resolution": counts.breaches_resolution,
+                }),
+            );
+            Value::Object(row)
+        })
+        .collect();
+    report(cover, rows)
+}
+
+/// `GET /api/v1/reports/funnel`: per group, assigned → contacted →
+/// responded → closed (won), and each stage's conversion from the one before.
+pub fn funnel(rollups: &Rollups, range: Range, group_by: GroupBy, by_day: bool) -> Report {
+    let cover = Cover::of(range.from, range.to);
+    let merged = rollups.merged(&cover, by_day, group_by.select());
+    let rows = merged
+        .into_iter()
+        .filter(|(_, bucket)| bucket.counts.assigned > 0)
+        .map(|((id, day), bucket)| {
+            let counts = &bucket.counts;
+            let mut row = row_head(group_by.name(), &id, day);
+            row.insert("assigned".into(), json!(counts.assigned));
+            row.insert("contacted".into(), json!(counts.contacted));
+            row.insert("responded".into(), json!(counts.responded));
+            row.insert("closed".into(), json!(counts.won));
+            row.insert(
+                "conversion".into(),
+                json!({
+                    "contacted": ratio(counts.contacted, counts.assigned),
+                    "responded": ratio(counts.responded, counts.contacted),
+                    "closed": ratio(counts.won, counts.responded),
+                }),
+            );
+            Value::Object(row)
+        })
+        .collect();
+    report(cover, rows)
+}
+
+/// `GET /api/v1/reports/attribution`: per source kind and ad / referral
+/// code, conversations opened in the range, qualified, won, revenue; the
+/// campaign's name when configured (`campaigns`: ad id → name).
+pub fn attribution(rollups: &Rollups, range: Range, by_day: bool, campaigns: &HashMap<String, String>) -> Report {
+    let cover = Cover::of(range.from, range.to);
+    let merged = rollups.merged(&cover, by_day, |dim| match dim {
+        Dim::Source { kind, id } => Some((kind.clone(), id.clone())),
+        _ => None,
+    });
+    let rows = merged
+        .into_iter()
+        .map(|(((kind, id), day), bucket): (((String, String), Option<i64>), Bucket)| {
+            let counts = &bucket.counts;
+            let mut row = Map::new();
+            row.insert("source".into(), json!(kind));
+            if let Some(day) = day {
+                row.insert("day".into(), json!(day_label(day)));
+            }
+            match kind.as_str() {
+                "paid" => {
+                    row.insert("source_id".into(), json!(id));
+                    if let Some(name) = campaigns.get(&id) {
+                        row.insert("campaign".into(), json!(name));
+                    }
+                }
+                "referral" => {
+                    row.insert("code".into(), json!(id));
+                }
+                _ => {}
+            }
+            row.insert("conversations".into(), json!(counts.conversations));
+            row.insert("qualified".into(), json!(counts.qualified));
+            row.insert("closed".into(), json!(counts.won));
+            row.insert("revenue".into(), json!((counts.revenue * 100.0).round() / 100.0));
+            Value::Object(row)
+        })
+        .collect();
+    report(cover, rows)
+}
+
+/// The rows as CSV: one column per field (nested objects' fields joined
+/// with `.`), `lead` first (the group and the day), then the others in
+/// name order.
+pub fn to_csv(rows: &[Value], lead: &[&str]) -> String {
+    fn flatten(prefix: &str, value: &Value, into: &mut Vec<(String, String)>) {
+        match value {
+            Value::Object(map) => {
+                for (key, value) in map {
+                    let name = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                    flatten(&name, value, into);
+                }
+            }
+            Value::Null => into.push((prefix.to_owned(), String::new())),
+            Value::String(text) => into.push((prefix.to_owned(), text.clone())),
+            other => into.push((prefix.to_owned(), other.to_string())),
+        }
+    }
+    let flat: Vec<Vec<(String, String)>> = rows
+        .iter()
+        .map(|row| {
+            let mut fields = Vec::new();
+            flatten("", row, &mut fields);
+            fields
+        })
+        .collect();
+    let mut header: Vec<String> = lead.iter().map(|name| (*name).to_owned()).collect();
+    for fields in &flat {
+        for (name, _) in fields {
+            if !header.contains(name) {
+                header.push(name.clone());
+            }
+        }
+    }
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    let _ = writer.write_record(&header);
+    for fields in &flat {
+        let values: HashMap<&str, &str> = fields.iter().map(|(name, value)| (name.as_str(), value.as_str())).collect();
+        let _ = writer.write_record(header.iter().map(|name| values.get(name.as_str()).copied().unwrap_or("")));
+    }
+    String::from_utf8(writer.into_inner().unwrap_or_default()).unwrap_or_default()
+}

@@ -1,0 +1,360 @@
+//! The rollups: per group and per UTC hour and UTC day, the counts of the
+//! three reports and the quantile sketches of the response times.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use protocol::time::UnixMs;
+use serde::{Deserialize, Serialize};
+use sketches_ddsketch::{Config, DDSketch};
+
+use crate::{DAY_MS, HOUR_MS};
+
+/// What a bucket is about.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum Dim {
+    Agent {
+        id: String,
+    },
+    Team {
+        id: String,
+    },
+    /// `kind` is `paid`, `organic` or `referral`; `id` the ad's
+    /// `source_id` or the referral code (empty for organic, or when
+    /// unknown).
+    Source {
+        kind: String,
+        id: String,
+    },
+}
+
+impl Dim {
+    pub fn agent(id: &str) -> Dim {
+        Dim::Agent { id: id.to_owned() }
+    }
+
+    pub fn team(id: &str) -> Dim {
+        Dim::Team { id: id.to_owned() }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    Hour,
+    Day,
+}
+
+/// A bucket's place: its level, its period (hours or days since the
+/// epoch, UTC) and its group. Ordered by level and period first, so the
+/// buckets of a stretch of time, every group's, are one range.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct BucketKey {
+    pub level: Level,
+    pub period: i64,
+    pub dim: Dim,
+}
+
+/// The counts of a bucket. Funnel counts are kept in the bucket of the
+/// assignment they follow (a cohort); attribution counts in the bucket of
+/// the conversation's opening; the others when they happen.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counts {
+    pub assigned: u64,
+    pub contacted: u64,
+    pub responded: u64,
+    /// Closed with an outcome in `won_values`.
+    pub won: u64,
+    /// Closed, whatever the outcome.
+    pub closed: u64,
+    pub breaches_first_response: u64,
+    pub breaches_next_response: u64,
+    pub breaches_resolution: u64,
+    /// Attribution: conversations opened, qualified (reached an agent), revenue of the won.
+    pub conversations: u64,
+    pub qualified: u64,
+    pub revenue: f64,
+}
+
+impl Counts {
+    fn merge(&mut self, other: &Counts) {
+        self.assigned += other.assigned;
+        self.contacted += other.contacted;
+        self.responded += other.responded;
+        self.won += other.won;
+        self.closed += other.closed;
+        self.breaches_first_response += other.breaches_first_response;
+        self.breaches_next_response += other.breaches_next_response;
+        self.breaches_resolution += other.breaches_resolution;
+        self.conversations += other.conversations;
+        self.qualified += other.qualified;
+        self.revenue += other.revenue;
+    }
+}
+
+/// A mergeable quantile sketch of durations in seconds (DDSketch, 1 %
+/// relative accuracy), allocated on its first value.
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub struct Sketch(Option<Box<DDSketch>>);
+
+impl fmt::Debug for Sketch {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "Sketch({} values)", self.count())
+    }
+}
+
+impl PartialEq for Sketch {
+    fn eq(&self, other: &Sketch) -> bool {
+        self.count() == other.count()
+            && self.sum() == other.sum()
+            && [0.5, 0.9].iter().all(|&q| self.quantile(q) == other.quantile(q))
+    }
+}
+
+fn sketch_config() -> Config {
+    // 1 % relative error; 1 ms is the smallest duration told apart from 0.
+    Config::new(0.01, 2048, 0.001)
+}
+
+impl Sketch {
+    pub fn add(&mut self, seconds: f64) {
+        self.0.get_or_insert_with(|| Box::new(DDSketch::new(sketch_config()))).add(seconds.max(0.0));
+    }
+
+    pub fn merge(&mut self, other: &Sketch) {
+        let Some(theirs) = &other.0 else { return };
+        match &mut self.0 {
+            None => self.0 = Some(theirs.clone()),
+            // Same configuration on both sides: merging cannot fail.
+            Some(mine) => {
+                let _ = mine.merge(theirs);
+            }
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.0.as_ref().map_or(0, |sketch| sketch.count() as u64)
+    }
+
+    pub fn sum(&self) -> f64 {
+        self.0.as_ref().and_then(|sketch| sketch.sum()).unwrap_or(0.0)
+    }
+
+    /// The `q` quantile (within 1 %), `None` when empty.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        self.0.as_ref().and_then(|sketch| sketch.quantile(q).ok().flatten())
+    }
+
+    pub fn mean(&self) -> Option<f64> {
+        let count = self.count();
+        (count > 0).then(|| self.sum() / count as f64)
+    }
+}
+
+/// A bucket: counts, and first, next and total (resolution) response times.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Bucket {
+    pub counts: Counts,
+    pub first_response: Sketch,
+    pub next_response: Sketch,
+    pub resolution: Sketch,
+}
+
+impl Bucket {
+    pub fn merge(&mut self, other: &Bucket) {
+        self.counts.merge(&other.counts);
+        self.first_response.merge(&other.first_response);
+        self.next_response.merge(&other.next_response);
+        self.resolution.merge(&other.resolution);
+    }
+}
+
+/// Every bucket, and which changed since the last [`Rollups::take_dirty`].
+#[derive(Default)]
+pub struct Rollups {
+    buckets: BTreeMap<BucketKey, Bucket>,
+    dirty: BTreeSet<BucketKey>,
+}
+
+/// The stretch of time a report covers, decomposed: whole UTC days in the
+/// middle, hours at the ends. `to` is exclusive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cover {
+    pub hours_before: (i64, i64),
+    pub days: (i64, i64),
+    pub hours_after: (i64, i64),
+}
+
+impl Cover {
+    /// `from`/`to` taken out to whole hours.
+    pub fn of(from: UnixMs, to: UnixMs) -> Cover {
+        let from_h = from.div_euclid(HOUR_MS);
+        let to_h = (to + HOUR_MS - 1).div_euclid(HOUR_MS).max(from_h);
+        let hours_per_day = DAY_MS / HOUR_MS;
+        let first_day = (from_h + hours_per_day - 1).div_euclid(hours_per_day);
+        let end_day = to_h.div_euclid(hours_per_day);
+        if first_day >= end_day {
+            return Cover { hours_before: (from_h, to_h), days: (0, 0), hours_after: (0, 0) };
+        }
+        Cover {
+            hours_before: (from_h, first_day * hours_per_day),
+            days: (first_day, end_day),
+            hours_after: (end_day * hours_per_day, to_h),
+        }
+    }
+
+    /// The range covered, in milliseconds.
+    pub fn range(&self) -> (UnixMs, UnixMs) {
+        let hours_per_day = DAY_MS / HOUR_MS;
+        let from = if self.hours_before.0 < self.hours_before.1 || self.days.0 == self.days.1 {
+            self.hours_before.0 * HOUR_MS
+        } else {
+            self.days.0 * DAY_MS
+        };
+        let to = if self.days.0 == self.days.1 {
+            self.hours_before.1 * HOUR_MS
+        } else if self.hours_after.0 < self.hours_after.1 {
+            self.hours_after.1 * HOUR_MS
+        } else {
+            self.days.1 * hours_per_day * HOUR_MS
+        };
+        (from, to)
+    }
+}
+
+impl Rollups {
+    /// Applies `change` to `dim`'s hour and day buckets of `at`.
+    pub fn add(&mut self, dim: &Dim, at: UnixMs, change: impl Fn(&mut Bucket)) {
+        for (level, period) in [(Level::Hour, at.div_euclid(HOUR_MS)), (Level::Day, at.div_euclid(DAY_MS))] {
+            let key = BucketKey { level, period, dim: dim.clone() };
+            change(self.buckets.entry(key.clone()).or_default());
+            self.dirty.insert(key);
+        }
+    }
+
+    /// A stored bucket, read back at start.
+    pub fn load(&mut self, key: BucketKey, bucket: Bucket) {
+        self.buckets.insert(key, bucket);
+    }
+
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+
+    pub fn get(&self, key: &BucketKey) -> Option<&Bucket> {
+        self.buckets.get(key)
+    }
+
+    /// The buckets changed since the last call, as they are now.
+    pub fn take_dirty(&mut self) -> Vec<(BucketKey, Bucket)> {
+        let dirty = std::mem::take(&mut self.dirty);
+        dirty.into_iter().filter_map(|key| Some((key.clone(), self.buckets.get(&key)?.clone()))).collect()
+    }
+
+    /// Every bucket in `cover` whose group `select` keeps, merged per
+    /// (group, day when `by_day`). `select` maps a bucket's dim to the
+    /// group it counts for (or `None` to leave it out).
+    pub fn merged<G: Ord + Clone>(
+        &self,
+        cover: &Cover,
+        by_day: bool,
+        select: impl Fn(&Dim) -> Option<G>,
+    ) -> BTreeMap<(G, Option<i64>), Bucket> {
+        let mut merged: BTreeMap<(G, Option<i64>), Bucket> = BTreeMap::new();
+        let hours_per_day = DAY_MS / HOUR_MS;
+        let spans = [(Level::Hour, cover.hours_before), (Level::Day, cover.days), (Level::Hour, cover.hours_after)];
+        for (level, (start, end)) in spans {
+            if start >= end {
+                continue;
+            }
+            let low = BucketKey { level, period: start, dim: Dim::Agent { id: String::new() } };
+            for (key, bucket) in self.buckets.range(low..).take_while(|(key, _)| key.level == level && key.period < end)
+            {
+                let Some(group) = select(&key.dim) else { continue };
+                let day = by_day.then(|| match level {
+                    Level::Day => key.period,
+                    Level::Hour => key.period.div_euclid(hours_per_day),
+                });
+                merged.entry((group, day)).or_default().merge(bucket);
+            }
+        }
+        merged
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: UnixMs = 1_796_083_200_000; // 2026-12-01 00:00 UTC
+
+    #[test]
+    fn a_range_is_whole_days_in_the_middle_and_hours_at_the_ends() {
+        let cover = Cover::of(T0 + 22 * HOUR_MS + 5, T0 + 3 * DAY_MS + 2 * HOUR_MS - 1);
+        let day0 = T0 / DAY_MS;
+        let hour0 = T0 / HOUR_MS;
+        assert_eq!(cover.hours_before, (hour0 + 22, hour0 + 24));
+        assert_eq!(cover.days, (day0 + 1, day0 + 3));
+        assert_eq!(cover.hours_after, (hour0 + 72, hour0 + 74));
+        assert_eq!(cover.range(), (T0 + 22 * HOUR_MS, T0 + 3 * DAY_MS + 2 * HOUR_MS));
+        let short = Cover::of(T0 + HOUR_MS, T0 + 3 * HOUR_MS);
+        assert_eq!((short.hours_before, short.days), ((hour0 + 1, hour0 + 3), (0, 0)));
+        assert_eq!(short.range(), (T0 + HOUR_MS, T0 + 3 * HOUR_MS));
+        let days = Cover::of(T0, T0 + 2 * DAY_MS);
+        assert_eq!((days.hours_before.0 == days.hours_before.1, days.days), (true, (day0, day0 + 2)));
+        assert_eq!(days.range(), (T0, T0 + 2 * DAY_MS));
+    }
+
+    #[test]
+    fn merged_buckets_count_each_value_once_whatever_the_range() {
+        let mut rollups = Rollups::default();
+        let asha = Dim::agent("asha");
+        // One value an hour for three days.
+        for hour in 0..72 {
+            rollups.add(&asha, T0 + hour * HOUR_MS + 60_000, |bucket| {
+                bucket.counts.assigned += 1;
+                bucket.first_response.add((hour + 1) as f64);
+            });
+        }
+        let select = |dim: &Dim| match dim {
+            Dim::Agent { id } => Some(id.clone()),
+            _ => None,
+        };
+        for (from, to, expected) in [
+            (T0, T0 + 3 * DAY_MS, 72),
+            (T0 + 5 * HOUR_MS, T0 + 2 * DAY_MS + 7 * HOUR_MS, 50),
+            (T0 + 5 * HOUR_MS, T0 + 6 * HOUR_MS, 1),
+            (T0 - DAY_MS, T0, 0),
+        ] {
+            let merged = rollups.merged(&Cover::of(from, to), false, select);
+            let bucket = merged.get(&("asha".to_owned(), None));
+            assert_eq!(bucket.map_or(0, |bucket| bucket.counts.assigned), expected, "{from}..{to}");
+            assert_eq!(bucket.map_or(0, |bucket| bucket.first_response.count()), expected);
+        }
+        let all = rollups.merged(&Cover::of(T0, T0 + 3 * DAY_MS), false, select);
+        let sketch = &all[&("asha".to_owned(), None)].first_response;
+        let p50 = sketch.quantile(0.5).unwrap();
+        assert!((p50 - 36.0).abs() <= 36.0 * 0.02, "p50 of 1..=72 within the sketch's accuracy: {p50}");
+        assert_eq!(sketch.mean(), Some(36.5));
+        let by_day = rollups.merged(&Cover::of(T0 + 12 * HOUR_MS, T0 + 3 * DAY_MS), true, select);
+        let days: Vec<u64> = by_day.values().map(|bucket| bucket.counts.assigned).collect();
+        assert_eq!(days, [12, 24, 24], "the first day from noon, by day");
+        assert_eq!(rollups.take_dirty().len(), 72 + 3);
+        assert!(rollups.take_dirty().is_empty());
+    }
+
+    #[test]
+    fn a_bucket_survives_being_stored() {
+        let mut bucket = Bucket::default();
+        bucket.counts.revenue = 12.5;
+        bucket.resolution.add(3600.0);
+        let bytes = serde_json::to_vec(&bucket).unwrap();
+        let back: Bucket = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(back, bucket);
+    }
+}
