@@ -64,7 +64,7 @@ pub enum AuditCommand {
 }
 
 /// A refusal: what to print and the exit status.
-struct Refusal(i32, String);
+pub(crate) struct Refusal(pub(crate) i32, pub(crate) String);
 
 fn usage(message: impl Into<String>) -> Refusal {
     Refusal(2, message.into())
@@ -87,7 +87,7 @@ pub async fn run(command: AuditCommand) -> i32 {
     }
 }
 
-fn load_config(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> Result<Config, Refusal> {
+pub(crate) fn load_config(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> Result<Config, Refusal> {
     let mut config = Config::load(config.as_deref(), std::env::vars()).map_err(|error| usage(error.to_string()))?;
     if let Some(data_dir) = data_dir {
         config.server.data_dir = data_dir;
@@ -100,7 +100,7 @@ fn public_key(text: &str) -> Result<AuditPublicKey, Refusal> {
 }
 
 /// Opens the store of a stopped engine (applying its journal, as a start does).
-fn open_store(config: &Config) -> Result<Arc<Store>, Refusal> {
+pub(crate) fn open_store(config: &Config) -> Result<Arc<Store>, Refusal> {
     let dir = &config.server.data_dir;
     if !dir.join("switchboard.redb").is_file() {
         return Err(usage(format!("no Switchboard store in {} (see --data-dir)", dir.display())));

@@ -41,6 +41,24 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::audit_cli::AuditCommand,
     },
+    /// The reports' projection of the event log.
+    Reports {
+        #[command(subcommand)]
+        command: ReportsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ReportsCommand {
+    /// Delete a stopped engine's stored reports and project its whole event
+    /// log again (after a change of the reports' definitions, or rows that
+    /// cannot be read). Prints {"events", "rows"}.
+    Rebuild {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 /// The log filter when `RUST_LOG` is not set. `ractor=warn`: ractor opens an
@@ -80,6 +98,32 @@ pub async fn run(cli: Cli) -> i32 {
         }
         Command::Demo { listen, agents, rate, data_dir } => crate::demo::run(&listen, agents, rate, data_dir).await,
         Command::Audit { command } => crate::audit_cli::run(command).await,
+        Command::Reports { command: ReportsCommand::Rebuild { config, data_dir } } => {
+            rebuild_reports(config, data_dir).await
+        }
+    }
+}
+
+async fn rebuild_reports(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> i32 {
+    let outcome = async {
+        let config = crate::audit_cli::load_config(config, data_dir)?;
+        let settings = reports::ReportSettings::from_settings(&config.settings())
+            .map_err(|problem| crate::audit_cli::Refusal(2, problem))?;
+        let store = crate::audit_cli::open_store(&config)?;
+        let rebuilt = crate::reports::rebuild(store.clone(), settings).await;
+        store.shutdown();
+        rebuilt.map_err(|error| crate::audit_cli::Refusal(1, format!("the reports could not be rebuilt: {error}")))
+    }
+    .await;
+    match outcome {
+        Ok((events, rows)) => {
+            println!("{}", serde_json::json!({"events": events, "rows": rows}));
+            0
+        }
+        Err(crate::audit_cli::Refusal(code, message)) => {
+            eprintln!("switchboard reports: {message}");
+            code
+        }
     }
 }
 

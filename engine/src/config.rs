@@ -42,6 +42,18 @@ pub struct Config {
     /// (default `["START"]`), PROTOCOL §8.
     #[serde(default)]
     pub contacts: ContactWords,
+    /// `[[campaigns]]`: names for ads in the attribution report (docs/reports.md).
+    #[serde(default)]
+    pub campaigns: Vec<CampaignSpec>,
+}
+
+/// `[[campaigns]]`: an ad (its `source_id`, Meta's ad id in a
+/// Click-to-WhatsApp referral) and the name the attribution report shows.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignSpec {
+    pub source_id: String,
+    pub name: String,
 }
 
 /// `[audit]`: the audit log's signing key and how often it signs.
@@ -431,6 +443,19 @@ impl Config {
             self.contacts.opt_in.iter().any(|other| other.trim().to_lowercase() == word.trim().to_lowercase())
         }) {
             return fail("contacts.opt_in_words", format!("{word:?} is an opt-out word too"));
+        }
+        let mut campaign_ids = HashSet::new();
+        for (index, campaign) in self.campaigns.iter().enumerate() {
+            let key = |field: &str| format!("campaigns[{index}].{field}");
+            if campaign.source_id.trim().is_empty() {
+                return fail(&key("source_id"), "must not be empty (the ad's id, as Meta sends it)".to_owned());
+            }
+            if !campaign_ids.insert(campaign.source_id.as_str()) {
+                return fail(&key("source_id"), format!("ad {:?} is named twice", campaign.source_id));
+            }
+            if campaign.name.trim().is_empty() {
+                return fail(&key("name"), "must not be empty".to_owned());
+            }
         }
         let mut field_keys = HashSet::new();
         for (index, field) in self.dispositions.iter().enumerate() {

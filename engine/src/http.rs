@@ -36,6 +36,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/conversations/{id}/{action}", post(conversation_action))
         .merge(crate::contacts_http::routes())
         .merge(crate::admin_http::routes())
+        .merge(crate::reports_http::routes())
         .route("/api/v1/workload", get(workload))
         .merge(crate::audit_http::routes())
         .route("/", get(|| async { Html(include_str!("../assets/dashboard.html")) }))

@@ -24,6 +24,8 @@ pub mod demo;
 pub mod graph;
 pub mod http;
 pub mod metrics;
+pub mod reports;
+pub mod reports_http;
 pub mod serve;
 pub mod server;
 pub mod signature;

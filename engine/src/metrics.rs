@@ -10,6 +10,8 @@ pub const WEBHOOK_INGEST_SECONDS: &str = "switchboard_webhook_ingest_seconds";
 pub const GRAPH_REQUESTS_TOTAL: &str = "switchboard_graph_requests_total";
 pub const WS_WRITE_TIMEOUTS_TOTAL: &str = "switchboard_ws_write_timeouts_total";
 pub const AUDIT_ENTRIES_TOTAL: &str = "switchboard_audit_entries_total";
+pub const REPORT_EVENTS_TOTAL: &str = "switchboard_report_events_total";
+pub const REPORT_ROWS_WRITTEN_TOTAL: &str = "switchboard_report_rows_written_total";
 pub const AUDIT_CHECKPOINTS_TOTAL: &str = "switchboard_audit_checkpoints_total";
 
 /// Describes every metric of the engine, the actors and the store.
@@ -27,6 +29,12 @@ pub fn describe_all() {
         "WebSocket sessions dropped, and their connections reset, because the client took no frame within server.ws_write_timeout_ms"
     );
     describe_counter!(AUDIT_ENTRIES_TOTAL, Unit::Count, "audit log entries appended (one per event of the event log)");
+    describe_counter!(REPORT_EVENTS_TOTAL, Unit::Count, "events of the event log taken into the reports' projection");
+    describe_counter!(
+        REPORT_ROWS_WRITTEN_TOTAL,
+        Unit::Count,
+        "rows of the reports' projection written (rollup buckets and followed conversations)"
+    );
     describe_counter!(AUDIT_CHECKPOINTS_TOTAL, Unit::Count, "audit checkpoints signed");
     actors::metrics::describe();
     storage::metrics::describe();

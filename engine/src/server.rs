@@ -36,6 +36,8 @@ pub struct AppState {
     pub system: OnceLock<Arc<System>>,
     /// The audit log's consumer; set with `system`.
     pub audit: OnceLock<Arc<crate::audit::AuditLog>>,
+    /// The reports' consumer; set with `system`.
+    pub reports: OnceLock<Arc<crate::reports::Reports>>,
     /// Flips to true when the server is stopping; sessions close on it.
     pub stopping: watch::Receiver<bool>,
     /// Webhook body bytes held at once, in KiB (`server.webhook_bytes_in_flight`).
@@ -101,10 +103,14 @@ impl RunningServer {
         let _ = self.serving.await;
         if let Some(system) = self.state.system.get() {
             // The actors stop first; the audit log then takes in the last
-            // events and signs them; then the store closes.
+            // events and signs them, the reports take them in; then the
+            // store closes.
             system.stop_actors().await;
             if let Some(audit) = self.state.audit.get() {
                 audit.stop().await;
+            }
+            if let Some(reports) = self.state.reports.get() {
+                reports.stop().await;
             }
             system.close_store();
         }
@@ -129,6 +135,7 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
         metrics: metrics_handle(),
         system: OnceLock::new(),
         audit: OnceLock::new(),
+        reports: OnceLock::new(),
         stopping: stopping.clone(),
         webhook_kib_in_flight: Arc::new(tokio::sync::Semaphore::new(
             config.server.webhook_bytes_in_flight.div_ceil(1024),
@@ -172,6 +179,12 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
     .await
     .context("cannot open the audit log")?;
     let _ = state.audit.set(Arc::new(audit));
+    let report_settings = reports::ReportSettings::from_settings(&config.settings())
+        .map_err(|problem| anyhow::anyhow!("the reports cannot read the configuration: {problem}"))?;
+    let reports = crate::reports::Reports::start(system.shared().store.clone(), report_settings, system.log_head())
+        .await
+        .context("cannot open the reports")?;
+    let _ = state.reports.set(Arc::new(reports));
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, %addr, "ready");
     let _ = state.system.set(Arc::new(system));
     Ok(RunningServer { addr, state, stop, serving })

@@ -36,6 +36,7 @@ use serde_json::{Map, Value};
 use crate::rollup::{Bucket, BucketKey, Dim, Rollups};
 
 /// What the reports need of the configuration.
+#[derive(Clone, Debug)]
 pub struct ReportSettings {
     /// Teams' business hours.
     policies: Policies,

@@ -93,10 +93,20 @@ impl Counts {
     }
 }
 
-/// A mergeable quantile sketch of durations in seconds (DDSketch, 1 %
-/// relative accuracy), allocated on its first value.
+/// Durations in seconds, mergeable: the values themselves while there are
+/// few (an agent's hour holds a handful; exact quantiles, a few bytes),
+/// then a quantile sketch (DDSketch, 1 % relative accuracy, about a
+/// kilobyte whatever the count).
 #[derive(Clone, Default, Serialize, Deserialize)]
-pub struct Sketch(Option<Box<DDSketch>>);
+pub enum Sketch {
+    #[default]
+    Empty,
+    Values(Vec<f32>),
+    Sketch(Box<DDSketch>),
+}
+
+/// Past this many values a bucket keeps a sketch instead.
+const MAX_VALUES: usize = 128;
 
 impl fmt::Debug for Sketch {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -117,33 +127,91 @@ fn sketch_config() -> Config {
     Config::new(0.01, 2048, 0.001)
 }
 
+fn sketch_of(values: &[f32]) -> Box<DDSketch> {
+    let mut sketch = Box::new(DDSketch::new(sketch_config()));
+    for value in values {
+        sketch.add(f64::from(*value));
+    }
+    sketch
+}
+
 impl Sketch {
     pub fn add(&mut self, seconds: f64) {
-        self.0.get_or_insert_with(|| Box::new(DDSketch::new(sketch_config()))).add(seconds.max(0.0));
+        let seconds = seconds.max(0.0);
+        match self {
+            Sketch::Empty => *self = Sketch::Values(vec![seconds as f32]),
+            Sketch::Values(values) if values.len() < MAX_VALUES => values.push(seconds as f32),
+            Sketch::Values(values) => {
+                let mut sketch = sketch_of(values);
+                sketch.add(seconds);
+                *self = Sketch::Sketch(sketch);
+            }
+            Sketch::Sketch(sketch) => sketch.add(seconds),
+        }
     }
 
     pub fn merge(&mut self, other: &Sketch) {
-        let Some(theirs) = &other.0 else { return };
-        match &mut self.0 {
-            None => self.0 = Some(theirs.clone()),
+        match (&mut *self, other) {
+            (_, Sketch::Empty) => {}
+            (Sketch::Empty, other) => *self = other.clone(),
+            (Sketch::Values(mine), Sketch::Values(theirs)) if mine.len() + theirs.len() <= MAX_VALUES => {
+                mine.extend_from_slice(theirs);
+            }
+            (Sketch::Values(mine), Sketch::Values(theirs)) => {
+                let mut sketch = sketch_of(mine);
+                for value in theirs {
+                    sketch.add(f64::from(*value));
+                }
+                *self = Sketch::Sketch(sketch);
+            }
+            (Sketch::Values(mine), Sketch::Sketch(theirs)) => {
+                let mut sketch = theirs.clone();
+                for value in mine.iter() {
+                    sketch.add(f64::from(*value));
+                }
+                *self = Sketch::Sketch(sketch);
+            }
+            (Sketch::Sketch(mine), Sketch::Values(theirs)) => {
+                for value in theirs {
+                    mine.add(f64::from(*value));
+                }
+            }
             // Same configuration on both sides: merging cannot fail.
-            Some(mine) => {
+            (Sketch::Sketch(mine), Sketch::Sketch(theirs)) => {
                 let _ = mine.merge(theirs);
             }
         }
     }
 
     pub fn count(&self) -> u64 {
-        self.0.as_ref().map_or(0, |sketch| sketch.count() as u64)
+        match self {
+            Sketch::Empty => 0,
+            Sketch::Values(values) => values.len() as u64,
+            Sketch::Sketch(sketch) => sketch.count() as u64,
+        }
     }
 
     pub fn sum(&self) -> f64 {
-        self.0.as_ref().and_then(|sketch| sketch.sum()).unwrap_or(0.0)
+        match self {
+            Sketch::Empty => 0.0,
+            Sketch::Values(values) => values.iter().map(|value| f64::from(*value)).sum(),
+            Sketch::Sketch(sketch) => sketch.sum().unwrap_or(0.0),
+        }
     }
 
-    /// The `q` quantile (within 1 %), `None` when empty.
+    /// The `q` quantile (the value of rank `q × (n − 1)`, rounded down;
+    /// within 1 % once a sketch), `None` when empty.
     pub fn quantile(&self, q: f64) -> Option<f64> {
-        self.0.as_ref().and_then(|sketch| sketch.quantile(q).ok().flatten())
+        match self {
+            Sketch::Empty => None,
+            Sketch::Values(values) => {
+                let mut sorted = values.clone();
+                sorted.sort_by(f32::total_cmp);
+                let rank = (q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64).floor() as usize;
+                sorted.get(rank).map(|value| f64::from(*value))
+            }
+            Sketch::Sketch(sketch) => sketch.quantile(q).ok().flatten(),
+        }
     }
 
     pub fn mean(&self) -> Option<f64> {
@@ -339,7 +407,7 @@ mod tests {
         let all = rollups.merged(&Cover::of(T0, T0 + 3 * DAY_MS), false, select);
         let sketch = &all[&("asha".to_owned(), None)].first_response;
         let p50 = sketch.quantile(0.5).unwrap();
-        assert!((p50 - 36.0).abs() <= 36.0 * 0.02, "p50 of 1..=72 within the sketch's accuracy: {p50}");
+        assert_eq!(p50, 36.0, "few values: exact");
         assert_eq!(sketch.mean(), Some(36.5));
         let by_day = rollups.merged(&Cover::of(T0 + 12 * HOUR_MS, T0 + 3 * DAY_MS), true, select);
         let days: Vec<u64> = by_day.values().map(|bucket| bucket.counts.assigned).collect();
@@ -349,10 +417,40 @@ mod tests {
     }
 
     #[test]
+    fn many_values_become_a_sketch_within_one_percent() {
+        let mut few = Sketch::default();
+        let mut many = Sketch::default();
+        for value in 1..=100 {
+            few.add(f64::from(value));
+        }
+        for value in 101..=1000 {
+            many.add(f64::from(value));
+        }
+        assert!(matches!(few, Sketch::Values(_)) && matches!(many, Sketch::Sketch(_)));
+        let mut all = few.clone();
+        all.merge(&many);
+        assert_eq!((all.count(), all.sum()), (1000, 500_500.0));
+        for (q, exact) in [(0.5, 500.0), (0.9, 900.0), (0.99, 990.0)] {
+            let got = all.quantile(q).unwrap();
+            assert!((got - exact).abs() <= exact * 0.011, "q{q}: {got} against {exact}");
+        }
+        let mut other_way = many.clone();
+        other_way.merge(&few);
+        assert_eq!(other_way.count(), 1000);
+        let mut small = Sketch::default();
+        small.add(3.0);
+        small.merge(&few);
+        assert_eq!((small.count(), small.quantile(0.0)), (101, Some(1.0)));
+    }
+
+    #[test]
     fn a_bucket_survives_being_stored() {
         let mut bucket = Bucket::default();
         bucket.counts.revenue = 12.5;
         bucket.resolution.add(3600.0);
+        for value in 0..200 {
+            bucket.first_response.add(f64::from(value));
+        }
         let bytes = serde_json::to_vec(&bucket).unwrap();
         let back: Bucket = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(back, bucket);

@@ -47,9 +47,10 @@ pub enum TableId {
     AuditCheckpoints = 20,
     Contacts = 21,
     Settings = 22,
+    Reports = 23,
 }
 
-const TABLES: [TableId; 23] = [
+const TABLES: [TableId; 24] = [
     TableId::Counters,
     TableId::Inbox,
     TableId::InboundIds,
@@ -73,6 +74,7 @@ const TABLES: [TableId; 23] = [
     TableId::AuditCheckpoints,
     TableId::Contacts,
     TableId::Settings,
+    TableId::Reports,
 ];
 
 impl TableId {
@@ -101,6 +103,7 @@ impl TableId {
                 | TableId::AuditNodes
                 | TableId::AuditIndex
                 | TableId::AuditCheckpoints
+                | TableId::Reports
         )
     }
 }
@@ -608,6 +611,7 @@ pub(crate) fn read_point(txn: &ReadTransaction, table: TableId, key: &Key) -> Re
         (TableId::SendIntents, _) => str_table(txn, SEND_INTENTS, key),
         (TableId::Contacts, _) => str_table(txn, CONTACTS, key),
         (TableId::Settings, _) => str_table(txn, SETTINGS, key),
+        (TableId::Reports, _) => str_table(txn, REPORTS, key),
         (TableId::Cursors, _) => counter_table(txn, CURSORS, key),
         (TableId::Events, _) => seq_table(txn, EVENTS, key),
         (TableId::AuditEntries, _) => seq_table(txn, AUDIT_ENTRIES, key),
@@ -697,6 +701,7 @@ pub(crate) fn materialize<'a>(txn: &WriteTransaction, writes: impl IntoIterator<
     let mut audit_checkpoints = txn.open_table(AUDIT_CHECKPOINTS).map_err(db_error)?;
     let mut contacts = txn.open_table(CONTACTS).map_err(db_error)?;
     let mut settings = txn.open_table(SETTINGS).map_err(db_error)?;
+    let mut reports = txn.open_table(REPORTS).map_err(db_error)?;
     for write in writes {
         let key = &write.key;
         let value = write.value.as_deref();
@@ -727,6 +732,7 @@ pub(crate) fn materialize<'a>(txn: &WriteTransaction, writes: impl IntoIterator<
             (TableId::SendIntents, _) => apply!(send_intents, str_key(key)?, bytes),
             (TableId::Contacts, _) => apply!(contacts, str_key(key)?, bytes),
             (TableId::Settings, _) => apply!(settings, str_key(key)?, bytes),
+            (TableId::Reports, _) => apply!(reports, str_key(key)?, bytes),
             (TableId::Events, _) => apply!(events, u64_key(key)?, bytes),
             (TableId::Cursors, _) => apply!(cursors, str_key(key)?, u64_value),
             (TableId::AuditEntries, _) => apply!(audit_entries, u64_key(key)?, bytes),

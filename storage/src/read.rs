@@ -218,6 +218,18 @@ impl Reader {
         Ok(owned)
     }
 
+    /// Every row of the reports' projection, in key order (a range read,
+    /// at the reports consumer's start).
+    pub fn report_rows(&self, mut visit: impl FnMut(&str, &[u8]) -> Result<()>) -> Result<()> {
+        let txn = self.txn()?;
+        let table = txn.open_table(REPORTS).map_err(db_error)?;
+        for row in table.iter().map_err(db_error)? {
+            let (key, value) = row.map_err(db_error)?;
+            visit(key.value(), value.value())?;
+        }
+        Ok(())
+    }
+
     pub fn agent(&self, agent_id: &str) -> Result<AgentRecord> {
         Ok(self.point_decoded(TableId::Agents, Key::Str(agent_id.to_owned()))?.unwrap_or_default())
     }

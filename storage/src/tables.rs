@@ -70,6 +70,11 @@ pub const CONTACTS: TableDefinition<&str, &[u8]> = TableDefinition::new("contact
 /// [`crate::Op::PutSetting`]; read by key. A section absent here is the
 /// configuration file's.
 pub const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
+/// The reports' projection of the event log (format v10): a row's key
+/// (`b…` a rollup bucket, `c…` a conversation being followed) → its value,
+/// which the store does not read. Written only by
+/// [`crate::Op::PutReportRows`] with the reports' cursor; read whole at start.
+pub const REPORTS: TableDefinition<&str, &[u8]> = TableDefinition::new("reports");
 
 pub(crate) fn create_all(db: &Database) -> Result<()> {
     let mut txn = db.begin_write().map_err(db_error)?;
@@ -99,6 +104,7 @@ pub(crate) fn create_all(db: &Database) -> Result<()> {
     txn.open_table(AUDIT_CHECKPOINTS).map_err(db_error)?;
     txn.open_table(CONTACTS).map_err(db_error)?;
     txn.open_table(SETTINGS).map_err(db_error)?;
+    txn.open_table(REPORTS).map_err(db_error)?;
     migrate_open_index_v2(&txn)?;
     txn.commit().map_err(db_error)?;
     Ok(())

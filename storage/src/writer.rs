@@ -146,6 +146,9 @@ pub enum Op {
         name: String,
         value: Option<Vec<u8>>,
     },
+    /// Replaces rows of the reports' projection (`None` deletes one).
+    /// The reports consumer commits them with its cursor ([`Op::SetCursor`]).
+    PutReportRows(Vec<(String, Option<Vec<u8>>)>),
 }
 
 pub type Batch = Vec<Op>;
@@ -956,6 +959,14 @@ impl<'a> GroupState<'a> {
             }
             Op::PutSetting { name, value: None } => {
                 self.view.delete(TableId::Settings, text(name));
+            }
+            Op::PutReportRows(rows) => {
+                for (key, value) in rows {
+                    match value {
+                        Some(value) => self.view.put(TableId::Reports, text(key), value.clone()),
+                        None => self.view.delete(TableId::Reports, text(key)),
+                    }
+                }
             }
             Op::AuditCheckpoint { tree_size, checkpoint } => {
                 self.view.put(TableId::AuditCheckpoints, Key::U64(*tree_size), checkpoint.clone());
