@@ -494,6 +494,13 @@ impl System {
         {
             return Err(ApiError::forbidden(format!("conversation {conversation_id} is not assigned to you")));
         }
+        // A manager limited to teams acts on their conversations only.
+        if principal.role == protocol::model::Role::Manager {
+            let manages = self.manages(&principal.agent_id);
+            if !manages.is_empty() && record.conversation.team.as_ref().is_none_or(|team| !manages.contains(team)) {
+                return Err(ApiError::forbidden(format!("conversation {conversation_id} is not in a team you manage")));
+            }
+        }
         let (reply, answer) = tokio::sync::oneshot::channel();
         let port = ractor::RpcReplyPort::from(reply);
         let message =

@@ -373,6 +373,7 @@ async fn list_conversations(State(state): State<Arc<AppState>>, headers: HeaderM
         let filter = ConversationFilter {
             status,
             team: query.team.clone(),
+            teams: scope_of(&system, &principal),
             agent,
             contact: query.contact.clone(),
             before: query.before.clone(),
@@ -400,6 +401,29 @@ async fn list_conversations(State(state): State<Arc<AppState>>, headers: HeaderM
     }
 }
 
+/// The teams a manager limited by `manages` sees (`None`: every team, for
+/// admins, unlimited managers, and agents, who see their own).
+pub(crate) fn scope_of(system: &actors::System, principal: &Principal) -> Option<Vec<String>> {
+    if principal.role != protocol::model::Role::Manager {
+        return None;
+    }
+    let manages = system.manages(&principal.agent_id);
+    (!manages.is_empty()).then_some(manages)
+}
+
+/// The workload a manager limited to `teams` sees: those teams, and the
+/// agents in any of them.
+pub(crate) fn scoped_workload(
+    mut workload: protocol::ws::Workload,
+    teams: Option<&[String]>,
+) -> protocol::ws::Workload {
+    if let Some(teams) = teams {
+        workload.teams.retain(|team| teams.contains(&team.id));
+        workload.agents.retain(|agent| agent.teams.iter().any(|team| teams.contains(team)));
+    }
+    workload
+}
+
 fn store_error(error: storage::StorageError) -> ApiError {
     tracing::error!(%error, "store read failed");
     ApiError::unavailable("the store could not be read; try again")
@@ -418,6 +442,11 @@ async fn get_conversation(State(state): State<Arc<AppState>>, headers: HeaderMap
             && record.conversation.agent.as_deref() != Some(principal.agent_id.as_str())
         {
             return Err(ApiError::forbidden(format!("conversation {id} is not assigned to you")));
+        }
+        if let Some(teams) = scope_of(system, &principal)
+            && record.conversation.team.as_ref().is_none_or(|team| !teams.contains(team))
+        {
+            return Err(ApiError::forbidden(format!("conversation {id} is not in a team you manage")));
         }
         let messages = system.reader().messages_counted(&id, record.message_count).map_err(store_error)?;
         let contact = system.reader().contact(&record.conversation.contact.wa_id).map_err(store_error)?;
@@ -531,7 +560,8 @@ async fn workload(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Res
             return Err(ApiError::forbidden("the workload view is for managers and admins"));
         }
         let system = system(&state)?;
-        let mut frame = serde_json::to_value(system.workload().await).unwrap_or(Value::Null);
+        let workload = scoped_workload(system.workload().await, scope_of(system, &principal).as_deref());
+        let mut frame = serde_json::to_value(workload).unwrap_or(Value::Null);
         if let Value::Object(map) = &mut frame {
             map.insert("type".to_owned(), Value::String("workload".to_owned()));
         }

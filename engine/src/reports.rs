@@ -26,6 +26,8 @@ use tokio::task::JoinHandle;
 pub const CONSUMER: &str = "reports";
 /// Events read and committed at a time.
 const PAGE: usize = 4096;
+/// How often new events are taken in (when there are any).
+const TAKE_IN_EVERY: Duration = Duration::from_millis(500);
 /// After a failure (the store cannot write), wait this long before trying again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -158,7 +160,8 @@ pub struct Reports {
 }
 
 impl Reports {
-    /// Opens the projection where it left off and follows `log_head`.
+    /// Opens the projection where it left off and follows `log_head`
+    /// (every `TAKE_IN_EVERY` while it grows).
     pub async fn start(
         store: Arc<Store>,
         settings: ReportSettings,
@@ -167,8 +170,12 @@ impl Reports {
         let mut consumer = Consumer::open(store, settings).await?;
         let (requests, mut incoming) = mpsc::channel::<Request>(64);
         let task = tokio::spawn(async move {
-            log_head.mark_changed();
-            let mut following = true;
+            // Every event changes a few buckets, and a bucket is rewritten
+            // whole: taking the log in at most every `TAKE_IN_EVERY` (not at
+            // every commit) writes each bucket once for many events. A
+            // report asked meanwhile catches up first.
+            let mut tick = tokio::time::interval(TAKE_IN_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     biased;
@@ -189,15 +196,13 @@ impl Reports {
                         }
                         None => break,
                     },
-                    changed = log_head.changed(), if following => {
-                        if changed.is_err() {
-                            following = false;
+                    _ = tick.tick() => {
+                        if *log_head.borrow_and_update() <= consumer.cursor && !consumer.stale {
                             continue;
                         }
                         if let Err(error) = consumer.catch_up(false).await {
                             tracing::warn!(%error, "the reports could not take in the event log; retrying");
                             tokio::time::sleep(RETRY_AFTER).await;
-                            log_head.mark_changed();
                         }
                     }
                 }

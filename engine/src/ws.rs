@@ -235,6 +235,8 @@ async fn session_loop(
     let (replies_tx, mut replies) = mpsc::channel::<Box<ServerFrame>>(max_in_flight);
     let mut in_flight = 0usize;
     let mut workload_feed: Option<tokio::time::Interval> = None;
+    // A manager limited to teams sees their workload only.
+    let scope = crate::http::scope_of(system, principal);
     let mut stopping = state.stopping.clone();
     let stop_signal = async move {
         let _ = stopping.wait_for(|stopping| *stopping).await;
@@ -270,7 +272,7 @@ async fn session_loop(
                 }
             }
             () = next_tick(&mut workload_feed) => {
-                let workload = system.workload().await;
+                let workload = crate::http::scoped_workload(system.workload().await, scope.as_deref());
                 if let Err(failure) = outgoing.send(&ServerFrame::Workload(workload)).await {
                     break Some(failure);
                 }
@@ -307,8 +309,9 @@ async fn session_loop(
                         if let Err(failure) = outgoing.send(&answer).await {
                             break Some(failure);
                         }
+                        let workload = || async { crate::http::scoped_workload(system.workload().await, scope.as_deref()) };
                         if subscribed
-                            && let Err(failure) = outgoing.send(&ServerFrame::Workload(system.workload().await)).await
+                            && let Err(failure) = outgoing.send(&ServerFrame::Workload(workload().await)).await
                         {
                             break Some(failure);
                         }

@@ -41,6 +41,9 @@ pub struct Reader {
 pub struct ConversationFilter {
     pub status: Option<protocol::model::ConversationStatus>,
     pub team: Option<String>,
+    /// Only conversations of one of these teams (a manager limited to
+    /// teams); `None`: any.
+    pub teams: Option<Vec<String>>,
     pub agent: Option<String>,
     pub contact: Option<String>,
     pub before: Option<String>,
@@ -394,6 +397,10 @@ impl Reader {
             let conversation = &record.conversation;
             if filter.status.is_some_and(|status| status != conversation.status)
                 || filter.team.as_ref().is_some_and(|team| conversation.team.as_ref() != Some(team))
+                || filter
+                    .teams
+                    .as_ref()
+                    .is_some_and(|teams| conversation.team.as_ref().is_none_or(|team| !teams.contains(team)))
                 || filter.agent.as_ref().is_some_and(|agent| conversation.agent.as_ref() != Some(agent))
                 || filter.contact.as_ref().is_some_and(|contact| &conversation.contact.wa_id != contact)
             {

@@ -218,9 +218,12 @@ async fn a_scripted_day_reads_back_exactly_in_every_report() -> Result<()> {
     let options = StartOptions { clock: clock.clone(), outbound: None };
     let harness = Harness::start_with(options, |config| {
         let head = config_head(&config.server.data_dir.display().to_string(), &config.whatsapp.graph_base_url);
-        *config =
-            engine::config::Config::from_toml("reports test", &format!("{head}\n{}", config_text()), std::iter::empty())
-                .expect("the test configuration is valid");
+        *config = engine::config::Config::from_toml(
+            "reports test",
+            &format!("{head}\n{}", config_text()),
+            std::iter::empty(),
+        )
+        .expect("the test configuration is valid");
     })
     .await?;
     let mut day = Day { harness, clock };
