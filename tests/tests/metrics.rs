@@ -66,6 +66,18 @@ async fn every_family_is_described_and_sla_events_are_counted_once_each() -> Tes
     for family in &typed {
         assert!(family.starts_with("switchboard_"), "{family} is not prefixed switchboard_");
     }
+    // docs/metrics.md and the Grafana dashboard are checked against this list
+    // (engine/tests/grafana.rs): nothing is exported outside it.
+    let listed: BTreeSet<&str> = engine::metrics::all_names().into_iter().collect();
+    let unlisted: Vec<_> = typed.iter().filter(|family| !listed.contains(family.as_str())).collect();
+    assert!(unlisted.is_empty(), "families missing from engine::metrics::all_names: {unlisted:?}");
+    // The assignment was timed, as a histogram with buckets; the team
+    // reports its agents online (the value is the last server's to set it:
+    // the other test of this file may run a `sales` team at the same time).
+    let timed = sample(&text, "switchboard_assignment_seconds_count{team=\"sales\"}");
+    assert!(timed.is_some_and(|count| count >= 1.0), "no timed assignment in\n{text}");
+    assert!(text.contains("switchboard_assignment_seconds_bucket{team=\"sales\",le=\"0.1\"}"), "{text}");
+    assert!(sample(&text, "switchboard_agents_online{team=\"sales\"}").is_some(), "no agents_online in\n{text}");
     for state in ["warning", "breached"] {
         let series = format!("switchboard_sla_events_total{{kind=\"first_response\",state=\"{state}\"}}");
         assert_eq!(sample(&text, &series), Some(1.0), "{series} in\n{text}");
