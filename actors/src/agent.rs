@@ -52,7 +52,7 @@ pub struct AgentState {
     reserved: HashSet<String>,
     /// When the grace period after the last session closed runs out.
     grace_until: Option<UnixMs>,
-    last_announced: Option<(u32, u32, UnixMs)>,
+    last_announced: Option<(u32, u32, UnixMs, bool)>,
     /// When it was last given a conversation: `least_loaded`'s tie-break
     /// ("longest since last assignment") across all its teams.
     last_assigned_at: UnixMs,
@@ -334,6 +334,12 @@ impl AgentState {
         (self.open.len() + self.reserved.len()) as u32
     }
 
+    /// Online for the operators' `agents_online`: status online and a
+    /// session open, whatever its capacity or shift.
+    fn online(&self) -> bool {
+        !self.deactivated && self.status == AgentStatus::Online && !self.sessions.is_empty()
+    }
+
     fn free_slots(&self) -> u32 {
         if !self.eligible() {
             return 0;
@@ -341,9 +347,10 @@ impl AgentState {
         self.spec.effective_capacity().saturating_sub(self.load())
     }
 
-    /// Tells the agent's teams how many slots it has free, when that changed.
+    /// Tells the agent's teams how many slots it has free (and whether it is
+    /// online), when that changed.
     fn announce(&mut self) {
-        let now = (self.free_slots(), self.load(), self.last_assigned_at);
+        let now = (self.free_slots(), self.load(), self.last_assigned_at, self.online());
         if self.last_announced == Some(now) {
             return;
         }
@@ -356,6 +363,7 @@ impl AgentState {
                     free: now.0,
                     load: now.1,
                     last_assigned_at: now.2,
+                    online: now.3,
                 });
             }
         }

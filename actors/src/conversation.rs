@@ -367,6 +367,11 @@ impl ConversationState {
             Some(open) => self.messages_of(open)?,
             None => Vec::new(),
         };
+        // Since when it waited, and in which team: the assignment latency's
+        // start and label (the record after the decision no longer says).
+        let waited = assignable.map(|open| {
+            (open.queued_at.unwrap_or(open.conversation.opened_at), open.conversation.team.clone().unwrap_or_default())
+        });
         let input =
             Input::Assign { conversation_id: conversation_id.clone(), agent_id: agent_id.clone(), messages, route };
         let decision = self.decide(input)?;
@@ -387,6 +392,11 @@ impl ConversationState {
         }
         if assigned {
             metrics::counter!(crate::metrics::ASSIGNMENTS_TOTAL).increment(1);
+            if let Some((queued_at, team)) = waited {
+                let waited_ms = (self.now() - queued_at).max(0);
+                metrics::histogram!(crate::metrics::ASSIGNMENT_SECONDS, "team" => team)
+                    .record(waited_ms as f64 / 1000.0);
+            }
         }
         Ok(())
     }

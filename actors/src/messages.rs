@@ -213,6 +213,9 @@ pub enum TeamMsg {
         load: u32,
         /// When it was last given a conversation, by any team (0: never).
         last_assigned_at: UnixMs,
+        /// Status online and a session open (whatever its free slots): the
+        /// team's `switchboard_agents_online`.
+        online: bool,
     },
     /// A queued conversation was closed or moved elsewhere.
     Remove {

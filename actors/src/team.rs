@@ -39,6 +39,8 @@ pub struct MemberView {
     pub load: u32,
     /// When it was last given a conversation by any team (0 = never).
     pub last_assigned_at: UnixMs,
+    /// Status online and a session open (`switchboard_agents_online`).
+    pub online: bool,
 }
 
 pub struct TeamState {
@@ -136,7 +138,7 @@ impl Actor for TeamActor {
             .last_agent
             .and_then(|last| args.members.iter().position(|member| *member == last))
             .map_or(0, |index| index + 1);
-        Ok(TeamState {
+        let state = TeamState {
             spec: args.spec,
             shared: args.shared,
             members: args.members,
@@ -145,7 +147,11 @@ impl Actor for TeamActor {
             queue: WaitingQueue::default(),
             held: Vec::new(),
             overflowing: HashMap::new(),
-        })
+        };
+        // Nobody is known online until the members announce themselves
+        // (they do again when a team actor is restarted).
+        state.report_online();
+        Ok(state)
     }
 
     async fn handle(
@@ -162,11 +168,15 @@ impl Actor for TeamActor {
                     state.wait(queued);
                 }
             }
-            TeamMsg::Availability { agent_id, free, load, last_assigned_at } => {
+            TeamMsg::Availability { agent_id, free, load, last_assigned_at, online } => {
                 let view = state.views.entry(agent_id.clone()).or_default();
                 view.free = free;
                 view.load = load;
                 view.last_assigned_at = view.last_assigned_at.max(last_assigned_at);
+                let online_changed = std::mem::replace(&mut view.online, online) != online;
+                if online_changed {
+                    state.report_online();
+                }
                 if free > 0 {
                     state.offer_held(Some(&agent_id)).await;
                 }
@@ -185,6 +195,7 @@ impl Actor for TeamActor {
                 state.cursor =
                     last.and_then(|last| members.iter().position(|member| *member == last)).map_or(0, |at| at + 1);
                 state.members = members;
+                state.report_online();
             }
             TeamMsg::ReleaseHolds { agent_id } => {
                 let (released, kept): (Vec<QueuedConversation>, Vec<QueuedConversation>) =
@@ -220,6 +231,14 @@ impl Actor for TeamActor {
 }
 
 impl TeamState {
+    /// Sets `switchboard_agents_online{team}`: the members online, as they
+    /// last announced it.
+    fn report_online(&self) {
+        let online =
+            self.members.iter().filter(|member| self.views.get(*member).is_some_and(|view| view.online)).count();
+        metrics::gauge!(crate::metrics::AGENTS_ONLINE, "team" => self.spec.id.clone()).set(online as f64);
+    }
+
     /// Takes a conversation in: held for its agent, or queued for everyone.
     fn wait(&mut self, queued: QueuedConversation) {
         if queued.hold.is_some() {
@@ -438,7 +457,10 @@ mod tests {
         entries
             .iter()
             .map(|(id, free, load, last)| {
-                (id.to_string(), MemberView { free: *free, load: *load, last_assigned_at: *last as UnixMs })
+                (
+                    id.to_string(),
+                    MemberView { free: *free, load: *load, last_assigned_at: *last as UnixMs, online: true },
+                )
             })
             .collect()
     }

@@ -2,6 +2,13 @@
 //! unit and a help text. [`describe_all`] describes these and the other
 //! crates' once, when the recorder is installed, so every family on
 //! `/metrics` has `# HELP` and `# TYPE` (`promtool check metrics` passes).
+//! [`HISTOGRAM_BUCKETS`] makes every histogram a Prometheus histogram
+//! (`_bucket`, `_sum`, `_count`), which a dashboard can aggregate over any
+//! range (`histogram_quantile`), rather than the exporter's default summary
+//! (quantiles over its own last minute). [`all_names`] lists every metric:
+//! docs/metrics.md describes each, and `engine/tests/grafana.rs` holds the
+//! list, the descriptions, that document and the Grafana dashboard
+//! (`config/grafana/switchboard.json`) to one another.
 
 use metrics::{Unit, describe_counter, describe_histogram};
 
@@ -13,6 +20,58 @@ pub const AUDIT_ENTRIES_TOTAL: &str = "switchboard_audit_entries_total";
 pub const REPORT_EVENTS_TOTAL: &str = "switchboard_report_events_total";
 pub const REPORT_ROWS_WRITTEN_TOTAL: &str = "switchboard_report_rows_written_total";
 pub const AUDIT_CHECKPOINTS_TOTAL: &str = "switchboard_audit_checkpoints_total";
+
+/// Every name above.
+pub const NAMES: &[&str] = &[
+    WEBHOOKS_TOTAL,
+    WEBHOOK_INGEST_SECONDS,
+    GRAPH_REQUESTS_TOTAL,
+    WS_WRITE_TIMEOUTS_TOTAL,
+    AUDIT_ENTRIES_TOTAL,
+    AUDIT_CHECKPOINTS_TOTAL,
+];
+
+/// Every metric the engine exports: the engine's, the actors' and the store's.
+pub fn all_names() -> Vec<&'static str> {
+    NAMES.iter().chain(actors::metrics::NAMES).chain(storage::metrics::NAMES).copied().collect()
+}
+
+/// The engine's own work (webhook ingest, a journal sync, a materializing
+/// transaction): half a millisecond to ten seconds.
+const WORK_SECONDS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// A conversation's wait for an agent: at once (an agent had room) to a
+/// day (a queue outside the team's hours waits overnight).
+const WAIT_SECONDS: &[f64] =
+    &[0.1, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 43200.0, 86400.0];
+/// How many (batches sharing a sync, writes in a materializing transaction,
+/// up to the lag bound of 100,000).
+const SIZES: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 20000.0, 50000.0, 100000.0,
+];
+
+/// Every histogram with its buckets' upper bounds (the recorder renders one
+/// without buckets as a summary, which the dashboard does not read).
+pub const HISTOGRAM_BUCKETS: &[(&str, &[f64])] = &[
+    (WEBHOOK_INGEST_SECONDS, WORK_SECONDS),
+    (actors::metrics::ASSIGNMENT_SECONDS, WAIT_SECONDS),
+    (storage::metrics::COMMIT_SECONDS, WORK_SECONDS),
+    (storage::metrics::MATERIALIZE_SECONDS, WORK_SECONDS),
+    (storage::metrics::GROUP_BATCHES, SIZES),
+    (storage::metrics::MATERIALIZE_WRITES, SIZES),
+    (storage::metrics::MATERIALIZE_DISTINCT_WRITES, SIZES),
+];
+
+/// `builder` with [`HISTOGRAM_BUCKETS`].
+pub fn with_buckets(
+    mut builder: metrics_exporter_prometheus::PrometheusBuilder,
+) -> metrics_exporter_prometheus::PrometheusBuilder {
+    for (name, buckets) in HISTOGRAM_BUCKETS {
+        builder = builder
+            .set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Full((*name).to_owned()), buckets)
+            .expect("no histogram has an empty list of buckets");
+    }
+    builder
+}
 
 /// Describes every metric of the engine, the actors and the store.
 pub fn describe_all() {

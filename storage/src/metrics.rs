@@ -21,6 +21,26 @@ pub const JOURNALED_WRITES_TOTAL: &str = "switchboard_store_journaled_writes_tot
 pub const JOURNALED_VALUE_BYTES_TOTAL: &str = "switchboard_store_journaled_value_bytes_total";
 pub const MATERIALIZED_WRITES_TOTAL: &str = "switchboard_store_materialized_writes_total";
 
+/// Every name above (docs/metrics.md describes each; a test holds both).
+pub const NAMES: &[&str] = &[
+    COMMIT_SECONDS,
+    COMMITS_TOTAL,
+    COMMIT_FAILURES_TOTAL,
+    GROUP_BATCHES,
+    MATERIALIZE_SECONDS,
+    MATERIALIZE_WRITES,
+    MATERIALIZE_DISTINCT_WRITES,
+    MATERIALIZE_FAILURES_TOTAL,
+    OVERLAY_KEYS,
+    LAG_WAITS_TOTAL,
+    READ_WAITS_TOTAL,
+    REOPENS_TOTAL,
+    TABLES_FAILING,
+    JOURNALED_WRITES_TOTAL,
+    JOURNALED_VALUE_BYTES_TOTAL,
+    MATERIALIZED_WRITES_TOTAL,
+];
+
 /// Describes every metric above to the installed recorder.
 pub fn describe() {
     describe_histogram!(COMMIT_SECONDS, Unit::Seconds, "time from a group's first batch to its journal sync");

@@ -66,6 +66,18 @@ async fn every_family_is_described_and_sla_events_are_counted_once_each() -> Tes
     for family in &typed {
         assert!(family.starts_with("switchboard_"), "{family} is not prefixed switchboard_");
     }
+    // docs/metrics.md and the Grafana dashboard are checked against this list
+    // (engine/tests/grafana.rs): nothing is exported outside it.
+    let listed: BTreeSet<&str> = engine::metrics::all_names().into_iter().collect();
+    let unlisted: Vec<_> = typed.iter().filter(|family| !listed.contains(family.as_str())).collect();
+    assert!(unlisted.is_empty(), "families missing from engine::metrics::all_names: {unlisted:?}");
+    // The assignment was timed, as a histogram with buckets; the team
+    // reports its agents online (the value is the last server's to set it:
+    // the other test of this file may run a `sales` team at the same time).
+    let timed = sample(&text, "switchboard_assignment_seconds_count{team=\"sales\"}");
+    assert!(timed.is_some_and(|count| count >= 1.0), "no timed assignment in\n{text}");
+    assert!(text.contains("switchboard_assignment_seconds_bucket{team=\"sales\",le=\"0.1\"}"), "{text}");
+    assert!(sample(&text, "switchboard_agents_online{team=\"sales\"}").is_some(), "no agents_online in\n{text}");
     for state in ["warning", "breached"] {
         let series = format!("switchboard_sla_events_total{{kind=\"first_response\",state=\"{state}\"}}");
         assert_eq!(sample(&text, &series), Some(1.0), "{series} in\n{text}");
@@ -97,5 +109,69 @@ async fn promtool_accepts_a_live_scrape() -> TestResult {
     let output = promtool.wait_with_output()?;
     let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "promtool check metrics failed:\n{said}\n--- scrape ---\n{text}");
+    Ok(())
+}
+
+/// `switchboard_agents_online{team}` counts the members with status online
+/// and a session open, whatever their free capacity: a team of its own, so
+/// the other tests of this file do not set its series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_online_counts_members_online_with_a_session() -> TestResult {
+    let config = format!(
+        r#"
+[[numbers]]
+phone_number_id = "{PHONE_NUMBER_ID}"
+default_team = "gauge"
+
+[[teams]]
+id = "gauge"
+
+[[agents]]
+id = "g1"
+token = "g1-token-xyz"
+teams = ["gauge"]
+capacity = 1
+
+[[agents]]
+id = "g2"
+token = "g2-token-xyz"
+teams = ["gauge"]
+capacity = 1
+
+[[agents]]
+id = "boss"
+role = "manager"
+token = "{MANAGER_TOKEN}"
+"#
+    );
+    let harness = Harness::start_on("agents online test", &config).await?;
+    let online = |wanted: f64| {
+        let harness = &harness;
+        eventually(move || async move {
+            let text = scrape(harness).await.ok()?;
+            (sample(&text, "switchboard_agents_online{team=\"gauge\"}") == Some(wanted)).then_some(())
+        })
+    };
+    online(0.0).await?;
+    let mut g1 = harness.online_agent("g1").await?;
+    online(1.0).await?;
+    // g1 takes a conversation: its one slot is taken.
+    harness.post_webhook(&inbound_text("919500000003", "wamid.metrics.3", "hi")).await?;
+    g1.expect_type("assigned").await?;
+    // A session without status online does not count; then it does, and
+    // g1, full, still counts.
+    let mut g2 = harness.connect(&agent_token("g2")).await?;
+    g2.expect_type("welcome").await?;
+    online(1.0).await?;
+    let answer = g2.request(json!({"type": "set_status", "status": "online"})).await?;
+    assert_eq!(answer["type"], "ok", "{answer}");
+    online(2.0).await?;
+    let answer = g1.request(json!({"type": "set_status", "status": "away"})).await?;
+    assert_eq!(answer["type"], "ok", "{answer}");
+    online(1.0).await?;
+    // Its status stays online through the grace period, but no session is open.
+    g2.close().await;
+    online(0.0).await?;
+    harness.shutdown().await;
     Ok(())
 }
