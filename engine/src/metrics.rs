@@ -29,6 +29,8 @@ pub const NAMES: &[&str] = &[
     WS_WRITE_TIMEOUTS_TOTAL,
     AUDIT_ENTRIES_TOTAL,
     AUDIT_CHECKPOINTS_TOTAL,
+    REPORT_EVENTS_TOTAL,
+    REPORT_ROWS_WRITTEN_TOTAL,
 ];
 
 /// Every metric the engine exports: the engine's, the actors' and the store's.
