@@ -218,6 +218,9 @@ fn conversation_events(rng: &mut StdRng, arguments: &Arguments, number: usize, o
     events
 }
 
+/// One report over a range: how many rows it has.
+type Report = dyn Fn(&Projection, Range) -> usize;
+
 fn percentiles(histogram: &Histogram<u64>) -> Value {
     let ms = |ns: u64| (ns as f64 / 1e6 * 100.0).round() / 100.0;
     json!({
@@ -290,7 +293,7 @@ fn main() -> anyhow::Result<()> {
     );
 
     // Each report over 30 days whose ends fall inside hours.
-    let cases: [(&str, Box<dyn Fn(&Projection, Range) -> usize>); 6] = [
+    let cases: [(&str, Box<Report>); 6] = [
         ("sla by agent", Box::new(|p, r| query::sla(&p.rollups, r, GroupBy::Agent, false).rows.len())),
         ("sla by team", Box::new(|p, r| query::sla(&p.rollups, r, GroupBy::Team, false).rows.len())),
         ("funnel by agent", Box::new(|p, r| query::funnel(&p.rollups, r, GroupBy::Agent, false).rows.len())),
