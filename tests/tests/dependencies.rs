@@ -2,7 +2,8 @@
 //! protocol ← storage ← actors ← engine ← tests, and
 //! protocol ← sim ← (engine, tests, bench), with sim below everything stateful;
 //! the bench harness depends on no engine crate (only its tests start one);
-//! audit (the verifiable audit log's pure core) depends on no switchboard crate.
+//! audit (the verifiable audit log's pure core) depends on no switchboard crate;
+//! reports (the reports' projection, pure) on protocol and actors only.
 
 use std::collections::{HashMap, HashSet};
 use std::process::Command;
@@ -30,6 +31,7 @@ fn internal_crates_depend_only_downwards() {
                 "switchboard-actors",
                 "switchboard-sim",
                 "switchboard-audit",
+                "switchboard-reports",
             ]),
         ),
         (
@@ -41,6 +43,7 @@ fn internal_crates_depend_only_downwards() {
                 "switchboard-sim",
                 "switchboard-engine",
                 "switchboard-audit",
+                "switchboard-reports",
             ]),
         ),
         // The harness speaks to a server only through its public interfaces.
@@ -53,6 +56,14 @@ fn internal_crates_depend_only_downwards() {
         ("switchboard-audit", HashSet::new()),
         // Measures the audit core alone.
         ("switchboard-bench-audit", HashSet::from(["switchboard-audit"])),
+        // The reports' projection, pure: the event log's types and the
+        // business-hours and disposition rules of the actors.
+        ("switchboard-reports", HashSet::from(["switchboard-protocol", "switchboard-actors"])),
+        // Measures the projection alone.
+        (
+            "switchboard-bench-reports",
+            HashSet::from(["switchboard-protocol", "switchboard-actors", "switchboard-reports"]),
+        ),
     ]);
     // Only tests may start an in-process engine: (package, dev-dependency).
     let dev_allowed: HashSet<(&str, &str)> = HashSet::from([("switchboard-bench", "switchboard-engine")]);
