@@ -23,9 +23,9 @@ impl GroupBy {
         }
     }
 
-    fn select(self) -> impl Fn(&Dim) -> Option<String> {
+    fn select<'a>(self) -> impl Fn(&'a Dim) -> Option<&'a str> {
         move |dim| match (self, dim) {
-            (GroupBy::Agent, Dim::Agent { id }) | (GroupBy::Team, Dim::Team { id }) => Some(id.clone()),
+            (GroupBy::Agent, Dim::Agent { id }) | (GroupBy::Team, Dim::Team { id }) => Some(id.as_str()),
             _ => None,
         }
     }
@@ -82,11 +82,11 @@ fn report(cover: Cover, rows: Vec<Value>) -> Report {
 /// `GET /api/v1/reports/sla`: per group, first/next/resolution times and breaches by kind.
 pub fn sla(rollups: &Rollups, range: Range, group_by: GroupBy, by_day: bool) -> Report {
     let cover = Cover::of(range.from, range.to);
-    let merged = rollups.merged(&cover, by_day, group_by.select());
+    let merged = rollups.merged(&cover, by_day, true, group_by.select());
     let rows = merged
         .into_iter()
         .map(|((id, day), bucket)| {
-            let mut row = row_head(group_by.name(), &id, day);
+            let mut row = row_head(group_by.name(), id, day);
             row.insert("frt".into(), times(&bucket.first_response));
             row.insert("nrt".into(), times(&bucket.next_response));
             row.insert("trt".into(), times(&bucket.resolution));
@@ -109,13 +109,13 @@ pub fn sla(rollups: &Rollups, range: Range, group_by: GroupBy, by_day: bool) -> 
 /// responded → closed (won), and each stage's conversion from the one before.
 pub fn funnel(rollups: &Rollups, range: Range, group_by: GroupBy, by_day: bool) -> Report {
     let cover = Cover::of(range.from, range.to);
-    let merged = rollups.merged(&cover, by_day, group_by.select());
+    let merged = rollups.merged(&cover, by_day, false, group_by.select());
     let rows = merged
         .into_iter()
         .filter(|(_, bucket)| bucket.counts.assigned > 0)
         .map(|((id, day), bucket)| {
             let counts = &bucket.counts;
-            let mut row = row_head(group_by.name(), &id, day);
+            let mut row = row_head(group_by.name(), id, day);
             row.insert("assigned".into(), json!(counts.assigned));
             row.insert("contacted".into(), json!(counts.contacted));
             row.insert("responded".into(), json!(counts.responded));
@@ -139,23 +139,23 @@ pub fn funnel(rollups: &Rollups, range: Range, group_by: GroupBy, by_day: bool) 
 /// campaign's name when configured (`campaigns`: ad id → name).
 pub fn attribution(rollups: &Rollups, range: Range, by_day: bool, campaigns: &HashMap<String, String>) -> Report {
     let cover = Cover::of(range.from, range.to);
-    let merged = rollups.merged(&cover, by_day, |dim| match dim {
-        Dim::Source { kind, id } => Some((kind.clone(), id.clone())),
+    let merged = rollups.merged(&cover, by_day, false, |dim| match dim {
+        Dim::Source { kind, id } => Some((kind.as_str(), id.as_str())),
         _ => None,
     });
     let rows = merged
         .into_iter()
-        .map(|(((kind, id), day), bucket): (((String, String), Option<i64>), Bucket)| {
+        .map(|(((kind, id), day), bucket): (((&str, &str), Option<i64>), Bucket)| {
             let counts = &bucket.counts;
             let mut row = Map::new();
             row.insert("source".into(), json!(kind));
             if let Some(day) = day {
                 row.insert("day".into(), json!(day_label(day)));
             }
-            match kind.as_str() {
+            match kind {
                 "paid" => {
                     row.insert("source_id".into(), json!(id));
-                    if let Some(name) = campaigns.get(&id) {
+                    if let Some(name) = campaigns.get(id) {
                         row.insert("campaign".into(), json!(name));
                     }
                 }
