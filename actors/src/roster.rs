@@ -67,6 +67,8 @@ pub struct StoredAgent {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Deactivation {
+    /// RFC 3339, as every time the API shows.
+    #[serde(with = "protocol::time::rfc3339")]
     pub at: UnixMs,
     pub by: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
