@@ -45,16 +45,19 @@ fn rule_index(place: &str) -> Option<usize> {
 /// after (rules are few; a reader sees exactly what changed without a
 /// diff format of ours to learn), by the user who made it.
 pub fn routing_changed(before: &RoutingSpec, after: &RoutingSpec, user: &str, at: UnixMs) -> Event {
+    changed(ROUTING, json!({"before": before, "after": after}), user, at)
+}
+
+/// A `configuration_changed` event of `section` (no conversation, no
+/// contact), by the user who made the change.
+pub fn changed(section: &str, detail: serde_json::Value, user: &str, at: UnixMs) -> Event {
     Event {
         at,
         conversation_id: None,
         contact: None,
         phone_number_id: None,
         actor: Actor::user(user),
-        body: EventBody::ConfigurationChanged {
-            section: ROUTING.to_owned(),
-            detail: json!({"before": before, "after": after}),
-        },
+        body: EventBody::ConfigurationChanged { section: section.to_owned(), detail },
     }
 }
 

@@ -56,7 +56,7 @@ pub fn check_wa_id(wa_id: &str) -> Result<(), ApiError> {
 
 /// A text field's new value: a non-empty string (trimmed) of at most
 /// [`MAX_TEXT_CHARS`], or `null` to clear it.
-fn text_or_null(field: &str, value: &Value) -> Result<Option<String>, ApiError> {
+pub(crate) fn text_or_null(field: &str, value: &Value) -> Result<Option<String>, ApiError> {
     match value {
         Value::Null => Ok(None),
         Value::String(text) if !text.trim().is_empty() && text.trim().chars().count() <= MAX_TEXT_CHARS => {

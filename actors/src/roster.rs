@@ -19,7 +19,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use protocol::events::{Actor, Event, EventBody};
+use protocol::events::{Actor, Event};
 use protocol::model::Role;
 use protocol::time::UnixMs;
 use protocol::{ApiError, ErrorCode};
@@ -36,8 +36,6 @@ pub const AGENTS: &str = "agents";
 
 /// Longest agent id the API takes (ids name agents in paths and logs).
 pub const MAX_ID_CHARS: usize = 64;
-/// Longest `name` or `city`.
-pub const MAX_TEXT_CHARS: usize = 200;
 
 /// The fields a `POST` may give (a `PATCH` all but `id`, plus `rotate_token`).
 pub const FIELDS: [&str; 8] = ["id", "name", "role", "teams", "capacity", "city", "shift", "manages"];
@@ -488,19 +486,6 @@ pub enum AgentPatch {
     RotateToken,
 }
 
-fn text_or_null(field: &str, value: &Value) -> Result<Option<String>, ApiError> {
-    match value {
-        Value::Null => Ok(None),
-        Value::String(text) if !text.trim().is_empty() && text.trim().chars().count() <= MAX_TEXT_CHARS => {
-            Ok(Some(text.trim().to_owned()))
-        }
-        _ => Err(invalid_field(
-            field,
-            format!("`{field}` must be a non-empty string of at most {MAX_TEXT_CHARS} characters, or null"),
-        )),
-    }
-}
-
 fn team_list(field: &str, value: &Value) -> Result<Vec<String>, ApiError> {
     serde_json::from_value::<Vec<String>>(value.clone())
         .map_err(|_| invalid_field(field, format!("`{field}` must be a list of team ids")))
@@ -520,8 +505,8 @@ pub fn parse_fields(body: &Value, creating: bool) -> Result<AgentFields, ApiErro
                 Value::String(id) => fields.id = Some(id.clone()),
                 _ => return Err(invalid_field("id", "`id` must be a string".to_owned())),
             },
-            "name" => fields.name = Some(text_or_null("name", value)?),
-            "city" => fields.city = Some(text_or_null("city", value)?),
+            "name" => fields.name = Some(crate::contacts::text_or_null("name", value)?),
+            "city" => fields.city = Some(crate::contacts::text_or_null("city", value)?),
             "role" => {
                 let role = serde_json::from_value(value.clone()).map_err(|_| {
                     invalid_field("role", "`role` must be \"agent\", \"manager\" or \"admin\"".to_owned())
@@ -647,14 +632,7 @@ pub fn pool_changed(
     if let Some(successor) = successor {
         detail["successor"] = json!(successor);
     }
-    Event {
-        at,
-        conversation_id: None,
-        contact: None,
-        phone_number_id: None,
-        actor: Actor::user(user),
-        body: EventBody::ConfigurationChanged { section: AGENTS.to_owned(), detail },
-    }
+    crate::configuration::changed(AGENTS, detail, user, at)
 }
 
 /// What handing a leaving agent's contacts over writes: each record with
@@ -680,6 +658,7 @@ pub fn hand_over(owned: &[storage::ContactRecord], successor: Option<&str>, by: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use protocol::events::EventBody;
 
     fn teams() -> Vec<TeamSpec> {
         ["sales", "support"].into_iter().map(|id| TeamSpec { id: id.into(), ..Default::default() }).collect()

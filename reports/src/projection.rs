@@ -114,6 +114,21 @@ pub struct Conversation {
     pub first_response_done: bool,
 }
 
+impl Conversation {
+    fn opened(at: UnixMs, source: Dim) -> Conversation {
+        Conversation {
+            opened_at: at,
+            source,
+            team: None,
+            agent: None,
+            team_cohort: None,
+            qualified: false,
+            waiting_since: None,
+            first_response_done: false,
+        }
+    }
+}
+
 fn source_dim(source: &Source) -> Dim {
     let (kind, id) = match source.kind {
         SourceKind::Paid => ("paid", source.source_id.clone()),
@@ -174,17 +189,7 @@ impl Projection {
         if let EventBody::Opened { source } = &event.body {
             let source = source_dim(source);
             self.rollups.add(&source, at, |bucket| bucket.counts.conversations += 1);
-            let conversation = Conversation {
-                opened_at: at,
-                source,
-                team: None,
-                agent: None,
-                team_cohort: None,
-                qualified: false,
-                waiting_since: None,
-                first_response_done: false,
-            };
-            self.conversations.insert(id.to_owned(), conversation);
+            self.conversations.insert(id.to_owned(), Conversation::opened(at, source));
             self.changed.insert(id.to_owned());
             return;
         }
@@ -195,17 +200,7 @@ impl Projection {
                 return;
             }
             let unknown = Dim::Source { kind: "organic".to_owned(), id: String::new() };
-            let conversation = Conversation {
-                opened_at: at,
-                source: unknown,
-                team: None,
-                agent: None,
-                team_cohort: None,
-                qualified: false,
-                waiting_since: None,
-                first_response_done: false,
-            };
-            self.conversations.insert(id.to_owned(), conversation);
+            self.conversations.insert(id.to_owned(), Conversation::opened(at, unknown));
         }
         let Some(conversation) = self.conversations.get_mut(id) else { return };
         let settings = &self.settings;
