@@ -158,14 +158,19 @@ fn routing_in_force(
     reader: &Reader,
     file: routing::RoutingTable,
 ) -> Result<routing::RoutingTable, StartError> {
-    // The file's rules were checked against the file's agents; the pool in
-    // force may lack one a rule names (deactivated through the API while
-    // other rules were in force): routing then offers it to nobody.
-    let file = match routing::RoutingTable::new(settings.routing.clone(), &settings.teams, agents, &settings.numbers) {
-        Ok(table) => table,
-        Err(problem) => {
-            tracing::warn!(%problem, "the file's [routing] names an agent no longer in the pool");
-            file
+    // The file's rules were checked against the file's agents; a pool the
+    // admin API changed is checked again. It may lack an agent a rule names
+    // (deactivated while other rules were in force): routing then offers
+    // that agent nothing.
+    let file = if agents == settings.agents.as_slice() {
+        file
+    } else {
+        match routing::RoutingTable::new(settings.routing.clone(), &settings.teams, agents, &settings.numbers) {
+            Ok(table) => table,
+            Err(problem) => {
+                tracing::warn!(%problem, "the file's [routing] names an agent no longer in the pool");
+                file
+            }
         }
     };
     let Some(stored) = reader.setting(configuration::ROUTING)? else { return Ok(file) };
@@ -495,11 +500,10 @@ impl System {
             return Err(ApiError::forbidden(format!("conversation {conversation_id} is not assigned to you")));
         }
         // A manager limited to teams acts on their conversations only.
-        if principal.role == protocol::model::Role::Manager {
-            let manages = self.manages(&principal.agent_id);
-            if !manages.is_empty() && record.conversation.team.as_ref().is_none_or(|team| !manages.contains(team)) {
-                return Err(ApiError::forbidden(format!("conversation {conversation_id} is not in a team you manage")));
-            }
+        if let Some(teams) = self.scope(&principal)
+            && record.conversation.team.as_ref().is_none_or(|team| !teams.contains(team))
+        {
+            return Err(ApiError::forbidden(format!("conversation {conversation_id} is not in a team you manage")));
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
         let port = ractor::RpcReplyPort::from(reply);

@@ -77,6 +77,17 @@ impl System {
         self.shared.roster().get(agent_id).map(|spec| spec.manages.clone()).unwrap_or_default()
     }
 
+    /// The teams a manager limited by `manages` sees and acts on; `None`:
+    /// every team (admins, unlimited managers; an agent is limited to what
+    /// it holds, which is checked apart).
+    pub fn scope(&self, principal: &Principal) -> Option<Vec<String>> {
+        if principal.role != Role::Manager {
+            return None;
+        }
+        let manages = self.manages(&principal.agent_id);
+        (!manages.is_empty()).then_some(manages)
+    }
+
     /// `POST`: a new agent (or one deactivated before, back) with the token
     /// the caller generated (only its digest is kept).
     pub async fn add_agent(
@@ -164,8 +175,7 @@ async fn commit_and_apply(
             (after, PoolAction::Changed, Some(before), spec, None)
         }
         PoolChange::Rotate { id, token_sha256 } => {
-            let after = pool.rotate(&id, token_sha256).map_err(Refusal::Refused)?;
-            let spec = after.get(&id).cloned().ok_or_else(|| Refusal::Unstored(format!("{id} vanished")))?;
+            let (after, spec) = pool.rotate(&id, token_sha256).map_err(Refusal::Refused)?;
             (after, PoolAction::TokenRotated, None, spec, None)
         }
         PoolChange::Deactivate { id, successor } => {
@@ -175,12 +185,12 @@ async fn commit_and_apply(
     };
     let table = routing_for(shared, &after)?;
     let id = changed.id.clone();
-    let event = match action {
-        PoolAction::Added => roster::pool_changed(action, None, Some(&changed), None, admin, now),
-        PoolAction::Changed => roster::pool_changed(action, before.as_ref(), Some(&changed), None, admin, now),
-        PoolAction::TokenRotated => roster::pool_changed(action, None, Some(&changed), None, admin, now),
-        PoolAction::Deactivated => roster::pool_changed(action, Some(&changed), None, successor.as_deref(), admin, now),
+    // The event shows the record before a change or a deactivation, after anything but a deactivation.
+    let (shown_before, shown_after) = match action {
+        PoolAction::Deactivated => (Some(&changed), None),
+        _ => (before.as_ref(), Some(&changed)),
     };
+    let event = roster::pool_changed(action, shown_before, shown_after, successor.as_deref(), admin, now);
     let mut batch = vec![
         Op::PutSetting { name: roster::AGENTS.to_owned(), value: after.stored_form() },
         Op::Event(Box::new(event)),
@@ -193,15 +203,13 @@ async fn commit_and_apply(
         // of them falls between.
         let _contacts = shared.contact_updates.lock().await;
         let owned = shared.reader.caught_up().await.map_err(unstored)?.contacts_owned_by(&id).map_err(unstored)?;
-        let handed = roster::hand_over(&owned, successor.as_deref(), admin, now);
+        batch.extend(roster::hand_over(&owned, successor.as_deref(), admin, now));
         contacts = owned.len();
-        batch.extend(handed);
         shared.store.commit(batch).await.map_err(unstored)?;
-        tracing::info!(agent_id = %id, contacts = owned.len(), successor = ?successor, %admin, "agent deactivated");
     } else {
         shared.store.commit(batch).await.map_err(unstored)?;
-        tracing::info!(agent_id = %id, action = action.as_str(), %admin, "agent pool changed");
     }
+    tracing::info!(agent_id = %id, action = action.as_str(), contacts, successor = ?successor, %admin, "agent pool changed");
     let after = Arc::new(after);
     *shared.roster.write().unwrap_or_else(std::sync::PoisonError::into_inner) = after.clone();
     *shared.routing.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(table);
@@ -217,8 +225,7 @@ async fn commit_and_apply(
             }
         }
     }
-    let deactivation = after.views().into_iter().find(|view| view.id == id).and_then(|view| view.deactivated);
-    Ok(PoolOutcome { agent: AgentView::of(&changed, deactivation.as_ref()), rerouted, contacts })
+    Ok(PoolOutcome { agent: AgentView::of(&changed, after.deactivation(&id)), rerouted, contacts })
 }
 
 /// The routing table in force, rebuilt on the new pool (rules name agents,

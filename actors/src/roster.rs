@@ -287,6 +287,11 @@ impl Roster {
         self.index.get(id).map(|&at| &self.agents[at])
     }
 
+    /// When and by whom a deactivated agent left (`None`: active or unknown).
+    pub fn deactivation(&self, id: &str) -> Option<&Deactivation> {
+        self.deactivated.iter().find(|(spec, _)| spec.id == id).map(|(_, deactivation)| deactivation)
+    }
+
     pub fn is_active(&self, id: &str) -> bool {
         self.index.contains_key(id)
     }
@@ -390,15 +395,16 @@ impl Roster {
     }
 
     /// `PATCH {rotate_token: true}`: the agent's token is now the one whose
-    /// digest is `token_sha256`; the old one is nobody's.
-    pub fn rotate(&self, id: &str, token_sha256: String) -> Result<Roster, ApiError> {
+    /// digest is `token_sha256`; the old one is nobody's. The agent after.
+    pub fn rotate(&self, id: &str, token_sha256: String) -> Result<(Roster, AgentSpec), ApiError> {
         let mut spec = self.active(id)?.clone();
         if self.principals.contains_key(&token_sha256) {
             return Err(ApiError::bad_request("that token is another agent's; ask for another"));
         }
         spec.token = None;
         spec.token_sha256 = Some(token_sha256);
-        Ok(self.with(PoolEntry { id: id.to_owned(), agent: StoredAgent::of(&spec), deactivated: None }))
+        let roster = self.with(PoolEntry { id: id.to_owned(), agent: StoredAgent::of(&spec), deactivated: None });
+        Ok((roster, spec))
     }
 
     /// `DELETE`: the agent leaves the pool (its record is kept, shown as
@@ -787,7 +793,7 @@ mod tests {
         assert_eq!(changed.members_of("support"), ["asha", "ravi"], "pool order, the file's");
         let old = digest("asha-token-secret");
         assert!(changed.principal_of_digest(&old).is_some(), "a change keeps the token");
-        let rotated = changed.rotate("asha", digest("asha-next")).expect("rotated");
+        let (rotated, _) = changed.rotate("asha", digest("asha-next")).expect("rotated");
         assert!(rotated.principal_of_digest(&old).is_none(), "the old token is nobody's at once");
         assert_eq!(rotated.principal_of_digest(&digest("asha-next")).map(|p| p.agent_id.as_str()), Some("asha"));
         assert_eq!(rotated.get("asha").unwrap().capacity, Some(3), "rotation keeps the record");
@@ -836,7 +842,7 @@ mod tests {
         let (roster, _) = Roster::new(&file(), None, &teams());
         let body = json!({"id": "meena", "teams": ["support", "sales"]});
         let (added, _) = roster.add(fields(body), digest("m"), &teams()).unwrap();
-        let rotated = added.rotate("asha", digest("asha-next")).unwrap();
+        let (rotated, _) = added.rotate("asha", digest("asha-next")).unwrap();
         let (gone, _) = rotated.deactivate("ravi", None, "root", 3).unwrap();
         let only_sales = vec![TeamSpec { id: "sales".into(), ..Default::default() }];
         let (restarted, warnings) = Roster::new(&file(), gone.stored_form().as_deref(), &only_sales);

@@ -91,9 +91,14 @@ async fn json_body(
     if empty_is_object && body.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }
-    protocol::json::reject_duplicate_keys(&body)
-        .map_err(|error| ApiError::bad_request(format!("the JSON body is not valid: {error}")))?;
-    serde_json::from_slice(&body).map_err(|error| ApiError::bad_request(format!("the JSON body is not valid: {error}")))
+    json_value(&body)
+}
+
+/// A body as JSON: one key twice, or no JSON at all, is a `bad_request`.
+fn json_value(body: &[u8]) -> Result<Value, ApiError> {
+    let invalid = |error: String| ApiError::bad_request(format!("the JSON body is not valid: {error}"));
+    protocol::json::reject_duplicate_keys(body).map_err(|error| invalid(error.to_string()))?;
+    serde_json::from_slice(body).map_err(|error| invalid(error.to_string()))
 }
 
 fn admin(state: &AppState, headers: &HeaderMap) -> Result<actors::shared::Principal, ApiError> {
@@ -112,10 +117,9 @@ fn visible_agents(state: &AppState, headers: &HeaderMap) -> Result<Vec<actors::r
         return Err(ApiError::forbidden("the agent pool is for managers and admins"));
     }
     let system = system(state)?;
-    let manages = if principal.role == Role::Admin { Vec::new() } else { system.manages(&principal.agent_id) };
     let mut agents = system.agent_views();
-    if !manages.is_empty() {
-        agents.retain(|agent| agent.id == principal.agent_id || agent.teams.iter().any(|team| manages.contains(team)));
+    if let Some(teams) = system.scope(&principal) {
+        agents.retain(|agent| agent.id == principal.agent_id || agent.teams.iter().any(|team| teams.contains(team)));
     }
     Ok(agents)
 }
@@ -195,10 +199,7 @@ async fn delete_agent(
 /// (else `invalid_field`, `detail.field` the path of what does not fit, such
 /// as `rules[0].to_tem`, and `detail.rule` the id of the rule it is in).
 pub fn parse_routing(body: &[u8]) -> Result<RoutingSpec, ApiError> {
-    protocol::json::reject_duplicate_keys(body)
-        .map_err(|error| ApiError::bad_request(format!("the JSON body is not valid: {error}")))?;
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|error| ApiError::bad_request(format!("the JSON body is not valid: {error}")))?;
+    let value = json_value(body)?;
     if !value.is_object() {
         return Err(ApiError::bad_request("the body must be a JSON object: {owner_policy?, owner_wait_s?, rules}"));
     }

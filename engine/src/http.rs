@@ -373,7 +373,7 @@ async fn list_conversations(State(state): State<Arc<AppState>>, headers: HeaderM
         let filter = ConversationFilter {
             status,
             team: query.team.clone(),
-            teams: scope_of(&system, &principal),
+            teams: system.scope(&principal),
             agent,
             contact: query.contact.clone(),
             before: query.before.clone(),
@@ -399,16 +399,6 @@ async fn list_conversations(State(state): State<Arc<AppState>>, headers: HeaderM
         }
         Err(error) => error_response(store_error(error)),
     }
-}
-
-/// The teams a manager limited by `manages` sees (`None`: every team, for
-/// admins, unlimited managers, and agents, who see their own).
-pub(crate) fn scope_of(system: &actors::System, principal: &Principal) -> Option<Vec<String>> {
-    if principal.role != protocol::model::Role::Manager {
-        return None;
-    }
-    let manages = system.manages(&principal.agent_id);
-    (!manages.is_empty()).then_some(manages)
 }
 
 /// The workload a manager limited to `teams` sees: those teams, and the
@@ -443,7 +433,7 @@ async fn get_conversation(State(state): State<Arc<AppState>>, headers: HeaderMap
         {
             return Err(ApiError::forbidden(format!("conversation {id} is not assigned to you")));
         }
-        if let Some(teams) = scope_of(system, &principal)
+        if let Some(teams) = system.scope(&principal)
             && record.conversation.team.as_ref().is_none_or(|team| !teams.contains(team))
         {
             return Err(ApiError::forbidden(format!("conversation {id} is not in a team you manage")));
@@ -560,7 +550,7 @@ async fn workload(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Res
             return Err(ApiError::forbidden("the workload view is for managers and admins"));
         }
         let system = system(&state)?;
-        let workload = scoped_workload(system.workload().await, scope_of(system, &principal).as_deref());
+        let workload = scoped_workload(system.workload().await, system.scope(&principal).as_deref());
         let mut frame = serde_json::to_value(workload).unwrap_or(Value::Null);
         if let Value::Object(map) = &mut frame {
             map.insert("type".to_owned(), Value::String("workload".to_owned()));

@@ -17,7 +17,6 @@ use axum::http::{HeaderMap, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use protocol::ApiError;
-use protocol::model::Role;
 use reports::query::{self, GroupBy, Range};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -125,12 +124,8 @@ fn parse(kind: Kind, uri: &Uri, now: i64) -> Result<Asked, ApiError> {
 }
 
 /// For a manager limited to teams: the team and agent ids whose rows it sees.
-fn scope(state: &AppState, agent_id: &str) -> Option<(HashSet<String>, HashSet<String>)> {
-    let system = state.system()?;
-    let manages: HashSet<String> = system.manages(agent_id).into_iter().collect();
-    if manages.is_empty() {
-        return None;
-    }
+fn scope(system: &actors::System, principal: &actors::shared::Principal) -> Option<(HashSet<String>, HashSet<String>)> {
+    let manages: HashSet<String> = system.scope(principal)?.into_iter().collect();
     let agents = system
         .agent_views()
         .into_iter()
@@ -149,7 +144,7 @@ async fn answer(kind: Kind, State(state): State<Arc<AppState>>, headers: HeaderM
         let system =
             state.system().ok_or_else(|| ApiError::unavailable("the engine is still starting; retry shortly"))?;
         let asked = parse(kind, &uri, system.now())?;
-        let scope = if principal.role == Role::Admin { None } else { scope(&state, &principal.agent_id) };
+        let scope = scope(system, &principal);
         if kind == Kind::Attribution && scope.is_some() {
             return Err(ApiError::forbidden(
                 "the attribution report spans every team; a manager limited to teams cannot see it",

@@ -236,7 +236,7 @@ async fn session_loop(
     let mut in_flight = 0usize;
     let mut workload_feed: Option<tokio::time::Interval> = None;
     // A manager limited to teams sees their workload only.
-    let scope = crate::http::scope_of(system, principal);
+    let scope = system.scope(principal);
     let mut stopping = state.stopping.clone();
     let stop_signal = async move {
         let _ = stopping.wait_for(|stopping| *stopping).await;

@@ -322,10 +322,6 @@ impl Rollups {
         self.buckets.is_empty()
     }
 
-    pub fn get(&self, key: &BucketKey) -> Option<&Bucket> {
-        self.buckets.get(key)
-    }
-
     /// The buckets changed since the last call, as they are now.
     pub fn take_dirty(&mut self) -> Vec<(BucketKey, Bucket)> {
         let dirty = std::mem::take(&mut self.dirty);
