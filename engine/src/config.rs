@@ -54,6 +54,47 @@ pub struct Config {
 pub struct CampaignSpec {
     pub source_id: String,
     pub name: String,
+    /// What the ad cost from `start` to `end` (whole UTC days, inclusive),
+    /// in `currency`: the attribution report spreads it evenly over those
+    /// days and shows the cost per closed deal.
+    #[serde(default)]
+    pub spend: Option<f64>,
+    #[serde(default)]
+    pub currency: Option<String>,
+    #[serde(default)]
+    pub start: Option<String>,
+    #[serde(default)]
+    pub end: Option<String>,
+}
+
+/// A `YYYY-MM-DD` day's first millisecond (UTC).
+fn day_start(text: &str) -> Option<i64> {
+    if text.len() != 10 {
+        return None;
+    }
+    protocol::time::parse_rfc3339(&format!("{text}T00:00:00Z"))
+}
+
+impl CampaignSpec {
+    /// The spend as the reports read it (checked by `validate`).
+    fn spend(&self) -> Option<reports::query::Spend> {
+        let from = day_start(self.start.as_deref()?)?;
+        let to = day_start(self.end.as_deref()?)? + reports::DAY_MS;
+        Some(reports::query::Spend { amount: self.spend?, currency: self.currency.clone()?, from, to })
+    }
+}
+
+impl Config {
+    /// `[[campaigns]]` as the attribution report takes them, by ad id.
+    pub fn campaigns(&self) -> std::collections::HashMap<String, reports::query::Campaign> {
+        self.campaigns
+            .iter()
+            .map(|campaign| {
+                let spec = reports::query::Campaign { name: campaign.name.clone(), spend: campaign.spend() };
+                (campaign.source_id.clone(), spec)
+            })
+            .collect()
+    }
 }
 
 /// `[audit]`: the audit log's signing key and how often it signs.
@@ -120,6 +161,11 @@ pub struct ServerConfig {
     /// session reads no more frames until one is answered.
     #[serde(default = "default_ws_requests_in_flight")]
     pub ws_requests_in_flight: usize,
+    /// Serve the web console's pages (`dashboard.html`, `agent.html`) from
+    /// this folder instead of the copies compiled in: for working on them
+    /// without a rebuild (`engine/assets`).
+    #[serde(default)]
+    pub console_dir: Option<PathBuf>,
 }
 
 fn default_header_read_timeout_ms() -> u64 {
@@ -456,6 +502,42 @@ impl Config {
             if campaign.name.trim().is_empty() {
                 return fail(&key("name"), "must not be empty".to_owned());
             }
+            let spend_keys = [
+                campaign.spend.is_some(),
+                campaign.currency.is_some(),
+                campaign.start.is_some(),
+                campaign.end.is_some(),
+            ];
+            if spend_keys.iter().any(|set| *set) && !spend_keys.iter().all(|set| *set) {
+                return fail(
+                    &key("spend"),
+                    "an ad's spend needs all of `spend`, `currency`, `start` and `end` (the days it ran)".to_owned(),
+                );
+            }
+            if let Some(amount) = campaign.spend
+                && !(amount.is_finite() && amount >= 0.0)
+            {
+                return fail(&key("spend"), format!("must be an amount of 0 or more, not {amount}"));
+            }
+            if campaign
+                .currency
+                .as_ref()
+                .is_some_and(|currency| currency.len() != 3 || !currency.bytes().all(|byte| byte.is_ascii_uppercase()))
+            {
+                return fail(&key("currency"), "must be an ISO 4217 code such as INR or USD".to_owned());
+            }
+            for (field, day) in [("start", &campaign.start), ("end", &campaign.end)] {
+                if let Some(day) = day
+                    && day_start(day).is_none()
+                {
+                    return fail(&key(field), format!("must be a day as YYYY-MM-DD, not {day:?}"));
+                }
+            }
+            if let (Some(start), Some(end)) = (&campaign.start, &campaign.end)
+                && day_start(start) > day_start(end)
+            {
+                return fail(&key("end"), format!("{end} is before the start, {start}"));
+            }
         }
         let mut field_keys = HashSet::new();
         for (index, field) in self.dispositions.iter().enumerate() {
@@ -746,6 +828,34 @@ mod tests {
             assert_eq!(error_of(&with(section), &[]).key, key, "{section}");
         }
         assert!(error_of(&with(r#"stop_words = ["STOP"]"#), &[]).problem.contains("stop_words"));
+    }
+
+    #[test]
+    fn a_campaign_spend_is_complete_and_spread_over_its_days() {
+        let with = |campaign: &str| {
+            format!("{EMBEDDED_DEFAULT}\n[[campaigns]]\nsource_id = \"ad-1\"\nname = \"Diwali\"\n{campaign}")
+        };
+        let full = r#"spend = 3000.0
+currency = "INR"
+start = "2026-11-01"
+end = "2026-11-03""#;
+        let config = Config::from_toml("test.toml", &with(full), env(&[])).unwrap();
+        let spend = config.campaigns()["ad-1"].spend.clone().unwrap();
+        let day = reports::DAY_MS;
+        assert_eq!(spend.to - spend.from, 3 * day, "start and end are inclusive whole days");
+        assert_eq!(spend.within(spend.from + day, spend.from + 2 * day), 1000.0, "one day of three");
+        assert_eq!(spend.within(spend.to, spend.to + day), 0.0, "nothing after the last day");
+        assert_eq!(Config::from_toml("test.toml", &with(""), env(&[])).unwrap().campaigns()["ad-1"].spend, None);
+        for (bad, key) in [
+            ("spend = 3000.0", "campaigns[0].spend"),
+            (&full.replace("3000.0", "-1.0"), "campaigns[0].spend"),
+            (&full.replace("\"INR\"", "\"rupees\""), "campaigns[0].currency"),
+            (&full.replace("2026-11-03", "2026-11-31"), "campaigns[0].end"),
+            (&full.replace("2026-11-03", "2026-10-30"), "campaigns[0].end"),
+            (&full.replace("2026-11-01", "1 Nov"), "campaigns[0].start"),
+        ] {
+            assert_eq!(error_of(&with(bad), &[]).key, key, "{bad}");
+        }
     }
 
     #[test]

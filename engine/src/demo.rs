@@ -201,7 +201,7 @@ pub async fn run(listen: &str, agents: usize, rate: f64, data_dir: Option<PathBu
         return 1;
     }
 
-    let mut config = match Config::load(None, std::iter::empty()) {
+    let mut config = match Config::load(None, std::env::vars()) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("switchboard demo: {error}");

@@ -39,11 +39,33 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(crate::reports_http::routes())
         .route("/api/v1/workload", get(workload))
         .merge(crate::audit_http::routes())
-        .route("/", get(|| async { Html(include_str!("../assets/dashboard.html")) }))
-        .route("/agent", get(|| async { Html(include_str!("../assets/agent.html")) }))
+        .merge(crate::dispositions_http::routes())
+        .route("/", get(|State(state): State<Arc<AppState>>| console_page(state, "dashboard.html")))
+        .route("/agent", get(|State(state): State<Arc<AppState>>| console_page(state, "agent.html")))
         .fallback(|| async { error_response(ApiError::not_found("no such endpoint; see docs/API.md")) })
         .layer(axum::middleware::map_response(contract_errors))
         .with_state(state)
+}
+
+/// A console page: the copy compiled in, or, with `server.console_dir` set
+/// (for working on the pages without a rebuild), the file of that name there.
+async fn console_page(state: Arc<AppState>, name: &'static str) -> Response {
+    let compiled = match name {
+        "dashboard.html" => include_str!("../assets/dashboard.html"),
+        _ => include_str!("../assets/agent.html"),
+    };
+    let Some(dir) = &state.config.server.console_dir else {
+        return Html(compiled).into_response();
+    };
+    match tokio::fs::read_to_string(dir.join(name)).await {
+        Ok(page) => Html(page).into_response(),
+        Err(error) => {
+            tracing::warn!(%error, dir = %dir.display(), name, "server.console_dir: the page cannot be read");
+            error_response(ApiError::unavailable(format!(
+                "{name} cannot be read from server.console_dir ({error}); unset it to serve the built-in page"
+            )))
+        }
+    }
 }
 
 /// Refusals made by the framework rather than a handler (a method a path

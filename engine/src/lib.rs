@@ -21,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod contacts_http;
 pub mod demo;
+pub mod dispositions_http;
 pub mod graph;
 pub mod http;
 pub mod metrics;

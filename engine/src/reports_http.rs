@@ -7,7 +7,7 @@
 //! unlimited managers and admins. Answered by the reports' consumer
 //! (`crate::reports`) once it holds every event committed before the request.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::Json;
@@ -151,8 +151,7 @@ async fn answer(kind: Kind, State(state): State<Arc<AppState>>, headers: HeaderM
             ));
         }
         let reports = state.reports.get().ok_or_else(|| ApiError::unavailable("the engine is still starting"))?;
-        let campaigns: HashMap<String, String> =
-            state.config.campaigns.iter().map(|campaign| (campaign.source_id.clone(), campaign.name.clone())).collect();
+        let campaigns = state.config.campaigns();
         let Asked { range, group_by, by_day, csv } = asked;
         let question: Box<dyn FnOnce(&reports::Projection) -> reports::Report + Send> = Box::new(move |projection| {
             let rollups = &projection.rollups;

@@ -494,9 +494,27 @@ mod tests {
         assert_eq!(ravi["breaches"], json!({"first_response": 0, "next_response": 0, "resolution": 1}));
         assert!((ravi["frt"]["mean_s"].as_f64().unwrap() - 1200.0).abs() < 0.01, "from the customer's message: {ravi}");
 
-        let attribution =
-            rows(query::attribution(rollups, day(), false, &HashMap::from([("ad-1".to_owned(), "Diwali".to_owned())])));
-        let ad = pick(&attribution, "source", "paid");
+        // Ad 1 cost 900 over this day and the next two; ad 9 cost 100 today and brought nothing.
+        let spend = |amount: f64, days: i64| {
+            Some(query::Spend { amount, currency: "INR".into(), from: T0, to: T0 + days * 86_400_000 })
+        };
+        let campaigns = HashMap::from([
+            ("ad-1".to_owned(), query::Campaign { name: "Diwali".into(), spend: spend(900.0, 3) }),
+            ("ad-9".to_owned(), query::Campaign { name: "Silent".into(), spend: spend(100.0, 1) }),
+        ]);
+        let attribution = rows(query::attribution(rollups, day(), false, &campaigns));
+        let ad = pick(&attribution, "source_id", "ad-1");
+        assert_eq!(
+            (ad["spend"].clone(), ad["currency"].clone(), ad["cost_per_closed"].clone()),
+            (json!(300.0), json!("INR"), json!(300.0)),
+            "a third of the flight in the range, one deal won: {ad}"
+        );
+        let silent = pick(&attribution, "source_id", "ad-9");
+        assert_eq!(
+            (silent["conversations"].clone(), silent["spend"].clone(), silent["cost_per_closed"].clone()),
+            (json!(0), json!(100.0), Value::Null),
+            "spend without a conversation still shows: {silent}"
+        );
         assert_eq!(
             (
                 ad["source_id"].clone(),

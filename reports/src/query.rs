@@ -134,16 +134,52 @@ pub fn funnel(rollups: &Rollups, range: Range, group_by: GroupBy, by_day: bool) 
     report(cover, rows)
 }
 
+/// An ad as configured (`[[campaigns]]`): its name and, when known, what
+/// it cost.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Campaign {
+    pub name: String,
+    pub spend: Option<Spend>,
+}
+
+/// What an ad cost over its flight `[from, to)`, taken as spread evenly
+/// over it: a range sees the part of the amount that falls inside it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Spend {
+    pub amount: f64,
+    pub currency: String,
+    pub from: UnixMs,
+    pub to: UnixMs,
+}
+
+impl Spend {
+    /// The part of the amount spent in `[from, to)`.
+    pub fn within(&self, from: UnixMs, to: UnixMs) -> f64 {
+        let overlap = (to.min(self.to) - from.max(self.from)).max(0);
+        let flight = (self.to - self.from).max(1);
+        self.amount * overlap as f64 / flight as f64
+    }
+}
+
+fn cents(amount: f64) -> f64 {
+    (amount * 100.0).round() / 100.0
+}
+
 /// `GET /api/v1/reports/attribution`: per source kind and ad / referral
-/// code, conversations opened in the range, qualified, won, revenue; the
-/// campaign's name when configured (`campaigns`: ad id → name).
-pub fn attribution(rollups: &Rollups, range: Range, by_day: bool, campaigns: &HashMap<String, String>) -> Report {
+/// code, conversations opened in the range, qualified, won, revenue; for a
+/// configured ad its name and, with its spend, the spend in the range and
+/// the cost per closed (won) deal. An ad with spend in the range and no
+/// conversation still gets a row (without `group_by=day`): money spent for
+/// nothing is what that report is for.
+pub fn attribution(rollups: &Rollups, range: Range, by_day: bool, campaigns: &HashMap<String, Campaign>) -> Report {
     let cover = Cover::of(range.from, range.to);
+    let (covered_from, covered_to) = cover.range();
     let merged = rollups.merged(&cover, by_day, false, |dim| match dim {
         Dim::Source { kind, id } => Some((kind.as_str(), id.as_str())),
         _ => None,
     });
-    let rows = merged
+    let mut seen_ads = std::collections::HashSet::new();
+    let mut rows: Vec<Value> = merged
         .into_iter()
         .map(|(((kind, id), day), bucket): (((&str, &str), Option<i64>), Bucket)| {
             let counts = &bucket.counts;
@@ -155,9 +191,7 @@ pub fn attribution(rollups: &Rollups, range: Range, by_day: bool, campaigns: &Ha
             match kind {
                 "paid" => {
                     row.insert("source_id".into(), json!(id));
-                    if let Some(name) = campaigns.get(id) {
-                        row.insert("campaign".into(), json!(name));
-                    }
+                    seen_ads.insert(id.to_owned());
                 }
                 "referral" => {
                     row.insert("code".into(), json!(id));
@@ -167,11 +201,54 @@ pub fn attribution(rollups: &Rollups, range: Range, by_day: bool, campaigns: &Ha
             row.insert("conversations".into(), json!(counts.conversations));
             row.insert("qualified".into(), json!(counts.qualified));
             row.insert("closed".into(), json!(counts.won));
-            row.insert("revenue".into(), json!((counts.revenue * 100.0).round() / 100.0));
+            row.insert("revenue".into(), json!(cents(counts.revenue)));
+            if kind == "paid"
+                && let Some(campaign) = campaigns.get(id)
+            {
+                let (from, to) = match day {
+                    Some(day) => (covered_from.max(day * DAY_MS), covered_to.min((day + 1) * DAY_MS)),
+                    None => (covered_from, covered_to),
+                };
+                add_campaign(&mut row, campaign, from, to, counts.won);
+            }
             Value::Object(row)
         })
         .collect();
+    if !by_day {
+        let mut idle: Vec<(&String, &Campaign)> = campaigns
+            .iter()
+            .filter(|(id, campaign)| {
+                !seen_ads.contains(*id)
+                    && campaign.spend.as_ref().is_some_and(|spend| spend.within(covered_from, covered_to) > 0.0)
+            })
+            .collect();
+        idle.sort_by(|a, b| a.0.cmp(b.0));
+        for (id, campaign) in idle {
+            let mut row = Map::new();
+            row.insert("source".into(), json!("paid"));
+            row.insert("source_id".into(), json!(id));
+            for field in ["conversations", "qualified", "closed"] {
+                row.insert(field.into(), json!(0));
+            }
+            row.insert("revenue".into(), json!(0.0));
+            add_campaign(&mut row, campaign, covered_from, covered_to, 0);
+            rows.push(Value::Object(row));
+        }
+    }
     report(cover, rows)
+}
+
+/// A configured ad's name and, with its spend, `spend` (in `[from, to)`),
+/// `currency` and `cost_per_closed` (null without a won deal).
+fn add_campaign(row: &mut Map<String, Value>, campaign: &Campaign, from: UnixMs, to: UnixMs, won: u64) {
+    row.insert("campaign".into(), json!(campaign.name));
+    if let Some(spend) = &campaign.spend {
+        let amount = spend.within(from, to);
+        row.insert("spend".into(), json!(cents(amount)));
+        row.insert("currency".into(), json!(spend.currency));
+        let cost = if won == 0 { Value::Null } else { json!(cents(amount / won as f64)) };
+        row.insert("cost_per_closed".into(), cost);
+    }
 }
 
 /// The rows as CSV: one column per field (nested objects' fields joined

@@ -83,8 +83,22 @@ kind = "money"
 [[campaigns]]
 source_id = "{AD}"
 name = "Pune sale"
-"#
+spend = {SPEND}
+currency = "INR"
+start = "{start}"
+end = "{end}"
+"#,
+        start = utc_day(now_s() * SECOND - DAY),
+        end = utc_day(now_s() * SECOND + DAY),
     )
+}
+
+/// What the ad cost over its three days (yesterday to tomorrow).
+const SPEND: f64 = 3000.0;
+const DAY: i64 = 86_400 * SECOND;
+
+fn utc_day(ms: i64) -> String {
+    protocol::time::format_rfc3339(ms)[..10].to_owned()
 }
 
 /// What the test counts from what it does, as docs/reports.md defines it.
@@ -197,6 +211,15 @@ async fn check_reports(day: &Day, ledger: &Ledger, range: &str) -> Result<()> {
             &paid["revenue"]
         ),
         (&json!(AD), &json!("Pune sale"), &json!(1), &json!(1), &json!(1), &json!(5000.0)),
+        "{attribution}"
+    );
+    // The spend in the range the report covers (whole hours): a third of
+    // the amount a day, and the one deal won cost all of it.
+    let covered = ["from", "to"].map(|end| protocol::time::parse_rfc3339(attribution[end].as_str().unwrap()).unwrap());
+    let spend = ((SPEND / 3.0 * (covered[1] - covered[0]) as f64 / DAY as f64) * 100.0).round() / 100.0;
+    assert_eq!(
+        (&paid["spend"], &paid["currency"], &paid["cost_per_closed"]),
+        (&json!(spend), &json!("INR"), &json!(spend)),
         "{attribution}"
     );
     let organic = find("organic");
