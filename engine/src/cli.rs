@@ -35,6 +35,10 @@ pub enum Command {
         /// Where the demo keeps its data (a fresh folder each run by default).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Past days of simulated work played into a new data directory
+        /// before the demo goes live, so the reports are not empty (0: none).
+        #[arg(long, default_value_t = 3)]
+        history_days: u32,
     },
     /// The audit log: verify a stopped engine's, export a contact's, check an export.
     Audit {
@@ -96,7 +100,9 @@ pub async fn run(cli: Cli) -> i32 {
             }
             serve(config).await
         }
-        Command::Demo { listen, agents, rate, data_dir } => crate::demo::run(&listen, agents, rate, data_dir).await,
+        Command::Demo { listen, agents, rate, data_dir, history_days } => {
+            crate::demo::run(&listen, agents, rate, data_dir, history_days).await
+        }
         Command::Audit { command } => crate::audit_cli::run(command).await,
         Command::Reports { command: ReportsCommand::Rebuild { config, data_dir } } => {
             rebuild_reports(config, data_dir).await

@@ -33,6 +33,8 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 
+mod history;
+
 /// The business phone number id the simulated customers write to.
 const PHONE_NUMBER_ID: &str = "100000000000001";
 /// The demo's teams: sales takes ad leads and whatever no rule places;
@@ -73,6 +75,29 @@ source = "paid"
 to_team = "sales"
 "#;
 const AGENT_CAPACITY: u32 = 5;
+/// Past conversations a day when the demo plays its history.
+const HISTORY_PER_DAY: u32 = 30;
+
+/// The demo's three ads, named, with what they cost over the last week
+/// (to the end of today), so attribution shows the cost per closed deal.
+fn campaigns(now_ms: i64) -> Vec<crate::config::CampaignSpec> {
+    let day = |offset: i64| protocol::time::format_rfc3339(now_ms + offset * 86_400_000)[..10].to_owned();
+    [
+        ("ad-1", "Festive offer: premium plan", 21_000.0),
+        ("ad-2", "Festive offer: EMI", 14_000.0),
+        ("ad-3", "Brand video", 28_000.0),
+    ]
+    .into_iter()
+    .map(|(id, name, spend)| crate::config::CampaignSpec {
+        source_id: id.to_owned(),
+        name: name.to_owned(),
+        spend: Some(spend),
+        currency: Some("INR".to_owned()),
+        start: Some(day(-6)),
+        end: Some(day(0)),
+    })
+    .collect()
+}
 const STATUS_EVERY: Duration = Duration::from_secs(5);
 
 const CUSTOMER_NAMES: [&str; 50] = [
@@ -174,7 +199,7 @@ const AGENT_NUDGES: &[&str] = &[
 const OUTCOMES: &[&str] = &["demo_booked", "closed_won", "follow_up", "promise_to_pay", "not_qualified"];
 
 /// Runs the demo until Ctrl-C or SIGTERM; returns the process exit code.
-pub async fn run(listen: &str, agents: usize, rate: f64, data_dir: Option<PathBuf>) -> i32 {
+pub async fn run(listen: &str, agents: usize, rate: f64, data_dir: Option<PathBuf>, history_days: u32) -> i32 {
     if listen.parse::<SocketAddr>().is_err() {
         eprintln!("switchboard demo: --listen {listen:?} is not an address like 127.0.0.1:8080");
         return 2;
@@ -196,6 +221,8 @@ pub async fn run(listen: &str, agents: usize, rate: f64, data_dir: Option<PathBu
             .unwrap_or_else(|| PathBuf::from(&base))
     });
     let created_data_dir = !data_dir.exists();
+    // The past is played only into a new (or empty) folder: its days come before anything there.
+    let fresh = created_data_dir || std::fs::read_dir(&data_dir).is_ok_and(|mut entries| entries.next().is_none());
     if let Err(error) = std::fs::create_dir_all(&data_dir) {
         eprintln!("switchboard demo: cannot create the data directory {}: {error}", data_dir.display());
         return 1;
@@ -236,6 +263,7 @@ pub async fn run(listen: &str, agents: usize, rate: f64, data_dir: Option<PathBu
         }
     };
     config.agents = roster.specs();
+    config.campaigns = campaigns(unix_seconds() as i64 * 1000);
 
     let emulator = match Emulator::start(EmulatorConfig {
         access_token: config.whatsapp.access_token.clone(),
@@ -254,6 +282,29 @@ pub async fn run(listen: &str, agents: usize, rate: f64, data_dir: Option<PathBu
     };
     config.whatsapp.graph_base_url = emulator.base_url();
     let app_secret = config.whatsapp.app_secret.clone();
+
+    if fresh && history_days > 0 {
+        println!(
+            "Playing {history_days} past days of simulated work into the new data directory (their reports fill the dashboard)…"
+        );
+        let cast = history::Cast {
+            agents: &roster.simulated,
+            manager_token: &roster.manager_token,
+            phone_number_id: PHONE_NUMBER_ID,
+        };
+        match history::play(&config, &cast, history_days, HISTORY_PER_DAY).await {
+            Ok(played) => println!(
+                "  {} past conversations ({} won) played in {:.1} s.",
+                played.conversations,
+                played.won,
+                played.took.as_secs_f64()
+            ),
+            Err(error) => {
+                // The live demo still runs; its reports start from now.
+                eprintln!("switchboard demo: the past days could not be played ({error:#}); going on without them");
+            }
+        }
+    }
 
     let server = match crate::server::start(config, Default::default()).await {
         Ok(server) => server,

@@ -1,0 +1,117 @@
+//! `switchboard demo` as a newcomer runs it (README's quick start): the
+//! binary starts on a new data directory, plays its past days first, and a
+//! manager opening the console finds all three reports filled (SLA, funnel,
+//! attribution with the ads' cost per closed deal) and the workload moving.
+
+use std::io::{BufRead, BufReader};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use serde_json::Value;
+
+struct Demo {
+    child: std::process::Child,
+    base_url: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Demo {
+    fn start(data_dir: &std::path::Path) -> Result<Demo> {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard-under-test"))
+            .args(["demo", "--listen", "127.0.0.1:0", "--rate", "5", "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()?;
+        let stdout = child.stdout.take().context("piped")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let mut said = Vec::new();
+        let dashboard = loop {
+            let line = lines.next().ok_or_else(|| anyhow!("the demo exited: {said:?}"))??;
+            if let Some(url) = line.trim().strip_prefix("Manager dashboard:") {
+                break url.trim().to_owned();
+            }
+            said.push(line);
+        };
+        std::thread::spawn(move || for _ in lines {});
+        let (base_url, token) = dashboard.split_once("/?token=").ok_or_else(|| anyhow!("no token in {dashboard}"))?;
+        assert!(said.iter().any(|line| line.contains("past conversations")), "the past was played: {said:?}");
+        Ok(Demo { child, base_url: base_url.to_owned(), token: token.to_owned(), http: reqwest::Client::new() })
+    }
+
+    async fn get(&self, path: &str) -> Result<Value> {
+        let response = self.http.get(format!("{}{path}", self.base_url)).bearer_auth(&self.token).send().await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        anyhow::ensure!(status.is_success(), "GET {path}: {status} {body}");
+        Ok(body)
+    }
+}
+
+fn rows(report: &Value) -> Vec<Value> {
+    report["rows"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_opens_on_filled_reports_and_a_moving_workload() -> Result<()> {
+    let folder = tempfile::tempdir()?;
+    let demo = Demo::start(&folder.path().join("demo"))?;
+
+    // The past days: every team answered, breached and closed something.
+    let sla = demo.get("/api/v1/reports/sla?group_by=team").await?;
+    let teams = rows(&sla).iter().filter(|row| row["team"].is_string()).count();
+    assert!(teams >= 3, "SLA rows for the demo's teams: {sla}");
+    for row in rows(&sla) {
+        assert!(row["frt"]["count"].as_u64() > Some(0), "first responses timed: {row}");
+    }
+    let by_day = demo.get("/api/v1/reports/funnel?group_by=team,day").await?;
+    let mut days: Vec<String> = rows(&by_day).iter().filter_map(|row| row["day"].as_str().map(str::to_owned)).collect();
+    days.sort();
+    days.dedup();
+    assert!(days.len() >= 3, "three past days at least: {days:?}");
+    let funnel = demo.get("/api/v1/reports/funnel?group_by=agent").await?;
+    let closed: u64 = rows(&funnel).iter().filter_map(|row| row["closed"].as_u64()).sum();
+    assert!(closed > 0, "deals won: {funnel}");
+    let attribution = demo.get("/api/v1/reports/attribution").await?;
+    let ads: Vec<Value> = rows(&attribution).into_iter().filter(|row| row["source"] == "paid").collect();
+    assert_eq!(ads.len(), 3, "the three ads: {attribution}");
+    for ad in &ads {
+        assert!(ad["campaign"].is_string() && ad["spend"].as_f64() > Some(0.0), "named, with spend: {ad}");
+        let (spend, won) = (ad["spend"].as_f64().unwrap_or(0.0), ad["closed"].as_u64().unwrap_or(0));
+        if won > 0 {
+            let cost = ad["cost_per_closed"].as_f64().unwrap_or(0.0);
+            assert!((cost - spend / won as f64).abs() < 0.01, "cost per closed deal: {ad}");
+        }
+    }
+    assert!(rows(&attribution).iter().any(|row| row["source"] == "referral"), "{attribution}");
+
+    // Live: the workload changes as the simulated customers write.
+    let held = |workload: &Value| -> Vec<u64> {
+        workload["agents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|agent| agent["assigned"].as_u64().unwrap_or(0))
+            .collect()
+    };
+    let first = held(&demo.get("/api/v1/workload").await?);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = held(&demo.get("/api/v1/workload").await?);
+        if now != first {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the workload never changed: {now:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(())
+}
