@@ -9,13 +9,16 @@
 //!
 //! Rows: `b` + the bucket's key as JSON → the bucket (MessagePack);
 //! `c` + a conversation id → what the reports follow of it (MessagePack),
-//! deleted when it closes. `switchboard reports rebuild` deletes them all
-//! and projects the whole log again.
+//! deleted when it closes; `v` → the projection's version
+//! (`reports::projection::VERSION`, decimal). `switchboard reports rebuild`
+//! deletes them all and projects the whole log again, and so does the
+//! start when the stored projection is of another version (one counting
+//! less than this build does).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use reports::projection::{Changes, Conversation, ReportSettings};
+use reports::projection::{Changes, Conversation, ReportSettings, VERSION};
 use reports::rollup::{Bucket, BucketKey};
 use reports::{Projection, Report};
 use storage::{Op, StorageError, Store};
@@ -74,9 +77,25 @@ struct Consumer {
     stale: bool,
 }
 
+/// The row holding the stored projection's version.
+const VERSION_ROW: &str = "v";
+
 impl Consumer {
+    /// The stored projection; one of another version is deleted first, to
+    /// be projected again from the start of the log.
     async fn open(store: Arc<Store>, settings: ReportSettings) -> Result<Consumer, ReportsError> {
-        let (projection, cursor) = load(&store, settings.clone()).await?;
+        let (mut projection, mut cursor, version) = load(&store, settings.clone()).await?;
+        if version != Some(VERSION) {
+            if cursor > 0 {
+                tracing::info!(
+                    stored = ?version,
+                    now = VERSION,
+                    "the stored reports were counted by another version; projecting the event log again"
+                );
+            }
+            reset(&store).await?;
+            (projection, cursor, _) = load(&store, settings.clone()).await?;
+        }
         Ok(Consumer { store, settings, projection, cursor, stale: false })
     }
 
@@ -85,7 +104,7 @@ impl Consumer {
     /// waits); otherwise in the materializer's own time.
     async fn catch_up(&mut self, hurry: bool) -> Result<usize, ReportsError> {
         if self.stale {
-            let (projection, cursor) = load(&self.store, self.settings.clone()).await?;
+            let (projection, cursor, _) = load(&self.store, self.settings.clone()).await?;
             self.projection = projection;
             self.cursor = cursor;
             self.stale = false;
@@ -121,13 +140,16 @@ impl Consumer {
     }
 }
 
-/// The stored projection and its cursor.
-async fn load(store: &Store, settings: ReportSettings) -> Result<(Projection, u64), ReportsError> {
+/// The stored projection, its cursor and its version.
+async fn load(store: &Store, settings: ReportSettings) -> Result<(Projection, u64, Option<u32>), ReportsError> {
     let reader = store.reader().caught_up().await?;
     let mut projection = Projection::new(settings);
     let mut unreadable = 0usize;
+    let mut version = None;
     reader.report_rows(|key, value| {
-        if let Some(key) = key.strip_prefix('b') {
+        if key == VERSION_ROW {
+            version = std::str::from_utf8(value).ok().and_then(|text| text.parse().ok());
+        } else if let Some(key) = key.strip_prefix('b') {
             match (serde_json::from_str::<BucketKey>(key), rmp_serde::from_slice::<Bucket>(value)) {
                 (Ok(key), Ok(bucket)) => projection.rollups.load(key, bucket),
                 _ => unreadable += 1,
@@ -143,7 +165,24 @@ async fn load(store: &Store, settings: ReportSettings) -> Result<(Projection, u6
     if unreadable > 0 {
         tracing::error!(rows = unreadable, "report rows cannot be read; run `switchboard reports rebuild`");
     }
-    Ok((projection, reader.cursor(CONSUMER)?))
+    Ok((projection, reader.cursor(CONSUMER)?, version))
+}
+
+/// Deletes the stored projection and sets the cursor to the log's start,
+/// under this build's version.
+async fn reset(store: &Store) -> Result<(), ReportsError> {
+    let reader = store.reader().caught_up().await?;
+    let mut stale = Vec::new();
+    reader.report_rows(|key, _| {
+        stale.push((key.to_owned(), None));
+        Ok(())
+    })?;
+    for chunk in stale.chunks(PAGE) {
+        store.commit(vec![Op::PutReportRows(chunk.to_vec())]).await?;
+    }
+    let version = vec![(VERSION_ROW.to_owned(), Some(VERSION.to_string().into_bytes()))];
+    store.commit(vec![Op::PutReportRows(version), Op::SetCursor { consumer: CONSUMER.to_owned(), seq: 0 }]).await?;
+    Ok(())
 }
 
 type Question = Box<dyn FnOnce(&Projection) -> Report + Send>;
@@ -236,16 +275,7 @@ impl Reports {
 /// projection and projects the whole log again. Returns the events applied
 /// and the rows the projection holds.
 pub async fn rebuild(store: Arc<Store>, settings: ReportSettings) -> Result<(usize, usize), ReportsError> {
-    let reader = store.reader().caught_up().await?;
-    let mut stale = Vec::new();
-    reader.report_rows(|key, _| {
-        stale.push((key.to_owned(), None));
-        Ok(())
-    })?;
-    for chunk in stale.chunks(PAGE) {
-        store.commit(vec![Op::PutReportRows(chunk.to_vec())]).await?;
-    }
-    store.commit(vec![Op::SetCursor { consumer: CONSUMER.to_owned(), seq: 0 }]).await?;
+    reset(&store).await?;
     let mut consumer = Consumer::open(store, settings).await?;
     let applied = consumer.catch_up(true).await?;
     Ok((applied, consumer.projection.rollups.len() + consumer.projection.open_conversations()))

@@ -3,8 +3,9 @@
 //! the last 7 days to now), `?group_by=agent|team` (SLA and funnel; add
 //! `,day` for a row per UTC day; attribution takes `group_by=day`),
 //! `?format=csv`. A manager limited to teams (`manages`) gets the rows of
-//! its teams and of their agents; attribution, which spans teams, is for
-//! unlimited managers and admins. Answered by the reports' consumer
+//! its teams and of their agents, and the attribution of the conversations
+//! that first went to its teams (without the ads' spend, which is not kept
+//! per team). Answered by the reports' consumer
 //! (`crate::reports`) once it holds every event committed before the request.
 
 use std::collections::HashSet;
@@ -145,20 +146,16 @@ async fn answer(kind: Kind, State(state): State<Arc<AppState>>, headers: HeaderM
             state.system().ok_or_else(|| ApiError::unavailable("the engine is still starting; retry shortly"))?;
         let asked = parse(kind, &uri, system.now())?;
         let scope = scope(system, &principal);
-        if kind == Kind::Attribution && scope.is_some() {
-            return Err(ApiError::forbidden(
-                "the attribution report spans every team; a manager limited to teams cannot see it",
-            ));
-        }
         let reports = state.reports.get().ok_or_else(|| ApiError::unavailable("the engine is still starting"))?;
         let campaigns = state.config.campaigns();
         let Asked { range, group_by, by_day, csv } = asked;
+        let teams = scope.as_ref().map(|(teams, _)| teams.clone());
         let question: Box<dyn FnOnce(&reports::Projection) -> reports::Report + Send> = Box::new(move |projection| {
             let rollups = &projection.rollups;
             match (kind, group_by) {
                 (Kind::Sla, Some(group_by)) => query::sla(rollups, range, group_by, by_day),
                 (Kind::Funnel, Some(group_by)) => query::funnel(rollups, range, group_by, by_day),
-                _ => query::attribution(rollups, range, by_day, &campaigns),
+                _ => query::attribution(rollups, range, by_day, &campaigns, teams.as_ref()),
             }
         });
         let mut report = reports.ask(question).await.map_err(|error| {
@@ -170,7 +167,9 @@ async fn answer(kind: Kind, State(state): State<Arc<AppState>>, headers: HeaderM
             Some(GroupBy::Team) => "team",
             None => "source",
         };
-        if let Some((teams, agents)) = &scope {
+        if let Some((teams, agents)) = &scope
+            && kind != Kind::Attribution
+        {
             report.rows.retain(|row| {
                 let id = row[group_key].as_str().unwrap_or_default();
                 if group_key == "team" { teams.contains(id) } else { agents.contains(id) }

@@ -20,7 +20,9 @@
 //! - **Attribution**, a cohort per conversation, by its source (the ad's
 //!   `source_id`, the referral code, or organic), in the bucket of its
 //!   opening: `conversations`, `qualified` (reached an agent), `won`, and
-//!   `revenue` (the won conversations' first `money` field).
+//!   `revenue` (the won conversations' first `money` field). The same
+//!   counts are kept per source and team, the team the conversation first
+//!   went to (routed or assigned), for a manager limited to teams.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -34,6 +36,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::rollup::{Bucket, BucketKey, Dim, Rollups};
+
+/// What the projection counts. A stored projection of another version is
+/// projected again from the event log at start (`engine::reports`).
+pub const VERSION: u32 = 2;
 
 /// What the reports need of the configuration.
 #[derive(Clone, Debug)]
@@ -112,6 +118,9 @@ pub struct Conversation {
     /// The customer's oldest message no person has answered yet.
     pub waiting_since: Option<UnixMs>,
     pub first_response_done: bool,
+    /// The team it first went to: its attribution per team counts there.
+    #[serde(default)]
+    pub first_team: Option<String>,
 }
 
 impl Conversation {
@@ -125,6 +134,27 @@ impl Conversation {
             qualified: false,
             waiting_since: None,
             first_response_done: false,
+            first_team: None,
+        }
+    }
+
+    /// Its source counted for the team it first went to.
+    fn source_team(&self) -> Option<Dim> {
+        let (Dim::Source { kind, id }, Some(team)) = (&self.source, &self.first_team) else { return None };
+        Some(Dim::SourceTeam { kind: kind.clone(), id: id.clone(), team: team.clone() })
+    }
+
+    /// Notes the team it is now in; the first one it went to starts its
+    /// attribution there.
+    fn entered(&mut self, team: Option<String>, rollups: &mut Rollups) {
+        if team.is_some() {
+            self.team = team;
+        }
+        if self.first_team.is_none() && self.team.is_some() {
+            self.first_team = self.team.clone();
+            if let Some(dim) = self.source_team() {
+                rollups.add(&dim, self.opened_at, |bucket| bucket.counts.conversations += 1);
+            }
         }
     }
 }
@@ -244,9 +274,14 @@ impl Projection {
                     }
                 }
             }
-            EventBody::Routed { team_id, .. } => conversation.team = team_id.clone(),
+            EventBody::Routed { team_id, .. } => {
+                if team_id.is_none() {
+                    conversation.team = None;
+                }
+                conversation.entered(team_id.clone(), rollups);
+            }
             EventBody::Assigned { agent_id, team_id, .. } => {
-                conversation.team = team_id.clone().or(conversation.team.take());
+                conversation.entered(team_id.clone(), rollups);
                 conversation.agent = Some(Cohort::new(agent_id, at));
                 rollups.add(&Dim::agent(agent_id), at, |bucket| bucket.counts.assigned += 1);
                 if let Some(team) = conversation.team.clone()
@@ -257,7 +292,10 @@ impl Projection {
                 }
                 if !conversation.qualified {
                     conversation.qualified = true;
-                    rollups.add(&conversation.source, conversation.opened_at, |bucket| bucket.counts.qualified += 1);
+                    let dims = std::iter::once(conversation.source.clone()).chain(conversation.source_team());
+                    for dim in dims {
+                        rollups.add(&dim, conversation.opened_at, |bucket| bucket.counts.qualified += 1);
+                    }
                 }
             }
             // A close is followed by its unassignment: the close counted the holder.
@@ -298,10 +336,13 @@ impl Projection {
                 }
                 if won {
                     let revenue = settings.revenue(fields);
-                    rollups.add(&conversation.source, conversation.opened_at, |bucket| {
-                        bucket.counts.won += 1;
-                        bucket.counts.revenue += revenue;
-                    });
+                    let dims = std::iter::once(conversation.source.clone()).chain(conversation.source_team());
+                    for dim in dims {
+                        rollups.add(&dim, conversation.opened_at, |bucket| {
+                            bucket.counts.won += 1;
+                            bucket.counts.revenue += revenue;
+                        });
+                    }
                 }
                 closed = true;
             }
@@ -502,7 +543,7 @@ mod tests {
             ("ad-1".to_owned(), query::Campaign { name: "Diwali".into(), spend: spend(900.0, 3) }),
             ("ad-9".to_owned(), query::Campaign { name: "Silent".into(), spend: spend(100.0, 1) }),
         ]);
-        let attribution = rows(query::attribution(rollups, day(), false, &campaigns));
+        let attribution = rows(query::attribution(rollups, day(), false, &campaigns, None));
         let ad = pick(&attribution, "source_id", "ad-1");
         assert_eq!(
             (ad["spend"].clone(), ad["currency"].clone(), ad["cost_per_closed"].clone()),
@@ -526,6 +567,21 @@ mod tests {
             ),
             (json!("ad-1"), json!("Diwali"), json!(2), json!(2), json!(1), json!(5000.0))
         );
+        // Limited to teams: what first went to them, without the spend (not kept per team).
+        let office = rows(query::attribution(rollups, day(), false, &campaigns, Some(&["office".into()].into())));
+        assert_eq!(office.len(), 1, "{office:?}");
+        assert_eq!(
+            (&office[0]["source"], &office[0]["conversations"], &office[0]["qualified"], &office[0]["closed"]),
+            (&json!("organic"), &json!(1), &json!(1), &json!(0)),
+            "c3 only"
+        );
+        let sales = rows(query::attribution(rollups, day(), false, &campaigns, Some(&["sales".into()].into())));
+        let ad_in_sales = pick(&sales, "source_id", "ad-1");
+        assert_eq!(
+            (&ad_in_sales["conversations"], &ad_in_sales["closed"], &ad_in_sales["revenue"], &ad_in_sales["campaign"]),
+            (&json!(2), &json!(1), &json!(5000.0), &json!("Diwali"))
+        );
+        assert!(ad_in_sales.get("spend").is_none() && sales.iter().all(|row| row["source_id"] != "ad-9"), "{sales:?}");
         let organic = pick(&attribution, "source", "organic");
         assert_eq!((organic["conversations"].clone(), organic["closed"].clone()), (json!(2), json!(0)));
         assert_eq!(script.projection.open_conversations(), 2, "c3 and c4 are still open");

@@ -1,7 +1,7 @@
 //! The three reports of PROTOCOL §5 over a range, as rows of JSON (and
 //! CSV with the same field names, nested ones joined with `.`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use protocol::time::UnixMs;
 use serde_json::{Map, Value, json};
@@ -171,13 +171,31 @@ fn cents(amount: f64) -> f64 {
 /// the cost per closed (won) deal. An ad with spend in the range and no
 /// conversation still gets a row (without `group_by=day`): money spent for
 /// nothing is what that report is for.
-pub fn attribution(rollups: &Rollups, range: Range, by_day: bool, campaigns: &HashMap<String, Campaign>) -> Report {
+///
+/// `teams`: for a manager limited to teams, only conversations that first
+/// went to one of them count, and an ad's spend (not kept per team) is not
+/// shown.
+pub fn attribution(
+    rollups: &Rollups,
+    range: Range,
+    by_day: bool,
+    campaigns: &HashMap<String, Campaign>,
+    teams: Option<&HashSet<String>>,
+) -> Report {
     let cover = Cover::of(range.from, range.to);
     let (covered_from, covered_to) = cover.range();
-    let merged = rollups.merged(&cover, by_day, false, |dim| match dim {
-        Dim::Source { kind, id } => Some((kind.as_str(), id.as_str())),
+    let merged = rollups.merged(&cover, by_day, false, |dim| match (dim, teams) {
+        (Dim::Source { kind, id }, None) => Some((kind.as_str(), id.as_str())),
+        (Dim::SourceTeam { kind, id, team }, Some(teams)) if teams.contains(team) => Some((kind.as_str(), id.as_str())),
         _ => None,
     });
+    let campaigns = match teams {
+        None => campaigns,
+        Some(_) => &campaigns
+            .iter()
+            .map(|(id, campaign)| (id.clone(), Campaign { name: campaign.name.clone(), spend: None }))
+            .collect(),
+    };
     let mut seen_ads = std::collections::HashSet::new();
     let mut rows: Vec<Value> = merged
         .into_iter()

@@ -27,6 +27,13 @@ pub enum Dim {
         kind: String,
         id: String,
     },
+    /// The same source, counted for the team the conversation first went
+    /// to (for a manager limited to teams).
+    SourceTeam {
+        kind: String,
+        id: String,
+        team: String,
+    },
 }
 
 impl Dim {

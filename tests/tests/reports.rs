@@ -319,8 +319,17 @@ async fn a_scripted_day_reads_back_exactly_in_every_report() -> Result<()> {
     assert_eq!(status, 200);
     let teams: Vec<&str> = scoped["rows"].as_array().unwrap().iter().filter_map(|row| row["team"].as_str()).collect();
     assert_eq!(teams, ["support"], "a manager limited to support sees support: {scoped}");
-    let (status, _) = day.report(&format!("/api/v1/reports/attribution?{range}"), LEAD_TOKEN).await?;
-    assert_eq!(status, 403, "attribution spans every team");
+    // Attribution for a manager limited to support: what first went to support
+    // (B, organic), not the ad lead or the referral that went to sales.
+    let (status, scoped) = day.report(&format!("/api/v1/reports/attribution?{range}"), LEAD_TOKEN).await?;
+    assert_eq!(status, 200, "{scoped}");
+    let rows = scoped["rows"].as_array().cloned().unwrap_or_default();
+    assert_eq!(rows.len(), 1, "{scoped}");
+    assert_eq!(
+        (&rows[0]["source"], &rows[0]["conversations"], &rows[0]["qualified"], &rows[0]["closed"]),
+        (&json!("organic"), &json!(1), &json!(1), &json!(0)),
+        "{scoped}"
+    );
     let (status, refusal) = day.report("/api/v1/reports/sla?group_by=contact", MANAGER_TOKEN).await?;
     assert_eq!((status, refusal["code"].as_str()), (400, Some("bad_request")), "{refusal}");
 
@@ -356,6 +365,25 @@ async fn a_scripted_day_reads_back_exactly_in_every_report() -> Result<()> {
     assert!(events > 20, "the whole log was projected again: {events} events");
     let mut config = config;
     config.server.listen = "127.0.0.1:0".to_owned();
+    let server = engine::server::start(config.clone(), StartOptions { clock: clock.clone(), outbound: None }).await?;
+    day.harness.server = Some(server);
+    check_reports(&day, &ledger, &range).await?;
+
+    // A projection stored by another version (here: one that counted
+    // nothing) is projected again from the log at start.
+    let server = day.harness.server.take().expect("running");
+    server.shutdown().await;
+    let store =
+        Arc::new(storage::Store::open(&config.server.data_dir, Default::default(), Arc::new(storage::NullSink))?);
+    let mut rows = Vec::new();
+    store.reader().caught_up().await?.report_rows(|key, _| {
+        rows.push((key.to_owned(), None));
+        Ok(())
+    })?;
+    rows.push(("v".to_owned(), Some(b"1".to_vec())));
+    store.commit(vec![storage::Op::PutReportRows(rows)]).await?;
+    store.shutdown();
+    drop(store);
     let server = engine::server::start(config, StartOptions { clock, outbound: None }).await?;
     day.harness.server = Some(server);
     check_reports(&day, &ledger, &range).await?;

@@ -298,7 +298,10 @@ fn main() -> anyhow::Result<()> {
         ("sla by team", Box::new(|p, r| query::sla(&p.rollups, r, GroupBy::Team, false).rows.len())),
         ("funnel by agent", Box::new(|p, r| query::funnel(&p.rollups, r, GroupBy::Agent, false).rows.len())),
         ("funnel by team", Box::new(|p, r| query::funnel(&p.rollups, r, GroupBy::Team, false).rows.len())),
-        ("attribution", Box::new(|p, r| query::attribution(&p.rollups, r, false, &Default::default()).rows.len())),
+        (
+            "attribution",
+            Box::new(|p, r| query::attribution(&p.rollups, r, false, &Default::default(), None).rows.len()),
+        ),
         ("sla by team and day", Box::new(|p, r| query::sla(&p.rollups, r, GroupBy::Team, true).rows.len())),
     ];
     let mut results = Vec::new();
