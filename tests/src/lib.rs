@@ -335,3 +335,49 @@ pub fn spawn_binary(binary: &str, config_path: &Path) -> Result<(std::process::C
     std::thread::spawn(move || for _ in lines {});
     Ok((child, base_url))
 }
+
+/// The browser scripts' folder (`tests/browser`), or what is missing to run
+/// them: Chromium (`/usr/bin/chromium`, or `CHROMIUM`), Node.js and
+/// `npm ci --prefix tests/browser`. `.ci/run` installs them.
+pub fn browser_tools() -> Result<std::path::PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+    if !Path::new(&chromium).exists() {
+        bail!("the browser test cannot run: no Chromium at {chromium} (apt-get install chromium, or set CHROMIUM)");
+    }
+    let node = std::process::Command::new("node").arg("--version").output();
+    if !node.is_ok_and(|output| output.status.success()) {
+        bail!("the browser test cannot run: no Node.js on PATH");
+    }
+    if !dir.join("node_modules/playwright-core").exists() {
+        bail!("the browser test cannot run: playwright-core is not installed (npm ci --prefix tests/browser)");
+    }
+    Ok(dir)
+}
+
+/// Where a browser script saves its screenshots: `target/browser-screenshots/NAME`
+/// (CI keeps them as artifacts).
+pub fn screenshot_dir(name: &str) -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("browser-screenshots").join(name)
+}
+
+/// Runs `node SCRIPT ARGS…` in `tests/browser` (within 120 s) and fails
+/// with everything it printed unless it exited 0 saying `all steps passed`.
+pub async fn run_browser_script(script: &str, args: &[&str]) -> Result<String> {
+    let dir = browser_tools()?;
+    let run = tokio::process::Command::new("node")
+        .arg(dir.join(script))
+        .args(args)
+        .current_dir(&dir)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), run).await??;
+    let printed = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    if !output.status.success() || !printed.contains("all steps passed") {
+        bail!("{script} failed:\n{printed}");
+    }
+    Ok(printed)
+}

@@ -9,47 +9,25 @@
 //! and `.ci/run` installs them and runs it with `--include-ignored`. Run
 //! there, missing tools are a failure that names them.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-
 use switchboard_tests::*;
 
 type TestResult = anyhow::Result<()>;
 
-/// The script's folder, or what is missing to run it.
-fn browser_tools() -> Result<PathBuf, String> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
-    if !Path::new(&chromium).exists() {
-        return Err(format!("no Chromium at {chromium} (apt-get install chromium, or set CHROMIUM)"));
-    }
-    let node = std::process::Command::new("node").arg("--version").output();
-    if !node.is_ok_and(|output| output.status.success()) {
-        return Err("no Node.js on PATH".to_owned());
-    }
-    if !dir.join("node_modules/playwright-core").exists() {
-        return Err("playwright-core is not installed (npm ci --prefix tests/browser)".to_owned());
-    }
-    Ok(dir)
-}
+/// The browser tests' teams, agents and dispositions.
+const CONSOLE_CONFIG: &str = include_str!("../browser/console-config.toml");
+const CONSOLE_MANAGER: &str = "manager-token-xyz";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Chromium, Node.js and `npm ci --prefix tests/browser`; .ci/run installs them and runs it"]
 async fn an_agent_answers_in_the_inbox_and_the_dashboard_shows_it_in_a_real_browser() -> TestResult {
-    let dir = browser_tools().map_err(|missing| anyhow::anyhow!("the browser test cannot run: {missing}"))?;
     let harness = Harness::start().await?;
     let webhook = inbound_text("919812340000", "wamid.browser.1", "Is the festive offer still on?");
     let reply = "Yes, until Sunday.";
-    let run = tokio::process::Command::new("node")
-        .arg(dir.join("console.mjs"))
-        .args([&harness.base_url(), APP_SECRET, &webhook.to_string(), &agent_token("a1"), MANAGER_TOKEN, reply])
-        .current_dir(&dir)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(90), run).await??;
-    let printed = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "the browser run failed:\n{printed}");
-    assert!(printed.contains("all steps passed"), "{printed}");
+    run_browser_script(
+        "console.mjs",
+        &[&harness.base_url(), APP_SECRET, &webhook.to_string(), &agent_token("a1"), MANAGER_TOKEN, reply],
+    )
+    .await?;
 
     // What the agent typed in the browser went out through the Graph API.
     let sent = eventually(|| async {
@@ -57,6 +35,21 @@ async fn an_agent_answers_in_the_inbox_and_the_dashboard_shows_it_in_a_real_brow
     })
     .await?;
     assert_eq!(sent.body["to"], "919812340000");
+    harness.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium, Node.js and `npm ci --prefix tests/browser`; .ci/run installs them and runs it"]
+async fn the_manager_console_shows_the_heatmap_move_and_every_report_as_the_api_does() -> TestResult {
+    let harness = Harness::start_on("console", CONSOLE_CONFIG).await?;
+    let shots = screenshot_dir("dashboard");
+    let printed = run_browser_script(
+        "dashboard.mjs",
+        &[&harness.base_url(), APP_SECRET, CONSOLE_MANAGER, "a1-token-xyz", &shots.display().to_string()],
+    )
+    .await?;
+    assert!(printed.contains("step: the SLA"), "{printed}");
     harness.shutdown().await;
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! `switchboard demo` as a newcomer runs it (README's quick start): the
 //! binary starts on a new data directory, plays its past days first, and a
 //! manager opening the console finds all three reports filled (SLA, funnel,
-//! attribution with the ads' cost per closed deal) and the workload moving.
+//! attribution with the ads' cost per closed deal) and the workload moving,
+//! through the API and in a real browser (`tests/browser/demo.mjs`).
 
 use std::io::{BufRead, BufReader};
 use std::time::Duration;
@@ -112,6 +113,21 @@ async fn the_demo_opens_on_filled_reports_and_a_moving_workload() -> Result<()> 
         }
         assert!(tokio::time::Instant::now() < deadline, "the workload never changed: {now:?}");
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium, Node.js and `npm ci --prefix tests/browser`; .ci/run installs them and runs it"]
+async fn a_manager_opening_the_demo_console_sees_the_heatmap_move_and_every_report_filled() -> Result<()> {
+    let folder = tempfile::tempdir()?;
+    let demo = Demo::start(&folder.path().join("demo"))?;
+    let shots = switchboard_tests::screenshot_dir("demo");
+    let printed =
+        switchboard_tests::run_browser_script("demo.mjs", &[&demo.base_url, &demo.token, &shots.display().to_string()])
+            .await?;
+    for report in ["sla", "funnel", "attribution"] {
+        assert!(printed.contains(&format!("step: the {report} panel shows")), "{printed}");
     }
     Ok(())
 }
