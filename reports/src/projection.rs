@@ -141,7 +141,7 @@ impl Conversation {
     /// Its source counted for the team it first went to.
     fn source_team(&self) -> Option<Dim> {
         let (Dim::Source { kind, id }, Some(team)) = (&self.source, &self.first_team) else { return None };
-        Some(Dim::SourceTeam { kind: kind.clone(), id: id.clone(), team: team.clone() })
+        Some(Dim::SourceTeam { team: team.clone(), kind: kind.clone(), id: id.clone() })
     }
 
     /// Notes the team it is now in; the first one it went to starts its

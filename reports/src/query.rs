@@ -7,7 +7,7 @@ use protocol::time::UnixMs;
 use serde_json::{Map, Value, json};
 
 use crate::DAY_MS;
-use crate::rollup::{Bucket, Cover, Dim, Rollups, Sketch};
+use crate::rollup::{Bucket, Cover, Dim, DimKind, Rollups, Sketch, sources_of_teams};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GroupBy {
@@ -20,6 +20,13 @@ impl GroupBy {
         match self {
             GroupBy::Agent => "agent",
             GroupBy::Team => "team",
+        }
+    }
+
+    fn kind(self) -> DimKind {
+        match self {
+            GroupBy::Agent => DimKind::Agent,
+            GroupBy::Team => DimKind::Team,
         }
     }
 
@@ -82,7 +89,7 @@ fn report(cover: Cover, rows: Vec<Value>) -> Report {
 /// `GET /api/v1/reports/sla`: per group, first/next/resolution times and breaches by kind.
 pub fn sla(rollups: &Rollups, range: Range, group_by: GroupBy, by_day: bool) -> Report {
     let cover = Cover::of(range.from, range.to);
-    let merged = rollups.merged(&cover, by_day, true, group_by.select());
+    let merged = rollups.merged(&cover, &group_by.kind().spans(), by_day, true, group_by.select());
     let rows = merged
         .into_iter()
         .map(|((id, day), bucket)| {
@@ -109,7 +116,7 @@ pub fn sla(rollups: &Rollups, range: Range, group_by: GroupBy, by_day: bool) -> 
 /// responded → closed (won), and each stage's conversion from the one before.
 pub fn funnel(rollups: &Rollups, range: Range, group_by: GroupBy, by_day: bool) -> Report {
     let cover = Cover::of(range.from, range.to);
-    let merged = rollups.merged(&cover, by_day, false, group_by.select());
+    let merged = rollups.merged(&cover, &group_by.kind().spans(), by_day, false, group_by.select());
     let rows = merged
         .into_iter()
         .filter(|(_, bucket)| bucket.counts.assigned > 0)
@@ -184,9 +191,12 @@ pub fn attribution(
 ) -> Report {
     let cover = Cover::of(range.from, range.to);
     let (covered_from, covered_to) = cover.range();
-    let merged = rollups.merged(&cover, by_day, false, |dim| match (dim, teams) {
-        (Dim::Source { kind, id }, None) => Some((kind.as_str(), id.as_str())),
-        (Dim::SourceTeam { kind, id, team }, Some(teams)) if teams.contains(team) => Some((kind.as_str(), id.as_str())),
+    let spans = match teams {
+        None => DimKind::Source.spans(),
+        Some(teams) => sources_of_teams(teams),
+    };
+    let merged = rollups.merged(&cover, &spans, by_day, false, |dim| match dim {
+        Dim::Source { kind, id } | Dim::SourceTeam { kind, id, .. } => Some((kind.as_str(), id.as_str())),
         _ => None,
     });
     let campaigns = match teams {

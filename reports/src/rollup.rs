@@ -28,12 +28,70 @@ pub enum Dim {
         id: String,
     },
     /// The same source, counted for the team the conversation first went
-    /// to (for a manager limited to teams).
+    /// to (for a manager limited to teams). The team comes first: a team's
+    /// sources are one range of a period's buckets.
     SourceTeam {
+        team: String,
         kind: String,
         id: String,
-        team: String,
     },
+}
+
+/// The kinds of group, in the order of `Dim`'s variants (and so of the
+/// buckets of one period in `Rollups`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DimKind {
+    Agent,
+    Team,
+    Source,
+    SourceTeam,
+}
+
+impl DimKind {
+    /// The lowest key of this kind (ids compare after the empty string).
+    fn lowest(self) -> Dim {
+        match self {
+            DimKind::Agent => Dim::Agent { id: String::new() },
+            DimKind::Team => Dim::Team { id: String::new() },
+            DimKind::Source => Dim::Source { kind: String::new(), id: String::new() },
+            DimKind::SourceTeam => Dim::SourceTeam { kind: String::new(), id: String::new(), team: String::new() },
+        }
+    }
+
+    fn next(self) -> Option<DimKind> {
+        match self {
+            DimKind::Agent => Some(DimKind::Team),
+            DimKind::Team => Some(DimKind::Source),
+            DimKind::Source => Some(DimKind::SourceTeam),
+            DimKind::SourceTeam => None,
+        }
+    }
+
+    /// Every group of this kind.
+    pub fn spans(self) -> Vec<Span> {
+        vec![Span { low: self.lowest(), high: self.next().map(DimKind::lowest) }]
+    }
+}
+
+/// A range of a period's buckets a merge reads: from `low`, up to `high`
+/// (excluded; `None`: to the period's end).
+#[derive(Clone, Debug)]
+pub struct Span {
+    low: Dim,
+    high: Option<Dim>,
+}
+
+/// The sources counted for these teams (`Dim::SourceTeam`).
+pub fn sources_of_teams<'t>(teams: impl IntoIterator<Item = &'t String>) -> Vec<Span> {
+    teams
+        .into_iter()
+        .map(|team| {
+            let low = Dim::SourceTeam { team: team.clone(), kind: String::new(), id: String::new() };
+            // Every id with this team sorts before the team followed by NUL.
+            let high = Dim::SourceTeam { team: format!("{team}\0"), kind: String::new(), id: String::new() };
+            Span { low, high: Some(high) }
+        })
+        .collect()
 }
 
 impl Dim {
@@ -335,14 +393,17 @@ impl Rollups {
         dirty.into_iter().filter_map(|key| Some((key.clone(), self.buckets.get(&key)?.clone()))).collect()
     }
 
-    /// Every bucket in `cover` whose group `select` keeps, merged per
-    /// (group, day when `by_day`). `select` maps a bucket's dim to the
-    /// group it counts for (or `None` to leave it out); it may borrow from
-    /// the dim. Without `times`, only the counts are merged (the funnel and
-    /// attribution need no durations).
+    /// Every bucket in `cover` within `spans` (see [`DimKind::spans`],
+    /// [`sources_of_teams`]) whose group `select` keeps, merged per (group,
+    /// day when `by_day`). `select` maps a bucket's dim to the group it
+    /// counts for (or `None` to leave it out); it may borrow from the dim.
+    /// Without `times`, only the counts are merged (the funnel and
+    /// attribution need no durations). Only the buckets within the spans are
+    /// read: a period's buckets are ordered by kind and group.
     pub fn merged<'a, G: Ord + std::hash::Hash>(
         &'a self,
         cover: &Cover,
+        spans: &[Span],
         by_day: bool,
         times: bool,
         select: impl Fn(&'a Dim) -> Option<G>,
@@ -351,24 +412,29 @@ impl Rollups {
         // groups interleaved), ordered once at the end.
         let mut merged: std::collections::HashMap<(G, Option<i64>), Bucket> = std::collections::HashMap::new();
         let hours_per_day = DAY_MS / HOUR_MS;
-        let spans = [(Level::Hour, cover.hours_before), (Level::Day, cover.days), (Level::Hour, cover.hours_after)];
-        for (level, (start, end)) in spans {
+        let stretches = [(Level::Hour, cover.hours_before), (Level::Day, cover.days), (Level::Hour, cover.hours_after)];
+        for (level, (start, end)) in stretches {
             if start >= end {
                 continue;
             }
-            let low = BucketKey { level, period: start, dim: Dim::Agent { id: String::new() } };
-            for (key, bucket) in self.buckets.range(low..).take_while(|(key, _)| key.level == level && key.period < end)
-            {
-                let Some(group) = select(&key.dim) else { continue };
-                let day = by_day.then(|| match level {
-                    Level::Day => key.period,
-                    Level::Hour => key.period.div_euclid(hours_per_day),
-                });
-                let into = merged.entry((group, day)).or_default();
-                if times {
-                    into.merge(bucket);
-                } else {
-                    into.counts.merge(&bucket.counts);
+            for (period, span) in (start..end).flat_map(|period| spans.iter().map(move |span| (period, span))) {
+                let low = BucketKey { level, period, dim: span.low.clone() };
+                let high = match &span.high {
+                    Some(high) => BucketKey { level, period, dim: high.clone() },
+                    None => BucketKey { level, period: period + 1, dim: DimKind::Agent.lowest() },
+                };
+                for (key, bucket) in self.buckets.range(low..high) {
+                    let Some(group) = select(&key.dim) else { continue };
+                    let day = by_day.then(|| match level {
+                        Level::Day => key.period,
+                        Level::Hour => key.period.div_euclid(hours_per_day),
+                    });
+                    let into = merged.entry((group, day)).or_default();
+                    if times {
+                        into.merge(bucket);
+                    } else {
+                        into.counts.merge(&bucket.counts);
+                    }
                 }
             }
         }
@@ -400,6 +466,41 @@ mod tests {
     }
 
     #[test]
+    fn a_merge_reads_only_the_buckets_of_its_kind() {
+        let mut rollups = Rollups::default();
+        let dims = [
+            Dim::agent("asha"),
+            Dim::team("sales"),
+            Dim::Source { kind: "paid".into(), id: "ad-1".into() },
+            Dim::SourceTeam { team: "sales".into(), kind: "paid".into(), id: "ad-1".into() },
+        ];
+        // Two hours of every kind, and the hour after the range.
+        for hour in 0..3 {
+            for dim in &dims {
+                rollups.add(dim, T0 + hour * HOUR_MS, |bucket| bucket.counts.assigned += 1);
+            }
+        }
+        let cover = Cover::of(T0, T0 + 2 * HOUR_MS);
+        for (kind, dim) in [DimKind::Agent, DimKind::Team, DimKind::Source, DimKind::SourceTeam].into_iter().zip(&dims)
+        {
+            let merged = rollups.merged(&cover, &kind.spans(), false, false, |dim| Some(dim.clone()));
+            let found: Vec<(&Dim, u64)> =
+                merged.iter().map(|((dim, _), bucket)| (dim, bucket.counts.assigned)).collect();
+            assert_eq!(found, [(dim, 2)], "{kind:?}");
+        }
+        // A team's sources, not those of a team whose id it begins.
+        let team = |team: &str| Dim::SourceTeam { team: team.into(), kind: "paid".into(), id: "ad-1".into() };
+        for other in ["sale", "sales2", "salesteam"] {
+            rollups.add(&team(other), T0, |bucket| bucket.counts.assigned += 1);
+        }
+        let sales = rollups.merged(&cover, &sources_of_teams(&["sales".to_owned()]), false, false, Some);
+        assert_eq!(sales.keys().map(|(dim, _)| *dim).collect::<Vec<_>>(), [&team("sales")]);
+        let two = sources_of_teams(&["sale".to_owned(), "salesteam".to_owned()]);
+        let found = rollups.merged(&cover, &two, false, false, Some);
+        assert_eq!(found.keys().map(|(dim, _)| *dim).collect::<Vec<_>>(), [&team("sale"), &team("salesteam")]);
+    }
+
+    #[test]
     fn merged_buckets_count_each_value_once_whatever_the_range() {
         let mut rollups = Rollups::default();
         let asha = Dim::agent("asha");
@@ -414,7 +515,9 @@ mod tests {
             Dim::Agent { id } => Some(id.clone()),
             _ => None,
         };
-        let merged = |rollups: &Rollups, cover: &Cover, by_day: bool| rollups.merged(cover, by_day, true, select);
+        let merged = |rollups: &Rollups, cover: &Cover, by_day: bool| {
+            rollups.merged(cover, &DimKind::Agent.spans(), by_day, true, select)
+        };
         for (from, to, expected) in [
             (T0, T0 + 3 * DAY_MS, 72),
             (T0 + 5 * HOUR_MS, T0 + 2 * DAY_MS + 7 * HOUR_MS, 50),

@@ -293,7 +293,8 @@ fn main() -> anyhow::Result<()> {
     );
 
     // Each report over 30 days whose ends fall inside hours.
-    let cases: [(&str, Box<Report>); 6] = [
+    let five_teams: std::collections::HashSet<String> = (0..5).map(|team| format!("team{team:02}")).collect();
+    let cases: [(&str, Box<Report>); 7] = [
         ("sla by agent", Box::new(|p, r| query::sla(&p.rollups, r, GroupBy::Agent, false).rows.len())),
         ("sla by team", Box::new(|p, r| query::sla(&p.rollups, r, GroupBy::Team, false).rows.len())),
         ("funnel by agent", Box::new(|p, r| query::funnel(&p.rollups, r, GroupBy::Agent, false).rows.len())),
@@ -301,6 +302,12 @@ fn main() -> anyhow::Result<()> {
         (
             "attribution",
             Box::new(|p, r| query::attribution(&p.rollups, r, false, &Default::default(), None).rows.len()),
+        ),
+        (
+            "attribution, 5 teams",
+            Box::new(move |p, r| {
+                query::attribution(&p.rollups, r, false, &Default::default(), Some(&five_teams)).rows.len()
+            }),
         ),
         ("sla by team and day", Box::new(|p, r| query::sla(&p.rollups, r, GroupBy::Team, true).rows.len())),
     ];
