@@ -793,7 +793,13 @@ fn transfer_to_team(
     let was_queued = record.conversation.status == ConversationStatus::Queued;
     record.conversation.status = ConversationStatus::Queued;
     record.conversation.agent = None;
-    let routing = route_again(&mut record, Trigger::Transfer { to_team: Some(team.clone()), to_agent: None }, policy);
+    let mut routing =
+        route_again(&mut record, Trigger::Transfer { to_team: Some(team.clone()), to_agent: None }, policy);
+    // Where it came from, when that is another team ("transferred from support").
+    if previous_team.is_some() && previous_team != record.conversation.team {
+        routing.route.from_team = previous_team.clone();
+        record.route = Some(routing.route.clone());
+    }
     record.queued_at = Some(now);
     record.clocks.reassign_at = None;
     let transferrer = Actor::user(by);
@@ -1613,7 +1619,10 @@ mod tests {
             bodies(&decision)[2],
             (
                 Actor::user("a1"),
-                EventBody::Routed { route: json!({"reason": "transfer"}), team_id: Some("support".into()) }
+                EventBody::Routed {
+                    route: json!({"reason": "transfer", "from_team": "sales"}),
+                    team_id: Some("support".into())
+                }
             )
         );
         let record = world.open.as_ref().unwrap();

@@ -105,7 +105,8 @@ async fn transfers_go_to_exactly_one_eligible_target_and_say_why() -> Result<()>
     let taken = a3.expect_type("assigned").await?;
     assert_eq!(
         (taken["conversation"]["id"].as_str(), taken["route"].clone()),
-        (Some(first.as_str()), json!({"reason": "transfer"}))
+        (Some(first.as_str()), json!({"reason": "transfer", "from_team": "sales"})),
+        "the new team's agent sees where it came from"
     );
 
     // a3 is now at its capacity (1): it cannot be given a second one.
