@@ -8,15 +8,13 @@
 // Prints `step: …` lines; exits 0 after `all steps passed`, otherwise
 // prints what failed and exits 1.
 import { readFileSync } from 'node:fs';
-import { launch, watch, textWebhook, postWebhook, api, until, screenshot } from './lib.mjs';
+import { inBrowser, step, problems, watch, textWebhook, postWebhook, api, until, screenshot } from './lib.mjs';
 
 const [baseUrl, appSecret, managerToken, agentToken, shotDir] = process.argv.slice(2);
 if (!agentToken) {
   console.log('usage: node dashboard.mjs BASE_URL APP_SECRET MANAGER_TOKEN AGENT_TOKEN [SHOT_DIR]');
   process.exit(2);
 }
-const step = (text) => console.log(`step: ${text}`);
-const problems = [];
 const AD = { source_type: 'ad', source_id: '120210000000001', source_url: 'https://fb.me/x', ctwa_clid: 'clid-1', headline: 'Diwali EMI offer' };
 const LEAD = '919800000101';   // the ad lead: contacted, answers, closed won
 const OTHER = '919800000102';  // an organic customer: contacted, left open
@@ -132,8 +130,7 @@ async function checkReport(page, report, { groupBy = 'team', perDay = false, req
   return { json, query };
 }
 
-const browser = await launch();
-try {
+await inBrowser(async (browser) => {
   // ---- the heatmap --------------------------------------------------------
   const dashboard = await browser.newPage({ viewport: { width: 1400, height: 900 } });
   watch(dashboard, 'dashboard', problems);
@@ -335,13 +332,4 @@ try {
   const overflow = await dashboard.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   if (overflow > 0) problems.push(`on a phone the page scrolls sideways by ${overflow}px`);
   step('on a phone the heatmap and a report fit the width');
-} catch (error) {
-  problems.push(String(error && error.message ? error.message : error));
-} finally {
-  await browser.close();
-}
-if (problems.length) {
-  for (const problem of problems) console.log(`FAILED: ${problem}`);
-  process.exit(1);
-}
-console.log('all steps passed');
+});

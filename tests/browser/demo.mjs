@@ -5,14 +5,11 @@
 //   node demo.mjs BASE_URL MANAGER_TOKEN SHOT_DIR
 // Prints `step: …` lines; exits 0 after `all steps passed`, otherwise
 // prints what failed and exits 1.
-import { launch, watch, screenshot } from './lib.mjs';
+import { inBrowser, step, problems, watch, screenshot } from './lib.mjs';
 
 const [baseUrl, managerToken, shotDir] = process.argv.slice(2);
-const step = (text) => console.log(`step: ${text}`);
-const problems = [];
 
-const browser = await launch();
-try {
+await inBrowser(async (browser) => {
   const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
   watch(page, 'dashboard', problems);
   await page.goto(`${baseUrl}/?token=${managerToken}`);
@@ -42,13 +39,4 @@ try {
     await screenshot(page, shotDir, `demo-${report}`);
     step(`the ${report} panel shows ${rows} rows from the demo's days`);
   }
-} catch (error) {
-  problems.push(String(error && error.message ? error.message : error));
-} finally {
-  await browser.close();
-}
-if (problems.length) {
-  for (const problem of problems) console.log(`FAILED: ${problem}`);
-  process.exit(1);
-}
-console.log('all steps passed');
+});

@@ -1,6 +1,7 @@
-// What the browser scripts share: launching Chromium, collecting page
-// errors, signing and posting Meta-shaped webhooks, calling the REST API,
-// and screenshots. Used by console.mjs, dashboard.mjs and inbox.mjs.
+// What the browser scripts share: running steps in Chromium and reporting
+// them, collecting page errors, signing and posting Meta-shaped webhooks,
+// calling the REST API, and screenshots. Used by console.mjs,
+// dashboard.mjs, inbox.mjs and demo.mjs.
 import { createHmac } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -15,6 +16,30 @@ export async function launch() {
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
+}
+
+/// A step passed: printed as `step: …`.
+export const step = (text) => console.log(`step: ${text}`);
+/// What went wrong; any entry fails the run.
+export const problems = [];
+
+/// Runs `body(browser)` in a fresh Chromium, then prints every problem
+/// (`FAILED: …`, exit 1) or `all steps passed` (exit 0). A thrown error is
+/// a problem.
+export async function inBrowser(body) {
+  const browser = await launch();
+  try {
+    await body(browser);
+  } catch (error) {
+    problems.push(String(error && error.message ? error.message : error));
+  } finally {
+    await browser.close();
+  }
+  if (problems.length) {
+    for (const problem of problems) console.log(`FAILED: ${problem}`);
+    process.exit(1);
+  }
+  console.log('all steps passed');
 }
 
 /// Records the page's console errors and uncaught exceptions in `problems`.

@@ -1,7 +1,10 @@
-//! The web console in a real browser: `tests/browser/console.mjs` drives
-//! headless Chromium (Playwright) against the real server. An agent opens the
-//! inbox, goes online, receives a customer's message, opens it and replies; a
-//! manager's dashboard shows the agent holding it; no page logs an error.
+//! The web console in a real browser: the scripts in `tests/browser/` drive
+//! headless Chromium (Playwright) against the real server (docs/console.md).
+//! An agent answers in the inbox and the dashboard shows it (`console.mjs`);
+//! the manager's console shows the heatmap move and every report figure as
+//! the API gives it (`dashboard.mjs`); the inbox works on a phone, its close
+//! form drawn from the disposition schema (`inbox.mjs`). No page may log an
+//! error. Screenshots: `target/browser-screenshots/`.
 //!
 //! Needs Node.js, Chromium (`/usr/bin/chromium`, or `CHROMIUM`) and
 //! `npm ci --prefix tests/browser`, which a fresh machine lacks: so the test
@@ -50,6 +53,33 @@ async fn the_manager_console_shows_the_heatmap_move_and_every_report_as_the_api_
     )
     .await?;
     assert!(printed.contains("step: the SLA"), "{printed}");
+    harness.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium, Node.js and `npm ci --prefix tests/browser`; .ci/run installs them and runs it"]
+async fn an_agent_on_a_phone_closes_through_the_disposition_form_with_a_number_and_an_amount() -> TestResult {
+    let harness = Harness::start_on("console", CONSOLE_CONFIG).await?;
+    let shots = screenshot_dir("inbox");
+    let printed = run_browser_script(
+        "inbox.mjs",
+        &[&harness.base_url(), APP_SECRET, "a1-token-xyz", CONSOLE_MANAGER, &shots.display().to_string()],
+    )
+    .await?;
+    assert!(printed.contains("step: desktop: transferred to support"), "{printed}");
+
+    // What the form sent is what the store holds: numbers as numbers.
+    let (status, listed) =
+        harness.call(reqwest::Method::GET, "/api/v1/conversations?status=closed", CONSOLE_MANAGER, None).await?;
+    assert_eq!(status, 200, "{listed}");
+    let closed = listed["conversations"].as_array().cloned().unwrap_or_default();
+    assert!(
+        closed.iter().any(|conversation| conversation["fields"]["units"] == 3
+            && conversation["fields"]["deal_value"] == 2499.5
+            && conversation["fields"]["outcome"] == "closed_won"),
+        "{listed}"
+    );
     harness.shutdown().await;
     Ok(())
 }
