@@ -11,7 +11,8 @@
 //! the deadlines due by then fire (so a slow first answer is a real SLA
 //! breach). The event log, the audit log and the reports then hold those
 //! days exactly as if they had happened, and the live engine starts on them.
-//! The past is drawn from a fixed seed: every demo has the same days.
+//! The past is drawn from a fixed seed (the same script each time; what the
+//! engine makes of it can differ a little with timing, e.g. who is free).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
