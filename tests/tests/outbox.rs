@@ -358,3 +358,104 @@ async fn signatures_verify_with_the_standard_webhooks_reference_library() -> Tes
     harness.shutdown().await;
     Ok(())
 }
+
+/// kill -9 while deliveries are in flight and waiting: after the restart
+/// every delivery of every acknowledged change arrives, and a
+/// conversation's close never arrives before its fields change was taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_dash_nine_every_delivery_arrives_in_order_per_conversation() -> TestResult {
+    const CONVERSATIONS: usize = 30;
+    let receiver = Receiver::start().await?;
+    receiver.set_default(Behavior::Late(Duration::from_millis(300)));
+    let dir = tempfile::tempdir()?;
+    let config_path = dir.path().join("switchboard.toml");
+    let config = format!(
+        r#"{}
+[[connectors]]
+id = "crm"
+kind = "webhook"
+url = "{}"
+secret = "{SECRET}"
+events = ["conversation.fields_changed", "conversation.closed"]
+max_in_flight = 4
+timeout_ms = 5000
+
+[outbox]
+backoff_base_ms = 100
+backoff_max_ms = 500
+tick_ms = 50
+"#,
+        switchboard_tests::test_config_toml(&dir.path().join("data"), "http://127.0.0.1:9/v23.0"),
+        receiver.url()
+    );
+    std::fs::write(&config_path, config)?;
+    let binary = env!("CARGO_BIN_EXE_switchboard-under-test");
+    let (mut child, base_url) = switchboard_tests::spawn_binary(binary, &config_path)?;
+    let http = reqwest::Client::new();
+    eventually(|| async {
+        let response = http.get(format!("{base_url}/readyz")).send().await.ok()?;
+        (response.status() == 200).then_some(())
+    })
+    .await?;
+
+    // Conversations a manager fills and closes: two deliveries each.
+    let mut conversations = Vec::new();
+    for n in 0..CONVERSATIONS {
+        let customer = format!("9197100{n:05}");
+        let body = serde_json::to_vec(&inbound_text(&customer, &format!("wamid.outbox.{n}"), "hello"))?;
+        let (status, _) =
+            switchboard_tests::post_signed(&http, &base_url, switchboard_tests::APP_SECRET, &body).await?;
+        anyhow::ensure!(status == 200);
+    }
+    let list: Value =
+        http.get(format!("{base_url}/api/v1/conversations")).bearer_auth(MANAGER_TOKEN).send().await?.json().await?;
+    for conversation in list["conversations"].as_array().cloned().unwrap_or_default() {
+        conversations.push(conversation["id"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!(conversations.len(), CONVERSATIONS);
+    for id in &conversations {
+        let path = |action: &str| format!("{base_url}/api/v1/conversations/{id}/{action}");
+        let fields = json!({"fields": {"outcome": "follow_up"}});
+        let response = http.post(path("fields")).bearer_auth(MANAGER_TOKEN).json(&fields).send().await?;
+        anyhow::ensure!(response.status() == 200, "fields: {}", response.text().await?);
+        let response = http.post(path("close")).bearer_auth(MANAGER_TOKEN).json(&json!({})).send().await?;
+        anyhow::ensure!(response.status() == 200, "close: {}", response.text().await?);
+    }
+    eventually(|| async { (receiver.received().len() >= 6).then_some(()) }).await?;
+    child.kill()?; // SIGKILL: attempts in flight lose their answers
+    child.wait()?;
+    let accepted_at_kill = receiver.received().iter().filter(|request| request.accepted()).count();
+    assert!(accepted_at_kill < 2 * CONVERSATIONS, "the kill came after everything was delivered: nothing tested");
+
+    let (mut restarted, _base_url) = switchboard_tests::spawn_binary(binary, &config_path)?;
+    let delivered = |received: &[sim::receiver::Received]| {
+        let mut ids: Vec<String> = received
+            .iter()
+            .filter(|request| request.accepted())
+            .filter_map(|request| request.webhook_id.clone())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    eventually(|| async { (delivered(&receiver.received()).len() == 2 * CONVERSATIONS).then_some(()) }).await?;
+    let received = receiver.received();
+    for id in &conversations {
+        let of_conversation = |kind: &str, request: &sim::receiver::Received| {
+            let body = request.json();
+            body["type"] == kind && body["data"]["conversation"]["id"] == id.as_str()
+        };
+        let fields_taken = received
+            .iter()
+            .position(|request| request.accepted() && of_conversation("conversation.fields_changed", request))
+            .unwrap_or_else(|| panic!("{id}: its fields change never arrived"));
+        let close_sent = received
+            .iter()
+            .position(|request| of_conversation("conversation.closed", request))
+            .unwrap_or_else(|| panic!("{id}: its close never arrived"));
+        assert!(fields_taken < close_sent, "{id}: the close went out before the fields change was taken");
+    }
+    restarted.kill()?;
+    restarted.wait()?;
+    Ok(())
+}
