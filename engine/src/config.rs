@@ -45,6 +45,105 @@ pub struct Config {
     /// `[[campaigns]]`: names for ads in the attribution report (docs/reports.md).
     #[serde(default)]
     pub campaigns: Vec<CampaignSpec>,
+    /// `[[connectors]]`: targets of the outbox (PROTOCOL §10,
+    /// docs/integrations.md). Only `kind = "webhook"` is built.
+    #[serde(default)]
+    pub connectors: Vec<ConnectorSpec>,
+    /// `[outbox]`: the outbox's retry schedule and rhythm.
+    #[serde(default)]
+    pub outbox: OutboxConfig,
+}
+
+/// `[[connectors]]`: one target of the outbox.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorSpec {
+    /// Letters, digits, `_` and `-`; part of each delivery's id.
+    pub id: String,
+    /// `webhook` (built); `hubspot`, `zoho`, `freshsales`, `leadsquared`
+    /// are refused until they are.
+    pub kind: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `whsec_<base64>`: the Standard Webhooks signing secret.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// The named CRMs' API token (not used by `webhook`).
+    #[serde(default)]
+    pub token: Option<String>,
+    pub events: Vec<String>,
+    /// Attempts before a delivery is dead.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Attempts to this connector in flight at once.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// An attempt without an answer by then has failed.
+    #[serde(default = "default_connector_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_max_attempts() -> u32 {
+    12
+}
+fn default_max_in_flight() -> usize {
+    4
+}
+fn default_connector_timeout() -> u64 {
+    10_000
+}
+
+/// The secret and token never appear in logs or debug output.
+impl fmt::Debug for ConnectorSpec {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("ConnectorSpec")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .field("max_attempts", &self.max_attempts)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("timeout_ms", &self.timeout_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The connector kinds PROTOCOL §10 names that are not built yet.
+pub const CONNECTOR_KINDS_NOT_BUILT: [&str; 4] = ["hubspot", "zoho", "freshsales", "leadsquared"];
+
+/// `[outbox]`: exponential backoff with full jitter from `backoff_base_ms`,
+/// doubling, at most `backoff_max_ms`; new events taken in and due
+/// deliveries looked for every `tick_ms`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxConfig {
+    #[serde(default = "default_backoff_base")]
+    pub backoff_base_ms: u64,
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max_ms: u64,
+    #[serde(default = "default_outbox_tick")]
+    pub tick_ms: u64,
+}
+
+fn default_backoff_base() -> u64 {
+    1_000
+}
+fn default_backoff_max() -> u64 {
+    3_600_000
+}
+fn default_outbox_tick() -> u64 {
+    200
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            backoff_base_ms: default_backoff_base(),
+            backoff_max_ms: default_backoff_max(),
+            tick_ms: default_outbox_tick(),
+        }
+    }
 }
 
 /// `[[campaigns]]`: an ad (its `source_id`, Meta's ad id in a
@@ -539,6 +638,7 @@ impl Config {
                 return fail(&key("end"), format!("{end} is before the start, {start}"));
             }
         }
+        self.validate_connectors()?;
         let mut field_keys = HashSet::new();
         for (index, field) in self.dispositions.iter().enumerate() {
             let key = |name: &str| format!("dispositions[{index}].{name}");
@@ -550,6 +650,85 @@ impl Config {
             }
             if let Some(value) = field.won_values.iter().find(|value| !field.options.contains(value)) {
                 return fail(&key("won_values"), format!("{value:?} is not one of the field's options"));
+            }
+        }
+        Ok(())
+    }
+
+    /// `[[connectors]]` and `[outbox]`.
+    fn validate_connectors(&self) -> Result<(), (String, String)> {
+        let fail = |key: String, problem: String| Err((key, problem));
+        for (key, value) in [
+            ("outbox.backoff_base_ms", self.outbox.backoff_base_ms),
+            ("outbox.backoff_max_ms", self.outbox.backoff_max_ms),
+            ("outbox.tick_ms", self.outbox.tick_ms),
+        ] {
+            if value == 0 {
+                return fail(key.to_owned(), "must be greater than 0".to_owned());
+            }
+        }
+        if self.outbox.backoff_max_ms < self.outbox.backoff_base_ms {
+            return fail("outbox.backoff_max_ms".to_owned(), "must not be below outbox.backoff_base_ms".to_owned());
+        }
+        let mut ids = HashSet::new();
+        for (index, connector) in self.connectors.iter().enumerate() {
+            let key = |field: &str| format!("connectors[{index}].{field}");
+            let id = &connector.id;
+            if id.is_empty() || !id.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-') {
+                return fail(key("id"), format!("{id:?} must be letters, digits, `_` or `-`"));
+            }
+            if !ids.insert(id.as_str()) {
+                return fail(key("id"), format!("connector {id:?} is defined twice"));
+            }
+            match connector.kind.as_str() {
+                "webhook" => {}
+                kind if CONNECTOR_KINDS_NOT_BUILT.contains(&kind) => {
+                    return fail(
+                        key("kind"),
+                        format!("{kind:?} is not built yet: only \"webhook\" is (docs/integrations.md)"),
+                    );
+                }
+                kind => {
+                    return fail(
+                        key("kind"),
+                        format!(
+                            "{kind:?} is not a connector kind; the one built is \"webhook\" (docs/integrations.md)"
+                        ),
+                    );
+                }
+            }
+            let Some(url) = &connector.url else { return fail(key("url"), "a webhook needs its `url`".to_owned()) };
+            if let Err(problem) = crate::graph::parse_base_url(url) {
+                return fail(key("url"), problem);
+            }
+            let Some(secret) = &connector.secret else {
+                return fail(key("secret"), "a webhook needs its signing `secret` (whsec_<base64>)".to_owned());
+            };
+            if let Err(problem) = crate::outbox::webhook::parse_secret(secret) {
+                return fail(key("secret"), problem);
+            }
+            if connector.token.is_some() {
+                return fail(key("token"), "a webhook takes no `token` (it signs with `secret`)".to_owned());
+            }
+            if connector.events.is_empty() {
+                return fail(key("events"), "needs at least one event".to_owned());
+            }
+            if let Some(event) =
+                connector.events.iter().find(|event| !crate::outbox::decide::EVENT_TYPES.contains(&event.as_str()))
+            {
+                return fail(
+                    key("events"),
+                    format!("{event:?} is not one of {}", crate::outbox::decide::EVENT_TYPES.join(", ")),
+                );
+            }
+            if connector.max_attempts == 0 {
+                return fail(key("max_attempts"), "must be at least 1".to_owned());
+            }
+            if connector.max_in_flight == 0 {
+                return fail(key("max_in_flight"), "must be at least 1".to_owned());
+            }
+            if connector.timeout_ms == 0 {
+                return fail(key("timeout_ms"), "must be greater than 0".to_owned());
             }
         }
         Ok(())
@@ -856,6 +1035,53 @@ end = "2026-11-03""#;
         ] {
             assert_eq!(error_of(&with(bad), &[]).key, key, "{bad}");
         }
+    }
+
+    fn with_connector(lines: &str) -> String {
+        format!("{EMBEDDED_DEFAULT}\n[[connectors]]\n{lines}\n")
+    }
+
+    const WEBHOOK: &str = r#"id = "crm"
+kind = "webhook"
+url = "https://crm.example.com/hooks"
+secret = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYX"
+events = ["conversation.closed"]"#;
+
+    #[test]
+    fn connectors_are_checked_and_unbuilt_kinds_refused() {
+        let config = Config::from_toml("test.toml", &with_connector(WEBHOOK), env(&[])).unwrap();
+        let connector = &config.connectors[0];
+        assert_eq!((connector.max_attempts, connector.max_in_flight, connector.timeout_ms), (12, 4, 10_000));
+        assert_eq!(config.outbox.backoff_base_ms, 1000);
+
+        for kind in CONNECTOR_KINDS_NOT_BUILT {
+            let text =
+                with_connector(&WEBHOOK.replace("kind = \"webhook\"", &format!("kind = \"{kind}\"\ntoken = \"t\"")));
+            let error = error_of(&text, &[]);
+            assert_eq!(error.key, "connectors[0].kind", "{error}");
+            assert!(error.problem.contains("not built yet"), "{error}");
+        }
+        let cases = [
+            (WEBHOOK.replace("webhook\"", "carrier_pigeon\""), "connectors[0].kind", "not a connector kind"),
+            (WEBHOOK.replace("whsec_", "wh_"), "connectors[0].secret", "whsec_"),
+            (WEBHOOK.replace("whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYX", "whsec_AAEC"), "connectors[0].secret", "bytes"),
+            (WEBHOOK.replace("https://crm.example.com/hooks", "ftp://crm"), "connectors[0].url", "http"),
+            (WEBHOOK.replace("conversation.closed", "conversation.opened"), "connectors[0].events", "not one of"),
+            (WEBHOOK.replace("\"crm\"", "\"c r m\""), "connectors[0].id", "letters"),
+            (format!("{WEBHOOK}\nmax_attempts = 0"), "connectors[0].max_attempts", "at least 1"),
+            (format!("{WEBHOOK}\nmax_in_flight = 0"), "connectors[0].max_in_flight", "at least 1"),
+            (format!("{WEBHOOK}\n\n[[connectors]]\n{WEBHOOK}"), "connectors[1].id", "twice"),
+        ];
+        for (lines, key, problem) in cases {
+            let error = error_of(&with_connector(&lines), &[]);
+            assert_eq!(error.key, key, "{error}");
+            assert!(error.problem.contains(problem), "{error}");
+            assert!(!error.to_string().contains("AAECAwQFBgcICQoLDA0ODxAREhMUFRYX"), "{error}");
+        }
+        let error = error_of(&format!("{}\n[outbox]\nbackoff_base_ms = 0\n", with_connector(WEBHOOK)), &[]);
+        assert_eq!(error.key, "outbox.backoff_base_ms");
+        let shown = format!("{:?}", config.connectors);
+        assert!(!shown.contains("whsec_"), "{shown}");
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! world. HTTP and WebSocket ([`http`], [`ws`]; contacts in
 //! [`contacts_http`], the admin API in [`admin_http`]), the Graph API client
 //! ([`graph`]), configuration ([`config`]), start and shutdown ([`server`]),
-//! the HTTP/1 accept loop with its timeouts ([`serve`]),
+//! the HTTP/1 accept loop with its timeouts ([`serve`]), the outbox of
+//! deliveries to connectors ([`outbox`], its API in [`outbox_http`], the
+//! retry schedule it shares with the Graph client in [`backoff`]),
 //! and the demo ([`demo`]), which runs the engine beside the simulated Meta,
 //! customers and agents of the `sim` crate.
 //!
@@ -17,6 +19,7 @@ pub mod audit;
 pub mod audit_cli;
 pub mod audit_http;
 pub mod auth;
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod contacts_http;
@@ -25,6 +28,8 @@ pub mod dispositions_http;
 pub mod graph;
 pub mod http;
 pub mod metrics;
+pub mod outbox;
+pub mod outbox_http;
 pub mod reports;
 pub mod reports_http;
 pub mod serve;

@@ -10,7 +10,7 @@
 //! list, the descriptions, that document and the Grafana dashboard
 //! (`config/grafana/switchboard.json`) to one another.
 
-use metrics::{Unit, describe_counter, describe_histogram};
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
 pub const WEBHOOKS_TOTAL: &str = "switchboard_webhooks_total";
 pub const WEBHOOK_INGEST_SECONDS: &str = "switchboard_webhook_ingest_seconds";
@@ -20,6 +20,10 @@ pub const AUDIT_ENTRIES_TOTAL: &str = "switchboard_audit_entries_total";
 pub const REPORT_EVENTS_TOTAL: &str = "switchboard_report_events_total";
 pub const REPORT_ROWS_WRITTEN_TOTAL: &str = "switchboard_report_rows_written_total";
 pub const AUDIT_CHECKPOINTS_TOTAL: &str = "switchboard_audit_checkpoints_total";
+pub const OUTBOX_BACKLOG: &str = "switchboard_outbox_backlog";
+pub const OUTBOX_OLDEST_PENDING_SECONDS: &str = "switchboard_outbox_oldest_pending_seconds";
+pub const OUTBOX_ATTEMPTS_TOTAL: &str = "switchboard_outbox_attempts_total";
+pub const OUTBOX_DEAD: &str = "switchboard_outbox_dead";
 
 /// Every name above.
 pub const NAMES: &[&str] = &[
@@ -31,6 +35,10 @@ pub const NAMES: &[&str] = &[
     AUDIT_CHECKPOINTS_TOTAL,
     REPORT_EVENTS_TOTAL,
     REPORT_ROWS_WRITTEN_TOTAL,
+    OUTBOX_BACKLOG,
+    OUTBOX_OLDEST_PENDING_SECONDS,
+    OUTBOX_ATTEMPTS_TOTAL,
+    OUTBOX_DEAD,
 ];
 
 /// Every metric the engine exports: the engine's, the actors' and the store's.
@@ -97,6 +105,18 @@ pub fn describe_all() {
         "rows of the reports' projection written (rollup buckets and followed conversations)"
     );
     describe_counter!(AUDIT_CHECKPOINTS_TOTAL, Unit::Count, "audit checkpoints signed");
+    describe_gauge!(OUTBOX_BACKLOG, Unit::Count, "outbox deliveries pending (not yet delivered or dead), by connector");
+    describe_gauge!(
+        OUTBOX_OLDEST_PENDING_SECONDS,
+        Unit::Seconds,
+        "age of the oldest pending outbox delivery, by connector (0 when none is pending)"
+    );
+    describe_counter!(
+        OUTBOX_ATTEMPTS_TOTAL,
+        Unit::Count,
+        "outbox delivery attempts, by connector and outcome (delivered, http_error, timeout, connection_error)"
+    );
+    describe_gauge!(OUTBOX_DEAD, Unit::Count, "outbox deliveries dead-lettered and not retried, by connector");
     actors::metrics::describe();
     storage::metrics::describe();
 }

@@ -38,6 +38,8 @@ pub struct AppState {
     pub audit: OnceLock<Arc<crate::audit::AuditLog>>,
     /// The reports' consumer; set with `system`.
     pub reports: OnceLock<Arc<crate::reports::Reports>>,
+    /// The outbox of deliveries to connectors; set with `system`.
+    pub outbox: OnceLock<Arc<crate::outbox::Outbox>>,
     /// Flips to true when the server is stopping; sessions close on it.
     pub stopping: watch::Receiver<bool>,
     /// Webhook body bytes held at once, in KiB (`server.webhook_bytes_in_flight`).
@@ -106,6 +108,9 @@ impl RunningServer {
             // events and signs them, the reports take them in; then the
             // store closes.
             system.stop_actors().await;
+            if let Some(outbox) = self.state.outbox.get() {
+                outbox.stop().await;
+            }
             if let Some(audit) = self.state.audit.get() {
                 audit.stop().await;
             }
@@ -136,6 +141,7 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
         system: OnceLock::new(),
         audit: OnceLock::new(),
         reports: OnceLock::new(),
+        outbox: OnceLock::new(),
         stopping: stopping.clone(),
         webhook_kib_in_flight: Arc::new(tokio::sync::Semaphore::new(
             config.server.webhook_bytes_in_flight.div_ceil(1024),
@@ -172,7 +178,7 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
     let audit = crate::audit::AuditLog::start(
         system.shared().store.clone(),
         signing_key,
-        clock,
+        clock.clone(),
         system.log_head(),
         std::time::Duration::from_secs(config.audit.checkpoint_every_s),
     )
@@ -185,6 +191,16 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
         .await
         .context("cannot open the reports")?;
     let _ = state.reports.set(Arc::new(reports));
+    let outbox = crate::outbox::Outbox::start(crate::outbox::OutboxParts {
+        store: system.shared().store.clone(),
+        clock,
+        log_head: system.log_head(),
+        connectors: config.connectors.clone(),
+        settings: config.outbox.clone(),
+    })
+    .await
+    .context("cannot open the outbox")?;
+    let _ = state.outbox.set(Arc::new(outbox));
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, %addr, "ready");
     let _ = state.system.set(Arc::new(system));
     Ok(RunningServer { addr, state, stop, serving })

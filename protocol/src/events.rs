@@ -185,6 +185,33 @@ pub enum EventBody {
     ContactUpdated {
         changes: Vec<FieldChange>,
     },
+    /// A delivery of the outbox (PROTOCOL §10) reached its connector:
+    /// `attempts` made in all, the last answered 2xx. `delivery_id` is the
+    /// `webhook-id` the receiver saw; `connector` the `[[connectors]]` id;
+    /// `event_type` what was delivered (`conversation.closed`…).
+    OutboxDelivered {
+        delivery_id: String,
+        connector: String,
+        event_type: String,
+        attempts: u32,
+    },
+    /// A delivery was given up after `attempts` (its connector's
+    /// `max_attempts`): dead-lettered until someone retries it. `error` is
+    /// the last attempt's failure (an HTTP status or a transport error).
+    OutboxDead {
+        delivery_id: String,
+        connector: String,
+        event_type: String,
+        attempts: u32,
+        error: String,
+    },
+    /// A user sent a dead delivery back to the outbox
+    /// (`POST /api/v1/outbox/{id}/retry`), its attempts counted anew.
+    OutboxRetried {
+        delivery_id: String,
+        connector: String,
+        event_type: String,
+    },
 }
 
 impl EventBody {
@@ -209,6 +236,9 @@ impl EventBody {
             EventBody::ConfigurationChanged { .. } => "configuration_changed",
             EventBody::Login { .. } => "login",
             EventBody::ContactUpdated { .. } => "contact_updated",
+            EventBody::OutboxDelivered { .. } => "outbox_delivered",
+            EventBody::OutboxDead { .. } => "outbox_dead",
+            EventBody::OutboxRetried { .. } => "outbox_retried",
         }
     }
 }
@@ -230,6 +260,24 @@ mod tests {
             EventBody::SlaBreach { clock: SlaKind::FirstResponse, due: 5 },
             EventBody::WindowClosed { window: Window::FreeEntry },
             EventBody::Login { role: Role::Manager },
+            EventBody::OutboxDelivered {
+                delivery_id: "crm-7".into(),
+                connector: "crm".into(),
+                event_type: "conversation.closed".into(),
+                attempts: 3,
+            },
+            EventBody::OutboxDead {
+                delivery_id: "crm-8".into(),
+                connector: "crm".into(),
+                event_type: "conversation.assigned".into(),
+                attempts: 12,
+                error: "HTTP 500".into(),
+            },
+            EventBody::OutboxRetried {
+                delivery_id: "crm-8".into(),
+                connector: "crm".into(),
+                event_type: "conversation.assigned".into(),
+            },
             EventBody::ContactUpdated {
                 changes: vec![
                     FieldChange { key: "city".into(), old: Value::Null, new: json!("Pune") },

@@ -10,6 +10,8 @@
 //!   never retried, so it cannot slow or grow under a benchmark.
 //! - [`webhook`]: the signed-webhook client, as Meta posts to a webhook URL
 //!   (`X-Hub-Signature-256` over the raw body).
+//! - [`receiver`]: a connector's webhook receiver (PROTOCOL §10) that can
+//!   answer 500, 429 with `Retry-After`, late, never, or close the connection.
 //! - [`agent`]: the WebSocket agent client: the connection (Bearer token,
 //!   subprotocol, `resume_from`, 4 KiB read buffers) and [`agent::WsClient`],
 //!   which reads frames one by one for tests.
@@ -24,5 +26,6 @@
 
 pub mod agent;
 pub mod emulator;
+pub mod receiver;
 pub mod sink;
 pub mod webhook;

@@ -48,9 +48,10 @@ pub enum TableId {
     Contacts = 21,
     Settings = 22,
     Reports = 23,
+    Outbox = 24,
 }
 
-const TABLES: [TableId; 24] = [
+const TABLES: [TableId; 25] = [
     TableId::Counters,
     TableId::Inbox,
     TableId::InboundIds,
@@ -75,6 +76,7 @@ const TABLES: [TableId; 24] = [
     TableId::Contacts,
     TableId::Settings,
     TableId::Reports,
+    TableId::Outbox,
 ];
 
 impl TableId {
@@ -104,6 +106,7 @@ impl TableId {
                 | TableId::AuditIndex
                 | TableId::AuditCheckpoints
                 | TableId::Reports
+                | TableId::Outbox
         )
     }
 }
@@ -612,6 +615,7 @@ pub(crate) fn read_point(txn: &ReadTransaction, table: TableId, key: &Key) -> Re
         (TableId::Contacts, _) => str_table(txn, CONTACTS, key),
         (TableId::Settings, _) => str_table(txn, SETTINGS, key),
         (TableId::Reports, _) => str_table(txn, REPORTS, key),
+        (TableId::Outbox, _) => str_table(txn, OUTBOX, key),
         (TableId::Cursors, _) => counter_table(txn, CURSORS, key),
         (TableId::Events, _) => seq_table(txn, EVENTS, key),
         (TableId::AuditEntries, _) => seq_table(txn, AUDIT_ENTRIES, key),
@@ -702,6 +706,7 @@ pub(crate) fn materialize<'a>(txn: &WriteTransaction, writes: impl IntoIterator<
     let mut contacts = txn.open_table(CONTACTS).map_err(db_error)?;
     let mut settings = txn.open_table(SETTINGS).map_err(db_error)?;
     let mut reports = txn.open_table(REPORTS).map_err(db_error)?;
+    let mut outbox = txn.open_table(OUTBOX).map_err(db_error)?;
     for write in writes {
         let key = &write.key;
         let value = write.value.as_deref();
@@ -733,6 +738,7 @@ pub(crate) fn materialize<'a>(txn: &WriteTransaction, writes: impl IntoIterator<
             (TableId::Contacts, _) => apply!(contacts, str_key(key)?, bytes),
             (TableId::Settings, _) => apply!(settings, str_key(key)?, bytes),
             (TableId::Reports, _) => apply!(reports, str_key(key)?, bytes),
+            (TableId::Outbox, _) => apply!(outbox, str_key(key)?, bytes),
             (TableId::Events, _) => apply!(events, u64_key(key)?, bytes),
             (TableId::Cursors, _) => apply!(cursors, str_key(key)?, u64_value),
             (TableId::AuditEntries, _) => apply!(audit_entries, u64_key(key)?, bytes),

@@ -233,6 +233,18 @@ impl Reader {
         Ok(())
     }
 
+    /// Every row of the outbox, in key order (a range read, at the
+    /// outbox's start).
+    pub fn outbox_rows(&self, mut visit: impl FnMut(&str, &[u8]) -> Result<()>) -> Result<()> {
+        let txn = self.txn()?;
+        let table = txn.open_table(OUTBOX).map_err(db_error)?;
+        for row in table.iter().map_err(db_error)? {
+            let (key, value) = row.map_err(db_error)?;
+            visit(key.value(), value.value())?;
+        }
+        Ok(())
+    }
+
     pub fn agent(&self, agent_id: &str) -> Result<AgentRecord> {
         Ok(self.point_decoded(TableId::Agents, Key::Str(agent_id.to_owned()))?.unwrap_or_default())
     }
@@ -282,6 +294,13 @@ impl Reader {
     }
 
     /// A log consumer's cursor: the last event seq it has taken in (0: none).
+    /// A consumer's cursor, `None` when it never stored one (a consumer
+    /// new to an older store).
+    pub fn stored_cursor(&self, consumer: &str) -> Result<Option<u64>> {
+        let bytes = self.point(TableId::Cursors, Key::Str(consumer.to_owned()))?;
+        bytes.map(|bytes| crate::changes::u64_value(&bytes)).transpose()
+    }
+
     pub fn cursor(&self, consumer: &str) -> Result<u64> {
         let bytes = self.point(TableId::Cursors, Key::Str(consumer.to_owned()))?;
         bytes.map(|bytes| crate::changes::u64_value(&bytes)).transpose().map(Option::unwrap_or_default)

@@ -75,6 +75,12 @@ pub const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("setting
 /// which the store does not read. Written only by
 /// [`crate::Op::PutReportRows`] with the reports' cursor; read whole at start.
 pub const REPORTS: TableDefinition<&str, &[u8]> = TableDefinition::new("reports");
+/// The outbox of deliveries to connectors (format v11): a delivery's id →
+/// its record (target, ordering key, payload, attempt state; MessagePack the
+/// store does not read). Written only by [`crate::Op::PutOutboxRows`]: with
+/// the outbox's cursor when records are made from the event log, with the
+/// outcome's event when an attempt ends. Read whole at the outbox's start.
+pub const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
 
 pub(crate) fn create_all(db: &Database) -> Result<()> {
     let mut txn = db.begin_write().map_err(db_error)?;
@@ -105,6 +111,7 @@ pub(crate) fn create_all(db: &Database) -> Result<()> {
     txn.open_table(CONTACTS).map_err(db_error)?;
     txn.open_table(SETTINGS).map_err(db_error)?;
     txn.open_table(REPORTS).map_err(db_error)?;
+    txn.open_table(OUTBOX).map_err(db_error)?;
     migrate_open_index_v2(&txn)?;
     txn.commit().map_err(db_error)?;
     Ok(())

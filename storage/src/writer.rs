@@ -149,6 +149,10 @@ pub enum Op {
     /// Replaces rows of the reports' projection (`None` deletes one).
     /// The reports consumer commits them with its cursor ([`Op::SetCursor`]).
     PutReportRows(Vec<(String, Option<Vec<u8>>)>),
+    /// Replaces rows of the outbox (a delivery's id → its record; `None`
+    /// deletes one). The outbox commits new records with its cursor
+    /// ([`Op::SetCursor`]) and an attempt's outcome with its event.
+    PutOutboxRows(Vec<(String, Option<Vec<u8>>)>),
 }
 
 pub type Batch = Vec<Op>;
@@ -965,6 +969,14 @@ impl<'a> GroupState<'a> {
                     match value {
                         Some(value) => self.view.put(TableId::Reports, text(key), value.clone()),
                         None => self.view.delete(TableId::Reports, text(key)),
+                    }
+                }
+            }
+            Op::PutOutboxRows(rows) => {
+                for (key, value) in rows {
+                    match value {
+                        Some(value) => self.view.put(TableId::Outbox, text(key), value.clone()),
+                        None => self.view.delete(TableId::Outbox, text(key)),
                     }
                 }
             }

@@ -1,0 +1,490 @@
+//! The outbox (PROTOCOL §10, docs/integrations.md): deliveries of the
+//! conversation event log to connectors, durable, at least once, in order
+//! per conversation.
+//!
+//! One task owns the deliveries in memory (`decide::Book`), the `outbox`
+//! cursor in the event log, and the attempts in flight:
+//! - it takes in the log behind the writers (every `outbox.tick_ms`), turns
+//!   each event a connector subscribed to into a delivery
+//!   (`decide::deliveries_of`, its body made once, `decide::body`) and
+//!   commits the new deliveries with its cursor in one batch: a kill -9
+//!   loses or doubles nothing at that step;
+//! - it starts the due attempts (`Book::take_due`: a conversation's next
+//!   delivery waits until the one before is delivered or dead; at most
+//!   `max_in_flight` per connector), each in a task of its own;
+//! - it commits what each attempt made of its delivery
+//!   (`decide::after_attempt`): delivered → the row deleted and an
+//!   `outbox_delivered` event; failed → the attempts, the next attempt's time
+//!   and the error stored; the last allowed attempt failed → dead, with an
+//!   `outbox_dead` event. The events are the audit log's entries for each
+//!   final outcome. Memory follows only after the commit succeeded.
+//!
+//! After a restart the stored deliveries are loaded and go on where they
+//! were; an attempt in flight at the crash is made again (its receiver
+//! dedupes by `webhook-id`). Time is the engine's clock; backoff is
+//! `crate::backoff`.
+
+pub mod decide;
+pub mod webhook;
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actors::clock::SharedClock;
+use protocol::events::{Actor, Event, EventBody};
+use protocol::time::UnixMs;
+use storage::{Op, StorageError, Store};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use self::decide::{AttemptOutcome, Book, Delivery, DeliveryState, Subscription, Transition};
+use crate::backoff::Schedule;
+use crate::config::{ConnectorSpec, OutboxConfig};
+
+/// The outbox's cursor in the event log.
+pub const CONSUMER: &str = "outbox";
+/// Events read and committed at a time.
+const PAGE: usize = 1024;
+/// After a failed commit (the store cannot write), wait this long.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+pub type AttemptFuture = Pin<Box<dyn Future<Output = AttemptOutcome> + Send + 'static>>;
+
+/// A target kind: makes one attempt of a delivery. Only `webhook` is built;
+/// the named CRMs and Meta's Conversions API plug in here.
+pub trait Connector: Send + Sync + 'static {
+    fn attempt(&self, delivery: &Delivery, now: UnixMs) -> AttemptFuture;
+}
+
+#[derive(Debug)]
+pub struct OutboxError(pub String);
+
+impl std::fmt::Display for OutboxError {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for OutboxError {}
+
+impl From<StorageError> for OutboxError {
+    fn from(error: StorageError) -> Self {
+        OutboxError(error.to_string())
+    }
+}
+
+/// A configured target.
+struct Target {
+    connector: Arc<dyn Connector>,
+    max_attempts: u32,
+    max_in_flight: usize,
+}
+
+fn encode(delivery: &Delivery) -> Result<Vec<u8>, OutboxError> {
+    rmp_serde::to_vec_named(delivery).map_err(|error| OutboxError(format!("cannot encode a delivery: {error}")))
+}
+
+/// Which deliveries `GET /api/v1/outbox` lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listed {
+    Pending,
+    Dead,
+    All,
+}
+
+/// Why a retry by hand was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RetryRefusal {
+    NotFound,
+    NotDead,
+    Unavailable(String),
+}
+
+enum Request {
+    List { which: Listed, reply: oneshot::Sender<Vec<Delivery>> },
+    Retry { id: String, user: String, reply: oneshot::Sender<Result<Delivery, RetryRefusal>> },
+    Stop { reply: oneshot::Sender<()> },
+}
+
+struct Task {
+    store: Arc<Store>,
+    clock: SharedClock,
+    schedule: Schedule,
+    targets: HashMap<String, Target>,
+    subscriptions: Vec<Subscription>,
+    book: Book,
+    cursor: u64,
+    results: mpsc::UnboundedSender<(Delivery, AttemptOutcome)>,
+}
+
+impl Task {
+    /// Loads the stored deliveries and the cursor. A store that never had an
+    /// outbox starts at the log's head: connectors get what happens from
+    /// their first start on, not the past.
+    async fn open(
+        store: Arc<Store>,
+        clock: SharedClock,
+        schedule: Schedule,
+        targets: HashMap<String, Target>,
+        subscriptions: Vec<Subscription>,
+        log_head: u64,
+        results: mpsc::UnboundedSender<(Delivery, AttemptOutcome)>,
+    ) -> Result<Task, OutboxError> {
+        let reader = store.reader().caught_up().await?;
+        let mut book = Book::default();
+        let mut unreadable = 0usize;
+        reader.outbox_rows(|_, value| {
+            match rmp_serde::from_slice::<Delivery>(value) {
+                Ok(delivery) => book.insert(delivery),
+                Err(_) => unreadable += 1,
+            }
+            Ok(())
+        })?;
+        if unreadable > 0 {
+            tracing::error!(rows = unreadable, "outbox rows cannot be read; they are left in place");
+        }
+        let cursor = match reader.stored_cursor(CONSUMER)? {
+            Some(cursor) => cursor,
+            None => {
+                store.commit(vec![Op::SetCursor { consumer: CONSUMER.to_owned(), seq: log_head }]).await?;
+                log_head
+            }
+        };
+        Ok(Task { store, clock, schedule, targets, subscriptions, book, cursor, results })
+    }
+
+    /// Turns the events after the cursor into deliveries, committed with
+    /// the cursor.
+    async fn take_in(&mut self) -> Result<(), OutboxError> {
+        loop {
+            let reader = self.store.reader().settled().await?;
+            let events = reader.events_after(self.cursor, PAGE)?;
+            let Some(&(last, _)) = events.last() else { return Ok(()) };
+            let now = self.clock.now_ms();
+            let mut made = Vec::new();
+            for (seq, event) in &events {
+                made.extend(decide::deliveries_of(*seq, event, &self.subscriptions, now, |kind| {
+                    body_of(&reader, kind, event)
+                }));
+            }
+            let mut rows = Vec::with_capacity(made.len());
+            for delivery in &made {
+                rows.push((delivery.id.clone(), Some(encode(delivery)?)));
+            }
+            self.store
+                .commit(vec![Op::PutOutboxRows(rows), Op::SetCursor { consumer: CONSUMER.to_owned(), seq: last }])
+                .await?;
+            self.cursor = last;
+            for delivery in made {
+                self.book.insert(delivery);
+            }
+            if events.len() < PAGE {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Starts every due attempt.
+    fn dispatch(&mut self) {
+        let now = self.clock.now_ms();
+        let targets = &self.targets;
+        let due = self.book.take_due(now, |target| targets.get(target).map(|target| target.max_in_flight));
+        for delivery in due {
+            let Some(target) = self.targets.get(&delivery.target) else { continue };
+            let attempt = target.connector.attempt(&delivery, now);
+            let results = self.results.clone();
+            tokio::spawn(async move {
+                let outcome = attempt.await;
+                let _ = results.send((delivery, outcome));
+            });
+        }
+    }
+
+    /// Commits what the attempts that ended made of their deliveries, in one
+    /// batch, then applies it to memory.
+    async fn settle(&mut self, ended: Vec<(Delivery, AttemptOutcome)>) {
+        let now = self.clock.now_ms();
+        let mut batch = Vec::new();
+        let mut after = Vec::with_capacity(ended.len());
+        for (delivery, outcome) in &ended {
+            let max_attempts = self.targets.get(&delivery.target).map_or(1, |target| target.max_attempts);
+            let attempts = delivery.attempts.saturating_add(1);
+            let transition =
+                decide::after_attempt(attempts, outcome, max_attempts, now, &self.schedule, rand::random::<f64>());
+            let label = match outcome {
+                AttemptOutcome::Delivered { .. } => "delivered",
+                AttemptOutcome::Failed { error, .. } if error == "timed out" => "timeout",
+                AttemptOutcome::Failed { error, .. } if error.starts_with("HTTP ") => "http_error",
+                AttemptOutcome::Failed { .. } => "connection_error",
+            };
+            metrics::counter!(crate::metrics::OUTBOX_ATTEMPTS_TOTAL, "connector" => delivery.target.clone(), "outcome" => label)
+                .increment(1);
+            let mut changed = delivery.clone();
+            changed.attempts = attempts;
+            changed.last_attempt_at = Some(now);
+            if let AttemptOutcome::Failed { error, .. } = outcome {
+                tracing::info!(delivery = %delivery.id, connector = %delivery.target, attempts, %error, "connector delivery failed");
+                changed.last_error = Some(error.clone());
+            }
+            let event = |body: EventBody| Event {
+                at: now,
+                conversation_id: delivery.conversation_id.clone(),
+                contact: delivery.contact.clone(),
+                phone_number_id: delivery.phone_number_id.clone(),
+                actor: Actor::System,
+                body,
+            };
+            match transition {
+                Transition::Delivered => {
+                    batch.push(Op::PutOutboxRows(vec![(delivery.id.clone(), None)]));
+                    batch.push(Op::Event(Box::new(event(EventBody::OutboxDelivered {
+                        delivery_id: delivery.id.clone(),
+                        connector: delivery.target.clone(),
+                        event_type: delivery.event_type.clone(),
+                        attempts,
+                    }))));
+                    after.push((delivery, None));
+                }
+                Transition::Retry { next_attempt_at } => {
+                    changed.next_attempt_at = next_attempt_at;
+                    match encode(&changed) {
+                        Ok(row) => batch.push(Op::PutOutboxRows(vec![(delivery.id.clone(), Some(row))])),
+                        Err(error) => tracing::error!(%error, "a delivery could not be stored"),
+                    }
+                    after.push((delivery, Some(changed)));
+                }
+                Transition::Dead => {
+                    changed.state = DeliveryState::Dead;
+                    tracing::warn!(delivery = %delivery.id, connector = %delivery.target, attempts, "connector delivery dead-lettered");
+                    let error = changed.last_error.clone().unwrap_or_default();
+                    match encode(&changed) {
+                        Ok(row) => batch.push(Op::PutOutboxRows(vec![(delivery.id.clone(), Some(row))])),
+                        Err(error) => tracing::error!(%error, "a delivery could not be stored"),
+                    }
+                    batch.push(Op::Event(Box::new(event(EventBody::OutboxDead {
+                        delivery_id: delivery.id.clone(),
+                        connector: delivery.target.clone(),
+                        event_type: delivery.event_type.clone(),
+                        attempts,
+                        error,
+                    }))));
+                    after.push((delivery, Some(changed)));
+                }
+            }
+        }
+        let committed = self.store.commit(batch).await;
+        for (delivery, changed) in after {
+            self.book.finished(delivery);
+            match (&committed, changed) {
+                (Ok(_), None) => {
+                    self.book.forget(&delivery.id);
+                }
+                (Ok(_), Some(changed)) => self.book.insert(changed),
+                (Err(_), _) => {
+                    // Nothing of it is stored: try the delivery again a
+                    // little later (at least once, never lost).
+                    let mut again = delivery.clone();
+                    again.next_attempt_at = now + RETRY_AFTER.as_millis() as i64;
+                    self.book.insert(again);
+                }
+            }
+        }
+        if let Err(error) = committed {
+            tracing::warn!(%error, "the outbox could not store the outcome of its attempts; they will be made again");
+        }
+    }
+
+    /// Sends a dead delivery back to its queue, its attempts counted anew.
+    async fn retry(&mut self, id: &str, user: &str) -> Result<Delivery, RetryRefusal> {
+        let Some(delivery) = self.book.get(id) else { return Err(RetryRefusal::NotFound) };
+        if delivery.state != DeliveryState::Dead {
+            return Err(RetryRefusal::NotDead);
+        }
+        let now = self.clock.now_ms();
+        let mut revived = delivery.clone();
+        revived.state = DeliveryState::Pending;
+        revived.attempts = 0;
+        revived.next_attempt_at = now;
+        let row = encode(&revived).map_err(|error| RetryRefusal::Unavailable(error.0))?;
+        let event = Event {
+            at: now,
+            conversation_id: revived.conversation_id.clone(),
+            contact: revived.contact.clone(),
+            phone_number_id: revived.phone_number_id.clone(),
+            actor: Actor::user(user),
+            body: EventBody::OutboxRetried {
+                delivery_id: revived.id.clone(),
+                connector: revived.target.clone(),
+                event_type: revived.event_type.clone(),
+            },
+        };
+        self.store
+            .commit(vec![Op::PutOutboxRows(vec![(revived.id.clone(), Some(row))]), Op::Event(Box::new(event))])
+            .await
+            .map_err(|error| RetryRefusal::Unavailable(error.to_string()))?;
+        self.book.insert(revived.clone());
+        Ok(revived)
+    }
+
+    fn list(&self, which: Listed) -> Vec<Delivery> {
+        let pending = matches!(which, Listed::Pending | Listed::All).then(|| self.book.pending()).into_iter().flatten();
+        let dead = matches!(which, Listed::Dead | Listed::All).then(|| self.book.dead()).into_iter().flatten();
+        let mut listed: Vec<Delivery> = pending.chain(dead).cloned().collect();
+        listed.sort_by_key(|delivery| delivery.seq);
+        listed
+    }
+
+    fn publish_gauges(&self, targets: &[String]) {
+        let now = self.clock.now_ms();
+        let gauges = self.book.gauges();
+        let names = targets.iter().chain(gauges.keys().filter(|name| !targets.contains(name)));
+        for name in names {
+            let gauge = gauges.get(name).cloned().unwrap_or_default();
+            let labels = [("connector", name.clone())];
+            metrics::gauge!(crate::metrics::OUTBOX_BACKLOG, &labels).set(gauge.backlog as f64);
+            metrics::gauge!(crate::metrics::OUTBOX_DEAD, &labels).set(gauge.dead as f64);
+            let age = gauge.oldest_created_at.map_or(0.0, |oldest| (now - oldest).max(0) as f64 / 1000.0);
+            metrics::gauge!(crate::metrics::OUTBOX_OLDEST_PENDING_SECONDS, &labels).set(age);
+        }
+    }
+}
+
+/// A delivery's body: the event with the conversation and contact as they
+/// are now (read through the store's overlay).
+fn body_of(reader: &storage::Reader, kind: &'static str, event: &Event) -> String {
+    let record = event.conversation_id.as_deref().and_then(|id| reader.conversation(id).ok().flatten());
+    let conversation = record.map(|record| record.conversation);
+    let contact = conversation.as_ref().map(|conversation| {
+        let mut value = serde_json::json!({ "contact": conversation.contact });
+        if let Ok(Some(record)) = reader.contact(&conversation.contact.wa_id) {
+            crate::contacts_http::add_to_conversation(&mut value, &record);
+        }
+        value["contact"].take()
+    });
+    decide::body(kind, event, conversation.as_ref(), contact).to_string()
+}
+
+/// The running outbox.
+pub struct Outbox {
+    requests: mpsc::Sender<Request>,
+    task: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What the outbox is built from.
+pub struct OutboxParts {
+    pub store: Arc<Store>,
+    pub clock: SharedClock,
+    pub log_head: watch::Receiver<u64>,
+    pub connectors: Vec<ConnectorSpec>,
+    pub settings: OutboxConfig,
+}
+
+impl Outbox {
+    /// Opens the stored deliveries and starts the task.
+    pub async fn start(parts: OutboxParts) -> Result<Outbox, OutboxError> {
+        let OutboxParts { store, clock, mut log_head, connectors, settings } = parts;
+        let mut targets = HashMap::new();
+        let mut subscriptions = Vec::new();
+        for spec in &connectors {
+            let connector: Arc<dyn Connector> = match spec.kind.as_str() {
+                "webhook" => Arc::new(
+                    webhook::WebhookConnector::new(
+                        spec.url.as_deref().unwrap_or_default(),
+                        spec.secret.as_deref().unwrap_or_default(),
+                        Duration::from_millis(spec.timeout_ms),
+                    )
+                    .map_err(|problem| OutboxError(format!("connectors {:?}: {problem}", spec.id)))?,
+                ),
+                other => return Err(OutboxError(format!("connector kind {other:?} is not built yet"))),
+            };
+            targets.insert(
+                spec.id.clone(),
+                Target { connector, max_attempts: spec.max_attempts, max_in_flight: spec.max_in_flight },
+            );
+            subscriptions.push(Subscription { target: spec.id.clone(), events: spec.events.clone() });
+        }
+        let target_names: Vec<String> = connectors.iter().map(|spec| spec.id.clone()).collect();
+        let schedule = Schedule::new(
+            Duration::from_millis(settings.backoff_base_ms),
+            Duration::from_millis(settings.backoff_max_ms),
+        );
+        let (results, mut ended) = mpsc::unbounded_channel();
+        let head = *log_head.borrow();
+        let mut task = Task::open(store, clock, schedule, targets, subscriptions, head, results).await?;
+        let (requests, mut incoming) = mpsc::channel::<Request>(64);
+        let tick_every = Duration::from_millis(settings.tick_ms.max(1));
+        let handle = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(tick_every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    biased;
+                    request = incoming.recv() => match request {
+                        Some(Request::List { which, reply }) => {
+                            let _ = reply.send(task.list(which));
+                        }
+                        Some(Request::Retry { id, user, reply }) => {
+                            let _ = reply.send(task.retry(&id, &user).await);
+                        }
+                        Some(Request::Stop { reply }) => {
+                            let _ = reply.send(());
+                            break;
+                        }
+                        None => break,
+                    },
+                    first = ended.recv() => {
+                        let Some(first) = first else { break };
+                        let mut batch = vec![first];
+                        while let Ok(more) = ended.try_recv() {
+                            batch.push(more);
+                        }
+                        task.settle(batch).await;
+                    }
+                    _ = tick.tick() => {
+                        if *log_head.borrow_and_update() > task.cursor
+                            && let Err(error) = task.take_in().await
+                        {
+                            tracing::warn!(%error, "the outbox could not take in the event log; retrying");
+                            tokio::time::sleep(RETRY_AFTER).await;
+                        }
+                        task.publish_gauges(&target_names);
+                    }
+                }
+                task.dispatch();
+            }
+        });
+        Ok(Outbox { requests, task: std::sync::Mutex::new(Some(handle)) })
+    }
+
+    fn stopped() -> OutboxError {
+        OutboxError("the outbox has stopped".to_owned())
+    }
+
+    pub async fn list(&self, which: Listed) -> Result<Vec<Delivery>, OutboxError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests.send(Request::List { which, reply }).await.map_err(|_| Self::stopped())?;
+        answer.await.map_err(|_| Self::stopped())
+    }
+
+    pub async fn retry(&self, id: &str, user: &str) -> Result<Result<Delivery, RetryRefusal>, OutboxError> {
+        let (reply, answer) = oneshot::channel();
+        let request = Request::Retry { id: id.to_owned(), user: user.to_owned(), reply };
+        self.requests.send(request).await.map_err(|_| Self::stopped())?;
+        answer.await.map_err(|_| Self::stopped())
+    }
+
+    /// Stops the task; attempts in flight are dropped (made again at the
+    /// next start: at least once).
+    pub async fn stop(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.requests.send(Request::Stop { reply }).await.is_ok() {
+            let _ = done.await;
+        }
+        let task = self.task.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
