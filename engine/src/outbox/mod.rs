@@ -49,6 +49,8 @@ pub const CONSUMER: &str = "outbox";
 const PAGE: usize = 1024;
 /// After a failed commit (the store cannot write), wait this long.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// With no connector, how often the cursor (following the head unread) is stored.
+const IDLE_CURSOR_EVERY: Duration = Duration::from_secs(10);
 
 pub type AttemptFuture = Pin<Box<dyn Future<Output = AttemptOutcome> + Send + 'static>>;
 
@@ -117,6 +119,8 @@ struct Task {
     book: Book,
     cursor: u64,
     results: mpsc::UnboundedSender<(Delivery, AttemptOutcome)>,
+    /// When the cursor was last stored while no connector is subscribed.
+    idle_cursor_stored: Option<std::time::Instant>,
 }
 
 impl Task {
@@ -152,7 +156,21 @@ impl Task {
                 log_head
             }
         };
-        Ok(Task { store, clock, schedule, targets, subscriptions, book, cursor, results })
+        Ok(Task { store, clock, schedule, targets, subscriptions, book, cursor, results, idle_cursor_stored: None })
+    }
+
+    /// With no connector subscribed nothing in the log becomes a delivery:
+    /// the cursor follows the log's head without reading it, stored at most
+    /// every `IDLE_CURSOR_EVERY` (a connector added later starts about
+    /// there, not at the log's beginning).
+    async fn skip_to(&mut self, head: u64) -> Result<(), OutboxError> {
+        if self.idle_cursor_stored.is_some_and(|stored| stored.elapsed() < IDLE_CURSOR_EVERY) {
+            return Ok(());
+        }
+        self.store.commit(vec![Op::SetCursor { consumer: CONSUMER.to_owned(), seq: head }]).await?;
+        self.cursor = head;
+        self.idle_cursor_stored = Some(std::time::Instant::now());
+        Ok(())
     }
 
     /// Turns the events after the cursor into deliveries, committed with
@@ -443,9 +461,15 @@ impl Outbox {
                         task.settle(batch).await;
                     }
                     _ = tick.tick() => {
-                        if *log_head.borrow_and_update() > task.cursor
-                            && let Err(error) = task.take_in().await
-                        {
+                        let head = *log_head.borrow_and_update();
+                        let taken = if head <= task.cursor {
+                            Ok(())
+                        } else if task.subscriptions.is_empty() {
+                            task.skip_to(head).await
+                        } else {
+                            task.take_in().await
+                        };
+                        if let Err(error) = taken {
                             tracing::warn!(%error, "the outbox could not take in the event log; retrying");
                             tokio::time::sleep(RETRY_AFTER).await;
                         }
