@@ -34,7 +34,6 @@ use serde_json::{Map, Value};
 use storage::audit::{AuditAppend, AuditNode, AuditRow, AuditSnapshot};
 use storage::{Op, StorageError, Store};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
 
 /// The audit log's cursor in the event log.
 pub const CONSUMER: &str = "audit";
@@ -489,9 +488,8 @@ enum Request {
 
 /// The running audit log: its task and the public half of its key.
 pub struct AuditLog {
-    requests: mpsc::Sender<Request>,
     public_key: AuditPublicKey,
-    task: std::sync::Mutex<Option<JoinHandle<()>>>,
+    task: crate::consumer::TaskHandle<Request>,
 }
 
 impl AuditLog {
@@ -559,7 +557,7 @@ impl AuditLog {
                 }
             }
         });
-        Ok(AuditLog { requests, public_key, task: std::sync::Mutex::new(Some(task)) })
+        Ok(AuditLog { public_key, task: crate::consumer::TaskHandle::new(requests, task) })
     }
 
     pub fn public_key(&self) -> &AuditPublicKey {
@@ -568,7 +566,8 @@ impl AuditLog {
 
     async fn ask(&self, checkpoint: bool) -> Result<Option<Checkpoint>, AuditError> {
         let (reply, answer) = oneshot::channel();
-        self.requests
+        self.task
+            .requests
             .send(Request::Sync { checkpoint, reply })
             .await
             .map_err(|_| AuditError("the audit log has stopped".to_owned()))?;
@@ -588,14 +587,7 @@ impl AuditLog {
 
     /// Catches up, signs the tree if it grew, and stops the task.
     pub async fn stop(&self) {
-        let (reply, done) = oneshot::channel();
-        if self.requests.send(Request::Stop { reply }).await.is_ok() {
-            let _ = done.await;
-        }
-        let task = self.task.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
-        if let Some(task) = task {
-            let _ = task.await;
-        }
+        self.task.stop(|reply| Request::Stop { reply }).await;
     }
 }
 

@@ -22,6 +22,7 @@ pub mod auth;
 pub mod backoff;
 pub mod cli;
 pub mod config;
+pub mod consumer;
 pub mod contacts_http;
 pub mod demo;
 pub mod dispositions_http;

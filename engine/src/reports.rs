@@ -21,9 +21,8 @@ use std::time::Duration;
 use reports::projection::{Changes, Conversation, ReportSettings, VERSION};
 use reports::rollup::{Bucket, BucketKey};
 use reports::{Projection, Report};
-use storage::{Op, StorageError, Store};
+use storage::{Op, Store};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
 
 /// The consumer's name in the store's cursors.
 pub const CONSUMER: &str = "reports";
@@ -34,22 +33,8 @@ const TAKE_IN_EVERY: Duration = Duration::from_millis(500);
 /// After a failure (the store cannot write), wait this long before trying again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-#[derive(Debug)]
-pub struct ReportsError(pub String);
-
-impl std::fmt::Display for ReportsError {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ReportsError {}
-
-impl From<StorageError> for ReportsError {
-    fn from(error: StorageError) -> Self {
-        ReportsError(error.to_string())
-    }
-}
+/// A failure of this consumer, as a sentence.
+pub use crate::consumer::ConsumerError as ReportsError;
 
 fn bucket_row(key: &BucketKey) -> String {
     format!("b{}", serde_json::to_string(key).unwrap_or_default())
@@ -194,8 +179,7 @@ enum Request {
 
 /// The running reports consumer.
 pub struct Reports {
-    requests: mpsc::Sender<Request>,
-    task: std::sync::Mutex<Option<JoinHandle<()>>>,
+    task: crate::consumer::TaskHandle<Request>,
 }
 
 impl Reports {
@@ -247,27 +231,20 @@ impl Reports {
                 }
             }
         });
-        Ok(Reports { requests, task: std::sync::Mutex::new(Some(task)) })
+        Ok(Reports { task: crate::consumer::TaskHandle::new(requests, task) })
     }
 
     /// Answers `question` once every event committed before the call is in.
     pub async fn ask(&self, question: Question) -> Result<Report, ReportsError> {
         let (reply, answer) = oneshot::channel();
         let stopped = || ReportsError("the reports have stopped".to_owned());
-        self.requests.send(Request::Query { question, reply }).await.map_err(|_| stopped())?;
+        self.task.requests.send(Request::Query { question, reply }).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?.map_err(ReportsError)
     }
 
     /// Catches up and stops the task.
     pub async fn stop(&self) {
-        let (reply, done) = oneshot::channel();
-        if self.requests.send(Request::Stop { reply }).await.is_ok() {
-            let _ = done.await;
-        }
-        let task = self.task.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
-        if let Some(task) = task {
-            let _ = task.await;
-        }
+        self.task.stop(|reply| Request::Stop { reply }).await;
     }
 }
 

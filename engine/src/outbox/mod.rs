@@ -35,9 +35,8 @@ use std::time::Duration;
 use actors::clock::SharedClock;
 use protocol::events::{Actor, Event, EventBody};
 use protocol::time::UnixMs;
-use storage::{Op, StorageError, Store};
+use storage::{Op, Store};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
 
 use self::decide::{AttemptOutcome, Book, Delivery, DeliveryState, Subscription, Transition};
 use crate::backoff::Schedule;
@@ -60,22 +59,8 @@ pub trait Connector: Send + Sync + 'static {
     fn attempt(&self, delivery: &Delivery, now: UnixMs) -> AttemptFuture;
 }
 
-#[derive(Debug)]
-pub struct OutboxError(pub String);
-
-impl std::fmt::Display for OutboxError {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for OutboxError {}
-
-impl From<StorageError> for OutboxError {
-    fn from(error: StorageError) -> Self {
-        OutboxError(error.to_string())
-    }
-}
+/// A failure of this consumer, as a sentence.
+pub use crate::consumer::ConsumerError as OutboxError;
 
 /// A configured target.
 struct Target {
@@ -386,8 +371,7 @@ fn body_of(reader: &storage::Reader, kind: &'static str, event: &Event) -> Strin
 
 /// The running outbox.
 pub struct Outbox {
-    requests: mpsc::Sender<Request>,
-    task: std::sync::Mutex<Option<JoinHandle<()>>>,
+    task: crate::consumer::TaskHandle<Request>,
 }
 
 /// What the outbox is built from.
@@ -479,7 +463,7 @@ impl Outbox {
                 task.dispatch();
             }
         });
-        Ok(Outbox { requests, task: std::sync::Mutex::new(Some(handle)) })
+        Ok(Outbox { task: crate::consumer::TaskHandle::new(requests, handle) })
     }
 
     fn stopped() -> OutboxError {
@@ -488,27 +472,20 @@ impl Outbox {
 
     pub async fn list(&self, which: Listed) -> Result<Vec<Delivery>, OutboxError> {
         let (reply, answer) = oneshot::channel();
-        self.requests.send(Request::List { which, reply }).await.map_err(|_| Self::stopped())?;
+        self.task.requests.send(Request::List { which, reply }).await.map_err(|_| Self::stopped())?;
         answer.await.map_err(|_| Self::stopped())
     }
 
     pub async fn retry(&self, id: &str, user: &str) -> Result<Result<Delivery, RetryRefusal>, OutboxError> {
         let (reply, answer) = oneshot::channel();
         let request = Request::Retry { id: id.to_owned(), user: user.to_owned(), reply };
-        self.requests.send(request).await.map_err(|_| Self::stopped())?;
+        self.task.requests.send(request).await.map_err(|_| Self::stopped())?;
         answer.await.map_err(|_| Self::stopped())
     }
 
     /// Stops the task; attempts in flight are dropped (made again at the
     /// next start: at least once).
     pub async fn stop(&self) {
-        let (reply, done) = oneshot::channel();
-        if self.requests.send(Request::Stop { reply }).await.is_ok() {
-            let _ = done.await;
-        }
-        let task = self.task.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
-        if let Some(task) = task {
-            let _ = task.await;
-        }
+        self.task.stop(|reply| Request::Stop { reply }).await;
     }
 }
