@@ -1,4 +1,4 @@
-//! The command line: `switchboard-bench smoke|throughput|soak|recovery|agents|conversations|merge`.
+//! The command line: `switchboard-bench smoke|throughput|soak|recovery|agents|conversations|outbox|merge`.
 //!
 //! Without `--target`, the harness starts the engine itself (`switchboard
 //! serve` next to this executable, or `--engine-bin`) with a configuration it
@@ -110,6 +110,18 @@ pub enum Command {
         /// Seconds the restarted engine has to become ready.
         #[arg(long, default_value_t = 900.0)]
         ready_timeout: f64,
+    },
+    /// The outbox (issue #14): one `webhook` connector taking every event
+    /// type to a local receiver. Load (default 500 msg/s for 10 s) with the
+    /// receiver holding every request, then the backlog's drain timed
+    /// (deliveries/s, engine CPU per delivery); then the same load with
+    /// the receiver open: event → arrival latency.
+    Outbox {
+        #[command(flatten)]
+        common: CommonOptions,
+        /// The connector's `max_in_flight`.
+        #[arg(long, default_value_t = 4)]
+        connector_in_flight: usize,
     },
     /// Combines reports run separately: the engine's from one file, references from others.
     Merge {
@@ -292,6 +304,7 @@ pub async fn run(cli: Cli) -> i32 {
             };
             run_scenario(common, plan, 10_000, Duration::from_millis(50)).await
         }
+        Command::Outbox { common, connector_in_flight } => run_outbox(common, connector_in_flight).await,
         Command::Conversations {
             common,
             stored,
@@ -513,6 +526,88 @@ async fn drive(run: LoadRun, plan: &Plan) -> RunResult {
             scenarios::smoke(run, *rate, *duration).await
         }
     }
+}
+
+/// The `outbox` scenario (`crate::outbox`).
+async fn run_outbox(mut common: CommonOptions, connector_in_flight: usize) -> anyhow::Result<i32> {
+    if common.target.is_some() {
+        anyhow::bail!("outbox configures the engine's connector, so it cannot run against --target");
+    }
+    let machine = MachineInfo::detect();
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let started_at_unix_s = crate::load::unix_seconds();
+    let rate = common.rate.unwrap_or(500.0);
+    let duration = Duration::from_secs_f64(common.duration.unwrap_or(10.0));
+    let agents = common.agents.unwrap_or(50).max(1);
+    let slo_p99 = Duration::from_millis(50);
+    let receiver = crate::outbox::HookReceiver::start().await.context("cannot start the connector's receiver")?;
+    let sink = GraphSink::start(&common.sink_listen, common.status_webhooks)
+        .await
+        .with_context(|| format!("cannot start the Graph API sink on {}", common.sink_listen))?;
+    let mut extra = match &common.engine_config_append {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|error| anyhow::anyhow!("cannot read --engine-config-append {}: {error}", path.display()))?,
+        None => String::new(),
+    };
+    extra.push('\n');
+    extra.push_str(&crate::outbox::connector_toml(&receiver.url(), connector_in_flight));
+    let append = tempfile::NamedTempFile::new()?;
+    std::fs::write(append.path(), extra)?;
+    common.engine_config_append = Some(append.path().to_owned());
+
+    let options = run_options(&common, agents, None, slo_p99);
+    let capacity =
+        common.capacity.unwrap_or_else(|| automatic_capacity(&options.shape, rate, options.think_time, agents));
+    let (process, temporary) = spawn_engine(&common, agents, capacity, &sink.graph_base_url(), None).await?;
+    let base_url = process.base_url();
+    let target = Target {
+        description: "switchboard (started by the harness)".to_owned(),
+        base_url: base_url.clone(),
+        app_secret: crate::BENCH_APP_SECRET.to_owned(),
+        token_prefix: crate::BENCH_AGENT_TOKEN_PREFIX.to_owned(),
+        pid: Some(process.pid),
+    };
+    sink.set_callbacks(StatusCallbacks {
+        webhook_url: format!("{base_url}/webhooks/whatsapp"),
+        app_secret: target.app_secret.clone(),
+    });
+    let mut notes = vec![format!("Connector receiver at {}.", receiver.url())];
+    let mut run =
+        LoadRun::start(target, run_options(&common, agents, Some(capacity), slo_p99), sink.counters.clone(), rate)
+            .await?;
+    let measured =
+        crate::outbox::run(&mut run, &receiver, &base_url, Some(process.pid), rate, duration, connector_in_flight)
+            .await;
+    let mut engine = run.finish(None).await;
+    let outbox_problems = match measured {
+        Ok(outbox) => {
+            let problems = crate::outbox::problems(&outbox);
+            engine.outbox = Some(outbox);
+            problems
+        }
+        Err(error) => vec![format!("{error:#}")],
+    };
+    engine.passed = engine.passed && outbox_problems.is_empty();
+    engine.problems.extend(outbox_problems);
+    let log_path = process.log_path().to_owned();
+    process.terminate(Duration::from_secs(20)).await;
+    if let Some(temporary) = temporary
+        && !engine.passed
+    {
+        let kept = temporary.keep();
+        notes.push(format!("Engine data kept in {}; its log is {}.", kept.display(), log_path.display()));
+    }
+    let report = Report {
+        scenario: "outbox".to_owned(),
+        machine,
+        command,
+        started_at_unix_s,
+        engine,
+        references: Vec::new(),
+        notes,
+    };
+    write_outputs(&report, common.json.as_deref(), common.markdown.as_deref())?;
+    Ok(if report.engine.passed { 0 } else { 1 })
 }
 
 /// Writes the engine's configuration into the data directory and starts it.

@@ -35,6 +35,7 @@ pub mod engine_process;
 pub mod ledger;
 pub mod load;
 pub mod metrics;
+pub mod outbox;
 pub mod report;
 pub mod scenarios;
 pub mod workload;

@@ -292,6 +292,8 @@ pub struct RunResult {
     pub agents_scale: Option<AgentsScaleResult>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversations: Option<ConversationsResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox: Option<crate::outbox::OutboxResult>,
     pub engine_peak_rss_mib: Option<f64>,
     pub engine_final_rss_mib: Option<f64>,
     pub status_webhooks_acked: u64,
@@ -502,6 +504,9 @@ fn run_section(text: &mut String, title: &str, result: &RunResult) {
     if let Some(conversations) = &result.conversations {
         conversations_section(text, conversations);
     }
+    if let Some(outbox) = &result.outbox {
+        outbox_section(text, outbox);
+    }
     if result.status_webhooks_acked + result.status_webhooks_failed > 0 {
         let _ = writeln!(
             text,
@@ -530,6 +535,42 @@ fn run_section(text: &mut String, title: &str, result: &RunResult) {
 
 fn format_mib(value: Option<f64>) -> String {
     value.map_or_else(|| "–".to_owned(), |value| format!("{value:.1}"))
+}
+
+fn outbox_section(text: &mut String, outbox: &crate::outbox::OutboxResult) {
+    let _ = writeln!(
+        text,
+        "Outbox: one `webhook` connector (`max_in_flight` {}) taking every event type, to a local receiver that checks each signature; load {:.0} msg/s for {:.0} s per phase.\n",
+        outbox.connector_in_flight, outbox.load_rate, outbox.load_duration_s
+    );
+    let _ = writeln!(text, "| outbox figure | value |\n|---|---:|");
+    let latency = &outbox.live_latency;
+    let rows = [
+        ("backlog when the receiver opened (deliveries)", outbox.backlog.to_string()),
+        ("drain time (s)", format!("{:.2}", outbox.drain_s)),
+        ("**drain: deliveries/s**", format!("**{:.0}**", outbox.drain_deliveries_per_s)),
+        ("engine CPU per delivery during the drain (ms)", format_optional(outbox.drain_cpu_ms_per_delivery, 3)),
+        ("live: deliveries", outbox.live_deliveries.to_string()),
+        (
+            "live: event → receiver p50 / p99 / p99.9 / max (ms)",
+            format!("{:.0} / {:.0} / {:.0} / {:.0}", latency.p50_ms, latency.p99_ms, latency.p999_ms, latency.max_ms),
+        ),
+        ("dead deliveries", format_optional(outbox.dead, 0)),
+        (
+            "bad signatures / duplicates / out of order / malformed",
+            format!(
+                "{} / {} / {} / {}",
+                outbox.faults.bad_signatures,
+                outbox.faults.duplicates,
+                outbox.faults.out_of_order,
+                outbox.faults.malformed
+            ),
+        ),
+    ];
+    for (name, value) in rows {
+        let _ = writeln!(text, "| {name} | {value} |");
+    }
+    text.push('\n');
 }
 
 fn agents_scale_section(text: &mut String, scale: &AgentsScaleResult) {

@@ -436,6 +436,7 @@ impl LoadRun {
             soak: None,
             agents_scale: None,
             conversations: None,
+            outbox: None,
             recovery: None,
             engine_peak_rss_mib,
             engine_final_rss_mib,
