@@ -46,7 +46,7 @@ pub struct Config {
     #[serde(default)]
     pub campaigns: Vec<CampaignSpec>,
     /// `[[connectors]]`: targets of the outbox (PROTOCOL §10,
-    /// docs/integrations.md). Only `kind = "webhook"` is built.
+    /// docs/integrations.md).
     #[serde(default)]
     pub connectors: Vec<ConnectorSpec>,
     /// `[outbox]`: the outbox's retry schedule and rhythm.
@@ -100,15 +100,15 @@ pub const CAPI_TARGET: &str = "capi";
 pub struct ConnectorSpec {
     /// Letters, digits, `_` and `-`; part of each delivery's id.
     pub id: String,
-    /// `webhook` (built); `hubspot`, `zoho`, `freshsales`, `leadsquared`
-    /// are refused until they are.
+    /// `webhook`, `hubspot`, `zoho`, `freshsales` or `leadsquared`.
     pub kind: String,
     #[serde(default)]
     pub url: Option<String>,
     /// `whsec_<base64>`: the Standard Webhooks signing secret.
     #[serde(default)]
     pub secret: Option<String>,
-    /// The named CRMs' API token (not used by `webhook`).
+    /// The named CRMs' API token (not used by `webhook`); LeadSquared's is
+    /// `accessKey:secretKey`.
     #[serde(default)]
     pub token: Option<String>,
     pub events: Vec<String>,
@@ -148,9 +148,6 @@ impl fmt::Debug for ConnectorSpec {
             .finish_non_exhaustive()
     }
 }
-
-/// The connector kinds PROTOCOL §10 names that are not built yet.
-pub const CONNECTOR_KINDS_NOT_BUILT: [&str; 4] = ["hubspot", "zoho", "freshsales", "leadsquared"];
 
 /// `[outbox]`: exponential backoff with full jitter from `backoff_base_ms`,
 /// doubling, at most `backoff_max_ms`; new events taken in and due
@@ -721,35 +718,47 @@ impl Config {
             if !ids.insert(id.as_str()) {
                 return fail(key("id"), format!("connector {id:?} is defined twice"));
             }
-            match connector.kind.as_str() {
-                "webhook" => {}
-                kind if CONNECTOR_KINDS_NOT_BUILT.contains(&kind) => {
-                    return fail(
-                        key("kind"),
-                        format!("{kind:?} is not built yet: only \"webhook\" is (docs/integrations.md)"),
-                    );
-                }
-                kind => {
-                    return fail(
-                        key("kind"),
-                        format!(
-                            "{kind:?} is not a connector kind; the one built is \"webhook\" (docs/integrations.md)"
-                        ),
-                    );
-                }
-            }
-            let Some(url) = &connector.url else { return fail(key("url"), "a webhook needs its `url`".to_owned()) };
+            let Some(url) = &connector.url else {
+                return fail(key("url"), format!("a {} connector needs its `url`", connector.kind));
+            };
             if let Err(problem) = crate::graph::parse_base_url(url) {
                 return fail(key("url"), problem);
             }
-            let Some(secret) = &connector.secret else {
-                return fail(key("secret"), "a webhook needs its signing `secret` (whsec_<base64>)".to_owned());
-            };
-            if let Err(problem) = crate::outbox::webhook::parse_secret(secret) {
-                return fail(key("secret"), problem);
-            }
-            if connector.token.is_some() {
-                return fail(key("token"), "a webhook takes no `token` (it signs with `secret`)".to_owned());
+            match (connector.kind.as_str(), crate::outbox::crm::Kind::parse(&connector.kind)) {
+                ("webhook", _) => {
+                    let Some(secret) = &connector.secret else {
+                        return fail(key("secret"), "a webhook needs its signing `secret` (whsec_<base64>)".to_owned());
+                    };
+                    if let Err(problem) = crate::outbox::webhook::parse_secret(secret) {
+                        return fail(key("secret"), problem);
+                    }
+                    if connector.token.is_some() {
+                        return fail(key("token"), "a webhook takes no `token` (it signs with `secret`)".to_owned());
+                    }
+                }
+                (kind, Some(crm)) => {
+                    let Some(token) = &connector.token else {
+                        return fail(
+                            key("token"),
+                            format!("a {kind} connector needs its API `token` (docs/integrations.md)"),
+                        );
+                    };
+                    if let Err(problem) = crate::outbox::crm::check_token(crm, token) {
+                        return fail(key("token"), problem);
+                    }
+                    if connector.secret.is_some() {
+                        return fail(key("secret"), format!("a {kind} connector takes no `secret` (it sends `token`)"));
+                    }
+                }
+                (kind, None) => {
+                    return fail(
+                        key("kind"),
+                        format!(
+                            "{kind:?} is not a connector kind; use webhook, {} (docs/integrations.md)",
+                            crate::outbox::crm::Kind::NAMES.join(", ")
+                        ),
+                    );
+                }
             }
             if connector.events.is_empty() {
                 return fail(key("events"), "needs at least one event".to_owned());
@@ -1140,19 +1149,28 @@ secret = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYX"
 events = ["conversation.closed"]"#;
 
     #[test]
-    fn connectors_are_checked_and_unbuilt_kinds_refused() {
+    fn connectors_are_checked_with_their_keys_named() {
         let config = Config::from_toml("test.toml", &with_connector(WEBHOOK), env(&[])).unwrap();
         let connector = &config.connectors[0];
         assert_eq!((connector.max_attempts, connector.max_in_flight, connector.timeout_ms), (12, 4, 10_000));
         assert_eq!(config.outbox.backoff_base_ms, 1000);
 
-        for kind in CONNECTOR_KINDS_NOT_BUILT {
-            let text =
-                with_connector(&WEBHOOK.replace("kind = \"webhook\"", &format!("kind = \"{kind}\"\ntoken = \"t\"")));
-            let error = error_of(&text, &[]);
-            assert_eq!(error.key, "connectors[0].kind", "{error}");
-            assert!(error.problem.contains("not built yet"), "{error}");
+        let crm = |kind: &str, token: &str| {
+            format!(
+                "id = \"crm\"\nkind = \"{kind}\"\nurl = \"https://api.example.com\"\ntoken = \"{token}\"\nevents = [\"conversation.closed\"]"
+            )
+        };
+        for kind in crate::outbox::crm::Kind::NAMES {
+            let config = Config::from_toml("test.toml", &with_connector(&crm(kind, "ak:sk")), env(&[])).unwrap();
+            assert_eq!(config.connectors[0].kind, kind);
+            let error = error_of(&with_connector(&crm(kind, "ak:sk").replace("token = \"ak:sk\"", "")), &[]);
+            assert_eq!(error.key, "connectors[0].token", "{error}");
+            let error = error_of(&with_connector(&format!("{}\nsecret = \"whsec_x\"", crm(kind, "ak:sk"))), &[]);
+            assert_eq!(error.key, "connectors[0].secret", "{error}");
         }
+        let error = error_of(&with_connector(&crm("leadsquared", "only-one-key")), &[]);
+        assert_eq!(error.key, "connectors[0].token", "{error}");
+        assert!(!error.problem.contains("only-one-key"), "{error}");
         let cases = [
             (WEBHOOK.replace("webhook\"", "carrier_pigeon\""), "connectors[0].kind", "not a connector kind"),
             (WEBHOOK.replace("whsec_", "wh_"), "connectors[0].secret", "whsec_"),

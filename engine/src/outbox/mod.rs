@@ -26,6 +26,7 @@
 
 pub mod attempt;
 pub mod capi;
+pub mod crm;
 pub mod decide;
 pub mod webhook;
 
@@ -448,6 +449,8 @@ pub struct OutboxParts {
     /// `[capi]` with what it needs: the Graph API's base URL, the access
     /// token and the dispositions' won values and money field.
     pub capi: Option<CapiParts>,
+    /// The dispositions' won values and money field (the named CRMs' deals).
+    pub disposition: crm::Disposition,
 }
 
 /// The Conversions API target's parts.
@@ -467,7 +470,7 @@ impl fmt::Debug for CapiParts {
 impl Outbox {
     /// Opens the stored deliveries and starts the task.
     pub async fn start(parts: OutboxParts) -> Result<Outbox, OutboxError> {
-        let OutboxParts { store, clock, mut log_head, connectors, settings, capi } = parts;
+        let OutboxParts { store, clock, mut log_head, connectors, settings, capi, disposition } = parts;
         let mut targets = HashMap::new();
         let mut subscriptions = Vec::new();
         for spec in &connectors {
@@ -480,7 +483,19 @@ impl Outbox {
                     )
                     .map_err(|problem| OutboxError(format!("connectors {:?}: {problem}", spec.id)))?,
                 ),
-                other => return Err(OutboxError(format!("connector kind {other:?} is not built yet"))),
+                other => match crm::Kind::parse(other) {
+                    Some(kind) => Arc::new(
+                        crm::CrmConnector::new(
+                            kind,
+                            spec.url.as_deref().unwrap_or_default(),
+                            spec.token.as_deref().unwrap_or_default(),
+                            disposition.clone(),
+                            Duration::from_millis(spec.timeout_ms),
+                        )
+                        .map_err(|problem| OutboxError(format!("connectors {:?}: {problem}", spec.id)))?,
+                    ),
+                    None => return Err(OutboxError(format!("connector kind {other:?} is not a connector kind"))),
+                },
             };
             targets.insert(
                 spec.id.clone(),
