@@ -283,7 +283,7 @@ impl Task {
                 decide::after_attempt(attempts, outcome, max_attempts, now, &self.schedule, rand::random::<f64>());
             let label = match outcome {
                 AttemptOutcome::Delivered { .. } => "delivered",
-                AttemptOutcome::Failed { error, .. } if error == "timed out" => "timeout",
+                AttemptOutcome::Failed { error, .. } if error.starts_with("timed out") => "timeout",
                 AttemptOutcome::Failed { error, .. } if error.starts_with("HTTP ") => "http_error",
                 AttemptOutcome::Failed { .. } => "connection_error",
             };
