@@ -192,7 +192,7 @@ async fn exact_requests(kind: &str) -> TestResult {
             let close = &received[2..];
             let mut contact = serde_json::Map::from_iter([
                 ("phone".to_owned(), json!(phone)),
-                ("hs_whatsapp_phone_number".to_owned(), json!(phone)),
+                ("mobilephone".to_owned(), json!(phone)),
                 ("firstname".to_owned(), json!("Ravi")),
                 ("lastname".to_owned(), json!("Kumar")),
             ]);

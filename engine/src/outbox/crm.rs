@@ -258,7 +258,7 @@ pub fn plan(kind: Kind, payload: &Value, disposition: &Disposition) -> Result<Ve
         Kind::Hubspot => {
             let mut properties = Map::new();
             properties.insert("phone".into(), json!(facts.phone()));
-            properties.insert("hs_whatsapp_phone_number".into(), json!(facts.phone()));
+            properties.insert("mobilephone".into(), json!(facts.phone()));
             if let Some(first) = &facts.first_name {
                 properties.insert("firstname".into(), json!(first));
             }
@@ -587,7 +587,7 @@ mod tests {
         let requests = plan(Kind::Hubspot, &closed(), &disposition()).unwrap();
         let mut contact = Map::from_iter([
             ("phone".to_owned(), json!("+919800000001")),
-            ("hs_whatsapp_phone_number".to_owned(), json!("+919800000001")),
+            ("mobilephone".to_owned(), json!("+919800000001")),
             ("firstname".to_owned(), json!("Ravi")),
             ("lastname".to_owned(), json!("Kumar")),
         ]);
