@@ -91,6 +91,26 @@ async fn arrives(
     Ok(frame["conversation"]["id"].as_str().unwrap_or_default().to_owned())
 }
 
+/// As [`arrives`], when any agent may get it: its id, once it is assigned.
+async fn arrives_anywhere(harness: &Harness, customer: &str, clid: Option<&str>) -> anyhow::Result<String> {
+    let mut message = json!({"type": "text", "text": {"body": "is it available?"}});
+    if let Some(clid) = clid {
+        message["referral"] = json!({"source_url": "https://fb.me/x", "source_type": "ad",
+            "source_id": "120200000000001", "headline": "Test drive", "ctwa_clid": clid});
+    }
+    let (status, _) =
+        harness.post_webhook(&message_webhook(NUMBER, customer, &format!("wamid.{customer}"), message)).await?;
+    anyhow::ensure!(status == 200);
+    eventually(|| async {
+        let (_, list) = harness.get("/api/v1/conversations", MANAGER_TOKEN).await.ok()?;
+        list["conversations"].as_array()?.iter().find_map(|conversation| {
+            (conversation["contact"]["wa_id"] == customer && conversation["status"] == "assigned")
+                .then(|| conversation["id"].as_str().unwrap_or_default().to_owned())
+        })
+    })
+    .await
+}
+
 async fn close(harness: &Harness, id: &str, fields: Value) -> TestResult {
     let (status, answer) =
         harness.post(&format!("/api/v1/conversations/{id}/close"), MANAGER_TOKEN, &json!({"fields": fields})).await?;
@@ -149,7 +169,6 @@ async fn paid_conversations_send_one_qualified_lead_and_one_purchase_each_and_or
     clock.advance_ms(4_000);
     let lost = arrives(&harness, &mut a1, "919700000002", Some("clid-lost")).await?;
     let organic = arrives(&harness, &mut a1, "919700000003", None).await?;
-    let later = arrives(&harness, &mut a1, "919700000004", Some("clid-later")).await?;
 
     // A second assignment (a transfer) qualifies nothing again.
     let _a2 = harness.online_agent("a2").await?;
@@ -159,11 +178,28 @@ async fn paid_conversations_send_one_qualified_lead_and_one_purchase_each_and_or
     close(&harness, &organic, json!({"outcome": "closed_won", "amount": 700})).await?;
     outbox_empty(&harness).await?;
 
-    // A restart: the outbox's memory holds; `later` is transferred, then won.
+    // `later`'s QualifiedLead fails and is still pending at a restart: it is
+    // delivered after it, once; the memory holds, so a transfer then
+    // qualifies nothing again; then it is won.
+    harness
+        .emulator
+        .fail_next(Failure { http_status: 503, code: 2, message: "Service temporarily unavailable".into() }, 1);
+    let later = arrives_anywhere(&harness, "919700000004", Some("clid-later")).await?;
+    eventually(|| async {
+        let (_, answer) = harness.get("/api/v1/outbox", MANAGER_TOKEN).await.ok()?;
+        let deliveries = answer["deliveries"].as_array()?.clone();
+        (deliveries.len() == 1 && deliveries[0]["attempts"] == 1).then_some(())
+    })
+    .await?;
+    assert!(events_of(&harness, &later).is_empty());
     harness.restart(StartOptions { clock: clock.clone(), ..StartOptions::default() }).await?;
+    clock.advance_ms(4_000);
+    eventually(|| async { (events_of(&harness, &later).len() == 1).then_some(()) }).await?;
     let _a1 = harness.online_agent("a1").await?;
     let _a2 = harness.online_agent("a2").await?;
-    transfer(&harness, &later, "a2").await?;
+    let (_, held) = harness.get(&format!("/api/v1/conversations/{later}"), MANAGER_TOKEN).await?;
+    let other = if held["agent"] == "a1" { "a2" } else { "a1" };
+    transfer(&harness, &later, other).await?;
     close(&harness, &later, json!({"outcome": "closed_won", "amount": "1200.50"})).await?;
     eventually(|| async { (events_of(&harness, &later).len() == 2).then_some(()) }).await?;
     outbox_empty(&harness).await?;
