@@ -19,6 +19,11 @@
 //!   `outbox_dead` event. The events are the audit log's entries for each
 //!   final outcome. Memory follows only after the commit succeeded.
 //!
+//! With `[capi]`, events of paid conversations also become deliveries to
+//! the target `capi` (`capi::CapiPlan::conversion`), each remembered by a
+//! memory row committed with it, so it is made once per conversation and
+//! event name, restarts included.
+//!
 //! After a restart the stored deliveries are loaded and go on where they
 //! were; an attempt in flight at the crash is made again (its receiver
 //! dedupes by `webhook-id`). Time is the engine's clock; backoff is
@@ -57,8 +62,8 @@ const IDLE_CURSOR_EVERY: Duration = Duration::from_secs(10);
 
 pub type AttemptFuture = Pin<Box<dyn Future<Output = AttemptOutcome> + Send + 'static>>;
 
-/// A target kind: makes one attempt of a delivery. Only `webhook` is built;
-/// the named CRMs and Meta's Conversions API plug in here.
+/// A target kind: makes one attempt of a delivery (`webhook::WebhookConnector`,
+/// `crm::CrmConnector` for the named CRMs, `capi::CapiConnector`).
 pub trait Connector: Send + Sync + 'static {
     fn attempt(&self, delivery: &Delivery, now: UnixMs) -> AttemptFuture;
 }
