@@ -46,13 +46,53 @@ pub struct Config {
     #[serde(default)]
     pub campaigns: Vec<CampaignSpec>,
     /// `[[connectors]]`: targets of the outbox (PROTOCOL §10,
-    /// docs/integrations.md). Only `kind = "webhook"` is built.
+    /// docs/integrations.md).
     #[serde(default)]
     pub connectors: Vec<ConnectorSpec>,
     /// `[outbox]`: the outbox's retry schedule and rhythm.
     #[serde(default)]
     pub outbox: OutboxConfig,
+    /// `[capi]`: Meta's Conversions API for business messaging (PROTOCOL
+    /// §10, docs/integrations.md), a built-in target of the outbox.
+    #[serde(default)]
+    pub capi: Option<CapiConfig>,
 }
+
+/// `[capi]`: conversion events of paid (click-to-WhatsApp) conversations to
+/// Meta's Conversions API, through the outbox as the target `capi`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapiConfig {
+    /// The dataset (pixel) id events are posted to: digits.
+    pub dataset_id: String,
+    /// The WhatsApp Business Account id sent in `user_data`: digits.
+    pub waba_id: String,
+    /// The event sent when a paid conversation is qualified (first reaches an agent).
+    #[serde(default = "default_on_qualified")]
+    pub on_qualified: String,
+    /// The event sent when a paid conversation closes won.
+    #[serde(default = "default_on_won")]
+    pub on_won: String,
+    /// ISO 4217 code of the won event's `value` (the first `money` field).
+    #[serde(default)]
+    pub currency: Option<String>,
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    #[serde(default = "default_connector_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_on_qualified() -> String {
+    "QualifiedLead".to_owned()
+}
+fn default_on_won() -> String {
+    "Purchase".to_owned()
+}
+
+/// The outbox target id of `[capi]` (no `[[connectors]]` may take it).
+pub const CAPI_TARGET: &str = "capi";
 
 /// `[[connectors]]`: one target of the outbox.
 #[derive(Clone, Deserialize)]
@@ -60,15 +100,15 @@ pub struct Config {
 pub struct ConnectorSpec {
     /// Letters, digits, `_` and `-`; part of each delivery's id.
     pub id: String,
-    /// `webhook` (built); `hubspot`, `zoho`, `freshsales`, `leadsquared`
-    /// are refused until they are.
+    /// `webhook`, `hubspot`, `zoho`, `freshsales` or `leadsquared`.
     pub kind: String,
     #[serde(default)]
     pub url: Option<String>,
     /// `whsec_<base64>`: the Standard Webhooks signing secret.
     #[serde(default)]
     pub secret: Option<String>,
-    /// The named CRMs' API token (not used by `webhook`).
+    /// The named CRMs' API token (not used by `webhook`); LeadSquared's is
+    /// `accessKey:secretKey`.
     #[serde(default)]
     pub token: Option<String>,
     pub events: Vec<String>,
@@ -108,9 +148,6 @@ impl fmt::Debug for ConnectorSpec {
             .finish_non_exhaustive()
     }
 }
-
-/// The connector kinds PROTOCOL §10 names that are not built yet.
-pub const CONNECTOR_KINDS_NOT_BUILT: [&str; 4] = ["hubspot", "zoho", "freshsales", "leadsquared"];
 
 /// `[outbox]`: exponential backoff with full jitter from `backoff_base_ms`,
 /// doubling, at most `backoff_max_ms`; new events taken in and due
@@ -639,6 +676,7 @@ impl Config {
             }
         }
         self.validate_connectors()?;
+        self.validate_capi()?;
         let mut field_keys = HashSet::new();
         for (index, field) in self.dispositions.iter().enumerate() {
             let key = |name: &str| format!("dispositions[{index}].{name}");
@@ -680,35 +718,47 @@ impl Config {
             if !ids.insert(id.as_str()) {
                 return fail(key("id"), format!("connector {id:?} is defined twice"));
             }
-            match connector.kind.as_str() {
-                "webhook" => {}
-                kind if CONNECTOR_KINDS_NOT_BUILT.contains(&kind) => {
-                    return fail(
-                        key("kind"),
-                        format!("{kind:?} is not built yet: only \"webhook\" is (docs/integrations.md)"),
-                    );
-                }
-                kind => {
-                    return fail(
-                        key("kind"),
-                        format!(
-                            "{kind:?} is not a connector kind; the one built is \"webhook\" (docs/integrations.md)"
-                        ),
-                    );
-                }
-            }
-            let Some(url) = &connector.url else { return fail(key("url"), "a webhook needs its `url`".to_owned()) };
+            let Some(url) = &connector.url else {
+                return fail(key("url"), format!("a {} connector needs its `url`", connector.kind));
+            };
             if let Err(problem) = crate::graph::parse_base_url(url) {
                 return fail(key("url"), problem);
             }
-            let Some(secret) = &connector.secret else {
-                return fail(key("secret"), "a webhook needs its signing `secret` (whsec_<base64>)".to_owned());
-            };
-            if let Err(problem) = crate::outbox::webhook::parse_secret(secret) {
-                return fail(key("secret"), problem);
-            }
-            if connector.token.is_some() {
-                return fail(key("token"), "a webhook takes no `token` (it signs with `secret`)".to_owned());
+            match (connector.kind.as_str(), crate::outbox::crm::Kind::parse(&connector.kind)) {
+                ("webhook", _) => {
+                    let Some(secret) = &connector.secret else {
+                        return fail(key("secret"), "a webhook needs its signing `secret` (whsec_<base64>)".to_owned());
+                    };
+                    if let Err(problem) = crate::outbox::webhook::parse_secret(secret) {
+                        return fail(key("secret"), problem);
+                    }
+                    if connector.token.is_some() {
+                        return fail(key("token"), "a webhook takes no `token` (it signs with `secret`)".to_owned());
+                    }
+                }
+                (kind, Some(crm)) => {
+                    let Some(token) = &connector.token else {
+                        return fail(
+                            key("token"),
+                            format!("a {kind} connector needs its API `token` (docs/integrations.md)"),
+                        );
+                    };
+                    if let Err(problem) = crate::outbox::crm::check_token(crm, token) {
+                        return fail(key("token"), problem);
+                    }
+                    if connector.secret.is_some() {
+                        return fail(key("secret"), format!("a {kind} connector takes no `secret` (it sends `token`)"));
+                    }
+                }
+                (kind, None) => {
+                    return fail(
+                        key("kind"),
+                        format!(
+                            "{kind:?} is not a connector kind; use webhook, {} (docs/integrations.md)",
+                            crate::outbox::crm::Kind::NAMES.join(", ")
+                        ),
+                    );
+                }
             }
             if connector.events.is_empty() {
                 return fail(key("events"), "needs at least one event".to_owned());
@@ -729,6 +779,57 @@ impl Config {
             }
             if connector.timeout_ms == 0 {
                 return fail(key("timeout_ms"), "must be greater than 0".to_owned());
+            }
+        }
+        Ok(())
+    }
+
+    /// `[capi]`.
+    fn validate_capi(&self) -> Result<(), (String, String)> {
+        let Some(capi) = &self.capi else { return Ok(()) };
+        let fail = |key: &str, problem: String| Err((format!("capi.{key}"), problem));
+        for (key, value) in [("dataset_id", &capi.dataset_id), ("waba_id", &capi.waba_id)] {
+            if value.is_empty() || !value.bytes().all(|byte| byte.is_ascii_digit()) {
+                return fail(key, format!("must be Meta's numeric id (digits only), not {value:?}"));
+            }
+        }
+        for (key, value) in [("on_qualified", &capi.on_qualified), ("on_won", &capi.on_won)] {
+            if value.is_empty() || value.len() > 50 || !value.bytes().all(|byte| byte.is_ascii_alphanumeric()) {
+                return fail(
+                    key,
+                    format!("must be a Conversions API event name such as QualifiedLead or Purchase, not {value:?}"),
+                );
+            }
+        }
+        let has_money = self.dispositions.iter().any(|field| field.kind == FieldKind::Money);
+        match &capi.currency {
+            Some(currency) if currency.len() != 3 || !currency.bytes().all(|byte| byte.is_ascii_uppercase()) => {
+                return fail("currency", format!("must be an ISO 4217 code such as INR or USD, not {currency:?}"));
+            }
+            None if has_money || capi.on_won == "Purchase" => {
+                return fail(
+                    "currency",
+                    format!(
+                        "is needed: the {:?} event carries a value (the first `money` field), and Meta needs its currency (an ISO 4217 code such as INR)",
+                        capi.on_won
+                    ),
+                );
+            }
+            _ => {}
+        }
+        if self.connectors.iter().any(|connector| connector.id == CAPI_TARGET) {
+            return fail(
+                "dataset_id",
+                format!("a [[connectors]] is named {CAPI_TARGET:?}, the id [capi] uses in the outbox: rename it"),
+            );
+        }
+        for (key, value) in [
+            ("max_attempts", capi.max_attempts as u64),
+            ("max_in_flight", capi.max_in_flight as u64),
+            ("timeout_ms", capi.timeout_ms),
+        ] {
+            if value == 0 {
+                return fail(key, "must be at least 1".to_owned());
             }
         }
         Ok(())
@@ -1048,19 +1149,28 @@ secret = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYX"
 events = ["conversation.closed"]"#;
 
     #[test]
-    fn connectors_are_checked_and_unbuilt_kinds_refused() {
+    fn connectors_are_checked_with_their_keys_named() {
         let config = Config::from_toml("test.toml", &with_connector(WEBHOOK), env(&[])).unwrap();
         let connector = &config.connectors[0];
         assert_eq!((connector.max_attempts, connector.max_in_flight, connector.timeout_ms), (12, 4, 10_000));
         assert_eq!(config.outbox.backoff_base_ms, 1000);
 
-        for kind in CONNECTOR_KINDS_NOT_BUILT {
-            let text =
-                with_connector(&WEBHOOK.replace("kind = \"webhook\"", &format!("kind = \"{kind}\"\ntoken = \"t\"")));
-            let error = error_of(&text, &[]);
-            assert_eq!(error.key, "connectors[0].kind", "{error}");
-            assert!(error.problem.contains("not built yet"), "{error}");
+        let crm = |kind: &str, token: &str| {
+            format!(
+                "id = \"crm\"\nkind = \"{kind}\"\nurl = \"https://api.example.com\"\ntoken = \"{token}\"\nevents = [\"conversation.closed\"]"
+            )
+        };
+        for kind in crate::outbox::crm::Kind::NAMES {
+            let config = Config::from_toml("test.toml", &with_connector(&crm(kind, "ak:sk")), env(&[])).unwrap();
+            assert_eq!(config.connectors[0].kind, kind);
+            let error = error_of(&with_connector(&crm(kind, "ak:sk").replace("token = \"ak:sk\"", "")), &[]);
+            assert_eq!(error.key, "connectors[0].token", "{error}");
+            let error = error_of(&with_connector(&format!("{}\nsecret = \"whsec_x\"", crm(kind, "ak:sk"))), &[]);
+            assert_eq!(error.key, "connectors[0].secret", "{error}");
         }
+        let error = error_of(&with_connector(&crm("leadsquared", "only-one-key")), &[]);
+        assert_eq!(error.key, "connectors[0].token", "{error}");
+        assert!(!error.problem.contains("only-one-key"), "{error}");
         let cases = [
             (WEBHOOK.replace("webhook\"", "carrier_pigeon\""), "connectors[0].kind", "not a connector kind"),
             (WEBHOOK.replace("whsec_", "wh_"), "connectors[0].secret", "whsec_"),
@@ -1090,5 +1200,32 @@ events = ["conversation.closed"]"#;
         let shown = format!("{config:?}");
         assert!(!shown.contains("placeholder-app-secret"));
         assert!(!shown.contains("placeholder-admin-token"));
+    }
+
+    const CAPI: &str = "[capi]\ndataset_id = \"1234567890\"\nwaba_id = \"102290129340398\"\ncurrency = \"INR\"\n";
+
+    #[test]
+    fn capi_is_checked_with_its_keys_named() {
+        let config = Config::from_toml("test.toml", &format!("{EMBEDDED_DEFAULT}\n{CAPI}"), env(&[])).unwrap();
+        let capi = config.capi.as_ref().unwrap();
+        assert_eq!((capi.on_qualified.as_str(), capi.on_won.as_str()), ("QualifiedLead", "Purchase"));
+        assert_eq!((capi.max_attempts, capi.max_in_flight, capi.timeout_ms), (12, 4, 10_000));
+        let cases = [
+            (CAPI.replace("\"1234567890\"", "\"12ab\""), "capi.dataset_id", "digits"),
+            (CAPI.replace("\"102290129340398\"", "\"\""), "capi.waba_id", "digits"),
+            (CAPI.replace("currency = \"INR\"\n", ""), "capi.currency", "is needed"),
+            (CAPI.replace("\"INR\"", "\"rupees\""), "capi.currency", "ISO 4217"),
+            (format!("{CAPI}on_won = \"Big Sale!\"\n"), "capi.on_won", "event name"),
+            (format!("{CAPI}max_attempts = 0\n"), "capi.max_attempts", "at least 1"),
+            (format!("{CAPI}dataset = \"1\"\n"), "capi", "unknown field"),
+        ];
+        for (section, key, problem) in cases {
+            let error = error_of(&format!("{EMBEDDED_DEFAULT}\n{section}"), &[]);
+            assert!(error.key.starts_with(key), "{key}: {error}");
+            assert!(error.problem.contains(problem), "{error}");
+        }
+        let named_capi = format!("{}\n{CAPI}", with_connector(&WEBHOOK.replace("\"crm\"", "\"capi\"")));
+        let error = error_of(&named_capi, &[]);
+        assert!(error.problem.contains("rename it"), "{error}");
     }
 }

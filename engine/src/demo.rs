@@ -306,6 +306,12 @@ pub async fn run(listen: &str, agents: usize, rate: f64, data_dir: Option<PathBu
         }
     }
 
+    // Paid (click-to-WhatsApp) leads send Meta's Conversions API events to
+    // the emulator: QualifiedLead when assigned, Purchase when won. Set
+    // after the past days are played, so only the live demo sends them.
+    config.capi = Some(demo_capi());
+    let access_token = config.whatsapp.access_token.clone();
+
     let server = match crate::server::start(config, Default::default()).await {
         Ok(server) => server,
         Err(error) => {
@@ -332,6 +338,10 @@ pub async fn run(listen: &str, agents: usize, rate: f64, data_dir: Option<PathBu
     let emulator = Arc::new(emulator);
 
     print_banner(&addr, &roster, agents, rate, &data_dir);
+    println!("Meta Conversions API (docs/integrations.md): paid leads send QualifiedLead when an agent gets them");
+    println!("and Purchase when they close won, to the emulator's dataset {DEMO_DATASET_ID}. See them with:");
+    println!("  curl -H 'Authorization: Bearer {access_token}' {}", emulator.conversions_url());
+    println!();
 
     let ctx = Arc::new(Ctx {
         base_url: base_url.clone(),
@@ -454,6 +464,22 @@ fn print_banner(addr: &SocketAddr, roster: &Roster, agents: usize, rate: f64, da
     println!();
     println!("A status line follows every {} s. Ctrl-C to stop.", STATUS_EVERY.as_secs());
     println!();
+}
+
+/// The demo's `[capi]` dataset (any digits: the emulator takes any).
+const DEMO_DATASET_ID: &str = "1234567890";
+
+fn demo_capi() -> crate::config::CapiConfig {
+    crate::config::CapiConfig {
+        dataset_id: DEMO_DATASET_ID.to_owned(),
+        waba_id: sim::emulator::WABA_ID.to_owned(),
+        on_qualified: "QualifiedLead".to_owned(),
+        on_won: "Purchase".to_owned(),
+        currency: Some("INR".to_owned()),
+        max_attempts: 12,
+        max_in_flight: 4,
+        timeout_ms: 10_000,
+    }
 }
 
 /// What the demo's tasks share.
@@ -927,13 +953,14 @@ async fn status_lines(ctx: Arc<Ctx>, emulator: Arc<Emulator>, manager_token: Str
         let failed = if failed > 0 { format!(", {failed} failed") } else { String::new() };
         println!(
             "[demo {:>4}s] webhooks {} posted ({} ok{failed}) | {conversations} | agent replies {}, closes {} | \
-             emulator accepted {} sends",
+             emulator accepted {} sends, {} Conversions API events",
             started.elapsed().as_secs(),
             get(&stats.webhooks_posted),
             get(&stats.webhooks_acked),
             get(&stats.replies),
             get(&stats.closes),
             emulator.accepted_count(),
+            emulator.conversions().len(),
         );
     }
 }

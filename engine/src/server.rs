@@ -191,12 +191,39 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
         .await
         .context("cannot open the reports")?;
     let _ = state.reports.set(Arc::new(reports));
+    let disposition = crate::outbox::crm::Disposition {
+        won: config
+            .dispositions
+            .iter()
+            .filter(|field| !field.won_values.is_empty())
+            .map(|field| (field.key.clone(), field.won_values.clone()))
+            .collect(),
+        money: config
+            .dispositions
+            .iter()
+            .find(|field| field.kind == actors::settings::FieldKind::Money)
+            .map(|field| field.key.clone()),
+    };
     let outbox = crate::outbox::Outbox::start(crate::outbox::OutboxParts {
         store: system.shared().store.clone(),
         clock,
         log_head: system.log_head(),
         connectors: config.connectors.clone(),
         settings: config.outbox.clone(),
+        capi: config.capi.clone().map(|capi| crate::outbox::CapiParts {
+            plan: crate::outbox::capi::CapiPlan {
+                waba_id: capi.waba_id.clone(),
+                on_qualified: capi.on_qualified.clone(),
+                on_won: capi.on_won.clone(),
+                currency: capi.currency.clone(),
+                won: disposition.won.clone(),
+                money: disposition.money.clone(),
+            },
+            config: capi,
+            graph_base_url: config.whatsapp.graph_base_url.clone(),
+            access_token: config.whatsapp.access_token.clone(),
+        }),
+        disposition: disposition.clone(),
     })
     .await
     .context("cannot open the outbox")?;

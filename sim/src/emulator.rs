@@ -10,6 +10,16 @@
 //! and the black-box tests use it as Meta. (The bench uses [`crate::sink`], which
 //! keeps nothing per request.)
 //!
+//! It also answers `POST /{version}/{dataset_id}/events`, Meta's Conversions
+//! API for business messaging: Bearer token, then the body's shape (each
+//! event's name, time, id, `action_source: "business_messaging"`,
+//! `messaging_channel: "whatsapp"`, `user_data` with the WhatsApp Business
+//! Account id and a `ctwa_clid`, and `custom_data` with both `currency` and
+//! `value` when present), answered `{events_received, fbtrace_id}` like
+//! Meta; the accepted events are kept ([`Emulator::conversions`]) and
+//! listed by `GET /emulator/conversions` (same Bearer token), which
+//! `switchboard demo` points at.
+//!
 //! Order of checks on a send, as Meta does it: path (`vNN.0`, else 404), access
 //! token (else 401, code 190), body (else 400, code 100), then any failure injected
 //! with [`Emulator::fail_next`] (it replaces an answer that would have been a
@@ -129,6 +139,15 @@ struct EmulatorState {
     accepted: usize,
     failures: VecDeque<Failure>,
     failing_recipients: HashMap<String, i64>,
+    conversions: Vec<Conversion>,
+}
+
+/// One Conversions API event the emulator accepted.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Conversion {
+    pub dataset_id: String,
+    /// The event as posted (one element of `data`).
+    pub event: Value,
 }
 
 impl Shared {
@@ -158,6 +177,8 @@ impl Emulator {
         });
         let router = Router::new()
             .route("/{version}/{phone_number_id}/messages", post(send_message))
+            .route("/{version}/{phone_number_id}/events", post(conversion_events))
+            .route("/emulator/conversions", axum::routing::get(list_conversions))
             .fallback(unknown_path)
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
@@ -196,6 +217,17 @@ impl Emulator {
     /// How many sends were answered 200.
     pub fn accepted_count(&self) -> usize {
         self.shared.state().accepted
+    }
+
+    /// Every Conversions API event accepted, in arrival order.
+    pub fn conversions(&self) -> Vec<Conversion> {
+        self.shared.state().conversions.clone()
+    }
+
+    /// Where the accepted Conversions API events are listed (`GET`, the
+    /// access token as Bearer).
+    pub fn conversions_url(&self) -> String {
+        format!("http://{}/emulator/conversions", self.addr)
     }
 
     /// The next `times` sends that would have succeeded get this error answer
@@ -381,6 +413,98 @@ async fn send_message(
         messages: vec![SentMessage { id: wamid, message_status: None }],
     };
     (StatusCode::OK, axum::Json(answer)).into_response()
+}
+
+/// `POST /{version}/{dataset_id}/events`: Meta's Conversions API.
+async fn conversion_events(
+    State(shared): State<Arc<Shared>>,
+    Path((version, dataset_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !is_api_version(&version) || dataset_id.is_empty() || !dataset_id.bytes().all(|byte| byte.is_ascii_digit()) {
+        return unknown_path_response(&format!("/{version}/{dataset_id}/events"));
+    }
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
+    if !bearer_matches(authorization, &shared.access_token) {
+        return meta_error(
+            StatusCode::UNAUTHORIZED,
+            "Invalid OAuth access token - Cannot parse access token",
+            190,
+            None,
+        );
+    }
+    let request = match serde_json::from_slice::<Value>(&body) {
+        Ok(value) => value,
+        Err(error) => return invalid_parameter(&format!("The request body is not valid JSON: {error}")),
+    };
+    let events = match validate_conversions(&request) {
+        Ok(events) => events,
+        Err(details) => return invalid_parameter(&details),
+    };
+    let received = events.len();
+    {
+        let mut state = shared.state();
+        if let Some(failure) = state.failures.pop_front() {
+            let status = StatusCode::from_u16(failure.http_status).unwrap_or(StatusCode::BAD_REQUEST);
+            return meta_error(status, &failure.message, failure.code, Some(&failure.message));
+        }
+        state.conversions.extend(events.into_iter().map(|event| Conversion { dataset_id: dataset_id.clone(), event }));
+    }
+    (StatusCode::OK, axum::Json(json!({"events_received": received, "messages": [], "fbtrace_id": fbtrace_id()})))
+        .into_response()
+}
+
+/// `GET /emulator/conversions`: `{conversions: [{dataset_id, event}]}`.
+async fn list_conversions(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
+    if !bearer_matches(authorization, &shared.access_token) {
+        return meta_error(StatusCode::UNAUTHORIZED, "Invalid OAuth access token", 190, None);
+    }
+    let conversions = shared.state().conversions.clone();
+    axum::Json(json!({ "conversions": conversions })).into_response()
+}
+
+/// The body Meta documents for business messaging events; the events, or
+/// what is wrong.
+fn validate_conversions(request: &Value) -> Result<Vec<Value>, String> {
+    let Some(data) = request.get("data").and_then(Value::as_array) else {
+        return Err("The parameter data is required and must be an array.".to_owned());
+    };
+    if data.is_empty() || data.len() > 1000 {
+        return Err("Param data must hold 1 to 1000 events.".to_owned());
+    }
+    for (index, event) in data.iter().enumerate() {
+        let text = |key: &str| event.get(key).and_then(Value::as_str).filter(|value| !value.trim().is_empty());
+        if text("event_name").is_none() {
+            return Err(format!("data[{index}]: event_name is required."));
+        }
+        if event.get("event_time").and_then(Value::as_i64).is_none_or(|time| time <= 0 || time > 99_999_999_999) {
+            return Err(format!("data[{index}]: event_time must be a unix timestamp in seconds."));
+        }
+        if text("event_id").is_none() {
+            return Err(format!("data[{index}]: event_id is required for deduplication."));
+        }
+        if text("action_source") != Some("business_messaging") {
+            return Err(format!("data[{index}]: action_source must be business_messaging."));
+        }
+        if text("messaging_channel") != Some("whatsapp") {
+            return Err(format!("data[{index}]: messaging_channel must be whatsapp."));
+        }
+        let user = |key: &str| {
+            event.get("user_data").and_then(|user| user.get(key)).and_then(Value::as_str).filter(|v| !v.is_empty())
+        };
+        if user("whatsapp_business_account_id").is_none() || user("ctwa_clid").is_none() {
+            return Err(format!("data[{index}]: user_data needs whatsapp_business_account_id and ctwa_clid."));
+        }
+        if let Some(custom) = event.get("custom_data") {
+            let currency = custom.get("currency").and_then(Value::as_str);
+            if currency.is_none_or(|code| code.len() != 3) || !custom.get("value").is_some_and(Value::is_number) {
+                return Err(format!("data[{index}]: custom_data needs a currency (ISO 4217) and a numeric value."));
+            }
+        }
+    }
+    Ok(data.clone())
 }
 
 async fn unknown_path(uri: Uri) -> Response {
@@ -687,6 +811,40 @@ mod tests {
         assert_eq!(requests[0].authorization.as_deref(), Some("Bearer test-token"));
         assert_eq!(requests[0].body["text"]["body"], "hello");
         assert_eq!(emulator.accepted_count(), 2);
+    }
+
+    #[tokio::test]
+    async fn conversion_events_are_checked_recorded_and_listed() {
+        let emulator = Emulator::start(config(None)).await.unwrap();
+        let client = reqwest::Client::new();
+        let url = format!("{}/1234567890/events", emulator.base_url());
+        let event = json!({
+            "event_name": "Purchase", "event_time": 1_700_000_000, "event_id": "cv1.Purchase",
+            "action_source": "business_messaging", "messaging_channel": "whatsapp",
+            "user_data": {"whatsapp_business_account_id": "102290129340398", "ctwa_clid": "ARAk"},
+            "custom_data": {"currency": "INR", "value": 2500.0},
+        });
+        let post = |token: &str, body: Value| client.post(&url).bearer_auth(token).json(&body).send();
+        let answer = post("wrong", json!({"data": [event.clone()]})).await.unwrap();
+        assert_eq!(answer.status(), 401);
+        let mut bad = event.clone();
+        bad["action_source"] = json!("website");
+        let answer = post(TOKEN, json!({"data": [bad]})).await.unwrap();
+        assert_eq!(answer.status(), 400);
+        let mut no_value = event.clone();
+        no_value["custom_data"] = json!({"currency": "INR"});
+        assert_eq!(post(TOKEN, json!({"data": [no_value]})).await.unwrap().status(), 400);
+        let answer = post(TOKEN, json!({"data": [event.clone()]})).await.unwrap();
+        assert_eq!(answer.status(), 200);
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(body["events_received"], 1);
+        assert!(body["fbtrace_id"].is_string());
+        assert_eq!(emulator.conversions(), [Conversion { dataset_id: "1234567890".into(), event: event.clone() }]);
+        let listed: Value =
+            client.get(emulator.conversions_url()).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+        assert_eq!(listed["conversions"][0]["event"], event);
+        let status = client.get(emulator.conversions_url()).send().await.unwrap().status();
+        assert_eq!(status, 401);
     }
 
     #[tokio::test]

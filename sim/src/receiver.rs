@@ -26,6 +26,8 @@ pub enum Behavior {
     Status(u16),
     /// Answers this status with `Retry-After: seconds`.
     RetryAfter(u16, u64),
+    /// Answers this status with this `Retry-After` value (an HTTP date).
+    RetryAfterValue(u16, String),
     /// Answers 200 after this long.
     Late(Duration),
     /// Holds the connection without answering, for this long.
@@ -37,6 +39,12 @@ pub enum Behavior {
 /// One request as it arrived.
 #[derive(Clone, Debug)]
 pub struct Received {
+    /// `POST`, `PUT`…
+    pub method: String,
+    /// The request target: path and query.
+    pub path: String,
+    /// Every header, names lowercased, in arrival order.
+    pub headers: Vec<(String, String)>,
     pub webhook_id: Option<String>,
     pub webhook_timestamp: Option<String>,
     pub webhook_signature: Option<String>,
@@ -46,6 +54,11 @@ pub struct Received {
 }
 
 impl Received {
+    /// A header's value (the name in any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str())
+    }
+
     /// The body as JSON (`Null` when it is not).
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
@@ -67,6 +80,9 @@ struct Shared {
     received: Mutex<Vec<Received>>,
     in_flight: AtomicUsize,
     most_in_flight: AtomicUsize,
+    /// (path prefix, JSON body): what a 2xx answer to a request whose path
+    /// starts with the prefix carries (a CRM's ids); the first match wins.
+    answers: Mutex<Vec<(String, String)>>,
 }
 
 /// A running receiver; it stops when dropped.
@@ -87,6 +103,7 @@ impl Receiver {
             received: Mutex::new(Vec::new()),
             in_flight: AtomicUsize::new(0),
             most_in_flight: AtomicUsize::new(0),
+            answers: Mutex::new(Vec::new()),
         });
         let serving = shared.clone();
         let task = tokio::spawn(async move {
@@ -107,6 +124,12 @@ impl Receiver {
     /// The next requests get these, in order; then the default.
     pub fn script(&self, behaviors: impl IntoIterator<Item = Behavior>) {
         self.shared.script.lock().expect("not poisoned").extend(behaviors);
+    }
+
+    /// A 2xx answer to a request whose path starts with `path_prefix`
+    /// carries `json` (as a CRM's answer carries the ids it made).
+    pub fn answer_with(&self, path_prefix: &str, json: serde_json::Value) {
+        self.shared.answers.lock().expect("not poisoned").push((path_prefix.to_owned(), json.to_string()));
     }
 
     /// What requests get once the script is used up.
@@ -166,22 +189,44 @@ async fn serve(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
     };
     let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     shared.most_in_flight.fetch_max(now, Ordering::SeqCst);
+    let request_line = head.lines().next().unwrap_or_default();
+    let mut parts = request_line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_owned();
+    let path = parts.next().unwrap_or_default().to_owned();
+    let headers: Vec<(String, String)> = head
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(key, value)| (key.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    let answer_body = shared
+        .answers
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+        .map(|(_, body)| body.clone())
+        .unwrap_or_default();
     shared.received.lock().expect("not poisoned").push(Received {
+        method,
+        path,
+        headers,
         webhook_id: header(&head, "webhook-id").map(str::to_owned),
         webhook_timestamp: header(&head, "webhook-timestamp").map(str::to_owned),
         webhook_signature: header(&head, "webhook-signature").map(str::to_owned),
         body: buffer[head_end..head_end + length].to_vec(),
         behavior: behavior.clone(),
     });
-    let answered = answer(&mut stream, &behavior).await;
+    let answered = answer(&mut stream, &behavior, &answer_body).await;
     shared.in_flight.fetch_sub(1, Ordering::SeqCst);
     answered
 }
 
-async fn answer(stream: &mut TcpStream, behavior: &Behavior) -> std::io::Result<()> {
+async fn answer(stream: &mut TcpStream, behavior: &Behavior, body: &str) -> std::io::Result<()> {
     let (status, extra) = match behavior {
         Behavior::Status(status) => (*status, String::new()),
         Behavior::RetryAfter(status, seconds) => (*status, format!("retry-after: {seconds}\r\n")),
+        Behavior::RetryAfterValue(status, value) => (*status, format!("retry-after: {value}\r\n")),
         Behavior::Late(after) => {
             tokio::time::sleep(*after).await;
             (200, String::new())
@@ -192,7 +237,11 @@ async fn answer(stream: &mut TcpStream, behavior: &Behavior) -> std::io::Result<
         }
         Behavior::Close => return stream.shutdown().await,
     };
-    let response = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n{extra}\r\n");
+    let body = if (200..300).contains(&status) { body } else { "" };
+    let response = format!(
+        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n{extra}\r\n{body}",
+        body.len()
+    );
     stream.write_all(response.as_bytes()).await?;
     stream.shutdown().await
 }

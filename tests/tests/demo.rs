@@ -14,6 +14,9 @@ struct Demo {
     child: std::process::Child,
     base_url: String,
     token: String,
+    /// The `curl` line the demo prints for its Conversions API events:
+    /// (the emulator's access token, the list's URL).
+    conversions: (String, String),
     http: reqwest::Client,
 }
 
@@ -43,10 +46,23 @@ impl Demo {
             }
             said.push(line);
         };
+        let conversions = loop {
+            let line = lines.next().ok_or_else(|| anyhow!("the demo exited: {said:?}"))??;
+            if let Some(rest) = line.trim().strip_prefix("curl -H 'Authorization: Bearer ") {
+                let (token, url) = rest.split_once("' ").ok_or_else(|| anyhow!("no URL in {line}"))?;
+                break (token.to_owned(), url.trim().to_owned());
+            }
+        };
         std::thread::spawn(move || for _ in lines {});
         let (base_url, token) = dashboard.split_once("/?token=").ok_or_else(|| anyhow!("no token in {dashboard}"))?;
         assert!(said.iter().any(|line| line.contains("past conversations")), "the past was played: {said:?}");
-        Ok(Demo { child, base_url: base_url.to_owned(), token: token.to_owned(), http: reqwest::Client::new() })
+        Ok(Demo {
+            child,
+            base_url: base_url.to_owned(),
+            token: token.to_owned(),
+            conversions,
+            http: reqwest::Client::new(),
+        })
     }
 
     async fn get(&self, path: &str) -> Result<Value> {
@@ -112,6 +128,32 @@ async fn the_demo_opens_on_filled_reports_and_a_moving_workload() -> Result<()> 
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "the workload never changed: {now:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Live paid leads reach agents: the emulator gets their QualifiedLead
+    // events (Meta's Conversions API), once each.
+    let (access_token, url) = &demo.conversions;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let listed: Value = demo.http.get(url).bearer_auth(access_token).send().await?.json().await?;
+        let events: Vec<Value> =
+            listed["conversions"].as_array().into_iter().flatten().map(|c| c["event"].clone()).collect();
+        let mut ids: Vec<&str> = events.iter().filter_map(|event| event["event_id"].as_str()).collect();
+        ids.sort();
+        let before = ids.len();
+        ids.dedup();
+        assert_eq!(ids.len(), before, "an event sent twice: {events:?}");
+        for event in &events {
+            assert_eq!(event["action_source"], "business_messaging", "{event}");
+            if event["event_name"] == "Purchase" {
+                assert_eq!(event["custom_data"]["currency"], "INR", "{event}");
+            }
+        }
+        if events.iter().any(|event| event["event_name"] == "QualifiedLead") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no Conversions API event: {listed}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     Ok(())

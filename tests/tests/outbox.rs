@@ -459,3 +459,32 @@ tick_ms = 50
     restarted.wait()?;
     Ok(())
 }
+
+/// `Retry-After` as an HTTP date (RFC 9110) is read against the engine's
+/// clock: the next attempt waits until that date, past the backoff's cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_date_is_waited_for_on_the_engines_clock() -> TestResult {
+    let start_ms = now_s() * 1000;
+    let date_ms = start_ms + 60_000;
+    let date = httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_millis(date_ms as u64));
+    let receiver = Receiver::start().await?;
+    receiver.script([Behavior::RetryAfterValue(503, date)]);
+    let clock = ManualClock::new(start_ms);
+    let harness = start(Some(clock.clone()), &receiver, "").await?;
+    let mut agent = harness.online_agent("a1").await?;
+    assigned(&harness, &mut agent, "919811110009").await?;
+    let first = eventually(|| async { receiver.received().first().cloned() }).await?;
+    let id = first.webhook_id.clone().expect("webhook-id");
+    let throttled = attempts_made(&harness, &id, 1).await?;
+    assert_eq!(throttled["last_error"], "HTTP 503");
+    let next = protocol::time::parse_rfc3339(throttled["next_attempt_at"].as_str().unwrap()).unwrap();
+    assert_eq!(next, date_ms, "the date, not the backoff: {throttled}");
+    clock.advance_ms(3 * CAP_MS);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(receiver.received().len(), 1, "nothing before the date");
+    clock.advance_ms(date_ms - clock.now_ms_for_test());
+    eventually(|| async { (receiver.received().len() == 2).then_some(()) }).await?;
+    eventually(|| async { listed(&harness, "").await.ok().filter(Vec::is_empty) }).await?;
+    harness.shutdown().await;
+    Ok(())
+}

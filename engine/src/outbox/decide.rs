@@ -104,27 +104,32 @@ pub fn deliveries_of(
         return Vec::new();
     }
     let payload = body(kind);
-    let key = event.conversation_id.clone().or_else(|| event.contact.clone()).unwrap_or_default();
     targets
         .into_iter()
-        .map(|subscription| Delivery {
-            id: delivery_id(&subscription.target, seq),
-            target: subscription.target.clone(),
-            key: key.clone(),
-            seq,
-            event_type: kind.to_owned(),
-            conversation_id: event.conversation_id.clone(),
-            contact: event.contact.clone(),
-            phone_number_id: event.phone_number_id.clone(),
-            created_at: now,
-            payload: payload.clone(),
-            state: DeliveryState::Pending,
-            attempts: 0,
-            next_attempt_at: now,
-            last_attempt_at: None,
-            last_error: None,
-        })
+        .map(|subscription| new_delivery(&subscription.target, seq, event, kind, payload.clone(), now))
         .collect()
+}
+
+/// A new pending delivery of the event at `seq` to `target`, keyed by its
+/// conversation (else its contact).
+pub fn new_delivery(target: &str, seq: u64, event: &Event, event_type: &str, payload: String, now: UnixMs) -> Delivery {
+    Delivery {
+        id: delivery_id(target, seq),
+        target: target.to_owned(),
+        key: event.conversation_id.clone().or_else(|| event.contact.clone()).unwrap_or_default(),
+        seq,
+        event_type: event_type.to_owned(),
+        conversation_id: event.conversation_id.clone(),
+        contact: event.contact.clone(),
+        phone_number_id: event.phone_number_id.clone(),
+        created_at: now,
+        payload,
+        state: DeliveryState::Pending,
+        attempts: 0,
+        next_attempt_at: now,
+        last_attempt_at: None,
+        last_error: None,
+    }
 }
 
 /// The body of PROTOCOL §10: `{type, timestamp, data: {conversation,

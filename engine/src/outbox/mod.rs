@@ -19,15 +19,24 @@
 //!   `outbox_dead` event. The events are the audit log's entries for each
 //!   final outcome. Memory follows only after the commit succeeded.
 //!
+//! With `[capi]`, events of paid conversations also become deliveries to
+//! the target `capi` (`capi::CapiPlan::conversion`), each remembered by a
+//! memory row committed with it, so it is made once per conversation and
+//! event name, restarts included.
+//!
 //! After a restart the stored deliveries are loaded and go on where they
 //! were; an attempt in flight at the crash is made again (its receiver
 //! dedupes by `webhook-id`). Time is the engine's clock; backoff is
 //! `crate::backoff`.
 
+pub mod attempt;
+pub mod capi;
+pub mod crm;
 pub mod decide;
 pub mod webhook;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,8 +62,8 @@ const IDLE_CURSOR_EVERY: Duration = Duration::from_secs(10);
 
 pub type AttemptFuture = Pin<Box<dyn Future<Output = AttemptOutcome> + Send + 'static>>;
 
-/// A target kind: makes one attempt of a delivery. Only `webhook` is built;
-/// the named CRMs and Meta's Conversions API plug in here.
+/// A target kind: makes one attempt of a delivery (`webhook::WebhookConnector`,
+/// `crm::CrmConnector` for the named CRMs, `capi::CapiConnector`).
 pub trait Connector: Send + Sync + 'static {
     fn attempt(&self, delivery: &Delivery, now: UnixMs) -> AttemptFuture;
 }
@@ -106,6 +115,10 @@ struct Task {
     results: mpsc::UnboundedSender<(Delivery, AttemptOutcome)>,
     /// When the cursor was last stored while no connector is subscribed.
     idle_cursor_stored: Option<std::time::Instant>,
+    /// `[capi]`'s decisions, when it is configured.
+    capi: Option<capi::CapiPlan>,
+    /// The Conversions API events made so far (memory rows, `capi::memory_key`).
+    capi_sent: HashSet<String>,
 }
 
 impl Task {
@@ -123,8 +136,13 @@ impl Task {
     ) -> Result<Task, OutboxError> {
         let reader = store.reader().caught_up().await?;
         let mut book = Book::default();
+        let mut capi_sent = HashSet::new();
         let mut unreadable = 0usize;
-        reader.outbox_rows(|_, value| {
+        reader.outbox_rows(|key, value| {
+            if key.starts_with(capi::MEMORY_PREFIX) {
+                capi_sent.insert(key.to_owned());
+                return Ok(());
+            }
             match rmp_serde::from_slice::<Delivery>(value) {
                 Ok(delivery) => book.insert(delivery),
                 Err(_) => unreadable += 1,
@@ -141,7 +159,24 @@ impl Task {
                 log_head
             }
         };
-        Ok(Task { store, clock, schedule, targets, subscriptions, book, cursor, results, idle_cursor_stored: None })
+        Ok(Task {
+            store,
+            clock,
+            schedule,
+            targets,
+            subscriptions,
+            book,
+            cursor,
+            results,
+            idle_cursor_stored: None,
+            capi: None,
+            capi_sent,
+        })
+    }
+
+    /// Whether anything in the log can become a delivery.
+    fn takes_events(&self) -> bool {
+        !self.subscriptions.is_empty() || self.capi.is_some()
     }
 
     /// With no connector subscribed nothing in the log becomes a delivery:
@@ -167,19 +202,28 @@ impl Task {
             let Some(&(last, _)) = events.last() else { return Ok(()) };
             let now = self.clock.now_ms();
             let mut made = Vec::new();
+            let mut remembered = Vec::new();
             for (seq, event) in &events {
                 made.extend(decide::deliveries_of(*seq, event, &self.subscriptions, now, |kind| {
                     body_of(&reader, kind, event)
                 }));
+                if let Some((delivery, memory)) = self.capi_delivery(&reader, *seq, event, &remembered, now) {
+                    made.push(delivery);
+                    remembered.push(memory);
+                }
             }
-            let mut rows = Vec::with_capacity(made.len());
+            let mut rows = Vec::with_capacity(made.len() + remembered.len());
             for delivery in &made {
                 rows.push((delivery.id.clone(), Some(encode(delivery)?)));
+            }
+            for memory in &remembered {
+                rows.push((memory.clone(), Some(b"sent".to_vec())));
             }
             self.store
                 .commit(vec![Op::PutOutboxRows(rows), Op::SetCursor { consumer: CONSUMER.to_owned(), seq: last }])
                 .await?;
             self.cursor = last;
+            self.capi_sent.extend(remembered);
             for delivery in made {
                 self.book.insert(delivery);
             }
@@ -187,6 +231,32 @@ impl Task {
                 return Ok(());
             }
         }
+    }
+
+    /// The Conversions API event `event` makes, if any, with its memory
+    /// row's key (`remembered`: the keys made earlier in this batch, not
+    /// committed yet).
+    fn capi_delivery(
+        &self,
+        reader: &storage::Reader,
+        seq: u64,
+        event: &Event,
+        remembered: &[String],
+        now: UnixMs,
+    ) -> Option<(Delivery, String)> {
+        let plan = self.capi.as_ref()?;
+        let conversation_id = event.conversation_id.as_deref()?;
+        if !capi::qualifies(&event.body) && !matches!(event.body, EventBody::Closed { .. }) {
+            return None;
+        }
+        let record = reader.conversation(conversation_id).ok().flatten()?;
+        let sent = |name: &str| {
+            let key = capi::memory_key(conversation_id, name);
+            self.capi_sent.contains(&key) || remembered.contains(&key)
+        };
+        let (name, body) = plan.conversion(event, Some(&record.conversation.source), sent)?;
+        let delivery = decide::new_delivery(crate::config::CAPI_TARGET, seq, event, &name, body.to_string(), now);
+        Some((delivery, capi::memory_key(conversation_id, &name)))
     }
 
     /// Starts every due attempt.
@@ -218,7 +288,7 @@ impl Task {
                 decide::after_attempt(attempts, outcome, max_attempts, now, &self.schedule, rand::random::<f64>());
             let label = match outcome {
                 AttemptOutcome::Delivered { .. } => "delivered",
-                AttemptOutcome::Failed { error, .. } if error == "timed out" => "timeout",
+                AttemptOutcome::Failed { error, .. } if error.starts_with("timed out") => "timeout",
                 AttemptOutcome::Failed { error, .. } if error.starts_with("HTTP ") => "http_error",
                 AttemptOutcome::Failed { .. } => "connection_error",
             };
@@ -381,12 +451,31 @@ pub struct OutboxParts {
     pub log_head: watch::Receiver<u64>,
     pub connectors: Vec<ConnectorSpec>,
     pub settings: OutboxConfig,
+    /// `[capi]` with what it needs: the Graph API's base URL, the access
+    /// token and the dispositions' won values and money field.
+    pub capi: Option<CapiParts>,
+    /// The dispositions' won values and money field (the named CRMs' deals).
+    pub disposition: crm::Disposition,
+}
+
+/// The Conversions API target's parts.
+pub struct CapiParts {
+    pub config: crate::config::CapiConfig,
+    pub graph_base_url: String,
+    pub access_token: String,
+    pub plan: capi::CapiPlan,
+}
+
+impl fmt::Debug for CapiParts {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.debug_struct("CapiParts").field("config", &self.config).finish_non_exhaustive()
+    }
 }
 
 impl Outbox {
     /// Opens the stored deliveries and starts the task.
     pub async fn start(parts: OutboxParts) -> Result<Outbox, OutboxError> {
-        let OutboxParts { store, clock, mut log_head, connectors, settings } = parts;
+        let OutboxParts { store, clock, mut log_head, connectors, settings, capi, disposition } = parts;
         let mut targets = HashMap::new();
         let mut subscriptions = Vec::new();
         for spec in &connectors {
@@ -399,7 +488,19 @@ impl Outbox {
                     )
                     .map_err(|problem| OutboxError(format!("connectors {:?}: {problem}", spec.id)))?,
                 ),
-                other => return Err(OutboxError(format!("connector kind {other:?} is not built yet"))),
+                other => match crm::Kind::parse(other) {
+                    Some(kind) => Arc::new(
+                        crm::CrmConnector::new(
+                            kind,
+                            spec.url.as_deref().unwrap_or_default(),
+                            spec.token.as_deref().unwrap_or_default(),
+                            disposition.clone(),
+                            Duration::from_millis(spec.timeout_ms),
+                        )
+                        .map_err(|problem| OutboxError(format!("connectors {:?}: {problem}", spec.id)))?,
+                    ),
+                    None => return Err(OutboxError(format!("connector kind {other:?} is not a connector kind"))),
+                },
             };
             targets.insert(
                 spec.id.clone(),
@@ -407,7 +508,28 @@ impl Outbox {
             );
             subscriptions.push(Subscription { target: spec.id.clone(), events: spec.events.clone() });
         }
-        let target_names: Vec<String> = connectors.iter().map(|spec| spec.id.clone()).collect();
+        let mut target_names: Vec<String> = connectors.iter().map(|spec| spec.id.clone()).collect();
+        let mut capi_plan = None;
+        if let Some(CapiParts { config, graph_base_url, access_token, plan }) = capi {
+            let connector = capi::CapiConnector::new(
+                &graph_base_url,
+                &config.dataset_id,
+                &access_token,
+                Duration::from_millis(config.timeout_ms),
+            )
+            .map_err(|problem| OutboxError(format!("[capi]: {problem}")))?;
+            let target = crate::config::CAPI_TARGET.to_owned();
+            targets.insert(
+                target.clone(),
+                Target {
+                    connector: Arc::new(connector),
+                    max_attempts: config.max_attempts,
+                    max_in_flight: config.max_in_flight,
+                },
+            );
+            target_names.push(target);
+            capi_plan = Some(plan);
+        }
         let schedule = Schedule::new(
             Duration::from_millis(settings.backoff_base_ms),
             Duration::from_millis(settings.backoff_max_ms),
@@ -415,6 +537,7 @@ impl Outbox {
         let (results, mut ended) = mpsc::unbounded_channel();
         let head = *log_head.borrow();
         let mut task = Task::open(store, clock, schedule, targets, subscriptions, head, results).await?;
+        task.capi = capi_plan;
         let (requests, mut incoming) = mpsc::channel::<Request>(64);
         let tick_every = Duration::from_millis(settings.tick_ms.max(1));
         let handle = tokio::spawn(async move {
@@ -448,7 +571,7 @@ impl Outbox {
                         let head = *log_head.borrow_and_update();
                         let taken = if head <= task.cursor {
                             Ok(())
-                        } else if task.subscriptions.is_empty() {
+                        } else if !task.takes_events() {
                             task.skip_to(head).await
                         } else {
                             task.take_in().await

@@ -79,33 +79,9 @@ impl WebhookConnector {
     pub fn new(url: &str, secret: &str, timeout: Duration) -> Result<WebhookConnector, String> {
         let url = reqwest::Url::parse(url).map_err(|error| format!("url {url:?} is not a URL: {error}"))?;
         let key = parse_secret(secret)?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|error| format!("cannot build the HTTP client: {error}"))?;
+        let http = super::attempt::client(timeout)?;
         Ok(WebhookConnector { http, url, key })
     }
-}
-
-/// What a status that is not 2xx is, with the `Retry-After` (seconds) it
-/// carries.
-pub fn failure_of(status: u16, retry_after: Option<&str>) -> AttemptOutcome {
-    let retry_after = retry_after.and_then(|value| value.trim().parse::<u64>().ok()).map(Duration::from_secs);
-    AttemptOutcome::Failed { error: format!("HTTP {status}"), retry_after }
-}
-
-/// A transport failure, without the URL (which may carry a token).
-fn transport_failure(error: &reqwest::Error) -> AttemptOutcome {
-    let error = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
-        "connection refused or unreachable"
-    } else {
-        "connection closed before an answer"
-    };
-    AttemptOutcome::Failed { error: error.to_owned(), retry_after: None }
 }
 
 impl Connector for WebhookConnector {
@@ -122,27 +98,10 @@ impl Connector for WebhookConnector {
             .header("webhook-signature", signature)
             .body(body);
         Box::pin(async move {
-            let response = match request.send().await {
-                Ok(response) => response,
-                Err(error) => return transport_failure(&error),
-            };
-            let status = response.status();
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|value| value.to_str().ok())
-                .map(str::to_owned);
-            // The body is read (bounded by the timeout) so the connection
-            // can be used again; what it says does not matter.
-            let read = response.bytes().await;
-            if status.is_success() {
-                if let Err(error) = read {
-                    // A 2xx whose body broke off is still the receiver's yes.
-                    tracing::debug!(%error, "a webhook receiver's answer body broke off after a 2xx");
-                }
-                return AttemptOutcome::Delivered { status: status.as_u16() };
+            match super::attempt::send(request, now, false).await {
+                Ok(answer) => AttemptOutcome::Delivered { status: answer.status },
+                Err(failure) => failure,
             }
-            failure_of(status.as_u16(), retry_after.as_deref())
         })
     }
 }
@@ -169,19 +128,5 @@ mod tests {
         let key = parse_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
         let signature = key.signature("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, br#"{"test": 2432232314}"#);
         assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
-    }
-
-    #[test]
-    fn failures_carry_retry_after_in_seconds() {
-        assert_eq!(
-            failure_of(429, Some(" 7 ")),
-            AttemptOutcome::Failed { error: "HTTP 429".into(), retry_after: Some(Duration::from_secs(7)) }
-        );
-        assert_eq!(failure_of(500, None), AttemptOutcome::Failed { error: "HTTP 500".into(), retry_after: None });
-        assert_eq!(
-            failure_of(503, Some("Wed, 21 Oct 2015 07:28:00 GMT")),
-            AttemptOutcome::Failed { error: "HTTP 503".into(), retry_after: None },
-            "an HTTP date is not read: the backoff applies"
-        );
     }
 }
