@@ -44,7 +44,7 @@ use std::sync::Arc;
 
 pub use io::IoFaults;
 pub use read::Reader;
-pub use read::{ContactConversation, ConversationFilter};
+pub use read::{AudienceConversation, ContactConversation, ConversationFilter};
 pub use records::*;
 pub use writer::{
     Batch, CommitOutcome, EventSink, IngestOutcome, NullSink, Op, Published, conversation_id, conversation_number,

@@ -153,6 +153,9 @@ pub enum Op {
     /// deletes one). The outbox commits new records with its cursor
     /// ([`Op::SetCursor`]) and an attempt's outcome with its event.
     PutOutboxRows(Vec<(String, Option<Vec<u8>>)>),
+    /// Replaces rows of the broadcasts (format v12; `None` deletes one). The
+    /// broadcast task commits them with the events describing the change.
+    PutBroadcastRows(Vec<(String, Option<Vec<u8>>)>),
 }
 
 pub type Batch = Vec<Op>;
@@ -977,6 +980,14 @@ impl<'a> GroupState<'a> {
                     match value {
                         Some(value) => self.view.put(TableId::Outbox, text(key), value.clone()),
                         None => self.view.delete(TableId::Outbox, text(key)),
+                    }
+                }
+            }
+            Op::PutBroadcastRows(rows) => {
+                for (key, value) in rows {
+                    match value {
+                        Some(value) => self.view.put(TableId::Broadcasts, text(key), value.clone()),
+                        None => self.view.delete(TableId::Broadcasts, text(key)),
                     }
                 }
             }
