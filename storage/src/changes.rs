@@ -109,7 +109,6 @@ impl TableId {
                 | TableId::AuditCheckpoints
                 | TableId::Reports
                 | TableId::Outbox
-                | TableId::Broadcasts
         )
     }
 }

@@ -83,7 +83,9 @@ pub const REPORTS: TableDefinition<&str, &[u8]> = TableDefinition::new("reports"
 pub const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
 /// Broadcasts (format v12, additive): `b/{id}` → a broadcast's record,
 /// `r/{id}/{index}` (index zero-padded) → one recipient's state
-/// (MessagePack the store does not read). Written only by
+/// (MessagePack the store does not read), `w/{wamid}` → the broadcast id
+/// of a message Meta accepted (the writer looks it up, by key, for a status
+/// no conversation's message has). Written only by
 /// [`crate::Op::PutBroadcastRows`], by the engine's broadcast task (with the
 /// events that describe each change); read whole at its start.
 pub const BROADCASTS: TableDefinition<&str, &[u8]> = TableDefinition::new("broadcasts");

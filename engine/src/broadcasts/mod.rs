@@ -524,6 +524,8 @@ impl Task {
             let outcome = decide::classify(answer);
             match outcome {
                 SendOutcome::Sent { message_id } => {
+                    // Meta's statuses for it are logged, not kept waiting.
+                    rows.push((storage::broadcast_wamid_key(&message_id), Some(id.as_bytes().to_vec())));
                     recipient.state = RecipientState::Sent;
                     recipient.message_id = Some(message_id);
                     sent_any = true;
