@@ -33,10 +33,9 @@ pub fn routes() -> Router<Arc<AppState>> {
 
 /// The caller (a manager or an admin), its teams when it is limited to
 /// some, and the running broadcasts.
-fn authorize(
-    state: &AppState,
-    headers: &HeaderMap,
-) -> Result<(actors::shared::Principal, Option<Vec<String>>, Arc<Broadcasts>), ApiError> {
+type Caller = (actors::shared::Principal, Option<Vec<String>>, Arc<Broadcasts>);
+
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let principal = principal(state, headers)?;
     if !principal.role.sees_everything() {
         return Err(ApiError::forbidden("broadcasts are for managers and admins"));
