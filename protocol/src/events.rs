@@ -214,7 +214,8 @@ pub enum EventBody {
     },
     /// A broadcast (PROTOCOL §10) was created by the event's actor: its
     /// recipients (`total`, of whom `skipped` opted out) are stored with it.
-    /// `template` is `{name, language, params}`; `audience` the filters asked.
+    /// `template` is `{name, language, params}`; `audience` the filters
+    /// asked, `contacts` as how many were named.
     BroadcastCreated {
         broadcast_id: String,
         name: String,

@@ -860,6 +860,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_limit_after_n_sends_refuses_every_later_one_until_cleared() {
+        let emulator = Emulator::start(config(None)).await.unwrap();
+        emulator.set_time_source(Arc::new(|| 42));
+        let spam = Failure { http_status: 400, code: 131048, message: "Spam rate limit hit".into() };
+        emulator.limit_after(2, spam);
+        let statuses: Vec<u16> = statuses_of_sends(&emulator, 4).await;
+        assert_eq!(statuses, [200, 200, 400, 400]);
+        emulator.clear_limit();
+        assert_eq!(send(&emulator, TOKEN, text("919800000001", "hello")).await.0, 200);
+        assert!(emulator.requests().iter().all(|request| request.at_ms == 42), "stamped by the time source");
+    }
+
+    async fn statuses_of_sends(emulator: &Emulator, sends: usize) -> Vec<u16> {
+        let mut statuses = Vec::new();
+        for _ in 0..sends {
+            statuses.push(send(emulator, TOKEN, text("919800000001", "hello")).await.0);
+        }
+        statuses
+    }
+
+    #[tokio::test]
     async fn statuses_arrive_signed_and_in_order() {
         let (url, mut rx) = receiver().await;
         let emulator = Emulator::start(config(Some(url))).await.unwrap();

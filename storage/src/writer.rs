@@ -868,7 +868,10 @@ impl<'a> GroupState<'a> {
                         let seq = self.push_inbox(location.thread_key, item, published)?;
                         outcome.ingested.push(IngestOutcome::Accepted { seq });
                     }
-                    None if self.view.contains(TableId::Broadcasts, text(&crate::broadcast_wamid_key(&ingest.status.id)))? => {
+                    None if self
+                        .view
+                        .contains(TableId::Broadcasts, text(&crate::broadcast_wamid_key(&ingest.status.id)))? =>
+                    {
                         self.log_broadcast_status(ingest, published);
                         outcome.ingested.push(IngestOutcome::Kept);
                     }
