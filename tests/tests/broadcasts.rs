@@ -474,3 +474,35 @@ async fn statuses_of_broadcast_messages_are_in_the_contacts_audit_trail() -> Tes
     harness.shutdown().await;
     Ok(())
 }
+
+/// Agents come first: an agent's reply while a broadcast has spent the
+/// second's budget goes at once, and counts, so the broadcast sends one
+/// fewer in the next second (the two together stay within the rate).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_reply_is_not_queued_behind_a_broadcast_and_counts_in_its_budget() -> TestResult {
+    let (harness, clock) = start_on_clock(|_| {}).await?;
+    let mut agent = harness.online_agent("a1").await?;
+    let (conversation, _) =
+        switchboard_tests::assigned_after(&harness, &mut agent, &inbound_text("919711111111", "wamid.first", "hi"))
+            .await?;
+    let conversation_id = conversation["id"].as_str().unwrap_or_default().to_owned();
+    let contacts: Vec<String> = (0..200).map(wa_id).collect();
+    create(&harness, &broadcast_body(&contacts)).await?;
+    eventually(|| async { (harness.emulator.accepted_count() >= PER_SECOND).then_some(()) }).await?;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(harness.emulator.accepted_count(), PER_SECOND, "the second's budget is spent");
+
+    clock.advance_ms(500);
+    let answer =
+        agent.request(json!({"type": "send", "conversation_id": conversation_id, "text": "one moment"})).await?;
+    assert_eq!(answer["type"], "ok", "the reply went without waiting for the budget: {answer}");
+    assert_eq!(harness.emulator.accepted_count(), PER_SECOND + 1);
+
+    clock.advance_ms(500); // the broadcast's first second has passed; the reply's has not
+    let expected = 2 * PER_SECOND;
+    eventually(|| async { (harness.emulator.accepted_count() >= expected).then_some(()) }).await?;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(harness.emulator.accepted_count(), expected, "79 broadcast sends: the reply took one");
+    harness.shutdown().await;
+    Ok(())
+}
