@@ -197,6 +197,17 @@ async fn the_messaging_limit_pauses_with_the_rest_pending_and_resume_finishes() 
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(harness.emulator.requests().len(), asked, "a paused broadcast sent");
 
+    // A restart keeps it paused, its recipients as they were.
+    let mut harness = harness;
+    harness.restart(StartOptions { clock: clock.clone(), ..StartOptions::default() }).await?;
+    harness.emulator.set_webhook_url(None);
+    let after = show(&harness, &id).await?;
+    assert_eq!(
+        (after["state"].as_str(), after["sent"].as_u64(), after["pending"].as_u64()),
+        (Some("paused_limit"), Some(30), Some(70))
+    );
+    assert_eq!(after["recipients"], paused["recipients"]);
+
     harness.emulator.clear_limit();
     let (status, resumed) = harness.post(&format!("/api/v1/broadcasts/{id}/resume"), MANAGER_TOKEN, &json!({})).await?;
     assert_eq!(status, 200, "{resumed}");
