@@ -116,6 +116,7 @@ async fn create(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bo
             state: BroadcastState::Sending,
             reason: None,
             total: 0,
+            final_counts: None,
         };
         let total = resolved.len();
         let skipped = resolved.iter().filter(|recipient| recipient.state == RecipientState::Skipped).count();

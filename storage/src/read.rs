@@ -269,13 +269,17 @@ impl Reader {
         Ok(())
     }
 
-    /// Every row of the broadcasts, in key order (a range read, at the
-    /// broadcast task's start).
-    pub fn broadcast_rows(&self, mut visit: impl FnMut(&str, &[u8]) -> Result<()>) -> Result<()> {
+    /// The rows of the broadcasts whose key starts with `prefix` (`b/`:
+    /// every broadcast; `r/{id}/`: one's recipients), in key order. A range
+    /// read.
+    pub fn broadcast_rows_under(&self, prefix: &str, mut visit: impl FnMut(&str, &[u8]) -> Result<()>) -> Result<()> {
         let txn = self.txn()?;
         let table = txn.open_table(BROADCASTS).map_err(db_error)?;
-        for row in table.iter().map_err(db_error)? {
+        for row in table.range(prefix..).map_err(db_error)? {
             let (key, value) = row.map_err(db_error)?;
+            if !key.value().starts_with(prefix) {
+                break;
+            }
             visit(key.value(), value.value())?;
         }
         Ok(())

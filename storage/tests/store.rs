@@ -1266,7 +1266,7 @@ fn statuses_of_broadcast_messages_are_logged_not_kept_waiting() {
     let mut rows = Vec::new();
     store
         .reader()
-        .broadcast_rows(|key, _| {
+        .broadcast_rows_under("w/", |key, _| {
             rows.push(key.to_owned());
             Ok(())
         })

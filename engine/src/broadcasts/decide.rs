@@ -538,6 +538,10 @@ pub struct BroadcastRecord {
     #[serde(default)]
     pub reason: Option<String>,
     pub total: u32,
+    /// The counts by recipient state, written when it completes: a
+    /// completed broadcast's recipients stay in the store, not in memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_counts: Option<BTreeMap<String, u64>>,
 }
 
 /// One recipient as stored (`r/{id}/{index}`).
@@ -563,14 +567,21 @@ pub fn recipient_key(id: &str, index: usize) -> String {
     format!("r/{id}/{index:06}")
 }
 
-/// The counts of a broadcast's recipients by state.
-pub fn counts(recipients: &[RecipientRecord]) -> BTreeMap<&'static str, u64> {
-    let mut counts: BTreeMap<&'static str, u64> =
-        ["pending", "sending", "sent", "failed", "skipped", "unknown"].into_iter().map(|state| (state, 0)).collect();
-    for recipient in recipients {
-        *counts.entry(recipient.state.label()).or_default() += 1;
+/// The counts of a broadcast's recipients by state (every state named).
+pub fn counts<'a>(states: impl IntoIterator<Item = &'a RecipientState>) -> BTreeMap<String, u64> {
+    let mut counts: BTreeMap<String, u64> = ["pending", "sending", "sent", "failed", "skipped", "unknown"]
+        .into_iter()
+        .map(|state| (state.to_owned(), 0))
+        .collect();
+    for state in states {
+        *counts.entry(state.label().to_owned()).or_default() += 1;
     }
     counts
+}
+
+/// A count by state's name (0 when absent).
+pub fn count(counts: &BTreeMap<String, u64>, state: &str) -> u64 {
+    counts.get(state).copied().unwrap_or(0)
 }
 
 #[cfg(test)]

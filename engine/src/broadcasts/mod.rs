@@ -103,7 +103,10 @@ impl Outbound for PacedOutbound {
 #[derive(Clone, Debug)]
 pub struct BroadcastView {
     pub record: BroadcastRecord,
-    pub recipients: Vec<RecipientRecord>,
+    /// Recipients by state.
+    pub counts: BTreeMap<String, u64>,
+    /// `None` in lists.
+    pub recipients: Option<Vec<RecipientRecord>>,
 }
 
 /// A broadcast to create, its recipients resolved and checked for opt-outs.
@@ -125,15 +128,44 @@ type Answer = (u64, usize, Result<SendMessageResponse, ApiError>);
 
 struct Running {
     record: BroadcastRecord,
+    /// Empty once it completed (`archived`): they are read from the store.
     recipients: Vec<RecipientRecord>,
+    archived: bool,
     /// Recipients before this index are not pending (a hint, kept low).
     next_pending: usize,
     in_flight: usize,
 }
 
 impl Running {
-    fn view(&self) -> BroadcastView {
-        BroadcastView { record: self.record.clone(), recipients: self.recipients.clone() }
+    fn new(record: BroadcastRecord, recipients: Vec<RecipientRecord>) -> Running {
+        Running { record, recipients, archived: false, next_pending: 0, in_flight: 0 }
+    }
+
+    fn counts(&self) -> BTreeMap<String, u64> {
+        match (&self.record.final_counts, self.archived) {
+            (Some(counts), true) => counts.clone(),
+            _ => decide::counts(self.recipients.iter().map(|recipient| &recipient.state)),
+        }
+    }
+
+    /// With its recipients, unless it is archived or `listed`.
+    fn view(&self, listed: bool) -> BroadcastView {
+        let recipients = (!listed && !self.archived).then(|| self.recipients.clone());
+        BroadcastView { record: self.record.clone(), counts: self.counts(), recipients }
+    }
+
+    /// Completed: its counts go into its record; its recipients leave
+    /// memory once that is stored ([`Running::archive`]).
+    fn complete(record: &mut BroadcastRecord, counts: &BTreeMap<String, u64>) {
+        record.state = BroadcastState::Completed;
+        record.final_counts = Some(counts.clone());
+    }
+
+    fn archive(&mut self) {
+        if self.record.state == BroadcastState::Completed && self.record.final_counts.is_some() {
+            self.archived = true;
+            self.recipients = Vec::new();
+        }
     }
 
     fn has_pending(&self) -> bool {
@@ -141,26 +173,27 @@ impl Running {
             .iter()
             .any(|recipient| recipient.state == RecipientState::Pending)
     }
+}
 
-    fn state_event(&self, at: UnixMs, actor: Actor) -> Event {
-        let counts = decide::counts(&self.recipients);
-        Event {
-            at,
-            conversation_id: None,
-            contact: None,
-            phone_number_id: None,
-            actor,
-            body: EventBody::BroadcastState {
-                broadcast_id: self.record.id.clone(),
-                state: self.record.state.label().to_owned(),
-                reason: self.record.reason.clone(),
-                sent: counts["sent"],
-                failed: counts["failed"],
-                skipped: counts["skipped"],
-                unknown: counts["unknown"],
-                pending: counts["pending"] + counts["sending"],
-            },
-        }
+/// The `broadcast_state` event of `record` with these counts.
+fn state_event(record: &BroadcastRecord, counts: &BTreeMap<String, u64>, at: UnixMs, actor: Actor) -> Event {
+    let count = |state: &str| decide::count(counts, state);
+    Event {
+        at,
+        conversation_id: None,
+        contact: None,
+        phone_number_id: None,
+        actor,
+        body: EventBody::BroadcastState {
+            broadcast_id: record.id.clone(),
+            state: record.state.label().to_owned(),
+            reason: record.reason.clone(),
+            sent: count("sent"),
+            failed: count("failed"),
+            skipped: count("skipped"),
+            unknown: count("unknown"),
+            pending: count("pending") + count("sending"),
+        },
     }
 }
 
@@ -227,21 +260,13 @@ impl Task {
     ) -> Result<Task, ConsumerError> {
         let reader = store.reader().caught_up().await?;
         let mut records: BTreeMap<String, BroadcastRecord> = BTreeMap::new();
-        let mut recipients: BTreeMap<String, Vec<(usize, RecipientRecord)>> = BTreeMap::new();
         let mut unreadable = 0usize;
-        reader.broadcast_rows(|key, value| {
-            if let Some(id) = key.strip_prefix("b/") {
-                match rmp_serde::from_slice::<BroadcastRecord>(value) {
-                    Ok(record) => {
-                        records.insert(id.to_owned(), record);
-                    }
-                    Err(_) => unreadable += 1,
+        reader.broadcast_rows_under("b/", |key, value| {
+            match rmp_serde::from_slice::<BroadcastRecord>(value) {
+                Ok(record) => {
+                    records.insert(key["b/".len()..].to_owned(), record);
                 }
-            } else if let Some((id, index)) = key.strip_prefix("r/").and_then(|rest| rest.split_once('/')) {
-                match (rmp_serde::from_slice::<RecipientRecord>(value), index.parse::<usize>()) {
-                    (Ok(recipient), Ok(index)) => recipients.entry(id.to_owned()).or_default().push((index, recipient)),
-                    _ => unreadable += 1,
-                }
+                Err(_) => unreadable += 1,
             }
             Ok(())
         })?;
@@ -253,14 +278,10 @@ impl Task {
         let mut broadcasts = BTreeMap::new();
         for (id, record) in records {
             let Some(number) = number_of(&id) else { continue };
-            let mut listed = recipients.remove(&id).unwrap_or_default();
-            listed.sort_by_key(|(index, _)| *index);
-            let mut running = Running {
-                record,
-                recipients: listed.into_iter().map(|(_, recipient)| recipient).collect(),
-                next_pending: 0,
-                in_flight: 0,
-            };
+            let archived = record.state == BroadcastState::Completed && record.final_counts.is_some();
+            let listed = if archived { Vec::new() } else { read_recipients(&reader, &id)? };
+            let mut running = Running::new(record, listed);
+            running.archived = archived;
             let mut rows = Vec::new();
             for (index, recipient) in running.recipients.iter_mut().enumerate() {
                 if recipient.state == RecipientState::Sending {
@@ -272,9 +293,11 @@ impl Task {
                 }
             }
             if running.record.state == BroadcastState::Sending && !running.has_pending() {
-                running.record.state = BroadcastState::Completed;
+                let counts = running.counts();
+                Running::complete(&mut running.record, &counts);
                 rows.push((broadcast_key(&id), Some(encode(&running.record).map_err(api)?)));
-                batch.push(Op::Event(Box::new(running.state_event(now, Actor::Broadcast { id: id.clone() }))));
+                let event = state_event(&running.record, &counts, now, Actor::Broadcast { id: id.clone() });
+                batch.push(Op::Event(Box::new(event)));
             }
             if !rows.is_empty() {
                 batch.insert(0, Op::PutBroadcastRows(rows));
@@ -283,6 +306,9 @@ impl Task {
         }
         if !batch.is_empty() {
             store.commit(batch).await?;
+        }
+        for running in broadcasts.values_mut() {
+            running.archive();
         }
         let next_number = broadcasts.keys().next_back().map_or(1, |last| last + 1);
         let task = Task {
@@ -318,9 +344,10 @@ impl Task {
         let id = format!("bc{number}");
         record.id = id.clone();
         record.total = recipients.len() as u32;
-        let mut running = Running { record, recipients, next_pending: 0, in_flight: 0 };
+        let mut running = Running::new(record, recipients);
+        let counts = running.counts();
         if !running.has_pending() {
-            running.record.state = BroadcastState::Completed;
+            Running::complete(&mut running.record, &counts);
         }
         let now = self.clock.now_ms();
         let mut rows = vec![(broadcast_key(&id), Some(encode(&running.record)?))];
@@ -348,7 +375,12 @@ impl Task {
             }
         }
         if running.record.state == BroadcastState::Completed {
-            events.push(Op::Event(Box::new(running.state_event(now, Actor::Broadcast { id: id.clone() }))));
+            events.push(Op::Event(Box::new(state_event(
+                &running.record,
+                &counts,
+                now,
+                Actor::Broadcast { id: id.clone() },
+            ))));
         }
         let mut batch = vec![Op::PutBroadcastRows(rows)];
         batch.extend(events);
@@ -358,6 +390,7 @@ impl Task {
         })?;
         metrics::counter!(crate::metrics::BROADCAST_SENDS_TOTAL, "outcome" => "skipped").increment(skipped as u64);
         self.next_number += 1;
+        running.archive();
         self.broadcasts.insert(number, running);
         self.publish_gauge();
         Ok(id)
@@ -370,7 +403,7 @@ impl Task {
         };
         let running = self.broadcasts.get(&number).expect("checked");
         match running.record.state {
-            BroadcastState::Sending => return Ok(running.view()),
+            BroadcastState::Sending => return Ok(running.view(true)),
             BroadcastState::Completed => {
                 return Err(ApiError::bad_request("the broadcast is completed: every recipient has its outcome"));
             }
@@ -380,20 +413,18 @@ impl Task {
         record.state = BroadcastState::Sending;
         record.reason = None;
         let now = self.clock.now_ms();
-        let mut after = Running { record, recipients: Vec::new(), next_pending: 0, in_flight: 0 };
-        after.recipients = running.recipients.clone();
-        let event = after.state_event(now, Actor::user(user));
+        let event = state_event(&record, &running.counts(), now, Actor::user(user));
         self.store
             .commit(vec![
-                Op::PutBroadcastRows(vec![(broadcast_key(id), Some(encode(&after.record)?))]),
+                Op::PutBroadcastRows(vec![(broadcast_key(id), Some(encode(&record)?))]),
                 Op::Event(Box::new(event)),
             ])
             .await
             .map_err(|_| ApiError::unavailable("the broadcast could not be resumed; try again"))?;
         let running = self.broadcasts.get_mut(&number).expect("checked");
-        running.record = after.record;
+        running.record = record;
         running.next_pending = 0;
-        let view = running.view();
+        let view = running.view(true);
         self.throttled_until = 0;
         self.publish_gauge();
         Ok(view)
@@ -585,23 +616,26 @@ impl Task {
         let mut finished = Vec::new();
         for (number, record) in records.iter_mut() {
             let running = &self.broadcasts[number];
-            let mut after: Vec<RecipientRecord> = running.recipients.clone();
+            // The counts once these answers are in.
+            let mut counts = running.counts();
+            let mut answered = 0;
             for (changed_number, index, recipient) in &changed {
                 if changed_number == number {
-                    after[*index] = recipient.clone();
+                    answered += 1;
+                    let before = running.recipients[*index].state.label();
+                    counts.entry(before.to_owned()).and_modify(|count| *count = count.saturating_sub(1));
+                    *counts.entry(recipient.state.label().to_owned()).or_default() += 1;
                 }
             }
-            let in_flight = running.in_flight - changed.iter().filter(|(changed, _, _)| changed == number).count();
-            let open = after
-                .iter()
-                .any(|recipient| matches!(recipient.state, RecipientState::Pending | RecipientState::Sending));
+            let in_flight = running.in_flight.saturating_sub(answered);
+            let open = decide::count(&counts, "pending") + decide::count(&counts, "sending") > 0;
             if record.state == BroadcastState::Sending && !open && in_flight == 0 {
-                record.state = BroadcastState::Completed;
+                Running::complete(record, &counts);
             }
             if record.state != running.record.state {
                 rows.push((broadcast_key(&record.id), encode(&*record).ok()));
-                let view = Running { record: record.clone(), recipients: after, next_pending: 0, in_flight: 0 };
-                events.push(Op::Event(Box::new(view.state_event(now, Actor::Broadcast { id: record.id.clone() }))));
+                let event = state_event(record, &counts, now, Actor::Broadcast { id: record.id.clone() });
+                events.push(Op::Event(Box::new(event)));
                 finished.push(*number);
             }
         }
@@ -631,6 +665,7 @@ impl Task {
                     tracing::info!(broadcast = %record.id, state = record.state.label(), reason = ?record.reason, "broadcast state changed");
                 }
                 running.record = record;
+                running.archive();
             }
         }
         if throttled {
@@ -649,6 +684,23 @@ impl Task {
     }
 }
 
+/// A broadcast's recipients from the store, in order (a range read).
+fn read_recipients(reader: &storage::Reader, id: &str) -> Result<Vec<RecipientRecord>, ConsumerError> {
+    let mut recipients = Vec::new();
+    let mut unreadable = 0usize;
+    reader.broadcast_rows_under(&format!("r/{id}/"), |_, value| {
+        match rmp_serde::from_slice::<RecipientRecord>(value) {
+            Ok(recipient) => recipients.push(recipient),
+            Err(_) => unreadable += 1,
+        }
+        Ok(())
+    })?;
+    if unreadable > 0 {
+        return Err(ConsumerError(format!("{unreadable} recipients of broadcast {id} cannot be read")));
+    }
+    Ok(recipients)
+}
+
 fn api(error: ApiError) -> ConsumerError {
     ConsumerError(error.message)
 }
@@ -656,6 +708,7 @@ fn api(error: ApiError) -> ConsumerError {
 /// The running broadcasts' task.
 pub struct Broadcasts {
     task: crate::consumer::TaskHandle<Request>,
+    store: Arc<Store>,
 }
 
 impl Broadcasts {
@@ -668,7 +721,7 @@ impl Broadcasts {
         budget: Arc<SendBudget>,
     ) -> Result<Broadcasts, ConsumerError> {
         let (answers, mut answered) = mpsc::unbounded_channel();
-        let mut task = Task::open(store, clock, outbound, budget, answers).await?;
+        let mut task = Task::open(store.clone(), clock, outbound, budget, answers).await?;
         let (requests, mut incoming) = mpsc::channel::<Request>(64);
         let handle = tokio::spawn(async move {
             let mut tick = tokio::time::interval(TICK);
@@ -684,10 +737,10 @@ impl Broadcasts {
                         }
                         Some(Request::Get { id, reply }) => {
                             let found = number_of(&id).and_then(|number| task.broadcasts.get(&number));
-                            let _ = reply.send(found.map(Running::view));
+                            let _ = reply.send(found.map(|running| running.view(false)));
                         }
                         Some(Request::List { reply }) => {
-                            let _ = reply.send(task.broadcasts.values().map(Running::view).collect());
+                            let _ = reply.send(task.broadcasts.values().map(|running| running.view(true)).collect());
                         }
                         Some(Request::Resume { id, user, reply }) => {
                             let _ = reply.send(task.resume(&id, &user).await);
@@ -718,7 +771,7 @@ impl Broadcasts {
                 task.dispatch().await;
             }
         });
-        Ok(Broadcasts { task: crate::consumer::TaskHandle::new(requests, handle) })
+        Ok(Broadcasts { task: crate::consumer::TaskHandle::new(requests, handle), store })
     }
 
     fn stopped() -> ApiError {
@@ -731,10 +784,23 @@ impl Broadcasts {
         answer.await.map_err(|_| Self::stopped())?
     }
 
+    /// The broadcast with every recipient (a completed one's read from
+    /// the store).
     pub async fn get(&self, id: &str) -> Result<Option<BroadcastView>, ApiError> {
         let (reply, answer) = oneshot::channel();
         self.task.requests.send(Request::Get { id: id.to_owned(), reply }).await.map_err(|_| Self::stopped())?;
-        answer.await.map_err(|_| Self::stopped())
+        let Some(mut view) = answer.await.map_err(|_| Self::stopped())? else { return Ok(None) };
+        if view.recipients.is_none() {
+            let unreadable = |_| ApiError::unavailable("the broadcast's recipients cannot be read; try again");
+            let reader = self.store.reader().caught_up().await.map_err(unreadable)?;
+            let id = id.to_owned();
+            let recipients = tokio::task::spawn_blocking(move || read_recipients(&reader, &id))
+                .await
+                .map_err(|_| ApiError::unavailable("the broadcast's recipients cannot be read; try again"))?
+                .map_err(|error| ApiError::unavailable(error.0))?;
+            view.recipients = Some(recipients);
+        }
+        Ok(Some(view))
     }
 
     pub async fn list(&self) -> Result<Vec<BroadcastView>, ApiError> {
@@ -760,7 +826,7 @@ impl Broadcasts {
 /// A broadcast as `GET /api/v1/broadcasts/{id}` shows it.
 pub fn view_json(view: &BroadcastView, with_recipients: bool) -> serde_json::Value {
     use protocol::time::format_rfc3339;
-    let counts = decide::counts(&view.recipients);
+    let count = |state: &str| decide::count(&view.counts, state);
     let record = &view.record;
     let mut shown = json!({
         "id": record.id,
@@ -771,17 +837,18 @@ pub fn view_json(view: &BroadcastView, with_recipients: bool) -> serde_json::Val
         "audience": record.audience,
         "created_by": record.created_by,
         "created_at": format_rfc3339(record.created_at),
-        "total": view.recipients.len(),
-        "sent": counts["sent"],
-        "failed": counts["failed"],
-        "skipped": counts["skipped"],
-        "unknown": counts["unknown"],
-        "pending": counts["pending"] + counts["sending"],
+        "total": record.total,
+        "sent": count("sent"),
+        "failed": count("failed"),
+        "skipped": count("skipped"),
+        "unknown": count("unknown"),
+        "pending": count("pending") + count("sending"),
     });
     if with_recipients {
         shown["recipients"] = view
             .recipients
             .iter()
+            .flatten()
             .map(|recipient| {
                 let mut item = json!({"wa_id": recipient.wa_id, "state": recipient.state.label()});
                 if let Some(message_id) = &recipient.message_id {
