@@ -27,6 +27,17 @@ pub trait Outbound: Send + Sync + 'static {
         phone_number_id: String,
         request: SendMessageRequest,
     ) -> BoxFuture<Result<SendMessageResponse, ApiError>>;
+
+    /// One attempt, throttling not retried: for a sender that paces and
+    /// backs off itself (the engine's broadcasts). The refusal keeps Meta's
+    /// code in `detail.meta_code`. By default the same as [`Outbound::send`].
+    fn send_once(
+        &self,
+        phone_number_id: String,
+        request: SendMessageRequest,
+    ) -> BoxFuture<Result<SendMessageResponse, ApiError>> {
+        self.send(phone_number_id, request)
+    }
 }
 
 pub struct Shared {

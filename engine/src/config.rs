@@ -352,6 +352,15 @@ pub struct WhatsAppConfig {
     pub access_token: String,
     #[serde(default = "default_graph_base_url")]
     pub graph_base_url: String,
+    /// Sends per second to the Graph API that broadcasts are paced to,
+    /// agents' sends counted in first (PROTOCOL §10, docs/broadcasts.md):
+    /// Meta's throughput per number, 80 by default, up to 1,000.
+    #[serde(default = "default_max_sends_per_s")]
+    pub max_sends_per_s: u32,
+}
+
+fn default_max_sends_per_s() -> u32 {
+    80
 }
 
 fn default_graph_base_url() -> String {
@@ -527,6 +536,15 @@ impl Config {
             if value.trim().is_empty() {
                 return fail(key, "must not be empty".to_owned());
             }
+        }
+        if !(1..=1000).contains(&self.whatsapp.max_sends_per_s) {
+            return fail(
+                "whatsapp.max_sends_per_s",
+                format!(
+                    "must be between 1 and 1000 (Meta's throughput per number is 80 by default, 1,000 at most), not {}",
+                    self.whatsapp.max_sends_per_s
+                ),
+            );
         }
         let server = &self.server;
         for (key, value) in [
@@ -998,6 +1016,13 @@ mod tests {
 
         let error = error_of(EMBEDDED_DEFAULT, &[("SWITCHBOARD_SERVER__LISTEN", "everywhere")]);
         assert_eq!(error.key, "server.listen");
+
+        for pace in ["0", "1001"] {
+            let error = error_of(EMBEDDED_DEFAULT, &[("SWITCHBOARD_WHATSAPP__MAX_SENDS_PER_S", pace)]);
+            assert_eq!(error.key, "whatsapp.max_sends_per_s", "{error}");
+            assert!(error.problem.contains("between 1 and 1000"), "{error}");
+        }
+        assert_eq!(Config::load(None, env(&[])).unwrap().whatsapp.max_sends_per_s, 80);
     }
 
     #[test]

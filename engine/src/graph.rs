@@ -228,6 +228,26 @@ impl Outbound for GraphClient {
         };
         Box::pin(async move { client.send_message(&phone_number_id, &request).await })
     }
+
+    fn send_once(
+        &self,
+        phone_number_id: String,
+        request: SendMessageRequest,
+    ) -> BoxFuture<Result<SendMessageResponse, ApiError>> {
+        let client = GraphClient { retry_budget: Duration::ZERO, ..self.clone_client() };
+        Box::pin(async move { client.send_message(&phone_number_id, &request).await })
+    }
+}
+
+impl GraphClient {
+    fn clone_client(&self) -> GraphClient {
+        GraphClient {
+            http: self.http.clone(),
+            base_url: self.base_url.clone(),
+            access_token: self.access_token.clone(),
+            retry_budget: self.retry_budget,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@ pub mod audit_cli;
 pub mod audit_http;
 pub mod auth;
 pub mod backoff;
+pub mod broadcasts;
+pub mod broadcasts_http;
 pub mod cli;
 pub mod config;
 pub mod consumer;

@@ -24,6 +24,8 @@ pub const OUTBOX_BACKLOG: &str = "switchboard_outbox_backlog";
 pub const OUTBOX_OLDEST_PENDING_SECONDS: &str = "switchboard_outbox_oldest_pending_seconds";
 pub const OUTBOX_ATTEMPTS_TOTAL: &str = "switchboard_outbox_attempts_total";
 pub const OUTBOX_DEAD: &str = "switchboard_outbox_dead";
+pub const BROADCAST_SENDS_TOTAL: &str = "switchboard_broadcast_sends_total";
+pub const BROADCASTS_IN_PROGRESS: &str = "switchboard_broadcasts_in_progress";
 
 /// Every name above.
 pub const NAMES: &[&str] = &[
@@ -39,6 +41,8 @@ pub const NAMES: &[&str] = &[
     OUTBOX_OLDEST_PENDING_SECONDS,
     OUTBOX_ATTEMPTS_TOTAL,
     OUTBOX_DEAD,
+    BROADCAST_SENDS_TOTAL,
+    BROADCASTS_IN_PROGRESS,
 ];
 
 /// Every metric the engine exports: the engine's, the actors' and the store's.
@@ -117,6 +121,12 @@ pub fn describe_all() {
         "outbox delivery attempts, by connector and outcome (delivered, http_error, timeout, connection_error)"
     );
     describe_gauge!(OUTBOX_DEAD, Unit::Count, "outbox deliveries dead-lettered and not retried, by connector");
+    describe_counter!(
+        BROADCAST_SENDS_TOTAL,
+        Unit::Count,
+        "broadcast recipients by outcome: sent, failed, skipped (opted out), unknown (no answer), throttled and limited (not sent, retried or paused)"
+    );
+    describe_gauge!(BROADCASTS_IN_PROGRESS, Unit::Count, "broadcasts sending (not paused, completed or stopped)");
     actors::metrics::describe();
     storage::metrics::describe();
 }

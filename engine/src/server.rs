@@ -40,6 +40,8 @@ pub struct AppState {
     pub reports: OnceLock<Arc<crate::reports::Reports>>,
     /// The outbox of deliveries to connectors; set with `system`.
     pub outbox: OnceLock<Arc<crate::outbox::Outbox>>,
+    /// The broadcasts' task; set with `system`.
+    pub broadcasts: OnceLock<Arc<crate::broadcasts::Broadcasts>>,
     /// Flips to true when the server is stopping; sessions close on it.
     pub stopping: watch::Receiver<bool>,
     /// Webhook body bytes held at once, in KiB (`server.webhook_bytes_in_flight`).
@@ -107,6 +109,9 @@ impl RunningServer {
             // The actors stop first; the audit log then takes in the last
             // events and signs them, the reports take them in; then the
             // store closes.
+            if let Some(broadcasts) = self.state.broadcasts.get() {
+                broadcasts.stop().await;
+            }
             system.stop_actors().await;
             if let Some(outbox) = self.state.outbox.get() {
                 outbox.stop().await;
@@ -142,6 +147,7 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
         audit: OnceLock::new(),
         reports: OnceLock::new(),
         outbox: OnceLock::new(),
+        broadcasts: OnceLock::new(),
         stopping: stopping.clone(),
         webhook_kib_in_flight: Arc::new(tokio::sync::Semaphore::new(
             config.server.webhook_bytes_in_flight.div_ceil(1024),
@@ -159,6 +165,12 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
                 .map_err(|problem| anyhow::anyhow!("whatsapp.graph_base_url: {problem}"))?,
         ),
     };
+    // Every send shares one budget (whatsapp.max_sends_per_s): agents'
+    // sends are counted as they go, broadcasts take what is left.
+    let budget = crate::broadcasts::SendBudget::new(config.whatsapp.max_sends_per_s, options.clock.clone());
+    let graph = outbound;
+    let outbound: Arc<dyn Outbound> =
+        Arc::new(crate::broadcasts::PacedOutbound { inner: graph.clone(), budget: budget.clone() });
     let store_options = storage::StoreOptions {
         agent_event_retention: config.engine.agent_event_retention.max(1000),
         cache_bytes: config.engine.store_cache_mib.max(16) * 1024 * 1024,
@@ -206,7 +218,7 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
     };
     let outbox = crate::outbox::Outbox::start(crate::outbox::OutboxParts {
         store: system.shared().store.clone(),
-        clock,
+        clock: clock.clone(),
         log_head: system.log_head(),
         connectors: config.connectors.clone(),
         settings: config.outbox.clone(),
@@ -228,6 +240,10 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
     .await
     .context("cannot open the outbox")?;
     let _ = state.outbox.set(Arc::new(outbox));
+    let broadcasts = crate::broadcasts::Broadcasts::start(system.shared().store.clone(), clock.clone(), graph, budget)
+        .await
+        .context("cannot open the broadcasts")?;
+    let _ = state.broadcasts.set(Arc::new(broadcasts));
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, %addr, "ready");
     let _ = state.system.set(Arc::new(system));
     Ok(RunningServer { addr, state, stop, serving })

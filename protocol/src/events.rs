@@ -212,6 +212,44 @@ pub enum EventBody {
         connector: String,
         event_type: String,
     },
+    /// A broadcast (PROTOCOL §10) was created by the event's actor: its
+    /// recipients (`total`, of whom `skipped` opted out) are stored with it.
+    /// `template` is `{name, language, params}`; `audience` the filters
+    /// asked, `contacts` as how many were named.
+    BroadcastCreated {
+        broadcast_id: String,
+        name: String,
+        template: Value,
+        audience: Value,
+        total: u64,
+        skipped: u64,
+    },
+    /// One recipient's outcome (the event's `contact`): `sent` (Meta
+    /// accepted it, `message_id` its wamid), `failed` (`error`, a stable
+    /// string), `skipped` (opted out) or `unknown` (the engine stopped
+    /// while Meta had the request: never sent again).
+    BroadcastRecipient {
+        broadcast_id: String,
+        state: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// A broadcast's state changed: `completed`, `paused_limit` (Meta's
+    /// messaging or spam limit: `reason`), `sending` again (resumed) or
+    /// `stopped` (the template was refused), with its counts then.
+    BroadcastState {
+        broadcast_id: String,
+        state: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        sent: u64,
+        failed: u64,
+        skipped: u64,
+        unknown: u64,
+        pending: u64,
+    },
 }
 
 impl EventBody {
@@ -239,6 +277,9 @@ impl EventBody {
             EventBody::OutboxDelivered { .. } => "outbox_delivered",
             EventBody::OutboxDead { .. } => "outbox_dead",
             EventBody::OutboxRetried { .. } => "outbox_retried",
+            EventBody::BroadcastCreated { .. } => "broadcast_created",
+            EventBody::BroadcastRecipient { .. } => "broadcast_recipient",
+            EventBody::BroadcastState { .. } => "broadcast_state",
         }
     }
 }
@@ -277,6 +318,30 @@ mod tests {
                 delivery_id: "crm-8".into(),
                 connector: "crm".into(),
                 event_type: "conversation.assigned".into(),
+            },
+            EventBody::BroadcastCreated {
+                broadcast_id: "bc1".into(),
+                name: "diwali".into(),
+                template: json!({"name": "offer", "language": "en", "params": []}),
+                audience: json!({"outcome": "closed_won"}),
+                total: 3,
+                skipped: 1,
+            },
+            EventBody::BroadcastRecipient {
+                broadcast_id: "bc1".into(),
+                state: "sent".into(),
+                message_id: Some("wamid.X".into()),
+                error: None,
+            },
+            EventBody::BroadcastState {
+                broadcast_id: "bc1".into(),
+                state: "paused_limit".into(),
+                reason: Some("spam_rate_limit".into()),
+                sent: 1,
+                failed: 0,
+                skipped: 1,
+                unknown: 0,
+                pending: 1,
             },
             EventBody::ContactUpdated {
                 changes: vec![

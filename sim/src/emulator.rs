@@ -104,7 +104,13 @@ pub struct CapturedRequest {
     pub authorization: Option<String>,
     /// The JSON body; a body that is not JSON is kept as a JSON string of its text.
     pub body: Value,
+    /// When it arrived, in unix ms of the emulator's time source (the wall
+    /// clock unless a test gave one with [`Emulator::set_time_source`]).
+    pub at_ms: i64,
 }
+
+/// A time source for [`CapturedRequest::at_ms`] (a test's manual clock).
+pub type TimeSource = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// An error answer to inject with [`Emulator::fail_next`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -140,6 +146,12 @@ struct EmulatorState {
     failures: VecDeque<Failure>,
     failing_recipients: HashMap<String, i64>,
     conversions: Vec<Conversion>,
+    /// After this many accepted sends, every send gets the failure (a
+    /// number's messaging or spam limit reached), until cleared.
+    limit: Option<(usize, Failure)>,
+    /// Each answer is held this long (in-flight sends for kill tests).
+    answer_delay_ms: u64,
+    time_source: Option<TimeSource>,
 }
 
 /// One Conversions API event the emulator accepted.
@@ -235,6 +247,27 @@ impl Emulator {
     pub fn fail_next(&self, failure: Failure, times: usize) {
         let mut state = self.shared.state();
         state.failures.extend(std::iter::repeat_n(failure, times));
+    }
+
+    /// Once `accepted` sends in all were answered 200, every later send
+    /// that would have succeeded gets `failure` instead (Meta's 131048 spam
+    /// rate limit, say), until [`Emulator::clear_limit`].
+    pub fn limit_after(&self, accepted: usize, failure: Failure) {
+        self.shared.state().limit = Some((accepted, failure));
+    }
+
+    pub fn clear_limit(&self) {
+        self.shared.state().limit = None;
+    }
+
+    /// Holds every answer `ms` before giving it (sends stay in flight).
+    pub fn set_answer_delay_ms(&self, ms: u64) {
+        self.shared.state().answer_delay_ms = ms;
+    }
+
+    /// Where [`CapturedRequest::at_ms`] comes from (a test's manual clock).
+    pub fn set_time_source(&self, source: TimeSource) {
+        self.shared.state().time_source = Some(source);
     }
 
     /// Sends to `to` are accepted (200) but then get a `sent` status followed by a
@@ -359,12 +392,24 @@ async fn send_message(
         Ok(value) => value.clone(),
         Err(_) => Value::String(String::from_utf8_lossy(&body).into_owned()),
     };
-    shared.state().requests.push(CapturedRequest {
-        phone_number_id: phone_number_id.clone(),
-        version: version.clone(),
-        authorization: authorization.clone(),
-        body: captured_body,
-    });
+    let answer_delay_ms = {
+        let mut state = shared.state();
+        let at_ms = match &state.time_source {
+            Some(source) => source(),
+            None => SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_millis() as i64),
+        };
+        state.requests.push(CapturedRequest {
+            phone_number_id: phone_number_id.clone(),
+            version: version.clone(),
+            authorization: authorization.clone(),
+            body: captured_body,
+            at_ms,
+        });
+        state.answer_delay_ms
+    };
+    if answer_delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(answer_delay_ms)).await;
+    }
 
     if !is_api_version(&version) {
         return unknown_path_response(&format!("/{version}/{phone_number_id}/messages"));
@@ -388,7 +433,9 @@ async fn send_message(
 
     let (failure, status_failure, statuses_wanted) = {
         let mut state = shared.state();
-        let failure = state.failures.pop_front();
+        let limited =
+            state.limit.as_ref().filter(|(after, _)| state.accepted >= *after).map(|(_, failure)| failure.clone());
+        let failure = state.failures.pop_front().or(limited);
         if failure.is_none() {
             state.accepted += 1;
         }
@@ -968,6 +1015,27 @@ mod tests {
         let (status, answer) = send(&emulator, TOKEN, text("919800000001", "hello")).await;
         assert_eq!((status, answer["error"]["code"].as_i64()), (400, Some(131047)));
         assert_eq!(send(&emulator, TOKEN, text("919800000001", "hello")).await.0, 200);
+    }
+
+    #[tokio::test]
+    async fn a_limit_after_n_sends_refuses_every_later_one_until_cleared() {
+        let emulator = Emulator::start(config(None)).await.unwrap();
+        emulator.set_time_source(Arc::new(|| 42));
+        let spam = Failure { http_status: 400, code: 131048, message: "Spam rate limit hit".into() };
+        emulator.limit_after(2, spam);
+        let statuses: Vec<u16> = statuses_of_sends(&emulator, 4).await;
+        assert_eq!(statuses, [200, 200, 400, 400]);
+        emulator.clear_limit();
+        assert_eq!(send(&emulator, TOKEN, text("919800000001", "hello")).await.0, 200);
+        assert!(emulator.requests().iter().all(|request| request.at_ms == 42), "stamped by the time source");
+    }
+
+    async fn statuses_of_sends(emulator: &Emulator, sends: usize) -> Vec<u16> {
+        let mut statuses = Vec::new();
+        for _ in 0..sends {
+            statuses.push(send(emulator, TOKEN, text("919800000001", "hello")).await.0);
+        }
+        statuses
     }
 
     #[tokio::test]

@@ -49,9 +49,10 @@ pub enum TableId {
     Settings = 22,
     Reports = 23,
     Outbox = 24,
+    Broadcasts = 25,
 }
 
-const TABLES: [TableId; 25] = [
+const TABLES: [TableId; 26] = [
     TableId::Counters,
     TableId::Inbox,
     TableId::InboundIds,
@@ -77,6 +78,7 @@ const TABLES: [TableId; 25] = [
     TableId::Settings,
     TableId::Reports,
     TableId::Outbox,
+    TableId::Broadcasts,
 ];
 
 impl TableId {
@@ -616,6 +618,7 @@ pub(crate) fn read_point(txn: &ReadTransaction, table: TableId, key: &Key) -> Re
         (TableId::Settings, _) => str_table(txn, SETTINGS, key),
         (TableId::Reports, _) => str_table(txn, REPORTS, key),
         (TableId::Outbox, _) => str_table(txn, OUTBOX, key),
+        (TableId::Broadcasts, _) => str_table(txn, BROADCASTS, key),
         (TableId::Cursors, _) => counter_table(txn, CURSORS, key),
         (TableId::Events, _) => seq_table(txn, EVENTS, key),
         (TableId::AuditEntries, _) => seq_table(txn, AUDIT_ENTRIES, key),
@@ -707,6 +710,7 @@ pub(crate) fn materialize<'a>(txn: &WriteTransaction, writes: impl IntoIterator<
     let mut settings = txn.open_table(SETTINGS).map_err(db_error)?;
     let mut reports = txn.open_table(REPORTS).map_err(db_error)?;
     let mut outbox = txn.open_table(OUTBOX).map_err(db_error)?;
+    let mut broadcasts = txn.open_table(BROADCASTS).map_err(db_error)?;
     for write in writes {
         let key = &write.key;
         let value = write.value.as_deref();
@@ -739,6 +743,7 @@ pub(crate) fn materialize<'a>(txn: &WriteTransaction, writes: impl IntoIterator<
             (TableId::Settings, _) => apply!(settings, str_key(key)?, bytes),
             (TableId::Reports, _) => apply!(reports, str_key(key)?, bytes),
             (TableId::Outbox, _) => apply!(outbox, str_key(key)?, bytes),
+            (TableId::Broadcasts, _) => apply!(broadcasts, str_key(key)?, bytes),
             (TableId::Events, _) => apply!(events, u64_key(key)?, bytes),
             (TableId::Cursors, _) => apply!(cursors, str_key(key)?, u64_value),
             (TableId::AuditEntries, _) => apply!(audit_entries, u64_key(key)?, bytes),

@@ -44,7 +44,13 @@ use std::sync::Arc;
 
 pub use io::IoFaults;
 pub use read::Reader;
-pub use read::{ContactConversation, ConversationFilter};
+
+/// The `broadcasts` row (format v12) that marks `wamid` as a broadcast's
+/// message: its statuses are logged, not kept waiting for a conversation.
+pub fn broadcast_wamid_key(wamid: &str) -> String {
+    format!("w/{wamid}")
+}
+pub use read::{AudienceConversation, ContactConversation, ConversationFilter};
 pub use records::*;
 pub use writer::{
     Batch, CommitOutcome, EventSink, IngestOutcome, NullSink, Op, Published, conversation_id, conversation_number,

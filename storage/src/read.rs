@@ -62,6 +62,30 @@ pub struct ContactConversation {
     pub agent: Option<String>,
 }
 
+/// One conversation as a broadcast's audience reads it
+/// ([`Reader::audience_conversations`]).
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+pub struct AudienceConversation {
+    pub id: String,
+    pub contact: protocol::model::Contact,
+    pub phone_number_id: String,
+    pub status: protocol::model::ConversationStatus,
+    #[serde(default)]
+    pub team: Option<String>,
+    #[serde(default)]
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    #[serde(with = "protocol::time::rfc3339")]
+    pub opened_at: protocol::time::UnixMs,
+    #[serde(default, with = "protocol::time::rfc3339::option")]
+    pub closed_at: Option<protocol::time::UnixMs>,
+}
+
+/// A [`ConversationRecord`] decoded only as far as [`AudienceConversation`].
+#[derive(serde::Deserialize)]
+struct AudienceRecord {
+    conversation: AudienceConversation,
+}
+
 /// A [`ConversationRecord`] decoded only as far as [`ContactConversation`].
 #[derive(serde::Deserialize)]
 struct LightRecord {
@@ -243,6 +267,40 @@ impl Reader {
             visit(key.value(), value.value())?;
         }
         Ok(())
+    }
+
+    /// The rows of the broadcasts whose key starts with `prefix` (`b/`:
+    /// every broadcast; `r/{id}/`: one's recipients), in key order. A range
+    /// read.
+    pub fn broadcast_rows_under(&self, prefix: &str, mut visit: impl FnMut(&str, &[u8]) -> Result<()>) -> Result<()> {
+        let txn = self.txn()?;
+        let table = txn.open_table(BROADCASTS).map_err(db_error)?;
+        for row in table.range(prefix..).map_err(db_error)? {
+            let (key, value) = row.map_err(db_error)?;
+            if !key.value().starts_with(prefix) {
+                break;
+            }
+            visit(key.value(), value.value())?;
+        }
+        Ok(())
+    }
+
+    /// Every conversation as a broadcast's audience needs it (contact,
+    /// number, team, status, outcome field, closing time), oldest first. A
+    /// range read: a scan of the whole `conversations` table, each record
+    /// decoded only as far as those fields, for a rare action (a broadcast's
+    /// creation) rather than an index by outcome or closing time kept up on
+    /// every close.
+    pub fn audience_conversations(&self) -> Result<Vec<AudienceConversation>> {
+        let txn = self.txn()?;
+        let table = txn.open_table(CONVERSATIONS).map_err(db_error)?;
+        let mut found = Vec::new();
+        for row in table.iter().map_err(db_error)? {
+            let (_, bytes) = row.map_err(db_error)?;
+            let light: AudienceRecord = decode(bytes.value())?;
+            found.push(light.conversation);
+        }
+        Ok(found)
     }
 
     pub fn agent(&self, agent_id: &str) -> Result<AgentRecord> {

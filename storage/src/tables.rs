@@ -81,6 +81,14 @@ pub const REPORTS: TableDefinition<&str, &[u8]> = TableDefinition::new("reports"
 /// the outbox's cursor when records are made from the event log, with the
 /// outcome's event when an attempt ends. Read whole at the outbox's start.
 pub const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
+/// Broadcasts (format v12, additive): `b/{id}` → a broadcast's record,
+/// `r/{id}/{index}` (index zero-padded) → one recipient's state
+/// (MessagePack the store does not read), `w/{wamid}` → the broadcast id
+/// of a message Meta accepted (the writer looks it up, by key, for a status
+/// no conversation's message has). Written only by
+/// [`crate::Op::PutBroadcastRows`], by the engine's broadcast task (with the
+/// events that describe each change); read whole at its start.
+pub const BROADCASTS: TableDefinition<&str, &[u8]> = TableDefinition::new("broadcasts");
 
 pub(crate) fn create_all(db: &Database) -> Result<()> {
     let mut txn = db.begin_write().map_err(db_error)?;
@@ -112,6 +120,7 @@ pub(crate) fn create_all(db: &Database) -> Result<()> {
     txn.open_table(SETTINGS).map_err(db_error)?;
     txn.open_table(REPORTS).map_err(db_error)?;
     txn.open_table(OUTBOX).map_err(db_error)?;
+    txn.open_table(BROADCASTS).map_err(db_error)?;
     migrate_open_index_v2(&txn)?;
     txn.commit().map_err(db_error)?;
     Ok(())

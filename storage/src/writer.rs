@@ -153,6 +153,9 @@ pub enum Op {
     /// deletes one). The outbox commits new records with its cursor
     /// ([`Op::SetCursor`]) and an attempt's outcome with its event.
     PutOutboxRows(Vec<(String, Option<Vec<u8>>)>),
+    /// Replaces rows of the broadcasts (format v12; `None` deletes one). The
+    /// broadcast task commits them with the events describing the change.
+    PutBroadcastRows(Vec<(String, Option<Vec<u8>>)>),
 }
 
 pub type Batch = Vec<Op>;
@@ -865,6 +868,13 @@ impl<'a> GroupState<'a> {
                         let seq = self.push_inbox(location.thread_key, item, published)?;
                         outcome.ingested.push(IngestOutcome::Accepted { seq });
                     }
+                    None if self
+                        .view
+                        .contains(TableId::Broadcasts, text(&crate::broadcast_wamid_key(&ingest.status.id)))? =>
+                    {
+                        self.log_broadcast_status(ingest, published);
+                        outcome.ingested.push(IngestOutcome::Kept);
+                    }
                     None => {
                         if self.claim_for_unknown_send(ingest, published)? {
                             outcome.ingested.push(IngestOutcome::Accepted { seq: self.inbox_seq });
@@ -980,6 +990,24 @@ impl<'a> GroupState<'a> {
                     }
                 }
             }
+            Op::PutBroadcastRows(rows) => {
+                for (key, value) in rows {
+                    match value {
+                        Some(value) => self.view.put(TableId::Broadcasts, text(key), value.clone()),
+                        None => self.view.delete(TableId::Broadcasts, text(key)),
+                    }
+                    // Statuses that came before Meta's answer was stored.
+                    if let (Some(wamid), Some(_)) = (key.strip_prefix("w/"), value)
+                        && let Some(bytes) = self.view.get(TableId::PendingStatuses, text(wamid))?
+                    {
+                        self.view.delete(TableId::PendingStatuses, text(wamid));
+                        let waiting: Vec<IngestStatus> = decode_json(&bytes)?;
+                        for ingest in &waiting {
+                            self.log_broadcast_status(ingest, published);
+                        }
+                    }
+                }
+            }
             Op::AuditCheckpoint { tree_size, checkpoint } => {
                 self.view.put(TableId::AuditCheckpoints, Key::U64(*tree_size), checkpoint.clone());
             }
@@ -1037,6 +1065,27 @@ impl<'a> GroupState<'a> {
             }
         }
         Ok(())
+    }
+
+    /// A broadcast message's status (format v12): no conversation will
+    /// ever hold its message, so it does not wait in `pending_statuses`; it
+    /// is logged, filed under the contact (the audit log shows it).
+    fn log_broadcast_status(&mut self, ingest: &IngestStatus, published: &mut Published) {
+        let status = &ingest.status;
+        self.event_seq += 1;
+        published.log_head = Some(self.event_seq);
+        self.group_events.push(Event {
+            at: status.timestamp_ms().unwrap_or_default(),
+            conversation_id: None,
+            contact: status.recipient_id.clone().or_else(|| status.recipient_user_id.clone()),
+            phone_number_id: Some(ingest.phone_number_id.clone()),
+            actor: protocol::events::Actor::Meta,
+            body: protocol::events::EventBody::Status {
+                wamid: status.id.clone(),
+                status: status.status.clone(),
+                error_code: status.errors.first().map(|error| error.code),
+            },
+        });
     }
 
     fn send_intents(&self, thread_key: &str) -> Result<SendIntents> {

@@ -1223,3 +1223,53 @@ fn outbox_rows_and_cursor_survive_reopen() {
     assert_eq!(store.reader().stored_cursor("outbox").unwrap(), Some(3));
     assert_eq!(store.reader().stored_cursor("reports").unwrap(), None);
 }
+
+/// A status for a broadcast's message (format v12: its wamid marked by a
+/// `w/` row of `broadcasts`) is logged under the contact, not kept waiting
+/// for a message no conversation will hold; one that came before the mark
+/// is released into the log when the mark is written.
+#[test]
+fn statuses_of_broadcast_messages_are_logged_not_kept_waiting() {
+    use protocol::events::EventBody;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _recorder) = open(dir.path(), StoreOptions::default());
+    let mark = |wamid: &str| {
+        Op::PutBroadcastRows(vec![(switchboard_storage::broadcast_wamid_key(wamid), Some(b"bc1".to_vec()))])
+    };
+    store.commit_blocking(vec![mark("wamid.b1")]).unwrap();
+    let kept = store.commit_blocking(vec![status("wamid.b1", "delivered")]).unwrap();
+    assert_eq!(kept.ingested, vec![IngestOutcome::Kept]);
+    let early = store.commit_blocking(vec![status("wamid.b2", "sent")]).unwrap();
+    assert_eq!(early.ingested, vec![IngestOutcome::Pending], "not marked yet: it waits");
+    store.commit_blocking(vec![mark("wamid.b2")]).unwrap();
+    let logged: Vec<(String, String, Option<String>)> = store
+        .reader()
+        .events_after(0, 10)
+        .unwrap()
+        .into_iter()
+        .filter_map(|(_, event)| match event.body {
+            EventBody::Status { wamid, status, .. } => Some((wamid, status, event.contact)),
+            _ => None,
+        })
+        .collect();
+    let contact = Some(CONTACT.to_owned());
+    assert_eq!(
+        logged,
+        vec![
+            ("wamid.b1".to_owned(), "delivered".to_owned(), contact.clone()),
+            ("wamid.b2".to_owned(), "sent".to_owned(), contact)
+        ]
+    );
+    // Released: the same status again is a duplicate, and nothing waits.
+    let again = store.commit_blocking(vec![status("wamid.b2", "sent")]).unwrap();
+    assert_eq!(again.ingested, vec![IngestOutcome::Duplicate]);
+    let mut rows = Vec::new();
+    store
+        .reader()
+        .broadcast_rows_under("w/", |key, _| {
+            rows.push(key.to_owned());
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(rows, ["w/wamid.b1", "w/wamid.b2"]);
+}
