@@ -9,7 +9,7 @@
 //! attempt state. Nothing here knows a target's kind: a webhook or a named
 //! CRM receives the same records.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use protocol::events::{Event, EventBody};
@@ -237,19 +237,51 @@ pub fn after_attempt(
 }
 
 /// The deliveries held in memory: the pending ones by target and key in
-/// seq order, the dead ones by id, and what is in flight.
+/// seq order, the dead ones by id, the keys held by an attempt, and per
+/// target the ready keys in the order they fall due.
+///
+/// A key is held from the start of an attempt until its outcome is
+/// committed ([`Book::finished`]); the attempt counts against its target's
+/// `max_in_flight` only until it has its answer ([`Book::ended`]), so the
+/// next attempts start while the outcome is being committed. Starting
+/// the due attempts reads only the ready index, never the whole backlog.
 #[derive(Debug, Default)]
 pub struct Book {
     pending: BTreeMap<(String, String), BTreeMap<u64, Delivery>>,
     /// Pending delivery id → its target, key and seq.
     index: HashMap<String, (String, String, u64)>,
     dead: BTreeMap<String, Delivery>,
-    /// Keys (target, key) with an attempt in flight, and how many each target has.
-    in_flight: HashSet<(String, String)>,
-    in_flight_by_target: HashMap<String, usize>,
+    /// Held keys (target, key): `true` while the attempt waits for its answer.
+    held: HashMap<(String, String), bool>,
+    /// Attempts waiting for their answer, per target.
+    on_wire: HashMap<String, usize>,
+    /// Per target, each pending key that is not held, by its first
+    /// delivery's (next attempt, seq).
+    ready: HashMap<String, BTreeSet<(UnixMs, u64, String)>>,
+    /// Each key's entry in `ready`.
+    ready_entry: HashMap<(String, String), (UnixMs, u64)>,
 }
 
 impl Book {
+    /// Puts a key's entry in `ready` right after its queue or hold changed.
+    fn refresh(&mut self, queue_key: &(String, String)) {
+        if let Some((at, seq)) = self.ready_entry.remove(queue_key)
+            && let Some(ready) = self.ready.get_mut(&queue_key.0)
+        {
+            ready.remove(&(at, seq, queue_key.1.clone()));
+            if ready.is_empty() {
+                self.ready.remove(&queue_key.0);
+            }
+        }
+        if self.held.contains_key(queue_key) {
+            return;
+        }
+        let Some(first) = self.pending.get(queue_key).and_then(|queue| queue.values().next()) else { return };
+        let entry = (first.next_attempt_at, first.seq);
+        self.ready.entry(queue_key.0.clone()).or_default().insert((entry.0, entry.1, queue_key.1.clone()));
+        self.ready_entry.insert(queue_key.clone(), entry);
+    }
+
     /// Adds (or replaces) a stored or new delivery.
     pub fn insert(&mut self, delivery: Delivery) {
         self.forget(&delivery.id);
@@ -260,7 +292,8 @@ impl Book {
             DeliveryState::Pending => {
                 let queue_key = (delivery.target.clone(), delivery.key.clone());
                 self.index.insert(delivery.id.clone(), (queue_key.0.clone(), queue_key.1.clone(), delivery.seq));
-                self.pending.entry(queue_key).or_default().insert(delivery.seq, delivery);
+                self.pending.entry(queue_key.clone()).or_default().insert(delivery.seq, delivery);
+                self.refresh(&queue_key);
             }
         }
     }
@@ -277,6 +310,7 @@ impl Book {
         if queue.is_empty() {
             self.pending.remove(&queue_key);
         }
+        self.refresh(&queue_key);
         removed
     }
 
@@ -288,59 +322,64 @@ impl Book {
         self.pending.get(&(target.clone(), key.clone()))?.get(seq)
     }
 
-    /// The deliveries due at `now`: of each key without an attempt in
-    /// flight, its first pending delivery when its time has come, oldest
-    /// first, no more per target than `limit(target)` in flight (`None`:
-    /// the target is not configured, nothing goes to it). Each is marked in
-    /// flight until [`Book::finished`].
+    /// The deliveries due at `now`: of each key not held, its first pending
+    /// delivery when its time has come, earliest due first, no more per
+    /// target than `limit(target)` waiting for an answer (`None`: the
+    /// target is not configured, nothing goes to it). Each holds its key
+    /// until [`Book::finished`].
     pub fn take_due(&mut self, now: UnixMs, limit: impl Fn(&str) -> Option<usize>) -> Vec<Delivery> {
-        let mut due: Vec<&Delivery> = self
-            .pending
-            .iter()
-            .filter(|(queue_key, _)| !self.in_flight.contains(*queue_key))
-            .filter_map(|(_, queue)| queue.values().next())
-            .filter(|delivery| delivery.next_attempt_at <= now)
-            .collect();
-        due.sort_by_key(|delivery| delivery.seq);
-        let mut taken = Vec::new();
-        let mut counts = self.in_flight_by_target.clone();
-        for delivery in due {
-            let Some(bound) = limit(&delivery.target) else { continue };
-            let count = counts.entry(delivery.target.clone()).or_default();
-            if *count >= bound {
-                continue;
+        let mut taken_keys = Vec::new();
+        for (target, ready) in &self.ready {
+            let Some(bound) = limit(target) else { continue };
+            let room = bound.saturating_sub(self.on_wire.get(target).copied().unwrap_or(0));
+            for (at, _, key) in ready.iter().take(room) {
+                if *at > now {
+                    break;
+                }
+                taken_keys.push((target.clone(), key.clone()));
             }
-            *count += 1;
-            taken.push(delivery.clone());
         }
-        for delivery in &taken {
-            self.in_flight.insert((delivery.target.clone(), delivery.key.clone()));
-            *self.in_flight_by_target.entry(delivery.target.clone()).or_default() += 1;
+        let mut taken = Vec::with_capacity(taken_keys.len());
+        for queue_key in taken_keys {
+            let Some(first) = self.pending.get(&queue_key).and_then(|queue| queue.values().next()) else { continue };
+            taken.push(first.clone());
+            *self.on_wire.entry(queue_key.0.clone()).or_default() += 1;
+            self.held.insert(queue_key.clone(), true);
+            self.refresh(&queue_key);
         }
+        taken.sort_by_key(|delivery| delivery.seq);
         taken
     }
 
-    /// An attempt of `delivery` ended (whatever became of it).
-    pub fn finished(&mut self, delivery: &Delivery) {
-        if self.in_flight.remove(&(delivery.target.clone(), delivery.key.clone()))
-            && let Some(count) = self.in_flight_by_target.get_mut(&delivery.target)
+    /// The attempt of `delivery` has its answer: its target may start
+    /// another while the outcome is committed. The key stays held.
+    pub fn ended(&mut self, delivery: &Delivery) {
+        if let Some(on_wire) = self.held.get_mut(&(delivery.target.clone(), delivery.key.clone()))
+            && std::mem::replace(on_wire, false)
+            && let Some(count) = self.on_wire.get_mut(&delivery.target)
         {
             *count = count.saturating_sub(1);
         }
     }
 
+    /// The outcome of `delivery`'s attempt is committed (or given up): its
+    /// key's next delivery may go.
+    pub fn finished(&mut self, delivery: &Delivery) {
+        self.ended(delivery);
+        let queue_key = (delivery.target.clone(), delivery.key.clone());
+        if self.held.remove(&queue_key).is_some() {
+            self.refresh(&queue_key);
+        }
+    }
+
+    /// Attempts waiting for their answer.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
+        self.on_wire.values().sum()
     }
 
     /// The earliest time a delivery not blocked by one in flight is due.
     pub fn next_due(&self) -> Option<UnixMs> {
-        self.pending
-            .iter()
-            .filter(|(queue_key, _)| !self.in_flight.contains(*queue_key))
-            .filter_map(|(_, queue)| queue.values().next())
-            .map(|delivery| delivery.next_attempt_at)
-            .min()
+        self.ready.values().filter_map(|ready| ready.first().map(|(at, _, _)| *at)).min()
     }
 
     pub fn pending(&self) -> impl Iterator<Item = &Delivery> {
@@ -556,6 +595,41 @@ mod tests {
         assert_eq!(book.take_due(1_000, limit).iter().map(|d| d.seq).collect::<Vec<_>>(), [3]);
         assert_eq!(book.dead().count(), 1);
         assert_eq!(book.get("crm-2").map(|d| d.state), Some(DeliveryState::Dead));
+    }
+
+    #[test]
+    fn an_answered_attempt_frees_its_slot_but_holds_its_key_until_committed() {
+        let mut book = Book::default();
+        book.insert(delivery("crm", "cv1", 1, 0));
+        book.insert(delivery("crm", "cv1", 2, 0));
+        book.insert(delivery("crm", "cv2", 3, 0));
+        let limit = |_: &str| Some(1);
+        let first = book.take_due(0, limit);
+        assert_eq!(first.iter().map(|d| d.seq).collect::<Vec<_>>(), [1]);
+        assert!(book.take_due(0, limit).is_empty(), "the bound is full");
+        assert_eq!(book.in_flight(), 1);
+        book.ended(&first[0]);
+        book.ended(&first[0]);
+        assert_eq!(book.in_flight(), 0, "ended twice counts once");
+        // cv1's seq 2 waits for seq 1's outcome to be committed; cv2 goes.
+        let second = book.take_due(0, limit);
+        assert_eq!(second.iter().map(|d| d.seq).collect::<Vec<_>>(), [3]);
+        assert_eq!(book.next_due(), None, "cv1 is held, cv2 in flight");
+        book.finished(&first[0]);
+        book.forget(&first[0].id);
+        assert_eq!(book.next_due(), Some(0));
+        assert!(book.take_due(0, limit).is_empty(), "cv2's attempt still has no answer");
+        book.finished(&second[0]);
+        book.forget(&second[0].id);
+        assert_eq!(book.take_due(0, limit).iter().map(|d| d.seq).collect::<Vec<_>>(), [2]);
+        // A retry later than another key's first delivery falls due after it.
+        let mut book = Book::default();
+        book.insert(delivery("crm", "cv1", 1, 500));
+        book.insert(delivery("crm", "cv2", 2, 100));
+        assert_eq!(book.next_due(), Some(100));
+        assert_eq!(book.take_due(100, |_| Some(5)).iter().map(|d| d.seq).collect::<Vec<_>>(), [2]);
+        assert_eq!(book.take_due(499, |_| Some(5)).len(), 0);
+        assert_eq!(book.take_due(500, |_| Some(5)).iter().map(|d| d.seq).collect::<Vec<_>>(), [1]);
     }
 
     #[test]

@@ -17,7 +17,10 @@
 //!   `outbox_delivered` event; failed → the attempts, the next attempt's time
 //!   and the error stored; the last allowed attempt failed → dead, with an
 //!   `outbox_dead` event. The events are the audit log's entries for each
-//!   final outcome. Memory follows only after the commit succeeded.
+//!   final outcome. The commit runs beside the task, so the connector's
+//!   next attempts start meanwhile (`Book::ended`); the conversation's next
+//!   delivery waits until it succeeded, and memory follows only then
+//!   (`Book::finished`).
 //!
 //! With `[capi]`, events of paid conversations also become deliveries to
 //! the target `capi` (`capi::CapiPlan::conversion`), each remembered by a
@@ -104,6 +107,14 @@ enum Request {
     Stop { reply: oneshot::Sender<()> },
 }
 
+/// An outcome batch's commit ended: per delivery what it became (`None`:
+/// delivered), and whether it is stored.
+struct Settled {
+    now: UnixMs,
+    after: Vec<(Delivery, Option<Delivery>)>,
+    result: Result<(), String>,
+}
+
 struct Task {
     store: Arc<Store>,
     clock: SharedClock,
@@ -113,6 +124,8 @@ struct Task {
     book: Book,
     cursor: u64,
     results: mpsc::UnboundedSender<(Delivery, AttemptOutcome)>,
+    /// Outcome batches once their commit ended.
+    committed: mpsc::UnboundedSender<Settled>,
     /// When the cursor was last stored while no connector is subscribed.
     idle_cursor_stored: Option<std::time::Instant>,
     /// `[capi]`'s decisions, when it is configured.
@@ -133,7 +146,7 @@ impl Task {
         subscriptions: Vec<Subscription>,
         log_head: u64,
         results: mpsc::UnboundedSender<(Delivery, AttemptOutcome)>,
-    ) -> Result<Task, OutboxError> {
+    ) -> Result<(Task, mpsc::UnboundedReceiver<Settled>), OutboxError> {
         let reader = store.reader().caught_up().await?;
         let mut book = Book::default();
         let mut capi_sent = HashSet::new();
@@ -159,7 +172,8 @@ impl Task {
                 log_head
             }
         };
-        Ok(Task {
+        let (committed, settled) = mpsc::unbounded_channel();
+        let task = Task {
             store,
             clock,
             schedule,
@@ -168,10 +182,12 @@ impl Task {
             book,
             cursor,
             results,
+            committed,
             idle_cursor_stored: None,
             capi: None,
             capi_sent,
-        })
+        };
+        Ok((task, settled))
     }
 
     /// Whether anything in the log can become a delivery.
@@ -276,8 +292,8 @@ impl Task {
     }
 
     /// Commits what the attempts that ended made of their deliveries, in one
-    /// batch, then applies it to memory.
-    async fn settle(&mut self, ended: Vec<(Delivery, AttemptOutcome)>) {
+    /// batch; memory follows in [`Task::settled`] once it is committed.
+    fn settle(&mut self, ended: Vec<(Delivery, AttemptOutcome)>) {
         let now = self.clock.now_ms();
         let mut batch = Vec::new();
         let mut after = Vec::with_capacity(ended.len());
@@ -318,7 +334,7 @@ impl Task {
                         event_type: delivery.event_type.clone(),
                         attempts,
                     }))));
-                    after.push((delivery, None));
+                    after.push((delivery.clone(), None));
                 }
                 Transition::Retry { next_attempt_at } => {
                     changed.next_attempt_at = next_attempt_at;
@@ -326,7 +342,7 @@ impl Task {
                         Ok(row) => batch.push(Op::PutOutboxRows(vec![(delivery.id.clone(), Some(row))])),
                         Err(error) => tracing::error!(%error, "a delivery could not be stored"),
                     }
-                    after.push((delivery, Some(changed)));
+                    after.push((delivery.clone(), Some(changed)));
                 }
                 Transition::Dead => {
                     changed.state = DeliveryState::Dead;
@@ -343,18 +359,33 @@ impl Task {
                         attempts,
                         error,
                     }))));
-                    after.push((delivery, Some(changed)));
+                    after.push((delivery.clone(), Some(changed)));
                 }
             }
         }
-        let committed = self.store.commit(batch).await;
+        // The outcome is committed beside the loop: the connectors' next
+        // attempts start meanwhile; these keys stay held until it is done.
+        for (delivery, _) in &after {
+            self.book.ended(delivery);
+        }
+        let store = self.store.clone();
+        let committed = self.committed.clone();
+        tokio::spawn(async move {
+            let result = store.commit(batch).await.map(|_| ()).map_err(|error| error.to_string());
+            let _ = committed.send(Settled { now, after, result });
+        });
+    }
+
+    /// Applies to memory what a committed (or refused) outcome batch says.
+    fn settled(&mut self, settled: Settled) {
+        let Settled { now, after, result } = settled;
         for (delivery, changed) in after {
-            self.book.finished(delivery);
-            match (&committed, changed) {
-                (Ok(_), None) => {
+            self.book.finished(&delivery);
+            match (&result, changed) {
+                (Ok(()), None) => {
                     self.book.forget(&delivery.id);
                 }
-                (Ok(_), Some(changed)) => self.book.insert(changed),
+                (Ok(()), Some(changed)) => self.book.insert(changed),
                 (Err(_), _) => {
                     // Nothing of it is stored: try the delivery again a
                     // little later (at least once, never lost).
@@ -364,7 +395,7 @@ impl Task {
                 }
             }
         }
-        if let Err(error) = committed {
+        if let Err(error) = result {
             tracing::warn!(%error, "the outbox could not store the outcome of its attempts; they will be made again");
         }
     }
@@ -536,7 +567,7 @@ impl Outbox {
         );
         let (results, mut ended) = mpsc::unbounded_channel();
         let head = *log_head.borrow();
-        let mut task = Task::open(store, clock, schedule, targets, subscriptions, head, results).await?;
+        let (mut task, mut settled) = Task::open(store, clock, schedule, targets, subscriptions, head, results).await?;
         task.capi = capi_plan;
         let (requests, mut incoming) = mpsc::channel::<Request>(64);
         let tick_every = Duration::from_millis(settings.tick_ms.max(1));
@@ -565,8 +596,9 @@ impl Outbox {
                         while let Ok(more) = ended.try_recv() {
                             batch.push(more);
                         }
-                        task.settle(batch).await;
+                        task.settle(batch);
                     }
+                    Some(done) = settled.recv() => task.settled(done),
                     _ = tick.tick() => {
                         let head = *log_head.borrow_and_update();
                         let taken = if head <= task.cursor {
