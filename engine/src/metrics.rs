@@ -24,6 +24,8 @@ pub const OUTBOX_BACKLOG: &str = "switchboard_outbox_backlog";
 pub const OUTBOX_OLDEST_PENDING_SECONDS: &str = "switchboard_outbox_oldest_pending_seconds";
 pub const OUTBOX_ATTEMPTS_TOTAL: &str = "switchboard_outbox_attempts_total";
 pub const OUTBOX_DEAD: &str = "switchboard_outbox_dead";
+pub const FOLLOWUPS_SCHEDULED: &str = "switchboard_followups_scheduled";
+pub const FOLLOWUPS_TOTAL: &str = "switchboard_followups_total";
 
 /// Every name above.
 pub const NAMES: &[&str] = &[
@@ -39,6 +41,8 @@ pub const NAMES: &[&str] = &[
     OUTBOX_OLDEST_PENDING_SECONDS,
     OUTBOX_ATTEMPTS_TOTAL,
     OUTBOX_DEAD,
+    FOLLOWUPS_SCHEDULED,
+    FOLLOWUPS_TOTAL,
 ];
 
 /// Every metric the engine exports: the engine's, the actors' and the store's.
@@ -117,6 +121,12 @@ pub fn describe_all() {
         "outbox delivery attempts, by connector and outcome (delivered, http_error, timeout, connection_error)"
     );
     describe_gauge!(OUTBOX_DEAD, Unit::Count, "outbox deliveries dead-lettered and not retried, by connector");
+    describe_gauge!(FOLLOWUPS_SCHEDULED, Unit::Count, "promise-to-pay follow-ups scheduled and not yet due");
+    describe_counter!(
+        FOLLOWUPS_TOTAL,
+        Unit::Count,
+        "promise-to-pay follow-ups by outcome (scheduled, fired, cancelled, stale)"
+    );
     actors::metrics::describe();
     storage::metrics::describe();
 }

@@ -40,6 +40,8 @@ pub struct AppState {
     pub reports: OnceLock<Arc<crate::reports::Reports>>,
     /// The outbox of deliveries to connectors; set with `system`.
     pub outbox: OnceLock<Arc<crate::outbox::Outbox>>,
+    /// The promise-to-pay follow-ups; set with `system`.
+    pub followups: OnceLock<Arc<crate::followups::Followups>>,
     /// Flips to true when the server is stopping; sessions close on it.
     pub stopping: watch::Receiver<bool>,
     /// Webhook body bytes held at once, in KiB (`server.webhook_bytes_in_flight`).
@@ -106,7 +108,11 @@ impl RunningServer {
         if let Some(system) = self.state.system.get() {
             // The actors stop first; the audit log then takes in the last
             // events and signs them, the reports take them in; then the
-            // store closes.
+            // store closes. The follow-ups stop first: nothing fires into
+            // actors that are stopping.
+            if let Some(followups) = self.state.followups.get() {
+                followups.stop().await;
+            }
             system.stop_actors().await;
             if let Some(outbox) = self.state.outbox.get() {
                 outbox.stop().await;
@@ -142,6 +148,7 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
         audit: OnceLock::new(),
         reports: OnceLock::new(),
         outbox: OnceLock::new(),
+        followups: OnceLock::new(),
         stopping: stopping.clone(),
         webhook_kib_in_flight: Arc::new(tokio::sync::Semaphore::new(
             config.server.webhook_bytes_in_flight.div_ceil(1024),
@@ -191,6 +198,16 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
         .await
         .context("cannot open the reports")?;
     let _ = state.reports.set(Arc::new(reports));
+    let system = Arc::new(system);
+    let followups = crate::followups::Followups::start(
+        system.shared().store.clone(),
+        system.clone(),
+        clock.clone(),
+        system.log_head(),
+    )
+    .await
+    .context("cannot open the follow-ups")?;
+    let _ = state.followups.set(Arc::new(followups));
     let outbox = crate::outbox::Outbox::start(crate::outbox::OutboxParts {
         store: system.shared().store.clone(),
         clock,
@@ -202,6 +219,6 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
     .context("cannot open the outbox")?;
     let _ = state.outbox.set(Arc::new(outbox));
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, %addr, "ready");
-    let _ = state.system.set(Arc::new(system));
+    let _ = state.system.set(system);
     Ok(RunningServer { addr, state, stop, serving })
 }

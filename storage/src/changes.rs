@@ -49,9 +49,10 @@ pub enum TableId {
     Settings = 22,
     Reports = 23,
     Outbox = 24,
+    Followups = 25,
 }
 
-const TABLES: [TableId; 25] = [
+const TABLES: [TableId; 26] = [
     TableId::Counters,
     TableId::Inbox,
     TableId::InboundIds,
@@ -77,6 +78,7 @@ const TABLES: [TableId; 25] = [
     TableId::Settings,
     TableId::Reports,
     TableId::Outbox,
+    TableId::Followups,
 ];
 
 impl TableId {
@@ -107,6 +109,7 @@ impl TableId {
                 | TableId::AuditCheckpoints
                 | TableId::Reports
                 | TableId::Outbox
+                | TableId::Followups
         )
     }
 }
@@ -616,6 +619,7 @@ pub(crate) fn read_point(txn: &ReadTransaction, table: TableId, key: &Key) -> Re
         (TableId::Settings, _) => str_table(txn, SETTINGS, key),
         (TableId::Reports, _) => str_table(txn, REPORTS, key),
         (TableId::Outbox, _) => str_table(txn, OUTBOX, key),
+        (TableId::Followups, _) => str_table(txn, FOLLOWUPS, key),
         (TableId::Cursors, _) => counter_table(txn, CURSORS, key),
         (TableId::Events, _) => seq_table(txn, EVENTS, key),
         (TableId::AuditEntries, _) => seq_table(txn, AUDIT_ENTRIES, key),
@@ -707,6 +711,7 @@ pub(crate) fn materialize<'a>(txn: &WriteTransaction, writes: impl IntoIterator<
     let mut settings = txn.open_table(SETTINGS).map_err(db_error)?;
     let mut reports = txn.open_table(REPORTS).map_err(db_error)?;
     let mut outbox = txn.open_table(OUTBOX).map_err(db_error)?;
+    let mut followups = txn.open_table(FOLLOWUPS).map_err(db_error)?;
     for write in writes {
         let key = &write.key;
         let value = write.value.as_deref();
@@ -739,6 +744,7 @@ pub(crate) fn materialize<'a>(txn: &WriteTransaction, writes: impl IntoIterator<
             (TableId::Settings, _) => apply!(settings, str_key(key)?, bytes),
             (TableId::Reports, _) => apply!(reports, str_key(key)?, bytes),
             (TableId::Outbox, _) => apply!(outbox, str_key(key)?, bytes),
+            (TableId::Followups, _) => apply!(followups, str_key(key)?, bytes),
             (TableId::Events, _) => apply!(events, u64_key(key)?, bytes),
             (TableId::Cursors, _) => apply!(cursors, str_key(key)?, u64_value),
             (TableId::AuditEntries, _) => apply!(audit_entries, u64_key(key)?, bytes),

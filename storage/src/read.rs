@@ -245,6 +245,18 @@ impl Reader {
         Ok(())
     }
 
+    /// Every row of the follow-ups' schedule, in key order (a range read,
+    /// at the follow-ups' start).
+    pub fn followup_rows(&self, mut visit: impl FnMut(&str, &[u8]) -> Result<()>) -> Result<()> {
+        let txn = self.txn()?;
+        let table = txn.open_table(FOLLOWUPS).map_err(db_error)?;
+        for row in table.iter().map_err(db_error)? {
+            let (key, value) = row.map_err(db_error)?;
+            visit(key.value(), value.value())?;
+        }
+        Ok(())
+    }
+
     pub fn agent(&self, agent_id: &str) -> Result<AgentRecord> {
         Ok(self.point_decoded(TableId::Agents, Key::Str(agent_id.to_owned()))?.unwrap_or_default())
     }

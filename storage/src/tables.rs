@@ -81,6 +81,11 @@ pub const REPORTS: TableDefinition<&str, &[u8]> = TableDefinition::new("reports"
 /// the outbox's cursor when records are made from the event log, with the
 /// outcome's event when an attempt ends. Read whole at the outbox's start.
 pub const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
+/// The promise-to-pay follow-ups (format v12): `conversation id/field` →
+/// the scheduled follow-up (MessagePack the store does not read). Written
+/// only by [`crate::Op::PutFollowupRows`], by the follow-ups consumer with
+/// its cursor. Read whole at its start.
+pub const FOLLOWUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("followups");
 
 pub(crate) fn create_all(db: &Database) -> Result<()> {
     let mut txn = db.begin_write().map_err(db_error)?;
@@ -112,6 +117,7 @@ pub(crate) fn create_all(db: &Database) -> Result<()> {
     txn.open_table(SETTINGS).map_err(db_error)?;
     txn.open_table(REPORTS).map_err(db_error)?;
     txn.open_table(OUTBOX).map_err(db_error)?;
+    txn.open_table(FOLLOWUPS).map_err(db_error)?;
     migrate_open_index_v2(&txn)?;
     txn.commit().map_err(db_error)?;
     Ok(())

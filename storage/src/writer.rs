@@ -153,6 +153,9 @@ pub enum Op {
     /// deletes one). The outbox commits new records with its cursor
     /// ([`Op::SetCursor`]) and an attempt's outcome with its event.
     PutOutboxRows(Vec<(String, Option<Vec<u8>>)>),
+    /// Replaces rows of the follow-ups' schedule (`None` deletes one). The
+    /// follow-ups consumer commits them with its cursor ([`Op::SetCursor`]).
+    PutFollowupRows(Vec<(String, Option<Vec<u8>>)>),
 }
 
 pub type Batch = Vec<Op>;
@@ -977,6 +980,14 @@ impl<'a> GroupState<'a> {
                     match value {
                         Some(value) => self.view.put(TableId::Outbox, text(key), value.clone()),
                         None => self.view.delete(TableId::Outbox, text(key)),
+                    }
+                }
+            }
+            Op::PutFollowupRows(rows) => {
+                for (key, value) in rows {
+                    match value {
+                        Some(value) => self.view.put(TableId::Followups, text(key), value.clone()),
+                        None => self.view.delete(TableId::Followups, text(key)),
                     }
                 }
             }
