@@ -990,6 +990,55 @@ mod tests {
         assert!(error.problem.contains("Asia/Nowhere"));
     }
 
+    /// A team's own dispositions are checked like the global ones, and the
+    /// errors name the team's key; a promise's follow-up keys are checked.
+    #[test]
+    fn team_dispositions_and_promises_are_checked_naming_the_key() {
+        let example = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples/collections.toml"),
+        )
+        .unwrap();
+        let config = Config::from_toml("collections.toml", &example, env(&[])).unwrap();
+        let settings = config.settings();
+        let keys = |team: &str| settings.schemas().of(Some(team)).iter().map(|f| f.key.clone()).collect::<Vec<_>>();
+        assert_eq!(keys("collections"), ["ptp_status", "promise", "collected"]);
+        assert_eq!(keys("sales"), ["lead_quality", "outcome", "deal_value"]);
+        assert_eq!(keys("support"), ["outcome"], "no schema of its own: the global one");
+        for (from, to, key, says) in [
+            (
+                "kind = \"promise\"                 #",
+                "kind = \"promis\"                 #",
+                "teams[0].dispositions[1].kind",
+                "promis",
+            ),
+            ("followup_at = \"10:00\"", "followup_at = \"10am\"", "teams[0].dispositions[1].followup_at", "HH:MM"),
+            (
+                "paid_values = [\"paid\"]",
+                "paid_values = [\"settled\"]",
+                "teams[0].dispositions[1].paid_values",
+                "settled",
+            ),
+            (
+                "paid_field = \"ptp_status\"",
+                "paid_field = \"collected\"",
+                "teams[0].dispositions[1].paid_field",
+                "enum",
+            ),
+            ("{attributes.account}", "{balance}", "teams[0].dispositions[1].followup_template.params", "{balance}"),
+            ("key = \"deal_value\"", "key = \"lead_quality\"", "teams[1].dispositions[2].key", "twice"),
+            ("won_values = [\"won\"]", "won_values = [\"big\"]", "teams[1].dispositions[1].won_values", "big"),
+        ] {
+            assert!(example.contains(from), "{from}");
+            let error = error_of(&example.replacen(from, to, 1), &[]);
+            assert_eq!(error.key, key, "{from} → {to}: {error}");
+            assert!(error.to_string().contains(says), "{error}");
+        }
+        let on_text =
+            example.replacen("kind = \"money\"                   #", "kind = \"text\"\nfollowup_at = \"09:00\" #", 1);
+        let error = error_of(&on_text, &[]);
+        assert_eq!(error.key, "teams[0].dispositions[2].followup_at", "{error}");
+    }
+
     /// config/examples/routing.toml routes as its comments say.
     #[test]
     fn the_routing_example_routes_as_documented() {
