@@ -202,9 +202,12 @@ impl Consumer {
             }
             EventBody::Closed { .. } => {
                 let Actor::User { id } = &event.actor else { return Ok(()) };
+                // Only who to tell changes: a row already fired stays fired.
                 for mut row in self.rows_of(conversation_id) {
                     row.closer = Some(id.clone());
-                    self.put(pending, row.key(), Some(row));
+                    let key = row.key();
+                    self.rows.insert(key.clone(), row.clone());
+                    pending.rows.insert(key, Some(row));
                 }
             }
             EventBody::PaymentRecorded { .. } => {
