@@ -25,7 +25,8 @@ use storage::{
 
 use crate::deadlines;
 use crate::decide::{Current, Decision, Effect, Input, Policy, decide};
-use crate::messages::{AgentMsg, ManagerMsg, PendingSend, Reply, RouteRequest, RouterMsg, TeamMsg};
+use crate::followups::{self, FollowupRow};
+use crate::messages::{AgentMsg, FollowupOutcome, ManagerMsg, PendingSend, Reply, RouteRequest, RouterMsg, TeamMsg};
 pub use crate::messages::{ConversationMsg, RequestKind};
 use crate::requests::{self, Outgoing, PlannedSend, TransferTarget};
 use crate::routing::{Routing, RoutingTable, Trigger};
@@ -115,6 +116,10 @@ impl ConversationState {
             ConversationMsg::Deadline { .. } if self.shared.stopping() => {}
             ConversationMsg::Deadline { conversation_id, kind, due } => {
                 self.on_deadline(conversation_id, kind, due).await?
+            }
+            ConversationMsg::Followup { row, reply } => {
+                let outcome = self.on_followup(*row).await?;
+                let _ = reply.send(Ok(outcome));
             }
             ConversationMsg::FailForTest => return Err("failure injected by a test".into()),
         }
@@ -246,7 +251,7 @@ impl ConversationState {
         let current = Current { thread_key: &self.thread_key, thread: self.thread.as_ref(), open: self.open.as_ref() };
         let policy = Policy {
             policies: &self.shared.policies,
-            dispositions: &self.shared.settings.dispositions,
+            schemas: self.shared.settings.schemas(),
             routing,
             contact_words: &self.shared.settings.contact_words,
         };
@@ -535,6 +540,19 @@ impl ConversationState {
         outgoing: Outgoing,
         reply: Reply,
     ) -> Result<(), ActorProcessingErr> {
+        self.start_send_with(principal, record, outgoing, reply, Vec::new()).await
+    }
+
+    /// [`Self::start_send`], committing `with` in the intent's batch (a
+    /// follow-up's frames and event: fired if and only if its send is).
+    async fn start_send_with(
+        &self,
+        principal: &Principal,
+        record: &ConversationRecord,
+        outgoing: Outgoing,
+        reply: Reply,
+        with: Vec<Op>,
+    ) -> Result<(), ActorProcessingErr> {
         let now = self.now();
         let local_id = local_message_id(&record.conversation.id, now);
         let PlannedSend { request, intent } = match requests::plan_send(record, principal, outgoing, local_id, now) {
@@ -545,7 +563,9 @@ impl ConversationState {
             }
         };
         let pending = PendingSend { conversation_id: intent.conversation_id.clone(), reply, intent: intent.clone() };
-        self.commit(vec![Op::PutSendIntent { thread_key: self.thread_key.clone(), intent: Box::new(intent) }]).await?;
+        let mut batch = vec![Op::PutSendIntent { thread_key: self.thread_key.clone(), intent: Box::new(intent) }];
+        batch.extend(with);
+        self.commit(batch).await?;
         let outbound = self.shared.outbound.clone();
         let manager = self.manager().clone();
         let thread_key = self.thread_key.clone();
@@ -614,6 +634,97 @@ impl ConversationState {
         metrics::counter!(crate::metrics::MESSAGES_TOTAL, "direction" => "out").increment(1);
         let _ = pending.reply.send(Ok(answer));
         Ok(())
+    }
+
+    /// A follow-up came due: checks the conversation (open, or closed and
+    /// read from the store) still holds the promise unpaid, then commits
+    /// the `followup` frames to whoever should hear of it, the
+    /// `followup_due` event and, when the field has a `followup_template`,
+    /// the reminder's send intent, as one batch; then calls Meta as any
+    /// send does. A restart after that commit never fires it again (the
+    /// consumer reads the event); the send itself is then `unknown` at
+    /// worst, never sent twice.
+    async fn on_followup(&mut self, row: FollowupRow) -> Result<FollowupOutcome, ActorProcessingErr> {
+        let is_open = self.open.as_ref().is_some_and(|open| open.conversation.id == row.conversation_id);
+        let record = match &self.open {
+            Some(open) if is_open => open.clone(),
+            _ => match self.shared.reader.conversation(&row.conversation_id)? {
+                Some(record) => record,
+                None => return Ok(FollowupOutcome::Stale),
+            },
+        };
+        let conversation = &record.conversation;
+        let team = conversation.team.as_deref();
+        let spec = self.shared.settings.schemas().of(team).iter().find(|spec| spec.key == row.field);
+        if !followups::still_due(&row, spec, &conversation.fields) {
+            return Ok(FollowupOutcome::Stale);
+        }
+        let spec = spec.expect("still_due checked it").clone();
+        let holder =
+            conversation.agent.as_deref().filter(|_| is_open && conversation.status == ConversationStatus::Assigned);
+        let notified = followups::recipients(holder, row.closer.as_deref(), team, self.shared.roster().agents());
+        let promise = row.promise();
+        let mut ops: Vec<Op> = notified
+            .iter()
+            .map(|agent_id| Op::AgentEvent {
+                agent_id: agent_id.clone(),
+                frame: Box::new(ServerFrame::Followup {
+                    seq: 0,
+                    conversation_id: conversation.id.clone(),
+                    contact: conversation.contact.clone(),
+                    field: row.field.clone(),
+                    promise: protocol::ws::Promise { date: promise.date.clone(), amount: promise.amount },
+                    due_at: row.due,
+                }),
+            })
+            .collect();
+        let template = spec.followup_template.as_ref().map(|template| {
+            let contact = self.shared.reader.contact(&conversation.contact.wa_id).ok().flatten();
+            let values = followups::ParamValues {
+                promise: Some(&promise),
+                conversation_id: &conversation.id,
+                contact_wa_id: &conversation.contact.wa_id,
+                contact_name: contact
+                    .as_ref()
+                    .and_then(|contact| contact.name.as_deref())
+                    .or(conversation.contact.name.as_deref()),
+                attributes: contact.as_ref().map(|contact| &contact.attributes),
+            };
+            protocol::ws::TemplateRequest {
+                name: template.name.clone(),
+                language: template.language.clone(),
+                params: followups::render_params(&template.params, &values),
+            }
+        });
+        let event = crate::decide::event_of(
+            &record,
+            self.now(),
+            protocol::events::Actor::System,
+            EventBody::FollowupDue {
+                field: row.field.clone(),
+                date: promise.date.clone(),
+                amount: promise.amount,
+                due: row.due,
+                notified: notified.clone(),
+                template: template.as_ref().map(|template| template.name.clone()),
+            },
+        );
+        ops.push(Op::Event(Box::new(event)));
+        let Some(template) = template else {
+            self.commit(ops).await?;
+            return Ok(FollowupOutcome::Fired);
+        };
+        let principal =
+            Principal { agent_id: crate::decide::SYSTEM_SENDER.to_owned(), role: protocol::model::Role::Admin };
+        let (port, answer) = ractor::concurrency::oneshot();
+        self.start_send_with(&principal, &record, Outgoing::Template(template), port.into(), ops).await?;
+        let conversation_id = record.conversation.id.clone();
+        tokio::spawn(async move {
+            if let Ok(Err(refusal)) = answer.await {
+                tracing::warn!(%conversation_id, code = ?refusal.code, message = %refusal.message, "the follow-up's template was not sent");
+            }
+        });
+        Ok(FollowupOutcome::Fired)
     }
 
     /// Meta's answer to a send is lost (the connection failed after the

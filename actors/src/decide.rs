@@ -22,7 +22,7 @@ use storage::{Batch, ContactRecord, ConversationRecord, IngestMessage, Op, SendI
 use crate::deadlines::{self, Fired, Policies};
 use crate::routing::{self, ContactFacts, Facts, Routing, RoutingTable, Trigger};
 use crate::rules;
-use crate::settings::{ContactWords, DispositionSpec};
+use crate::settings::{ContactWords, Schemas};
 use crate::timers::DeadlineKind;
 
 /// What a decision reads: the thread and its open conversation as the actor
@@ -38,7 +38,8 @@ pub struct Current<'a> {
 #[derive(Clone, Copy, Debug)]
 pub struct Policy<'a> {
     pub policies: &'a Policies,
-    pub dispositions: &'a [DispositionSpec],
+    /// The disposition schemas: the conversation's current team's applies.
+    pub schemas: Schemas<'a>,
     /// Where conversations go (contract §7).
     pub routing: &'a RoutingTable,
     /// The customer's opt-out and opt-in words (PROTOCOL §8).
@@ -950,8 +951,8 @@ fn set_fields(
     now: UnixMs,
     policy: Policy<'_>,
 ) -> Result<Decision, ApiError> {
-    rules::validate_fields(policy.dispositions, &fields)?;
     let mut record = the_open_record(current)?;
+    rules::validate_fields(policy.schemas.of(record.conversation.team.as_deref()), &fields)?;
     let before = record.conversation.fields.clone();
     record.conversation.fields.extend(fields);
     let changes = field_changes(&before, &record.conversation.fields);
@@ -975,12 +976,15 @@ fn close(
     now: UnixMs,
     policy: Policy<'_>,
 ) -> Result<Decision, ApiError> {
-    rules::validate_fields(policy.dispositions, &fields)?;
     let mut record = the_open_record(current)?;
+    // The schema of the team the conversation is in now: after a transfer,
+    // the new team's (fields of the old schema stay as they were).
+    let schema = policy.schemas.of(record.conversation.team.as_deref());
+    rules::validate_fields(schema, &fields)?;
     let before = record.conversation.fields.clone();
     let mut merged = before.clone();
     merged.extend(fields);
-    let missing = rules::missing_on_close(policy.dispositions, &merged);
+    let missing = rules::missing_on_close(schema, &merged);
     if !missing.is_empty() {
         return Err(rules::disposition_required(missing));
     }
@@ -1097,7 +1101,7 @@ pub(crate) fn object(value: Value) -> Map<String, Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::{FieldKind, Settings};
+    use crate::settings::{DispositionSpec, FieldKind, Settings};
     use protocol::model::{RouteReason, SourceKind};
 
     const THREAD_KEY: &str = "100:15550001";
@@ -1108,7 +1112,8 @@ mod tests {
     struct World {
         policies: Policies,
         routing: RoutingTable,
-        dispositions: Vec<DispositionSpec>,
+        dispositions: Vec<crate::settings::DispositionSpec>,
+        teams: Vec<crate::settings::TeamSpec>,
         thread: Option<ThreadRecord>,
         open: Option<ConversationRecord>,
         contact: Option<ContactRecord>,
@@ -1125,6 +1130,7 @@ mod tests {
                 options: vec!["won".into(), "lost".into()],
                 required_on_close: true,
                 won_values: vec!["won".into()],
+                ..DispositionSpec::new("", FieldKind::Text)
             };
             let routed = Settings {
                 teams: ["sales", "support"]
@@ -1143,6 +1149,7 @@ mod tests {
                 policies: Policies::from_settings(&settings).unwrap(),
                 routing: routed.routing_table().unwrap(),
                 dispositions: vec![outcome],
+                teams: routed.teams.clone(),
                 thread: None,
                 open: None,
                 contact: None,
@@ -1154,7 +1161,7 @@ mod tests {
             let current = Current { thread_key: THREAD_KEY, thread: self.thread.as_ref(), open: self.open.as_ref() };
             let policy = Policy {
                 policies: &self.policies,
-                dispositions: &self.dispositions,
+                schemas: Schemas { global: &self.dispositions, teams: &self.teams },
                 routing: &self.routing,
                 contact_words: &self.contact_words,
             };
@@ -1461,6 +1468,38 @@ mod tests {
         );
         assert!(world.open.is_none(), "the thread has no open conversation");
         assert_eq!(world.thread.as_ref().unwrap().open_conversation, None);
+    }
+
+    #[test]
+    fn the_current_teams_schema_applies_and_a_transfer_changes_it() {
+        let mut world = World::new();
+        let mut ptp_status = DispositionSpec::new("ptp_status", FieldKind::Enum);
+        ptp_status.options = vec!["promised".into(), "paid".into()];
+        ptp_status.required_on_close = true;
+        world.teams[1].dispositions = Some(vec![ptp_status]); // support
+        world.message_in("wamid.1", "hi", T0, false);
+        world.assign("a1");
+        assert_eq!(world.open.as_ref().unwrap().conversation.team.as_deref(), Some("sales"));
+        // Sales has no schema of its own: the global one.
+        let ptp = json!({"ptp_status": "promised"}).as_object().cloned().unwrap();
+        let refused = world.decide(Input::SetFields { by: "a1".into(), fields: ptp.clone() }, T0).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::InvalidField);
+        let won = json!({"outcome": "won"}).as_object().cloned().unwrap();
+        world.apply(Input::SetFields { by: "a1".into(), fields: won }, T0);
+        world.apply(Input::TransferToTeam { by: "a1".into(), team: "support".into(), note: None }, T0 + HOUR);
+        // Now support's: `outcome` stays set but is not its field; its own is required.
+        let refused = world.decide(Input::Close { by: "m1".into(), fields: Map::new() }, T0 + HOUR).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::DispositionRequired);
+        assert_eq!(refused.detail.unwrap()["missing"], json!(["ptp_status"]));
+        let outcome = json!({"outcome": "lost"}).as_object().cloned().unwrap();
+        let refused = world.decide(Input::SetFields { by: "m1".into(), fields: outcome }, T0 + HOUR).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::InvalidField, "the old team's field is not the new schema's");
+        let decision = world.apply(Input::Close { by: "m1".into(), fields: ptp }, T0 + HOUR);
+        let closed = bodies(&decision).into_iter().find_map(|(_, body)| match body {
+            EventBody::Closed { fields, .. } => Some(fields),
+            _ => None,
+        });
+        assert_eq!(closed, json!({"outcome": "won", "ptp_status": "promised"}).as_object().cloned());
     }
 
     #[test]

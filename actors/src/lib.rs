@@ -28,6 +28,7 @@ pub mod conversation;
 pub mod deadlines;
 pub mod decide;
 pub mod directory;
+pub mod followups;
 pub mod hours;
 pub mod manager;
 pub mod messages;
@@ -515,6 +516,64 @@ impl System {
             .cast(ManagerMsg::Deliver { thread_key: record.thread_key, message })
             .map_err(|_| ApiError::unavailable("the engine is shutting down"))?;
         answer.await.map_err(|_| ApiError::unavailable("the conversation restarted while handling this; try again"))?
+    }
+
+    /// Asks conversation `row.conversation_id`'s actor to fire a follow-up
+    /// that came due (the follow-ups consumer calls this).
+    pub async fn fire_followup(&self, row: followups::FollowupRow) -> Result<messages::FollowupOutcome, ApiError> {
+        let record = self
+            .shared
+            .reader
+            .conversation(&row.conversation_id)
+            .map_err(|error| ApiError::unavailable(format!("could not read the conversation: {error}")))?;
+        let Some(record) = record else { return Ok(messages::FollowupOutcome::Stale) };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let message = ConversationMsg::Followup { row: Box::new(row), reply };
+        self.shared
+            .directory()
+            .manager
+            .cast(ManagerMsg::Deliver { thread_key: record.thread_key, message })
+            .map_err(|_| ApiError::unavailable("the engine is shutting down"))?;
+        answer.await.map_err(|_| ApiError::unavailable("the conversation restarted while handling this"))?
+    }
+
+    /// Records a payment on a conversation, open or closed
+    /// (`POST /api/v1/conversations/{id}/payments`): a `payment_recorded`
+    /// event, which cancels its follow-ups. Managers and admins (of its
+    /// team, when limited), or the agent holding (or who last held) it.
+    pub async fn record_payment(
+        &self,
+        principal: &Principal,
+        conversation_id: &str,
+        payment: followups::Payment,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+        let record = self
+            .shared
+            .reader
+            .conversation(conversation_id)
+            .map_err(|error| ApiError::unavailable(format!("could not read the conversation: {error}")))?
+            .ok_or_else(|| ApiError::not_found(format!("no conversation {conversation_id}")))?;
+        if !principal.role.sees_everything()
+            && record.conversation.agent.as_deref() != Some(principal.agent_id.as_str())
+        {
+            return Err(ApiError::forbidden(format!("conversation {conversation_id} is not assigned to you")));
+        }
+        if let Some(teams) = self.scope(principal)
+            && record.conversation.team.as_ref().is_none_or(|team| !teams.contains(team))
+        {
+            return Err(ApiError::forbidden(format!("conversation {conversation_id} is not in a team you manage")));
+        }
+        let body = protocol::events::EventBody::PaymentRecorded { amount: payment.amount, paid_at: payment.at.clone() };
+        let event =
+            decide::event_of(&record, self.shared.now(), protocol::events::Actor::user(&principal.agent_id), body);
+        self.shared
+            .store
+            .commit(vec![Op::Event(Box::new(event))])
+            .await
+            .map_err(|error| ApiError::unavailable(format!("the payment could not be recorded: {error}")))?;
+        Ok(decide::object(serde_json::json!({
+            "payment": {"conversation_id": conversation_id, "amount": payment.amount, "at": payment.at}
+        })))
     }
 
     /// Attaches a WebSocket session to its agent; returns the agent's status.

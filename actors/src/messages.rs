@@ -85,9 +85,26 @@ pub enum ConversationMsg {
         kind: DeadlineKind,
         due: UnixMs,
     },
+    /// A promise-to-pay follow-up of this conversation came due (the
+    /// follow-ups consumer asks): tell who should hear of it and send the
+    /// reminder template, in one commit with the `followup_due` event.
+    Followup {
+        row: Box<crate::followups::FollowupRow>,
+        reply: tokio::sync::oneshot::Sender<Result<FollowupOutcome, ApiError>>,
+    },
     /// Test hook: makes the actor fail, as a bug would, to exercise supervision.
     #[doc(hidden)]
     FailForTest,
+}
+
+/// What became of a follow-up the consumer asked to fire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FollowupOutcome {
+    /// Committed with its `followup_due` event.
+    Fired,
+    /// The conversation no longer holds that promise unpaid (a change on
+    /// its way to the consumer will say how): nothing was done.
+    Stale,
 }
 
 pub struct PendingSend {

@@ -38,6 +38,11 @@ pub struct TeamSpec {
     /// team's hours (`{ name, language, params? }`).
     #[serde(default)]
     pub closed_template: Option<protocol::ws::TemplateRequest>,
+    /// `[[teams.dispositions]]`: this team's own disposition schema, which
+    /// replaces the global `[[dispositions]]` for its conversations (`None`:
+    /// the global one applies).
+    #[serde(default)]
+    pub dispositions: Option<Vec<DispositionSpec>>,
 }
 
 /// Per-team SLA targets; unset keys keep the global `[sla]` value.
@@ -174,6 +179,23 @@ pub enum FieldKind {
     Number,
     Date,
     Money,
+    /// A promise to pay: `{date: "YYYY-MM-DD", amount: number}` (PROTOCOL
+    /// §10); schedules a follow-up when the field says how.
+    Promise,
+}
+
+impl FieldKind {
+    /// The kind's name in the configuration and in `GET /api/v1/dispositions`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FieldKind::Enum => "enum",
+            FieldKind::Text => "text",
+            FieldKind::Number => "number",
+            FieldKind::Date => "date",
+            FieldKind::Money => "money",
+            FieldKind::Promise => "promise",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -189,6 +211,58 @@ pub struct DispositionSpec {
     pub required_on_close: bool,
     #[serde(default)]
     pub won_values: Vec<String>,
+    /// A `promise` field's follow-up (docs/followups.md): the local time
+    /// (`HH:MM`, the team's time zone) on the promised date when it is due.
+    #[serde(default)]
+    pub followup_at: Option<String>,
+    /// The template sent to the customer when a follow-up is due; its
+    /// `params` may hold placeholders (`{amount}`, `{date}`,
+    /// `{contact.name}`, `{contact.wa_id}`, `{attributes.KEY}`,
+    /// `{conversation_id}`).
+    #[serde(default)]
+    pub followup_template: Option<protocol::ws::TemplateRequest>,
+    /// The field (an enum of the same schema) whose value in `paid_values`
+    /// records a payment, which cancels the follow-up.
+    #[serde(default)]
+    pub paid_field: Option<String>,
+    #[serde(default)]
+    pub paid_values: Vec<String>,
+}
+
+impl DispositionSpec {
+    /// A field of `kind` with nothing else set (tests and examples).
+    pub fn new(key: &str, kind: FieldKind) -> DispositionSpec {
+        DispositionSpec {
+            key: key.to_owned(),
+            label: None,
+            kind,
+            options: Vec::new(),
+            required_on_close: false,
+            won_values: Vec::new(),
+            followup_at: None,
+            followup_template: None,
+            paid_field: None,
+            paid_values: Vec::new(),
+        }
+    }
+}
+
+/// The disposition schemas in force: the global `[[dispositions]]` and the
+/// teams' own. A conversation's current team decides which applies.
+#[derive(Clone, Copy, Debug)]
+pub struct Schemas<'a> {
+    pub global: &'a [DispositionSpec],
+    pub teams: &'a [TeamSpec],
+}
+
+impl<'a> Schemas<'a> {
+    /// The schema of `team`'s conversations: its own when it has one, else
+    /// the global one (also for a conversation without a team).
+    pub fn of(&self, team: Option<&str>) -> &'a [DispositionSpec] {
+        team.and_then(|team| self.teams.iter().find(|spec| spec.id == team))
+            .and_then(|spec| spec.dispositions.as_deref())
+            .unwrap_or(self.global)
+    }
 }
 
 /// Everything the actor system needs to run.
@@ -259,6 +333,11 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// The disposition schemas (global and per team).
+    pub fn schemas(&self) -> Schemas<'_> {
+        Schemas { global: &self.dispositions, teams: &self.teams }
+    }
+
     /// The routing configuration, checked and compiled.
     pub fn routing_table(&self) -> Result<crate::routing::RoutingTable, crate::routing::RoutingError> {
         crate::routing::RoutingTable::new(self.routing.clone(), &self.teams, &self.agents, &self.numbers)

@@ -695,17 +695,10 @@ impl Config {
         }
         self.validate_connectors()?;
         self.validate_capi()?;
-        let mut field_keys = HashSet::new();
-        for (index, field) in self.dispositions.iter().enumerate() {
-            let key = |name: &str| format!("dispositions[{index}].{name}");
-            if !field_keys.insert(field.key.as_str()) {
-                return fail(&key("key"), format!("field {:?} is defined twice", field.key));
-            }
-            if field.kind == FieldKind::Enum && field.options.is_empty() {
-                return fail(&key("options"), "an enum field needs at least one option".to_owned());
-            }
-            if let Some(value) = field.won_values.iter().find(|value| !field.options.contains(value)) {
-                return fail(&key("won_values"), format!("{value:?} is not one of the field's options"));
+        validate_schema(&self.dispositions, "dispositions")?;
+        for (index, team) in self.teams.iter().enumerate() {
+            if let Some(schema) = &team.dispositions {
+                validate_schema(schema, &format!("teams[{index}].dispositions"))?;
             }
         }
         Ok(())
@@ -899,6 +892,82 @@ impl Config {
     }
 }
 
+/// One disposition schema (`[[dispositions]]` or a team's
+/// `[[teams.dispositions]]`, named by `place`): keys unique, enums with
+/// options, won values among them, and a `promise` field's follow-up.
+fn validate_schema(schema: &[DispositionSpec], place: &str) -> Result<(), (String, String)> {
+    let mut field_keys = HashSet::new();
+    for (index, field) in schema.iter().enumerate() {
+        let key = |name: &str| format!("{place}[{index}].{name}");
+        let fail = |name: &str, problem: String| Err((key(name), problem));
+        if field.key.trim().is_empty() || field.key.contains('/') {
+            return fail("key", "must not be empty nor hold `/`".to_owned());
+        }
+        if !field_keys.insert(field.key.as_str()) {
+            return fail("key", format!("field {:?} is defined twice", field.key));
+        }
+        if field.kind == FieldKind::Enum && field.options.is_empty() {
+            return fail("options", "an enum field needs at least one option".to_owned());
+        }
+        if let Some(value) = field.won_values.iter().find(|value| !field.options.contains(value)) {
+            return fail("won_values", format!("{value:?} is not one of the field's options"));
+        }
+        if field.kind != FieldKind::Promise {
+            for (name, set) in [
+                ("followup_at", field.followup_at.is_some()),
+                ("followup_template", field.followup_template.is_some()),
+                ("paid_field", field.paid_field.is_some()),
+                ("paid_values", !field.paid_values.is_empty()),
+            ] {
+                if set {
+                    return fail(name, format!("only a field of kind \"promise\" has `{name}`"));
+                }
+            }
+            continue;
+        }
+        if let Some(at) = &field.followup_at
+            && actors::followups::time_of_day(at).is_none()
+        {
+            return fail("followup_at", format!("{at:?} is not a time of day as \"HH:MM\" (24-hour)"));
+        }
+        if field.followup_at.is_none() && (field.followup_template.is_some() || field.paid_field.is_some()) {
+            return fail(
+                "followup_at",
+                "a promise with a `followup_template` or a `paid_field` needs `followup_at` (\"HH:MM\")".to_owned(),
+            );
+        }
+        if let Some(template) = &field.followup_template {
+            if template.name.trim().is_empty() || template.language.trim().is_empty() {
+                return fail("followup_template", "needs the template's `name` and `language`".to_owned());
+            }
+            if let Err(problem) = actors::followups::check_params(&template.params) {
+                return fail("followup_template.params", problem);
+            }
+        }
+        match &field.paid_field {
+            None if !field.paid_values.is_empty() => {
+                return fail("paid_values", "`paid_values` needs the `paid_field` they are values of".to_owned());
+            }
+            None => {}
+            Some(paid) => {
+                let Some(paid_spec) = schema.iter().find(|other| &other.key == paid) else {
+                    return fail("paid_field", format!("{paid:?} is not a field of this schema"));
+                };
+                if paid_spec.kind != FieldKind::Enum {
+                    return fail("paid_field", format!("{paid:?} must be an enum field"));
+                }
+                if field.paid_values.is_empty() {
+                    return fail("paid_values", "name the values of the paid field that record a payment".to_owned());
+                }
+                if let Some(value) = field.paid_values.iter().find(|value| !paid_spec.options.contains(value)) {
+                    return fail("paid_values", format!("{value:?} is not one of {paid:?}'s options"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Sets `keys` in `table` to `raw`. An existing string stays a string; other
 /// values are read as TOML (`20`, `true`, `["a","b"]`), falling back to a string.
 fn apply_override(root: &mut toml::Value, keys: &[String], raw: &str) -> Result<(), String> {
@@ -1045,6 +1114,55 @@ mod tests {
         let error = error_of(&bad_hours, &[]);
         assert_eq!(error.key, "teams[0].hours");
         assert!(error.problem.contains("Asia/Nowhere"));
+    }
+
+    /// A team's own dispositions are checked like the global ones, and the
+    /// errors name the team's key; a promise's follow-up keys are checked.
+    #[test]
+    fn team_dispositions_and_promises_are_checked_naming_the_key() {
+        let example = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples/collections.toml"),
+        )
+        .unwrap();
+        let config = Config::from_toml("collections.toml", &example, env(&[])).unwrap();
+        let settings = config.settings();
+        let keys = |team: &str| settings.schemas().of(Some(team)).iter().map(|f| f.key.clone()).collect::<Vec<_>>();
+        assert_eq!(keys("collections"), ["ptp_status", "promise", "collected"]);
+        assert_eq!(keys("sales"), ["lead_quality", "outcome", "deal_value"]);
+        assert_eq!(keys("support"), ["outcome"], "no schema of its own: the global one");
+        for (from, to, key, says) in [
+            (
+                "kind = \"promise\"                 #",
+                "kind = \"promis\"                 #",
+                "teams[0].dispositions[1].kind",
+                "promis",
+            ),
+            ("followup_at = \"10:00\"", "followup_at = \"10am\"", "teams[0].dispositions[1].followup_at", "HH:MM"),
+            (
+                "paid_values = [\"paid\"]",
+                "paid_values = [\"settled\"]",
+                "teams[0].dispositions[1].paid_values",
+                "settled",
+            ),
+            (
+                "paid_field = \"ptp_status\"",
+                "paid_field = \"collected\"",
+                "teams[0].dispositions[1].paid_field",
+                "enum",
+            ),
+            ("{attributes.account}", "{balance}", "teams[0].dispositions[1].followup_template.params", "{balance}"),
+            ("key = \"deal_value\"", "key = \"lead_quality\"", "teams[1].dispositions[2].key", "twice"),
+            ("won_values = [\"won\"]", "won_values = [\"big\"]", "teams[1].dispositions[1].won_values", "big"),
+        ] {
+            assert!(example.contains(from), "{from}");
+            let error = error_of(&example.replacen(from, to, 1), &[]);
+            assert_eq!(error.key, key, "{from} → {to}: {error}");
+            assert!(error.to_string().contains(says), "{error}");
+        }
+        let on_text =
+            example.replacen("kind = \"money\"                   #", "kind = \"text\"\nfollowup_at = \"09:00\" #", 1);
+        let error = error_of(&on_text, &[]);
+        assert_eq!(error.key, "teams[0].dispositions[2].followup_at", "{error}");
     }
 
     /// config/examples/routing.toml routes as its comments say.

@@ -1,12 +1,12 @@
 //! `GET /api/v1/dispositions` (docs/API.md "Dispositions"): the disposition
 //! schema a client renders its close form from, so no client hard-codes it.
-//! Any signed-in principal may read it (agents fill the form). Today every
-//! team shares the configured `[[dispositions]]`; the answer is keyed by team
-//! already, so per-team schemas change no client.
+//! Any signed-in principal may read it (agents fill the form). A team with
+//! `[[teams.dispositions]]` has its own schema; the others share the global
+//! `[[dispositions]]` (the answer's top-level `fields`).
 
 use std::sync::Arc;
 
-use actors::settings::{DispositionSpec, FieldKind};
+use actors::settings::{DispositionSpec, FieldKind, Schemas};
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
@@ -33,13 +33,7 @@ struct DispositionQuery {
 /// One field as clients see it: `label` defaults to the key; `options` for
 /// an enum, `won_values` where set.
 pub fn field_json(spec: &DispositionSpec) -> Value {
-    let kind = match spec.kind {
-        FieldKind::Enum => "enum",
-        FieldKind::Text => "text",
-        FieldKind::Number => "number",
-        FieldKind::Date => "date",
-        FieldKind::Money => "money",
-    };
+    let kind = spec.kind.name();
     let mut field = Map::new();
     field.insert("key".into(), json!(spec.key));
     field.insert("label".into(), json!(spec.label.as_deref().unwrap_or(&spec.key)));
@@ -51,6 +45,15 @@ pub fn field_json(spec: &DispositionSpec) -> Value {
     if !spec.won_values.is_empty() {
         field.insert("won_values".into(), json!(spec.won_values));
     }
+    if spec.kind == FieldKind::Promise {
+        // The follow-up it schedules (docs/followups.md); the template's
+        // params stay server-side.
+        field.insert("followup_at".into(), json!(spec.followup_at));
+        if let Some(paid_field) = &spec.paid_field {
+            field.insert("paid_field".into(), json!(paid_field));
+            field.insert("paid_values".into(), json!(spec.paid_values));
+        }
+    }
     Value::Object(field)
 }
 
@@ -58,18 +61,19 @@ async fn dispositions(State(state): State<Arc<AppState>>, headers: HeaderMap, ur
     let answer = (|| {
         principal(&state, &headers)?;
         let query: DispositionQuery = parse_query(&uri)?;
-        let fields: Vec<Value> = state.config.dispositions.iter().map(field_json).collect();
+        let schemas = Schemas { global: &state.config.dispositions, teams: &state.config.teams };
+        let schema_of = |team: Option<&str>| -> Vec<Value> { schemas.of(team).iter().map(field_json).collect() };
         match query.team {
             Some(team) => {
                 if !state.config.teams.iter().any(|spec| spec.id == team) {
                     return Err(ApiError::not_found(format!("there is no team {team:?}")));
                 }
-                Ok(json!({ "team": team, "fields": fields }))
+                Ok(json!({ "team": team, "fields": schema_of(Some(&team)) }))
             }
             None => {
                 let teams: Map<String, Value> =
-                    state.config.teams.iter().map(|spec| (spec.id.clone(), json!(fields))).collect();
-                Ok(json!({ "fields": fields, "teams": teams }))
+                    state.config.teams.iter().map(|spec| (spec.id.clone(), json!(schema_of(Some(&spec.id))))).collect();
+                Ok(json!({ "fields": schema_of(None), "teams": teams }))
             }
         }
     })();

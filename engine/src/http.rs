@@ -541,7 +541,28 @@ async fn conversation_action(
         Ok(body) => body,
         Err(error) => return error_response(error),
     };
+    if action == "payments" {
+        return record_payment(&state, &headers, &id, &body).await;
+    }
     conversation_request(&state, &headers, &id, || request_kind(&action, &body)).await
+}
+
+/// `POST /api/v1/conversations/{id}/payments` `{amount, at?}`: a payment
+/// recorded for integrations (docs/followups.md); it cancels the
+/// conversation's promise-to-pay follow-ups.
+async fn record_payment(state: &AppState, headers: &HeaderMap, id: &str, body: &Bytes) -> Response {
+    let outcome = async {
+        let principal = principal(state, headers)?;
+        let system = system(state)?;
+        let body: Value = parse_body(body)?;
+        let payment = actors::followups::parse_payment(&body)?;
+        system.record_payment(&principal, id, payment).await
+    }
+    .await;
+    match outcome {
+        Ok(body) => Json(Value::Object(body)).into_response(),
+        Err(error) => error_response(error),
+    }
 }
 
 fn request_kind(action: &str, body: &Bytes) -> Result<RequestKind, ApiError> {
@@ -562,7 +583,7 @@ fn request_kind(action: &str, body: &Bytes) -> Result<RequestKind, ApiError> {
             Ok(RequestKind::Transfer { team: transfer.team, agent: transfer.agent, note: transfer.note })
         }
         _ => Err(ApiError::not_found(format!(
-            "no action {action:?} on a conversation; use messages, templates, fields, close or transfer"
+            "no action {action:?} on a conversation; use messages, templates, fields, close, transfer or payments"
         ))),
     }
 }

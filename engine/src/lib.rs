@@ -4,7 +4,8 @@
 //! ([`graph`]), configuration ([`config`]), start and shutdown ([`server`]),
 //! the HTTP/1 accept loop with its timeouts ([`serve`]), the outbox of
 //! deliveries to connectors ([`outbox`], its API in [`outbox_http`], the
-//! retry schedule it shares with the Graph client in [`backoff`]),
+//! retry schedule it shares with the Graph client in [`backoff`]), the
+//! promise-to-pay follow-ups ([`followups`]),
 //! and the demo ([`demo`]), which runs the engine beside the simulated Meta,
 //! customers and agents of the `sim` crate.
 //!
@@ -28,6 +29,7 @@ pub mod consumer;
 pub mod contacts_http;
 pub mod demo;
 pub mod dispositions_http;
+pub mod followups;
 pub mod graph;
 pub mod http;
 pub mod metrics;

@@ -26,6 +26,8 @@ pub const OUTBOX_ATTEMPTS_TOTAL: &str = "switchboard_outbox_attempts_total";
 pub const OUTBOX_DEAD: &str = "switchboard_outbox_dead";
 pub const BROADCAST_SENDS_TOTAL: &str = "switchboard_broadcast_sends_total";
 pub const BROADCASTS_IN_PROGRESS: &str = "switchboard_broadcasts_in_progress";
+pub const FOLLOWUPS_SCHEDULED: &str = "switchboard_followups_scheduled";
+pub const FOLLOWUPS_TOTAL: &str = "switchboard_followups_total";
 
 /// Every name above.
 pub const NAMES: &[&str] = &[
@@ -43,6 +45,8 @@ pub const NAMES: &[&str] = &[
     OUTBOX_DEAD,
     BROADCAST_SENDS_TOTAL,
     BROADCASTS_IN_PROGRESS,
+    FOLLOWUPS_SCHEDULED,
+    FOLLOWUPS_TOTAL,
 ];
 
 /// Every metric the engine exports: the engine's, the actors' and the store's.
@@ -127,6 +131,12 @@ pub fn describe_all() {
         "broadcast recipients by outcome: sent, failed, skipped (opted out), unknown (no answer), throttled and limited (not sent, retried or paused)"
     );
     describe_gauge!(BROADCASTS_IN_PROGRESS, Unit::Count, "broadcasts sending (not paused, completed or stopped)");
+    describe_gauge!(FOLLOWUPS_SCHEDULED, Unit::Count, "promise-to-pay follow-ups scheduled and not yet due");
+    describe_counter!(
+        FOLLOWUPS_TOTAL,
+        Unit::Count,
+        "promise-to-pay follow-ups by outcome (scheduled, fired, cancelled, stale)"
+    );
     actors::metrics::describe();
     storage::metrics::describe();
 }

@@ -42,6 +42,8 @@ pub struct AppState {
     pub outbox: OnceLock<Arc<crate::outbox::Outbox>>,
     /// The broadcasts' task; set with `system`.
     pub broadcasts: OnceLock<Arc<crate::broadcasts::Broadcasts>>,
+    /// The promise-to-pay follow-ups; set with `system`.
+    pub followups: OnceLock<Arc<crate::followups::Followups>>,
     /// Flips to true when the server is stopping; sessions close on it.
     pub stopping: watch::Receiver<bool>,
     /// Webhook body bytes held at once, in KiB (`server.webhook_bytes_in_flight`).
@@ -108,9 +110,13 @@ impl RunningServer {
         if let Some(system) = self.state.system.get() {
             // The actors stop first; the audit log then takes in the last
             // events and signs them, the reports take them in; then the
-            // store closes.
+            // store closes. The broadcasts and the follow-ups stop first:
+            // nothing is sent or fired into actors that are stopping.
             if let Some(broadcasts) = self.state.broadcasts.get() {
                 broadcasts.stop().await;
+            }
+            if let Some(followups) = self.state.followups.get() {
+                followups.stop().await;
             }
             system.stop_actors().await;
             if let Some(outbox) = self.state.outbox.get() {
@@ -148,6 +154,7 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
         reports: OnceLock::new(),
         outbox: OnceLock::new(),
         broadcasts: OnceLock::new(),
+        followups: OnceLock::new(),
         stopping: stopping.clone(),
         webhook_kib_in_flight: Arc::new(tokio::sync::Semaphore::new(
             config.server.webhook_bytes_in_flight.div_ceil(1024),
@@ -203,15 +210,33 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
         .await
         .context("cannot open the reports")?;
     let _ = state.reports.set(Arc::new(reports));
+    let system = Arc::new(system);
+    let followups = crate::followups::Followups::start(
+        system.shared().store.clone(),
+        system.clone(),
+        clock.clone(),
+        system.log_head(),
+    )
+    .await
+    .context("cannot open the follow-ups")?;
+    let _ = state.followups.set(Arc::new(followups));
+    // What the CRMs and the Conversions API read of a close: the won values
+    // and the money field of every schema (the global one first, then each
+    // team's own), docs/integrations.md.
+    let schemas: Vec<&actors::settings::DispositionSpec> = config
+        .dispositions
+        .iter()
+        .chain(config.teams.iter().filter_map(|team| team.dispositions.as_ref()).flatten())
+        .collect();
+    let mut won: Vec<(String, Vec<String>)> = Vec::new();
+    for field in schemas.iter().filter(|field| !field.won_values.is_empty()) {
+        if !won.iter().any(|(key, values)| key == &field.key && values == &field.won_values) {
+            won.push((field.key.clone(), field.won_values.clone()));
+        }
+    }
     let disposition = crate::outbox::crm::Disposition {
-        won: config
-            .dispositions
-            .iter()
-            .filter(|field| !field.won_values.is_empty())
-            .map(|field| (field.key.clone(), field.won_values.clone()))
-            .collect(),
-        money: config
-            .dispositions
+        won,
+        money: schemas
             .iter()
             .find(|field| field.kind == actors::settings::FieldKind::Money)
             .map(|field| field.key.clone()),
@@ -245,6 +270,6 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
         .context("cannot open the broadcasts")?;
     let _ = state.broadcasts.set(Arc::new(broadcasts));
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, %addr, "ready");
-    let _ = state.system.set(Arc::new(system));
+    let _ = state.system.set(system);
     Ok(RunningServer { addr, state, stop, serving })
 }

@@ -250,6 +250,41 @@ pub enum EventBody {
         unknown: u64,
         pending: u64,
     },
+    /// A promise to pay (`field`, a `promise` disposition) scheduled its
+    /// follow-up for `due` (docs/followups.md); a changed promise is
+    /// scheduled again.
+    FollowupScheduled {
+        field: String,
+        date: String,
+        amount: f64,
+        due: UnixMs,
+    },
+    /// The follow-up came due: `notified` got the `followup` WebSocket
+    /// event and `template` (when configured) was sent to the customer, in
+    /// the same commit as this event.
+    FollowupDue {
+        field: String,
+        date: String,
+        amount: f64,
+        due: UnixMs,
+        notified: Vec<String>,
+        template: Option<String>,
+    },
+    /// A scheduled follow-up will not fire: `reason` is `paid` (the paid
+    /// field took a paid value), `payment` (a payment was recorded) or
+    /// `cleared` (the promise was removed) or `stale` (when due, the
+    /// conversation no longer held it unpaid).
+    FollowupCancelled {
+        field: String,
+        reason: String,
+    },
+    /// A payment was recorded on the conversation
+    /// (`POST /api/v1/conversations/{id}/payments`); `paid_at` is when the
+    /// customer paid, as the caller said (RFC 3339), when it said.
+    PaymentRecorded {
+        amount: f64,
+        paid_at: Option<String>,
+    },
 }
 
 impl EventBody {
@@ -280,6 +315,10 @@ impl EventBody {
             EventBody::BroadcastCreated { .. } => "broadcast_created",
             EventBody::BroadcastRecipient { .. } => "broadcast_recipient",
             EventBody::BroadcastState { .. } => "broadcast_state",
+            EventBody::FollowupScheduled { .. } => "followup_scheduled",
+            EventBody::FollowupDue { .. } => "followup_due",
+            EventBody::FollowupCancelled { .. } => "followup_cancelled",
+            EventBody::PaymentRecorded { .. } => "payment_recorded",
         }
     }
 }
@@ -343,6 +382,17 @@ mod tests {
                 unknown: 0,
                 pending: 1,
             },
+            EventBody::FollowupScheduled { field: "promise".into(), date: "2026-12-02".into(), amount: 2500.0, due: 7 },
+            EventBody::FollowupDue {
+                field: "promise".into(),
+                date: "2026-12-02".into(),
+                amount: 2500.5,
+                due: 7,
+                notified: vec!["asha".into()],
+                template: Some("payment_reminder".into()),
+            },
+            EventBody::FollowupCancelled { field: "promise".into(), reason: "paid".into() },
+            EventBody::PaymentRecorded { amount: 2500.0, paid_at: None },
             EventBody::ContactUpdated {
                 changes: vec![
                     FieldChange { key: "city".into(), old: Value::Null, new: json!("Pune") },

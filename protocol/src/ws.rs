@@ -183,6 +183,27 @@ pub enum ServerFrame {
         #[serde(with = "rfc3339::option")]
         free_entry_until: Option<UnixMs>,
     },
+    /// A promise to pay came due (PROTOCOL §10, docs/followups.md): to the
+    /// holder, or when nobody holds the conversation to the agent who
+    /// closed it, else to the team's agents and managers.
+    Followup {
+        seq: u64,
+        conversation_id: String,
+        contact: crate::model::Contact,
+        /// The promise's field key (a `promise` disposition).
+        field: String,
+        promise: Promise,
+        #[serde(with = "rfc3339")]
+        due_at: UnixMs,
+    },
+}
+
+/// A promise to pay, as the `followup` event shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Promise {
+    /// `YYYY-MM-DD`.
+    pub date: String,
+    pub amount: f64,
 }
 
 impl ServerFrame {
@@ -194,7 +215,8 @@ impl ServerFrame {
             | ServerFrame::Status { seq, .. }
             | ServerFrame::Unassigned { seq, .. }
             | ServerFrame::Sla { seq, .. }
-            | ServerFrame::Window { seq, .. } => Some(*seq),
+            | ServerFrame::Window { seq, .. }
+            | ServerFrame::Followup { seq, .. } => Some(*seq),
             _ => None,
         }
     }
@@ -207,7 +229,8 @@ impl ServerFrame {
             | ServerFrame::Status { seq, .. }
             | ServerFrame::Unassigned { seq, .. }
             | ServerFrame::Sla { seq, .. }
-            | ServerFrame::Window { seq, .. } => *seq = new_seq,
+            | ServerFrame::Window { seq, .. }
+            | ServerFrame::Followup { seq, .. } => *seq = new_seq,
             _ => {}
         }
     }

@@ -39,30 +39,54 @@ use crate::rollup::{Bucket, BucketKey, Dim, Rollups};
 
 /// What the projection counts. A stored projection of another version is
 /// projected again from the event log at start (`engine::reports`).
-pub const VERSION: u32 = 2;
+/// 3: won outcomes and revenue follow the conversation's team's schema
+/// (`[[teams.dispositions]]`), no longer the global one for every team.
+pub const VERSION: u32 = 3;
 
 /// What the reports need of the configuration.
 #[derive(Clone, Debug)]
 pub struct ReportSettings {
     /// Teams' business hours.
     policies: Policies,
+    /// The global disposition schema's won outcomes and money field.
+    global: Outcomes,
+    /// Those of the teams with a schema of their own (`[[teams.dispositions]]`).
+    by_team: HashMap<String, Outcomes>,
+}
+
+/// What one disposition schema says a won conversation is worth.
+#[derive(Clone, Debug, Default)]
+struct Outcomes {
     /// (field key, its won values) of the fields that have `won_values`.
     won: Vec<(String, Vec<String>)>,
     /// The first `money` field, whose value a won conversation's revenue is.
     money: Option<String>,
 }
 
-impl ReportSettings {
-    pub fn from_settings(settings: &Settings) -> Result<ReportSettings, String> {
-        Ok(ReportSettings {
-            policies: Policies::from_settings(settings)?,
-            won: settings
-                .dispositions
+impl Outcomes {
+    fn of(schema: &[actors::settings::DispositionSpec]) -> Outcomes {
+        Outcomes {
+            won: schema
                 .iter()
                 .filter(|field| !field.won_values.is_empty())
                 .map(|field| (field.key.clone(), field.won_values.clone()))
                 .collect(),
-            money: settings.dispositions.iter().find(|field| field.kind == FieldKind::Money).map(|f| f.key.clone()),
+            money: schema.iter().find(|field| field.kind == FieldKind::Money).map(|field| field.key.clone()),
+        }
+    }
+}
+
+impl ReportSettings {
+    pub fn from_settings(settings: &Settings) -> Result<ReportSettings, String> {
+        let by_team = settings
+            .teams
+            .iter()
+            .filter_map(|team| Some((team.id.clone(), Outcomes::of(team.dispositions.as_deref()?))))
+            .collect();
+        Ok(ReportSettings {
+            policies: Policies::from_settings(settings)?,
+            global: Outcomes::of(&settings.dispositions),
+            by_team,
         })
     }
 
@@ -73,14 +97,20 @@ impl ReportSettings {
         self.policies.of(team).schedule.between(from, to)
     }
 
-    fn is_won(&self, fields: &Map<String, Value>) -> bool {
-        self.won.iter().any(|(key, values)| {
+    /// The schema of the team a conversation closed in (its own, or the
+    /// global one), as the close itself was checked against.
+    fn outcomes(&self, team: Option<&str>) -> &Outcomes {
+        team.and_then(|team| self.by_team.get(team)).unwrap_or(&self.global)
+    }
+
+    fn is_won(&self, team: Option<&str>, fields: &Map<String, Value>) -> bool {
+        self.outcomes(team).won.iter().any(|(key, values)| {
             fields.get(key).and_then(Value::as_str).is_some_and(|v| values.iter().any(|won| won == v))
         })
     }
 
-    fn revenue(&self, fields: &Map<String, Value>) -> f64 {
-        let Some(key) = &self.money else { return 0.0 };
+    fn revenue(&self, team: Option<&str>, fields: &Map<String, Value>) -> f64 {
+        let Some(key) = &self.outcomes(team).money else { return 0.0 };
         match fields.get(key) {
             Some(Value::Number(number)) => number.as_f64().unwrap_or(0.0),
             Some(Value::String(text)) => text.trim().parse().unwrap_or(0.0),
@@ -313,7 +343,7 @@ impl Projection {
                 }
             }
             EventBody::Closed { fields, .. } => {
-                let won = settings.is_won(fields);
+                let won = settings.is_won(conversation.team.as_deref(), fields);
                 let seconds =
                     settings.business_ms(conversation.team.as_deref(), conversation.opened_at, at) as f64 / 1000.0;
                 let closer = match (&conversation.agent, &event.actor) {
@@ -335,7 +365,7 @@ impl Projection {
                     });
                 }
                 if won {
-                    let revenue = settings.revenue(fields);
+                    let revenue = settings.revenue(conversation.team.as_deref(), fields);
                     let dims = std::iter::once(conversation.source.clone()).chain(conversation.source_team());
                     for dim in dims {
                         rollups.add(&dim, conversation.opened_at, |bucket| {
@@ -398,6 +428,7 @@ mod tests {
                     options: vec!["won".into(), "lost".into()],
                     required_on_close: true,
                     won_values: vec!["won".into()],
+                    ..DispositionSpec::new("", FieldKind::Text)
                 },
                 DispositionSpec {
                     key: "amount".into(),
@@ -406,6 +437,7 @@ mod tests {
                     options: vec![],
                     required_on_close: false,
                     won_values: vec![],
+                    ..DispositionSpec::new("", FieldKind::Text)
                 },
             ],
             ..Settings::default()
@@ -454,6 +486,54 @@ mod tests {
             self.event(id, at, Actor::user(agent), EventBody::Closed { fields, outcome: None });
             self.unassign(id, at, agent, UnassignReason::Closed);
         }
+    }
+
+    /// A team with a schema of its own counts won outcomes and revenue by
+    /// that schema; the others by the global one.
+    #[test]
+    fn won_and_revenue_follow_the_teams_schema() {
+        let mut result = DispositionSpec::new("result", FieldKind::Enum);
+        result.options = vec!["paid".into(), "refused".into()];
+        result.won_values = vec!["paid".into()];
+        let office_schema = vec![result, DispositionSpec::new("collected", FieldKind::Money)];
+        let mut settings = Settings {
+            teams: vec![
+                TeamSpec { id: "sales".into(), ..Default::default() },
+                TeamSpec { id: "office".into(), dispositions: Some(office_schema), ..Default::default() },
+            ],
+            ..Settings::default()
+        };
+        let mut outcome = DispositionSpec::new("outcome", FieldKind::Enum);
+        outcome.options = vec!["won".into(), "lost".into()];
+        outcome.won_values = vec!["won".into()];
+        settings.dispositions = vec![outcome, DispositionSpec::new("amount", FieldKind::Money)];
+        let mut script = Script { projection: Projection::new(ReportSettings::from_settings(&settings).unwrap()) };
+        let closes = [
+            ("c1", "sales", "ad-1", json!({"outcome": "won", "amount": 5000})),
+            ("c2", "office", "ad-2", json!({"result": "paid", "collected": 700, "amount": 9999})),
+            // Set in sales, then transferred: office's schema decides.
+            ("c3", "office", "ad-3", json!({"outcome": "won", "amount": 300})),
+            ("c4", "sales", "ad-4", json!({"result": "paid", "collected": 50})),
+        ];
+        for (index, (id, team, ad, fields)) in closes.into_iter().enumerate() {
+            let at = T0 + index as i64 * 60 * MIN;
+            script.open(id, at, paid(ad));
+            script.assign(id, at + MIN, "asha", team);
+            script.close(id, at + 2 * MIN, "asha", fields);
+        }
+        let rollups = &script.projection.rollups;
+        let attribution = rows(query::attribution(rollups, day(), false, &HashMap::new(), None));
+        let of = |ad: &str| {
+            let row = attribution.iter().find(|row| row["source_id"] == ad).cloned().unwrap();
+            (row["closed"].clone(), row["revenue"].clone())
+        };
+        assert_eq!(of("ad-1"), (json!(1), json!(5000.0)));
+        assert_eq!(of("ad-2"), (json!(1), json!(700.0)), "office's money field, not the global one");
+        assert_eq!(of("ad-3"), (json!(0), json!(0.0)), "the global outcome is not office's");
+        assert_eq!(of("ad-4"), (json!(0), json!(0.0)), "office's outcome is not sales'");
+        let teams = rows(query::funnel(rollups, day(), GroupBy::Team, false));
+        let closed = |team: &str| teams.iter().find(|row| row["team"] == team).map(|row| row["closed"].clone());
+        assert_eq!((closed("sales"), closed("office")), (Some(json!(1)), Some(json!(1))));
     }
 
     fn paid(ad: &str) -> Source {

@@ -50,9 +50,10 @@ pub enum TableId {
     Reports = 23,
     Outbox = 24,
     Broadcasts = 25,
+    Followups = 26,
 }
 
-const TABLES: [TableId; 26] = [
+const TABLES: [TableId; 27] = [
     TableId::Counters,
     TableId::Inbox,
     TableId::InboundIds,
@@ -79,6 +80,7 @@ const TABLES: [TableId; 26] = [
     TableId::Reports,
     TableId::Outbox,
     TableId::Broadcasts,
+    TableId::Followups,
 ];
 
 impl TableId {
@@ -109,6 +111,7 @@ impl TableId {
                 | TableId::AuditCheckpoints
                 | TableId::Reports
                 | TableId::Outbox
+                | TableId::Followups
         )
     }
 }
@@ -619,6 +622,7 @@ pub(crate) fn read_point(txn: &ReadTransaction, table: TableId, key: &Key) -> Re
         (TableId::Reports, _) => str_table(txn, REPORTS, key),
         (TableId::Outbox, _) => str_table(txn, OUTBOX, key),
         (TableId::Broadcasts, _) => str_table(txn, BROADCASTS, key),
+        (TableId::Followups, _) => str_table(txn, FOLLOWUPS, key),
         (TableId::Cursors, _) => counter_table(txn, CURSORS, key),
         (TableId::Events, _) => seq_table(txn, EVENTS, key),
         (TableId::AuditEntries, _) => seq_table(txn, AUDIT_ENTRIES, key),
@@ -711,6 +715,7 @@ pub(crate) fn materialize<'a>(txn: &WriteTransaction, writes: impl IntoIterator<
     let mut reports = txn.open_table(REPORTS).map_err(db_error)?;
     let mut outbox = txn.open_table(OUTBOX).map_err(db_error)?;
     let mut broadcasts = txn.open_table(BROADCASTS).map_err(db_error)?;
+    let mut followups = txn.open_table(FOLLOWUPS).map_err(db_error)?;
     for write in writes {
         let key = &write.key;
         let value = write.value.as_deref();
@@ -744,6 +749,7 @@ pub(crate) fn materialize<'a>(txn: &WriteTransaction, writes: impl IntoIterator<
             (TableId::Reports, _) => apply!(reports, str_key(key)?, bytes),
             (TableId::Outbox, _) => apply!(outbox, str_key(key)?, bytes),
             (TableId::Broadcasts, _) => apply!(broadcasts, str_key(key)?, bytes),
+            (TableId::Followups, _) => apply!(followups, str_key(key)?, bytes),
             (TableId::Events, _) => apply!(events, u64_key(key)?, bytes),
             (TableId::Cursors, _) => apply!(cursors, str_key(key)?, u64_value),
             (TableId::AuditEntries, _) => apply!(audit_entries, u64_key(key)?, bytes),

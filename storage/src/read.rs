@@ -285,6 +285,18 @@ impl Reader {
         Ok(())
     }
 
+    /// Every row of the follow-ups' schedule, in key order (a range read,
+    /// at the follow-ups' start).
+    pub fn followup_rows(&self, mut visit: impl FnMut(&str, &[u8]) -> Result<()>) -> Result<()> {
+        let txn = self.txn()?;
+        let table = txn.open_table(FOLLOWUPS).map_err(db_error)?;
+        for row in table.iter().map_err(db_error)? {
+            let (key, value) = row.map_err(db_error)?;
+            visit(key.value(), value.value())?;
+        }
+        Ok(())
+    }
+
     /// Every conversation as a broadcast's audience needs it (contact,
     /// number, team, status, outcome field, closing time), oldest first. A
     /// range read: a scan of the whole `conversations` table, each record

@@ -89,6 +89,11 @@ pub const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
 /// [`crate::Op::PutBroadcastRows`], by the engine's broadcast task (with the
 /// events that describe each change); read whole at its start.
 pub const BROADCASTS: TableDefinition<&str, &[u8]> = TableDefinition::new("broadcasts");
+/// The promise-to-pay follow-ups (format v12, additive): `conversation id/field` →
+/// the scheduled follow-up (MessagePack the store does not read). Written
+/// only by [`crate::Op::PutFollowupRows`], by the follow-ups consumer with
+/// its cursor. Read whole at its start.
+pub const FOLLOWUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("followups");
 
 pub(crate) fn create_all(db: &Database) -> Result<()> {
     let mut txn = db.begin_write().map_err(db_error)?;
@@ -121,6 +126,7 @@ pub(crate) fn create_all(db: &Database) -> Result<()> {
     txn.open_table(REPORTS).map_err(db_error)?;
     txn.open_table(OUTBOX).map_err(db_error)?;
     txn.open_table(BROADCASTS).map_err(db_error)?;
+    txn.open_table(FOLLOWUPS).map_err(db_error)?;
     migrate_open_index_v2(&txn)?;
     txn.commit().map_err(db_error)?;
     Ok(())

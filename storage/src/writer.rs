@@ -156,6 +156,9 @@ pub enum Op {
     /// Replaces rows of the broadcasts (format v12; `None` deletes one). The
     /// broadcast task commits them with the events describing the change.
     PutBroadcastRows(Vec<(String, Option<Vec<u8>>)>),
+    /// Replaces rows of the follow-ups' schedule (`None` deletes one). The
+    /// follow-ups consumer commits them with its cursor ([`Op::SetCursor`]).
+    PutFollowupRows(Vec<(String, Option<Vec<u8>>)>),
 }
 
 pub type Batch = Vec<Op>;
@@ -1005,6 +1008,14 @@ impl<'a> GroupState<'a> {
                         for ingest in &waiting {
                             self.log_broadcast_status(ingest, published);
                         }
+                    }
+                }
+            }
+            Op::PutFollowupRows(rows) => {
+                for (key, value) in rows {
+                    match value {
+                        Some(value) => self.view.put(TableId::Followups, text(key), value.clone()),
+                        None => self.view.delete(TableId::Followups, text(key)),
                     }
                 }
             }

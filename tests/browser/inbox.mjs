@@ -5,8 +5,9 @@
 //     the thread are separate views), reply, see the live countdowns and the
 //     route; set a field before closing (checked through the API); try to
 //     close with a required field empty (the server's refusal is shown next
-//     to that field); close with a number and a money field (the API holds
-//     JSON numbers, not strings);
+//     to that field); a promise (date and amount) without its amount is
+//     refused at the field; close with a number, a money field and a
+//     promise (the API holds JSON numbers, not strings, and {date, amount});
 //   - desktop: transfer a conversation to another team (it leaves the list;
 //     the API shows it there); a conversation whose service window is closed
 //     says so, and a template goes out from the template form (the API shows
@@ -119,7 +120,7 @@ await inBrowser(async (browser) => {
   await phone.locator('#act-fields').tap();
   await phone.locator('#f-notes').waitFor({ timeout: 5000 });
   const kinds = await phone.$$eval('#fields-box [name]', (inputs) => inputs.map((i) => `${i.name}:${i.tagName.toLowerCase()}:${i.type}`));
-  check(kinds.join() === 'outcome:select:select-one,units:input:number,deal_value:input:text,callback_on:input:date,notes:input:text',
+  check(kinds.join() === 'outcome:select:select-one,units:input:number,deal_value:input:text,callback_on:input:date,notes:input:text,promise:input:date',
     `phone: the disposition inputs are ${kinds.join()}`);
   const required = await phone.$$eval('#fields-box .field', (fields) => fields.filter((f) => f.querySelector('.req')).map((f) => f.dataset.key));
   check(required.join() === 'outcome,units', `phone: the fields marked required are ${required.join()}`);
@@ -151,6 +152,13 @@ await inBrowser(async (browser) => {
 
   await phone.fill('#f-units', '3');
   check(await unitsError.innerText() === '', 'phone: the units error stays after typing a value');
+  // A promise to pay: a date and an amount; a date alone is refused at the field.
+  await phone.fill('#f-promise', '2026-12-24');
+  await phone.locator('#fields-close').tap();
+  const promiseError = phone.locator('[data-error-for="promise"]');
+  await until('the promise refused without an amount', async () => /amount/.test(await promiseError.innerText()), 5000);
+  await phone.fill('#f-promise-amount', '1200');
+  step('phone: a promise without an amount is refused next to the field');
   await screenshot(phone, shotDir, 'phone-disposition');
   await phone.locator('#fields-close').tap();
   await phoneItem.waitFor({ state: 'detached', timeout: 10000 });
@@ -163,6 +171,8 @@ await inBrowser(async (browser) => {
   check(f.deal_value === 2499.5, `phone: deal_value is ${JSON.stringify(f.deal_value)} in the API, not the number 2499.5`);
   check(f.outcome === 'closed_won', `phone: outcome is ${JSON.stringify(f.outcome)}`);
   check(f.notes === 'Wants delivery before Friday', `phone: the note set before closing is ${JSON.stringify(f.notes)}`);
+  check(f.promise && f.promise.date === '2026-12-24' && f.promise.amount === 1200 && Object.keys(f.promise).length === 2,
+    `phone: the promise is ${JSON.stringify(f.promise)} in the API, not {date: 2026-12-24, amount: 1200}`);
   check(!('callback_on' in f) || f.callback_on == null, `phone: an empty date was sent as ${JSON.stringify(f.callback_on)}`);
   check(await phone.locator('aside').isVisible(), 'phone: after closing the list is not shown');
   step(`phone: closed through the form; the API holds ${JSON.stringify(f)}`);

@@ -120,6 +120,29 @@ impl Harness {
         Ok(())
     }
 
+    /// Stops the server, runs `between` while it is down (a test moves its
+    /// manual clock), then starts it again as [`Harness::restart`] does.
+    pub async fn restart_after(&mut self, options: StartOptions, between: impl FnOnce()) -> Result<()> {
+        let server = self.server.take().expect("running");
+        let mut config = server.state.config.clone();
+        server.shutdown().await;
+        between();
+        config.server.listen = "127.0.0.1:0".to_owned();
+        let server = engine::server::start(config, options).await?;
+        self.emulator.set_webhook_url(Some(sim::webhook::webhook_url(&server.base_url())));
+        self.server = Some(server);
+        Ok(())
+    }
+
+    /// Lets the promise-to-pay follow-ups take in the log and fire what is
+    /// due at the clock's reading now; returns once each firing is
+    /// committed (its `followup` frames and `followup_due` event).
+    pub async fn settle_followups(&self) {
+        if let Some(followups) = self.server().state.followups.get() {
+            followups.settle().await;
+        }
+    }
+
     pub fn server(&self) -> &RunningServer {
         self.server.as_ref().expect("running")
     }

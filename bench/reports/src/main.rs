@@ -68,6 +68,7 @@ fn settings(teams: usize) -> ReportSettings {
                 options: vec!["won".into(), "lost".into()],
                 required_on_close: true,
                 won_values: vec!["won".into()],
+                ..DispositionSpec::new("", FieldKind::Text)
             },
             DispositionSpec {
                 key: "amount".into(),
@@ -76,6 +77,7 @@ fn settings(teams: usize) -> ReportSettings {
                 options: vec![],
                 required_on_close: false,
                 won_values: vec![],
+                ..DispositionSpec::new("", FieldKind::Text)
             },
         ],
         ..Settings::default()
