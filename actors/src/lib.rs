@@ -482,13 +482,13 @@ impl System {
         Ok(outcome)
     }
 
-    /// Runs a client request on a conversation; refusals come back as `ApiError`.
-    pub async fn request(
+    /// The stored conversation `principal` may act on: its holder, or a
+    /// manager or admin (of its team, when limited to teams).
+    fn record_for(
         &self,
-        principal: Principal,
+        principal: &Principal,
         conversation_id: &str,
-        kind: RequestKind,
-    ) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    ) -> Result<storage::ConversationRecord, ApiError> {
         let record = self
             .shared
             .reader
@@ -501,11 +501,22 @@ impl System {
             return Err(ApiError::forbidden(format!("conversation {conversation_id} is not assigned to you")));
         }
         // A manager limited to teams acts on their conversations only.
-        if let Some(teams) = self.scope(&principal)
+        if let Some(teams) = self.scope(principal)
             && record.conversation.team.as_ref().is_none_or(|team| !teams.contains(team))
         {
             return Err(ApiError::forbidden(format!("conversation {conversation_id} is not in a team you manage")));
         }
+        Ok(record)
+    }
+
+    /// Runs a client request on a conversation; refusals come back as `ApiError`.
+    pub async fn request(
+        &self,
+        principal: Principal,
+        conversation_id: &str,
+        kind: RequestKind,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+        let record = self.record_for(&principal, conversation_id)?;
         let (reply, answer) = tokio::sync::oneshot::channel();
         let port = ractor::RpcReplyPort::from(reply);
         let message =
@@ -547,22 +558,7 @@ impl System {
         conversation_id: &str,
         payment: followups::Payment,
     ) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
-        let record = self
-            .shared
-            .reader
-            .conversation(conversation_id)
-            .map_err(|error| ApiError::unavailable(format!("could not read the conversation: {error}")))?
-            .ok_or_else(|| ApiError::not_found(format!("no conversation {conversation_id}")))?;
-        if !principal.role.sees_everything()
-            && record.conversation.agent.as_deref() != Some(principal.agent_id.as_str())
-        {
-            return Err(ApiError::forbidden(format!("conversation {conversation_id} is not assigned to you")));
-        }
-        if let Some(teams) = self.scope(principal)
-            && record.conversation.team.as_ref().is_none_or(|team| !teams.contains(team))
-        {
-            return Err(ApiError::forbidden(format!("conversation {conversation_id} is not in a team you manage")));
-        }
+        let record = self.record_for(principal, conversation_id)?;
         let body = protocol::events::EventBody::PaymentRecorded { amount: payment.amount, paid_at: payment.at.clone() };
         let event =
             decide::event_of(&record, self.shared.now(), protocol::events::Actor::user(&principal.agent_id), body);
