@@ -221,26 +221,12 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
     .context("cannot open the follow-ups")?;
     let _ = state.followups.set(Arc::new(followups));
     // What the CRMs and the Conversions API read of a close: the won values
-    // and the money field of every schema (the global one first, then each
-    // team's own), docs/integrations.md.
-    let schemas: Vec<&actors::settings::DispositionSpec> = config
-        .dispositions
-        .iter()
-        .chain(config.teams.iter().filter_map(|team| team.dispositions.as_ref()).flatten())
-        .collect();
-    let mut won: Vec<(String, Vec<String>)> = Vec::new();
-    for field in schemas.iter().filter(|field| !field.won_values.is_empty()) {
-        if !won.iter().any(|(key, values)| key == &field.key && values == &field.won_values) {
-            won.push((field.key.clone(), field.won_values.clone()));
-        }
-    }
-    let disposition = crate::outbox::crm::Disposition {
-        won,
-        money: schemas
-            .iter()
-            .find(|field| field.kind == actors::settings::FieldKind::Money)
-            .map(|field| field.key.clone()),
-    };
+    // and the money field of the conversation's team's own schema, else the
+    // global one (docs/integrations.md).
+    let dispositions = crate::outbox::crm::Dispositions::from_config(
+        &config.dispositions,
+        config.teams.iter().filter_map(|team| Some((team.id.as_str(), team.dispositions.as_deref()?))),
+    );
     let outbox = crate::outbox::Outbox::start(crate::outbox::OutboxParts {
         store: system.shared().store.clone(),
         clock: clock.clone(),
@@ -253,14 +239,13 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
                 on_qualified: capi.on_qualified.clone(),
                 on_won: capi.on_won.clone(),
                 currency: capi.currency.clone(),
-                won: disposition.won.clone(),
-                money: disposition.money.clone(),
+                dispositions: dispositions.clone(),
             },
             config: capi,
             graph_base_url: config.whatsapp.graph_base_url.clone(),
             access_token: config.whatsapp.access_token.clone(),
         }),
-        disposition: disposition.clone(),
+        dispositions,
     })
     .await
     .context("cannot open the outbox")?;

@@ -26,8 +26,9 @@ use std::time::Duration;
 
 use protocol::events::{Event, EventBody};
 use protocol::model::Source;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
+use super::crm::Dispositions;
 use super::decide::{AttemptOutcome, Delivery};
 use super::{AttemptFuture, Connector};
 use protocol::time::UnixMs;
@@ -43,10 +44,8 @@ pub struct CapiPlan {
     pub on_qualified: String,
     pub on_won: String,
     pub currency: Option<String>,
-    /// (field key, its won values) of the fields that have `won_values`.
-    pub won: Vec<(String, Vec<String>)>,
-    /// The first `money` field.
-    pub money: Option<String>,
+    /// Which closes are won and what they are worth, per team.
+    pub dispositions: Dispositions,
 }
 
 /// The memory row's key of an event sent for a conversation.
@@ -66,37 +65,24 @@ pub fn qualifies(body: &EventBody) -> bool {
 }
 
 impl CapiPlan {
-    fn is_won(&self, fields: &Map<String, Value>) -> bool {
-        self.won.iter().any(|(key, values)| {
-            fields.get(key).and_then(Value::as_str).is_some_and(|value| values.iter().any(|won| won == value))
-        })
-    }
-
-    fn value(&self, fields: &Map<String, Value>) -> f64 {
-        let Some(key) = &self.money else { return 0.0 };
-        match fields.get(key) {
-            Some(Value::Number(number)) => number.as_f64().unwrap_or(0.0),
-            Some(Value::String(text)) => text.trim().parse().unwrap_or(0.0),
-            _ => 0.0,
-        }
-    }
-
-    /// The event `event` makes for a conversation from `source`, if any:
-    /// its name and the body to post. `already_sent(name)`: the outbox
+    /// The event `event` makes for a conversation from `source` held by
+    /// `team` (whose disposition schema says what is won), if any: its
+    /// name and the body to post. `already_sent(name)`: the outbox
     /// made that event for this conversation before.
     pub fn conversion(
         &self,
         event: &Event,
         source: Option<&Source>,
+        team: Option<&str>,
         already_sent: impl Fn(&str) -> bool,
     ) -> Option<(String, Value)> {
         let conversation_id = event.conversation_id.as_deref()?;
         let ctwa_clid = source?.ctwa_clid.as_deref().filter(|clid| !clid.is_empty())?;
         let (name, custom_data) = match &event.body {
             body if qualifies(body) => (&self.on_qualified, None),
-            EventBody::Closed { fields, .. } if self.is_won(fields) => {
-                let custom =
-                    self.currency.as_ref().map(|currency| json!({"currency": currency, "value": self.value(fields)}));
+            EventBody::Closed { fields, .. } if self.dispositions.of(team).is_won(fields) => {
+                let value = self.dispositions.of(team).amount(fields).unwrap_or(0.0);
+                let custom = self.currency.as_ref().map(|currency| json!({"currency": currency, "value": value}));
                 (&self.on_won, custom)
             }
             _ => return None,
@@ -171,6 +157,8 @@ mod tests {
     use protocol::model::SourceKind;
     use serde_json::Map;
 
+    use super::super::crm::Disposition;
+
     use super::*;
 
     fn plan() -> CapiPlan {
@@ -179,8 +167,17 @@ mod tests {
             on_qualified: "QualifiedLead".into(),
             on_won: "Purchase".into(),
             currency: Some("INR".into()),
-            won: vec![("outcome".into(), vec!["closed_won".into()])],
-            money: Some("amount".into()),
+            dispositions: Dispositions {
+                global: Disposition {
+                    won: vec![("outcome".into(), vec!["closed_won".into()])],
+                    money: Some("amount".into()),
+                },
+                teams: [(
+                    "collections".to_owned(),
+                    Disposition { won: vec![("ptp".into(), vec!["paid".into()])], money: None },
+                )]
+                .into(),
+            },
         }
     }
 
@@ -217,7 +214,7 @@ mod tests {
 
     #[test]
     fn a_paid_conversation_is_qualified_at_its_first_assignment() {
-        let (name, body) = plan().conversion(&assigned(), Some(&paid()), |_| false).unwrap();
+        let (name, body) = plan().conversion(&assigned(), Some(&paid()), None, |_| false).unwrap();
         assert_eq!(name, "QualifiedLead");
         assert_eq!(
             body,
@@ -230,34 +227,44 @@ mod tests {
                 "user_data": {"whatsapp_business_account_id": "102290129340398", "ctwa_clid": "ARAkLkA8rmlFeiCktEJQ"},
             }]})
         );
-        assert_eq!(plan().conversion(&assigned(), Some(&paid()), |name| name == "QualifiedLead"), None, "once");
+        assert_eq!(plan().conversion(&assigned(), Some(&paid()), None, |name| name == "QualifiedLead"), None, "once");
     }
 
     #[test]
     fn a_won_close_carries_the_money_field_and_the_currency() {
         let (name, body) =
-            plan().conversion(&closed("closed_won", json!("2500.50")), Some(&paid()), |_| false).unwrap();
+            plan().conversion(&closed("closed_won", json!("2500.50")), Some(&paid()), None, |_| false).unwrap();
         assert_eq!(name, "Purchase");
         assert_eq!(body["data"][0]["event_id"], "cv7.Purchase");
         assert_eq!(body["data"][0]["custom_data"], json!({"currency": "INR", "value": 2500.5}));
-        let (_, body) = plan().conversion(&closed("closed_won", json!(900)), Some(&paid()), |_| false).unwrap();
+        let (_, body) = plan().conversion(&closed("closed_won", json!(900)), Some(&paid()), None, |_| false).unwrap();
         assert_eq!(body["data"][0]["custom_data"]["value"], 900.0);
-        let (_, body) = plan().conversion(&closed("closed_won", Value::Null), Some(&paid()), |_| false).unwrap();
+        let (_, body) = plan().conversion(&closed("closed_won", Value::Null), Some(&paid()), None, |_| false).unwrap();
         assert_eq!(body["data"][0]["custom_data"]["value"], 0.0, "an empty amount is 0");
         let no_currency = CapiPlan { currency: None, ..plan() };
-        let (_, body) = no_currency.conversion(&closed("closed_won", json!(1)), Some(&paid()), |_| false).unwrap();
+        let (_, body) =
+            no_currency.conversion(&closed("closed_won", json!(1)), Some(&paid()), None, |_| false).unwrap();
         assert!(body["data"][0].get("custom_data").is_none());
+        let (_, body) = plan()
+            .conversion(&closed("closed_won", json!(5)), Some(&paid()), Some("sales"), |_| false)
+            .expect("a team without its own schema reads the global one");
+        assert_eq!(body["data"][0]["custom_data"]["value"], 5.0);
+        assert_eq!(
+            plan().conversion(&closed("closed_won", json!(5)), Some(&paid()), Some("collections"), |_| false),
+            None,
+            "collections' own schema does not count the global won value"
+        );
     }
 
     #[test]
     fn nothing_for_organic_lost_or_other_events() {
         let organic = Source::organic();
-        assert_eq!(plan().conversion(&assigned(), Some(&organic), |_| false), None);
-        assert_eq!(plan().conversion(&assigned(), None, |_| false), None, "a conversation that cannot be read");
+        assert_eq!(plan().conversion(&assigned(), Some(&organic), None, |_| false), None);
+        assert_eq!(plan().conversion(&assigned(), None, None, |_| false), None, "a conversation that cannot be read");
         let no_clid = Source { ctwa_clid: None, ..paid() };
-        assert_eq!(plan().conversion(&assigned(), Some(&no_clid), |_| false), None, "an ad without a click id");
-        assert_eq!(plan().conversion(&closed("follow_up", json!(10)), Some(&paid()), |_| false), None);
+        assert_eq!(plan().conversion(&assigned(), Some(&no_clid), None, |_| false), None, "an ad without a click id");
+        assert_eq!(plan().conversion(&closed("follow_up", json!(10)), Some(&paid()), None, |_| false), None);
         let other = event(EventBody::FieldsChanged { changes: vec![] });
-        assert_eq!(plan().conversion(&other, Some(&paid()), |_| false), None);
+        assert_eq!(plan().conversion(&other, Some(&paid()), None, |_| false), None);
     }
 }

@@ -18,10 +18,12 @@
 //! `last_error` (a missing custom property is fixed in the CRM, then the
 //! dead delivery is retried by hand).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actors::settings::{DispositionSpec, FieldKind};
 use protocol::time::UnixMs;
 use serde_json::{Map, Value, json};
 
@@ -51,7 +53,7 @@ impl Kind {
     }
 }
 
-/// What the mapping needs of the dispositions: which values of which
+/// What the mapping needs of one disposition schema: which values of which
 /// fields are won, and the first `money` field.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Disposition {
@@ -59,14 +61,57 @@ pub struct Disposition {
     pub money: Option<String>,
 }
 
+/// Every schema's [`Disposition`]: the global one and each team's own. A
+/// conversation is read with its team's (`of`), as Force-Action checks it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Dispositions {
+    pub global: Disposition,
+    pub teams: BTreeMap<String, Disposition>,
+}
+
+impl Dispositions {
+    /// From the configuration: `[[dispositions]]` and each team's
+    /// `[[teams.dispositions]]`.
+    pub fn from_config<'a>(
+        global: &[DispositionSpec],
+        teams: impl IntoIterator<Item = (&'a str, &'a [DispositionSpec])>,
+    ) -> Dispositions {
+        Dispositions {
+            global: Disposition::from_schema(global),
+            teams: teams
+                .into_iter()
+                .map(|(team, schema)| (team.to_owned(), Disposition::from_schema(schema)))
+                .collect(),
+        }
+    }
+
+    /// The schema a conversation of `team` is closed with: the team's own,
+    /// else the global one.
+    pub fn of(&self, team: Option<&str>) -> &Disposition {
+        team.and_then(|team| self.teams.get(team)).unwrap_or(&self.global)
+    }
+}
+
 impl Disposition {
-    fn is_won(&self, fields: &Map<String, Value>) -> bool {
+    /// The won values and the first `money` field of one schema.
+    pub fn from_schema(schema: &[DispositionSpec]) -> Disposition {
+        Disposition {
+            won: schema
+                .iter()
+                .filter(|field| !field.won_values.is_empty())
+                .map(|field| (field.key.clone(), field.won_values.clone()))
+                .collect(),
+            money: schema.iter().find(|field| field.kind == FieldKind::Money).map(|field| field.key.clone()),
+        }
+    }
+
+    pub(crate) fn is_won(&self, fields: &Map<String, Value>) -> bool {
         self.won.iter().any(|(key, values)| {
             fields.get(key).and_then(Value::as_str).is_some_and(|value| values.iter().any(|won| won == value))
         })
     }
 
-    fn amount(&self, fields: &Map<String, Value>) -> Option<f64> {
+    pub(crate) fn amount(&self, fields: &Map<String, Value>) -> Option<f64> {
         match fields.get(self.money.as_ref()?)? {
             Value::Number(number) => number.as_f64(),
             Value::String(text) => text.trim().parse().ok(),
@@ -251,8 +296,9 @@ pub const ZOHO_VERSION: &str = "v8";
 /// The requests a delivery body makes on `kind`, in order. Every one is
 /// idempotent (see the module's comment). HubSpot's closed conversation
 /// adds one more request made from the answers ([`follow_up`]).
-pub fn plan(kind: Kind, payload: &Value, disposition: &Disposition) -> Result<Vec<CrmRequest>, String> {
+pub fn plan(kind: Kind, payload: &Value, dispositions: &Dispositions) -> Result<Vec<CrmRequest>, String> {
     let facts = facts(payload)?;
+    let disposition = dispositions.of(facts.team.as_deref());
     let lead_source = if facts.source_kind.as_deref() == Some("paid") { "WhatsApp ad" } else { "WhatsApp" };
     Ok(match kind {
         Kind::Hubspot => {
@@ -444,7 +490,7 @@ impl Sender {
 pub struct CrmConnector {
     kind: Kind,
     sender: Arc<Sender>,
-    disposition: Disposition,
+    dispositions: Dispositions,
 }
 
 impl fmt::Debug for CrmConnector {
@@ -462,7 +508,7 @@ impl CrmConnector {
         kind: Kind,
         url: &str,
         token: &str,
-        disposition: Disposition,
+        dispositions: Dispositions,
         timeout: Duration,
     ) -> Result<CrmConnector, String> {
         reqwest::Url::parse(url).map_err(|error| format!("url {url:?} is not a URL: {error}"))?;
@@ -472,7 +518,7 @@ impl CrmConnector {
             base: url.trim_end_matches('/').to_owned(),
             auth: auth(kind, token),
         };
-        Ok(CrmConnector { kind, sender: Arc::new(sender), disposition })
+        Ok(CrmConnector { kind, sender: Arc::new(sender), dispositions })
     }
 }
 
@@ -481,7 +527,7 @@ impl Connector for CrmConnector {
         let kind = self.kind;
         let planned = serde_json::from_str::<Value>(&delivery.payload)
             .map_err(|error| format!("the delivery's body is not JSON: {error}"))
-            .and_then(|payload| plan(kind, &payload, &self.disposition));
+            .and_then(|payload| plan(kind, &payload, &self.dispositions));
         let sender = self.sender.clone();
         Box::pin(async move {
             let requests = match planned {
@@ -528,8 +574,20 @@ fn step_failed(failure: AttemptOutcome, step: usize, what: &str) -> AttemptOutco
 mod tests {
     use super::*;
 
-    fn disposition() -> Disposition {
-        Disposition { won: vec![("outcome".into(), vec!["closed_won".into()])], money: Some("amount".into()) }
+    /// The global schema wins with `outcome = closed_won` and counts
+    /// `amount`; the collections team's own wins with `ptp_status = paid`
+    /// and counts `collected`.
+    fn disposition() -> Dispositions {
+        Dispositions {
+            global: Disposition {
+                won: vec![("outcome".into(), vec!["closed_won".into()])],
+                money: Some("amount".into()),
+            },
+            teams: BTreeMap::from([(
+                "collections".to_owned(),
+                Disposition { won: vec![("ptp_status".into(), vec!["paid".into()])], money: Some("collected".into()) },
+            )]),
+        }
     }
 
     fn closed() -> Value {
@@ -647,6 +705,34 @@ mod tests {
             properties.get("firstname").is_none() && properties.get("switchboard_outcome").is_none(),
             "{properties}"
         );
+    }
+
+    /// A conversation is read with its own team's schema: what is won (and
+    /// the money field) in one team's is not in another's.
+    #[test]
+    fn a_close_is_read_with_its_teams_own_schema() {
+        let mut body = closed();
+        body["data"]["fields"] =
+            json!({"outcome": "closed_won", "amount": 2500, "ptp_status": "paid", "collected": 900});
+        let deal = |team: &str| {
+            let mut body = body.clone();
+            body["data"]["team"] = json!(team);
+            let requests = plan(Kind::Hubspot, &body, &disposition()).unwrap();
+            requests[1].body.as_ref().unwrap()["inputs"][0]["properties"].clone()
+        };
+        let collections = deal("collections");
+        assert_eq!(
+            (collections["dealstage"].as_str(), collections["amount"].as_str()),
+            (Some("closedwon"), Some("900"))
+        );
+        let sales = deal("sales");
+        assert_eq!((sales["dealstage"].as_str(), sales["amount"].as_str()), (Some("closedwon"), Some("2500")));
+
+        body["data"]["fields"] = json!({"outcome": "closed_won", "ptp_status": "broken", "collected": 900});
+        body["data"]["team"] = json!("collections");
+        let requests = plan(Kind::Hubspot, &body, &disposition()).unwrap();
+        let deal = &requests[1].body.as_ref().unwrap()["inputs"][0]["properties"];
+        assert_eq!(deal["dealstage"], "closedlost", "the global won value does not count in collections: {deal}");
     }
 
     #[test]

@@ -270,7 +270,8 @@ impl Task {
             let key = capi::memory_key(conversation_id, name);
             self.capi_sent.contains(&key) || remembered.contains(&key)
         };
-        let (name, body) = plan.conversion(event, Some(&record.conversation.source), sent)?;
+        let (name, body) =
+            plan.conversion(event, Some(&record.conversation.source), record.conversation.team.as_deref(), sent)?;
         let delivery = decide::new_delivery(crate::config::CAPI_TARGET, seq, event, &name, body.to_string(), now);
         Some((delivery, capi::memory_key(conversation_id, &name)))
     }
@@ -483,10 +484,10 @@ pub struct OutboxParts {
     pub connectors: Vec<ConnectorSpec>,
     pub settings: OutboxConfig,
     /// `[capi]` with what it needs: the Graph API's base URL, the access
-    /// token and the dispositions' won values and money field.
+    /// token and which closes are won and their worth, per team.
     pub capi: Option<CapiParts>,
-    /// The dispositions' won values and money field (the named CRMs' deals).
-    pub disposition: crm::Disposition,
+    /// Which closes are won and their worth, per team (the named CRMs' deals).
+    pub dispositions: crm::Dispositions,
 }
 
 /// The Conversions API target's parts.
@@ -506,7 +507,7 @@ impl fmt::Debug for CapiParts {
 impl Outbox {
     /// Opens the stored deliveries and starts the task.
     pub async fn start(parts: OutboxParts) -> Result<Outbox, OutboxError> {
-        let OutboxParts { store, clock, mut log_head, connectors, settings, capi, disposition } = parts;
+        let OutboxParts { store, clock, mut log_head, connectors, settings, capi, dispositions } = parts;
         let mut targets = HashMap::new();
         let mut subscriptions = Vec::new();
         for spec in &connectors {
@@ -525,7 +526,7 @@ impl Outbox {
                             kind,
                             spec.url.as_deref().unwrap_or_default(),
                             spec.token.as_deref().unwrap_or_default(),
-                            disposition.clone(),
+                            dispositions.clone(),
                             Duration::from_millis(spec.timeout_ms),
                         )
                         .map_err(|problem| OutboxError(format!("connectors {:?}: {problem}", spec.id)))?,
