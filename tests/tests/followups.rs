@@ -480,3 +480,123 @@ async fn each_team_requires_its_own_dispositions() -> Result<()> {
     harness.shutdown().await;
     Ok(())
 }
+
+/// kill -9 of the real binary right after promises are closed, with
+/// Meta's answers held so reminders are in flight: after the restart every
+/// promise due has fired exactly once (one `followup_due`), no customer got
+/// the reminder twice, every reminder not in flight at the kill arrived, and
+/// a promise for a later day is scheduled once and has not fired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_dash_nine_each_promise_fires_once() -> Result<()> {
+    const CUSTOMERS: usize = 40;
+    let emulator = sim::emulator::Emulator::start(sim::emulator::EmulatorConfig {
+        access_token: ACCESS_TOKEN.to_owned(),
+        app_secret: APP_SECRET.to_owned(),
+        webhook_url: None,
+        status_delay_ms: 5,
+        send_statuses: false,
+    })
+    .await?;
+    emulator.set_answer_delay_ms(100);
+    let dir = tempfile::tempdir()?;
+    let config_path = dir.path().join("switchboard.toml");
+    let head = config_head(&dir.path().join("data").display().to_string(), &emulator.base_url());
+    // Due at 00:00 Kolkata on the promised day: today's are due at once.
+    let body = body()
+        .replace("followup_at = \"10:00\"", "followup_at = \"00:00\"")
+        .replace("token = \"c1-token-xyz\"\n", &format!("token = \"c1-token-xyz\"\ncapacity = {CUSTOMERS}\n"));
+    std::fs::write(&config_path, format!("{head}\n{body}"))?;
+    let binary = env!("CARGO_BIN_EXE_switchboard-under-test");
+    let http = reqwest::Client::new();
+    let ready = |base_url: String| {
+        let http = http.clone();
+        async move {
+            eventually(|| async {
+                let response = http.get(format!("{base_url}/readyz")).send().await.ok()?;
+                (response.status() == 200).then_some(())
+            })
+            .await
+        }
+    };
+    let (mut child, base_url) = spawn_binary(binary, &config_path)?;
+    ready(base_url.clone()).await?;
+    let mut agent = WsClient::connect(&base_url, &agent_token("c1"), Protocol::Json, None).await?;
+    agent.expect_type("welcome").await?;
+    agent.expect_type("snapshot").await?;
+    ensure!(agent.request(json!({"type": "set_status", "status": "online"})).await?["type"] == "ok");
+
+    let customers: Vec<String> = (0..CUSTOMERS).map(|n| format!("9198222{n:05}")).collect();
+    let mut conversations = Vec::new();
+    for customer in &customers {
+        let webhook = message_webhook(COLLECTIONS_NUMBER, customer, &format!("wamid.{customer}.1"), text_message("hi"));
+        let (status, _) = post_signed(&http, &base_url, APP_SECRET, webhook.to_string().as_bytes()).await?;
+        ensure!(status == 200, "webhook answered {status}");
+        let assigned = agent.expect_type("assigned").await?;
+        conversations.push(assigned["conversation"]["id"].as_str().unwrap_or_default().to_owned());
+    }
+    let today = (now_s() * 1000 + KOLKATA).div_euclid(DAY);
+    // The first customer promises for the day after tomorrow; the others today.
+    for (n, conversation) in conversations.iter().enumerate() {
+        let date = civil_date(if n == 0 { today + 2 } else { today });
+        close_with_promise(&mut agent, conversation, &date).await?;
+    }
+    child.kill()?; // SIGKILL, right after the last close was acknowledged
+    child.wait()?;
+    let in_flight_at_kill = emulator.requests().len().saturating_sub(emulator.accepted_count());
+    ensure!(
+        emulator.accepted_count() < CUSTOMERS - 1,
+        "every reminder was sent before the kill: the restart was not tested"
+    );
+
+    let (mut restarted, base_url) = spawn_binary(binary, &config_path)?;
+    ready(base_url.clone()).await?;
+    let count = |customer: String, action: &'static str| {
+        let (http, base_url) = (http.clone(), base_url.clone());
+        async move {
+            let response = http
+                .get(format!("{base_url}/api/v1/audit?contact={customer}"))
+                .bearer_auth(MANAGER_TOKEN)
+                .send()
+                .await
+                .ok()?;
+            let text = response.text().await.ok()?;
+            Some(text.lines().filter(|line| line.contains(&format!("\"action\":\"{action}\""))).count())
+        }
+    };
+    eventually(|| async {
+        for customer in &customers[1..] {
+            (count(customer.clone(), "followup_due").await? >= 1).then_some(())?;
+        }
+        Some(())
+    })
+    .await?;
+    // Settled: whatever a duplicate would be has had time to appear.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    for customer in &customers[1..] {
+        let due = count(customer.clone(), "followup_due").await;
+        let scheduled = count(customer.clone(), "followup_scheduled").await;
+        ensure!(due == Some(1) && scheduled == Some(1), "{customer}: due {due:?}, scheduled {scheduled:?}");
+    }
+    let later = customers[0].clone();
+    ensure!(count(later.clone(), "followup_scheduled").await == Some(1), "the later promise is scheduled once");
+    ensure!(count(later.clone(), "followup_due").await == Some(0), "the later promise fired early");
+    restarted.kill()?;
+    restarted.wait()?;
+
+    let mut reminded = 0;
+    for customer in &customers {
+        let times = emulator
+            .requests()
+            .into_iter()
+            .filter(|request| request.body["to"] == customer.as_str() && request.body["type"] == "template")
+            .count();
+        ensure!(times <= 1, "{customer} got the reminder {times} times");
+        reminded += times;
+    }
+    ensure!(
+        reminded + in_flight_at_kill >= CUSTOMERS - 1,
+        "{reminded} reminders arrived and {in_flight_at_kill} were in flight at the kill, of {} due",
+        CUSTOMERS - 1
+    );
+    Ok(())
+}
