@@ -4,8 +4,10 @@
 //!
 //! One task owns the deliveries in memory (`decide::Book`), the `outbox`
 //! cursor in the event log, and the attempts in flight:
-//! - it takes in the log behind the writers (every `outbox.tick_ms`), turns
-//!   each event a connector subscribed to into a delivery
+//! - an intake task beside it reads the log behind the writers (`Page`s,
+//!   once the tables hold them, without hurrying the materializer), so the
+//!   wait for the tables never stops attempts starting or ending; the task
+//!   turns each event a connector subscribed to into a delivery
 //!   (`decide::deliveries_of`, its body made once, `decide::body`) and
 //!   commits the new deliveries with its cursor in one batch: a kill -9
 //!   loses or doubles nothing at that step;
@@ -115,6 +117,61 @@ struct Settled {
     result: Result<(), String>,
 }
 
+/// Events of the log read by the intake, with the reader (a snapshot
+/// holding them) that read them, for the delivery bodies.
+struct Page {
+    reader: storage::Reader,
+    events: Vec<(u64, Event)>,
+}
+
+/// Reads the log beside the task: when the head moves past `from`, waits
+/// until the tables hold the new events (`Reader::settled`: the
+/// materializer is not hurried), reads them a page at a time and hands
+/// them over; at most two pages wait, so a task behind slows the intake.
+/// Ends when the task drops `pages`.
+fn spawn_intake(
+    store: Arc<Store>,
+    mut log_head: watch::Receiver<u64>,
+    mut from: u64,
+    pages: mpsc::Sender<Page>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            if *log_head.borrow_and_update() <= from {
+                tokio::select! {
+                    changed = log_head.changed() => if changed.is_err() { return },
+                    _ = pages.closed() => return,
+                }
+                continue;
+            }
+            let page = match store.reader().settled().await {
+                Ok(reader) => reader.events_after(from, PAGE).map(|events| Page { reader, events }),
+                Err(error) => Err(error),
+            };
+            let page = match page {
+                Ok(page) => page,
+                Err(error) => {
+                    tracing::warn!(%error, "the outbox could not read the event log; retrying");
+                    tokio::time::sleep(RETRY_AFTER).await;
+                    continue;
+                }
+            };
+            let Some(&(last, _)) = page.events.last() else {
+                // The head counts events the tables do not show yet: wait for more.
+                tokio::select! {
+                    changed = log_head.changed() => if changed.is_err() { return },
+                    _ = pages.closed() => return,
+                }
+                continue;
+            };
+            from = last;
+            if pages.send(page).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
 struct Task {
     store: Arc<Store>,
     clock: SharedClock,
@@ -128,6 +185,9 @@ struct Task {
     committed: mpsc::UnboundedSender<Settled>,
     /// When the cursor was last stored while no connector is subscribed.
     idle_cursor_stored: Option<std::time::Instant>,
+    /// A page whose commit failed: taken in again on the next tick, before
+    /// any later page.
+    stalled: Option<Page>,
     /// `[capi]`'s decisions, when it is configured.
     capi: Option<capi::CapiPlan>,
     /// The Conversions API events made so far (memory rows, `capi::memory_key`).
@@ -184,6 +244,7 @@ impl Task {
             results,
             committed,
             idle_cursor_stored: None,
+            stalled: None,
             capi: None,
             capi_sent,
         };
@@ -209,44 +270,46 @@ impl Task {
         Ok(())
     }
 
-    /// Turns the events after the cursor into deliveries, committed with
-    /// the cursor.
-    async fn take_in(&mut self) -> Result<(), OutboxError> {
-        loop {
-            let reader = self.store.reader().settled().await?;
-            let events = reader.events_after(self.cursor, PAGE)?;
-            let Some(&(last, _)) = events.last() else { return Ok(()) };
-            let now = self.clock.now_ms();
-            let mut made = Vec::new();
-            let mut remembered = Vec::new();
-            for (seq, event) in &events {
-                made.extend(decide::deliveries_of(*seq, event, &self.subscriptions, now, |kind| {
-                    body_of(&reader, kind, event)
-                }));
-                if let Some((delivery, memory)) = self.capi_delivery(&reader, *seq, event, &remembered, now) {
-                    made.push(delivery);
-                    remembered.push(memory);
-                }
-            }
-            let mut rows = Vec::with_capacity(made.len() + remembered.len());
-            for delivery in &made {
-                rows.push((delivery.id.clone(), Some(encode(delivery)?)));
-            }
-            for memory in &remembered {
-                rows.push((memory.clone(), Some(b"sent".to_vec())));
-            }
-            self.store
-                .commit(vec![Op::PutOutboxRows(rows), Op::SetCursor { consumer: CONSUMER.to_owned(), seq: last }])
-                .await?;
-            self.cursor = last;
-            self.capi_sent.extend(remembered);
-            for delivery in made {
-                self.book.insert(delivery);
-            }
-            if events.len() < PAGE {
-                return Ok(());
+    /// Turns a page of events after the cursor into deliveries, committed
+    /// with the cursor. When the commit fails the page is kept
+    /// (`stalled`) and taken in again on the next tick.
+    async fn take_page(&mut self, page: Page) -> Result<(), OutboxError> {
+        let Page { reader, events } = &page;
+        let events: Vec<&(u64, Event)> = events.iter().filter(|(seq, _)| *seq > self.cursor).collect();
+        let Some(&&(last, _)) = events.last() else { return Ok(()) };
+        let now = self.clock.now_ms();
+        let mut made = Vec::new();
+        let mut remembered = Vec::new();
+        for (seq, event) in events {
+            made.extend(decide::deliveries_of(*seq, event, &self.subscriptions, now, |kind| {
+                body_of(reader, kind, event)
+            }));
+            if let Some((delivery, memory)) = self.capi_delivery(reader, *seq, event, &remembered, now) {
+                made.push(delivery);
+                remembered.push(memory);
             }
         }
+        let mut rows = Vec::with_capacity(made.len() + remembered.len());
+        for delivery in &made {
+            rows.push((delivery.id.clone(), Some(encode(delivery)?)));
+        }
+        for memory in &remembered {
+            rows.push((memory.clone(), Some(b"sent".to_vec())));
+        }
+        let committed = self
+            .store
+            .commit(vec![Op::PutOutboxRows(rows), Op::SetCursor { consumer: CONSUMER.to_owned(), seq: last }])
+            .await;
+        if let Err(error) = committed {
+            self.stalled = Some(page);
+            return Err(error.into());
+        }
+        self.cursor = last;
+        self.capi_sent.extend(remembered);
+        for delivery in made {
+            self.book.insert(delivery);
+        }
+        Ok(())
     }
 
     /// The Conversions API event `event` makes, if any, with its memory
@@ -572,7 +635,13 @@ impl Outbox {
         task.capi = capi_plan;
         let (requests, mut incoming) = mpsc::channel::<Request>(64);
         let tick_every = Duration::from_millis(settings.tick_ms.max(1));
+        let (page_sender, mut pages) = mpsc::channel::<Page>(2);
+        let intake =
+            task.takes_events().then(|| spawn_intake(task.store.clone(), log_head.clone(), task.cursor, page_sender));
         let handle = tokio::spawn(async move {
+            // `GET /api/v1/outbox` requests waiting for the log's head of
+            // their time to be taken in.
+            let mut listings: Vec<(u64, Listed, Option<oneshot::Sender<Vec<Delivery>>>)> = Vec::new();
             let mut tick = tokio::time::interval(tick_every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -580,7 +649,14 @@ impl Outbox {
                     biased;
                     request = incoming.recv() => match request {
                         Some(Request::List { which, reply }) => {
-                            let _ = reply.send(task.list(which));
+                            // What was committed before the request is listed: wait
+                            // until it is taken in (not while the store fails).
+                            let head = *log_head.borrow();
+                            if !task.takes_events() || task.cursor >= head || task.stalled.is_some() {
+                                let _ = reply.send(task.list(which));
+                            } else {
+                                listings.push((head, which, Some(reply)));
+                            }
                         }
                         Some(Request::Retry { id, user, reply }) => {
                             let _ = reply.send(task.retry(&id, &user).await);
@@ -600,14 +676,28 @@ impl Outbox {
                         task.settle(batch);
                     }
                     Some(done) = settled.recv() => task.settled(done),
+                    Some(page) = pages.recv(), if task.stalled.is_none() => {
+                        if let Err(error) = task.take_page(page).await {
+                            tracing::warn!(%error, "the outbox could not commit what it took in; retrying");
+                        }
+                        listings.retain_mut(|(head, which, reply)| {
+                            if task.cursor < *head && task.stalled.is_none() {
+                                return true;
+                            }
+                            if let Some(reply) = reply.take() {
+                                let _ = reply.send(task.list(*which));
+                            }
+                            false
+                        });
+                    }
                     _ = tick.tick() => {
-                        let head = *log_head.borrow_and_update();
-                        let taken = if head <= task.cursor {
-                            Ok(())
-                        } else if !task.takes_events() {
-                            task.skip_to(head).await
-                        } else {
-                            task.take_in().await
+                        let taken = match task.stalled.take() {
+                            Some(page) => task.take_page(page).await,
+                            None if !task.takes_events() => {
+                                let head = *log_head.borrow_and_update();
+                                if head > task.cursor { task.skip_to(head).await } else { Ok(()) }
+                            }
+                            None => Ok(()),
                         };
                         if let Err(error) = taken {
                             tracing::warn!(%error, "the outbox could not take in the event log; retrying");
@@ -617,6 +707,9 @@ impl Outbox {
                     }
                 }
                 task.dispatch();
+            }
+            if let Some(intake) = intake {
+                intake.abort();
             }
         });
         Ok(Outbox { task: crate::consumer::TaskHandle::new(requests, handle) })
