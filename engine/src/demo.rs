@@ -406,6 +406,7 @@ impl Roster {
             city: city.map(str::to_owned),
             manages: Vec::new(),
             shift: None,
+            copilot: None,
         };
         let mut specs: Vec<AgentSpec> = self
             .simulated
@@ -417,7 +418,11 @@ impl Roster {
                 let home = TEAMS[index % TEAMS.len()].0;
                 let teams =
                     if home == "sales" { vec![home.to_owned()] } else { vec![home.to_owned(), "sales".to_owned()] };
-                agent(id, name, token, Some(AGENT_CITIES[index % AGENT_CITIES.len()]), teams)
+                let mut spec = agent(id, name, token, Some(AGENT_CITIES[index % AGENT_CITIES.len()]), teams);
+                // Every other one with the co-pilot's assist on, as the
+                // dashboard shows (docs/copilot.md "Agent assist").
+                spec.copilot = (index % 2 == 0).then_some(true);
+                spec
             })
             .collect();
         let every_team = TEAMS.iter().map(|(id, _, _)| (*id).to_owned()).collect();
@@ -434,6 +439,7 @@ impl Roster {
             city: None,
             manages: Vec::new(),
             shift: None,
+            copilot: None,
         });
         specs
     }

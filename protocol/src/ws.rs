@@ -61,6 +61,16 @@ pub enum ClientFrame {
         id: Option<Value>,
         topic: String,
     },
+    /// Turns the co-pilot's agent assist on or off (PROTOCOL §11,
+    /// docs/copilot.md "Agent assist"): for the agent itself, or, by a
+    /// manager or admin, for `agent_id` in its scope.
+    SetCopilot {
+        #[serde(default)]
+        id: Option<Value>,
+        enabled: bool,
+        #[serde(default)]
+        agent_id: Option<String>,
+    },
 }
 
 impl ClientFrame {
@@ -72,7 +82,8 @@ impl ClientFrame {
             | ClientFrame::SetFields { id, .. }
             | ClientFrame::Close { id, .. }
             | ClientFrame::Transfer { id, .. }
-            | ClientFrame::Subscribe { id, .. } => id.as_ref(),
+            | ClientFrame::Subscribe { id, .. }
+            | ClientFrame::SetCopilot { id, .. } => id.as_ref(),
         }
     }
 }
@@ -196,6 +207,14 @@ pub enum ServerFrame {
         #[serde(with = "rfc3339")]
         due_at: UnixMs,
     },
+    /// A draft reply for the agent holding a conversation, whose co-pilot
+    /// is on (PROTOCOL §11, docs/copilot.md "Agent assist"): it may send
+    /// it as is with `send`.
+    Suggestion {
+        seq: u64,
+        conversation_id: String,
+        text: String,
+    },
 }
 
 /// A promise to pay, as the `followup` event shows it.
@@ -216,7 +235,8 @@ impl ServerFrame {
             | ServerFrame::Unassigned { seq, .. }
             | ServerFrame::Sla { seq, .. }
             | ServerFrame::Window { seq, .. }
-            | ServerFrame::Followup { seq, .. } => Some(*seq),
+            | ServerFrame::Followup { seq, .. }
+            | ServerFrame::Suggestion { seq, .. } => Some(*seq),
             _ => None,
         }
     }
@@ -230,7 +250,8 @@ impl ServerFrame {
             | ServerFrame::Unassigned { seq, .. }
             | ServerFrame::Sla { seq, .. }
             | ServerFrame::Window { seq, .. }
-            | ServerFrame::Followup { seq, .. } => *seq = new_seq,
+            | ServerFrame::Followup { seq, .. }
+            | ServerFrame::Suggestion { seq, .. } => *seq = new_seq,
             _ => {}
         }
     }
