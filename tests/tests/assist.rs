@@ -5,12 +5,20 @@
 //! message matching a configured reply gives the holder, whose co-pilot is
 //! on, one draft with its placeholders filled; none when it is off, none to
 //! anyone else; the agent sends it as is and the customer gets it; a
-//! reconnection with `resume_from` replays it.
+//! reconnection with `resume_from` replays it; a restart drafts what the
+//! consumer had not taken in, unless it has grown older than
+//! `assist.max_age_s` meanwhile.
 
+use std::sync::Arc;
+
+use actors::clock::ManualClock;
 use anyhow::{Context, Result, ensure};
+use engine::config::Config;
+use engine::server::StartOptions;
 use serde_json::{Value, json};
 use switchboard_tests::{
-    Harness, MANAGER_TOKEN, PHONE_NUMBER_ID, Protocol, WsClient, agent_token, eventually, inbound_text,
+    Harness, MANAGER_TOKEN, PHONE_NUMBER_ID, Protocol, WsClient, agent_token, config_head, eventually, inbound_text,
+    now_s,
 };
 
 const LEAD_TOKEN: &str = "lead-token-xyz";
@@ -249,6 +257,63 @@ async fn the_holder_with_the_copilot_on_gets_a_draft_it_can_send_as_is() -> Resu
     assert!(others.iter().all(|frame| frame["type"] != "suggestion"), "nobody else gets one: {others:?}");
     a2.close().await;
     a1.close().await;
+    harness.shutdown().await;
+    Ok(())
+}
+
+fn options(clock: &Arc<ManualClock>) -> StartOptions {
+    StartOptions { clock: clock.clone(), outbound: None }
+}
+
+/// The drafting consumer stops here, as a crash before it took in the
+/// log's last events would leave it.
+async fn stop_drafting(harness: &Harness) {
+    if let Some(suggestions) = harness.server().state.suggestions.get() {
+        suggestions.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_drafts_what_was_not_taken_in_unless_it_grew_stale() -> Result<()> {
+    let clock = ManualClock::new(now_s() * 1000);
+    let mut harness = Harness::start_with(options(&clock), |config| {
+        let head = config_head(&config.server.data_dir.display().to_string(), &config.whatsapp.graph_base_url);
+        *config = Config::from_toml("assist test", &format!("{head}\n{}", self::config()), std::iter::empty())
+            .expect("the test configuration is valid");
+    })
+    .await?;
+    let mut a1 = harness.online_agent("a1").await?;
+    assert_eq!(a1.request(json!({"type": "set_copilot", "enabled": true})).await?["copilot"], true);
+    let customer = "919700000002";
+    let (status, _) = harness.post_webhook(&inbound_text(customer, "wamid.restart.1", "hello")).await?;
+    ensure!(status == 200);
+    a1.expect_type("assigned").await?;
+    harness.settle_suggestions().await;
+
+    // Asked while nothing drafts: after a restart (at once) the draft comes.
+    stop_drafting(&harness).await;
+    let (status, _) = harness.post_webhook(&inbound_text(customer, "wamid.restart.2", "price please")).await?;
+    ensure!(status == 200);
+    let asked = a1.expect_where(|frame| frame["type"] == "message" && frame["message"]["text"] == "price please");
+    let asked = asked.await?["seq"].as_u64().context("seq")?;
+    a1.close().await;
+    harness.restart(options(&clock)).await?;
+    harness.settle_suggestions().await;
+    let replay = replayed_after(&harness, "a1", asked).await?;
+    let drafts: Vec<&Value> = replay.iter().filter(|frame| frame["type"] == "suggestion").collect();
+    assert_eq!(drafts.len(), 1, "one draft, made after the restart: {replay:?}");
+    assert_eq!(drafts[0]["text"], PRICE_REPLY);
+    let drafted = drafts[0]["seq"].as_u64().context("seq")?;
+
+    // Asked, then the engine is down for ten minutes: no draft for it.
+    stop_drafting(&harness).await;
+    let (status, _) = harness.post_webhook(&inbound_text(customer, "wamid.restart.3", "how much?")).await?;
+    ensure!(status == 200);
+    harness.restart_after(options(&clock), || clock.advance_ms(10 * 60_000)).await?;
+    harness.settle_suggestions().await;
+    let replay = replayed_after(&harness, "a1", drafted).await?;
+    assert!(replay.iter().any(|frame| frame["message"]["text"] == "how much?"), "{replay:?}");
+    assert!(replay.iter().all(|frame| frame["type"] != "suggestion"), "a stale message got a draft: {replay:?}");
     harness.shutdown().await;
     Ok(())
 }
