@@ -300,3 +300,32 @@ pub struct TeamWorkload {
     pub online_agents: u32,
     pub longest_wait_s: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_suggestion_is_an_event_with_a_seq() {
+        let mut frame = ServerFrame::Suggestion { seq: 0, conversation_id: "c1".into(), text: "Hi".into() };
+        frame.set_seq(42);
+        assert_eq!(frame.seq(), Some(42));
+        assert_eq!(
+            serde_json::to_value(&frame).unwrap(),
+            json!({"type": "suggestion", "seq": 42, "conversation_id": "c1", "text": "Hi"})
+        );
+    }
+
+    #[test]
+    fn set_copilot_names_an_agent_or_not() {
+        let own: ClientFrame =
+            serde_json::from_value(json!({"type": "set_copilot", "id": 1, "enabled": true})).unwrap();
+        assert_eq!(own, ClientFrame::SetCopilot { id: Some(json!(1)), enabled: true, agent_id: None });
+        assert_eq!(own.id(), Some(&json!(1)));
+        let other: ClientFrame =
+            serde_json::from_value(json!({"type": "set_copilot", "enabled": false, "agent_id": "asha"})).unwrap();
+        assert_eq!(other, ClientFrame::SetCopilot { id: None, enabled: false, agent_id: Some("asha".into()) });
+        assert!(serde_json::from_value::<ClientFrame>(json!({"type": "set_copilot", "enabled": "yes"})).is_err());
+    }
+}
