@@ -5,6 +5,7 @@
 //   - a customer asks the price: the draft shows under the conversation;
 //     "Edit" puts it in the composer; asked again, "Send" sends it as is
 //     (the API holds it as an outbound message);
+//   - a newer customer message makes the draft go;
 //   - turned off, the dashboard's card loses its mark.
 //   node assist.mjs BASE_URL APP_SECRET AGENT_TOKEN MANAGER_TOKEN [SHOT_DIR]
 // The agent is a1 (team `sales`). Prints `step: …` lines; exits 0 after
@@ -76,6 +77,13 @@ await inBrowser(async (browser) => {
   const sent = conversation.messages.filter((m) => m.direction === 'out' && m.text === DRAFT);
   check(sent.length === 1, `the API holds ${sent.length} outbound copies of the draft`);
   step('"Send" sent the draft as is (the API holds it)');
+
+  await postWebhook(baseUrl, appSecret, textWebhook(CUSTOMER, `wamid.assist.${run}.4`, 'price for two?', { name: 'Priya' }));
+  await agent.locator('#suggestion-text', { hasText: DRAFT }).waitFor({ state: 'visible', timeout: 10000 });
+  await postWebhook(baseUrl, appSecret, textWebhook(CUSTOMER, `wamid.assist.${run}.5`, 'never mind, thanks', { name: 'Priya' }));
+  await agent.locator('#msgs', { hasText: 'never mind, thanks' }).waitFor({ timeout: 10000 });
+  await agent.locator('#suggestion').waitFor({ state: 'hidden', timeout: 5000 });
+  step('a newer message makes the draft go');
 
   await agent.locator('#copilot-toggle').click();
   await agent.locator('#copilot-toggle[aria-pressed="false"]', { hasText: 'Co-pilot: off' }).waitFor({ timeout: 5000 });
