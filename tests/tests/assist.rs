@@ -145,6 +145,13 @@ async fn the_toggle_is_per_agent_checked_stored_audited_and_in_the_workload() ->
     for (agent, expected) in [("a1", true), ("a2", true), ("a3", false)] {
         assert_eq!(workload_copilot(&harness, agent).await?, json!(expected), "{agent}");
     }
+    let mut lead = harness.connect(LEAD_TOKEN).await?;
+    lead.expect_type("welcome").await?;
+    let refusal = lead.request(json!({"type": "set_copilot", "enabled": false, "agent_id": "a1"})).await?;
+    assert_eq!(refusal["code"], "forbidden", "a scoped manager, outside its teams: {refusal}");
+    let refusal = a1.request(json!({"type": "set_copilot", "enabled": true, "agent_id": "nobody"})).await?;
+    assert_eq!(refusal["code"], "forbidden", "an agent learns nothing of other agents: {refusal}");
+    lead.close().await;
     let mut boss = harness.connect(MANAGER_TOKEN).await?;
     boss.expect_type("welcome").await?;
     let answer = boss.request(json!({"type": "set_copilot", "enabled": false, "agent_id": "a1"})).await?;
