@@ -117,6 +117,15 @@ impl Consumer {
             .roster()
             .get(agent_id)
             .map_or_else(|| agent_id.to_owned(), |spec| spec.display_name().to_owned());
+        // Context for a drafter that reads it; none when it cannot be read.
+        let mut history: Vec<protocol::model::Message> = match reader.messages(&conversation.id) {
+            Ok(messages) => messages.into_iter().map(|stored| stored.message).collect(),
+            Err(error) => {
+                tracing::debug!(conversation_id = %conversation.id, %error, "no history for the draft");
+                Vec::new()
+            }
+        };
+        history.drain(..history.len().saturating_sub(crate::suggestions_draft::HISTORY));
         DraftInput {
             conversation_id: conversation.id.clone(),
             text: text.to_owned(),
@@ -124,6 +133,7 @@ impl Consumer {
             contact_name: set_name.or_else(|| conversation.contact.name.clone()),
             agent_name,
             fields: conversation.fields.clone(),
+            history,
         }
     }
 

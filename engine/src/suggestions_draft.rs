@@ -152,7 +152,14 @@ pub struct DraftInput {
     /// The holding agent's display name.
     pub agent_name: String,
     pub fields: Map<String, Value>,
+    /// The conversation's last messages (up to [`HISTORY`]), oldest first,
+    /// the one answered last: context for a drafter that reads it (the
+    /// configured replies look at `text` only).
+    pub history: Vec<protocol::model::Message>,
 }
+
+/// How many of a conversation's last messages a draft is given.
+pub const HISTORY: usize = 10;
 
 /// Lowercase, every run of whitespace one space, trimmed.
 fn normalize(text: &str) -> String {
@@ -274,6 +281,7 @@ mod tests {
             contact_name: Some("Priya".into()),
             agent_name: "Asha".into(),
             fields: json!({"model": "Aero 5", "units": 2}).as_object().cloned().unwrap_or_default(),
+            history: Vec::new(),
         }
     }
 
