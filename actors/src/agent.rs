@@ -39,6 +39,9 @@ pub struct AgentArgs {
     pub frt_breaches_today: u32,
     /// When it was last given a conversation (from the event log; 0: never).
     pub last_assigned_at: UnixMs,
+    /// Its co-pilot assist as last set (the stored record); `None`: the
+    /// configuration's default (`spec.copilot`).
+    pub copilot: Option<bool>,
 }
 
 pub struct AgentState {
@@ -64,6 +67,8 @@ pub struct AgentState {
     /// conversation assigned to it all the same (reserved just before) is
     /// routed again at once. Until the next start, when it is not spawned.
     deactivated: bool,
+    /// Its co-pilot assist as set (stored); `None`: the spec's default.
+    copilot: Option<bool>,
 }
 
 fn schedule_of(spec: &AgentSpec) -> crate::hours::Schedule {
@@ -142,6 +147,7 @@ impl Actor for AgentActor {
             frt_breaches: DailyBreaches { day: today, count: args.frt_breaches_today },
             windows: args.windows,
             deactivated: false,
+            copilot: args.copilot,
         })
     }
 
@@ -186,6 +192,9 @@ impl Actor for AgentActor {
                         let _ = reply.send(Err(ApiError::unavailable(format!("could not save the status: {error}"))));
                     }
                 }
+            }
+            AgentMsg::SetCopilot { enabled, by, reply } => {
+                let _ = reply.send(state.set_copilot(enabled, by).await);
             }
             AgentMsg::Event(frame) => {
                 if let Some(breaches) = state.observe(&frame) {
@@ -261,7 +270,7 @@ impl Actor for AgentActor {
                     assigned: state.open.len() as u32,
                     capacity: state.spec.effective_capacity(),
                     open_windows: state.open_windows(),
-                    copilot: false,
+                    copilot: state.copilot(),
                     frt_breaches: state.frt_breaches_today(),
                 });
             }
@@ -272,6 +281,33 @@ impl Actor for AgentActor {
 }
 
 impl AgentState {
+    /// Whether its co-pilot assist is on: as last set, else as configured.
+    fn copilot(&self) -> bool {
+        crate::assist::copilot_in_force(self.copilot, &self.spec)
+    }
+
+    /// Stores the choice with its `copilot_toggled` event (actor `by`),
+    /// then holds it. Setting it to what it is is recorded too: the audit
+    /// log shows every request that was granted.
+    async fn set_copilot(&mut self, enabled: bool, by: String) -> Result<bool, ApiError> {
+        let event = protocol::events::Event {
+            at: self.shared.now(),
+            conversation_id: None,
+            contact: None,
+            phone_number_id: None,
+            actor: protocol::events::Actor::user(by),
+            body: protocol::events::EventBody::CopilotToggled { agent_id: self.spec.id.clone(), enabled },
+        };
+        let batch = vec![Op::PutAgentCopilot { agent_id: self.spec.id.clone(), enabled }, Op::Event(Box::new(event))];
+        self.shared
+            .store
+            .commit(batch)
+            .await
+            .map_err(|error| ApiError::unavailable(format!("could not save the co-pilot setting: {error}")))?;
+        self.copilot = Some(enabled);
+        Ok(enabled)
+    }
+
     /// Keeps the workload figures current from the agent's own events; a
     /// first-response breach returns the day's new count, to be stored.
     fn observe(&mut self, frame: &ServerFrame) -> Option<DailyBreaches> {

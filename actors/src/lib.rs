@@ -21,6 +21,7 @@
 //! wall clock (time comes from a [`clock::Clock`] the engine passes in).
 
 pub mod agent;
+pub mod assist;
 pub mod clock;
 pub mod configuration;
 pub mod contacts;
@@ -942,6 +943,7 @@ async fn spawn_child(
                 windows: recovery.windows,
                 frt_breaches_today,
                 last_assigned_at: history.agent_last.get(&spec.id).copied().unwrap_or(0),
+                copilot: record.copilot,
             };
             let (actor, _) = Actor::spawn_linked(None, AgentActor, args, supervisor).await?;
             (actor.get_cell(), Spawned::Agent(actor))

@@ -157,6 +157,15 @@ pub enum AgentMsg {
         status: AgentStatus,
         reply: RpcReplyPort<Result<AgentStatus, ApiError>>,
     },
+    /// Turns its co-pilot assist on or off for `by` (the agent itself, a
+    /// manager or an admin; checked before): the choice and its
+    /// `copilot_toggled` event are committed, then in force. Answers the
+    /// state now.
+    SetCopilot {
+        enabled: bool,
+        by: String,
+        reply: RpcReplyPort<Result<bool, ApiError>>,
+    },
     /// A committed event for this agent, in `seq` order.
     Event(Arc<ServerFrame>),
     /// Holds a slot for `conversation_id` if the agent may take a new one now.

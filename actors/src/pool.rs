@@ -58,7 +58,11 @@ impl System {
     /// `GET /api/v1/admin/agents`: every agent, active ones first in pool
     /// order, then the deactivated ones.
     pub fn agent_views(&self) -> Vec<AgentView> {
-        self.shared.roster().views()
+        let mut views = self.shared.roster().views();
+        for view in &mut views {
+            view.copilot = self.copilot_of(&view.id);
+        }
+        views
     }
 
     /// Who presents `token` now (`None`: nobody: never issued, rotated

@@ -59,6 +59,9 @@ pub struct StoredAgent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shift: Option<HoursSpec>,
     pub token_sha256: String,
+    /// The configuration's default for the co-pilot's agent assist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copilot: Option<bool>,
 }
 
 /// When and by whom an agent was deactivated, and who took its contacts.
@@ -102,6 +105,7 @@ impl StoredAgent {
             manages: spec.manages.clone(),
             shift: spec.shift.clone(),
             token_sha256: spec.token_hash().unwrap_or_default(),
+            copilot: spec.copilot,
         }
     }
 
@@ -117,6 +121,7 @@ impl StoredAgent {
             city: self.city.clone(),
             manages: self.manages.clone(),
             shift: self.shift.clone(),
+            copilot: self.copilot,
         }
     }
 }
@@ -139,6 +144,10 @@ pub struct AgentView {
     pub active: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deactivated: Option<Deactivation>,
+    /// Whether the co-pilot's agent assist is on (docs/copilot.md "Agent
+    /// assist"): the stored choice, else the configuration's default.
+    #[serde(default)]
+    pub copilot: bool,
 }
 
 impl AgentView {
@@ -154,6 +163,7 @@ impl AgentView {
             manages: spec.manages.clone(),
             active: deactivated.is_none(),
             deactivated: deactivated.cloned(),
+            copilot: spec.copilot.unwrap_or(false),
         }
     }
 }
@@ -369,6 +379,7 @@ impl Roster {
             city: None,
             manages: Vec::new(),
             shift: None,
+            copilot: None,
         };
         fields.apply_to(&mut spec);
         check(&spec, teams)?;
@@ -682,6 +693,7 @@ mod tests {
             city: None,
             manages: Vec::new(),
             shift: None,
+            copilot: None,
         }
     }
 

@@ -747,6 +747,7 @@ mod tests {
             city: None,
             manages: Vec::new(),
             shift: None,
+            copilot: None,
         }
     }
 

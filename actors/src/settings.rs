@@ -103,6 +103,11 @@ pub struct AgentSpec {
     /// them it is given nothing new (contract §7). None: always.
     #[serde(default)]
     pub shift: Option<crate::hours::HoursSpec>,
+    /// The co-pilot's agent assist at first (docs/copilot.md "Agent
+    /// assist"): on with `true`. Once the agent (or a manager) turns it on
+    /// or off, the stored choice applies. None: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copilot: Option<bool>,
 }
 
 fn default_role() -> Role {

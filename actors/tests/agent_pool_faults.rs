@@ -38,6 +38,7 @@ fn agent(id: &str, role: Role) -> AgentSpec {
         city: None,
         manages: Vec::new(),
         shift: None,
+        copilot: None,
     }
 }
 

@@ -73,6 +73,7 @@ fn settings() -> Settings {
             week: [("tue".to_owned(), vec!["09:00-18:00".to_owned()])].into_iter().collect(),
             holidays: Vec::new(),
         }),
+        copilot: None,
     };
     let mut settings = Settings {
         teams: vec![team("sales", Strategy::RoundRobin, None), team("billing", Strategy::LeastLoaded, Some("sales"))],

@@ -44,6 +44,7 @@ fn settings() -> Settings {
             city: None,
             manages: Vec::new(),
             shift: None,
+            copilot: None,
         }],
         sla: SlaSpec { first_response_s: 600, next_response_s: 600, resolution_s: 86_400, reassign_after_s: 0 },
         ..Settings::default()

@@ -56,6 +56,10 @@ pub struct Config {
     /// §10, docs/integrations.md), a built-in target of the outbox.
     #[serde(default)]
     pub capi: Option<CapiConfig>,
+    /// `[assist]`: the co-pilot's agent assist, draft replies for agents
+    /// who turned it on (docs/copilot.md "Agent assist").
+    #[serde(default)]
+    pub assist: crate::suggestions_draft::AssistConfig,
 }
 
 /// `[capi]`: conversion events of paid (click-to-WhatsApp) conversations to
@@ -694,6 +698,7 @@ impl Config {
             }
         }
         self.validate_connectors()?;
+        self.assist_rules()?;
         self.validate_capi()?;
         validate_schema(&self.dispositions, "dispositions")?;
         for (index, team) in self.teams.iter().enumerate() {
@@ -702,6 +707,12 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// `[assist]`, compiled (checked at load, so this never fails after).
+    pub fn assist_rules(&self) -> Result<crate::suggestions_draft::Assist, (String, String)> {
+        let teams: Vec<&str> = self.teams.iter().map(|team| team.id.as_str()).collect();
+        crate::suggestions_draft::Assist::compile(&self.assist, &teams)
     }
 
     /// `[[connectors]]` and `[outbox]`.

@@ -310,6 +310,7 @@ pub async fn run(listen: &str, agents: usize, rate: f64, data_dir: Option<PathBu
     // the emulator: QualifiedLead when assigned, Purchase when won. Set
     // after the past days are played, so only the live demo sends them.
     config.capi = Some(demo_capi());
+    config.assist = demo_assist();
     let access_token = config.whatsapp.access_token.clone();
 
     let server = match crate::server::start(config, Default::default()).await {
@@ -406,6 +407,7 @@ impl Roster {
             city: city.map(str::to_owned),
             manages: Vec::new(),
             shift: None,
+            copilot: None,
         };
         let mut specs: Vec<AgentSpec> = self
             .simulated
@@ -417,7 +419,11 @@ impl Roster {
                 let home = TEAMS[index % TEAMS.len()].0;
                 let teams =
                     if home == "sales" { vec![home.to_owned()] } else { vec![home.to_owned(), "sales".to_owned()] };
-                agent(id, name, token, Some(AGENT_CITIES[index % AGENT_CITIES.len()]), teams)
+                let mut spec = agent(id, name, token, Some(AGENT_CITIES[index % AGENT_CITIES.len()]), teams);
+                // Every other one with the co-pilot's assist on, as the
+                // dashboard shows (docs/copilot.md "Agent assist").
+                spec.copilot = (index % 2 == 0).then_some(true);
+                spec
             })
             .collect();
         let every_team = TEAMS.iter().map(|(id, _, _)| (*id).to_owned()).collect();
@@ -434,6 +440,7 @@ impl Roster {
             city: None,
             manages: Vec::new(),
             shift: None,
+            copilot: None,
         });
         specs
     }
@@ -468,6 +475,28 @@ fn print_banner(addr: &SocketAddr, roster: &Roster, agents: usize, rate: f64, da
 
 /// The demo's `[capi]` dataset (any digits: the emulator takes any).
 const DEMO_DATASET_ID: &str = "1234567890";
+
+/// Draft replies for agents with the co-pilot on (docs/copilot.md "Agent
+/// assist"): "you" turns it on in the inbox and gets them.
+fn demo_assist() -> crate::suggestions_draft::AssistConfig {
+    let reply = |phrases: &[&str], text: &str| crate::suggestions_draft::ReplySpec {
+        phrases: phrases.iter().map(|phrase| (*phrase).to_owned()).collect(),
+        regex: None,
+        text: text.to_owned(),
+        teams: Vec::new(),
+    };
+    crate::suggestions_draft::AssistConfig {
+        replies: vec![
+            reply(
+                &["price", "how much", "cost"],
+                "Hi {contact.name}, the premium plan is 999 a month, the first month free. Shall I start it for you?",
+            ),
+            reply(&["emi", "instalment", "installment"], "Yes {contact.name}: EMI from 3 to 12 months, no extra cost."),
+        ],
+        default_reply: None,
+        ..Default::default()
+    }
+}
 
 fn demo_capi() -> crate::config::CapiConfig {
     crate::config::CapiConfig {

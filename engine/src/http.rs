@@ -42,6 +42,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(crate::dispositions_http::routes())
         .merge(crate::outbox_http::routes())
         .merge(crate::broadcasts_http::routes())
+        .merge(crate::assist_http::routes())
         .route("/", get(|State(state): State<Arc<AppState>>| console_page(state, "dashboard.html")))
         .route("/agent", get(|State(state): State<Arc<AppState>>| console_page(state, "agent.html")))
         .fallback(|| async { error_response(ApiError::not_found("no such endpoint; see docs/API.md")) })

@@ -5,7 +5,8 @@
 //! the HTTP/1 accept loop with its timeouts ([`serve`]), the outbox of
 //! deliveries to connectors ([`outbox`], its API in [`outbox_http`], the
 //! retry schedule it shares with the Graph client in [`backoff`]), the
-//! promise-to-pay follow-ups ([`followups`]),
+//! promise-to-pay follow-ups ([`followups`]), the co-pilot's agent assist
+//! (draft replies: [`suggestions`], [`suggestions_draft`]),
 //! and the demo ([`demo`]), which runs the engine beside the simulated Meta,
 //! customers and agents of the `sim` crate.
 //!
@@ -16,6 +17,7 @@
 //! path).
 
 pub mod admin_http;
+pub mod assist_http;
 pub mod audit;
 pub mod audit_cli;
 pub mod audit_http;
@@ -40,6 +42,8 @@ pub mod reports_http;
 pub mod serve;
 pub mod server;
 pub mod signature;
+pub mod suggestions;
+pub mod suggestions_draft;
 pub mod ws;
 
 pub use sim::emulator;

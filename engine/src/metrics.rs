@@ -28,6 +28,7 @@ pub const BROADCAST_SENDS_TOTAL: &str = "switchboard_broadcast_sends_total";
 pub const BROADCASTS_IN_PROGRESS: &str = "switchboard_broadcasts_in_progress";
 pub const FOLLOWUPS_SCHEDULED: &str = "switchboard_followups_scheduled";
 pub const FOLLOWUPS_TOTAL: &str = "switchboard_followups_total";
+pub const SUGGESTIONS_TOTAL: &str = "switchboard_suggestions_total";
 
 /// Every name above.
 pub const NAMES: &[&str] = &[
@@ -47,6 +48,7 @@ pub const NAMES: &[&str] = &[
     BROADCASTS_IN_PROGRESS,
     FOLLOWUPS_SCHEDULED,
     FOLLOWUPS_TOTAL,
+    SUGGESTIONS_TOTAL,
 ];
 
 /// Every metric the engine exports: the engine's, the actors' and the store's.
@@ -136,6 +138,11 @@ pub fn describe_all() {
         FOLLOWUPS_TOTAL,
         Unit::Count,
         "promise-to-pay follow-ups by outcome (scheduled, fired, cancelled, stale)"
+    );
+    describe_counter!(
+        SUGGESTIONS_TOTAL,
+        Unit::Count,
+        "customer messages the co-pilot's agent assist looked at, by outcome (suggested, no_match, stale)"
     );
     actors::metrics::describe();
     storage::metrics::describe();

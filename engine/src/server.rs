@@ -44,6 +44,8 @@ pub struct AppState {
     pub broadcasts: OnceLock<Arc<crate::broadcasts::Broadcasts>>,
     /// The promise-to-pay follow-ups; set with `system`.
     pub followups: OnceLock<Arc<crate::followups::Followups>>,
+    /// The co-pilot's agent assist (draft replies); set with `system`.
+    pub suggestions: OnceLock<Arc<crate::suggestions::Suggestions>>,
     /// Flips to true when the server is stopping; sessions close on it.
     pub stopping: watch::Receiver<bool>,
     /// Webhook body bytes held at once, in KiB (`server.webhook_bytes_in_flight`).
@@ -118,6 +120,9 @@ impl RunningServer {
             if let Some(followups) = self.state.followups.get() {
                 followups.stop().await;
             }
+            if let Some(suggestions) = self.state.suggestions.get() {
+                suggestions.stop().await;
+            }
             system.stop_actors().await;
             if let Some(outbox) = self.state.outbox.get() {
                 outbox.stop().await;
@@ -155,6 +160,7 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
         outbox: OnceLock::new(),
         broadcasts: OnceLock::new(),
         followups: OnceLock::new(),
+        suggestions: OnceLock::new(),
         stopping: stopping.clone(),
         webhook_kib_in_flight: Arc::new(tokio::sync::Semaphore::new(
             config.server.webhook_bytes_in_flight.div_ceil(1024),
@@ -220,6 +226,20 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
     .await
     .context("cannot open the follow-ups")?;
     let _ = state.followups.set(Arc::new(followups));
+    // Checked when the configuration was loaded.
+    let assist = config.assist_rules().map_err(|(key, problem)| anyhow::anyhow!("{key}: {problem}"))?;
+    let drafter: Arc<dyn crate::suggestions_draft::Drafter> =
+        Arc::new(crate::suggestions_draft::RulesDrafter(Arc::new(assist)));
+    let suggestions = crate::suggestions::Suggestions::start(
+        system.shared().store.clone(),
+        system.clone(),
+        drafter,
+        std::time::Duration::from_secs(config.assist.max_age_s),
+        system.log_head(),
+    )
+    .await
+    .context("cannot open the co-pilot's suggestions")?;
+    let _ = state.suggestions.set(Arc::new(suggestions));
     // What the CRMs and the Conversions API read of a close: the won values
     // and the money field of the conversation's team's own schema, else the
     // global one (docs/integrations.md).

@@ -425,6 +425,11 @@ async fn handle_request(
         ClientFrame::Transfer { conversation_id, team, agent, note, .. } => {
             conversation(conversation_id, RequestKind::Transfer { team, agent, note }).await
         }
+        ClientFrame::SetCopilot { enabled, agent_id, .. } => {
+            let agent_id = agent_id.unwrap_or_else(|| principal.agent_id.clone());
+            let copilot = system.set_copilot(principal, &agent_id, enabled).await?;
+            Ok(object(json!({ "agent_id": agent_id, "copilot": copilot })))
+        }
         ClientFrame::Subscribe { .. } => unreachable!("handled in the session loop"),
     }
 }

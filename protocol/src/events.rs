@@ -285,6 +285,13 @@ pub enum EventBody {
         amount: f64,
         paid_at: Option<String>,
     },
+    /// An agent's co-pilot assist was turned on or off (PROTOCOL §11,
+    /// docs/copilot.md "Agent assist"); the actor is who did it: the agent
+    /// itself, or a manager or admin.
+    CopilotToggled {
+        agent_id: String,
+        enabled: bool,
+    },
 }
 
 impl EventBody {
@@ -319,6 +326,7 @@ impl EventBody {
             EventBody::FollowupDue { .. } => "followup_due",
             EventBody::FollowupCancelled { .. } => "followup_cancelled",
             EventBody::PaymentRecorded { .. } => "payment_recorded",
+            EventBody::CopilotToggled { .. } => "copilot_toggled",
         }
     }
 }
@@ -393,6 +401,7 @@ mod tests {
             },
             EventBody::FollowupCancelled { field: "promise".into(), reason: "paid".into() },
             EventBody::PaymentRecorded { amount: 2500.0, paid_at: None },
+            EventBody::CopilotToggled { agent_id: "asha".into(), enabled: true },
             EventBody::ContactUpdated {
                 changes: vec![
                     FieldChange { key: "city".into(), old: Value::Null, new: json!("Pune") },

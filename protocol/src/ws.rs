@@ -61,6 +61,16 @@ pub enum ClientFrame {
         id: Option<Value>,
         topic: String,
     },
+    /// Turns the co-pilot's agent assist on or off (PROTOCOL §11,
+    /// docs/copilot.md "Agent assist"): for the agent itself, or, by a
+    /// manager or admin, for `agent_id` in its scope.
+    SetCopilot {
+        #[serde(default)]
+        id: Option<Value>,
+        enabled: bool,
+        #[serde(default)]
+        agent_id: Option<String>,
+    },
 }
 
 impl ClientFrame {
@@ -72,7 +82,8 @@ impl ClientFrame {
             | ClientFrame::SetFields { id, .. }
             | ClientFrame::Close { id, .. }
             | ClientFrame::Transfer { id, .. }
-            | ClientFrame::Subscribe { id, .. } => id.as_ref(),
+            | ClientFrame::Subscribe { id, .. }
+            | ClientFrame::SetCopilot { id, .. } => id.as_ref(),
         }
     }
 }
@@ -196,6 +207,14 @@ pub enum ServerFrame {
         #[serde(with = "rfc3339")]
         due_at: UnixMs,
     },
+    /// A draft reply for the agent holding a conversation, whose co-pilot
+    /// is on (PROTOCOL §11, docs/copilot.md "Agent assist"): it may send
+    /// it as is with `send`.
+    Suggestion {
+        seq: u64,
+        conversation_id: String,
+        text: String,
+    },
 }
 
 /// A promise to pay, as the `followup` event shows it.
@@ -216,7 +235,8 @@ impl ServerFrame {
             | ServerFrame::Unassigned { seq, .. }
             | ServerFrame::Sla { seq, .. }
             | ServerFrame::Window { seq, .. }
-            | ServerFrame::Followup { seq, .. } => Some(*seq),
+            | ServerFrame::Followup { seq, .. }
+            | ServerFrame::Suggestion { seq, .. } => Some(*seq),
             _ => None,
         }
     }
@@ -230,7 +250,8 @@ impl ServerFrame {
             | ServerFrame::Unassigned { seq, .. }
             | ServerFrame::Sla { seq, .. }
             | ServerFrame::Window { seq, .. }
-            | ServerFrame::Followup { seq, .. } => *seq = new_seq,
+            | ServerFrame::Followup { seq, .. }
+            | ServerFrame::Suggestion { seq, .. } => *seq = new_seq,
             _ => {}
         }
     }
@@ -278,4 +299,33 @@ pub struct TeamWorkload {
     pub assigned: u32,
     pub online_agents: u32,
     pub longest_wait_s: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_suggestion_is_an_event_with_a_seq() {
+        let mut frame = ServerFrame::Suggestion { seq: 0, conversation_id: "c1".into(), text: "Hi".into() };
+        frame.set_seq(42);
+        assert_eq!(frame.seq(), Some(42));
+        assert_eq!(
+            serde_json::to_value(&frame).unwrap(),
+            json!({"type": "suggestion", "seq": 42, "conversation_id": "c1", "text": "Hi"})
+        );
+    }
+
+    #[test]
+    fn set_copilot_names_an_agent_or_not() {
+        let own: ClientFrame =
+            serde_json::from_value(json!({"type": "set_copilot", "id": 1, "enabled": true})).unwrap();
+        assert_eq!(own, ClientFrame::SetCopilot { id: Some(json!(1)), enabled: true, agent_id: None });
+        assert_eq!(own.id(), Some(&json!(1)));
+        let other: ClientFrame =
+            serde_json::from_value(json!({"type": "set_copilot", "enabled": false, "agent_id": "asha"})).unwrap();
+        assert_eq!(other, ClientFrame::SetCopilot { id: None, enabled: false, agent_id: Some("asha".into()) });
+        assert!(serde_json::from_value::<ClientFrame>(json!({"type": "set_copilot", "enabled": "yes"})).is_err());
+    }
 }

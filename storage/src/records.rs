@@ -205,11 +205,16 @@ pub struct AgentRecord {
     /// actor and stored as it says (`Op::PutFirstResponseBreaches`).
     #[serde(default)]
     pub frt_breaches: u32,
+    /// The co-pilot's agent assist as the agent (or a manager) last set it
+    /// (`Op::PutAgentCopilot`); `None`: never set, the configuration's
+    /// `copilot` applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copilot: Option<bool>,
 }
 
 impl Default for AgentRecord {
     fn default() -> Self {
-        AgentRecord { status: AgentStatus::Offline, frt_breaches_day: 0, frt_breaches: 0 }
+        AgentRecord { status: AgentStatus::Offline, frt_breaches_day: 0, frt_breaches: 0, copilot: None }
     }
 }
 
@@ -534,7 +539,10 @@ mod tests {
     fn a_v5_agent_record_with_last_seq_still_reads() {
         let old = serde_json::json!({"status": "online", "last_seq": 42, "frt_breaches_day": 7, "frt_breaches": 2});
         let read: AgentRecord = decode(&encode(&old).unwrap()).unwrap();
-        assert_eq!(read, AgentRecord { status: AgentStatus::Online, frt_breaches_day: 7, frt_breaches: 2 });
+        assert_eq!(
+            read,
+            AgentRecord { status: AgentStatus::Online, frt_breaches_day: 7, frt_breaches: 2, copilot: None }
+        );
     }
 
     #[test]

@@ -82,6 +82,12 @@ pub enum Op {
         agent_id: String,
         status: AgentStatus,
     },
+    /// Stores whether the agent's co-pilot assist is on (the agent actor
+    /// commits it with its `copilot_toggled` event).
+    PutAgentCopilot {
+        agent_id: String,
+        enabled: bool,
+    },
     /// Stores the agent's first-response breaches on `day` (days since the
     /// epoch, UTC) as the agent actor counted them. Storage keeps the number
     /// it is given: what counts, and when a day starts again, is the agent
@@ -1024,6 +1030,9 @@ impl<'a> GroupState<'a> {
             }
             Op::PutAgentStatus { agent_id, status } => {
                 self.agent_record(agent_id)?.status = *status;
+            }
+            Op::PutAgentCopilot { agent_id, enabled } => {
+                self.agent_record(agent_id)?.copilot = Some(*enabled);
             }
             Op::PutFirstResponseBreaches { agent_id, day, count } => {
                 let record = self.agent_record(agent_id)?;

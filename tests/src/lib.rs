@@ -143,6 +143,14 @@ impl Harness {
         }
     }
 
+    /// Lets the co-pilot's suggestions consumer take in the log up to its
+    /// head now; returns once every suggestion it made is committed.
+    pub async fn settle_suggestions(&self) {
+        if let Some(suggestions) = self.server().state.suggestions.get() {
+            suggestions.settle().await;
+        }
+    }
+
     pub fn server(&self) -> &RunningServer {
         self.server.as_ref().expect("running")
     }

@@ -176,7 +176,7 @@ async fn an_agent_is_onboarded_moved_and_given_a_new_token_at_run_time_audited_a
     assert_eq!(
         created["agent"],
         json!({"id": "meena", "name": "Meena", "role": "agent", "teams": ["sales"], "capacity": 2,
-               "city": "Pune", "manages": [], "active": true})
+               "city": "Pune", "manages": [], "active": true, "copilot": false})
     );
     assert!(!agent(&harness, "meena").await?.to_string().contains(&token), "the list never shows it");
     let mut meena_ws = online(&harness, &token).await?;

@@ -3,7 +3,9 @@
 //! An agent answers in the inbox and the dashboard shows it (`console.mjs`);
 //! the manager's console shows the heatmap move and every report figure as
 //! the API gives it (`dashboard.mjs`); the inbox works on a phone, its close
-//! form drawn from the disposition schema (`inbox.mjs`). No page may log an
+//! form drawn from the disposition schema (`inbox.mjs`); the co-pilot's
+//! toggle, on the dashboard too, and a suggestion sent as is or edited
+//! (`assist.mjs`). No page may log an
 //! error. Screenshots: `target/browser-screenshots/`.
 //!
 //! Needs Node.js, Chromium (`/usr/bin/chromium`, or `CHROMIUM`) and
@@ -80,6 +82,29 @@ async fn an_agent_on_a_phone_closes_through_the_disposition_form_with_a_number_a
             && conversation["fields"]["outcome"] == "closed_won"),
         "{listed}"
     );
+    harness.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium, Node.js and `npm ci --prefix tests/browser`; .ci/run installs them and runs it"]
+async fn an_agent_turns_the_copilot_on_and_sends_a_suggestion_as_is_in_a_real_browser() -> TestResult {
+    let harness = Harness::start_on("console", CONSOLE_CONFIG).await?;
+    let shots = screenshot_dir("assist");
+    let printed = run_browser_script(
+        "assist.mjs",
+        &[&harness.base_url(), APP_SECRET, "a1-token-xyz", CONSOLE_MANAGER, &shots.display().to_string()],
+    )
+    .await?;
+    assert!(printed.contains("step: turned off, the dashboard drops the mark"), "{printed}");
+
+    // What the browser sent is what reached Meta.
+    let draft = "Hi Priya, the red scooter is 49,999 with free delivery. Shall I book a test ride?";
+    let sent = eventually(|| async {
+        harness.emulator.requests().into_iter().find(|request| request.body["text"]["body"] == draft)
+    })
+    .await?;
+    assert!(sent.body["to"].as_str().is_some_and(|to| to.starts_with("9198400")), "{}", sent.body);
     harness.shutdown().await;
     Ok(())
 }

@@ -383,6 +383,7 @@ impl Configuration {
                     city: None,
                     manages: Vec::new(),
                     shift: None,
+                    copilot: None,
                 }
             })
             .collect();

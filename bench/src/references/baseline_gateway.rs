@@ -430,7 +430,10 @@ async fn handle_request(app: &App, agent: &str, frame: ClientFrame) -> Result<Ma
             let merged: Value = serde_json::from_str(&merged).unwrap_or_else(|_| json!({}));
             Ok(object(json!({ "fields": merged })))
         }
-        ClientFrame::SendTemplate { .. } | ClientFrame::Transfer { .. } | ClientFrame::Subscribe { .. } => {
+        ClientFrame::SendTemplate { .. }
+        | ClientFrame::Transfer { .. }
+        | ClientFrame::Subscribe { .. }
+        | ClientFrame::SetCopilot { .. } => {
             Err(ApiError::bad_request("the baseline implements set_status, send, set_fields and close only"))
         }
     }
