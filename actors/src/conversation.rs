@@ -865,6 +865,7 @@ pub(crate) fn unknown_message(intent: &SendIntent) -> Message {
         status: Some(DeliveryStatus::Unknown),
         free: None,
         error: None,
+        author: None,
     }
 }
 

@@ -249,6 +249,8 @@ mod tests {
             first_response_at: None,
             clocks: Default::default(),
             route: None,
+            copilot: None,
+            handoff: None,
         }
     }
 

@@ -568,6 +568,7 @@ fn send_accepted(
         status: None,
         free: Some(free),
         error: None,
+        author: None,
     };
     let index = record.message_count;
     record.message_count += 1;
@@ -649,7 +650,12 @@ fn take_assignment(
     conversation.messages = Some(messages);
     Op::AgentEvent {
         agent_id: agent_id.to_owned(),
-        frame: Box::new(ServerFrame::Assigned { seq: 0, conversation: Box::new(conversation), route }),
+        frame: Box::new(ServerFrame::Assigned {
+            seq: 0,
+            conversation: Box::new(conversation),
+            route,
+            handoff: record.handoff.clone(),
+        }),
     }
 }
 
@@ -1067,6 +1073,8 @@ pub(crate) fn new_conversation(
         first_response_at: None,
         clocks: Default::default(),
         route: None,
+        copilot: None,
+        handoff: None,
     }
 }
 
@@ -1398,6 +1406,7 @@ mod tests {
                     status: None,
                     free: Some(true),
                     error: None,
+                    author: None,
                 },
                 raw: None,
             };

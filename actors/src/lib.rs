@@ -25,6 +25,7 @@ pub mod clock;
 pub mod configuration;
 pub mod contacts;
 pub mod conversation;
+pub mod copilot;
 pub mod deadlines;
 pub mod decide;
 pub mod directory;
