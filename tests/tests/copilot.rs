@@ -379,3 +379,94 @@ async fn a_restart_mid_flow_resumes_at_the_same_question_without_asking_it_again
     harness.shutdown().await;
     Ok(())
 }
+
+/// A fake model hook: what it answers to every interpretation.
+#[derive(Clone)]
+enum Fake {
+    /// Fields outside the question (another field, a value not offered).
+    Garbage,
+    Failing,
+    /// Answers after the caller's timeout.
+    Slow,
+    /// Reads "a lot" as the highest budget.
+    Good,
+}
+
+impl actors::copilot::CopilotModel for Fake {
+    fn interpret(
+        &self,
+        request: actors::copilot::InterpretRequest,
+    ) -> actors::copilot::BoxFuture<Result<actors::copilot::Interpretation, actors::copilot::ModelError>> {
+        use actors::copilot::{Action, Interpretation, ModelError};
+        let fake = self.clone();
+        Box::pin(async move {
+            let fields = |value: Value| value.as_object().cloned().unwrap_or_default();
+            match fake {
+                Fake::Garbage => Ok(Interpretation {
+                    action: Action::Answer,
+                    fields: fields(json!({"outcome": "booked", "budget": "a billion"})),
+                    tokens: 50,
+                }),
+                Fake::Failing => Err(ModelError("HTTP 500".into())),
+                Fake::Slow => {
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                    Err(ModelError("too late".into()))
+                }
+                Fake::Good if request.text.contains("a lot") => Ok(Interpretation {
+                    action: Action::Answer,
+                    fields: fields(json!({request.field.clone(): "over_20l"})),
+                    tokens: 40,
+                }),
+                Fake::Good => Ok(Interpretation { action: Action::AskAgain, fields: Default::default(), tokens: 10 }),
+            }
+        })
+    }
+
+    fn summarize(
+        &self,
+        _request: actors::copilot::SummaryRequest,
+    ) -> actors::copilot::BoxFuture<Result<String, actors::copilot::ModelError>> {
+        Box::pin(async { Err(actors::copilot::ModelError("not used".into())) })
+    }
+}
+
+async fn start_with_model(clock: Arc<ManualClock>, model: Fake) -> anyhow::Result<Harness> {
+    let copilot = actors::CopilotHook { model: Arc::new(model), timeout_ms: 300 };
+    let options = StartOptions { clock, copilot: Some(copilot), ..StartOptions::default() };
+    Harness::start_with(options, |config| {
+        let head = config_head(&config.server.data_dir.display().to_string(), &config.whatsapp.graph_base_url);
+        *config = Config::from_toml("copilot test", &format!("{head}\n{CONFIG}"), std::iter::empty()).expect("valid");
+    })
+    .await
+}
+
+/// A model hook that fails, is slow, or answers outside the flow changes
+/// nothing the customer sees: the built-in engine asks again, as it does
+/// with no model. One that reads the text within the flow moves it on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_slow_or_lying_model_falls_back_to_the_built_in_engine() -> TestResult {
+    for (model, customer) in [
+        (Fake::Garbage, "919700000011"),
+        (Fake::Failing, "919700000012"),
+        (Fake::Slow, "919700000013"),
+        (Fake::Good, "919700000014"),
+    ] {
+        let clock = ManualClock::new(now_s() * 1000);
+        let harness = start_with_model(clock, model.clone()).await?;
+        ad_click(&harness, customer).await?;
+        sends(&harness, customer, 1).await?;
+        say(&harness, customer, "2", "we can spend a lot").await?;
+        let sent = sends(&harness, customer, 2).await?;
+        let detail = conversation_where(&harness, customer, |detail| detail["status"] == "bot").await?;
+        if matches!(model, Fake::Good) {
+            assert_eq!(sent[1]["text"]["body"], "How many units?");
+            assert_eq!(detail["fields"], json!({"budget": "over_20l"}));
+        } else {
+            assert_eq!(sent[1]["type"], "interactive", "the budget buttons again");
+            assert_eq!(sent[1]["interactive"]["body"]["text"], "Sorry, I did not get that.\n\nWhat is your budget?");
+            assert_eq!(detail["fields"], json!({}), "nothing the model said was taken");
+        }
+        harness.shutdown().await;
+    }
+    Ok(())
+}
