@@ -229,7 +229,8 @@ impl ConversationState {
         };
         let copilot_model = self.ask_copilot_model(&ingest, &routing).await;
         let input = Input::MessageIn { ingest, inbox_seq, new_conversation_id, contact, copilot_model };
-        let decision = self.decide_with(input, &routing)?;
+        let mut decision = self.decide_with(input, &routing)?;
+        self.summarize_handoff(&mut decision).await;
         let opened = decision.opened;
         let Some(outcome) = self.commit_decision(decision).await? else {
             return Ok(IngestOutcome::Duplicate); // claimed meanwhile by the inbox path
@@ -289,6 +290,56 @@ impl ConversationState {
                 tracing::info!(conversation_id = %record.conversation.id, "the co-pilot's model timed out; the built-in result stands");
                 None
             }
+        }
+    }
+
+    /// When `decision` hands a conversation over and the model hook is on:
+    /// the hook's summary replaces the built-in one. On any error, a
+    /// timeout, or an empty or overlong answer the built-in one stays.
+    async fn summarize_handoff(&self, decision: &mut Decision) {
+        let model = &self.shared.copilot_model;
+        if !model.enabled() {
+            return;
+        }
+        let Some(handoff) = crate::decide::handoff_of(decision) else { return };
+        let Some(record) = decision.record.as_ref() else { return };
+        // The stored messages, then the one this decision stores (the
+        // customer's last, not committed yet).
+        let committed = self.open.as_ref().map_or(0, |open| open.message_count);
+        let mut messages: Vec<Message> = self
+            .shared
+            .reader
+            .messages_counted(&record.conversation.id, committed)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|stored| stored.message)
+            .collect();
+        messages.extend(decision.writes.iter().filter_map(|op| match op {
+            Op::PutMessage { message, .. } => Some(message.message.clone()),
+            _ => None,
+        }));
+        let transcript = messages
+            .into_iter()
+            .filter_map(|message| {
+                let who = if message.direction == Direction::In { "customer" } else { "copilot" };
+                Some(format!("{who}: {}", message.text?))
+            })
+            .collect();
+        let request = crate::copilot::SummaryRequest {
+            conversation_id: record.conversation.id.clone(),
+            reason: handoff.reason.clone(),
+            built_in: handoff.summary.clone(),
+            fields: handoff.fields.clone(),
+            transcript,
+        };
+        let timeout = std::time::Duration::from_millis(self.shared.copilot_model_timeout_ms);
+        match tokio::time::timeout(timeout, model.summarize(request)).await {
+            Ok(Ok(summary)) if !summary.trim().is_empty() && summary.chars().count() <= MAX_SUMMARY_CHARS => {
+                crate::decide::replace_handoff_summary(decision, summary.trim().to_owned());
+            }
+            Ok(Ok(_)) => tracing::info!("the co-pilot's model wrote an empty or overlong summary; the built-in one stays"),
+            Ok(Err(error)) => tracing::info!(%error, "the co-pilot's model wrote no summary; the built-in one stays"),
+            Err(_) => tracing::info!("the co-pilot's model timed out on the summary; the built-in one stays"),
         }
     }
 
@@ -542,7 +593,8 @@ impl ConversationState {
         kind: DeadlineKind,
         due: UnixMs,
     ) -> Result<(), ActorProcessingErr> {
-        let decision = self.decide(Input::Deadline { conversation_id, kind, due })?;
+        let mut decision = self.decide(Input::Deadline { conversation_id, kind, due })?;
+        self.summarize_handoff(&mut decision).await;
         let counted: Vec<(&'static str, &'static str)> = decision
             .events
             .iter()
@@ -930,6 +982,9 @@ impl ConversationState {
         Ok(())
     }
 }
+
+/// The longest summary a model hook may write, in characters.
+const MAX_SUMMARY_CHARS: usize = 2_000;
 
 fn sla_kind_label(kind: protocol::ws::SlaKind) -> &'static str {
     match kind {

@@ -1275,6 +1275,31 @@ fn gone_step(record: &ConversationRecord) -> copilot::Step {
     }
 }
 
+/// The co-pilot's hand-over in `decision`, if it makes one: what a model
+/// hook's summary is asked from (the built-in summary, the fields, why).
+pub fn handoff_of(decision: &Decision) -> Option<&protocol::ws::Handoff> {
+    let record = decision.record.as_ref()?;
+    let handed_over =
+        decision.events.iter().any(|event| matches!(event.body, EventBody::CopilotHandoff { .. }));
+    record.handoff.as_ref().filter(|_| handed_over)
+}
+
+/// Replaces the summary of the hand-over `decision` makes (the model
+/// hook's, checked by the caller: not empty, not too long) in its record,
+/// the record's write and its `copilot_handoff` event.
+pub fn replace_handoff_summary(decision: &mut Decision, summary: String) {
+    let Some(record) = decision.record.as_mut() else { return };
+    let Some(handoff) = record.handoff.as_mut() else { return };
+    handoff.summary = summary.clone();
+    let record = record.clone();
+    for event in &mut decision.events {
+        if let EventBody::CopilotHandoff { summary: logged, .. } = &mut event.body {
+            *logged = summary.clone();
+        }
+    }
+    put_record(decision, &record);
+}
+
 /// The `fields_changed` changes from `before` to `after`, key by key in
 /// `after`'s order (fields are only ever set, never removed).
 pub fn field_changes(before: &Map<String, Value>, after: &Map<String, Value>) -> Vec<FieldChange> {

@@ -424,9 +424,16 @@ impl actors::copilot::CopilotModel for Fake {
 
     fn summarize(
         &self,
-        _request: actors::copilot::SummaryRequest,
+        request: actors::copilot::SummaryRequest,
     ) -> actors::copilot::BoxFuture<Result<String, actors::copilot::ModelError>> {
-        Box::pin(async { Err(actors::copilot::ModelError("not used".into())) })
+        let fake = self.clone();
+        Box::pin(async move {
+            match fake {
+                Fake::Good => Ok(format!("Keen buyer ({} lines read). {}", request.transcript.len(), request.built_in)),
+                Fake::Garbage => Ok("   ".into()),
+                _ => Err(actors::copilot::ModelError("no summary".into())),
+            }
+        })
     }
 }
 
@@ -461,6 +468,16 @@ async fn a_failing_slow_or_lying_model_falls_back_to_the_built_in_engine() -> Te
         if matches!(model, Fake::Good) {
             assert_eq!(sent[1]["text"]["body"], "How many units?");
             assert_eq!(detail["fields"], json!({"budget": "over_20l"}));
+            // The hook's summary replaces the built-in one at the hand-over.
+            let mut a1 = harness.online_agent("a1").await?;
+            say(&harness, customer, "3", "2").await?;
+            sends(&harness, customer, 3).await?;
+            say(&harness, customer, "4", "Pune").await?;
+            let assigned = a1.expect_type("assigned").await?;
+            assert_eq!(
+                assigned["handoff"]["summary"],
+                "Keen buyer (7 lines read). Paid lead from ad 'Spring offer'. Budget: Over 20 lakh; Units: 2; City: Pune. Qualified (score 5/5)."
+            );
         } else {
             assert_eq!(sent[1]["type"], "interactive", "the budget buttons again");
             assert_eq!(sent[1]["interactive"]["body"]["text"], "Sorry, I did not get that.\n\nWhat is your budget?");
