@@ -487,3 +487,75 @@ async fn a_failing_slow_or_lying_model_falls_back_to_the_built_in_engine() -> Te
     }
     Ok(())
 }
+
+/// The real binary killed with SIGKILL after the second question was sent:
+/// the next start asks nothing again, and the customer's answer is taken
+/// as the answer to that question.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_dash_nine_mid_flow_the_flow_resumes_at_the_same_question() -> TestResult {
+    let emulator = sim::emulator::Emulator::start(sim::emulator::EmulatorConfig {
+        access_token: switchboard_tests::ACCESS_TOKEN.to_owned(),
+        app_secret: switchboard_tests::APP_SECRET.to_owned(),
+        webhook_url: None,
+        status_delay_ms: 5,
+        send_statuses: false,
+    })
+    .await?;
+    let dir = tempfile::tempdir()?;
+    let config_path = dir.path().join("switchboard.toml");
+    let head = config_head(&dir.path().join("data").display().to_string(), &emulator.base_url());
+    std::fs::write(&config_path, format!("{head}\n{CONFIG}"))?;
+    let binary = env!("CARGO_BIN_EXE_switchboard-under-test");
+    let http = reqwest::Client::new();
+    let customer = "919700000021";
+    let sent = || -> Vec<Value> {
+        emulator.requests().into_iter().map(|request| request.body).filter(|body| body["to"] == customer).collect()
+    };
+    let post = |base_url: String, n: &'static str, message: Value| {
+        let http = http.clone();
+        async move {
+            let webhook = message_webhook(NUMBER, customer, &format!("wamid.{customer}.{n}"), message);
+            let body = serde_json::to_vec(&webhook)?;
+            let (status, answer) =
+                switchboard_tests::post_signed(&http, &base_url, switchboard_tests::APP_SECRET, &body).await?;
+            anyhow::ensure!(status == 200, "webhook: {status} {answer}");
+            anyhow::Ok(())
+        }
+    };
+
+    let (mut child, base_url) = switchboard_tests::spawn_binary(binary, &config_path)?;
+    let ad = json!({"type": "text", "text": {"body": "Is this still available?"},
+        "referral": {"source_url": "https://fb.me/x", "source_type": "ad", "source_id": "1", "ctwa_clid": "clid"}});
+    post(base_url.clone(), "1", ad).await?;
+    eventually(|| async { (sent().len() == 1).then_some(()) }).await?;
+    let tap = json!({"type": "interactive",
+        "interactive": {"type": "button_reply", "button_reply": {"id": "cp:budget:high", "title": "Over 20 lakh"}}});
+    post(base_url.clone(), "2", tap).await?;
+    eventually(|| async { (sent().len() == 2).then_some(()) }).await?;
+    assert_eq!(sent()[1]["text"]["body"], "How many units?");
+    child.kill()?; // SIGKILL
+    child.wait()?;
+
+    let (mut restarted, base_url) = switchboard_tests::spawn_binary(binary, &config_path)?;
+    eventually(|| async {
+        let response = http.get(format!("{base_url}/readyz")).send().await.ok()?;
+        (response.status() == 200).then_some(())
+    })
+    .await?;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(sent().len(), 2, "nothing was asked again at the start");
+    post(base_url.clone(), "3", json!({"type": "text", "text": {"body": "3"}})).await?;
+    eventually(|| async { (sent().len() == 3).then_some(()) }).await?;
+    assert_eq!(sent()[2]["text"]["body"], "Which city?", "the answer was taken for the question asked before the kill");
+    let (status, list) = {
+        let response = http.get(format!("{base_url}/api/v1/conversations")).bearer_auth(MANAGER_TOKEN).send().await?;
+        (response.status().as_u16(), response.json::<Value>().await?)
+    };
+    assert_eq!(status, 200);
+    let conversation = &list["conversations"][0];
+    assert_eq!(conversation["status"], "bot");
+    assert_eq!(conversation["fields"], json!({"budget": "over_20l", "units": 3}));
+    restarted.kill()?;
+    restarted.wait()?;
+    Ok(())
+}
