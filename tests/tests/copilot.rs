@@ -462,8 +462,11 @@ async fn a_failing_slow_or_lying_model_falls_back_to_the_built_in_engine() -> Te
         let harness = start_with_model(clock, model.clone()).await?;
         ad_click(&harness, customer).await?;
         sends(&harness, customer, 1).await?;
+        let asked = std::time::Instant::now();
         say(&harness, customer, "2", "we can spend a lot").await?;
         let sent = sends(&harness, customer, 2).await?;
+        // A slow model is cut off at its timeout (300 ms here), not waited for.
+        assert!(asked.elapsed() < std::time::Duration::from_secs(3), "{:?}", asked.elapsed());
         let detail = conversation_where(&harness, customer, |detail| detail["status"] == "bot").await?;
         if matches!(model, Fake::Good) {
             assert_eq!(sent[1]["text"]["body"], "How many units?");
