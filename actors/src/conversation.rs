@@ -337,7 +337,9 @@ impl ConversationState {
             Ok(Ok(summary)) if !summary.trim().is_empty() && summary.chars().count() <= MAX_SUMMARY_CHARS => {
                 crate::decide::replace_handoff_summary(decision, summary.trim().to_owned());
             }
-            Ok(Ok(_)) => tracing::info!("the co-pilot's model wrote an empty or overlong summary; the built-in one stays"),
+            Ok(Ok(_)) => {
+                tracing::info!("the co-pilot's model wrote an empty or overlong summary; the built-in one stays")
+            }
             Ok(Err(error)) => tracing::info!(%error, "the co-pilot's model wrote no summary; the built-in one stays"),
             Err(_) => tracing::info!("the co-pilot's model timed out on the summary; the built-in one stays"),
         }

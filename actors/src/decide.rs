@@ -644,6 +644,7 @@ fn apply_copilot_step(
         decision.events.push(event_of(record, now, Actor::Copilot, EventBody::CopilotQualified { score }));
     }
     let mut route = None;
+    let mut closed_template = None;
     match end {
         None => {}
         Some(copilot::End::Handoff { reason, summary, qualified }) => {
@@ -678,6 +679,12 @@ fn apply_copilot_step(
             ));
             decision.events.push(routed_event(record, now, Actor::Copilot, &routing.route));
             route = Some(routing);
+            // Handed over while the team is closed (`office_hours = "queue"`):
+            // its closed-hours template, as a conversation opened then gets.
+            if let Some(template) = team_policy.closed_template.as_ref().filter(|_| !team_policy.schedule.is_open(now))
+            {
+                closed_template = Some(template.clone());
+            }
         }
         Some(copilot::End::Close { reason, fields }) => {
             let before = record.conversation.fields.clone();
@@ -717,6 +724,26 @@ fn apply_copilot_step(
     }
     if let Some(routing) = route {
         decision.effects.push(Effect::Route(Box::new(routing)));
+    }
+    if let Some(template) = closed_template {
+        decision.effects.push(Effect::SendTemplate(template));
+    }
+}
+
+/// A user takes a conversation from the co-pilot (a transfer): its part
+/// ends (its deadline with it) and the first-response clock, which starts
+/// at a hand-over, starts now.
+fn leave_copilot(record: &mut ConversationRecord, now: UnixMs, policy: Policy<'_>) {
+    if record.conversation.status != ConversationStatus::Bot {
+        return;
+    }
+    if let Some(state) = record.copilot.as_mut() {
+        state.ended = Some("transferred".into());
+    }
+    record.clocks.copilot_at = None;
+    if record.clocks.frt.is_none() {
+        let team_policy = policy.policies.of(record.conversation.team.as_deref());
+        record.clocks.frt = Some(deadlines::sla_clock(now, team_policy.sla.first_response_s, &team_policy.schedule));
     }
 }
 
@@ -1044,6 +1071,7 @@ fn transfer_to_agent(
         return Err(ApiError::bad_request(format!("conversation {conversation_id} is already with {target}")));
     }
     let was_queued = record.conversation.status == ConversationStatus::Queued;
+    leave_copilot(&mut record, now, policy);
     let frame = take_assignment(
         &mut record,
         &target,
@@ -1087,6 +1115,7 @@ fn transfer_to_team(
     let previous_team = record.conversation.team.clone();
     let conversation_id = record.conversation.id.clone();
     let was_queued = record.conversation.status == ConversationStatus::Queued;
+    leave_copilot(&mut record, now, policy);
     record.conversation.status = ConversationStatus::Queued;
     record.conversation.agent = None;
     let mut routing =
@@ -1279,8 +1308,7 @@ fn gone_step(record: &ConversationRecord) -> copilot::Step {
 /// hook's summary is asked from (the built-in summary, the fields, why).
 pub fn handoff_of(decision: &Decision) -> Option<&protocol::ws::Handoff> {
     let record = decision.record.as_ref()?;
-    let handed_over =
-        decision.events.iter().any(|event| matches!(event.body, EventBody::CopilotHandoff { .. }));
+    let handed_over = decision.events.iter().any(|event| matches!(event.body, EventBody::CopilotHandoff { .. }));
     record.handoff.as_ref().filter(|_| handed_over)
 }
 
@@ -2472,6 +2500,22 @@ mod tests {
                 .iter()
                 .any(|op| matches!(op, Op::PutThread { record, .. } if record.open_conversation.is_none()))
         );
+    }
+
+    #[test]
+    fn a_transfer_takes_the_conversation_from_the_copilot() {
+        let mut world = copilot_world();
+        world.message_in("wamid.1", "hi", T0, true);
+        let input = Input::TransferToTeam { by: "boss".into(), team: "support".into(), note: None };
+        world.apply(input, T0 + 1000);
+        let record = world.open.as_ref().unwrap();
+        assert_eq!(record.conversation.status, ConversationStatus::Queued);
+        assert_eq!(record.copilot.as_ref().unwrap().ended.as_deref(), Some("transferred"));
+        assert!(record.clocks.copilot_at.is_none() && record.clocks.frt.is_some());
+        assert!(!deadlines::deadlines_of(record).iter().any(|(kind, _)| *kind == DeadlineKind::Copilot));
+        // Its messages now go to people, not to the co-pilot.
+        let later = world.message_in("wamid.2", "Talk to a human", T0 + 2000, false);
+        assert!(!actions(&later).contains(&"copilot_handoff"));
     }
 
     #[test]

@@ -198,9 +198,10 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
         model: Arc::new(actors::copilot::NoModel),
         timeout_ms: actors::DEFAULT_COPILOT_MODEL_TIMEOUT_MS,
     });
-    let system = System::start_with_copilot(config.settings(), &data_dir, store_options, outbound, copilot, clock.clone())
-        .await
-        .with_context(|| format!("cannot start with data dir {}", data_dir.display()))?;
+    let system =
+        System::start_with_copilot(config.settings(), &data_dir, store_options, outbound, copilot, clock.clone())
+            .await
+            .with_context(|| format!("cannot start with data dir {}", data_dir.display()))?;
     let audit = crate::audit::AuditLog::start(
         system.shared().store.clone(),
         signing_key,

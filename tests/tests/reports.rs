@@ -365,7 +365,9 @@ async fn a_scripted_day_reads_back_exactly_in_every_report() -> Result<()> {
     assert!(events > 20, "the whole log was projected again: {events} events");
     let mut config = config;
     config.server.listen = "127.0.0.1:0".to_owned();
-    let server = engine::server::start(config.clone(), StartOptions { clock: clock.clone(), outbound: None, copilot: None }).await?;
+    let server =
+        engine::server::start(config.clone(), StartOptions { clock: clock.clone(), outbound: None, copilot: None })
+            .await?;
     day.harness.server = Some(server);
     check_reports(&day, &ledger, &range).await?;
 
