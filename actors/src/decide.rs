@@ -550,7 +550,7 @@ fn copilot_flow_of<'a>(policy: Policy<'a>, record: &ConversationRecord) -> Optio
 /// The team's `[teams.copilot]`.
 pub fn copilot_spec_of<'a>(policy: Policy<'a>, team: Option<&str>) -> Option<&'a CopilotSpec> {
     let team = team?;
-    policy.schemas.teams.iter().find(|spec| spec.id == team)?.copilot.as_ref()
+    policy.schemas.teams.iter().find(|spec| spec.id == team)?.copilot.as_deref()
 }
 
 /// The flow the co-pilot runs on `record` (by its state's team and flow),

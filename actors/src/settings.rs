@@ -46,7 +46,7 @@ pub struct TeamSpec {
     /// `[teams.copilot]`: the co-pilot's flows for this team's new
     /// conversations (PROTOCOL §11, docs/copilot.md).
     #[serde(default)]
-    pub copilot: Option<crate::copilot::CopilotSpec>,
+    pub copilot: Option<Box<crate::copilot::CopilotSpec>>,
 }
 
 /// Per-team SLA targets; unset keys keep the global `[sla]` value.
