@@ -2503,6 +2503,40 @@ mod tests {
     }
 
     #[test]
+    fn outside_office_hours_a_handoff_waits_for_the_opening_when_told_to() {
+        let mut world = copilot_world();
+        // Tuesday 09:00–17:00 UTC; T0 is a Tuesday, 00:00 UTC.
+        world.teams[0].hours =
+            Some(serde_json::from_value(json!({"timezone": "UTC", "week": {"tue": ["09:00-17:00"]}})).unwrap());
+        world.teams[0].copilot.as_mut().unwrap().office_hours = crate::copilot::OfficeHours::Wait;
+        let settings = Settings { teams: world.teams.clone(), ..Settings::default() };
+        world.policies = Policies::from_settings(&settings).unwrap();
+        let opened = world.message_in("wamid.1", "hi", T0, true);
+        assert!(
+            !opened.effects.iter().any(|effect| matches!(effect, Effect::SendTemplate(_) | Effect::Route(_))),
+            "the co-pilot answers, even while the team is closed"
+        );
+        let asked = world.message_in("wamid.2", "talk to a human", T0 + 1000, false);
+        assert!(!actions(&asked).contains(&"copilot_handoff"));
+        assert!(
+            matches!(&said(&asked)[..], [crate::copilot::Say::Text(text)] if text.contains("(Tue 09:00)")),
+            "{:?}",
+            said(&asked)
+        );
+        let opens = T0 + 9 * HOUR;
+        let record = world.open.clone().unwrap();
+        assert_eq!(record.conversation.status, ConversationStatus::Bot);
+        assert_eq!(record.clocks.copilot_at, Some(opens));
+        let input =
+            Input::Deadline { conversation_id: "cv000000000001".into(), kind: DeadlineKind::Copilot, due: opens };
+        let fired = world.apply(input, opens);
+        assert!(actions(&fired).contains(&"copilot_handoff"));
+        let record = world.open.as_ref().unwrap();
+        assert_eq!(record.conversation.status, ConversationStatus::Queued);
+        assert_eq!(record.handoff.as_ref().unwrap().reason, "asked_for_person", "it keeps its reason");
+    }
+
+    #[test]
     fn a_transfer_takes_the_conversation_from_the_copilot() {
         let mut world = copilot_world();
         world.message_in("wamid.1", "hi", T0, true);
