@@ -17,7 +17,7 @@ use protocol::time::UnixMs;
 use protocol::ws::{ServerFrame, UnassignReason};
 use protocol::{ApiError, ErrorCode};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use serde_json::json;
+
 use storage::{
     Batch, ConversationRecord, InboxEntry, InboxItem, IngestMessage, IngestOutcome, Op, SendIntent, StoredMessage,
     ThreadRecord,
@@ -227,8 +227,10 @@ impl ConversationState {
             (false, None) => None,
             _ => self.shared.reader.contact(&ingest.contact_key)?.map(Box::new),
         };
-        let decision =
-            self.decide_with(Input::MessageIn { ingest, inbox_seq, new_conversation_id, contact }, &routing)?;
+        let copilot_model = self.ask_copilot_model(&ingest, &routing).await;
+        let input = Input::MessageIn { ingest, inbox_seq, new_conversation_id, contact, copilot_model };
+        let mut decision = self.decide_with(input, &routing)?;
+        self.summarize_handoff(&mut decision).await;
         let opened = decision.opened;
         let Some(outcome) = self.commit_decision(decision).await? else {
             return Ok(IngestOutcome::Duplicate); // claimed meanwhile by the inbox path
@@ -239,6 +241,108 @@ impl ConversationState {
             metrics::counter!(crate::metrics::CONVERSATIONS_OPENED_TOTAL).increment(1);
         }
         Ok(IngestOutcome::Accepted { seq: inbox_seq.unwrap_or(0) })
+    }
+
+    /// For a conversation the co-pilot has, when its model hook is on and
+    /// the built-in rules find no answer to the current question in the
+    /// customer's text: the hook's reading, checked against the flow
+    /// (`copilot::check_interpretation`), with the tokens it used. `None`
+    /// on any error, a timeout or a reading outside the flow: the built-in
+    /// result stands, and the customer does not notice.
+    async fn ask_copilot_model(
+        &self,
+        ingest: &IngestMessage,
+        routing: &RoutingTable,
+    ) -> Option<(crate::copilot::ModelInput, u64)> {
+        let model = &self.shared.copilot_model;
+        if !model.enabled() {
+            return None;
+        }
+        let record = self.open.as_ref().filter(|open| open.conversation.status == ConversationStatus::Bot)?;
+        let policy = Policy {
+            policies: &self.shared.policies,
+            schemas: self.shared.settings.schemas(),
+            routing,
+            contact_words: &self.shared.settings.contact_words,
+        };
+        let (_, flow) = crate::decide::running_flow_of(policy, record)?;
+        let state = record.copilot.as_ref()?;
+        let question = flow.questions.get(state.question as usize)?;
+        let text = ingest.message.text.as_ref().map(|text| text.body.trim()).filter(|text| !text.is_empty())?;
+        if crate::copilot::interpret(question, Some(text), None).is_some() {
+            return None; // the built-in rules understood it
+        }
+        let request = crate::copilot::interpret_request(&record.conversation.id, flow, question, text, state.tokens);
+        let timeout = std::time::Duration::from_millis(self.shared.copilot_model_timeout_ms);
+        match tokio::time::timeout(timeout, model.interpret(request)).await {
+            Ok(Ok(interpretation)) => {
+                let checked = crate::copilot::check_interpretation(question, &interpretation);
+                if checked.is_none() {
+                    tracing::info!(conversation_id = %record.conversation.id, "the co-pilot's model answered outside the flow; the built-in result stands");
+                }
+                checked.map(|input| (input, interpretation.tokens))
+            }
+            Ok(Err(error)) => {
+                tracing::info!(conversation_id = %record.conversation.id, %error, "the co-pilot's model failed; the built-in result stands");
+                None
+            }
+            Err(_) => {
+                tracing::info!(conversation_id = %record.conversation.id, "the co-pilot's model timed out; the built-in result stands");
+                None
+            }
+        }
+    }
+
+    /// When `decision` hands a conversation over and the model hook is on:
+    /// the hook's summary replaces the built-in one. On any error, a
+    /// timeout, or an empty or overlong answer the built-in one stays.
+    async fn summarize_handoff(&self, decision: &mut Decision) {
+        let model = &self.shared.copilot_model;
+        if !model.enabled() {
+            return;
+        }
+        let Some(handoff) = crate::decide::handoff_of(decision) else { return };
+        let Some(record) = decision.record.as_ref() else { return };
+        // The stored messages, then the one this decision stores (the
+        // customer's last, not committed yet).
+        let committed = self.open.as_ref().map_or(0, |open| open.message_count);
+        let mut messages: Vec<Message> = self
+            .shared
+            .reader
+            .messages_counted(&record.conversation.id, committed)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|stored| stored.message)
+            .collect();
+        messages.extend(decision.writes.iter().filter_map(|op| match op {
+            Op::PutMessage { message, .. } => Some(message.message.clone()),
+            _ => None,
+        }));
+        let transcript = messages
+            .into_iter()
+            .filter_map(|message| {
+                let who = if message.direction == Direction::In { "customer" } else { "copilot" };
+                Some(format!("{who}: {}", message.text?))
+            })
+            .collect();
+        let request = crate::copilot::SummaryRequest {
+            conversation_id: record.conversation.id.clone(),
+            reason: handoff.reason.clone(),
+            built_in: handoff.summary.clone(),
+            fields: handoff.fields.clone(),
+            transcript,
+        };
+        let timeout = std::time::Duration::from_millis(self.shared.copilot_model_timeout_ms);
+        match tokio::time::timeout(timeout, model.summarize(request)).await {
+            Ok(Ok(summary)) if !summary.trim().is_empty() && summary.chars().count() <= MAX_SUMMARY_CHARS => {
+                crate::decide::replace_handoff_summary(decision, summary.trim().to_owned());
+            }
+            Ok(Ok(_)) => {
+                tracing::info!("the co-pilot's model wrote an empty or overlong summary; the built-in one stays")
+            }
+            Ok(Err(error)) => tracing::info!(%error, "the co-pilot's model wrote no summary; the built-in one stays"),
+            Err(_) => tracing::info!("the co-pilot's model timed out on the summary; the built-in one stays"),
+        }
     }
 
     /// Decides `input` against the actor's thread and open conversation.
@@ -289,6 +393,7 @@ impl ConversationState {
         for effect in decision.effects {
             match effect {
                 Effect::SendTemplate(template) => self.send_as_system(template).await?,
+                Effect::CopilotSay { record, say } => self.copilot_say(*record, say).await?,
                 effect => self.perform(effect),
             }
         }
@@ -308,6 +413,71 @@ impl ConversationState {
         tokio::spawn(async move {
             if let Ok(Err(refusal)) = answer.await {
                 tracing::warn!(%conversation_id, code = ?refusal.code, message = %refusal.message, "the closed-hours template was not sent");
+            }
+        });
+        Ok(())
+    }
+
+    /// Sends what the co-pilot says, in order, as the co-pilot
+    /// (`author: "copilot"`): every intent committed first in one batch,
+    /// then one task sends them one after the other, so the customer reads
+    /// them in order; each outcome comes back as any send's. A refusal (a
+    /// closed window, Meta's error) is logged; no one waits for it.
+    async fn copilot_say(
+        &self,
+        record: ConversationRecord,
+        say: Vec<crate::copilot::Say>,
+    ) -> Result<(), ActorProcessingErr> {
+        let principal =
+            Principal { agent_id: crate::decide::COPILOT_SENDER.to_owned(), role: protocol::model::Role::Admin };
+        let now = self.now();
+        let mut planned = Vec::new();
+        for said in say {
+            let outgoing = match said {
+                crate::copilot::Say::Text(text) => Outgoing::Text(text),
+                crate::copilot::Say::Choices { body, choices, list_button } => {
+                    Outgoing::Interactive { body, choices, list_button }
+                }
+                crate::copilot::Say::Template(template) => Outgoing::Template(template),
+            };
+            let local_id = local_message_id(&record.conversation.id, now);
+            match requests::plan_send(&record, &principal, outgoing, local_id, now) {
+                Ok(send) => planned.push(send),
+                Err(refusal) => {
+                    tracing::warn!(conversation_id = %record.conversation.id, code = ?refusal.code, message = %refusal.message, "a co-pilot message was not sent");
+                }
+            }
+        }
+        if planned.is_empty() {
+            return Ok(());
+        }
+        let batch = planned
+            .iter()
+            .map(|send| Op::PutSendIntent {
+                thread_key: self.thread_key.clone(),
+                intent: Box::new(send.intent.clone()),
+            })
+            .collect();
+        self.commit(batch).await?;
+        let outbound = self.shared.outbound.clone();
+        let manager = self.manager().clone();
+        let thread_key = self.thread_key.clone();
+        let phone_number_id = record.conversation.phone_number_id.clone();
+        tokio::spawn(async move {
+            for PlannedSend { request, intent } in planned {
+                let (port, answer) = ractor::concurrency::oneshot();
+                let pending =
+                    PendingSend { conversation_id: intent.conversation_id.clone(), reply: port.into(), intent };
+                let result = outbound.send(phone_number_id.clone(), request).await;
+                let _ = manager.cast(ManagerMsg::Deliver {
+                    thread_key: thread_key.clone(),
+                    message: ConversationMsg::SendCompleted(Box::new(pending), result),
+                });
+                // The next one only once this one's outcome is recorded (its
+                // message takes its place in the conversation first).
+                if let Ok(Err(refusal)) = answer.await {
+                    tracing::warn!(code = ?refusal.code, message = %refusal.message, "a co-pilot message was refused");
+                }
             }
         });
         Ok(())
@@ -338,6 +508,9 @@ impl ConversationState {
             // Sent by `commit_decision`, which awaits the intent's commit.
             Effect::SendTemplate(template) => {
                 tracing::error!(name = %template.name, "a template send reached `perform`; not sent");
+            }
+            Effect::CopilotSay { .. } => {
+                tracing::error!("the co-pilot's messages reached `perform`; not sent");
             }
             Effect::ConfirmReservation { agent_id, conversation_id } => {
                 if let Some(agent) = self.shared.agent(&agent_id) {
@@ -422,7 +595,8 @@ impl ConversationState {
         kind: DeadlineKind,
         due: UnixMs,
     ) -> Result<(), ActorProcessingErr> {
-        let decision = self.decide(Input::Deadline { conversation_id, kind, due })?;
+        let mut decision = self.decide(Input::Deadline { conversation_id, kind, due })?;
+        self.summarize_handoff(&mut decision).await;
         let counted: Vec<(&'static str, &'static str)> = decision
             .events
             .iter()
@@ -811,6 +985,9 @@ impl ConversationState {
     }
 }
 
+/// The longest summary a model hook may write, in characters.
+const MAX_SUMMARY_CHARS: usize = 2_000;
+
 fn sla_kind_label(kind: protocol::ws::SlaKind) -> &'static str {
     match kind {
         protocol::ws::SlaKind::FirstResponse => "first_response",
@@ -860,11 +1037,12 @@ pub(crate) fn unknown_message(intent: &SendIntent) -> Message {
         direction: Direction::Out,
         kind: intent.kind.clone(),
         text: intent.text.clone(),
-        media: intent.template.clone().map(|template| json!({"template": template})),
+        media: crate::decide::outbound_media(intent),
         at: intent.created_at,
         status: Some(DeliveryStatus::Unknown),
         free: None,
         error: None,
+        author: Some(crate::decide::author_of(&intent.sent_by)),
     }
 }
 
@@ -926,6 +1104,7 @@ mod tests {
     use super::*;
     use crate::decide::new_conversation;
     use protocol::model::Contact;
+    use serde_json::json;
 
     #[test]
     fn a_send_is_unknown_only_when_metas_answer_is_missing() {

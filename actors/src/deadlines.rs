@@ -85,6 +85,7 @@ pub fn deadlines_of(record: &ConversationRecord) -> Vec<(DeadlineKind, UnixMs)> 
         free_entry_until: conversation.free_entry_until,
         clocks: [&clocks.frt, &clocks.nrt, &clocks.trt],
         reassign_at: clocks.reassign_at,
+        copilot_at: clocks.copilot_at,
     })
 }
 
@@ -96,6 +97,7 @@ pub fn deadlines_of_entry(entry: &OpenEntry) -> Vec<(DeadlineKind, UnixMs)> {
         free_entry_until: entry.free_entry_until,
         clocks: [&entry.frt, &entry.nrt, &entry.trt],
         reassign_at: entry.reassign_at,
+        copilot_at: entry.copilot_at,
     })
 }
 
@@ -106,6 +108,7 @@ struct Parts<'a> {
     free_entry_until: Option<UnixMs>,
     clocks: [&'a Option<SlaClock>; 3],
     reassign_at: Option<UnixMs>,
+    copilot_at: Option<UnixMs>,
 }
 
 fn collect(parts: Parts<'_>) -> Vec<(DeadlineKind, UnixMs)> {
@@ -137,6 +140,9 @@ fn collect(parts: Parts<'_>) -> Vec<(DeadlineKind, UnixMs)> {
     if let Some(at) = parts.reassign_at {
         wanted.push((DeadlineKind::IdleReassign, at));
     }
+    if let Some(at) = parts.copilot_at.filter(|_| parts.status == ConversationStatus::Bot) {
+        wanted.push((DeadlineKind::Copilot, at));
+    }
     wanted.retain(|(_, due)| *due != UnixMs::MAX);
     wanted
 }
@@ -152,6 +158,8 @@ pub enum Fired {
     Sla(SlaKind, SlaState),
     /// No first response in time: give the conversation to someone else.
     Reassign,
+    /// The co-pilot's deadline: the machine decides what it means.
+    Copilot,
 }
 
 /// Applies a fired deadline to the record (setting SLA flags) and says what it means.
@@ -188,6 +196,11 @@ pub fn on_fired(record: &mut ConversationRecord, kind: DeadlineKind, due: UnixMs
         {
             clocks.reassign_at = None;
             Fired::Reassign
+        }
+        DeadlineKind::Copilot
+            if clocks.copilot_at == Some(due) && record.conversation.status == ConversationStatus::Bot =>
+        {
+            Fired::Copilot
         }
         _ => Fired::Nothing,
     }
@@ -249,6 +262,8 @@ mod tests {
             first_response_at: None,
             clocks: Default::default(),
             route: None,
+            copilot: None,
+            handoff: None,
         }
     }
 

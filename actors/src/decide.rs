@@ -19,6 +19,7 @@ use protocol::{ApiError, ErrorCode};
 use serde_json::{Map, Value, json};
 use storage::{Batch, ContactRecord, ConversationRecord, IngestMessage, Op, SendIntent, StoredMessage, ThreadRecord};
 
+use crate::copilot::{self, CopilotSpec, FlowSpec};
 use crate::deadlines::{self, Fired, Policies};
 use crate::routing::{self, ContactFacts, Facts, Routing, RoutingTable, Trigger};
 use crate::rules;
@@ -62,6 +63,10 @@ pub enum Input {
         inbox_seq: Option<u64>,
         new_conversation_id: Option<String>,
         contact: Option<Box<ContactRecord>>,
+        /// The co-pilot's model hook's checked reading of the text
+        /// (`copilot::check_interpretation`), with the tokens it used; only
+        /// for a conversation the co-pilot has.
+        copilot_model: Option<(copilot::ModelInput, u64)>,
     },
     /// Meta's status for an outbound message, from the inbox. `stored` is
     /// the message it is about (its index and record), when found.
@@ -93,7 +98,7 @@ pub enum Input {
 }
 
 /// What happens after the decision's batch is committed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Effect {
     /// Send the conversation where routing decided (the `routed` event
     /// says why): an agent to offer it first, else or then its team.
@@ -109,15 +114,31 @@ pub enum Effect {
     /// Send this template to the customer, as the system (a team's
     /// `closed_template`), through the normal outbound path.
     SendTemplate(TemplateRequest),
+    /// The co-pilot says this, in order, through the normal outbound path
+    /// (`record`: its conversation after the decision, perhaps closed).
+    CopilotSay { record: Box<ConversationRecord>, say: Vec<copilot::Say> },
 }
 
 /// Who sends what the system sends (`closed_template`): the `sent_by` of
 /// its send intents. Agent ids may not start with `@`.
 pub const SYSTEM_SENDER: &str = "@system";
 
+/// Who sends what the co-pilot says: the `sent_by` of its send intents.
+pub const COPILOT_SENDER: &str = "@copilot";
+
 /// The event log's actor for a send intent's `sent_by`.
 pub fn sender_actor(sent_by: &str) -> Actor {
-    if sent_by == SYSTEM_SENDER { Actor::System } else { Actor::user(sent_by) }
+    match sent_by {
+        SYSTEM_SENDER => Actor::System,
+        COPILOT_SENDER => Actor::Copilot,
+        _ => Actor::user(sent_by),
+    }
+}
+
+/// An outbound message's `author` for a send intent's `sent_by`: the
+/// audit log's label of its actor (`copilot`, `system`, `user:{id}`).
+pub fn author_of(sent_by: &str) -> String {
+    sender_actor(sent_by).label()
 }
 
 /// A decision: the records after it, the store's writes (agent frames
@@ -163,10 +184,10 @@ impl Decision {
 /// refusal (a field invalid or missing) is `Err` and changes nothing.
 pub fn decide(current: Current<'_>, input: Input, now: UnixMs, policy: Policy<'_>) -> Result<Decision, ApiError> {
     match input {
-        Input::MessageIn { ingest, inbox_seq, new_conversation_id, contact } => {
+        Input::MessageIn { ingest, inbox_seq, new_conversation_id, contact, copilot_model } => {
             let opted_out = opt_word_of(&ingest, policy.contact_words);
             let arrival = (ingest, inbox_seq, new_conversation_id);
-            let mut decision = message_in(current, arrival, contact.as_deref(), now, policy);
+            let mut decision = message_in(current, arrival, contact.as_deref(), copilot_model, now, policy);
             if let Some(opted_out) = opted_out {
                 let contact = decision.contact_after().or(contact.map(|contact| *contact));
                 opt_contact(&mut decision, contact.as_ref(), opted_out, now);
@@ -297,6 +318,7 @@ fn message_in(
     current: Current<'_>,
     (ingest, inbox_seq, new_conversation_id): (IngestMessage, Option<u64>, Option<String>),
     contact_record: Option<&ContactRecord>,
+    copilot_model: Option<(copilot::ModelInput, u64)>,
     now: UnixMs,
     policy: Policy<'_>,
 ) -> Decision {
@@ -344,8 +366,15 @@ fn message_in(
     record.conversation.contact = thread.contact.clone();
     let shown = protocol::rules::inbound_message(&message, now);
     let team_policy = policy.policies.of(record.conversation.team.as_deref());
+    // A new conversation whose team has a flow for its source starts with
+    // the co-pilot (status `bot`): its first-response clock starts at the
+    // hand-over.
+    let copilot_start = if opened { copilot_flow_of(policy, &record) } else { None };
     if opened {
-        record.clocks.frt = Some(deadlines::sla_clock(now, team_policy.sla.first_response_s, &team_policy.schedule));
+        if copilot_start.is_none() {
+            record.clocks.frt =
+                Some(deadlines::sla_clock(now, team_policy.sla.first_response_s, &team_policy.schedule));
+        }
         record.clocks.trt = Some(deadlines::sla_clock(now, team_policy.sla.resolution_s, &team_policy.schedule));
         if message.referral.is_some() {
             record.clocks.entry_at = Some(shown.at);
@@ -435,15 +464,287 @@ fn message_in(
                 decision.events.push(event);
             }
         }
-        decision.effects.push(Effect::Route(Box::new(routing)));
-        // Opened outside its team's hours: the customer hears so, once.
-        if let Some(template) = team_policy.closed_template.as_ref().filter(|_| !team_policy.schedule.is_open(now)) {
-            decision.effects.push(Effect::SendTemplate(template.clone()));
+        if copilot_start.is_none() {
+            decision.effects.push(Effect::Route(Box::new(routing)));
+            // Opened outside its team's hours: the customer hears so, once.
+            if let Some(template) = team_policy.closed_template.as_ref().filter(|_| !team_policy.schedule.is_open(now))
+            {
+                decision.effects.push(Effect::SendTemplate(template.clone()));
+            }
         }
+    }
+    if let Some((spec, flow)) = copilot_start {
+        // The co-pilot takes it: greeting and first question.
+        let team = record.conversation.team.clone().unwrap_or_default();
+        record.conversation.status = ConversationStatus::Bot;
+        record.queued_at = None;
+        let (opens_at, label) = opening_of(policy, &record, now);
+        let context = copilot_context(policy, &record, now, opens_at, label.as_deref());
+        let started = copilot::start(flow, &team, &context);
+        decision.events.push(event_of(
+            &record,
+            now,
+            Actor::Copilot,
+            EventBody::CopilotStarted { flow: flow.id.clone(), team_id: team },
+        ));
+        apply_copilot_step(
+            &mut decision,
+            &mut record,
+            &mut thread,
+            current.thread_key,
+            (spec, flow),
+            started,
+            now,
+            policy,
+        );
+    } else if record.conversation.status == ConversationStatus::Bot
+        && let Some((spec, flow)) = running_flow_of(policy, &record)
+    {
+        let (opens_at, label) = opening_of(policy, &record, now);
+        let context = copilot_context(policy, &record, now, opens_at, label.as_deref());
+        let state = record.copilot.clone().unwrap_or_default();
+        let (model, tokens) = match &copilot_model {
+            Some((model, tokens)) => (Some(model), *tokens),
+            None => (None, 0),
+        };
+        let input = copilot::Input::Message { text: shown.text.as_deref(), reply_id: interactive_id(&message), model };
+        let mut step = copilot::step(spec, flow, &state, input, &context);
+        step.state.tokens += tokens;
+        apply_copilot_step(
+            &mut decision,
+            &mut record,
+            &mut thread,
+            current.thread_key,
+            (spec, flow),
+            step,
+            now,
+            policy,
+        );
+    } else if record.conversation.status == ConversationStatus::Bot {
+        // Its flow is no longer configured: people take it.
+        let (spec, flow) = (CopilotSpec::default(), FlowSpec::default());
+        let step = gone_step(&record);
+        apply_copilot_step(
+            &mut decision,
+            &mut record,
+            &mut thread,
+            current.thread_key,
+            (&spec, &flow),
+            step,
+            now,
+            policy,
+        );
     }
     decision.thread = Some(thread);
     decision.record = Some(record);
     decision
+}
+
+/// The co-pilot of `record`'s team and the flow a new conversation from
+/// its source takes, if any.
+fn copilot_flow_of<'a>(policy: Policy<'a>, record: &ConversationRecord) -> Option<(&'a CopilotSpec, &'a FlowSpec)> {
+    let spec = copilot_spec_of(policy, record.conversation.team.as_deref())?;
+    Some((spec, copilot::select_flow(spec, &record.conversation.source)?))
+}
+
+/// The team's `[teams.copilot]`.
+pub fn copilot_spec_of<'a>(policy: Policy<'a>, team: Option<&str>) -> Option<&'a CopilotSpec> {
+    let team = team?;
+    policy.schemas.teams.iter().find(|spec| spec.id == team)?.copilot.as_deref()
+}
+
+/// The flow the co-pilot runs on `record` (by its state's team and flow),
+/// while it has not ended. `None` too when the configuration no longer has
+/// it (the conversation then waits for a person: see `deadline`).
+pub fn running_flow_of<'a>(policy: Policy<'a>, record: &ConversationRecord) -> Option<(&'a CopilotSpec, &'a FlowSpec)> {
+    let state = record.copilot.as_ref().filter(|state| state.ended.is_none())?;
+    let spec = copilot_spec_of(policy, Some(&state.team))?;
+    Some((spec, spec.flows.iter().find(|flow| flow.id == state.flow)?))
+}
+
+/// When `record`'s team opens next while it is closed, and that time as
+/// its customers read it.
+fn opening_of(policy: Policy<'_>, record: &ConversationRecord, now: UnixMs) -> (Option<UnixMs>, Option<String>) {
+    let schedule = &policy.policies.of(record.conversation.team.as_deref()).schedule;
+    let opens_at = schedule.next_opening(now);
+    (opens_at, opens_at.map(|at| schedule.local_label(at)))
+}
+
+fn copilot_context<'a>(
+    policy: Policy<'a>,
+    record: &'a ConversationRecord,
+    now: UnixMs,
+    opens_at: Option<UnixMs>,
+    opens_label: Option<&'a str>,
+) -> copilot::Context<'a> {
+    copilot::Context {
+        now,
+        opens_at,
+        opens_label,
+        source: &record.conversation.source,
+        free_entry_open: record.conversation.free_entry_until.is_some_and(|until| now < until),
+        schema: policy.schemas.of(record.conversation.team.as_deref()),
+    }
+}
+
+/// Replaces the decision's write of `record` (or adds one).
+fn put_record(decision: &mut Decision, record: &ConversationRecord) {
+    let put = Op::PutConversation(Box::new(record.clone()));
+    match decision
+        .writes
+        .iter_mut()
+        .find(|op| matches!(op, Op::PutConversation(existing) if existing.conversation.id == record.conversation.id))
+    {
+        Some(existing) => *existing = put,
+        None => decision.writes.push(put),
+    }
+}
+
+/// Takes a step of the co-pilot's machine into the decision: the state and
+/// deadline on the record, the answers and fields with their events, what
+/// it says (after the commit), and how it ends: handed over (status
+/// `queued`, routed again in its team with the route it opened with, the
+/// hand-over kept for the `assigned` frame) or closed as not qualified.
+#[allow(clippy::too_many_arguments)]
+fn apply_copilot_step(
+    decision: &mut Decision,
+    record: &mut ConversationRecord,
+    thread: &mut ThreadRecord,
+    thread_key: &str,
+    (_spec, flow): (&CopilotSpec, &FlowSpec),
+    step: copilot::Step,
+    now: UnixMs,
+    policy: Policy<'_>,
+) {
+    let copilot::Step { state, say, answered, fields, qualified, end, deadline, ignored } = step;
+    if ignored {
+        return;
+    }
+    let score = state.score;
+    record.copilot = Some(state);
+    record.clocks.copilot_at = deadline;
+    for answer in answered {
+        let body = EventBody::CopilotAnswered {
+            question: answer.question,
+            field: answer.field,
+            value: answer.value,
+            score: answer.score,
+        };
+        decision.events.push(event_of(record, now, Actor::Copilot, body));
+    }
+    if !fields.is_empty() {
+        let before = record.conversation.fields.clone();
+        record.conversation.fields.extend(fields);
+        let changes = field_changes(&before, &record.conversation.fields);
+        if !changes.is_empty() {
+            decision.events.push(event_of(record, now, Actor::Copilot, EventBody::FieldsChanged { changes }));
+        }
+    }
+    if let Some(score) = qualified {
+        decision.events.push(event_of(record, now, Actor::Copilot, EventBody::CopilotQualified { score }));
+    }
+    let mut route = None;
+    let mut closed_template = None;
+    match end {
+        None => {}
+        Some(copilot::End::Handoff { reason, summary, qualified }) => {
+            let answers = record.copilot.as_ref().map(|state| state.answers.clone()).unwrap_or_default();
+            let mut filled = Map::new();
+            for (question_id, value) in answers {
+                if let Some(question) = flow.questions.iter().find(|question| question.id == question_id) {
+                    filled.insert(question.field.clone(), value);
+                }
+            }
+            record.handoff = Some(protocol::ws::Handoff {
+                summary: summary.clone(),
+                fields: filled.clone(),
+                reason: reason.clone(),
+            });
+            record.conversation.status = ConversationStatus::Queued;
+            record.queued_at = Some(now);
+            record.clocks.copilot_at = None;
+            let team_policy = policy.policies.of(record.conversation.team.as_deref());
+            record.clocks.frt =
+                Some(deadlines::sla_clock(now, team_policy.sla.first_response_s, &team_policy.schedule));
+            let trigger = Trigger::Restart {
+                team: record.conversation.team.clone(),
+                route: record.route.clone().unwrap_or_default(),
+            };
+            let routing = route_again(record, trigger, policy);
+            decision.events.push(event_of(
+                record,
+                now,
+                Actor::Copilot,
+                EventBody::CopilotHandoff { reason, summary, fields: filled, score, qualified },
+            ));
+            decision.events.push(routed_event(record, now, Actor::Copilot, &routing.route));
+            route = Some(routing);
+            // Handed over while the team is closed (`office_hours = "queue"`):
+            // its closed-hours template, as a conversation opened then gets.
+            if let Some(template) = team_policy.closed_template.as_ref().filter(|_| !team_policy.schedule.is_open(now))
+            {
+                closed_template = Some(template.clone());
+            }
+        }
+        Some(copilot::End::Close { reason, fields }) => {
+            let before = record.conversation.fields.clone();
+            record.conversation.fields.extend(fields);
+            let changes = field_changes(&before, &record.conversation.fields);
+            if !changes.is_empty() {
+                decision.events.push(event_of(record, now, Actor::Copilot, EventBody::FieldsChanged { changes }));
+            }
+            record.conversation.status = ConversationStatus::Closed;
+            record.conversation.closed_at = Some(now);
+            record.queued_at = None;
+            for clock in [&mut record.clocks.frt, &mut record.clocks.nrt, &mut record.clocks.trt] {
+                deadlines::stop_clock(clock, now);
+            }
+            record.clocks.reassign_at = None;
+            record.clocks.copilot_at = None;
+            thread.open_conversation = None;
+            decision.record_is_open = false;
+            decision.events.push(event_of(record, now, Actor::Copilot, EventBody::CopilotClosed { reason }));
+            let outcome = record.conversation.fields.get("outcome").and_then(Value::as_str).map(str::to_owned);
+            decision.events.push(event_of(
+                record,
+                now,
+                Actor::Copilot,
+                EventBody::Closed { fields: record.conversation.fields.clone(), outcome },
+            ));
+            let put = Op::PutThread { key: thread_key.to_owned(), record: thread.clone() };
+            match decision.writes.iter_mut().find(|op| matches!(op, Op::PutThread { .. })) {
+                Some(existing) => *existing = put,
+                None => decision.writes.push(put),
+            }
+        }
+    }
+    put_record(decision, record);
+    if !say.is_empty() {
+        decision.effects.push(Effect::CopilotSay { record: Box::new(record.clone()), say });
+    }
+    if let Some(routing) = route {
+        decision.effects.push(Effect::Route(Box::new(routing)));
+    }
+    if let Some(template) = closed_template {
+        decision.effects.push(Effect::SendTemplate(template));
+    }
+}
+
+/// A user takes a conversation from the co-pilot (a transfer): its part
+/// ends (its deadline with it) and the first-response clock, which starts
+/// at a hand-over, starts now.
+fn leave_copilot(record: &mut ConversationRecord, now: UnixMs, policy: Policy<'_>) {
+    if record.conversation.status != ConversationStatus::Bot {
+        return;
+    }
+    if let Some(state) = record.copilot.as_mut() {
+        state.ended = Some("transferred".into());
+    }
+    record.clocks.copilot_at = None;
+    if record.clocks.frt.is_none() {
+        let team_policy = policy.policies.of(record.conversation.team.as_deref());
+        record.clocks.frt = Some(deadlines::sla_clock(now, team_policy.sla.first_response_s, &team_policy.schedule));
+    }
 }
 
 /// The id of a button or list reply (or a template's quick-reply payload).
@@ -541,7 +842,9 @@ fn send_accepted(
     if record.clocks.first_outbound_at.is_none() {
         record.clocks.first_outbound_at = Some(now);
     }
-    if is_open {
+    // The co-pilot's messages are not a person's reply: the response
+    // clocks go on (the first-response clock starts at its hand-over).
+    if is_open && intent.sent_by != COPILOT_SENDER {
         // A reply from the business: response clocks stop, idle reassignment is off.
         record.clocks.last_agent_reply_at = Some(now);
         deadlines::stop_clock(&mut record.clocks.frt, now);
@@ -563,11 +866,12 @@ fn send_accepted(
         direction: Direction::Out,
         kind: intent.kind.clone(),
         text: intent.text.clone(),
-        media: intent.template.clone().map(|template| json!({"template": template})),
+        media: outbound_media(&intent),
         at: now,
         status: None,
         free: Some(free),
         error: None,
+        author: Some(author_of(&intent.sent_by)),
     };
     let index = record.message_count;
     record.message_count += 1;
@@ -617,6 +921,19 @@ fn send_accepted(
     decision
 }
 
+/// What an outbound message shows beside its text: a template's name,
+/// language and params, or an interactive message's buttons or list.
+pub fn outbound_media(intent: &SendIntent) -> Option<Value> {
+    if let Some(template) = &intent.template {
+        return Some(json!({"template": template}));
+    }
+    if intent.kind == "interactive" {
+        let request: protocol::graph::SendMessageRequest = serde_json::from_str(&intent.request).ok()?;
+        return Some(json!({"interactive": request.interactive?}));
+    }
+    None
+}
+
 fn message_out_body(message: &Message, intent: &SendIntent) -> EventBody {
     EventBody::MessageOut {
         id: message.id.clone(),
@@ -649,7 +966,12 @@ fn take_assignment(
     conversation.messages = Some(messages);
     Op::AgentEvent {
         agent_id: agent_id.to_owned(),
-        frame: Box::new(ServerFrame::Assigned { seq: 0, conversation: Box::new(conversation), route }),
+        frame: Box::new(ServerFrame::Assigned {
+            seq: 0,
+            conversation: Box::new(conversation),
+            route,
+            handoff: record.handoff.clone(),
+        }),
     }
 }
 
@@ -749,6 +1071,7 @@ fn transfer_to_agent(
         return Err(ApiError::bad_request(format!("conversation {conversation_id} is already with {target}")));
     }
     let was_queued = record.conversation.status == ConversationStatus::Queued;
+    leave_copilot(&mut record, now, policy);
     let frame = take_assignment(
         &mut record,
         &target,
@@ -792,6 +1115,7 @@ fn transfer_to_team(
     let previous_team = record.conversation.team.clone();
     let conversation_id = record.conversation.id.clone();
     let was_queued = record.conversation.status == ConversationStatus::Queued;
+    leave_copilot(&mut record, now, policy);
     record.conversation.status = ConversationStatus::Queued;
     record.conversation.agent = None;
     let mut routing =
@@ -903,6 +1227,35 @@ fn deadline(
             };
             decision.events.push(event_of(&record, now, Actor::System, body));
         }
+        Fired::Copilot => {
+            let Some((spec, flow)) = running_flow_of(policy, &record) else {
+                // Its flow is no longer configured: people take it.
+                return copilot_gone(current, record, now, policy);
+            };
+            let (opens_at, label) = opening_of(policy, &record, now);
+            let context = copilot_context(policy, &record, now, opens_at, label.as_deref());
+            let state = record.copilot.clone().unwrap_or_default();
+            let step = copilot::step(spec, flow, &state, copilot::Input::Deadline, &context);
+            if step.ignored {
+                return Decision::default();
+            }
+            let Some(mut thread) = current.thread.cloned() else { return Decision::default() };
+            apply_copilot_step(
+                &mut decision,
+                &mut record,
+                &mut thread,
+                current.thread_key,
+                (spec, flow),
+                step,
+                now,
+                policy,
+            );
+            if !decision.record_is_open {
+                decision.thread = Some(thread);
+            }
+            decision.record = Some(record);
+            return decision;
+        }
         Fired::Reassign => {
             let Some(previous) = holder else { return Decision::default() };
             record.conversation.status = ConversationStatus::Queued;
@@ -920,6 +1273,59 @@ fn deadline(
     }
     decision.record = Some(record);
     decision
+}
+
+/// A conversation with the co-pilot whose flow is no longer configured
+/// (the configuration changed across a restart): handed to its team's
+/// queue at its deadline, reason `completed`, with what it had.
+fn copilot_gone(current: Current<'_>, mut record: ConversationRecord, now: UnixMs, policy: Policy<'_>) -> Decision {
+    let mut decision = Decision { record_is_open: true, ..Decision::default() };
+    let Some(mut thread) = current.thread.cloned() else { return Decision::default() };
+    let (spec, flow) = (CopilotSpec::default(), FlowSpec::default());
+    let step = gone_step(&record);
+    apply_copilot_step(&mut decision, &mut record, &mut thread, current.thread_key, (&spec, &flow), step, now, policy);
+    decision.record = Some(record);
+    decision
+}
+
+/// The step that hands a conversation over when its flow is gone.
+fn gone_step(record: &ConversationRecord) -> copilot::Step {
+    let state = record.copilot.clone().unwrap_or_default();
+    let mut ended = state.clone();
+    ended.ended = Some("handoff".into());
+    copilot::Step {
+        state: ended,
+        end: Some(copilot::End::Handoff {
+            reason: "completed".into(),
+            summary: "The co-pilot's flow is no longer configured.".into(),
+            qualified: state.qualified,
+        }),
+        ..copilot::Step::default()
+    }
+}
+
+/// The co-pilot's hand-over in `decision`, if it makes one: what a model
+/// hook's summary is asked from (the built-in summary, the fields, why).
+pub fn handoff_of(decision: &Decision) -> Option<&protocol::ws::Handoff> {
+    let record = decision.record.as_ref()?;
+    let handed_over = decision.events.iter().any(|event| matches!(event.body, EventBody::CopilotHandoff { .. }));
+    record.handoff.as_ref().filter(|_| handed_over)
+}
+
+/// Replaces the summary of the hand-over `decision` makes (the model
+/// hook's, checked by the caller: not empty, not too long) in its record,
+/// the record's write and its `copilot_handoff` event.
+pub fn replace_handoff_summary(decision: &mut Decision, summary: String) {
+    let Some(record) = decision.record.as_mut() else { return };
+    let Some(handoff) = record.handoff.as_mut() else { return };
+    handoff.summary = summary.clone();
+    let record = record.clone();
+    for event in &mut decision.events {
+        if let EventBody::CopilotHandoff { summary: logged, .. } = &mut event.body {
+            *logged = summary.clone();
+        }
+    }
+    put_record(decision, &record);
 }
 
 /// The `fields_changed` changes from `before` to `after`, key by key in
@@ -1067,6 +1473,8 @@ pub(crate) fn new_conversation(
         first_response_at: None,
         clocks: Default::default(),
         route: None,
+        copilot: None,
+        handoff: None,
     }
 }
 
@@ -1204,7 +1612,10 @@ mod tests {
             let new_conversation_id = self.open.is_none().then(|| "cv000000000001".to_owned());
             // As the actor: the contact is read only for an opt word.
             let contact = opt_word_of(&ingest, &self.contact_words).and(self.contact.clone()).map(Box::new);
-            self.apply(Input::MessageIn { ingest, inbox_seq: None, new_conversation_id, contact }, at)
+            self.apply(
+                Input::MessageIn { ingest, inbox_seq: None, new_conversation_id, contact, copilot_model: None },
+                at,
+            )
         }
 
         fn assign(&mut self, agent: &str) {
@@ -1398,6 +1809,7 @@ mod tests {
                     status: None,
                     free: Some(true),
                     error: None,
+                    author: None,
                 },
                 raw: None,
             };
@@ -1883,5 +2295,277 @@ mod tests {
         assert!(contact_writes(&world.message_in("w1", "stop", T0, false)).is_empty(), "not configured");
         assert!(contact_writes(&world.message_in("w2", "Unsubscribe", T0 + 1, false))[0].opted_out);
         assert!(!contact_writes(&world.message_in("w3", "resume", T0 + 2, false))[0].opted_out);
+    }
+
+    // -----------------------------------------------------------------
+    // The co-pilot
+    // -----------------------------------------------------------------
+
+    /// A world whose `sales` team has a co-pilot flow for paid leads.
+    fn copilot_world() -> World {
+        let mut world = World::new();
+        world.dispositions.extend(
+            serde_json::from_value::<Vec<DispositionSpec>>(json!([
+                {"key": "budget", "kind": "enum", "options": ["low", "high"]},
+                {"key": "units", "kind": "number"},
+                {"key": "city", "kind": "text"},
+            ]))
+            .unwrap(),
+        );
+        world.teams[0].copilot = Some(
+            serde_json::from_value(json!({"flows": [{
+                "id": "ads", "sources": ["paid"], "greeting": "Hi!", "qualify_score": 4, "handoff_after_s": 600,
+                "unqualified": "close", "not_qualified_fields": {"outcome": "lost"},
+                "questions": [
+                    {"id": "budget", "text": "Budget?", "field": "budget", "kind": "options", "options": [
+                        {"id": "low", "title": "Low", "value": "low", "score": 0},
+                        {"id": "high", "title": "High", "value": "high", "score": 2},
+                    ]},
+                    {"id": "units", "text": "Units?", "field": "units", "kind": "number", "score": 1},
+                    {"id": "city", "text": "City?", "field": "city", "kind": "text", "score": 1},
+                ],
+            }]}))
+            .unwrap(),
+        );
+        crate::copilot::check(world.teams[0].copilot.as_ref().unwrap(), &world.dispositions).unwrap();
+        world
+    }
+
+    impl World {
+        fn tap(&mut self, wamid: &str, id: &str, title: &str, at: UnixMs) -> Decision {
+            let message = json!({
+                "id": wamid, "from": "15550001", "timestamp": (at / 1000).to_string(), "type": "interactive",
+                "interactive": {"type": "button_reply", "button_reply": {"id": id, "title": title}},
+            });
+            let ingest = IngestMessage {
+                phone_number_id: "100".into(),
+                contact_key: "15550001".into(),
+                contact: None,
+                message: Box::new(serde_json::from_value(message).unwrap()),
+            };
+            let input = Input::MessageIn {
+                ingest,
+                inbox_seq: None,
+                new_conversation_id: None,
+                contact: None,
+                copilot_model: None,
+            };
+            self.apply(input, at)
+        }
+    }
+
+    fn said(decision: &Decision) -> Vec<crate::copilot::Say> {
+        decision
+            .effects
+            .iter()
+            .flat_map(|effect| match effect {
+                Effect::CopilotSay { say, .. } => say.clone(),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_paid_lead_of_a_team_with_a_flow_starts_with_the_copilot_not_in_the_queue() {
+        let mut world = copilot_world();
+        let decision = world.message_in("wamid.1", "hi", T0, true);
+        assert_eq!(actions(&decision), ["opened", "message_in", "window_opened", "routed", "copilot_started"]);
+        let bodies = bodies(&decision);
+        assert_eq!(
+            bodies[4],
+            (Actor::Copilot, EventBody::CopilotStarted { flow: "ads".into(), team_id: "sales".into() })
+        );
+        assert!(!decision.effects.iter().any(|effect| matches!(effect, Effect::Route(_))), "not queued");
+        let said = said(&decision);
+        assert!(
+            matches!(&said[..], [crate::copilot::Say::Choices { body, choices, .. }] if body == "Hi!\n\nBudget?" && choices.len() == 2)
+        );
+        let record = world.open.as_ref().unwrap();
+        assert_eq!(record.conversation.status, ConversationStatus::Bot);
+        assert_eq!(record.queued_at, None);
+        assert!(record.clocks.frt.is_none(), "the first-response clock starts at the hand-over");
+        assert_eq!(record.clocks.copilot_at, Some(T0 + 600_000));
+        assert!(deadlines::deadlines_of(record).contains(&(DeadlineKind::Copilot, T0 + 600_000)));
+        // An organic conversation of the same team is queued as before.
+        let mut organic = copilot_world();
+        let decision = organic.message_in("wamid.1", "hi", T0, false);
+        assert_eq!(organic.open.as_ref().unwrap().conversation.status, ConversationStatus::Queued);
+        assert!(decision.effects.iter().any(|effect| matches!(effect, Effect::Route(_))));
+    }
+
+    #[test]
+    fn answers_fill_fields_qualify_and_hand_over_to_routing_with_the_handoff_kept() {
+        let mut world = copilot_world();
+        world.message_in("wamid.1", "hi", T0, true);
+        let first = world.tap("wamid.2", "cp:budget:high", "High", T0 + 1000);
+        assert_eq!(actions(&first), ["message_in", "window_refreshed", "copilot_answered", "fields_changed"]);
+        assert_eq!(
+            bodies(&first)[2].1,
+            EventBody::CopilotAnswered {
+                question: "budget".into(),
+                field: "budget".into(),
+                value: json!("high"),
+                score: 2
+            }
+        );
+        assert!(matches!(&said(&first)[..], [crate::copilot::Say::Text(text)] if text == "Units?"));
+        world.message_in("wamid.3", "3", T0 + 2000, false);
+        let last = world.message_in("wamid.4", "Pune", T0 + 3000, false);
+        assert_eq!(
+            actions(&last),
+            [
+                "message_in",
+                "window_refreshed",
+                "copilot_answered",
+                "fields_changed",
+                "copilot_qualified",
+                "copilot_handoff",
+                "routed"
+            ]
+        );
+        let record = world.open.clone().unwrap();
+        assert_eq!(record.conversation.status, ConversationStatus::Queued);
+        assert_eq!(record.conversation.fields, object(json!({"budget": "high", "units": 3, "city": "Pune"})));
+        let handoff = record.handoff.clone().unwrap();
+        assert_eq!(handoff.reason, "qualified");
+        assert_eq!(handoff.fields, record.conversation.fields);
+        assert!(handoff.summary.contains("Qualified (score 4/4)"), "{}", handoff.summary);
+        assert!(record.clocks.frt.is_some() && record.clocks.copilot_at.is_none());
+        let route = last.effects.iter().find(|effect| matches!(effect, Effect::Route(_))).expect("routed");
+        assert_eq!(routed(route).0, Some("sales"));
+        // The assignment's frame carries the hand-over.
+        let assigned = world.apply(
+            Input::Assign {
+                conversation_id: "cv000000000001".into(),
+                agent_id: "a1".into(),
+                messages: Vec::new(),
+                route: Route::because(RouteReason::Default),
+            },
+            T0 + 4000,
+        );
+        let frame = assigned
+            .writes
+            .iter()
+            .find_map(|op| match op {
+                Op::AgentEvent { frame, .. } => Some(frame.as_ref().clone()),
+                _ => None,
+            })
+            .unwrap();
+        let ServerFrame::Assigned { handoff: Some(carried), .. } = frame else { panic!("{frame:?}") };
+        assert_eq!(carried, handoff);
+    }
+
+    #[test]
+    fn talk_to_a_human_hands_over_at_once() {
+        let mut world = copilot_world();
+        world.message_in("wamid.1", "hi", T0, true);
+        let decision = world.message_in("wamid.2", "Talk to a human!", T0 + 1000, false);
+        let handoff = bodies(&decision).into_iter().find_map(|(actor, body)| match body {
+            EventBody::CopilotHandoff { reason, qualified, .. } => Some((actor, reason, qualified)),
+            _ => None,
+        });
+        assert_eq!(handoff, Some((Actor::Copilot, "asked_for_person".to_owned(), false)));
+        assert_eq!(world.open.as_ref().unwrap().conversation.status, ConversationStatus::Queued);
+    }
+
+    #[test]
+    fn the_copilots_deadline_hands_over_on_time_and_not_before() {
+        let mut world = copilot_world();
+        world.message_in("wamid.1", "hi", T0, true);
+        let due = T0 + 600_000;
+        let input =
+            |due| Input::Deadline { conversation_id: "cv000000000001".into(), kind: DeadlineKind::Copilot, due };
+        let stale = world.decide(input(due - 1), due).unwrap();
+        assert!(stale.writes.is_empty() && stale.events.is_empty(), "not the armed deadline");
+        let fired = world.apply(input(due), due);
+        assert!(actions(&fired).contains(&"copilot_handoff"));
+        assert_eq!(world.open.as_ref().unwrap().handoff.as_ref().unwrap().reason, "timeout");
+    }
+
+    #[test]
+    fn an_unqualified_lead_is_closed_by_the_copilot_with_its_outcome() {
+        let mut world = copilot_world();
+        world.message_in("wamid.1", "hi", T0, true);
+        world.tap("wamid.2", "cp:budget:low", "Low", T0 + 1000);
+        world.message_in("wamid.3", "1", T0 + 2000, false);
+        let last = world.message_in("wamid.4", "Pune", T0 + 3000, false);
+        assert!(world.open.is_none(), "closed");
+        assert_eq!(world.thread.as_ref().unwrap().open_conversation, None);
+        let closed = bodies(&last);
+        assert!(closed.contains(&(Actor::Copilot, EventBody::CopilotClosed { reason: "not_qualified".into() })));
+        let Some((actor, EventBody::Closed { outcome, .. })) = closed.last().cloned() else { panic!("{closed:?}") };
+        assert_eq!((actor, outcome.as_deref()), (Actor::Copilot, Some("lost")));
+        assert!(
+            last.writes
+                .iter()
+                .any(|op| matches!(op, Op::PutThread { record, .. } if record.open_conversation.is_none()))
+        );
+    }
+
+    #[test]
+    fn outside_office_hours_a_handoff_waits_for_the_opening_when_told_to() {
+        let mut world = copilot_world();
+        // Tuesday 09:00–17:00 UTC; T0 is a Tuesday, 00:00 UTC.
+        world.teams[0].hours =
+            Some(serde_json::from_value(json!({"timezone": "UTC", "week": {"tue": ["09:00-17:00"]}})).unwrap());
+        world.teams[0].copilot.as_mut().unwrap().office_hours = crate::copilot::OfficeHours::Wait;
+        let settings = Settings { teams: world.teams.clone(), ..Settings::default() };
+        world.policies = Policies::from_settings(&settings).unwrap();
+        let opened = world.message_in("wamid.1", "hi", T0, true);
+        assert!(
+            !opened.effects.iter().any(|effect| matches!(effect, Effect::SendTemplate(_) | Effect::Route(_))),
+            "the co-pilot answers, even while the team is closed"
+        );
+        let asked = world.message_in("wamid.2", "talk to a human", T0 + 1000, false);
+        assert!(!actions(&asked).contains(&"copilot_handoff"));
+        assert!(
+            matches!(&said(&asked)[..], [crate::copilot::Say::Text(text)] if text.contains("(Tue 09:00)")),
+            "{:?}",
+            said(&asked)
+        );
+        let opens = T0 + 9 * HOUR;
+        let record = world.open.clone().unwrap();
+        assert_eq!(record.conversation.status, ConversationStatus::Bot);
+        assert_eq!(record.clocks.copilot_at, Some(opens));
+        let input =
+            Input::Deadline { conversation_id: "cv000000000001".into(), kind: DeadlineKind::Copilot, due: opens };
+        let fired = world.apply(input, opens);
+        assert!(actions(&fired).contains(&"copilot_handoff"));
+        let record = world.open.as_ref().unwrap();
+        assert_eq!(record.conversation.status, ConversationStatus::Queued);
+        assert_eq!(record.handoff.as_ref().unwrap().reason, "asked_for_person", "it keeps its reason");
+    }
+
+    #[test]
+    fn a_transfer_takes_the_conversation_from_the_copilot() {
+        let mut world = copilot_world();
+        world.message_in("wamid.1", "hi", T0, true);
+        let input = Input::TransferToTeam { by: "boss".into(), team: "support".into(), note: None };
+        world.apply(input, T0 + 1000);
+        let record = world.open.as_ref().unwrap();
+        assert_eq!(record.conversation.status, ConversationStatus::Queued);
+        assert_eq!(record.copilot.as_ref().unwrap().ended.as_deref(), Some("transferred"));
+        assert!(record.clocks.copilot_at.is_none() && record.clocks.frt.is_some());
+        assert!(!deadlines::deadlines_of(record).iter().any(|(kind, _)| *kind == DeadlineKind::Copilot));
+        // Its messages now go to people, not to the co-pilot.
+        let later = world.message_in("wamid.2", "Talk to a human", T0 + 2000, false);
+        assert!(!actions(&later).contains(&"copilot_handoff"));
+    }
+
+    #[test]
+    fn the_copilots_sends_carry_its_author_and_leave_the_response_clocks_alone() {
+        let mut world = copilot_world();
+        world.message_in("wamid.1", "hi", T0, true);
+        let sent = world.send_accepted("wamid.out1", COPILOT_SENDER, "text", T0 + 500);
+        let record = world.open.as_ref().unwrap();
+        assert_eq!(record.clocks.last_agent_reply_at, None);
+        assert!(record.conversation.free_entry_until.is_some(), "the bot's reply opens the free entry window");
+        let (actor, body) = bodies(&sent)[0].clone();
+        assert_eq!(actor, Actor::Copilot);
+        assert!(matches!(body, EventBody::MessageOut { .. }));
+        let message = &sent.answer.as_ref().unwrap()["message"];
+        assert_eq!(message["author"], "copilot");
+        let by_agent = world.send_accepted("wamid.out2", "a1", "text", T0 + 600);
+        assert_eq!(by_agent.answer.as_ref().unwrap()["message"]["author"], "user:a1");
     }
 }

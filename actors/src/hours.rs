@@ -135,6 +135,22 @@ impl Schedule {
         UnixMs::MAX
     }
 
+    /// When the hours open next after `at`, while they are closed (`None`:
+    /// open at `at`, or never open within the horizon).
+    pub fn next_opening(&self, at: UnixMs) -> Option<UnixMs> {
+        if self.is_open(at) {
+            return None;
+        }
+        Some(self.add(at, 0)).filter(|opens| *opens != UnixMs::MAX)
+    }
+
+    /// `at` as a customer of this schedule reads it: `Mon 09:00` in its
+    /// time zone.
+    pub fn local_label(&self, at: UnixMs) -> String {
+        let utc = Utc.timestamp_millis_opt(at).single().unwrap_or_default();
+        utc.with_timezone(&self.zone).format("%a %H:%M").to_string()
+    }
+
     /// Whether `at` is inside business hours.
     pub fn is_open(&self, at: UnixMs) -> bool {
         self.between(at, at.saturating_add(1)) > 0

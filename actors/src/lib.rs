@@ -26,6 +26,7 @@ pub mod clock;
 pub mod configuration;
 pub mod contacts;
 pub mod conversation;
+pub mod copilot;
 pub mod deadlines;
 pub mod decide;
 pub mod directory;
@@ -216,6 +217,17 @@ pub struct System {
     log_head: tokio::sync::watch::Receiver<u64>,
 }
 
+/// The co-pilot's model hook as the system is started with it.
+#[derive(Clone)]
+pub struct CopilotHook {
+    pub model: Arc<dyn copilot::CopilotModel>,
+    /// How long a conversation waits for it before the built-in result stands.
+    pub timeout_ms: u64,
+}
+
+/// The model hook's default timeout.
+pub const DEFAULT_COPILOT_MODEL_TIMEOUT_MS: u64 = 3_000;
+
 /// Timer shards: one task each, conversations spread over them.
 const TIMER_SHARDS: usize = 2;
 
@@ -228,6 +240,19 @@ impl System {
         data_dir: &Path,
         store_options: StoreOptions,
         outbound: Arc<dyn Outbound>,
+        clock: SharedClock,
+    ) -> Result<System, StartError> {
+        let copilot = CopilotHook { model: Arc::new(copilot::NoModel), timeout_ms: DEFAULT_COPILOT_MODEL_TIMEOUT_MS };
+        Self::start_with_copilot(settings, data_dir, store_options, outbound, copilot, clock).await
+    }
+
+    /// [`System::start`] with the co-pilot's model hook.
+    pub async fn start_with_copilot(
+        settings: Settings,
+        data_dir: &Path,
+        store_options: StoreOptions,
+        outbound: Arc<dyn Outbound>,
+        copilot: CopilotHook,
         clock: SharedClock,
     ) -> Result<System, StartError> {
         let started = std::time::Instant::now();
@@ -272,6 +297,8 @@ impl System {
             clock,
             settings: settings.clone(),
             outbound,
+            copilot_model: copilot.model,
+            copilot_model_timeout_ms: copilot.timeout_ms,
             timers,
             policies,
             routing: RwLock::new(Arc::new(routing)),

@@ -54,6 +54,13 @@ pub fn authorize(
 pub enum Outgoing {
     Text(String),
     Template(TemplateRequest),
+    /// Reply buttons or a list (the co-pilot's questions): a free-form
+    /// message, so only inside the service window.
+    Interactive {
+        body: String,
+        choices: Vec<protocol::graph::Choice>,
+        list_button: String,
+    },
 }
 
 /// A send, decided: the request to Meta and the intent committed before it.
@@ -86,6 +93,19 @@ pub fn plan_send(
                 ));
             }
             (SendMessageRequest::text(to, &text), "text", Some(text), None)
+        }
+        Outgoing::Interactive { body, choices, list_button } => {
+            if body.trim().is_empty() || choices.is_empty() {
+                return Err(ApiError::bad_request("an interactive message needs a body and at least one choice"));
+            }
+            if !protocol::rules::service_window_open(record.conversation.service_until, now) {
+                return Err(ApiError::new(
+                    ErrorCode::WindowClosed,
+                    "the 24-hour service window is closed; only a template can be sent until the customer writes again",
+                ));
+            }
+            let request = SendMessageRequest::interactive(to, &body, &choices, &list_button);
+            (request, "interactive", Some(body), None)
         }
         Outgoing::Template(template) => {
             if template.name.trim().is_empty() || template.language.trim().is_empty() {

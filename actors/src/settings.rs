@@ -43,6 +43,10 @@ pub struct TeamSpec {
     /// the global one applies).
     #[serde(default)]
     pub dispositions: Option<Vec<DispositionSpec>>,
+    /// `[teams.copilot]`: the co-pilot's flows for this team's new
+    /// conversations (PROTOCOL §11, docs/copilot.md).
+    #[serde(default)]
+    pub copilot: Option<Box<crate::copilot::CopilotSpec>>,
 }
 
 /// Per-team SLA targets; unset keys keep the global `[sla]` value.

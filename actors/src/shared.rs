@@ -46,6 +46,11 @@ pub struct Shared {
     pub clock: SharedClock,
     pub settings: Arc<Settings>,
     pub outbound: Arc<dyn Outbound>,
+    /// The co-pilot's model hook (`copilot::NoModel`: the built-in engine alone).
+    pub copilot_model: Arc<dyn crate::copilot::CopilotModel>,
+    /// How long the conversation actor waits for the model hook before the
+    /// built-in result stands.
+    pub copilot_model_timeout_ms: u64,
     pub timers: crate::timers::Timers,
     pub policies: crate::deadlines::Policies,
     /// The routing configuration in force; replaced whole when an admin

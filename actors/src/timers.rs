@@ -32,10 +32,13 @@ pub enum DeadlineKind {
     ResolutionWarning,
     ResolutionBreach,
     IdleReassign,
+    /// The co-pilot's deadline (`clocks.copilot_at`): its flow's
+    /// `handoff_after_s`, or the team's opening when a hand-over waits.
+    Copilot,
 }
 
 impl DeadlineKind {
-    const ALL: [DeadlineKind; 9] = [
+    const ALL: [DeadlineKind; 10] = [
         DeadlineKind::ServiceWindowClose,
         DeadlineKind::FreeEntryClose,
         DeadlineKind::FirstResponseWarning,
@@ -45,6 +48,7 @@ impl DeadlineKind {
         DeadlineKind::ResolutionWarning,
         DeadlineKind::ResolutionBreach,
         DeadlineKind::IdleReassign,
+        DeadlineKind::Copilot,
     ];
 
     fn from_u8(value: u8) -> DeadlineKind {

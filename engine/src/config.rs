@@ -706,6 +706,14 @@ impl Config {
                 validate_schema(schema, &format!("teams[{index}].dispositions"))?;
             }
         }
+        // `[teams.copilot]`: its flows against the team's schema.
+        let schemas = actors::settings::Schemas { global: &self.dispositions, teams: &self.teams };
+        for (index, team) in self.teams.iter().enumerate() {
+            if let Some(copilot) = &team.copilot {
+                actors::copilot::check(copilot, schemas.of(Some(&team.id)))
+                    .map_err(|(key, problem)| (format!("teams[{index}].copilot.{key}"), problem))?;
+            }
+        }
         Ok(())
     }
 
@@ -1174,6 +1182,49 @@ mod tests {
             example.replacen("kind = \"money\"                   #", "kind = \"text\"\nfollowup_at = \"09:00\" #", 1);
         let error = error_of(&on_text, &[]);
         assert_eq!(error.key, "teams[0].dispositions[2].followup_at", "{error}");
+    }
+
+    /// `[teams.copilot]` is checked against the team's schema, the errors
+    /// naming the key.
+    #[test]
+    fn copilot_flows_are_checked_naming_the_key() {
+        let example = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples/copilot.toml"),
+        )
+        .unwrap();
+        let config = Config::from_toml("copilot.toml", &example, env(&[])).unwrap();
+        let copilot = config.teams[0].copilot.as_ref().expect("the team's co-pilot");
+        assert_eq!(copilot.flows[0].questions.len(), 4);
+        for (from, to, key, says) in [
+            ("field = \"timeframe\"", "field = \"when\"", "teams[0].copilot.flows[0].questions[2].field", "when"),
+            (
+                "value = \"over_20l\"",
+                "value = \"lots\"",
+                "teams[0].copilot.flows[0].questions[0].options[2].value",
+                "lots",
+            ),
+            (
+                "sources = [\"paid\"]\ngreeting",
+                "sources = [\"tv\"]\ngreeting",
+                "teams[0].copilot.flows[0].sources",
+                "tv",
+            ),
+            (
+                "not_qualified_fields = { outcome = \"not_qualified\" }",
+                "not_qualified_fields = {}",
+                "teams[0].copilot.flows[0].not_qualified_fields",
+                "outcome",
+            ),
+            ("kind = \"number\"\nmin", "kind = \"date\"\nmin", "teams[0].copilot.flows[0].questions[3].kind", "number"),
+            ("office_hours = \"wait\"", "office_hours = \"later\"", "teams[0].copilot.office_hours", "later"),
+        ] {
+            assert!(example.contains(from), "{from}");
+            let error = Config::from_toml("copilot.toml", &example.replacen(from, to, 1), env(&[]))
+                .err()
+                .unwrap_or_else(|| panic!("{from} → {to} was accepted"));
+            assert_eq!(error.key, key, "{from} → {to}: {error}");
+            assert!(error.to_string().contains(says), "{error}");
+        }
     }
 
     /// config/examples/routing.toml routes as its comments say.

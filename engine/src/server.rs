@@ -80,11 +80,14 @@ pub struct StartOptions {
     pub clock: SharedClock,
     /// Replaces the HTTP Graph API client (tests).
     pub outbound: Option<Arc<dyn Outbound>>,
+    /// The co-pilot's model hook (docs/copilot.md); `None`: the built-in
+    /// engine alone.
+    pub copilot: Option<actors::CopilotHook>,
 }
 
 impl Default for StartOptions {
     fn default() -> Self {
-        StartOptions { clock: Arc::new(SystemClock), outbound: None }
+        StartOptions { clock: Arc::new(SystemClock), outbound: None, copilot: None }
     }
 }
 
@@ -197,9 +200,14 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
         audit::load_or_generate(&key_path).with_context(|| format!("audit.signing_key_file {}", key_path.display()))?;
     let started = std::time::Instant::now();
     let clock = options.clock;
-    let system = System::start(config.settings(), &data_dir, store_options, outbound, clock.clone())
-        .await
-        .with_context(|| format!("cannot start with data dir {}", data_dir.display()))?;
+    let copilot = options.copilot.unwrap_or_else(|| actors::CopilotHook {
+        model: Arc::new(actors::copilot::NoModel),
+        timeout_ms: actors::DEFAULT_COPILOT_MODEL_TIMEOUT_MS,
+    });
+    let system =
+        System::start_with_copilot(config.settings(), &data_dir, store_options, outbound, copilot, clock.clone())
+            .await
+            .with_context(|| format!("cannot start with data dir {}", data_dir.display()))?;
     let audit = crate::audit::AuditLog::start(
         system.shared().store.clone(),
         signing_key,

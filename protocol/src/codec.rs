@@ -85,13 +85,19 @@ mod tests {
                 status: None,
                 free: None,
                 error: None,
+                author: None,
             }]),
         }
     }
 
     fn frames() -> Vec<ServerFrame> {
         vec![
-            ServerFrame::Assigned { seq: 7, conversation: Box::new(conversation()), route: Default::default() },
+            ServerFrame::Assigned {
+                seq: 7,
+                conversation: Box::new(conversation()),
+                route: Default::default(),
+                handoff: None,
+            },
             ServerFrame::Unassigned { seq: 8, conversation_id: "cv_1".into(), reason: UnassignReason::Closed },
             ServerFrame::ok(Some(json!(3)), json!({"message": {"id": "x"}}).as_object().unwrap().clone()),
             ServerFrame::error(

@@ -292,6 +292,45 @@ pub enum EventBody {
         agent_id: String,
         enabled: bool,
     },
+    /// The co-pilot (PROTOCOL §11, docs/copilot.md) took a new
+    /// conversation: `flow` is the flow's id, `team_id` the team whose
+    /// `[teams.copilot]` it is. The conversation's status is `bot`.
+    CopilotStarted {
+        flow: String,
+        team_id: String,
+    },
+    /// The customer answered a question (`question`, its id) with a valid
+    /// answer: `field` (a disposition field) took `value`; `score` is the
+    /// lead's score after this answer.
+    CopilotAnswered {
+        question: String,
+        field: String,
+        value: Value,
+        score: i64,
+    },
+    /// The lead's score reached the flow's `qualify_score` (once per
+    /// conversation). A paid lead's Conversions API `QualifiedLead` is
+    /// sent from this event.
+    CopilotQualified {
+        score: i64,
+    },
+    /// The co-pilot handed the conversation to people (status `queued`,
+    /// routed as §7): `reason` is `qualified`, `asked_for_person`,
+    /// `timeout` (`handoff_after_s`) or `unanswered` (`max_unanswered`);
+    /// `summary` and `fields` are what the agent's `assigned` frame carries.
+    CopilotHandoff {
+        reason: String,
+        summary: String,
+        fields: Map<String, Value>,
+        score: i64,
+        qualified: bool,
+    },
+    /// The co-pilot closed an unqualified lead: `reason` is `not_qualified`
+    /// (`unqualified = "close"`) or `nurtured` (`unqualified = "nurture"`:
+    /// its templates were sent first).
+    CopilotClosed {
+        reason: String,
+    },
 }
 
 impl EventBody {
@@ -327,6 +366,11 @@ impl EventBody {
             EventBody::FollowupCancelled { .. } => "followup_cancelled",
             EventBody::PaymentRecorded { .. } => "payment_recorded",
             EventBody::CopilotToggled { .. } => "copilot_toggled",
+            EventBody::CopilotStarted { .. } => "copilot_started",
+            EventBody::CopilotAnswered { .. } => "copilot_answered",
+            EventBody::CopilotQualified { .. } => "copilot_qualified",
+            EventBody::CopilotHandoff { .. } => "copilot_handoff",
+            EventBody::CopilotClosed { .. } => "copilot_closed",
         }
     }
 }
@@ -402,6 +446,22 @@ mod tests {
             EventBody::FollowupCancelled { field: "promise".into(), reason: "paid".into() },
             EventBody::PaymentRecorded { amount: 2500.0, paid_at: None },
             EventBody::CopilotToggled { agent_id: "asha".into(), enabled: true },
+            EventBody::CopilotStarted { flow: "ads".into(), team_id: "sales".into() },
+            EventBody::CopilotAnswered {
+                question: "budget".into(),
+                field: "budget".into(),
+                value: json!("10-20L"),
+                score: 3,
+            },
+            EventBody::CopilotQualified { score: 6 },
+            EventBody::CopilotHandoff {
+                reason: "qualified".into(),
+                summary: "Paid lead.".into(),
+                fields: Map::new(),
+                score: 6,
+                qualified: true,
+            },
+            EventBody::CopilotClosed { reason: "not_qualified".into() },
             EventBody::ContactUpdated {
                 changes: vec![
                     FieldChange { key: "city".into(), old: Value::Null, new: json!("Pune") },

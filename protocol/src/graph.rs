@@ -21,6 +21,9 @@ pub struct SendMessageRequest {
     pub text: Option<OutboundText>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<Template>,
+    /// An interactive message (the co-pilot's reply buttons and lists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interactive: Option<Interactive>,
 }
 
 impl SendMessageRequest {
@@ -33,6 +36,7 @@ impl SendMessageRequest {
             context: None,
             text: Some(OutboundText { body: body.to_owned(), preview_url: false }),
             template: None,
+            interactive: None,
         }
     }
 
@@ -61,8 +65,150 @@ impl SendMessageRequest {
                 language: Language { code: language.to_owned(), policy: "deterministic".to_owned() },
                 components,
             }),
+            interactive: None,
         }
     }
+
+    /// An interactive message: reply buttons (at most [`MAX_BUTTONS`]) or
+    /// a list (one section, at most [`MAX_LIST_ROWS`] rows), `body` above
+    /// them. Titles longer than Meta allows are cut with `…` (the ids are
+    /// what a reply carries back, never cut).
+    pub fn interactive(to: &str, body: &str, choices: &[Choice], list_button: &str) -> Self {
+        let action = if choices.len() <= MAX_BUTTONS {
+            InteractiveAction {
+                buttons: Some(
+                    choices
+                        .iter()
+                        .map(|choice| ReplyButton {
+                            kind: "reply".to_owned(),
+                            reply: ReplyButtonContent {
+                                id: choice.id.clone(),
+                                title: clip(&choice.title, MAX_BUTTON_TITLE),
+                            },
+                        })
+                        .collect(),
+                ),
+                button: None,
+                sections: None,
+            }
+        } else {
+            InteractiveAction {
+                buttons: None,
+                button: Some(clip(list_button, MAX_LIST_BUTTON)),
+                sections: Some(vec![ListSection {
+                    title: None,
+                    rows: choices
+                        .iter()
+                        .take(MAX_LIST_ROWS)
+                        .map(|choice| ListRow {
+                            id: choice.id.clone(),
+                            title: clip(&choice.title, MAX_ROW_TITLE),
+                            description: choice.description.as_deref().map(|text| clip(text, MAX_ROW_DESCRIPTION)),
+                        })
+                        .collect(),
+                }]),
+            }
+        };
+        let kind = if action.buttons.is_some() { "button" } else { "list" };
+        SendMessageRequest {
+            messaging_product: "whatsapp".to_owned(),
+            recipient_type: "individual".to_owned(),
+            to: to.to_owned(),
+            kind: "interactive".to_owned(),
+            context: None,
+            text: None,
+            template: None,
+            interactive: Some(Interactive {
+                kind: kind.to_owned(),
+                body: Some(InteractiveBody { text: clip(body, MAX_INTERACTIVE_BODY) }),
+                action,
+            }),
+        }
+    }
+}
+
+/// Meta's limits on interactive messages (OpenAPI `InteractiveObject`).
+pub const MAX_BUTTONS: usize = 3;
+pub const MAX_BUTTON_TITLE: usize = 20;
+pub const MAX_LIST_ROWS: usize = 10;
+pub const MAX_ROW_TITLE: usize = 24;
+pub const MAX_ROW_DESCRIPTION: usize = 72;
+pub const MAX_LIST_BUTTON: usize = 20;
+pub const MAX_INTERACTIVE_BODY: usize = 1024;
+/// A reply button's or list row's id.
+pub const MAX_CHOICE_ID: usize = 200;
+
+/// One choice of an interactive message: the id a reply carries back, the
+/// title shown, and (lists only) a description.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Choice {
+    pub id: String,
+    pub title: String,
+    pub description: Option<String>,
+}
+
+/// `text` cut to `max` characters, the last one `…` when cut.
+fn clip(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut clipped: String = text.chars().take(max.saturating_sub(1)).collect();
+    clipped.push('…');
+    clipped
+}
+
+/// `interactive` of a send: `button` (reply buttons) or `list`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Interactive {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<InteractiveBody>,
+    pub action: InteractiveAction,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InteractiveBody {
+    pub text: String,
+}
+
+/// Either `buttons` (reply buttons) or `button` + `sections` (a list).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InteractiveAction {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buttons: Option<Vec<ReplyButton>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub button: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sections: Option<Vec<ListSection>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReplyButton {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub reply: ReplyButtonContent,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReplyButtonContent {
+    pub id: String,
+    pub title: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ListSection {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    pub rows: Vec<ListRow>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ListRow {
+    pub id: String,
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 fn default_recipient_type() -> String {

@@ -179,6 +179,13 @@ pub struct Message {
     /// Why a message failed, as a protocol error (`window_closed` for Meta's 131047).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<crate::ApiError>,
+    /// Who wrote an outbound message, as the audit log names actors:
+    /// `"copilot"` (the co-pilot, PROTOCOL §11), `"system"` (a team's
+    /// closed-hours template, a follow-up's reminder) or `"user:{agent id}"`
+    /// (a person). Absent on inbound messages and on messages stored
+    /// before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -72,6 +72,7 @@ pub fn inbound_message(message: &InboundMessage, received_at: UnixMs) -> Message
         status: None,
         free: None,
         error: None,
+        author: None,
     }
 }
 

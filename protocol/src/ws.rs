@@ -88,6 +88,18 @@ impl ClientFrame {
     }
 }
 
+/// The co-pilot's hand-over of a conversation, on the `assigned` frame.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handoff {
+    /// What the agent should know first, in a sentence or three.
+    pub summary: String,
+    /// The disposition fields the co-pilot filled.
+    pub fields: Map<String, Value>,
+    /// Why it handed over: `qualified`, `asked_for_person`, `timeout`,
+    /// `unanswered` (docs/copilot.md "Handoff").
+    pub reason: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TemplateRequest {
     pub name: String,
@@ -161,6 +173,10 @@ pub enum ServerFrame {
         /// recorded read as `default`.
         #[serde(default)]
         route: Route,
+        /// The co-pilot's hand-over (PROTOCOL §11): absent for a
+        /// conversation the co-pilot never had.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        handoff: Option<Handoff>,
     },
     Message {
         seq: u64,

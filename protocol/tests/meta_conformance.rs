@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
 use serde_json::{Value, json};
-use switchboard_protocol::graph::{GraphErrorEnvelope, SendMessageRequest, SendMessageResponse};
+use switchboard_protocol::graph::{Choice, GraphErrorEnvelope, SendMessageRequest, SendMessageResponse};
 use switchboard_protocol::webhook::{InboundMessage, WebhookPayload};
 
 const SPEC_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/meta/business-messaging-api_v23.0.yaml");
@@ -334,7 +334,32 @@ fn engine_bodies() -> Vec<(&'static str, SendMessageRequest)> {
             SendMessageRequest::template("919800000001", "order_update", "en_US", &["A".into(), "B".into()]),
         ),
         ("template without parameters", SendMessageRequest::template("919800000001", "order_update", "en_US", &[])),
+        (
+            "co-pilot reply buttons",
+            SendMessageRequest::interactive("919800000001", "Your budget?", &choices(3), "Choose"),
+        ),
+        ("co-pilot list", SendMessageRequest::interactive("919800000001", "Your city?", &choices(12), "Choose a city")),
+        (
+            "co-pilot buttons with long titles",
+            SendMessageRequest::interactive(
+                "919800000001",
+                &"Which of these? ".repeat(100),
+                &[Choice { id: "a".into(), title: "A title far longer than twenty".into(), description: None }],
+                "Choose",
+            ),
+        ),
     ]
+}
+
+/// `n` choices (a list of more than three has descriptions, long ones).
+fn choices(n: usize) -> Vec<Choice> {
+    (0..n)
+        .map(|index| Choice {
+            id: format!("opt_{index}"),
+            title: format!("Option number {index} with a long title"),
+            description: (n > 3).then(|| "a description ".repeat(10)),
+        })
+        .collect()
 }
 
 #[test]
@@ -359,6 +384,8 @@ fn broken(request: &SendMessageRequest, edit: impl FnOnce(&mut Value)) -> Value 
 fn the_send_validator_rejects_broken_bodies() {
     let text = SendMessageRequest::text("919800000001", "hello");
     let template = SendMessageRequest::template("919800000001", "order_update", "en_US", &["A".into()]);
+    let buttons = SendMessageRequest::interactive("919800000001", "Your budget?", &choices(2), "Choose");
+    let list = SendMessageRequest::interactive("919800000001", "Your city?", &choices(5), "Choose");
     let remove = |object: &mut Value, key: &str| {
         object.as_object_mut().expect("an object").remove(key).expect("the key is there");
     };
@@ -385,6 +412,29 @@ fn the_send_validator_rejects_broken_bodies() {
             "template component of unknown type",
             broken(&template, |body| body["template"]["components"][0]["type"] = json!("sidebar")),
         ),
+        ("`type: interactive` without `interactive`", broken(&buttons, |body| remove(body, "interactive"))),
+        ("interactive without `action`", broken(&buttons, |body| remove(&mut body["interactive"], "action"))),
+        (
+            "reply button title over 20 characters",
+            broken(&buttons, |body| {
+                body["interactive"]["action"]["buttons"][0]["reply"]["title"] = json!("x".repeat(21))
+            }),
+        ),
+        (
+            "four reply buttons",
+            broken(&buttons, |body| {
+                let button = body["interactive"]["action"]["buttons"][0].clone();
+                body["interactive"]["action"]["buttons"] = json!([button, button, button, button]);
+            }),
+        ),
+        (
+            "list row title over 24 characters",
+            broken(&list, |body| {
+                body["interactive"]["action"]["sections"][0]["rows"][0]["title"] = json!("x".repeat(25))
+            }),
+        ),
+        ("list without its `button`", broken(&list, |body| remove(&mut body["interactive"]["action"], "button"))),
+        ("unknown interactive type", broken(&list, |body| body["interactive"]["type"] = json!("carousel_of_doom"))),
     ];
     assert!(cases.len() >= 3);
     for (name, body) in &cases {

@@ -75,6 +75,53 @@ pub struct ConversationRecord {
     /// decision (contract §7), for the `assigned` frame and a start's re-queueing.
     #[serde(default)]
     pub route: Option<Route>,
+    /// The co-pilot's progress through its flow (PROTOCOL §11): set when
+    /// the conversation started with it, kept after the hand-over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copilot: Option<CopilotState>,
+    /// The co-pilot's hand-over, which every `assigned` frame of the
+    /// conversation carries (a reassignment, a start's re-queueing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<protocol::ws::Handoff>,
+}
+
+/// Where the co-pilot is in a conversation's flow; what the actors' pure
+/// machine (`actors::copilot`) reads and writes, stored with the record so
+/// a start resumes it at the same question.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CopilotState {
+    /// The flow's id and the team whose `[teams.copilot]` it is.
+    #[serde(default)]
+    pub flow: String,
+    #[serde(default)]
+    pub team: String,
+    /// The index of the question asked last (the one an answer is for);
+    /// the number of questions once all were answered.
+    #[serde(default)]
+    pub question: u32,
+    /// (question id, value) of every valid answer, in order.
+    #[serde(default)]
+    pub answers: Vec<(String, serde_json::Value)>,
+    #[serde(default)]
+    pub score: i64,
+    /// Invalid answers to the current question so far.
+    #[serde(default)]
+    pub unanswered: u32,
+    #[serde(default)]
+    pub started_at: UnixMs,
+    /// Tokens a language model used for this conversation (its budget).
+    #[serde(default)]
+    pub tokens: u64,
+    /// The score reached `qualify_score` (`copilot_qualified` was logged).
+    #[serde(default)]
+    pub qualified: bool,
+    /// A hand-over decided while the team was closed, waiting for it to
+    /// open (`office_hours = "wait"`): its reason.
+    #[serde(default)]
+    pub waiting: Option<String>,
+    /// Set when the co-pilot is done: `handoff` or `closed`.
+    #[serde(default)]
+    pub ended: Option<String>,
 }
 
 /// The time-driven state of a conversation. Every deadline is an absolute
@@ -102,6 +149,11 @@ pub struct ConversationClocks {
     /// Reassign to another agent at this time unless the agent replied.
     #[serde(default)]
     pub reassign_at: Option<UnixMs>,
+    /// The co-pilot's next deadline while it has the conversation:
+    /// `handoff_after_s` after it started, or the team's opening when a
+    /// hand-over waits for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copilot_at: Option<UnixMs>,
     /// First-response breaches on this conversation: (the agent who held
     /// it, when). Kept by the conversation's decisions for the open index
     /// (a start's fallback for the agents' daily counts); written only when
@@ -398,6 +450,9 @@ pub struct OpenEntry {
     /// Why it waits in its team's queue; only while queued.
     #[serde(rename = "rt", default, skip_serializing_if = "Option::is_none")]
     pub route: Option<Route>,
+    /// The co-pilot's deadline (`clocks.copilot_at`).
+    #[serde(rename = "ca", default, skip_serializing_if = "Option::is_none")]
+    pub copilot_at: Option<UnixMs>,
 }
 
 impl OpenEntry {
@@ -426,6 +481,7 @@ impl OpenEntry {
                 ConversationStatus::Queued => record.route.clone(),
                 _ => None,
             },
+            copilot_at: clocks.copilot_at,
         }
     }
 }
@@ -521,6 +577,8 @@ mod tests {
             first_response_at: None,
             clocks: ConversationClocks { reassign_at: Some(9_000), ..Default::default() },
             route: None,
+            copilot: None,
+            handoff: None,
         }
     }
 

@@ -106,6 +106,8 @@ fn conversation(id: &str, status: ConversationStatus, agent: Option<&str>) -> Op
         first_response_at: None,
         clocks: Default::default(),
         route: None,
+        copilot: None,
+        handoff: None,
     }))
 }
 
@@ -120,6 +122,7 @@ fn put_message(conversation_id: &str, index: u32, id: &str, direction: Direction
         status: None,
         free: None,
         error: None,
+        author: None,
     };
     Op::PutMessage {
         conversation_id: conversation_id.to_owned(),

@@ -27,7 +27,8 @@ fn nine_to_six() -> HoursSpec {
 
 async fn at_tuesday_8am(adjust: impl FnOnce(&mut engine::config::Config)) -> Result<(Harness, Arc<ManualClock>)> {
     let clock = ManualClock::new(TUESDAY_8AM);
-    let harness = Harness::start_with(StartOptions { clock: clock.clone(), outbound: None }, adjust).await?;
+    let harness =
+        Harness::start_with(StartOptions { clock: clock.clone(), outbound: None, copilot: None }, adjust).await?;
     Ok((harness, clock))
 }
 

@@ -269,7 +269,7 @@ async fn the_holder_with_the_copilot_on_gets_a_draft_it_can_send_as_is() -> Resu
 }
 
 fn options(clock: &Arc<ManualClock>) -> StartOptions {
-    StartOptions { clock: clock.clone(), outbound: None }
+    StartOptions { clock: clock.clone(), ..StartOptions::default() }
 }
 
 /// The drafting consumer stops here, as a crash before it took in the

@@ -174,7 +174,7 @@ async fn a_failing_conversation_actor_restarts_from_the_store_without_disturbing
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_conversations_are_passivated_and_come_back_on_the_next_event() -> TestResult {
     let clock = ManualClock::new(now_s() * 1000);
-    let options = StartOptions { clock: clock.clone(), outbound: None };
+    let options = StartOptions { clock: clock.clone(), outbound: None, copilot: None };
     let harness = Harness::start_with(options, |config| config.engine.passivate_after_s = 30).await?;
     for customer in 0..20 {
         let wamid = format!("wamid.idle.{customer}");

@@ -122,7 +122,7 @@ async fn start(clock: Arc<ManualClock>) -> Result<Harness> {
 }
 
 fn options(clock: &Arc<ManualClock>) -> StartOptions {
-    StartOptions { clock: clock.clone(), outbound: None }
+    StartOptions { clock: clock.clone(), outbound: None, copilot: None }
 }
 
 /// Kolkata's calendar day `days` after the clock's, as `YYYY-MM-DD`, and

@@ -44,7 +44,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_family_is_described_and_sla_events_are_counted_once_each() -> TestResult {
     let clock = ManualClock::new(now_s() * 1000);
-    let harness = Harness::start_with(StartOptions { clock: clock.clone(), outbound: None }, |config| {
+    let harness = Harness::start_with(StartOptions { clock: clock.clone(), outbound: None, copilot: None }, |config| {
         config.sla.first_response_s = 10;
         config.sla.reassign_after_s = 0;
     })

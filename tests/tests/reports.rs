@@ -238,7 +238,7 @@ async fn check_reports(day: &Day, ledger: &Ledger, range: &str) -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scripted_day_reads_back_exactly_in_every_report() -> Result<()> {
     let clock = ManualClock::new(now_s() * 1000);
-    let options = StartOptions { clock: clock.clone(), outbound: None };
+    let options = StartOptions { clock: clock.clone(), outbound: None, copilot: None };
     let harness = Harness::start_with(options, |config| {
         let head = config_head(&config.server.data_dir.display().to_string(), &config.whatsapp.graph_base_url);
         *config = engine::config::Config::from_toml(
@@ -351,7 +351,7 @@ async fn a_scripted_day_reads_back_exactly_in_every_report() -> Result<()> {
     s1.close().await;
     p1.close().await;
     let clock = day.clock.clone();
-    day.harness.restart(StartOptions { clock: clock.clone(), outbound: None }).await?;
+    day.harness.restart(StartOptions { clock: clock.clone(), outbound: None, copilot: None }).await?;
     check_reports(&day, &ledger, &range).await?;
     let server = day.harness.server.take().expect("running");
     let config = server.state.config.clone();
@@ -365,7 +365,9 @@ async fn a_scripted_day_reads_back_exactly_in_every_report() -> Result<()> {
     assert!(events > 20, "the whole log was projected again: {events} events");
     let mut config = config;
     config.server.listen = "127.0.0.1:0".to_owned();
-    let server = engine::server::start(config.clone(), StartOptions { clock: clock.clone(), outbound: None }).await?;
+    let server =
+        engine::server::start(config.clone(), StartOptions { clock: clock.clone(), outbound: None, copilot: None })
+            .await?;
     day.harness.server = Some(server);
     check_reports(&day, &ledger, &range).await?;
 
@@ -384,7 +386,7 @@ async fn a_scripted_day_reads_back_exactly_in_every_report() -> Result<()> {
     store.commit(vec![storage::Op::PutReportRows(rows)]).await?;
     store.shutdown();
     drop(store);
-    let server = engine::server::start(config, StartOptions { clock, outbound: None }).await?;
+    let server = engine::server::start(config, StartOptions { clock, outbound: None, copilot: None }).await?;
     day.harness.server = Some(server);
     check_reports(&day, &ledger, &range).await?;
     day.harness.shutdown().await;

@@ -18,7 +18,7 @@ async fn harness_with_clock(
     adjust: impl FnOnce(&mut engine::config::Config),
 ) -> anyhow::Result<(Harness, Arc<ManualClock>)> {
     let clock = ManualClock::new(now_s() * 1000);
-    let options = StartOptions { clock: clock.clone(), outbound: None };
+    let options = StartOptions { clock: clock.clone(), outbound: None, copilot: None };
     let harness = Harness::start_with(options, adjust).await?;
     Ok((harness, clock))
 }
@@ -292,7 +292,7 @@ async fn a_deadline_due_while_the_engine_was_down_fires_at_start() -> TestResult
     .await?;
     agent.close().await;
     let restarted_clock = ManualClock::new(clock.now_ms_for_test() + 5 * 60 * SECOND);
-    harness.restart(StartOptions { clock: restarted_clock, outbound: None }).await?;
+    harness.restart(StartOptions { clock: restarted_clock, outbound: None, copilot: None }).await?;
     let mut back = WsClient::connect(&harness.base_url(), &agent_token("a1"), Protocol::Json, Some(1)).await?;
     let breach = back.expect_where(sla_frame("first_response", "breached")).await?;
     assert_eq!(breach["conversation_id"], conversation_id);
@@ -345,7 +345,7 @@ async fn todays_first_response_breaches_survive_a_restart_after_the_conversation
     agent.close().await;
 
     let restarted_clock = ManualClock::new(clock.now_ms_for_test());
-    harness.restart(StartOptions { clock: restarted_clock, outbound: None }).await?;
+    harness.restart(StartOptions { clock: restarted_clock, outbound: None, copilot: None }).await?;
     let (_, workload) = harness.get("/api/v1/workload", MANAGER_TOKEN).await?;
     let breaches = &agent_row(&workload, "a1")["frt_breaches"];
     assert_eq!(breaches, 1, "the closed conversation's breach still counts today: {workload}");

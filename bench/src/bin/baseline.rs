@@ -452,7 +452,12 @@ async fn assign_one(conn: &mut Conn) -> anyhow::Result<Assignment> {
     transaction.execute(&st.assign, &[&conversation_id, &agent, &now]).await?;
     let conversation =
         store::load_conversation(&transaction, st, conversation_id).await?.context("a locked conversation vanished")?;
-    let frame = ServerFrame::Assigned { seq: 0, conversation: Box::new(conversation), route: Default::default() };
+    let frame = ServerFrame::Assigned {
+        seq: 0,
+        conversation: Box::new(conversation),
+        route: Default::default(),
+        handoff: None,
+    };
     gateway::notify(&transaction, st, gateway::ASSIGNMENTS, &agent, &frame).await?;
     transaction.commit().await?;
     Ok(Assignment::Assigned)

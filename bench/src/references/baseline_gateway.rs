@@ -170,7 +170,12 @@ impl Gateway {
                 let conversation = store::load_conversation(&loader.client, &loader.st, id)
                     .await?
                     .with_context(|| format!("no conversation {id}"))?;
-                ServerFrame::Assigned { seq: 0, conversation: Box::new(conversation), route: Default::default() }
+                ServerFrame::Assigned {
+                    seq: 0,
+                    conversation: Box::new(conversation),
+                    route: Default::default(),
+                    handoff: None,
+                }
             }
             (None, None, Some(message_id)) => {
                 let row = loader
@@ -462,6 +467,7 @@ async fn send(app: &App, agent: &str, conversation_key: &str, text: String) -> R
         status: None,
         free: None,
         error: None,
+        author: None,
     };
     let mut pooled = app.pool.get().await.map_err(database_error)?;
     let conn: &mut Conn = &mut pooled;

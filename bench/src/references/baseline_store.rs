@@ -374,6 +374,7 @@ pub fn message_from_row(row: &Row, first: usize) -> Message {
         status: None,
         free: None,
         error: None,
+        author: None,
     }
 }
 

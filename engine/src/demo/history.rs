@@ -71,7 +71,8 @@ pub async fn play(config: &Config, cast: &Cast<'_>, days: u32, per_day: u32) -> 
     let mut past = config.clone();
     past.server.listen = "127.0.0.1:0".to_owned();
     past.whatsapp.graph_base_url = emulator.base_url();
-    let server = crate::server::start(past, StartOptions { clock: clock.clone(), outbound: None }).await?;
+    let server =
+        crate::server::start(past, StartOptions { clock: clock.clone(), outbound: None, copilot: None }).await?;
     let result = async {
         let system = server.state.system().cloned().ok_or_else(|| anyhow::anyhow!("the engine did not start"))?;
         let mut stage = Stage {

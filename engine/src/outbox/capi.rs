@@ -6,9 +6,9 @@
 //! click-to-WhatsApp ad) send events, each at most once per conversation
 //! and event name:
 //! - `on_qualified` (QualifiedLead) when the conversation is qualified —
-//!   PROTOCOL §5: "reached an agent, or the co-pilot marked it qualified".
-//!   Today that is its first `Assigned` event; the co-pilot's mark, when it
-//!   exists, is one more arm of [`qualifies`];
+//!   PROTOCOL §5: "reached an agent, or the co-pilot marked it qualified":
+//!   its first `Assigned` or `CopilotQualified` event, whichever comes
+//!   first ([`qualifies`]);
 //! - `on_won` (Purchase) when it closes with a value of a field's
 //!   `won_values`, with `custom_data {currency, value}` (the first `money`
 //!   field, 0 when it is empty).
@@ -58,10 +58,12 @@ pub fn event_id(conversation_id: &str, event_name: &str) -> String {
     format!("{conversation_id}.{event_name}")
 }
 
-/// Whether an event of the log qualifies its conversation (PROTOCOL §5).
-/// The co-pilot's "qualified" mark, when it is built, is added here.
+/// Whether an event of the log qualifies its conversation (PROTOCOL §5):
+/// the co-pilot marked it qualified (`copilot_qualified`), or it reached an
+/// agent. A co-pilot's qualified lead is then assigned too; the memory row
+/// makes the second one nothing.
 pub fn qualifies(body: &EventBody) -> bool {
-    matches!(body, EventBody::Assigned { .. })
+    matches!(body, EventBody::Assigned { .. } | EventBody::CopilotQualified { .. })
 }
 
 impl CapiPlan {
@@ -228,6 +230,18 @@ mod tests {
             }]})
         );
         assert_eq!(plan().conversion(&assigned(), Some(&paid()), None, |name| name == "QualifiedLead"), None, "once");
+    }
+
+    #[test]
+    fn the_copilots_qualified_mark_sends_qualified_lead_once() {
+        let qualified = event(EventBody::CopilotQualified { score: 7 });
+        let (name, body) = plan().conversion(&qualified, Some(&paid()), |_| false).unwrap();
+        assert_eq!(name, "QualifiedLead");
+        assert_eq!(body["data"][0]["event_id"], "cv7.QualifiedLead");
+        // The hand-over's assignment after it makes nothing more.
+        assert_eq!(plan().conversion(&assigned(), Some(&paid()), |name| name == "QualifiedLead"), None);
+        // Nor for an organic conversation.
+        assert_eq!(plan().conversion(&qualified, Some(&Source::organic()), |_| false), None);
     }
 
     #[test]

@@ -1,0 +1,564 @@
+//! The co-pilot (PROTOCOL §11, docs/copilot.md), black-box: the real
+//! server with a `[teams.copilot]` flow for paid leads, the emulator as
+//! Meta (it keeps every send), signed webhooks and an agent's WebSocket, on
+//! a manual clock.
+//!
+//! - A scripted click-to-WhatsApp lead answers three questions (a reply
+//!   button, a number, free text) and reaches an online agent, `assigned`,
+//!   qualified, with the summary and fields, without the clock moving; the
+//!   emulator got the co-pilot's questions as interactive buttons and text,
+//!   each message `author: "copilot"`, logged `message_out` by `copilot`;
+//!   the Conversions API got one QualifiedLead.
+//! - "Talk to a human" at the first question hands over at once.
+//! - `handoff_after_s` hands over on the manual clock.
+//! - An unqualified lead is closed with the flow's outcome.
+//! - A restart mid-flow resumes at the same question, sending nothing again.
+
+use std::sync::Arc;
+
+use actors::clock::ManualClock;
+use engine::config::Config;
+use engine::server::StartOptions;
+use serde_json::{Value, json};
+use switchboard_tests::{Harness, MANAGER_TOKEN, config_head, eventually, message_webhook, now_s};
+
+type TestResult = anyhow::Result<()>;
+
+const NUMBER: &str = "100000000000001";
+
+const CONFIG: &str = r#"
+[[teams]]
+id = "sales"
+
+[[teams.dispositions]]
+key = "outcome"
+kind = "enum"
+options = ["booked", "not_qualified"]
+required_on_close = true
+won_values = ["booked"]
+
+[[teams.dispositions]]
+key = "budget"
+label = "Budget"
+kind = "enum"
+options = ["under_10l", "10_20l", "over_20l"]
+
+[[teams.dispositions]]
+key = "units"
+label = "Units"
+kind = "number"
+
+[[teams.dispositions]]
+key = "city"
+label = "City"
+kind = "text"
+
+[teams.copilot]
+
+[[teams.copilot.flows]]
+id = "ad_leads"
+sources = ["paid"]
+greeting = "Hi! Thanks for your interest."
+qualify_score = 5
+handoff_after_s = 600
+unqualified = "close"
+not_qualified_fields = { outcome = "not_qualified" }
+
+[[teams.copilot.flows.questions]]
+id = "budget"
+text = "What is your budget?"
+field = "budget"
+kind = "options"
+options = [
+  { id = "low", title = "Under 10 lakh", value = "under_10l", score = 0 },
+  { id = "mid", title = "10–20 lakh", value = "10_20l", score = 2 },
+  { id = "high", title = "Over 20 lakh", value = "over_20l", score = 3 },
+]
+
+[[teams.copilot.flows.questions]]
+id = "units"
+text = "How many units?"
+field = "units"
+kind = "number"
+min = 1
+max = 20
+score = 1
+
+[[teams.copilot.flows.questions]]
+id = "city"
+text = "Which city?"
+field = "city"
+kind = "text"
+score = 1
+
+[[agents]]
+id = "a1"
+token = "a1-token-xyz"
+teams = ["sales"]
+capacity = 50
+
+[[agents]]
+id = "boss"
+role = "manager"
+token = "manager-token-1"
+
+[capi]
+dataset_id = "1234567890"
+waba_id = "102290129340398"
+currency = "INR"
+
+[outbox]
+tick_ms = 20
+"#;
+
+async fn start(clock: Arc<ManualClock>) -> anyhow::Result<Harness> {
+    let options = StartOptions { clock, ..StartOptions::default() };
+    Harness::start_with(options, |config| {
+        let head = config_head(&config.server.data_dir.display().to_string(), &config.whatsapp.graph_base_url);
+        *config = Config::from_toml("copilot test", &format!("{head}\n{CONFIG}"), std::iter::empty()).expect("valid");
+    })
+    .await
+}
+
+/// A click-to-WhatsApp ad's first message from `customer`.
+async fn ad_click(harness: &Harness, customer: &str) -> TestResult {
+    let message = json!({"type": "text", "text": {"body": "Is this still available?"},
+        "referral": {"source_url": "https://fb.me/x", "source_type": "ad", "source_id": "120200000000001",
+            "headline": "Spring offer", "ctwa_clid": format!("clid-{customer}")}});
+    post(harness, customer, "1", message).await
+}
+
+async fn say(harness: &Harness, customer: &str, n: &str, text: &str) -> TestResult {
+    post(harness, customer, n, json!({"type": "text", "text": {"body": text}})).await
+}
+
+/// The customer taps a reply button.
+async fn tap(harness: &Harness, customer: &str, n: &str, id: &str, title: &str) -> TestResult {
+    let message = json!({"type": "interactive",
+        "interactive": {"type": "button_reply", "button_reply": {"id": id, "title": title}}});
+    post(harness, customer, n, message).await
+}
+
+async fn post(harness: &Harness, customer: &str, n: &str, message: Value) -> TestResult {
+    let webhook = message_webhook(NUMBER, customer, &format!("wamid.{customer}.{n}"), message);
+    let (status, answer) = harness.post_webhook(&webhook).await?;
+    anyhow::ensure!(status == 200, "webhook: {status} {answer}");
+    Ok(())
+}
+
+/// What the emulator was asked to send to `customer`, in order.
+fn sent_to(harness: &Harness, customer: &str) -> Vec<Value> {
+    harness.emulator.requests().into_iter().map(|request| request.body).filter(|body| body["to"] == customer).collect()
+}
+
+/// Waits until `customer` was sent `count` messages; returns them.
+async fn sends(harness: &Harness, customer: &str, count: usize) -> anyhow::Result<Vec<Value>> {
+    let sent = eventually(|| async {
+        let sent = sent_to(harness, customer);
+        (sent.len() >= count).then_some(sent)
+    })
+    .await?;
+    anyhow::ensure!(sent.len() == count, "more than {count} sends: {sent:#?}");
+    Ok(sent)
+}
+
+/// The conversation of `customer` as the API shows it, once `check` holds.
+async fn conversation_where(
+    harness: &Harness,
+    customer: &str,
+    check: impl Fn(&Value) -> bool,
+) -> anyhow::Result<Value> {
+    eventually(|| async {
+        let (_, list) = harness.get("/api/v1/conversations", MANAGER_TOKEN).await.ok()?;
+        let id = list["conversations"].as_array()?.iter().find_map(|conversation| {
+            (conversation["contact"]["wa_id"] == customer).then(|| conversation["id"].as_str().unwrap_or("").to_owned())
+        })?;
+        let (_, detail) = harness.get(&format!("/api/v1/conversations/{id}"), MANAGER_TOKEN).await.ok()?;
+        check(&detail).then_some(detail)
+    })
+    .await
+}
+
+/// The conversation's audit trail, once it holds an entry `check` likes.
+async fn audit_where(harness: &Harness, id: &str, check: impl Fn(&[Value]) -> bool) -> anyhow::Result<Vec<Value>> {
+    eventually(|| async {
+        let text = harness
+            .http
+            .get(format!("{}/api/v1/audit?conversation={id}", harness.base_url()))
+            .bearer_auth(MANAGER_TOKEN)
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let entries: Vec<Value> = text.lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
+        check(&entries).then_some(entries)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scripted_ad_lead_answers_three_questions_and_reaches_an_agent_qualified_with_a_summary() -> TestResult {
+    let clock = ManualClock::new(now_s() * 1000);
+    let harness = start(clock.clone()).await?;
+    let mut a1 = harness.online_agent("a1").await?;
+    let customer = "919700000001";
+    let started_at = clock.now_ms_for_test();
+
+    ad_click(&harness, customer).await?;
+    let sent = sends(&harness, customer, 1).await?;
+    assert_eq!(
+        sent[0],
+        json!({
+            "messaging_product": "whatsapp", "recipient_type": "individual", "to": customer, "type": "interactive",
+            "interactive": {"type": "button", "body": {"text": "Hi! Thanks for your interest.\n\nWhat is your budget?"},
+                "action": {"buttons": [
+                    {"type": "reply", "reply": {"id": "cp:budget:low", "title": "Under 10 lakh"}},
+                    {"type": "reply", "reply": {"id": "cp:budget:mid", "title": "10–20 lakh"}},
+                    {"type": "reply", "reply": {"id": "cp:budget:high", "title": "Over 20 lakh"}},
+                ]}},
+        })
+    );
+    let with_bot = conversation_where(&harness, customer, |detail| detail["status"] == "bot").await?;
+    let id = with_bot["id"].as_str().unwrap_or_default().to_owned();
+
+    tap(&harness, customer, "2", "cp:budget:high", "Over 20 lakh").await?;
+    let sent = sends(&harness, customer, 2).await?;
+    assert_eq!(sent[1]["type"], "text");
+    assert_eq!(sent[1]["text"]["body"], "How many units?");
+    say(&harness, customer, "3", "maybe 2 units").await?;
+    let sent = sends(&harness, customer, 3).await?;
+    assert_eq!(sent[2]["text"]["body"], "Which city?");
+    say(&harness, customer, "4", "Pune").await?;
+
+    let assigned = a1.expect_type("assigned").await?;
+    assert_eq!(assigned["conversation"]["id"], id.as_str());
+    assert_eq!(assigned["conversation"]["status"], "assigned");
+    let fields = json!({"budget": "over_20l", "units": 2, "city": "Pune"});
+    assert_eq!(
+        assigned["handoff"],
+        json!({
+            "reason": "qualified",
+            "fields": fields,
+            "summary": "Paid lead from ad 'Spring offer'. Budget: Over 20 lakh; Units: 2; City: Pune. Qualified (score 5/5).",
+        })
+    );
+    assert_eq!(assigned["conversation"]["fields"], fields);
+    // The agent sees the bot's part of the conversation, the co-pilot's
+    // messages marked as its own.
+    let messages = assigned["conversation"]["messages"].as_array().cloned().unwrap_or_default();
+    let outbound: Vec<&Value> = messages.iter().filter(|message| message["direction"] == "out").collect();
+    assert_eq!(outbound.len(), 3, "{messages:#?}");
+    assert!(outbound.iter().all(|message| message["author"] == "copilot"), "{outbound:#?}");
+    assert_eq!(outbound[0]["type"], "interactive");
+    assert_eq!(outbound[0]["media"]["interactive"]["action"]["buttons"][2]["reply"]["id"], "cp:budget:high");
+    assert_eq!(messages.iter().filter(|message| message["direction"] == "in").count(), 4);
+    assert!(clock.now_ms_for_test() - started_at < 60_000, "within its first minute: the clock never moved");
+
+    // In the audit log: the co-pilot's messages and its decisions, by `copilot`.
+    let trail = audit_where(&harness, &id, |entries| entries.iter().any(|entry| entry["action"] == "assigned")).await?;
+    let by_copilot: Vec<&str> = trail
+        .iter()
+        .filter(|entry| entry["actor"] == "copilot")
+        .map(|entry| entry["action"].as_str().unwrap_or(""))
+        .collect();
+    for action in ["copilot_started", "copilot_answered", "copilot_qualified", "copilot_handoff", "message_out"] {
+        assert!(by_copilot.contains(&action), "{action} by copilot: {by_copilot:?}");
+    }
+    assert_eq!(by_copilot.iter().filter(|action| **action == "message_out").count(), 3);
+    assert_eq!(by_copilot.iter().filter(|action| **action == "copilot_answered").count(), 3);
+
+    // One QualifiedLead for the paid lead (the co-pilot's mark; the
+    // assignment after it adds nothing).
+    let qualified = eventually(|| async {
+        let conversions = harness.emulator.conversions();
+        (!conversions.is_empty()).then_some(conversions)
+    })
+    .await?;
+    assert_eq!(qualified.len(), 1);
+    assert_eq!(qualified[0].event["event_name"], "QualifiedLead");
+    assert_eq!(qualified[0].event["event_id"], format!("{id}.QualifiedLead"));
+    assert_eq!(qualified[0].event["user_data"]["ctwa_clid"], format!("clid-{customer}"));
+    harness.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn talk_to_a_human_at_the_first_question_hands_over_at_once() -> TestResult {
+    let clock = ManualClock::new(now_s() * 1000);
+    let harness = start(clock.clone()).await?;
+    let mut a1 = harness.online_agent("a1").await?;
+    let customer = "919700000002";
+    ad_click(&harness, customer).await?;
+    sends(&harness, customer, 1).await?;
+    say(&harness, customer, "2", "Can I talk to a HUMAN please?").await?;
+    let assigned = a1.expect_type("assigned").await?;
+    assert_eq!(assigned["handoff"]["reason"], "asked_for_person");
+    assert_eq!(assigned["handoff"]["fields"], json!({}));
+    let summary = assigned["handoff"]["summary"].as_str().unwrap_or_default();
+    assert_eq!(summary, "Paid lead from ad 'Spring offer'. Not qualified (score 0/5). Asked for a person.");
+    assert_eq!(sent_to(&harness, customer).len(), 1, "nothing more was asked");
+    harness.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handoff_after_s_hands_over_on_the_clock() -> TestResult {
+    let clock = ManualClock::new(now_s() * 1000);
+    let harness = start(clock.clone()).await?;
+    let mut a1 = harness.online_agent("a1").await?;
+    let customer = "919700000003";
+    ad_click(&harness, customer).await?;
+    sends(&harness, customer, 1).await?;
+    tap(&harness, customer, "2", "cp:budget:mid", "10–20 lakh").await?;
+    sends(&harness, customer, 2).await?;
+    clock.advance_ms(599_000);
+    harness.system().settle_clock().await;
+    conversation_where(&harness, customer, |detail| detail["status"] == "bot").await?;
+    clock.advance_ms(1_000);
+    harness.system().settle_clock().await;
+    let assigned = a1.expect_type("assigned").await?;
+    assert_eq!(assigned["handoff"]["reason"], "timeout");
+    assert_eq!(assigned["handoff"]["fields"], json!({"budget": "10_20l"}));
+    harness.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unqualified_lead_is_closed_with_the_flows_outcome() -> TestResult {
+    let clock = ManualClock::new(now_s() * 1000);
+    let harness = start(clock.clone()).await?;
+    let customer = "919700000004";
+    ad_click(&harness, customer).await?;
+    sends(&harness, customer, 1).await?;
+    tap(&harness, customer, "2", "cp:budget:low", "Under 10 lakh").await?;
+    sends(&harness, customer, 2).await?;
+    say(&harness, customer, "3", "1").await?;
+    sends(&harness, customer, 3).await?;
+    say(&harness, customer, "4", "Nashik").await?;
+    let closed = conversation_where(&harness, customer, |detail| detail["status"] == "closed").await?;
+    assert_eq!(
+        closed["fields"],
+        json!({"budget": "under_10l", "units": 1, "city": "Nashik", "outcome": "not_qualified"})
+    );
+    assert!(harness.emulator.conversions().is_empty(), "not qualified: no QualifiedLead");
+    let id = closed["id"].as_str().unwrap_or_default();
+    let trail = audit_where(&harness, id, |entries| entries.iter().any(|entry| entry["action"] == "closed")).await?;
+    let closed_entry = trail.iter().find(|entry| entry["action"] == "closed").unwrap();
+    assert_eq!(closed_entry["actor"], "copilot");
+    assert!(
+        trail.iter().any(|entry| entry["action"] == "copilot_closed" && entry["data"]["reason"] == "not_qualified")
+    );
+    harness.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_mid_flow_resumes_at_the_same_question_without_asking_it_again() -> TestResult {
+    let clock = ManualClock::new(now_s() * 1000);
+    let mut harness = start(clock.clone()).await?;
+    let customer = "919700000005";
+    ad_click(&harness, customer).await?;
+    sends(&harness, customer, 1).await?;
+    tap(&harness, customer, "2", "cp:budget:high", "Over 20 lakh").await?;
+    sends(&harness, customer, 2).await?;
+    harness.restart(StartOptions { clock: clock.clone(), ..StartOptions::default() }).await?;
+    // Nothing is sent again at the start.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(sent_to(&harness, customer).len(), 2, "the question was not asked again");
+    let mut a1 = harness.online_agent("a1").await?;
+    // The answer to the question asked before the restart is taken as such.
+    say(&harness, customer, "3", "3").await?;
+    let sent = sends(&harness, customer, 3).await?;
+    assert_eq!(sent[2]["text"]["body"], "Which city?");
+    say(&harness, customer, "4", "Pune").await?;
+    let assigned = a1.expect_type("assigned").await?;
+    assert_eq!(assigned["handoff"]["fields"], json!({"budget": "over_20l", "units": 3, "city": "Pune"}));
+    assert_eq!(assigned["handoff"]["reason"], "qualified");
+    harness.shutdown().await;
+    Ok(())
+}
+
+/// A fake model hook: what it answers to every interpretation.
+#[derive(Clone)]
+enum Fake {
+    /// Fields outside the question (another field, a value not offered).
+    Garbage,
+    Failing,
+    /// Answers after the caller's timeout.
+    Slow,
+    /// Reads "a lot" as the highest budget.
+    Good,
+}
+
+impl actors::copilot::CopilotModel for Fake {
+    fn interpret(
+        &self,
+        request: actors::copilot::InterpretRequest,
+    ) -> actors::copilot::BoxFuture<Result<actors::copilot::Interpretation, actors::copilot::ModelError>> {
+        use actors::copilot::{Action, Interpretation, ModelError};
+        let fake = self.clone();
+        Box::pin(async move {
+            let fields = |value: Value| value.as_object().cloned().unwrap_or_default();
+            match fake {
+                Fake::Garbage => Ok(Interpretation {
+                    action: Action::Answer,
+                    fields: fields(json!({"outcome": "booked", "budget": "a billion"})),
+                    tokens: 50,
+                }),
+                Fake::Failing => Err(ModelError("HTTP 500".into())),
+                Fake::Slow => {
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                    Err(ModelError("too late".into()))
+                }
+                Fake::Good if request.text.contains("a lot") => Ok(Interpretation {
+                    action: Action::Answer,
+                    fields: fields(json!({request.field.clone(): "over_20l"})),
+                    tokens: 40,
+                }),
+                Fake::Good => Ok(Interpretation { action: Action::AskAgain, fields: Default::default(), tokens: 10 }),
+            }
+        })
+    }
+
+    fn summarize(
+        &self,
+        request: actors::copilot::SummaryRequest,
+    ) -> actors::copilot::BoxFuture<Result<String, actors::copilot::ModelError>> {
+        let fake = self.clone();
+        Box::pin(async move {
+            match fake {
+                Fake::Good => Ok(format!("Keen buyer ({} lines read). {}", request.transcript.len(), request.built_in)),
+                Fake::Garbage => Ok("   ".into()),
+                _ => Err(actors::copilot::ModelError("no summary".into())),
+            }
+        })
+    }
+}
+
+async fn start_with_model(clock: Arc<ManualClock>, model: Fake) -> anyhow::Result<Harness> {
+    let copilot = actors::CopilotHook { model: Arc::new(model), timeout_ms: 300 };
+    let options = StartOptions { clock, copilot: Some(copilot), ..StartOptions::default() };
+    Harness::start_with(options, |config| {
+        let head = config_head(&config.server.data_dir.display().to_string(), &config.whatsapp.graph_base_url);
+        *config = Config::from_toml("copilot test", &format!("{head}\n{CONFIG}"), std::iter::empty()).expect("valid");
+    })
+    .await
+}
+
+/// A model hook that fails, is slow, or answers outside the flow changes
+/// nothing the customer sees: the built-in engine asks again, as it does
+/// with no model. One that reads the text within the flow moves it on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_slow_or_lying_model_falls_back_to_the_built_in_engine() -> TestResult {
+    for (model, customer) in [
+        (Fake::Garbage, "919700000011"),
+        (Fake::Failing, "919700000012"),
+        (Fake::Slow, "919700000013"),
+        (Fake::Good, "919700000014"),
+    ] {
+        let clock = ManualClock::new(now_s() * 1000);
+        let harness = start_with_model(clock, model.clone()).await?;
+        ad_click(&harness, customer).await?;
+        sends(&harness, customer, 1).await?;
+        let asked = std::time::Instant::now();
+        say(&harness, customer, "2", "we can spend a lot").await?;
+        let sent = sends(&harness, customer, 2).await?;
+        // A slow model is cut off at its timeout (300 ms here), not waited for.
+        assert!(asked.elapsed() < std::time::Duration::from_secs(3), "{:?}", asked.elapsed());
+        let detail = conversation_where(&harness, customer, |detail| detail["status"] == "bot").await?;
+        if matches!(model, Fake::Good) {
+            assert_eq!(sent[1]["text"]["body"], "How many units?");
+            assert_eq!(detail["fields"], json!({"budget": "over_20l"}));
+            // The hook's summary replaces the built-in one at the hand-over.
+            let mut a1 = harness.online_agent("a1").await?;
+            say(&harness, customer, "3", "2").await?;
+            sends(&harness, customer, 3).await?;
+            say(&harness, customer, "4", "Pune").await?;
+            let assigned = a1.expect_type("assigned").await?;
+            assert_eq!(
+                assigned["handoff"]["summary"],
+                "Keen buyer (7 lines read). Paid lead from ad 'Spring offer'. Budget: Over 20 lakh; Units: 2; City: Pune. Qualified (score 5/5)."
+            );
+        } else {
+            assert_eq!(sent[1]["type"], "interactive", "the budget buttons again");
+            assert_eq!(sent[1]["interactive"]["body"]["text"], "Sorry, I did not get that.\n\nWhat is your budget?");
+            assert_eq!(detail["fields"], json!({}), "nothing the model said was taken");
+        }
+        harness.shutdown().await;
+    }
+    Ok(())
+}
+
+/// The real binary killed with SIGKILL after the second question was sent:
+/// the next start asks nothing again, and the customer's answer is taken
+/// as the answer to that question.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_dash_nine_mid_flow_the_flow_resumes_at_the_same_question() -> TestResult {
+    let emulator = sim::emulator::Emulator::start(sim::emulator::EmulatorConfig {
+        access_token: switchboard_tests::ACCESS_TOKEN.to_owned(),
+        app_secret: switchboard_tests::APP_SECRET.to_owned(),
+        webhook_url: None,
+        status_delay_ms: 5,
+        send_statuses: false,
+    })
+    .await?;
+    let dir = tempfile::tempdir()?;
+    let config_path = dir.path().join("switchboard.toml");
+    let head = config_head(&dir.path().join("data").display().to_string(), &emulator.base_url());
+    std::fs::write(&config_path, format!("{head}\n{CONFIG}"))?;
+    let binary = env!("CARGO_BIN_EXE_switchboard-under-test");
+    let http = reqwest::Client::new();
+    let customer = "919700000021";
+    let sent = || -> Vec<Value> {
+        emulator.requests().into_iter().map(|request| request.body).filter(|body| body["to"] == customer).collect()
+    };
+    let post = |base_url: String, n: &'static str, message: Value| {
+        let http = http.clone();
+        async move {
+            let webhook = message_webhook(NUMBER, customer, &format!("wamid.{customer}.{n}"), message);
+            let body = serde_json::to_vec(&webhook)?;
+            let (status, answer) =
+                switchboard_tests::post_signed(&http, &base_url, switchboard_tests::APP_SECRET, &body).await?;
+            anyhow::ensure!(status == 200, "webhook: {status} {answer}");
+            anyhow::Ok(())
+        }
+    };
+
+    let (mut child, base_url) = switchboard_tests::spawn_binary(binary, &config_path)?;
+    let ad = json!({"type": "text", "text": {"body": "Is this still available?"},
+        "referral": {"source_url": "https://fb.me/x", "source_type": "ad", "source_id": "1", "ctwa_clid": "clid"}});
+    post(base_url.clone(), "1", ad).await?;
+    eventually(|| async { (sent().len() == 1).then_some(()) }).await?;
+    let tap = json!({"type": "interactive",
+        "interactive": {"type": "button_reply", "button_reply": {"id": "cp:budget:high", "title": "Over 20 lakh"}}});
+    post(base_url.clone(), "2", tap).await?;
+    eventually(|| async { (sent().len() == 2).then_some(()) }).await?;
+    assert_eq!(sent()[1]["text"]["body"], "How many units?");
+    child.kill()?; // SIGKILL
+    child.wait()?;
+
+    let (mut restarted, base_url) = switchboard_tests::spawn_binary(binary, &config_path)?;
+    eventually(|| async {
+        let response = http.get(format!("{base_url}/readyz")).send().await.ok()?;
+        (response.status() == 200).then_some(())
+    })
+    .await?;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(sent().len(), 2, "nothing was asked again at the start");
+    post(base_url.clone(), "3", json!({"type": "text", "text": {"body": "3"}})).await?;
+    eventually(|| async { (sent().len() == 3).then_some(()) }).await?;
+    assert_eq!(sent()[2]["text"]["body"], "Which city?", "the answer was taken for the question asked before the kill");
+    let (status, list) = {
+        let response = http.get(format!("{base_url}/api/v1/conversations")).bearer_auth(MANAGER_TOKEN).send().await?;
+        (response.status().as_u16(), response.json::<Value>().await?)
+    };
+    assert_eq!(status, 200);
+    let conversation = &list["conversations"][0];
+    assert_eq!(conversation["status"], "bot");
+    assert_eq!(conversation["fields"], json!({"budget": "over_20l", "units": 3}));
+    restarted.kill()?;
+    restarted.wait()?;
+    Ok(())
+}
