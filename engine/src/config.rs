@@ -56,6 +56,10 @@ pub struct Config {
     /// §10, docs/integrations.md), a built-in target of the outbox.
     #[serde(default)]
     pub capi: Option<CapiConfig>,
+    /// `[copilot]` (`[copilot.model]`): the co-pilot's optional language
+    /// model (docs/copilot.md "Language model").
+    #[serde(default)]
+    pub copilot: Option<crate::copilot_llm::CopilotSection>,
 }
 
 /// `[capi]`: conversion events of paid (click-to-WhatsApp) conversations to
@@ -695,6 +699,9 @@ impl Config {
         }
         self.validate_connectors()?;
         self.validate_capi()?;
+        if let Some(copilot) = &self.copilot {
+            copilot.validate()?;
+        }
         validate_schema(&self.dispositions, "dispositions")?;
         for (index, team) in self.teams.iter().enumerate() {
             if let Some(schema) = &team.dispositions {

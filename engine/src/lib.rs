@@ -5,7 +5,8 @@
 //! the HTTP/1 accept loop with its timeouts ([`serve`]), the outbox of
 //! deliveries to connectors ([`outbox`], its API in [`outbox_http`], the
 //! retry schedule it shares with the Graph client in [`backoff`]), the
-//! promise-to-pay follow-ups ([`followups`]),
+//! promise-to-pay follow-ups ([`followups`]), the co-pilot's optional
+//! language-model backend ([`copilot_llm`]),
 //! and the demo ([`demo`]), which runs the engine beside the simulated Meta,
 //! customers and agents of the `sim` crate.
 //!
@@ -27,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod consumer;
 pub mod contacts_http;
+pub mod copilot_llm;
 pub mod demo;
 pub mod dispositions_http;
 pub mod followups;

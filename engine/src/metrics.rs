@@ -28,6 +28,8 @@ pub const BROADCAST_SENDS_TOTAL: &str = "switchboard_broadcast_sends_total";
 pub const BROADCASTS_IN_PROGRESS: &str = "switchboard_broadcasts_in_progress";
 pub const FOLLOWUPS_SCHEDULED: &str = "switchboard_followups_scheduled";
 pub const FOLLOWUPS_TOTAL: &str = "switchboard_followups_total";
+pub const COPILOT_MODEL_REQUESTS_TOTAL: &str = "switchboard_copilot_model_requests_total";
+pub const COPILOT_MODEL_SECONDS: &str = "switchboard_copilot_model_seconds";
 
 /// Every name above.
 pub const NAMES: &[&str] = &[
@@ -47,6 +49,8 @@ pub const NAMES: &[&str] = &[
     BROADCASTS_IN_PROGRESS,
     FOLLOWUPS_SCHEDULED,
     FOLLOWUPS_TOTAL,
+    COPILOT_MODEL_REQUESTS_TOTAL,
+    COPILOT_MODEL_SECONDS,
 ];
 
 /// Every metric the engine exports: the engine's, the actors' and the store's.
@@ -71,6 +75,7 @@ const SIZES: &[f64] = &[
 /// without buckets as a summary, which the dashboard does not read).
 pub const HISTOGRAM_BUCKETS: &[(&str, &[f64])] = &[
     (WEBHOOK_INGEST_SECONDS, WORK_SECONDS),
+    (COPILOT_MODEL_SECONDS, WORK_SECONDS),
     (actors::metrics::ASSIGNMENT_SECONDS, WAIT_SECONDS),
     (storage::metrics::COMMIT_SECONDS, WORK_SECONDS),
     (storage::metrics::MATERIALIZE_SECONDS, WORK_SECONDS),
@@ -136,6 +141,16 @@ pub fn describe_all() {
         FOLLOWUPS_TOTAL,
         Unit::Count,
         "promise-to-pay follow-ups by outcome (scheduled, fired, cancelled, stale)"
+    );
+    describe_counter!(
+        COPILOT_MODEL_REQUESTS_TOTAL,
+        Unit::Count,
+        "co-pilot language-model requests by kind (turn, summary, draft) and outcome (ok, or why the built-in engine answered instead)"
+    );
+    describe_histogram!(
+        COPILOT_MODEL_SECONDS,
+        Unit::Seconds,
+        "time of a co-pilot language-model request, from sending it to its checked answer or failure"
     );
     actors::metrics::describe();
     storage::metrics::describe();
