@@ -207,14 +207,16 @@ fn check_value(question: &Question, value: &Value, max_text_chars: usize) -> Res
     }
 }
 
+/// A turn's answer that passed every check.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckedTurn {
+    pub fields: BTreeMap<String, FieldValue>,
+    pub action: Action,
+    pub reply: Option<String>,
+}
+
 /// A turn's answer (`choices[0].message.content` parsed as JSON), checked:
-/// (fields, action, reply).
-pub fn check_turn(
-    request: &TurnRequest,
-    answer: &Value,
-    guard: &Guard,
-    nonce: &str,
-) -> Result<(BTreeMap<String, FieldValue>, Action, Option<String>), LlmError> {
+pub fn check_turn(request: &TurnRequest, answer: &Value, guard: &Guard, nonce: &str) -> Result<CheckedTurn, LlmError> {
     let violation = |problem: String| LlmError::SchemaViolation(problem);
     let Some(object) = answer.as_object() else { return Err(violation("the answer is not an object".to_owned())) };
     if let Some(extra) = object.keys().find(|key| !matches!(key.as_str(), "fields" | "action" | "reply")) {
@@ -254,7 +256,7 @@ pub fn check_turn(
         Some(Value::String(text)) => Some(guard.check_text(text, guard.max_reply_chars, nonce)?),
         Some(_) => return Err(violation("reply is not text".to_owned())),
     };
-    Ok((fields, action, reply))
+    Ok(CheckedTurn { fields, action, reply })
 }
 
 /// A summary's or draft's answer (`{"text": …}`), checked.

@@ -215,7 +215,7 @@ impl LlmClient {
         let (answer, tokens_used) = self.complete(request.tokens_used, system, user, "copilot_turn", schema).await;
         let checked = answer.and_then(|answer| check::check_turn(request, &answer, &self.guard, &nonce));
         let result = checked
-            .map(|(fields, action, reply)| TurnResult { fields, action, reply, tokens_used })
+            .map(|turn| TurnResult { fields: turn.fields, action: turn.action, reply: turn.reply, tokens_used })
             .map_err(|error| LlmFailure { error, tokens_used });
         self.record(Kind::Turn, &request.conversation_id, started, result.as_ref().err());
         result

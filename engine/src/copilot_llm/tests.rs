@@ -61,7 +61,7 @@ fn guard() -> Guard {
     )
 }
 
-fn checked(answer: Value) -> Result<(BTreeMap<String, FieldValue>, Action, Option<String>), LlmError> {
+fn checked(answer: Value) -> Result<check::CheckedTurn, LlmError> {
     check::check_turn(&turn_request("hi"), &answer, &guard(), "nonce-abcdef")
 }
 
@@ -73,7 +73,7 @@ fn answer(fields: Value, action: &str, reply: Value) -> Value {
 
 #[test]
 fn a_good_answer_keeps_the_flows_fields_and_drops_nulls() {
-    let (fields, action, reply) = checked(answer(
+    let check::CheckedTurn { fields, action, reply } = checked(answer(
         json!({"budget": "high", "seats": 12, "visit_date": "2026-12-24", "pincode": "560001"}),
         "ask_next",
         json!("Thanks! Noted: 12 seats."),
@@ -86,7 +86,7 @@ fn a_good_answer_keeps_the_flows_fields_and_drops_nulls() {
     assert_eq!(action, Action::AskNext);
     assert_eq!(reply.as_deref(), Some("Thanks! Noted: 12 seats."));
 
-    let (fields, _, reply) = checked(answer(
+    let check::CheckedTurn { fields, reply, .. } = checked(answer(
         json!({"budget": null, "seats": null, "visit_date": null, "pincode": null}),
         "handoff",
         Value::Null,
@@ -154,7 +154,7 @@ fn replies_with_configuration_or_links_or_too_long_are_refused() {
         "Great, e.g. 3.5 lakh works. See https://example.com/plans or shop.example.com",
         "Thank you! An agent will call you at 10.30 tomorrow.",
     ] {
-        assert_eq!(checked(answer(json!({}), "ask_next", json!(fine))).unwrap().2.as_deref(), Some(fine));
+        assert_eq!(checked(answer(json!({}), "ask_next", json!(fine))).unwrap().reply.as_deref(), Some(fine));
     }
 }
 
@@ -174,7 +174,7 @@ fn a_field_value_may_not_carry_configuration_either() {
     let leaked = answer(json!({"notes": format!("key {KEY}")}), "ask_next", Value::Null);
     assert!(matches!(check::check_turn(&request, &leaked, &guard(), "n").unwrap_err(), LlmError::Refused(_)));
     let site = answer(json!({"notes": "see acme.com"}), "ask_next", Value::Null);
-    assert_eq!(check::check_turn(&request, &site, &guard(), "n").unwrap().0["notes"], json!("see acme.com"));
+    assert_eq!(check::check_turn(&request, &site, &guard(), "n").unwrap().fields["notes"], json!("see acme.com"));
 }
 
 #[test]
