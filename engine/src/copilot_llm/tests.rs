@@ -455,3 +455,27 @@ async fn summary_and_draft() {
     assert_eq!(draft.text, "Hello! Yes, we deliver to 560001.");
     assert!(matches!(client.draft(&draft_request).await.unwrap_err().error, LlmError::Refused(_)));
 }
+
+// ---- the engine's configuration ----
+
+/// `[copilot.model]` in the engine's file: checked with the rest, the key
+/// settable from the environment, never shown by `Debug`.
+#[test]
+fn the_engine_configuration_takes_and_checks_copilot_model() {
+    use crate::config::{Config, EMBEDDED_DEFAULT};
+    let text =
+        format!("{EMBEDDED_DEFAULT}\n[copilot.model]\nbase_url = \"http://127.0.0.1:11434/v1\"\nmodel = \"qwen\"\n");
+    let env = vec![("SWITCHBOARD_COPILOT__MODEL__API_KEY".to_owned(), KEY.to_owned())];
+    let config = Config::from_toml("test.toml", &text, env).unwrap();
+    let model = config.copilot.as_ref().and_then(|copilot| copilot.model.clone()).unwrap();
+    assert_eq!(model.api_key.as_ref().map(ApiKey::expose), Some(KEY));
+    assert_eq!(model.timeout_ms, 4000);
+    assert!(!format!("{config:?} {model:?}").contains(KEY));
+    assert!(Config::from_toml("test.toml", EMBEDDED_DEFAULT, Vec::new()).unwrap().copilot.is_none());
+
+    let error =
+        Config::from_toml("test.toml", &text.replace("model = \"qwen\"", "model = \"\""), Vec::new()).unwrap_err();
+    assert_eq!(error.key, "copilot.model.model", "{error}");
+    let error = Config::from_toml("test.toml", &format!("{text}timeout_ms = 0\n"), Vec::new()).unwrap_err();
+    assert_eq!(error.key, "copilot.model.timeout_ms", "{error}");
+}
