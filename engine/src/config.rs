@@ -60,6 +60,10 @@ pub struct Config {
     /// who turned it on (docs/copilot.md "Agent assist").
     #[serde(default)]
     pub assist: crate::suggestions_draft::AssistConfig,
+    /// `[copilot]` (`[copilot.model]`): the co-pilot's optional language
+    /// model (docs/copilot.md "Language model").
+    #[serde(default)]
+    pub copilot: Option<crate::copilot_llm::CopilotSection>,
 }
 
 /// `[capi]`: conversion events of paid (click-to-WhatsApp) conversations to
@@ -700,6 +704,9 @@ impl Config {
         self.validate_connectors()?;
         self.assist_rules()?;
         self.validate_capi()?;
+        if let Some(copilot) = &self.copilot {
+            copilot.validate()?;
+        }
         validate_schema(&self.dispositions, "dispositions")?;
         for (index, team) in self.teams.iter().enumerate() {
             if let Some(schema) = &team.dispositions {

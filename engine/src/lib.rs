@@ -6,7 +6,8 @@
 //! deliveries to connectors ([`outbox`], its API in [`outbox_http`], the
 //! retry schedule it shares with the Graph client in [`backoff`]), the
 //! promise-to-pay follow-ups ([`followups`]), the co-pilot's agent assist
-//! (draft replies: [`suggestions`], [`suggestions_draft`]),
+//! (draft replies: [`suggestions`], [`suggestions_draft`]), its optional
+//! language-model backend ([`copilot_llm`]),
 //! and the demo ([`demo`]), which runs the engine beside the simulated Meta,
 //! customers and agents of the `sim` crate.
 //!
@@ -29,6 +30,7 @@ pub mod cli;
 pub mod config;
 pub mod consumer;
 pub mod contacts_http;
+pub mod copilot_llm;
 pub mod demo;
 pub mod dispositions_http;
 pub mod followups;

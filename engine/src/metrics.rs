@@ -29,6 +29,8 @@ pub const BROADCASTS_IN_PROGRESS: &str = "switchboard_broadcasts_in_progress";
 pub const FOLLOWUPS_SCHEDULED: &str = "switchboard_followups_scheduled";
 pub const FOLLOWUPS_TOTAL: &str = "switchboard_followups_total";
 pub const SUGGESTIONS_TOTAL: &str = "switchboard_suggestions_total";
+pub const COPILOT_MODEL_REQUESTS_TOTAL: &str = "switchboard_copilot_model_requests_total";
+pub const COPILOT_MODEL_SECONDS: &str = "switchboard_copilot_model_seconds";
 
 /// Every name above.
 pub const NAMES: &[&str] = &[
@@ -49,6 +51,8 @@ pub const NAMES: &[&str] = &[
     FOLLOWUPS_SCHEDULED,
     FOLLOWUPS_TOTAL,
     SUGGESTIONS_TOTAL,
+    COPILOT_MODEL_REQUESTS_TOTAL,
+    COPILOT_MODEL_SECONDS,
 ];
 
 /// Every metric the engine exports: the engine's, the actors' and the store's.
@@ -73,6 +77,7 @@ const SIZES: &[f64] = &[
 /// without buckets as a summary, which the dashboard does not read).
 pub const HISTOGRAM_BUCKETS: &[(&str, &[f64])] = &[
     (WEBHOOK_INGEST_SECONDS, WORK_SECONDS),
+    (COPILOT_MODEL_SECONDS, WORK_SECONDS),
     (actors::metrics::ASSIGNMENT_SECONDS, WAIT_SECONDS),
     (storage::metrics::COMMIT_SECONDS, WORK_SECONDS),
     (storage::metrics::MATERIALIZE_SECONDS, WORK_SECONDS),
@@ -143,6 +148,16 @@ pub fn describe_all() {
         SUGGESTIONS_TOTAL,
         Unit::Count,
         "customer messages the co-pilot's agent assist looked at, by outcome (suggested, no_match, stale)"
+    );
+    describe_counter!(
+        COPILOT_MODEL_REQUESTS_TOTAL,
+        Unit::Count,
+        "co-pilot language-model requests by kind (turn, summary, draft) and outcome (ok, or why the built-in engine answered instead)"
+    );
+    describe_histogram!(
+        COPILOT_MODEL_SECONDS,
+        Unit::Seconds,
+        "time of a co-pilot language-model request, from sending it to its checked answer or failure"
     );
     actors::metrics::describe();
     storage::metrics::describe();

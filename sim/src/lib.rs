@@ -12,6 +12,8 @@
 //!   (`X-Hub-Signature-256` over the raw body).
 //! - [`receiver`]: a connector's webhook receiver (PROTOCOL §10) that can
 //!   answer 500, 429 with `Retry-After`, late, never, or close the connection.
+//! - [`llm`]: a fake OpenAI-compatible chat-completions server (the
+//!   co-pilot's language model) that can be good, slow, failing or malformed.
 //! - [`agent`]: the WebSocket agent client: the connection (Bearer token,
 //!   subprotocol, `resume_from`, 4 KiB read buffers) and [`agent::WsClient`],
 //!   which reads frames one by one for tests.
@@ -26,6 +28,7 @@
 
 pub mod agent;
 pub mod emulator;
+pub mod llm;
 pub mod receiver;
 pub mod sink;
 pub mod webhook;
