@@ -912,6 +912,11 @@ pub struct InterpretRequest {
     /// question's values; empty: any value of the field's kind).
     pub field: String,
     pub allowed_values: Vec<Value>,
+    /// The question's kind and what a valid answer of it is.
+    pub kind: QuestionKind,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub pattern: Option<String>,
     pub allowed_actions: Vec<Action>,
     pub text: String,
     /// Tokens the conversation has used so far (its budget is the backend's).
@@ -997,6 +1002,10 @@ pub fn interpret_request(
         question_text: question.text.clone(),
         field: question.field.clone(),
         allowed_values: question.options.iter().map(OptionSpec::value).collect(),
+        kind: question.kind,
+        min: question.min,
+        max: question.max,
+        pattern: question.pattern.clone(),
         allowed_actions: vec![Action::Answer, Action::AskAgain, Action::Handoff],
         text: text.to_owned(),
         tokens_used,

@@ -31,6 +31,7 @@ pub mod config;
 pub mod consumer;
 pub mod contacts_http;
 pub mod copilot_llm;
+pub mod copilot_model;
 pub mod demo;
 pub mod dispositions_http;
 pub mod followups;

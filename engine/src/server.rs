@@ -200,10 +200,31 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
         audit::load_or_generate(&key_path).with_context(|| format!("audit.signing_key_file {}", key_path.display()))?;
     let started = std::time::Instant::now();
     let clock = options.clock;
-    let copilot = options.copilot.unwrap_or_else(|| actors::CopilotHook {
-        model: Arc::new(actors::copilot::NoModel),
-        timeout_ms: actors::DEFAULT_COPILOT_MODEL_TIMEOUT_MS,
-    });
+    // `[copilot.model]`: the language model behind the co-pilot's hook and
+    // the agent assist's drafts (a key named by `api_key_env` and unset
+    // stops the start here). A hook passed in (tests) wins.
+    let llm = match config.copilot.as_ref().and_then(|copilot| copilot.model.as_ref()) {
+        Some(model) => Some((
+            Arc::new(
+                crate::copilot_llm::LlmClient::new(model, |name| std::env::var(name).ok())
+                    .map_err(|error| anyhow::anyhow!("copilot.model: {error}"))?,
+            ),
+            model.timeout_ms,
+        )),
+        None => None,
+    };
+    let copilot = match (options.copilot, &llm) {
+        (Some(hook), _) => hook,
+        (None, Some((client, timeout_ms))) => actors::CopilotHook {
+            model: Arc::new(crate::copilot_model::LlmModel::new(client.clone())),
+            // The client gives up at its own timeout; this only bounds the wait.
+            timeout_ms: timeout_ms + 500,
+        },
+        (None, None) => actors::CopilotHook {
+            model: Arc::new(actors::copilot::NoModel),
+            timeout_ms: actors::DEFAULT_COPILOT_MODEL_TIMEOUT_MS,
+        },
+    };
     let system =
         System::start_with_copilot(config.settings(), &data_dir, store_options, outbound, copilot, clock.clone())
             .await
@@ -236,8 +257,12 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
     let _ = state.followups.set(Arc::new(followups));
     // Checked when the configuration was loaded.
     let assist = config.assist_rules().map_err(|(key, problem)| anyhow::anyhow!("{key}: {problem}"))?;
-    let drafter: Arc<dyn crate::suggestions_draft::Drafter> =
+    let rules: Arc<dyn crate::suggestions_draft::Drafter> =
         Arc::new(crate::suggestions_draft::RulesDrafter(Arc::new(assist)));
+    let drafter: Arc<dyn crate::suggestions_draft::Drafter> = match &llm {
+        Some((client, _)) => Arc::new(crate::copilot_model::LlmDrafter { rules, client: client.clone() }),
+        None => rules,
+    };
     let suggestions = crate::suggestions::Suggestions::start(
         system.shared().store.clone(),
         system.clone(),

@@ -562,3 +562,57 @@ async fn after_kill_dash_nine_mid_flow_the_flow_resumes_at_the_same_question() -
     restarted.wait()?;
     Ok(())
 }
+
+/// The language model behind the hook for real: `[copilot.model]` points
+/// the engine's own client at a local fake of the chat-completions API.
+/// A failing (500), malformed or injected answer (a field outside the flow)
+/// changes nothing the customer sees: the built-in engine asks again. A
+/// good answer moves the flow on. The customer's words reach the model only
+/// inside the delimited user content.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configured_model_server_is_used_and_any_failure_falls_back() -> TestResult {
+    use sim::llm::{FakeAnswer, FakeModel};
+    let answer = |fields: Value| json!({"fields": fields, "action": "ask_next", "reply": null});
+    for (fake_answer, customer, good) in [
+        (FakeAnswer::status(500), "919700000021", false),
+        (FakeAnswer::Raw { status: 200, body: "{not json".into() }, "919700000022", false),
+        (FakeAnswer::json(answer(json!({"budget": "over_20l", "team": "vip"})), 30), "919700000023", false),
+        (FakeAnswer::json(answer(json!({"budget": "over_20l"})), 30), "919700000024", true),
+    ] {
+        let fake = FakeModel::start().await?;
+        fake.set_default(fake_answer);
+        let model = format!(
+            "\n[copilot.model]\nbase_url = \"{}\"\nmodel = \"fake-1\"\napi_key = \"sk-test-secret\"\ntimeout_ms = 2000\n",
+            fake.base_url()
+        );
+        let clock = ManualClock::new(now_s() * 1000);
+        let options = StartOptions { clock, ..StartOptions::default() };
+        let harness = Harness::start_with(options, |config| {
+            let head = config_head(&config.server.data_dir.display().to_string(), &config.whatsapp.graph_base_url);
+            *config = Config::from_toml("copilot model test", &format!("{head}\n{CONFIG}{model}"), std::iter::empty())
+                .expect("valid");
+        })
+        .await?;
+        ad_click(&harness, customer).await?;
+        sends(&harness, customer, 1).await?;
+        say(&harness, customer, "2", "we can spend a lot").await?;
+        let sent = sends(&harness, customer, 2).await?;
+        let asked = fake.requests();
+        assert_eq!(asked.len(), 1, "one model call for the free text");
+        assert_eq!(asked[0].header("authorization"), Some("Bearer sk-test-secret"));
+        let user = asked[0].message("user").unwrap_or_default();
+        assert!(user.contains("we can spend a lot"), "{user}");
+        assert!(!asked[0].message("system").unwrap_or_default().contains("we can spend a lot"));
+        let detail = conversation_where(&harness, customer, |detail| detail["status"] == "bot").await?;
+        if good {
+            assert_eq!(sent[1]["text"]["body"], "How many units?");
+            assert_eq!(detail["fields"], json!({"budget": "over_20l"}));
+        } else {
+            assert_eq!(sent[1]["type"], "interactive", "the budget buttons again");
+            assert_eq!(sent[1]["interactive"]["body"]["text"], "Sorry, I did not get that.\n\nWhat is your budget?");
+            assert_eq!(detail["fields"], json!({}), "nothing the model said was taken");
+        }
+        harness.shutdown().await;
+    }
+    Ok(())
+}
