@@ -322,7 +322,8 @@ pub async fn answer_leads(ctx: Arc<Ctx>, emulator: Arc<Emulator>, flow: FlowSpec
                         lead.last = now;
                         lead.finished = index + 1 == flow.questions.len();
                         let think = Duration::from_millis(rng.random_range(1500..=4000));
-                        lead.due = answer(&flow, lead.persona, index, again, &mut rng).map(|reply| (now + think, reply));
+                        lead.due =
+                            answer(&flow, lead.persona, index, again, &mut rng).map(|reply| (now + think, reply));
                     }
                     Some(Heard::HandedOver) => {
                         let to = body["to"].as_str().unwrap_or_default().to_owned();
@@ -356,8 +357,14 @@ pub async fn answer_leads(ctx: Arc<Ctx>, emulator: Arc<Emulator>, flow: FlowSpec
         for (wa_id, name, message) in posts {
             sent += 1;
             let wamid = format!("wamid.demo.{}.copilot.{sent}", ctx.run_id);
-            let payload =
-                sim::emulator::inbound_message_payload(PHONE_NUMBER_ID, &wa_id, name, &wamid, unix_seconds() as i64, message);
+            let payload = sim::emulator::inbound_message_payload(
+                PHONE_NUMBER_ID,
+                &wa_id,
+                name,
+                &wamid,
+                unix_seconds() as i64,
+                message,
+            );
             if post_webhook(&ctx, &url, &payload).await {
                 count(&ctx.stats.copilot_answers);
             }
