@@ -641,7 +641,7 @@ impl Outbox {
         let handle = tokio::spawn(async move {
             // `GET /api/v1/outbox` requests waiting for the log's head of
             // their time to be taken in.
-            let mut listings: Vec<(u64, Listed, Option<oneshot::Sender<Vec<Delivery>>>)> = Vec::new();
+            let mut listings: Vec<WaitingListing> = Vec::new();
             let mut tick = tokio::time::interval(tick_every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -738,3 +738,7 @@ impl Outbox {
         self.task.stop(|reply| Request::Stop { reply }).await;
     }
 }
+
+/// A `GET /api/v1/outbox` request waiting for the log's head of its time
+/// (that head, what it lists, where to answer).
+type WaitingListing = (u64, Listed, Option<oneshot::Sender<Vec<Delivery>>>);
