@@ -33,6 +33,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 
+mod copilot;
 mod history;
 
 /// The business phone number id the simulated customers write to.
@@ -311,6 +312,15 @@ pub async fn run(listen: &str, agents: usize, rate: f64, data_dir: Option<PathBu
     // after the past days are played, so only the live demo sends them.
     config.capi = Some(demo_capi());
     config.assist = demo_assist();
+    // The sales team's co-pilot qualifies the live paid leads first
+    // (docs/copilot.md); set after the past days, which agents answered.
+    let flow = match demo_copilot(&mut config) {
+        Ok(flow) => flow,
+        Err(error) => {
+            eprintln!("switchboard demo: the demo's co-pilot flow does not read: {error:#}");
+            return 1;
+        }
+    };
     let access_token = config.whatsapp.access_token.clone();
 
     let server = match crate::server::start(config, Default::default()).await {
@@ -342,6 +352,9 @@ pub async fn run(listen: &str, agents: usize, rate: f64, data_dir: Option<PathBu
     println!("Meta Conversions API (docs/integrations.md): paid leads send QualifiedLead when an agent gets them");
     println!("and Purchase when they close won, to the emulator's dataset {DEMO_DATASET_ID}. See them with:");
     println!("  curl -H 'Authorization: Bearer {access_token}' {}", emulator.conversions_url());
+    println!("Co-pilot (docs/copilot.md): ad leads get the sales team's four questions first (reply buttons, a city");
+    println!("list, a number, free text) with status `bot`; qualified ones, and those who ask for a person, go to");
+    println!("the agents with a summary; the rest are closed as not qualified. The status line counts them.");
     println!();
 
     let ctx = Arc::new(Ctx {
@@ -350,6 +363,7 @@ pub async fn run(listen: &str, agents: usize, rate: f64, data_dir: Option<PathBu
         run_id: started_unix,
         stats: Stats::default(),
         closed_contacts: Mutex::new(Vec::new()),
+        leads: copilot::Leads::default(),
         client: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default(),
     });
 
@@ -357,7 +371,8 @@ pub async fn run(listen: &str, agents: usize, rate: f64, data_dir: Option<PathBu
     for (agent_id, token) in &roster.simulated {
         tasks.push(tokio::spawn(agent_loop(ctx.clone(), agent_id.clone(), token.clone())));
     }
-    tasks.push(tokio::spawn(customers(ctx.clone(), rate)));
+    tasks.push(tokio::spawn(customers(ctx.clone(), rate, flow.questions.len())));
+    tasks.push(tokio::spawn(copilot::answer_leads(ctx.clone(), emulator.clone(), flow)));
     tasks.push(tokio::spawn(status_lines(ctx.clone(), emulator.clone(), roster.manager_token.clone())));
 
     crate::cli::wait_for_signal().await;
@@ -498,6 +513,21 @@ fn demo_assist() -> crate::suggestions_draft::AssistConfig {
     }
 }
 
+/// Gives the sales team its co-pilot (`copilot::spec`) and the fields it
+/// fills; returns the ad leads' flow, which the simulated leads answer.
+fn demo_copilot(config: &mut Config) -> anyhow::Result<actors::copilot::FlowSpec> {
+    config.dispositions.extend(copilot::fields()?);
+    let spec = copilot::spec()?;
+    let flow = spec.flows.first().cloned().ok_or_else(|| anyhow::anyhow!("the demo's co-pilot has no flow"))?;
+    let sales = config
+        .teams
+        .iter_mut()
+        .find(|team| team.id == "sales")
+        .ok_or_else(|| anyhow::anyhow!("the demo has no sales team"))?;
+    sales.copilot = Some(Box::new(spec));
+    Ok(flow)
+}
+
 fn demo_capi() -> crate::config::CapiConfig {
     crate::config::CapiConfig {
         dataset_id: DEMO_DATASET_ID.to_owned(),
@@ -522,6 +552,8 @@ struct Ctx {
     /// Contacts whose conversation a simulated agent closed: their next
     /// message opens a new conversation.
     closed_contacts: Mutex<Vec<String>>,
+    /// Ad leads answering the co-pilot.
+    leads: copilot::Leads,
     client: reqwest::Client,
 }
 
@@ -535,6 +567,8 @@ struct Stats {
     closes: AtomicU64,
     close_errors: AtomicU64,
     reconnects: AtomicU64,
+    /// Answers the ad leads gave the co-pilot.
+    copilot_answers: AtomicU64,
 }
 
 fn count(counter: &AtomicU64) -> u64 {
@@ -556,7 +590,7 @@ struct Customer {
 }
 
 /// Posts signed inbound webhooks at `rate` messages per second.
-async fn customers(ctx: Arc<Ctx>, rate: f64) {
+async fn customers(ctx: Arc<Ctx>, rate: f64, questions: usize) {
     let mut rng = StdRng::from_rng(&mut rand::rng());
     let mut pool: Vec<Customer> = CUSTOMER_NAMES
         .iter()
@@ -578,6 +612,9 @@ async fn customers(ctx: Arc<Ctx>, rate: f64) {
         // Skewed: low indexes write far more often (regulars), high ones rarely.
         let index = ((rng.random::<f64>().powi(2)) * pool.len() as f64) as usize;
         let customer = &mut pool[index.min(CUSTOMER_NAMES.len() - 1)];
+        if ctx.leads.busy(&customer.wa_id) {
+            continue; // answering the co-pilot's questions (copilot::answer_leads)
+        }
         sent += 1;
         let wamid = format!("wamid.demo.{}.{sent}", ctx.run_id);
         let (text, referral) = if customer.open {
@@ -592,6 +629,8 @@ async fn customers(ctx: Arc<Ctx>, rate: f64) {
                     "headline": "Festive offer",
                     "ctwa_clid": format!("clid-{}-{sent}", ctx.run_id),
                 });
+                // The sales team's co-pilot will ask it its questions.
+                ctx.leads.clicked(&customer.wa_id, customer.name, copilot::Persona::pick(&mut rng, questions));
                 (pick(&mut rng, AD_OPENERS).to_string(), Some(referral))
             } else if roll < 0.75 {
                 (format!("Hi, my friend sent me here. ref:DIWALI25 {}", pick(&mut rng, CUSTOMER_TEXTS)), None)
@@ -740,8 +779,10 @@ impl AgentState {
             return;
         }
         let messages = conversation["messages"].as_array().map(Vec::as_slice).unwrap_or_default();
-        let replies = messages.iter().filter(|message| message["direction"] == "out").count() as u32;
-        let customer_waiting = messages.last().is_none_or(|message| message["direction"] == "in");
+        // The co-pilot's part (a handed-over ad lead) is not the agent's.
+        let people: Vec<&Value> = messages.iter().filter(|message| message["author"] != "copilot").collect();
+        let replies = people.iter().filter(|message| message["direction"] == "out").count() as u32;
+        let customer_waiting = people.last().is_none_or(|message| message["direction"] == "in");
         let held = Held {
             contact: conversation["contact"]["wa_id"].as_str().unwrap_or_default().to_owned(),
             replies,
@@ -950,13 +991,16 @@ async fn agent_session(ctx: &Ctx, agent_id: &str, token: &str) -> anyhow::Result
 
 async fn status_lines(ctx: Arc<Ctx>, emulator: Arc<Emulator>, manager_token: String) {
     let started = Instant::now();
+    let mut copilot = CopilotTally::new(unix_seconds() as i64 * 1000);
     let mut interval = tokio::time::interval(STATUS_EVERY);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     interval.tick().await;
     loop {
         interval.tick().await;
+        let mut bot = 0;
         let conversations = match conversation_counts(&ctx, &manager_token).await {
             Ok(counts) => {
+                bot = *counts.get("bot").unwrap_or(&0);
                 let open = counts.get("bot").unwrap_or(&0)
                     + counts.get("queued").unwrap_or(&0)
                     + counts.get("assigned").unwrap_or(&0);
@@ -965,7 +1009,7 @@ async fn status_lines(ctx: Arc<Ctx>, emulator: Arc<Emulator>, manager_token: Str
                     .map(|(id, _, _)| format!("{id} {}", counts.get(&format!("team:{id}")).unwrap_or(&0)))
                     .collect();
                 format!(
-                    "conversations {open} open ({} assigned, {} queued; by team: {}), {} closed",
+                    "conversations {open} open ({bot} with the co-pilot, {} assigned, {} queued; by team: {}), {} closed",
                     counts.get("assigned").unwrap_or(&0),
                     counts.get("queued").unwrap_or(&0),
                     by_team.join(", "),
@@ -977,6 +1021,9 @@ async fn status_lines(ctx: Arc<Ctx>, emulator: Arc<Emulator>, manager_token: Str
                 "conversations: (the API did not answer)".to_owned()
             }
         };
+        if let Err(error) = copilot.read(&ctx, &manager_token).await {
+            tracing::debug!("demo: cannot read the audit log: {error:#}");
+        }
         let stats = &ctx.stats;
         let failed = get(&stats.webhooks_failed);
         let failed = if failed > 0 { format!(", {failed} failed") } else { String::new() };
@@ -991,6 +1038,90 @@ async fn status_lines(ctx: Arc<Ctx>, emulator: Arc<Emulator>, manager_token: Str
             emulator.accepted_count(),
             emulator.conversions().len(),
         );
+        println!("{}", copilot.line(bot, get(&stats.copilot_answers)));
+        if let Some((reason, summary)) = copilot.latest.take() {
+            println!("           latest hand-over ({reason}): {summary}");
+        }
+    }
+}
+
+/// The co-pilot's decisions so far, read from the audit log (its
+/// `copilot_*` entries since the demo went live: docs/copilot.md "Events").
+struct CopilotTally {
+    /// The live demo's start: the past days' entries are not counted.
+    from_ms: i64,
+    /// The last entry read (`n`).
+    after: Option<u64>,
+    started: u64,
+    qualified: u64,
+    /// Hand-overs by reason.
+    handed: std::collections::BTreeMap<String, u64>,
+    /// Closes by reason (`not_qualified`, `nurtured`).
+    closed: u64,
+    /// The last hand-over's reason and summary, until printed.
+    latest: Option<(String, String)>,
+}
+
+impl CopilotTally {
+    fn new(from_ms: i64) -> CopilotTally {
+        CopilotTally {
+            from_ms,
+            after: None,
+            started: 0,
+            qualified: 0,
+            handed: Default::default(),
+            closed: 0,
+            latest: None,
+        }
+    }
+
+    /// Takes in the audit entries written since the last read (a page of
+    /// up to 10,000 a time: a busy demo catches up over a few lines).
+    async fn read(&mut self, ctx: &Ctx, manager_token: &str) -> anyhow::Result<()> {
+        let mut url = format!("{}/api/v1/audit?limit=10000", ctx.base_url);
+        match self.after {
+            Some(after) => url.push_str(&format!("&after={after}")),
+            None => url.push_str(&format!("&from={}", protocol::time::format_rfc3339(self.from_ms))),
+        }
+        let response = ctx.client.get(&url).bearer_auth(manager_token).send().await?;
+        let status = response.status();
+        if !status.is_success() {
+            anyhow::bail!("GET {url} answered {status}: {}", response.text().await.unwrap_or_default());
+        }
+        for line in response.text().await?.lines() {
+            let Ok(entry) = serde_json::from_str::<Value>(line) else { continue };
+            if let Some(n) = entry["n"].as_u64() {
+                self.after = Some(n);
+            }
+            self.take(&entry);
+        }
+        Ok(())
+    }
+
+    fn take(&mut self, entry: &Value) {
+        let data = &entry["data"];
+        match entry["action"].as_str().unwrap_or_default() {
+            "copilot_started" => self.started += 1,
+            "copilot_qualified" => self.qualified += 1,
+            "copilot_handoff" => {
+                let reason = data["reason"].as_str().unwrap_or("unknown").to_owned();
+                *self.handed.entry(reason.clone()).or_insert(0) += 1;
+                self.latest = Some((reason, data["summary"].as_str().unwrap_or_default().to_owned()));
+            }
+            "copilot_closed" => self.closed += 1,
+            _ => {}
+        }
+    }
+
+    fn line(&self, bot: u64, answers: u64) -> String {
+        let handed: u64 = self.handed.values().sum();
+        let reasons: Vec<String> = self.handed.iter().map(|(reason, n)| format!("{n} {reason}")).collect();
+        let reasons = if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join(", ")) };
+        format!(
+            "           co-pilot: {} ad leads started, {bot} talking to it now, {answers} answers, {} qualified, \
+             {handed} handed to agents{reasons}, {} closed as not qualified",
+            self.started, self.qualified, self.closed,
+        )
     }
 }
 

@@ -226,6 +226,16 @@ impl Emulator {
         self.shared.state().requests.clone()
     }
 
+    /// The sends received after the first `start` (in order), and how
+    /// many were received in all: a reader that keeps the count as its
+    /// cursor sees each send once without copying the whole history (the
+    /// demo's simulated customers read what was sent to them this way).
+    pub fn requests_since(&self, start: usize) -> (Vec<CapturedRequest>, usize) {
+        let state = self.shared.state();
+        let total = state.requests.len();
+        (state.requests.get(start.min(total)..).unwrap_or_default().to_vec(), total)
+    }
+
     /// How many sends were answered 200.
     pub fn accepted_count(&self) -> usize {
         self.shared.state().accepted
@@ -303,15 +313,29 @@ pub fn inbound_text_payload(
     timestamp_s: i64,
     referral: Option<Value>,
 ) -> Value {
-    let mut message = json!({
-        "from": from,
-        "id": wamid,
-        "timestamp": timestamp_s.to_string(),
-        "type": "text",
-        "text": { "body": text },
-    });
+    let mut message = json!({ "type": "text", "text": { "body": text } });
     if let (Some(referral), Some(object)) = (referral, message.as_object_mut()) {
         object.insert("referral".to_owned(), referral);
+    }
+    inbound_message_payload(phone_number_id, from, name, wamid, timestamp_s, message)
+}
+
+/// Meta's webhook for one inbound message of any type: `message` is its
+/// type and content (`{"type": "interactive", "interactive": {...}}`, a
+/// button or list reply); `from`, `id` and `timestamp` are added.
+pub fn inbound_message_payload(
+    phone_number_id: &str,
+    from: &str,
+    name: &str,
+    wamid: &str,
+    timestamp_s: i64,
+    message: Value,
+) -> Value {
+    let mut message = message;
+    if let Some(object) = message.as_object_mut() {
+        object.insert("from".to_owned(), json!(from));
+        object.insert("id".to_owned(), json!(wamid));
+        object.insert("timestamp".to_owned(), json!(timestamp_s.to_string()));
     }
     messages_webhook(json!({
         "messaging_product": "whatsapp",

@@ -2,7 +2,9 @@
 //! binary starts on a new data directory, plays its past days first, and a
 //! manager opening the console finds all three reports filled (SLA, funnel,
 //! attribution with the ads' cost per closed deal) and the workload moving,
-//! through the API and in a real browser (`tests/browser/demo.mjs`).
+//! through the API and in a real browser (`tests/browser/demo.mjs`); live ad
+//! leads are qualified by the sales team's co-pilot first and reach agents
+//! with its summary.
 
 use std::io::{BufRead, BufReader};
 use std::time::Duration;
@@ -74,6 +76,29 @@ impl Demo {
     }
 }
 
+impl Demo {
+    /// The audit log's entries since `from` (RFC 3339), every page.
+    async fn audit(&self, from: &str) -> Result<Vec<Value>> {
+        let mut entries = Vec::new();
+        let mut after = None;
+        loop {
+            let mut url = format!("{}/api/v1/audit?limit=10000&from={from}", self.base_url);
+            if let Some(after) = &after {
+                url.push_str(&format!("&after={after}"));
+            }
+            let response = self.http.get(&url).bearer_auth(&self.token).send().await?;
+            anyhow::ensure!(response.status().is_success(), "GET {url}: {}", response.status());
+            let next = response.headers().get("x-next-after").and_then(|value| value.to_str().ok()).map(str::to_owned);
+            let text = response.text().await?;
+            entries.extend(text.lines().filter_map(|line| serde_json::from_str::<Value>(line).ok()));
+            match next {
+                Some(next) => after = Some(next),
+                None => return Ok(entries),
+            }
+        }
+    }
+}
+
 fn rows(report: &Value) -> Vec<Value> {
     report["rows"].as_array().cloned().unwrap_or_default()
 }
@@ -81,6 +106,9 @@ fn rows(report: &Value) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_opens_on_filled_reports_and_a_moving_workload() -> Result<()> {
     let folder = tempfile::tempdir()?;
+    let live_from = protocol::time::format_rfc3339(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64,
+    );
     let demo = Demo::start(&folder.path().join("demo"))?;
 
     // The past days: every team answered, breached and closed something.
@@ -155,6 +183,47 @@ async fn the_demo_opens_on_filled_reports_and_a_moving_workload() -> Result<()> 
         }
         assert!(tokio::time::Instant::now() < deadline, "no Conversions API event: {listed}");
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Live ad leads talk to the co-pilot first (status `bot`); the simulated
+    // leads answer its questions, and it hands them to the sales agents with
+    // a summary (docs/copilot.md): an agent gets one.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let entries = demo.audit(&live_from).await?;
+        let started: Vec<&str> = entries
+            .iter()
+            .filter(|entry| entry["action"] == "copilot_started")
+            .filter_map(|entry| entry["conversation_id"].as_str())
+            .collect();
+        let mut reached_an_agent = false;
+        for handoff in entries.iter().filter(|entry| entry["action"] == "copilot_handoff") {
+            let data = &handoff["data"];
+            assert_eq!(handoff["actor"], "copilot", "{handoff}");
+            let reason = data["reason"].as_str().unwrap_or_default();
+            assert!(
+                ["qualified", "asked_for_person", "timeout", "unanswered", "completed"].contains(&reason),
+                "{handoff}"
+            );
+            let summary = data["summary"].as_str().unwrap_or_default();
+            assert!(summary.starts_with("Paid lead from ad"), "a summary for the agent: {handoff}");
+            if reason == "qualified" {
+                assert!(data["fields"]["plan"].is_string() && summary.contains("Qualified"), "{handoff}");
+            }
+            let id = handoff["conversation_id"].as_str().unwrap_or_default();
+            assert!(started.contains(&id), "the co-pilot started it first: {handoff}");
+            let conversation = demo.get(&format!("/api/v1/conversations/{id}")).await?;
+            assert_ne!(conversation["status"], "bot", "handed over: {conversation}");
+            assert_eq!(conversation["team"], "sales", "{conversation}");
+            let messages = conversation["messages"].as_array().cloned().unwrap_or_default();
+            assert!(messages.iter().any(|message| message["author"] == "copilot"), "its questions: {conversation}");
+            reached_an_agent |= conversation["agent"].is_string();
+        }
+        if reached_an_agent {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no co-pilot hand-over reached an agent: {entries:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     Ok(())
 }

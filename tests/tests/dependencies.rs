@@ -52,6 +52,11 @@ fn internal_crates_depend_only_downwards() {
         ("switchboard-bench-timers", HashSet::from(["switchboard-actors", "switchboard-bench"])),
         // Calls the pure routing module directly, so it is a package apart too.
         ("switchboard-bench-routing", HashSet::from(["switchboard-actors", "switchboard-protocol"])),
+        // Calls the co-pilot's pure machine directly (its state is a storage record type).
+        (
+            "switchboard-bench-copilot",
+            HashSet::from(["switchboard-actors", "switchboard-protocol", "switchboard-storage"]),
+        ),
         // Pure: hashing, proofs, signatures and the export format, no IO but its key file.
         ("switchboard-audit", HashSet::new()),
         // Measures the audit core alone.
