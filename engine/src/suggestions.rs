@@ -297,6 +297,8 @@ mod tests {
             first_response_at: None,
             clocks: Default::default(),
             route: None,
+            copilot: None,
+            handoff: None,
         }
     }
 

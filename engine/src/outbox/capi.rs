@@ -235,13 +235,13 @@ mod tests {
     #[test]
     fn the_copilots_qualified_mark_sends_qualified_lead_once() {
         let qualified = event(EventBody::CopilotQualified { score: 7 });
-        let (name, body) = plan().conversion(&qualified, Some(&paid()), |_| false).unwrap();
+        let (name, body) = plan().conversion(&qualified, Some(&paid()), None, |_| false).unwrap();
         assert_eq!(name, "QualifiedLead");
         assert_eq!(body["data"][0]["event_id"], "cv7.QualifiedLead");
         // The hand-over's assignment after it makes nothing more.
-        assert_eq!(plan().conversion(&assigned(), Some(&paid()), |name| name == "QualifiedLead"), None);
+        assert_eq!(plan().conversion(&assigned(), Some(&paid()), None, |name| name == "QualifiedLead"), None);
         // Nor for an organic conversation.
-        assert_eq!(plan().conversion(&qualified, Some(&Source::organic()), |_| false), None);
+        assert_eq!(plan().conversion(&qualified, Some(&Source::organic()), None, |_| false), None);
     }
 
     #[test]
