@@ -103,6 +103,10 @@ pub enum RetryRefusal {
     Unavailable(String),
 }
 
+/// A `GET /api/v1/outbox` waiting for the log's head of its time (the
+/// first) to be taken in; the reply is taken when it is answered.
+type Listing = (u64, Listed, Option<oneshot::Sender<Vec<Delivery>>>);
+
 enum Request {
     List { which: Listed, reply: oneshot::Sender<Vec<Delivery>> },
     Retry { id: String, user: String, reply: oneshot::Sender<Result<Delivery, RetryRefusal>> },
@@ -641,7 +645,7 @@ impl Outbox {
         let handle = tokio::spawn(async move {
             // `GET /api/v1/outbox` requests waiting for the log's head of
             // their time to be taken in.
-            let mut listings: Vec<(u64, Listed, Option<oneshot::Sender<Vec<Delivery>>>)> = Vec::new();
+            let mut listings: Vec<Listing> = Vec::new();
             let mut tick = tokio::time::interval(tick_every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
