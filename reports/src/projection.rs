@@ -807,7 +807,10 @@ mod tests {
         );
         assert_eq!(ad1["closed_unqualified"], json!({"not_qualified": 0, "nurtured": 0}));
         let ad2 = row("ad-2");
-        assert_eq!((&ad2["conversations"], &ad2["qualified"], &ad2["qualified_rate"]), (&json!(3), &json!(0), &json!(0.0)));
+        assert_eq!(
+            (&ad2["conversations"], &ad2["qualified"], &ad2["qualified_rate"]),
+            (&json!(3), &json!(0), &json!(0.0))
+        );
         assert_eq!(ad2["time_to_qualification"]["count"], json!(0));
         assert_eq!(ad2["time_to_qualification"]["p50_s"], Value::Null);
         assert_eq!(ad2["handoffs"]["timeout"], json!(1));

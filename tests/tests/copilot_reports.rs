@@ -134,8 +134,8 @@ async fn start(clock: Arc<ManualClock>) -> anyhow::Result<Harness> {
     let options = StartOptions { clock, ..StartOptions::default() };
     Harness::start_with(options, |config| {
         let head = config_head(&config.server.data_dir.display().to_string(), &config.whatsapp.graph_base_url);
-        *config = Config::from_toml("copilot reports test", &format!("{head}\n{CONFIG}"), std::iter::empty())
-            .expect("valid");
+        *config =
+            Config::from_toml("copilot reports test", &format!("{head}\n{CONFIG}"), std::iter::empty()).expect("valid");
     })
     .await
 }
