@@ -1,11 +1,11 @@
-//! `GET /api/v1/reports/{sla,funnel,attribution}` (PROTOCOL §5,
+//! `GET /api/v1/reports/{sla,funnel,attribution,copilot}` (PROTOCOL §5,
 //! docs/reports.md): managers and admins; `?from=&to=` (RFC 3339; default
 //! the last 7 days to now), `?group_by=agent|team` (SLA and funnel; add
-//! `,day` for a row per UTC day; attribution takes `group_by=day`),
-//! `?format=csv`. A manager limited to teams (`manages`) gets the rows of
-//! its teams and of their agents, and the attribution of the conversations
-//! that first went to its teams (without the ads' spend, which is not kept
-//! per team). Answered by the reports' consumer
+//! `,day` for a row per UTC day; attribution and copilot take
+//! `group_by=day`), `?format=csv`. A manager limited to teams (`manages`)
+//! gets the rows of its teams and of their agents, and the attribution (and
+//! the co-pilot's report) of the conversations that first went to its teams
+//! (without the ads' spend, which is not kept per team). Answered by the reports' consumer
 //! (`crate::reports`) once it holds every event committed before the request.
 
 use std::collections::HashSet;
@@ -33,6 +33,7 @@ pub fn routes() -> Router<Arc<AppState>> {
             "/api/v1/reports/attribution",
             get(|state, headers, query| answer(Kind::Attribution, state, headers, query)),
         )
+        .route("/api/v1/reports/copilot", get(|state, headers, query| answer(Kind::Copilot, state, headers, query)))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +41,7 @@ enum Kind {
     Sla,
     Funnel,
     Attribution,
+    Copilot,
 }
 
 impl Kind {
@@ -48,7 +50,13 @@ impl Kind {
             Kind::Sla => "sla",
             Kind::Funnel => "funnel",
             Kind::Attribution => "attribution",
+            Kind::Copilot => "copilot",
         }
+    }
+
+    /// Grouped by source (attribution, copilot): only `group_by=day`.
+    fn by_source(self) -> bool {
+        matches!(self, Kind::Attribution | Kind::Copilot)
     }
 }
 
@@ -101,7 +109,7 @@ fn parse(kind: Kind, uri: &Uri, now: i64) -> Result<Asked, ApiError> {
         Some("csv") => true,
         Some(other) => return Err(ApiError::bad_request(format!("`format` is json or csv, not {other:?}"))),
     };
-    let groups = query.group_by.as_deref().unwrap_or(if kind == Kind::Attribution { "" } else { "team" });
+    let groups = query.group_by.as_deref().unwrap_or(if kind.by_source() { "" } else { "team" });
     let mut group_by = None;
     let mut by_day = false;
     for part in groups.split(',').map(str::trim).filter(|part| !part.is_empty()) {
@@ -110,7 +118,7 @@ fn parse(kind: Kind, uri: &Uri, now: i64) -> Result<Asked, ApiError> {
             ("agent", Kind::Sla | Kind::Funnel) if group_by.is_none() => group_by = Some(GroupBy::Agent),
             ("team", Kind::Sla | Kind::Funnel) if group_by.is_none() => group_by = Some(GroupBy::Team),
             _ => {
-                let allowed = if kind == Kind::Attribution { "`day`" } else { "`agent` or `team`, and `day`" };
+                let allowed = if kind.by_source() { "`day`" } else { "`agent` or `team`, and `day`" };
                 return Err(ApiError::bad_request(format!(
                     "`group_by` of the {} report takes {allowed} (e.g. group_by=agent,day), not {groups:?}",
                     kind.name()
@@ -118,7 +126,7 @@ fn parse(kind: Kind, uri: &Uri, now: i64) -> Result<Asked, ApiError> {
             }
         }
     }
-    if kind != Kind::Attribution && group_by.is_none() {
+    if !kind.by_source() && group_by.is_none() {
         group_by = Some(GroupBy::Team);
     }
     Ok(Asked { range: Range { from, to }, group_by, by_day, csv })
@@ -155,6 +163,7 @@ async fn answer(kind: Kind, State(state): State<Arc<AppState>>, headers: HeaderM
             match (kind, group_by) {
                 (Kind::Sla, Some(group_by)) => query::sla(rollups, range, group_by, by_day),
                 (Kind::Funnel, Some(group_by)) => query::funnel(rollups, range, group_by, by_day),
+                (Kind::Copilot, _) => query::copilot(rollups, range, by_day, &campaigns, teams.as_ref()),
                 _ => query::attribution(rollups, range, by_day, &campaigns, teams.as_ref()),
             }
         });
@@ -168,7 +177,7 @@ async fn answer(kind: Kind, State(state): State<Arc<AppState>>, headers: HeaderM
             None => "source",
         };
         if let Some((teams, agents)) = &scope
-            && kind != Kind::Attribution
+            && !kind.by_source()
         {
             report.rows.retain(|row| {
                 let id = row[group_key].as_str().unwrap_or_default();
@@ -249,5 +258,11 @@ mod tests {
             assert_eq!(parse(Kind::Sla, &uri(bad), NOW).unwrap_err().code, protocol::ErrorCode::BadRequest, "{bad}");
         }
         assert!(parse(Kind::Attribution, &uri("group_by=agent"), NOW).is_err());
+        assert_eq!(parse(Kind::Copilot, &uri(""), NOW).unwrap().group_by, None);
+        let asked = parse(Kind::Copilot, &uri("group_by=day&format=csv"), NOW).unwrap();
+        assert_eq!((asked.group_by, asked.by_day, asked.csv), (None, true, true));
+        for bad in ["group_by=team", "group_by=agent,day", "source=paid"] {
+            assert!(parse(Kind::Copilot, &uri(bad), NOW).is_err(), "{bad}");
+        }
     }
 }

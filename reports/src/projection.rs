@@ -23,6 +23,12 @@
 //!   `revenue` (the won conversations' first `money` field). The same
 //!   counts are kept per source and team, the team the conversation first
 //!   went to (routed or assigned), for a manager limited to teams.
+//!   `qualified` is reached an agent or marked qualified by the co-pilot
+//!   (`copilot_qualified`), whichever comes first, once per conversation.
+//! - **Co-pilot**, per source in the bucket of the opening (and per source
+//!   and team, as attribution): conversations it took (`copilot_started`),
+//!   qualified (`copilot_qualified`) and the time from the opening to that
+//!   (wall clock), hand-overs by reason, unqualified closes by reason.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -41,7 +47,10 @@ use crate::rollup::{Bucket, BucketKey, Dim, Rollups};
 /// projected again from the event log at start (`engine::reports`).
 /// 3: won outcomes and revenue follow the conversation's team's schema
 /// (`[[teams.dispositions]]`), no longer the global one for every team.
-pub const VERSION: u32 = 3;
+/// 4: the co-pilot's counts per source (`copilot_*` events), and a
+/// conversation the co-pilot marked qualified counts as `qualified` in
+/// attribution (PROTOCOL §5) before it reaches an agent.
+pub const VERSION: u32 = 4;
 
 /// What the reports need of the configuration.
 #[derive(Clone, Debug)]
@@ -172,6 +181,23 @@ impl Conversation {
     fn source_team(&self) -> Option<Dim> {
         let (Dim::Source { kind, id }, Some(team)) = (&self.source, &self.first_team) else { return None };
         Some(Dim::SourceTeam { team: team.clone(), kind: kind.clone(), id: id.clone() })
+    }
+
+    /// Its source, and its source counted for the team it first went to.
+    fn source_dims(&self) -> Vec<Dim> {
+        std::iter::once(self.source.clone()).chain(self.source_team()).collect()
+    }
+
+    /// Reached an agent or marked qualified by the co-pilot, whichever
+    /// comes first: counted once, in the bucket of its opening.
+    fn qualify(&mut self, rollups: &mut Rollups) {
+        if self.qualified {
+            return;
+        }
+        self.qualified = true;
+        for dim in self.source_dims() {
+            rollups.add(&dim, self.opened_at, |bucket| bucket.counts.qualified += 1);
+        }
     }
 
     /// Notes the team it is now in; the first one it went to starts its
@@ -320,12 +346,45 @@ impl Projection {
                     conversation.team_cohort = Some(Cohort::new(&team, at));
                     rollups.add(&Dim::team(&team), at, |bucket| bucket.counts.assigned += 1);
                 }
-                if !conversation.qualified {
-                    conversation.qualified = true;
-                    let dims = std::iter::once(conversation.source.clone()).chain(conversation.source_team());
-                    for dim in dims {
-                        rollups.add(&dim, conversation.opened_at, |bucket| bucket.counts.qualified += 1);
-                    }
+                conversation.qualify(rollups);
+            }
+            // The co-pilot's part (docs/copilot.md), per source in the
+            // bucket of the opening.
+            EventBody::CopilotStarted { team_id, .. } => {
+                if !team_id.is_empty() {
+                    conversation.entered(Some(team_id.clone()), rollups);
+                }
+                for dim in conversation.source_dims() {
+                    rollups.add(&dim, conversation.opened_at, |bucket| bucket.counts.copilot.started += 1);
+                }
+            }
+            EventBody::CopilotQualified { .. } => {
+                // Wall-clock time: the co-pilot answers at any hour.
+                let seconds = (at - conversation.opened_at).max(0) as f64 / 1000.0;
+                for dim in conversation.source_dims() {
+                    rollups.add(&dim, conversation.opened_at, |bucket| {
+                        bucket.counts.copilot.qualified += 1;
+                        bucket.time_to_qualification.add(seconds);
+                    });
+                }
+                conversation.qualify(rollups);
+            }
+            EventBody::CopilotHandoff { reason, .. } => {
+                for dim in conversation.source_dims() {
+                    rollups.add(&dim, conversation.opened_at, |bucket| {
+                        if let Some(count) = bucket.counts.copilot.handoff(reason) {
+                            *count += 1;
+                        }
+                    });
+                }
+            }
+            EventBody::CopilotClosed { reason } => {
+                for dim in conversation.source_dims() {
+                    rollups.add(&dim, conversation.opened_at, |bucket| {
+                        if let Some(count) = bucket.counts.copilot.closed(reason) {
+                            *count += 1;
+                        }
+                    });
                 }
             }
             // A close is followed by its unassignment: the close counted the holder.
@@ -366,8 +425,7 @@ impl Projection {
                 }
                 if won {
                     let revenue = settings.revenue(conversation.team.as_deref(), fields);
-                    let dims = std::iter::once(conversation.source.clone()).chain(conversation.source_team());
-                    for dim in dims {
+                    for dim in conversation.source_dims() {
                         rollups.add(&dim, conversation.opened_at, |bucket| {
                             bucket.counts.won += 1;
                             bucket.counts.revenue += revenue;
@@ -670,6 +728,111 @@ mod tests {
         assert!(csv.contains("\nsales,0,0,1,2,660.0,"), "{csv}");
         let changes = script.projection.take_changes();
         assert!(changes.conversations.iter().any(|(id, now)| id == "c1" && now.is_none()), "closed ones are forgotten");
+    }
+
+    impl Script {
+        fn copilot(&mut self, id: &str, at: UnixMs, body: EventBody) {
+            self.event(id, at, Actor::Copilot, body);
+        }
+    }
+
+    fn handoff(reason: &str, qualified: bool) -> EventBody {
+        EventBody::CopilotHandoff {
+            reason: reason.into(),
+            summary: String::new(),
+            fields: Map::new(),
+            score: 0,
+            qualified,
+        }
+    }
+
+    /// The co-pilot's counts per source, in the bucket of the opening; its
+    /// qualified mark counts as attribution's `qualified`, once whichever
+    /// of it and the assignment comes first.
+    #[test]
+    fn the_copilots_part_is_counted_by_source() {
+        let mut script = Script { projection: Projection::new(settings()) };
+        let started = || EventBody::CopilotStarted { flow: "ads".into(), team_id: "sales".into() };
+        let routed = || EventBody::Routed { team_id: Some("sales".into()), route: Value::Null };
+        let at = T0 + 10 * 60 * MIN;
+        // q1: ad-1, qualified 90 s after the opening, handed over, assigned.
+        script.open("q1", at, paid("ad-1"));
+        script.event("q1", at, Actor::System, routed());
+        script.copilot("q1", at, started());
+        script.copilot("q1", at + 90_000, EventBody::CopilotQualified { score: 5 });
+        script.copilot("q1", at + 90_000, handoff("qualified", true));
+        script.assign("q1", at + 91_000, "asha", "sales");
+        // q2: ad-1, qualified after 30 min (the day's next hour), handed over.
+        script.open("q2", at + 50 * MIN, paid("ad-1"));
+        script.event("q2", at + 50 * MIN, Actor::System, routed());
+        script.copilot("q2", at + 50 * MIN, started());
+        script.copilot("q2", at + 80 * MIN, EventBody::CopilotQualified { score: 7 });
+        script.copilot("q2", at + 80 * MIN, handoff("qualified", true));
+        // p: ad-1, asks for a person, assigned.
+        script.open("p", at + MIN, paid("ad-1"));
+        script.event("p", at + MIN, Actor::System, routed());
+        script.copilot("p", at + MIN, started());
+        script.copilot("p", at + 2 * MIN, handoff("asked_for_person", false));
+        script.assign("p", at + 3 * MIN, "ravi", "sales");
+        // n: ad-2, closed not qualified; u: ad-2, nurtured; t: ad-2, timed out.
+        for (id, ending) in [("n", "not_qualified"), ("u", "nurtured"), ("t", "")] {
+            script.open(id, at, paid("ad-2"));
+            script.event(id, at, Actor::System, routed());
+            script.copilot(id, at, started());
+            if ending.is_empty() {
+                script.copilot(id, at + 10 * MIN, handoff("timeout", false));
+            } else {
+                script.copilot(id, at + 5 * MIN, EventBody::CopilotClosed { reason: ending.into() });
+                script.event(id, at + 5 * MIN, Actor::Copilot, EventBody::Closed { fields: Map::new(), outcome: None });
+            }
+        }
+        // o: organic, never the co-pilot's.
+        script.open("o", at, Source::organic());
+        script.assign("o", at, "asha", "sales");
+
+        let rollups = &script.projection.rollups;
+        let report = rows(query::copilot(rollups, day(), false, &HashMap::new(), None));
+        assert_eq!(report.len(), 2, "no row for organic: {report:?}");
+        let row = |ad: &str| report.iter().find(|row| row["source_id"] == ad).cloned().unwrap();
+        let ad1 = row("ad-1");
+        assert_eq!(
+            (&ad1["source"], &ad1["conversations"], &ad1["qualified"], &ad1["qualified_rate"]),
+            (&json!("paid"), &json!(3), &json!(2), &json!(0.6667)),
+            "{ad1}"
+        );
+        assert_eq!(ad1["time_to_qualification"], json!({"count": 2, "p50_s": 90.0, "p90_s": 90.0, "mean_s": 945.0}));
+        assert_eq!(
+            ad1["handoffs"],
+            json!({"qualified": 2, "asked_for_person": 1, "timeout": 0, "unanswered": 0, "completed": 0})
+        );
+        assert_eq!(ad1["closed_unqualified"], json!({"not_qualified": 0, "nurtured": 0}));
+        let ad2 = row("ad-2");
+        assert_eq!(
+            (&ad2["conversations"], &ad2["qualified"], &ad2["qualified_rate"]),
+            (&json!(3), &json!(0), &json!(0.0))
+        );
+        assert_eq!(ad2["time_to_qualification"]["count"], json!(0));
+        assert_eq!(ad2["time_to_qualification"]["p50_s"], Value::Null);
+        assert_eq!(ad2["handoffs"]["timeout"], json!(1));
+        assert_eq!(ad2["closed_unqualified"], json!({"not_qualified": 1, "nurtured": 1}));
+
+        // Attribution: q1 qualified once (the co-pilot, then the agent), q2
+        // by the co-pilot alone, p by its assignment.
+        let attribution = rows(query::attribution(rollups, day(), false, &HashMap::new(), None));
+        let ad1 = attribution.iter().find(|row| row["source_id"] == "ad-1").unwrap();
+        assert_eq!((&ad1["conversations"], &ad1["qualified"]), (&json!(3), &json!(3)), "{ad1}");
+        let ad2 = attribution.iter().find(|row| row["source_id"] == "ad-2").unwrap();
+        assert_eq!(ad2["qualified"], json!(0), "{ad2}");
+
+        // By day, and for a manager limited to sales (and to another team).
+        let by_day = rows(query::copilot(rollups, day(), true, &HashMap::new(), None));
+        assert!(by_day.iter().all(|row| row["day"] == "2026-12-01"), "{by_day:?}");
+        let sales = rows(query::copilot(rollups, day(), false, &HashMap::new(), Some(&["sales".into()].into())));
+        assert_eq!(sales, report, "everything went to sales first");
+        let office = rows(query::copilot(rollups, day(), false, &HashMap::new(), Some(&["office".into()].into())));
+        assert!(office.is_empty(), "{office:?}");
+        let csv = query::to_csv(&report, &["source"]);
+        assert!(csv.starts_with("source,closed_unqualified.not_qualified,closed_unqualified.nurtured,"), "{csv}");
     }
 
     #[test]

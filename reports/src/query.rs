@@ -1,4 +1,4 @@
-//! The three reports of PROTOCOL §5 over a range, as rows of JSON (and
+//! The three reports of PROTOCOL §5 (and the co-pilot's, §11) over a range, as rows of JSON (and
 //! CSV with the same field names, nested ones joined with `.`).
 
 use std::collections::{HashMap, HashSet};
@@ -263,6 +263,79 @@ pub fn attribution(
             rows.push(Value::Object(row));
         }
     }
+    report(cover, rows)
+}
+
+/// `GET /api/v1/reports/copilot`: per source kind and ad / referral code
+/// (as attribution, conversations by the bucket of their opening), what
+/// the co-pilot did: the conversations it took, how many it qualified and
+/// how long that took from the opening, its hand-overs and its unqualified
+/// closes by reason. Only sources the co-pilot took a conversation of (or
+/// did anything with) get a row; a configured ad carries its `campaign`
+/// name. `teams`: for a manager limited to teams, only the conversations
+/// that first went to one of them.
+pub fn copilot(
+    rollups: &Rollups,
+    range: Range,
+    by_day: bool,
+    campaigns: &HashMap<String, Campaign>,
+    teams: Option<&HashSet<String>>,
+) -> Report {
+    let cover = Cover::of(range.from, range.to);
+    let spans = match teams {
+        None => DimKind::Source.spans(),
+        Some(teams) => sources_of_teams(teams),
+    };
+    let merged = rollups.merged(&cover, &spans, by_day, true, |dim| match dim {
+        Dim::Source { kind, id } | Dim::SourceTeam { kind, id, .. } => Some((kind.as_str(), id.as_str())),
+        _ => None,
+    });
+    let rows = merged
+        .into_iter()
+        .filter(|(_, bucket)| !bucket.counts.copilot.is_empty())
+        .map(|(((kind, id), day), bucket): (((&str, &str), Option<i64>), Bucket)| {
+            let counts = &bucket.counts.copilot;
+            let mut row = Map::new();
+            row.insert("source".into(), json!(kind));
+            if let Some(day) = day {
+                row.insert("day".into(), json!(day_label(day)));
+            }
+            match kind {
+                "paid" => {
+                    row.insert("source_id".into(), json!(id));
+                    if let Some(campaign) = campaigns.get(id) {
+                        row.insert("campaign".into(), json!(campaign.name));
+                    }
+                }
+                "referral" => {
+                    row.insert("code".into(), json!(id));
+                }
+                _ => {}
+            }
+            row.insert("conversations".into(), json!(counts.started));
+            row.insert("qualified".into(), json!(counts.qualified));
+            row.insert("qualified_rate".into(), ratio(counts.qualified, counts.started));
+            row.insert("time_to_qualification".into(), times(&bucket.time_to_qualification));
+            row.insert(
+                "handoffs".into(),
+                json!({
+                    "qualified": counts.handoff_qualified,
+                    "asked_for_person": counts.handoff_asked_for_person,
+                    "timeout": counts.handoff_timeout,
+                    "unanswered": counts.handoff_unanswered,
+                    "completed": counts.handoff_completed,
+                }),
+            );
+            row.insert(
+                "closed_unqualified".into(),
+                json!({
+                    "not_qualified": counts.closed_not_qualified,
+                    "nurtured": counts.closed_nurtured,
+                }),
+            );
+            Value::Object(row)
+        })
+        .collect();
     report(cover, rows)
 }
 

@@ -136,10 +136,75 @@ pub struct Counts {
     pub breaches_first_response: u64,
     pub breaches_next_response: u64,
     pub breaches_resolution: u64,
-    /// Attribution: conversations opened, qualified (reached an agent), revenue of the won.
+    /// Attribution: conversations opened, qualified (reached an agent or
+    /// marked qualified by the co-pilot), revenue of the won.
     pub conversations: u64,
     pub qualified: u64,
     pub revenue: f64,
+    /// The co-pilot (docs/copilot.md), per source in the bucket of the
+    /// conversation's opening: conversations it took, qualified, handed
+    /// over and closed unqualified by reason.
+    #[serde(default)]
+    pub copilot: CopilotCounts,
+}
+
+/// What the co-pilot did with the conversations of a source.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CopilotCounts {
+    /// `copilot_started`: conversations the co-pilot took.
+    pub started: u64,
+    /// `copilot_qualified`.
+    pub qualified: u64,
+    /// `copilot_handoff` by reason.
+    pub handoff_qualified: u64,
+    pub handoff_asked_for_person: u64,
+    pub handoff_timeout: u64,
+    pub handoff_unanswered: u64,
+    pub handoff_completed: u64,
+    /// `copilot_closed` by reason.
+    pub closed_not_qualified: u64,
+    pub closed_nurtured: u64,
+}
+
+impl CopilotCounts {
+    fn merge(&mut self, other: &CopilotCounts) {
+        self.started += other.started;
+        self.qualified += other.qualified;
+        self.handoff_qualified += other.handoff_qualified;
+        self.handoff_asked_for_person += other.handoff_asked_for_person;
+        self.handoff_timeout += other.handoff_timeout;
+        self.handoff_unanswered += other.handoff_unanswered;
+        self.handoff_completed += other.handoff_completed;
+        self.closed_not_qualified += other.closed_not_qualified;
+        self.closed_nurtured += other.closed_nurtured;
+    }
+
+    /// The counter of a hand-over's reason (`None`: a reason this build
+    /// does not know).
+    pub fn handoff(&mut self, reason: &str) -> Option<&mut u64> {
+        Some(match reason {
+            "qualified" => &mut self.handoff_qualified,
+            "asked_for_person" => &mut self.handoff_asked_for_person,
+            "timeout" => &mut self.handoff_timeout,
+            "unanswered" => &mut self.handoff_unanswered,
+            "completed" => &mut self.handoff_completed,
+            _ => return None,
+        })
+    }
+
+    /// The counter of an unqualified close's reason.
+    pub fn closed(&mut self, reason: &str) -> Option<&mut u64> {
+        Some(match reason {
+            "not_qualified" => &mut self.closed_not_qualified,
+            "nurtured" => &mut self.closed_nurtured,
+            _ => return None,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == CopilotCounts::default()
+    }
 }
 
 impl Counts {
@@ -155,6 +220,7 @@ impl Counts {
         self.conversations += other.conversations;
         self.qualified += other.qualified;
         self.revenue += other.revenue;
+        self.copilot.merge(&other.copilot);
     }
 }
 
@@ -293,13 +359,17 @@ impl Sketch {
     }
 }
 
-/// A bucket: counts, and first, next and total (resolution) response times.
+/// A bucket: counts, and first, next and total (resolution) response
+/// times, and (a source's) the co-pilot's time to qualification.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Bucket {
     pub counts: Counts,
     pub first_response: Sketch,
     pub next_response: Sketch,
     pub resolution: Sketch,
+    /// From the opening to `copilot_qualified`, in the opening's bucket.
+    #[serde(default)]
+    pub time_to_qualification: Sketch,
 }
 
 impl Bucket {
@@ -308,6 +378,7 @@ impl Bucket {
         self.first_response.merge(&other.first_response);
         self.next_response.merge(&other.next_response);
         self.resolution.merge(&other.resolution);
+        self.time_to_qualification.merge(&other.time_to_qualification);
     }
 }
 
