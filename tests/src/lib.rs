@@ -7,6 +7,8 @@
 //! tests name ([`WsClient`], [`Protocol`], [`WAIT`]). It deliberately holds no
 //! test of its own: those are the files in `tests/tests/`.
 
+pub mod copilot;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -271,7 +273,12 @@ impl Harness {
     /// Starts the server on `body` (teams, agents, rules…) after
     /// [`config_head`] for its data directory and the emulator.
     pub async fn start_on(name: &str, body: &str) -> Result<Harness> {
-        Self::start_with(StartOptions::default(), |config| {
+        Self::start_on_with(StartOptions::default(), name, body).await
+    }
+
+    /// [`Harness::start_on`] with `options` (a manual clock, a model hook…).
+    pub async fn start_on_with(options: StartOptions, name: &str, body: &str) -> Result<Harness> {
+        Self::start_with(options, |config| {
             let head = config_head(&config.server.data_dir.display().to_string(), &config.whatsapp.graph_base_url);
             *config = Config::from_toml(name, &format!("{head}\n{body}"), std::iter::empty())
                 .expect("the test configuration is valid");

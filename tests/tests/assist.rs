@@ -13,12 +13,10 @@ use std::sync::Arc;
 
 use actors::clock::ManualClock;
 use anyhow::{Context, Result, ensure};
-use engine::config::Config;
 use engine::server::StartOptions;
 use serde_json::{Value, json};
 use switchboard_tests::{
-    Harness, MANAGER_TOKEN, PHONE_NUMBER_ID, Protocol, WsClient, agent_token, config_head, eventually, inbound_text,
-    now_s,
+    Harness, MANAGER_TOKEN, PHONE_NUMBER_ID, Protocol, WsClient, agent_token, eventually, inbound_text, now_s,
 };
 
 const LEAD_TOKEN: &str = "lead-token-xyz";
@@ -283,12 +281,7 @@ async fn stop_drafting(harness: &Harness) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_drafts_what_was_not_taken_in_unless_it_grew_stale() -> Result<()> {
     let clock = ManualClock::new(now_s() * 1000);
-    let mut harness = Harness::start_with(options(&clock), |config| {
-        let head = config_head(&config.server.data_dir.display().to_string(), &config.whatsapp.graph_base_url);
-        *config = Config::from_toml("assist test", &format!("{head}\n{}", self::config()), std::iter::empty())
-            .expect("the test configuration is valid");
-    })
-    .await?;
+    let mut harness = Harness::start_on_with(options(&clock), "assist test", &self::config()).await?;
     let mut a1 = harness.online_agent("a1").await?;
     assert_eq!(a1.request(json!({"type": "set_copilot", "enabled": true})).await?["copilot"], true);
     let customer = "919700000002";

@@ -8,11 +8,10 @@
 use std::sync::Arc;
 
 use actors::clock::ManualClock;
-use engine::config::Config;
 use engine::server::StartOptions;
 use serde_json::{Value, json};
 use sim::emulator::Failure;
-use switchboard_tests::{Harness, MANAGER_TOKEN, WsClient, config_head, eventually, message_webhook, now_s};
+use switchboard_tests::{Harness, MANAGER_TOKEN, WsClient, eventually, message_webhook, now_s};
 
 type TestResult = anyhow::Result<()>;
 
@@ -64,11 +63,7 @@ tick_ms = 20
 
 async fn start(clock: Arc<ManualClock>) -> anyhow::Result<Harness> {
     let options = StartOptions { clock, ..StartOptions::default() };
-    Harness::start_with(options, |config| {
-        let head = config_head(&config.server.data_dir.display().to_string(), &config.whatsapp.graph_base_url);
-        *config = Config::from_toml("capi test", &format!("{head}\n{CONFIG}"), std::iter::empty()).expect("valid");
-    })
-    .await
+    Harness::start_on_with(options, "capi test", CONFIG).await
 }
 
 /// A customer writes (from an ad when `clid` is given); `agent` gets the

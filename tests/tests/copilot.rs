@@ -17,149 +17,15 @@
 use std::sync::Arc;
 
 use actors::clock::ManualClock;
-use engine::config::Config;
 use engine::server::StartOptions;
 use serde_json::{Value, json};
+use switchboard_tests::copilot::{FLOW, NUMBER, ad_click, say, sends, sent_to, tap};
 use switchboard_tests::{Harness, MANAGER_TOKEN, config_head, eventually, message_webhook, now_s};
 
 type TestResult = anyhow::Result<()>;
 
-const NUMBER: &str = "100000000000001";
-
-const CONFIG: &str = r#"
-[[teams]]
-id = "sales"
-
-[[teams.dispositions]]
-key = "outcome"
-kind = "enum"
-options = ["booked", "not_qualified"]
-required_on_close = true
-won_values = ["booked"]
-
-[[teams.dispositions]]
-key = "budget"
-label = "Budget"
-kind = "enum"
-options = ["under_10l", "10_20l", "over_20l"]
-
-[[teams.dispositions]]
-key = "units"
-label = "Units"
-kind = "number"
-
-[[teams.dispositions]]
-key = "city"
-label = "City"
-kind = "text"
-
-[teams.copilot]
-
-[[teams.copilot.flows]]
-id = "ad_leads"
-sources = ["paid"]
-greeting = "Hi! Thanks for your interest."
-qualify_score = 5
-handoff_after_s = 600
-unqualified = "close"
-not_qualified_fields = { outcome = "not_qualified" }
-
-[[teams.copilot.flows.questions]]
-id = "budget"
-text = "What is your budget?"
-field = "budget"
-kind = "options"
-options = [
-  { id = "low", title = "Under 10 lakh", value = "under_10l", score = 0 },
-  { id = "mid", title = "10–20 lakh", value = "10_20l", score = 2 },
-  { id = "high", title = "Over 20 lakh", value = "over_20l", score = 3 },
-]
-
-[[teams.copilot.flows.questions]]
-id = "units"
-text = "How many units?"
-field = "units"
-kind = "number"
-min = 1
-max = 20
-score = 1
-
-[[teams.copilot.flows.questions]]
-id = "city"
-text = "Which city?"
-field = "city"
-kind = "text"
-score = 1
-
-[[agents]]
-id = "a1"
-token = "a1-token-xyz"
-teams = ["sales"]
-capacity = 50
-
-[[agents]]
-id = "boss"
-role = "manager"
-token = "manager-token-1"
-
-[capi]
-dataset_id = "1234567890"
-waba_id = "102290129340398"
-currency = "INR"
-
-[outbox]
-tick_ms = 20
-"#;
-
 async fn start(clock: Arc<ManualClock>) -> anyhow::Result<Harness> {
-    let options = StartOptions { clock, ..StartOptions::default() };
-    Harness::start_with(options, |config| {
-        let head = config_head(&config.server.data_dir.display().to_string(), &config.whatsapp.graph_base_url);
-        *config = Config::from_toml("copilot test", &format!("{head}\n{CONFIG}"), std::iter::empty()).expect("valid");
-    })
-    .await
-}
-
-/// A click-to-WhatsApp ad's first message from `customer`.
-async fn ad_click(harness: &Harness, customer: &str) -> TestResult {
-    let message = json!({"type": "text", "text": {"body": "Is this still available?"},
-        "referral": {"source_url": "https://fb.me/x", "source_type": "ad", "source_id": "120200000000001",
-            "headline": "Spring offer", "ctwa_clid": format!("clid-{customer}")}});
-    post(harness, customer, "1", message).await
-}
-
-async fn say(harness: &Harness, customer: &str, n: &str, text: &str) -> TestResult {
-    post(harness, customer, n, json!({"type": "text", "text": {"body": text}})).await
-}
-
-/// The customer taps a reply button.
-async fn tap(harness: &Harness, customer: &str, n: &str, id: &str, title: &str) -> TestResult {
-    let message = json!({"type": "interactive",
-        "interactive": {"type": "button_reply", "button_reply": {"id": id, "title": title}}});
-    post(harness, customer, n, message).await
-}
-
-async fn post(harness: &Harness, customer: &str, n: &str, message: Value) -> TestResult {
-    let webhook = message_webhook(NUMBER, customer, &format!("wamid.{customer}.{n}"), message);
-    let (status, answer) = harness.post_webhook(&webhook).await?;
-    anyhow::ensure!(status == 200, "webhook: {status} {answer}");
-    Ok(())
-}
-
-/// What the emulator was asked to send to `customer`, in order.
-fn sent_to(harness: &Harness, customer: &str) -> Vec<Value> {
-    harness.emulator.requests().into_iter().map(|request| request.body).filter(|body| body["to"] == customer).collect()
-}
-
-/// Waits until `customer` was sent `count` messages; returns them.
-async fn sends(harness: &Harness, customer: &str, count: usize) -> anyhow::Result<Vec<Value>> {
-    let sent = eventually(|| async {
-        let sent = sent_to(harness, customer);
-        (sent.len() >= count).then_some(sent)
-    })
-    .await?;
-    anyhow::ensure!(sent.len() == count, "more than {count} sends: {sent:#?}");
-    Ok(sent)
+    Harness::start_on_with(StartOptions { clock, ..StartOptions::default() }, "copilot test", FLOW).await
 }
 
 /// The conversation of `customer` as the API shows it, once `check` holds.
@@ -440,11 +306,7 @@ impl actors::copilot::CopilotModel for Fake {
 async fn start_with_model(clock: Arc<ManualClock>, model: Fake) -> anyhow::Result<Harness> {
     let copilot = actors::CopilotHook { model: Arc::new(model), timeout_ms: 300 };
     let options = StartOptions { clock, copilot: Some(copilot), ..StartOptions::default() };
-    Harness::start_with(options, |config| {
-        let head = config_head(&config.server.data_dir.display().to_string(), &config.whatsapp.graph_base_url);
-        *config = Config::from_toml("copilot test", &format!("{head}\n{CONFIG}"), std::iter::empty()).expect("valid");
-    })
-    .await
+    Harness::start_on_with(options, "copilot test", FLOW).await
 }
 
 /// A model hook that fails, is slow, or answers outside the flow changes
@@ -507,7 +369,7 @@ async fn after_kill_dash_nine_mid_flow_the_flow_resumes_at_the_same_question() -
     let dir = tempfile::tempdir()?;
     let config_path = dir.path().join("switchboard.toml");
     let head = config_head(&dir.path().join("data").display().to_string(), &emulator.base_url());
-    std::fs::write(&config_path, format!("{head}\n{CONFIG}"))?;
+    std::fs::write(&config_path, format!("{head}\n{FLOW}"))?;
     let binary = env!("CARGO_BIN_EXE_switchboard-under-test");
     let http = reqwest::Client::new();
     let customer = "919700000021";
@@ -587,12 +449,7 @@ async fn the_configured_model_server_is_used_and_any_failure_falls_back() -> Tes
         );
         let clock = ManualClock::new(now_s() * 1000);
         let options = StartOptions { clock, ..StartOptions::default() };
-        let harness = Harness::start_with(options, |config| {
-            let head = config_head(&config.server.data_dir.display().to_string(), &config.whatsapp.graph_base_url);
-            *config = Config::from_toml("copilot model test", &format!("{head}\n{CONFIG}{model}"), std::iter::empty())
-                .expect("valid");
-        })
-        .await?;
+        let harness = Harness::start_on_with(options, "copilot model test", &format!("{FLOW}{model}")).await?;
         ad_click(&harness, customer).await?;
         sends(&harness, customer, 1).await?;
         say(&harness, customer, "2", "we can spend a lot").await?;

@@ -14,100 +14,25 @@
 use std::sync::Arc;
 
 use actors::clock::ManualClock;
-use engine::config::Config;
 use engine::server::StartOptions;
 use serde_json::{Value, json};
-use switchboard_tests::{Harness, MANAGER_TOKEN, config_head, eventually, message_webhook, now_s};
+use switchboard_tests::copilot::{AD, FLOW, ad_click, say, sends, tap};
+use switchboard_tests::{Harness, MANAGER_TOKEN, eventually, now_s};
 
 type TestResult = anyhow::Result<()>;
 
-const NUMBER: &str = "100000000000001";
-const AD: &str = "120200000000001";
 const SALES_LEAD: &str = "sales-lead-token-xyz";
 const SUPPORT_LEAD: &str = "support-lead-token-xyz";
 
-const CONFIG: &str = r#"
-[[teams]]
-id = "sales"
-
-[[teams.dispositions]]
-key = "outcome"
-kind = "enum"
-options = ["booked", "not_qualified"]
-required_on_close = true
-won_values = ["booked"]
-
-[[teams.dispositions]]
-key = "budget"
-label = "Budget"
-kind = "enum"
-options = ["under_10l", "10_20l", "over_20l"]
-
-[[teams.dispositions]]
-key = "units"
-label = "Units"
-kind = "number"
-
-[[teams.dispositions]]
-key = "city"
-label = "City"
-kind = "text"
-
-[teams.copilot]
-
-[[teams.copilot.flows]]
-id = "ad_leads"
-sources = ["paid"]
-greeting = "Hi! Thanks for your interest."
-qualify_score = 5
-handoff_after_s = 600
-unqualified = "close"
-not_qualified_fields = { outcome = "not_qualified" }
-
-[[teams.copilot.flows.questions]]
-id = "budget"
-text = "What is your budget?"
-field = "budget"
-kind = "options"
-options = [
-  { id = "low", title = "Under 10 lakh", value = "under_10l", score = 0 },
-  { id = "mid", title = "10–20 lakh", value = "10_20l", score = 2 },
-  { id = "high", title = "Over 20 lakh", value = "over_20l", score = 3 },
-]
-
-[[teams.copilot.flows.questions]]
-id = "units"
-text = "How many units?"
-field = "units"
-kind = "number"
-min = 1
-max = 20
-score = 1
-
-[[teams.copilot.flows.questions]]
-id = "city"
-text = "Which city?"
-field = "city"
-kind = "text"
-score = 1
-
+/// After the shared flow: the number's team, a support team and a manager
+/// limited to each team.
+const MORE: &str = r#"
 [[numbers]]
 phone_number_id = "100000000000001"
 default_team = "sales"
 
 [[teams]]
 id = "support"
-
-[[agents]]
-id = "a1"
-token = "a1-token-xyz"
-teams = ["sales"]
-capacity = 50
-
-[[agents]]
-id = "boss"
-role = "manager"
-token = "manager-token-1"
 
 [[agents]]
 id = "sales-lead"
@@ -120,66 +45,11 @@ id = "support-lead"
 role = "manager"
 token = "support-lead-token-xyz"
 manages = ["support"]
-
-[capi]
-dataset_id = "1234567890"
-waba_id = "102290129340398"
-currency = "INR"
-
-[outbox]
-tick_ms = 20
 "#;
 
 async fn start(clock: Arc<ManualClock>) -> anyhow::Result<Harness> {
     let options = StartOptions { clock, ..StartOptions::default() };
-    Harness::start_with(options, |config| {
-        let head = config_head(&config.server.data_dir.display().to_string(), &config.whatsapp.graph_base_url);
-        *config =
-            Config::from_toml("copilot reports test", &format!("{head}\n{CONFIG}"), std::iter::empty()).expect("valid");
-    })
-    .await
-}
-
-/// A click-to-WhatsApp ad's first message from `customer`.
-async fn ad_click(harness: &Harness, customer: &str) -> TestResult {
-    let message = json!({"type": "text", "text": {"body": "Is this still available?"},
-        "referral": {"source_url": "https://fb.me/x", "source_type": "ad", "source_id": AD,
-            "headline": "Spring offer", "ctwa_clid": format!("clid-{customer}")}});
-    post(harness, customer, "1", message).await
-}
-
-async fn say(harness: &Harness, customer: &str, n: &str, text: &str) -> TestResult {
-    post(harness, customer, n, json!({"type": "text", "text": {"body": text}})).await
-}
-
-async fn tap(harness: &Harness, customer: &str, n: &str, id: &str, title: &str) -> TestResult {
-    let message = json!({"type": "interactive",
-        "interactive": {"type": "button_reply", "button_reply": {"id": id, "title": title}}});
-    post(harness, customer, n, message).await
-}
-
-async fn post(harness: &Harness, customer: &str, n: &str, message: Value) -> TestResult {
-    let webhook = message_webhook(NUMBER, customer, &format!("wamid.{customer}.{n}"), message);
-    let (status, answer) = harness.post_webhook(&webhook).await?;
-    anyhow::ensure!(status == 200, "webhook: {status} {answer}");
-    Ok(())
-}
-
-/// Waits until `customer` was sent `count` messages.
-async fn sends(harness: &Harness, customer: &str, count: usize) -> TestResult {
-    let sent = eventually(|| async {
-        let sent: Vec<Value> = harness
-            .emulator
-            .requests()
-            .into_iter()
-            .map(|request| request.body)
-            .filter(|body| body["to"] == customer)
-            .collect();
-        (sent.len() >= count).then_some(sent)
-    })
-    .await?;
-    anyhow::ensure!(sent.len() == count, "more than {count} sends: {sent:#?}");
-    Ok(())
+    Harness::start_on_with(options, "copilot reports test", &format!("{FLOW}{MORE}")).await
 }
 
 /// Waits until the conversation of `customer` has `status`.

@@ -13,12 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actors::clock::ManualClock;
-use engine::config::Config;
 use engine::server::StartOptions;
 use protocol::time::format_rfc3339;
 use serde_json::{Value, json};
 use sim::receiver::{Behavior, Received, Receiver};
-use switchboard_tests::{Harness, MANAGER_TOKEN, PHONE_NUMBER_ID, WsClient, config_head, eventually, now_s};
+use switchboard_tests::{Harness, MANAGER_TOKEN, PHONE_NUMBER_ID, WsClient, eventually, now_s};
 
 type TestResult = anyhow::Result<()>;
 
@@ -78,11 +77,7 @@ async fn start(clock: Arc<ManualClock>, kind: &str, receiver: &Receiver, extra: 
     let options = StartOptions { clock, ..StartOptions::default() };
     let url = format!("http://{}", receiver.addr);
     let body = config_body(kind, &url, token_of(kind), extra);
-    Harness::start_with(options, |config| {
-        let head = config_head(&config.server.data_dir.display().to_string(), &config.whatsapp.graph_base_url);
-        *config = Config::from_toml("crm test", &format!("{head}\n{body}"), std::iter::empty()).expect("valid");
-    })
-    .await
+    Harness::start_on_with(options, "crm test", &body).await
 }
 
 /// A customer, Ravi Kumar, writes from an ad; `agent` gets the conversation.

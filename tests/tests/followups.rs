@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use actors::clock::ManualClock;
 use anyhow::{Result, ensure};
-use engine::config::Config;
 use engine::server::StartOptions;
 use serde_json::{Value, json};
 use switchboard_tests::*;
@@ -113,12 +112,7 @@ required_on_close = true
 }
 
 async fn start(clock: Arc<ManualClock>) -> Result<Harness> {
-    Harness::start_with(options(&clock), |config| {
-        let head = config_head(&config.server.data_dir.display().to_string(), &config.whatsapp.graph_base_url);
-        *config = Config::from_toml("followups", &format!("{head}\n{}", body()), std::iter::empty())
-            .expect("the test configuration is valid");
-    })
-    .await
+    Harness::start_on_with(options(&clock), "followups", &body()).await
 }
 
 fn options(clock: &Arc<ManualClock>) -> StartOptions {

@@ -10,11 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actors::clock::ManualClock;
-use engine::config::Config;
 use engine::server::StartOptions;
 use serde_json::{Value, json};
 use sim::receiver::{Behavior, Receiver};
-use switchboard_tests::{Harness, MANAGER_TOKEN, WsClient, agent_token, config_head, eventually, inbound_text, now_s};
+use switchboard_tests::{Harness, MANAGER_TOKEN, WsClient, agent_token, eventually, inbound_text, now_s};
 
 type TestResult = anyhow::Result<()>;
 
@@ -76,11 +75,7 @@ async fn start(clock: Option<Arc<ManualClock>>, receiver: &Receiver, connector: 
         options.clock = clock;
     }
     let body = config_body(&receiver.url(), connector);
-    Harness::start_with(options, |config| {
-        let head = config_head(&config.server.data_dir.display().to_string(), &config.whatsapp.graph_base_url);
-        *config = Config::from_toml("outbox test", &format!("{head}\n{body}"), std::iter::empty()).expect("valid");
-    })
-    .await
+    Harness::start_on_with(options, "outbox test", &body).await
 }
 
 /// A customer writes; `agent` gets the conversation. Returns its id.

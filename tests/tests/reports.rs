@@ -13,7 +13,7 @@ use actors::clock::{Clock, ManualClock};
 use anyhow::{Result, ensure};
 use engine::server::StartOptions;
 use serde_json::{Value, json};
-use switchboard_tests::{Harness, MANAGER_TOKEN, WsClient, config_head, message_webhook, now_s, text_message};
+use switchboard_tests::{Harness, MANAGER_TOKEN, WsClient, message_webhook, now_s, text_message};
 
 const LINE: &str = "111000000000001";
 const ADMIN_TOKEN: &str = "root-token-xyz";
@@ -239,16 +239,7 @@ async fn check_reports(day: &Day, ledger: &Ledger, range: &str) -> Result<()> {
 async fn a_scripted_day_reads_back_exactly_in_every_report() -> Result<()> {
     let clock = ManualClock::new(now_s() * 1000);
     let options = StartOptions { clock: clock.clone(), outbound: None, copilot: None };
-    let harness = Harness::start_with(options, |config| {
-        let head = config_head(&config.server.data_dir.display().to_string(), &config.whatsapp.graph_base_url);
-        *config = engine::config::Config::from_toml(
-            "reports test",
-            &format!("{head}\n{}", config_text()),
-            std::iter::empty(),
-        )
-        .expect("the test configuration is valid");
-    })
-    .await?;
+    let harness = Harness::start_on_with(options, "reports test", &config_text()).await?;
     let mut day = Day { harness, clock };
     let started = day.clock.now_ms();
     let mut ledger = Ledger::default();
