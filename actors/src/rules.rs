@@ -1,7 +1,11 @@
 //! Pure business decisions on the configured dispositions: field
-//! validation and Force-Action. (What the contract itself decides, a
+//! validation, Force-Action, and what a close is worth (won, its money
+//! field) per team's schema ([`Dispositions`], which the reports, the CRMs
+//! and the Conversions API read alike). (What the contract itself decides, a
 //! conversation's source, the windows and the shown message, is
 //! `protocol::rules`.) No runtime, no IO: unit tests call these directly.
+
+use std::collections::BTreeMap;
 
 use protocol::{ApiError, ErrorCode};
 use serde_json::{Map, Value, json};
@@ -126,6 +130,76 @@ pub fn disposition_required(missing: Vec<String>) -> ApiError {
         format!("set {} before closing this conversation", missing.join(", ")),
     )
     .with_detail(json!({ "missing": missing }))
+}
+
+/// What one disposition schema says a closed conversation is worth: which
+/// values of which fields are won, and the first `money` field (the
+/// reports' revenue, the CRMs' deal amount, the Conversions API's value).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Disposition {
+    pub won: Vec<(String, Vec<String>)>,
+    pub money: Option<String>,
+}
+
+/// Every schema's [`Disposition`]: the global one and each team's own. A
+/// conversation is read with its team's (`of`), as Force-Action checks it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Dispositions {
+    pub global: Disposition,
+    pub teams: BTreeMap<String, Disposition>,
+}
+
+impl Dispositions {
+    /// From the configuration: `[[dispositions]]` and each team's
+    /// `[[teams.dispositions]]`.
+    pub fn from_config<'a>(
+        global: &[DispositionSpec],
+        teams: impl IntoIterator<Item = (&'a str, &'a [DispositionSpec])>,
+    ) -> Dispositions {
+        Dispositions {
+            global: Disposition::from_schema(global),
+            teams: teams
+                .into_iter()
+                .map(|(team, schema)| (team.to_owned(), Disposition::from_schema(schema)))
+                .collect(),
+        }
+    }
+
+    /// The schema a conversation of `team` is closed with: the team's own,
+    /// else the global one.
+    pub fn of(&self, team: Option<&str>) -> &Disposition {
+        team.and_then(|team| self.teams.get(team)).unwrap_or(&self.global)
+    }
+}
+
+impl Disposition {
+    /// The won values and the first `money` field of one schema.
+    pub fn from_schema(schema: &[DispositionSpec]) -> Disposition {
+        Disposition {
+            won: schema
+                .iter()
+                .filter(|field| !field.won_values.is_empty())
+                .map(|field| (field.key.clone(), field.won_values.clone()))
+                .collect(),
+            money: schema.iter().find(|field| field.kind == FieldKind::Money).map(|field| field.key.clone()),
+        }
+    }
+
+    /// Whether `fields` hold a won value of a field that has them.
+    pub fn is_won(&self, fields: &Map<String, Value>) -> bool {
+        self.won.iter().any(|(key, values)| {
+            fields.get(key).and_then(Value::as_str).is_some_and(|value| values.iter().any(|won| won == value))
+        })
+    }
+
+    /// The first `money` field's value (a number, or a number as text).
+    pub fn amount(&self, fields: &Map<String, Value>) -> Option<f64> {
+        match fields.get(self.money.as_ref()?)? {
+            Value::Number(number) => number.as_f64(),
+            Value::String(text) => text.trim().parse().ok(),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

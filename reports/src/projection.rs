@@ -33,7 +33,8 @@
 use std::collections::{BTreeSet, HashMap};
 
 use actors::deadlines::Policies;
-use actors::settings::{FieldKind, Settings};
+use actors::rules::Dispositions;
+use actors::settings::Settings;
 use protocol::events::{Actor, Event, EventBody};
 use protocol::model::{Source, SourceKind};
 use protocol::time::UnixMs;
@@ -57,45 +58,16 @@ pub const VERSION: u32 = 4;
 pub struct ReportSettings {
     /// Teams' business hours.
     policies: Policies,
-    /// The global disposition schema's won outcomes and money field.
-    global: Outcomes,
-    /// Those of the teams with a schema of their own (`[[teams.dispositions]]`).
-    by_team: HashMap<String, Outcomes>,
-}
-
-/// What one disposition schema says a won conversation is worth.
-#[derive(Clone, Debug, Default)]
-struct Outcomes {
-    /// (field key, its won values) of the fields that have `won_values`.
-    won: Vec<(String, Vec<String>)>,
-    /// The first `money` field, whose value a won conversation's revenue is.
-    money: Option<String>,
-}
-
-impl Outcomes {
-    fn of(schema: &[actors::settings::DispositionSpec]) -> Outcomes {
-        Outcomes {
-            won: schema
-                .iter()
-                .filter(|field| !field.won_values.is_empty())
-                .map(|field| (field.key.clone(), field.won_values.clone()))
-                .collect(),
-            money: schema.iter().find(|field| field.kind == FieldKind::Money).map(|field| field.key.clone()),
-        }
-    }
+    /// What a close is worth, per the schema of the team it closed in.
+    outcomes: Dispositions,
 }
 
 impl ReportSettings {
     pub fn from_settings(settings: &Settings) -> Result<ReportSettings, String> {
-        let by_team = settings
-            .teams
-            .iter()
-            .filter_map(|team| Some((team.id.clone(), Outcomes::of(team.dispositions.as_deref()?))))
-            .collect();
+        let teams = settings.teams.iter().filter_map(|team| Some((team.id.as_str(), team.dispositions.as_deref()?)));
         Ok(ReportSettings {
             policies: Policies::from_settings(settings)?,
-            global: Outcomes::of(&settings.dispositions),
-            by_team,
+            outcomes: Dispositions::from_config(&settings.dispositions, teams),
         })
     }
 
@@ -106,25 +78,15 @@ impl ReportSettings {
         self.policies.of(team).schedule.between(from, to)
     }
 
-    /// The schema of the team a conversation closed in (its own, or the
-    /// global one), as the close itself was checked against.
-    fn outcomes(&self, team: Option<&str>) -> &Outcomes {
-        team.and_then(|team| self.by_team.get(team)).unwrap_or(&self.global)
-    }
-
+    /// Whether a close in `team` is won, by that team's schema (its own, or
+    /// the global one), as the close itself was checked against.
     fn is_won(&self, team: Option<&str>, fields: &Map<String, Value>) -> bool {
-        self.outcomes(team).won.iter().any(|(key, values)| {
-            fields.get(key).and_then(Value::as_str).is_some_and(|v| values.iter().any(|won| won == v))
-        })
+        self.outcomes.of(team).is_won(fields)
     }
 
+    /// A won close's revenue: the schema's first `money` field, 0 without one.
     fn revenue(&self, team: Option<&str>, fields: &Map<String, Value>) -> f64 {
-        let Some(key) = &self.outcomes(team).money else { return 0.0 };
-        match fields.get(key) {
-            Some(Value::Number(number)) => number.as_f64().unwrap_or(0.0),
-            Some(Value::String(text)) => text.trim().parse().unwrap_or(0.0),
-            _ => 0.0,
-        }
+        self.outcomes.of(team).amount(fields).unwrap_or(0.0)
     }
 }
 
@@ -462,7 +424,7 @@ fn cohorts(conversation: &mut Conversation) -> Vec<(&mut Cohort, Dim)> {
 mod tests {
     use super::*;
     use crate::query::{self, GroupBy, Range};
-    use actors::settings::{DispositionSpec, TeamSpec};
+    use actors::settings::{DispositionSpec, FieldKind, TeamSpec};
     use serde_json::json;
 
     const T0: UnixMs = 1_796_083_200_000; // 2026-12-01 00:00 UTC, a Tuesday

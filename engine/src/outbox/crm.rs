@@ -18,12 +18,10 @@
 //! `last_error` (a missing custom property is fixed in the CRM, then the
 //! dead delivery is retried by hand).
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actors::settings::{DispositionSpec, FieldKind};
 use protocol::time::UnixMs;
 use serde_json::{Map, Value, json};
 
@@ -53,72 +51,7 @@ impl Kind {
     }
 }
 
-/// What the mapping needs of one disposition schema: which values of which
-/// fields are won, and the first `money` field.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Disposition {
-    pub won: Vec<(String, Vec<String>)>,
-    pub money: Option<String>,
-}
-
-/// Every schema's [`Disposition`]: the global one and each team's own. A
-/// conversation is read with its team's (`of`), as Force-Action checks it.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Dispositions {
-    pub global: Disposition,
-    pub teams: BTreeMap<String, Disposition>,
-}
-
-impl Dispositions {
-    /// From the configuration: `[[dispositions]]` and each team's
-    /// `[[teams.dispositions]]`.
-    pub fn from_config<'a>(
-        global: &[DispositionSpec],
-        teams: impl IntoIterator<Item = (&'a str, &'a [DispositionSpec])>,
-    ) -> Dispositions {
-        Dispositions {
-            global: Disposition::from_schema(global),
-            teams: teams
-                .into_iter()
-                .map(|(team, schema)| (team.to_owned(), Disposition::from_schema(schema)))
-                .collect(),
-        }
-    }
-
-    /// The schema a conversation of `team` is closed with: the team's own,
-    /// else the global one.
-    pub fn of(&self, team: Option<&str>) -> &Disposition {
-        team.and_then(|team| self.teams.get(team)).unwrap_or(&self.global)
-    }
-}
-
-impl Disposition {
-    /// The won values and the first `money` field of one schema.
-    pub fn from_schema(schema: &[DispositionSpec]) -> Disposition {
-        Disposition {
-            won: schema
-                .iter()
-                .filter(|field| !field.won_values.is_empty())
-                .map(|field| (field.key.clone(), field.won_values.clone()))
-                .collect(),
-            money: schema.iter().find(|field| field.kind == FieldKind::Money).map(|field| field.key.clone()),
-        }
-    }
-
-    pub(crate) fn is_won(&self, fields: &Map<String, Value>) -> bool {
-        self.won.iter().any(|(key, values)| {
-            fields.get(key).and_then(Value::as_str).is_some_and(|value| values.iter().any(|won| won == value))
-        })
-    }
-
-    pub(crate) fn amount(&self, fields: &Map<String, Value>) -> Option<f64> {
-        match fields.get(self.money.as_ref()?)? {
-            Value::Number(number) => number.as_f64(),
-            Value::String(text) => text.trim().parse().ok(),
-            _ => None,
-        }
-    }
-}
+pub use actors::rules::{Disposition, Dispositions};
 
 /// One HTTP request of a delivery: method, path (and query) under the
 /// connector's `url`, JSON body.
@@ -572,6 +505,8 @@ fn step_failed(failure: AttemptOutcome, step: usize, what: &str) -> AttemptOutco
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     /// The global schema wins with `outcome = closed_won` and counts
