@@ -191,14 +191,7 @@ pub fn attribution(
 ) -> Report {
     let cover = Cover::of(range.from, range.to);
     let (covered_from, covered_to) = cover.range();
-    let spans = match teams {
-        None => DimKind::Source.spans(),
-        Some(teams) => sources_of_teams(teams),
-    };
-    let merged = rollups.merged(&cover, &spans, by_day, false, |dim| match dim {
-        Dim::Source { kind, id } | Dim::SourceTeam { kind, id, .. } => Some((kind.as_str(), id.as_str())),
-        _ => None,
-    });
+    let merged = by_source(rollups, &cover, by_day, false, teams);
     let campaigns = match teams {
         None => campaigns,
         Some(_) => &campaigns
@@ -211,20 +204,9 @@ pub fn attribution(
         .into_iter()
         .map(|(((kind, id), day), bucket): (((&str, &str), Option<i64>), Bucket)| {
             let counts = &bucket.counts;
-            let mut row = Map::new();
-            row.insert("source".into(), json!(kind));
-            if let Some(day) = day {
-                row.insert("day".into(), json!(day_label(day)));
-            }
-            match kind {
-                "paid" => {
-                    row.insert("source_id".into(), json!(id));
-                    seen_ads.insert(id.to_owned());
-                }
-                "referral" => {
-                    row.insert("code".into(), json!(id));
-                }
-                _ => {}
+            let mut row = source_row(kind, id, day);
+            if kind == "paid" {
+                seen_ads.insert(id.to_owned());
             }
             row.insert("conversations".into(), json!(counts.conversations));
             row.insert("qualified".into(), json!(counts.qualified));
@@ -282,35 +264,17 @@ pub fn copilot(
     teams: Option<&HashSet<String>>,
 ) -> Report {
     let cover = Cover::of(range.from, range.to);
-    let spans = match teams {
-        None => DimKind::Source.spans(),
-        Some(teams) => sources_of_teams(teams),
-    };
-    let merged = rollups.merged(&cover, &spans, by_day, true, |dim| match dim {
-        Dim::Source { kind, id } | Dim::SourceTeam { kind, id, .. } => Some((kind.as_str(), id.as_str())),
-        _ => None,
-    });
+    let merged = by_source(rollups, &cover, by_day, true, teams);
     let rows = merged
         .into_iter()
         .filter(|(_, bucket)| !bucket.counts.copilot.is_empty())
         .map(|(((kind, id), day), bucket): (((&str, &str), Option<i64>), Bucket)| {
             let counts = &bucket.counts.copilot;
-            let mut row = Map::new();
-            row.insert("source".into(), json!(kind));
-            if let Some(day) = day {
-                row.insert("day".into(), json!(day_label(day)));
-            }
-            match kind {
-                "paid" => {
-                    row.insert("source_id".into(), json!(id));
-                    if let Some(campaign) = campaigns.get(id) {
-                        row.insert("campaign".into(), json!(campaign.name));
-                    }
-                }
-                "referral" => {
-                    row.insert("code".into(), json!(id));
-                }
-                _ => {}
+            let mut row = source_row(kind, id, day);
+            if kind == "paid"
+                && let Some(campaign) = campaigns.get(id)
+            {
+                row.insert("campaign".into(), json!(campaign.name));
             }
             row.insert("conversations".into(), json!(counts.started));
             row.insert("qualified".into(), json!(counts.qualified));
@@ -337,6 +301,50 @@ pub fn copilot(
         })
         .collect();
     report(cover, rows)
+}
+
+/// Buckets per (source kind, ad `source_id` / referral code) and day.
+type BySource<'r> = std::collections::BTreeMap<((&'r str, &'r str), Option<i64>), Bucket>;
+
+/// The buckets of conversations opened in `cover`, merged per source kind
+/// and ad / referral code (and day when `by_day`; durations with `times`);
+/// for a manager limited to `teams`, only those that first went to one of
+/// them. Attribution and the co-pilot's report read the same cohorts.
+fn by_source<'r>(
+    rollups: &'r Rollups,
+    cover: &Cover,
+    by_day: bool,
+    times: bool,
+    teams: Option<&HashSet<String>>,
+) -> BySource<'r> {
+    let spans = match teams {
+        None => DimKind::Source.spans(),
+        Some(teams) => sources_of_teams(teams),
+    };
+    rollups.merged(cover, &spans, by_day, times, |dim| match dim {
+        Dim::Source { kind, id } | Dim::SourceTeam { kind, id, .. } => Some((kind.as_str(), id.as_str())),
+        _ => None,
+    })
+}
+
+/// A source's row as it starts: `source`, `day` (by day), and the ad's
+/// `source_id` or the referral's `code`.
+fn source_row(kind: &str, id: &str, day: Option<i64>) -> Map<String, Value> {
+    let mut row = Map::new();
+    row.insert("source".into(), json!(kind));
+    if let Some(day) = day {
+        row.insert("day".into(), json!(day_label(day)));
+    }
+    match kind {
+        "paid" => {
+            row.insert("source_id".into(), json!(id));
+        }
+        "referral" => {
+            row.insert("code".into(), json!(id));
+        }
+        _ => {}
+    }
+    row
 }
 
 /// A configured ad's name and, with its spend, `spend` (in `[from, to)`),
