@@ -88,8 +88,10 @@ impl ConversationState {
         match message {
             ConversationMsg::Inbound(entry) => self.on_inbound(*entry).await?,
             ConversationMsg::Direct { ingest, reply } => {
-                let outcome = self.on_direct(*ingest).await?;
+                let (outcome, pending) = self.on_direct(*ingest).await?;
+                // Acknowledged once committed; the co-pilot's model comes after.
                 let _ = reply.send(outcome);
+                self.take_copilot_step(pending).await?;
             }
             ConversationMsg::Assign { conversation_id, agent_id, route } => {
                 self.on_assign(conversation_id, agent_id, route).await?
@@ -167,7 +169,8 @@ impl ConversationState {
         match entry.item {
             InboxItem::Message { phone_number_id, contact_key, contact, message } => {
                 let ingest = IngestMessage { phone_number_id, contact_key, contact, message };
-                self.apply_message(ingest, Some(entry.seq)).await?;
+                let (_, pending) = self.apply_message(ingest, Some(entry.seq)).await?;
+                self.take_copilot_step(pending).await?;
             }
             InboxItem::Status { conversation_id, status } => {
                 let location = self.shared.reader.message_location(&status.id)?;
@@ -188,9 +191,12 @@ impl ConversationState {
     }
 
     /// A webhook's message applied directly (see [`ConversationMsg::Direct`]).
-    async fn on_direct(&mut self, ingest: IngestMessage) -> Result<IngestOutcome, ActorProcessingErr> {
+    async fn on_direct(
+        &mut self,
+        ingest: IngestMessage,
+    ) -> Result<(IngestOutcome, Option<String>), ActorProcessingErr> {
         if self.shared.reader.has_inbound(&ingest.message.id)? {
-            return Ok(IngestOutcome::Duplicate); // a redelivery: nothing to do
+            return Ok((IngestOutcome::Duplicate, None)); // a redelivery: nothing to do
         }
         self.apply_message(ingest, None).await
     }
@@ -198,12 +204,14 @@ impl ConversationState {
     /// Appends an inbound message to the open conversation (opening one if
     /// needed) in one commit. `inbox_seq` is the inbox entry it comes from;
     /// `None` for a direct message, whose wamid the commit claims instead (a
-    /// duplicate then changes nothing).
+    /// duplicate then changes nothing). With the outcome: the message's
+    /// wamid when its co-pilot step waits for the model hook
+    /// ([`Self::take_copilot_step`], after the webhook is answered).
     async fn apply_message(
         &mut self,
         ingest: IngestMessage,
         inbox_seq: Option<u64>,
-    ) -> Result<IngestOutcome, ActorProcessingErr> {
+    ) -> Result<(IngestOutcome, Option<String>), ActorProcessingErr> {
         let new_conversation_id = self.open.is_none().then(|| self.shared.store.next_conversation_id());
         // The contact's record is read when a conversation opens (routing
         // looks at its owner, city, dealer and attributes, and a city named
@@ -227,51 +235,84 @@ impl ConversationState {
             (false, None) => None,
             _ => self.shared.reader.contact(&ingest.contact_key)?.map(Box::new),
         };
-        let copilot_model = self.ask_copilot_model(&ingest, &routing).await;
-        let input = Input::MessageIn { ingest, inbox_seq, new_conversation_id, contact, copilot_model };
-        let mut decision = self.decide_with(input, &routing)?;
-        self.summarize_handoff(&mut decision).await;
+        let message_id = ingest.message.id.clone();
+        let copilot_model_wait_ms = self.shared.copilot_model.enabled().then(|| self.model_wait_ms());
+        let input = Input::MessageIn { ingest, inbox_seq, new_conversation_id, contact, copilot_model_wait_ms };
+        let decision = self.decide_with(input, &routing)?;
         let opened = decision.opened;
+        let pending = decision
+            .record
+            .as_ref()
+            .and_then(|record| record.copilot.as_ref()?.pending.as_ref())
+            .filter(|answer| answer.message_id == message_id)
+            .map(|_| message_id);
         let Some(outcome) = self.commit_decision(decision).await? else {
-            return Ok(IngestOutcome::Duplicate); // claimed meanwhile by the inbox path
+            return Ok((IngestOutcome::Duplicate, None)); // claimed meanwhile by the inbox path
         };
         debug_assert!(outcome.ingested.first() != Some(&IngestOutcome::Duplicate));
         metrics::counter!(crate::metrics::MESSAGES_TOTAL, "direction" => "in").increment(1);
         if opened {
             metrics::counter!(crate::metrics::CONVERSATIONS_OPENED_TOTAL).increment(1);
         }
-        Ok(IngestOutcome::Accepted { seq: inbox_seq.unwrap_or(0) })
+        Ok((IngestOutcome::Accepted { seq: inbox_seq.unwrap_or(0) }, pending))
     }
 
-    /// For a conversation the co-pilot has, when its model hook is on and
-    /// the built-in rules find no answer to the current question in the
-    /// customer's text: the hook's reading, checked against the flow
-    /// (`copilot::check_interpretation`), with the tokens it used. `None`
-    /// on any error, a timeout or a reading outside the flow: the built-in
-    /// result stands, and the customer does not notice.
-    async fn ask_copilot_model(
-        &self,
-        ingest: &IngestMessage,
-        routing: &RoutingTable,
-    ) -> Option<(crate::copilot::ModelInput, u64)> {
-        let model = &self.shared.copilot_model;
-        if !model.enabled() {
-            return None;
+    /// How long a pending co-pilot step may wait for the model hook (its
+    /// reading and its summary, each bounded by the timeout) before the
+    /// co-pilot's deadline takes it with the built-in reading: the guard
+    /// for a restart in between.
+    fn model_wait_ms(&self) -> i64 {
+        let timeout = i64::try_from(self.shared.copilot_model_timeout_ms).unwrap_or(i64::MAX / 4);
+        timeout.saturating_mul(2).saturating_add(1_000)
+    }
+
+    /// The co-pilot's step for the committed message `pending` (a wamid),
+    /// once its webhook was answered: the model hook reads the text when
+    /// the built-in rules find no answer in it, and writes the summary of
+    /// the hand-over the step makes. Any error, a timeout or a reading
+    /// outside the flow leaves the built-in result, and the customer does
+    /// not notice. Every token the calls used counts against the
+    /// conversation's budget.
+    async fn take_copilot_step(&mut self, pending: Option<String>) -> Result<(), ActorProcessingErr> {
+        let Some(message_id) = pending else { return Ok(()) };
+        let Some(record) = self.open.as_ref() else { return Ok(()) };
+        let conversation_id = record.conversation.id.clone();
+        let (reading, tokens) = self.ask_copilot_model(&message_id).await;
+        let input = Input::CopilotReading { conversation_id, message_id, reading, tokens };
+        let mut decision = self.decide(input)?;
+        self.summarize_handoff(&mut decision).await;
+        if decision.writes.is_empty() && decision.events.is_empty() && decision.record.is_none() {
+            return Ok(());
         }
-        let record = self.open.as_ref().filter(|open| open.conversation.status == ConversationStatus::Bot)?;
+        self.commit_decision(decision).await?;
+        Ok(())
+    }
+
+    /// The model hook's reading of the pending answer `message_id`, checked
+    /// against the flow (`copilot::check_interpretation`), and the tokens
+    /// the call used. `None` when the built-in rules understand the text,
+    /// and on any error, a timeout or a reading outside the flow.
+    async fn ask_copilot_model(&self, message_id: &str) -> (Option<crate::copilot::ModelInput>, u64) {
+        let model = &self.shared.copilot_model;
+        let Some(record) = self.open.as_ref().filter(|open| open.conversation.status == ConversationStatus::Bot) else {
+            return (None, 0);
+        };
+        let routing = self.shared.routing();
         let policy = Policy {
             policies: &self.shared.policies,
             schemas: self.shared.settings.schemas(),
-            routing,
+            routing: &routing,
             contact_words: &self.shared.settings.contact_words,
         };
-        let (_, flow) = crate::decide::running_flow_of(policy, record)?;
-        let state = record.copilot.as_ref()?;
-        let question = flow.questions.get(state.question as usize)?;
-        let text = ingest.message.text.as_ref().map(|text| text.body.trim()).filter(|text| !text.is_empty())?;
-        if crate::copilot::interpret(question, Some(text), None).is_some() {
-            return None; // the built-in rules understood it
-        }
+        let Some((_, flow)) = crate::decide::running_flow_of(policy, record) else { return (None, 0) };
+        let Some(state) = record.copilot.as_ref() else { return (None, 0) };
+        let Some(answer) = state.pending.as_ref().filter(|answer| answer.message_id == message_id) else {
+            return (None, 0);
+        };
+        let Some(question) = crate::decide::model_question(flow, state, answer) else {
+            return (None, 0); // the built-in rules understood it
+        };
+        let text = answer.text.as_deref().unwrap_or_default().trim();
         let request = crate::copilot::interpret_request(&record.conversation.id, flow, question, text, state.tokens);
         let timeout = std::time::Duration::from_millis(self.shared.copilot_model_timeout_ms);
         match tokio::time::timeout(timeout, model.interpret(request)).await {
@@ -280,22 +321,23 @@ impl ConversationState {
                 if checked.is_none() {
                     tracing::info!(conversation_id = %record.conversation.id, "the co-pilot's model answered outside the flow; the built-in result stands");
                 }
-                checked.map(|input| (input, interpretation.tokens))
+                (checked, interpretation.tokens)
             }
             Ok(Err(error)) => {
                 tracing::info!(conversation_id = %record.conversation.id, %error, "the co-pilot's model failed; the built-in result stands");
-                None
+                (None, error.tokens)
             }
             Err(_) => {
                 tracing::info!(conversation_id = %record.conversation.id, "the co-pilot's model timed out; the built-in result stands");
-                None
+                (None, 0)
             }
         }
     }
 
     /// When `decision` hands a conversation over and the model hook is on:
     /// the hook's summary replaces the built-in one. On any error, a
-    /// timeout, or an empty or overlong answer the built-in one stays.
+    /// timeout, or an empty or overlong answer the built-in one stays. The
+    /// tokens the call used count against the conversation's budget.
     async fn summarize_handoff(&self, decision: &mut Decision) {
         let model = &self.shared.copilot_model;
         if !model.enabled() {
@@ -303,6 +345,7 @@ impl ConversationState {
         }
         let Some(handoff) = crate::decide::handoff_of(decision) else { return };
         let Some(record) = decision.record.as_ref() else { return };
+        let tokens_used = record.copilot.as_ref().map_or(0, |state| state.tokens);
         // The stored messages, then the one this decision stores (the
         // customer's last, not committed yet).
         let committed = self.open.as_ref().map_or(0, |open| open.message_count);
@@ -331,16 +374,23 @@ impl ConversationState {
             built_in: handoff.summary.clone(),
             fields: handoff.fields.clone(),
             transcript,
+            tokens_used,
         };
         let timeout = std::time::Duration::from_millis(self.shared.copilot_model_timeout_ms);
         match tokio::time::timeout(timeout, model.summarize(request)).await {
-            Ok(Ok(summary)) if !summary.trim().is_empty() && summary.chars().count() <= MAX_SUMMARY_CHARS => {
-                crate::decide::replace_handoff_summary(decision, summary.trim().to_owned());
+            Ok(Ok(summary)) => {
+                crate::decide::add_copilot_tokens(decision, summary.tokens);
+                let text = summary.text.trim();
+                if !text.is_empty() && text.chars().count() <= MAX_SUMMARY_CHARS {
+                    crate::decide::replace_handoff_summary(decision, text.to_owned());
+                } else {
+                    tracing::info!("the co-pilot's model wrote an empty or overlong summary; the built-in one stays")
+                }
             }
-            Ok(Ok(_)) => {
-                tracing::info!("the co-pilot's model wrote an empty or overlong summary; the built-in one stays")
+            Ok(Err(error)) => {
+                crate::decide::add_copilot_tokens(decision, error.tokens);
+                tracing::info!(%error, "the co-pilot's model wrote no summary; the built-in one stays")
             }
-            Ok(Err(error)) => tracing::info!(%error, "the co-pilot's model wrote no summary; the built-in one stays"),
             Err(_) => tracing::info!("the co-pilot's model timed out on the summary; the built-in one stays"),
         }
     }

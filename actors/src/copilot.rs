@@ -942,20 +942,43 @@ pub struct SummaryRequest {
     pub built_in: String,
     pub fields: Map<String, Value>,
     pub transcript: Vec<String>,
+    /// Tokens the conversation has used so far (its budget is the backend's).
+    pub tokens_used: u64,
+}
+
+/// A model's hand-over summary and the tokens its call used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summary {
+    pub text: String,
+    pub tokens: u64,
 }
 
 /// Why a hook gave nothing usable: the caller falls back to the built-in
-/// engine, which the customer never notices.
+/// engine, which the customer never notices. `tokens`: what the failed
+/// call used all the same (a server that answered with something unusable
+/// still counted them), charged to the conversation's budget.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ModelError(pub String);
+#[error("{message}")]
+pub struct ModelError {
+    pub message: String,
+    pub tokens: u64,
+}
+
+impl ModelError {
+    /// A failure that used no tokens.
+    pub fn new(message: impl Into<String>) -> ModelError {
+        ModelError { message: message.into(), tokens: 0 }
+    }
+}
 
 /// The model hook: a language model's free-text understanding and handoff
 /// summary, beside the built-in engine. Passed to `System::start` like
 /// `Outbound`; the default ([`NoModel`]) has none. The conversation actor
 /// bounds every call with a timeout and checks every answer
 /// ([`check_interpretation`]): an error, a timeout or an answer outside the
-/// flow leaves the built-in result in force.
+/// flow leaves the built-in result in force. It calls the hook only after
+/// the customer's message is committed (`CopilotState::pending`), so a
+/// webhook's acknowledgement never waits for a model.
 pub trait CopilotModel: Send + Sync + 'static {
     /// Whether the hook does anything (the actor skips the calls when not).
     fn enabled(&self) -> bool {
@@ -966,7 +989,7 @@ pub trait CopilotModel: Send + Sync + 'static {
     fn interpret(&self, request: InterpretRequest) -> BoxFuture<Result<Interpretation, ModelError>>;
 
     /// Writes the hand-over's summary.
-    fn summarize(&self, request: SummaryRequest) -> BoxFuture<Result<String, ModelError>>;
+    fn summarize(&self, request: SummaryRequest) -> BoxFuture<Result<Summary, ModelError>>;
 }
 
 /// No model: the built-in engine alone.
@@ -979,11 +1002,11 @@ impl CopilotModel for NoModel {
     }
 
     fn interpret(&self, _request: InterpretRequest) -> BoxFuture<Result<Interpretation, ModelError>> {
-        Box::pin(async { Err(ModelError("no model is configured".into())) })
+        Box::pin(async { Err(ModelError::new("no model is configured")) })
     }
 
-    fn summarize(&self, _request: SummaryRequest) -> BoxFuture<Result<String, ModelError>> {
-        Box::pin(async { Err(ModelError("no model is configured".into())) })
+    fn summarize(&self, _request: SummaryRequest) -> BoxFuture<Result<Summary, ModelError>> {
+        Box::pin(async { Err(ModelError::new("no model is configured")) })
     }
 }
 

@@ -63,11 +63,18 @@ pub enum Input {
         inbox_seq: Option<u64>,
         new_conversation_id: Option<String>,
         contact: Option<Box<ContactRecord>>,
-        /// The co-pilot's model hook's checked reading of the text
-        /// (`copilot::check_interpretation`), with the tokens it used; only
-        /// for a conversation the co-pilot has.
-        copilot_model: Option<(copilot::ModelInput, u64)>,
+        /// `Some` when the co-pilot's model hook is on: how long its calls
+        /// may take (ms). A message of a conversation the co-pilot has,
+        /// whose step the hook would read or summarize, is then committed
+        /// with its step pending (`CopilotState::pending`, due by then at
+        /// the latest) and the step comes as [`Input::CopilotReading`].
+        copilot_model_wait_ms: Option<i64>,
     },
+    /// The model hook read the pending answer `message_id`
+    /// (`CopilotState::pending`): its checked reading
+    /// (`copilot::check_interpretation`; `None`: the built-in one stands)
+    /// and the tokens its calls used.
+    CopilotReading { conversation_id: String, message_id: String, reading: Option<copilot::ModelInput>, tokens: u64 },
     /// Meta's status for an outbound message, from the inbox. `stored` is
     /// the message it is about (its index and record), when found.
     StatusIn { inbox_seq: u64, conversation_id: String, status: Box<Status>, stored: Option<(u32, Box<StoredMessage>)> },
@@ -184,15 +191,21 @@ impl Decision {
 /// refusal (a field invalid or missing) is `Err` and changes nothing.
 pub fn decide(current: Current<'_>, input: Input, now: UnixMs, policy: Policy<'_>) -> Result<Decision, ApiError> {
     match input {
-        Input::MessageIn { ingest, inbox_seq, new_conversation_id, contact, copilot_model } => {
+        Input::MessageIn { ingest, inbox_seq, new_conversation_id, contact, copilot_model_wait_ms } => {
             let opted_out = opt_word_of(&ingest, policy.contact_words);
             let arrival = (ingest, inbox_seq, new_conversation_id);
-            let mut decision = message_in(current, arrival, contact.as_deref(), copilot_model, now, policy);
+            let mut decision = message_in(current, arrival, contact.as_deref(), copilot_model_wait_ms, now, policy);
             if let Some(opted_out) = opted_out {
                 let contact = decision.contact_after().or(contact.map(|contact| *contact));
                 opt_contact(&mut decision, contact.as_ref(), opted_out, now);
             }
             Ok(decision)
+        }
+        Input::CopilotReading { conversation_id, message_id, reading, tokens } => {
+            let Some(open) = current.open.filter(|open| open.conversation.id == conversation_id) else {
+                return Ok(Decision::default());
+            };
+            Ok(copilot_reading(current, open.clone(), &message_id, reading, tokens, now, policy))
         }
         Input::StatusIn { inbox_seq, conversation_id, status, stored } => Ok(status_in(
             current,
@@ -318,7 +331,7 @@ fn message_in(
     current: Current<'_>,
     (ingest, inbox_seq, new_conversation_id): (IngestMessage, Option<u64>, Option<String>),
     contact_record: Option<&ContactRecord>,
-    copilot_model: Option<(copilot::ModelInput, u64)>,
+    copilot_model_wait_ms: Option<i64>,
     now: UnixMs,
     policy: Policy<'_>,
 ) -> Decision {
@@ -500,26 +513,39 @@ fn message_in(
     } else if record.conversation.status == ConversationStatus::Bot
         && let Some((spec, flow)) = running_flow_of(policy, &record)
     {
-        let (opens_at, label) = opening_of(policy, &record, now);
-        let context = copilot_context(policy, &record, now, opens_at, label.as_deref());
-        let state = record.copilot.clone().unwrap_or_default();
-        let (model, tokens) = match &copilot_model {
-            Some((model, tokens)) => (Some(model), *tokens),
-            None => (None, 0),
-        };
-        let input = copilot::Input::Message { text: shown.text.as_deref(), reply_id: interactive_id(&message), model };
-        let mut step = copilot::step(spec, flow, &state, input, &context);
-        step.state.tokens += tokens;
-        apply_copilot_step(
-            &mut decision,
-            &mut record,
-            &mut thread,
-            current.thread_key,
-            (spec, flow),
-            step,
-            now,
-            policy,
-        );
+        // An answer still pending from before a restart is taken first,
+        // with the built-in reading.
+        let earlier = record.copilot.as_mut().and_then(|state| state.pending.take());
+        if let Some(earlier) = earlier {
+            let step = pending_step(policy, &record, (spec, flow), &earlier, None, 0, now);
+            let parts = (current.thread_key, (spec, flow));
+            apply_copilot_step(&mut decision, &mut record, &mut thread, parts.0, parts.1, step, now, policy);
+        }
+        if record.conversation.status == ConversationStatus::Bot {
+            let answer = storage::PendingAnswer {
+                message_id: message.id.clone(),
+                text: shown.text.clone(),
+                reply_id: interactive_id(&message).map(str::to_owned),
+            };
+            let step = pending_step(policy, &record, (spec, flow), &answer, None, 0, now);
+            let state = record.copilot.as_ref().filter(|_| !step.ignored);
+            match copilot_model_wait_ms.filter(|_| state.is_some_and(|state| wants_model(flow, state, &answer, &step)))
+            {
+                Some(wait_ms) => {
+                    // Committed now, stepped once the hook answers (or at
+                    // the guard, after a restart).
+                    let guard = now + wait_ms;
+                    let state = record.copilot.get_or_insert_with(Default::default);
+                    state.pending = Some(answer);
+                    record.clocks.copilot_at = Some(record.clocks.copilot_at.map_or(guard, |at| at.min(guard)));
+                    put_record(&mut decision, &record);
+                }
+                None => {
+                    let parts = (current.thread_key, (spec, flow));
+                    apply_copilot_step(&mut decision, &mut record, &mut thread, parts.0, parts.1, step, now, policy);
+                }
+            }
+        }
     } else if record.conversation.status == ConversationStatus::Bot {
         // Its flow is no longer configured: people take it.
         let (spec, flow) = (CopilotSpec::default(), FlowSpec::default());
@@ -536,6 +562,88 @@ fn message_in(
         );
     }
     decision.thread = Some(thread);
+    decision.record = Some(record);
+    decision
+}
+
+/// The co-pilot's step for `answer` (the customer's message) on `record`'s
+/// state, with the model hook's checked reading if any and the tokens its
+/// calls used.
+fn pending_step(
+    policy: Policy<'_>,
+    record: &ConversationRecord,
+    (spec, flow): (&CopilotSpec, &FlowSpec),
+    answer: &storage::PendingAnswer,
+    reading: Option<&copilot::ModelInput>,
+    tokens: u64,
+    now: UnixMs,
+) -> copilot::Step {
+    let (opens_at, label) = opening_of(policy, record, now);
+    let context = copilot_context(policy, record, now, opens_at, label.as_deref());
+    let mut state = record.copilot.clone().unwrap_or_default();
+    state.pending = None;
+    state.tokens += tokens;
+    let input =
+        copilot::Input::Message { text: answer.text.as_deref(), reply_id: answer.reply_id.as_deref(), model: reading };
+    copilot::step(spec, flow, &state, input, &context)
+}
+
+/// Whether the model hook has something to do for `answer` (`step` being
+/// the built-in step for it): read a text the built-in rules do not
+/// understand, or write the summary of the hand-over it makes.
+pub fn wants_model(
+    flow: &FlowSpec,
+    state: &storage::CopilotState,
+    answer: &storage::PendingAnswer,
+    step: &copilot::Step,
+) -> bool {
+    let hands_over = matches!(step.end, Some(copilot::End::Handoff { .. }));
+    hands_over || model_question(flow, state, answer).is_some()
+}
+
+/// The question the model hook is asked to read `answer` against: the
+/// current one, when the answer has text the built-in rules find no answer
+/// in.
+pub fn model_question<'a>(
+    flow: &'a FlowSpec,
+    state: &storage::CopilotState,
+    answer: &storage::PendingAnswer,
+) -> Option<&'a copilot::QuestionSpec> {
+    let question = flow.questions.get(state.question as usize)?;
+    let text = answer.text.as_deref().map(str::trim).filter(|text| !text.is_empty())?;
+    copilot::interpret(question, Some(text), answer.reply_id.as_deref()).is_none().then_some(question)
+}
+
+/// The pending answer's step ([`Input::CopilotReading`]; also at the
+/// co-pilot's deadline with no reading, after a restart).
+fn copilot_reading(
+    current: Current<'_>,
+    mut record: ConversationRecord,
+    message_id: &str,
+    reading: Option<copilot::ModelInput>,
+    tokens: u64,
+    now: UnixMs,
+    policy: Policy<'_>,
+) -> Decision {
+    let pending = record.copilot.as_ref().and_then(|state| state.pending.clone());
+    let Some(answer) = pending.filter(|answer| answer.message_id == message_id) else { return Decision::default() };
+    let Some((spec, flow)) = running_flow_of(policy, &record) else {
+        // Its flow is no longer configured: people take it.
+        if let Some(state) = record.copilot.as_mut() {
+            state.pending = None;
+        }
+        return copilot_gone(current, record, now, policy);
+    };
+    let Some(mut thread) = current.thread.cloned() else { return Decision::default() };
+    let mut decision = Decision { record_is_open: true, ..Decision::default() };
+    let step = pending_step(policy, &record, (spec, flow), &answer, reading.as_ref(), tokens, now);
+    if step.ignored {
+        return Decision::default();
+    }
+    apply_copilot_step(&mut decision, &mut record, &mut thread, current.thread_key, (spec, flow), step, now, policy);
+    if !decision.record_is_open {
+        decision.thread = Some(thread);
+    }
     decision.record = Some(record);
     decision
 }
@@ -1228,6 +1336,12 @@ fn deadline(
             decision.events.push(event_of(&record, now, Actor::System, body));
         }
         Fired::Copilot => {
+            let pending = record.copilot.as_ref().and_then(|state| state.pending.as_ref());
+            if let Some(message_id) = pending.map(|answer| answer.message_id.clone()) {
+                // A restart came between a message and its step: the
+                // built-in reading.
+                return copilot_reading(current, record, &message_id, None, 0, now, policy);
+            }
             let Some((spec, flow)) = running_flow_of(policy, &record) else {
                 // Its flow is no longer configured: people take it.
                 return copilot_gone(current, record, now, policy);
@@ -1325,6 +1439,19 @@ pub fn replace_handoff_summary(decision: &mut Decision, summary: String) {
             *logged = summary.clone();
         }
     }
+    put_record(decision, &record);
+}
+
+/// Counts `tokens` a model hook's call used for the co-pilot of
+/// `decision`'s conversation against its budget (`CopilotState::tokens`).
+pub fn add_copilot_tokens(decision: &mut Decision, tokens: u64) {
+    if tokens == 0 {
+        return;
+    }
+    let Some(record) = decision.record.as_mut() else { return };
+    let Some(state) = record.copilot.as_mut() else { return };
+    state.tokens = state.tokens.saturating_add(tokens);
+    let record = record.clone();
     put_record(decision, &record);
 }
 
@@ -1596,6 +1723,19 @@ mod tests {
         }
 
         fn message_in(&mut self, wamid: &str, text: &str, at: UnixMs, referral: bool) -> Decision {
+            self.message_in_with(wamid, text, at, referral, None)
+        }
+
+        /// [`Self::message_in`] with the co-pilot's model hook on when
+        /// `copilot_model_wait_ms` is `Some`.
+        fn message_in_with(
+            &mut self,
+            wamid: &str,
+            text: &str,
+            at: UnixMs,
+            referral: bool,
+            copilot_model_wait_ms: Option<i64>,
+        ) -> Decision {
             let mut message = json!({
                 "id": wamid, "from": "15550001", "timestamp": (at / 1000).to_string(),
                 "type": "text", "text": {"body": text},
@@ -1613,7 +1753,7 @@ mod tests {
             // As the actor: the contact is read only for an opt word.
             let contact = opt_word_of(&ingest, &self.contact_words).and(self.contact.clone()).map(Box::new);
             self.apply(
-                Input::MessageIn { ingest, inbox_seq: None, new_conversation_id, contact, copilot_model: None },
+                Input::MessageIn { ingest, inbox_seq: None, new_conversation_id, contact, copilot_model_wait_ms },
                 at,
             )
         }
@@ -2348,7 +2488,7 @@ mod tests {
                 inbox_seq: None,
                 new_conversation_id: None,
                 contact: None,
-                copilot_model: None,
+                copilot_model_wait_ms: None,
             };
             self.apply(input, at)
         }
@@ -2567,5 +2707,95 @@ mod tests {
         assert_eq!(message["author"], "copilot");
         let by_agent = world.send_accepted("wamid.out2", "a1", "text", T0 + 600);
         assert_eq!(by_agent.answer.as_ref().unwrap()["message"]["author"], "user:a1");
+    }
+
+    fn pending_of(world: &World) -> Option<storage::PendingAnswer> {
+        world.open.as_ref()?.copilot.as_ref()?.pending.clone()
+    }
+
+    #[test]
+    fn with_the_model_hook_on_an_unread_answer_is_committed_first_and_stepped_with_the_hooks_reading() {
+        let mut world = copilot_world();
+        world.message_in("wamid.1", "hi", T0, true);
+        // Text the built-in rules cannot read: stored, its step pending.
+        let stored = world.message_in_with("wamid.2", "we can spend a lot", T0 + 1000, false, Some(7_000));
+        assert_eq!(actions(&stored), ["message_in", "window_refreshed"]);
+        assert!(said(&stored).is_empty(), "the co-pilot says nothing yet");
+        let written = stored.writes.iter().find_map(|op| match op {
+            Op::PutConversation(record) => record.copilot.as_ref()?.pending.clone(),
+            _ => None,
+        });
+        assert_eq!(written.map(|answer| answer.message_id), Some("wamid.2".to_owned()), "stored, not only kept");
+        let pending = pending_of(&world).expect("pending");
+        assert_eq!((pending.message_id.as_str(), pending.text.as_deref()), ("wamid.2", Some("we can spend a lot")));
+        let record = world.open.clone().unwrap();
+        assert_eq!(record.clocks.copilot_at, Some(T0 + 8_000), "the guard, before the flow's own deadline");
+        assert!(deadlines::deadlines_of(&record).contains(&(DeadlineKind::Copilot, T0 + 8_000)));
+        // A reading for another message changes nothing.
+        let id = record.conversation.id.clone();
+        let reading = |message_id: &str, reading, tokens| Input::CopilotReading {
+            conversation_id: id.clone(),
+            message_id: message_id.into(),
+            reading,
+            tokens,
+        };
+        let other = world
+            .apply(reading("wamid.9", Some(crate::copilot::ModelInput::Reply("cp:budget:high".into())), 5), T0 + 1500);
+        assert!(other.events.is_empty() && other.writes.is_empty());
+        // The hook's reading: the answer, its tokens counted.
+        let read = world
+            .apply(reading("wamid.2", Some(crate::copilot::ModelInput::Reply("cp:budget:high".into())), 40), T0 + 2000);
+        assert_eq!(actions(&read), ["copilot_answered", "fields_changed"]);
+        assert!(matches!(&said(&read)[..], [crate::copilot::Say::Text(text)] if text == "Units?"));
+        let state = world.open.as_ref().unwrap().copilot.clone().unwrap();
+        assert_eq!((state.pending, state.tokens, state.question), (None, 40, 1));
+        assert_eq!(world.open.as_ref().unwrap().clocks.copilot_at, Some(T0 + 600_000), "the flow's deadline again");
+        // A text the built-in rules read is stepped at once, hook or not.
+        let at_once = world.message_in_with("wamid.3", "3", T0 + 3000, false, Some(7_000));
+        assert_eq!(actions(&at_once), ["message_in", "window_refreshed", "copilot_answered", "fields_changed"]);
+        assert_eq!(pending_of(&world), None);
+    }
+
+    #[test]
+    fn with_the_model_hook_on_a_hand_over_waits_for_its_summary_and_the_guard_takes_a_lost_step() {
+        let mut world = copilot_world();
+        world.message_in("wamid.1", "hi", T0, true);
+        world.tap("wamid.2", "cp:budget:high", "High", T0 + 1000);
+        world.message_in("wamid.3", "3", T0 + 2000, false);
+        // "Pune" is read by the built-in rules but qualifies: the hand-over
+        // waits for the summary.
+        let stored = world.message_in_with("wamid.4", "Pune", T0 + 3000, false, Some(7_000));
+        assert_eq!(actions(&stored), ["message_in", "window_refreshed"]);
+        assert_eq!(world.open.as_ref().unwrap().conversation.status, ConversationStatus::Bot);
+        // A restart lost the step: the guard takes it with the built-in reading.
+        let guard = T0 + 10_000;
+        let id = world.open.as_ref().unwrap().conversation.id.clone();
+        let fired =
+            world.apply(Input::Deadline { conversation_id: id, kind: DeadlineKind::Copilot, due: guard }, guard);
+        assert_eq!(
+            actions(&fired),
+            ["copilot_answered", "fields_changed", "copilot_qualified", "copilot_handoff", "routed"]
+        );
+        let record = world.open.clone().unwrap();
+        assert_eq!(record.conversation.status, ConversationStatus::Queued);
+        assert_eq!(record.conversation.fields, object(json!({"budget": "high", "units": 3, "city": "Pune"})));
+        assert_eq!(record.copilot.as_ref().unwrap().pending, None);
+    }
+
+    #[test]
+    fn a_message_after_a_lost_step_takes_the_pending_answer_first() {
+        let mut world = copilot_world();
+        world.message_in("wamid.1", "hi", T0, true);
+        world.message_in_with("wamid.2", "we can spend a lot", T0 + 1000, false, Some(7_000));
+        // The step was lost (a restart) and the next message comes before the guard.
+        let next = world.message_in_with("wamid.3", "High", T0 + 2000, false, Some(7_000));
+        // The pending one, read by the built-in rules (not understood: asked
+        // again), then the new one (an answer).
+        assert_eq!(actions(&next), ["message_in", "window_refreshed", "copilot_answered", "fields_changed"]);
+        let said = said(&next);
+        assert_eq!(said.len(), 2, "{said:?}");
+        assert!(matches!(&said[0], crate::copilot::Say::Choices { body, .. } if body.starts_with("Sorry")), "{said:?}");
+        assert!(matches!(&said[1], crate::copilot::Say::Text(text) if text == "Units?"), "{said:?}");
+        assert_eq!(pending_of(&world), None);
     }
 }

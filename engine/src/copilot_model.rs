@@ -13,13 +13,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use actors::copilot::{
-    Action, BoxFuture, CopilotModel, InterpretRequest, Interpretation, ModelError, QuestionKind, SummaryRequest,
+    Action, BoxFuture, CopilotModel, InterpretRequest, Interpretation, ModelError, QuestionKind, Summary,
+    SummaryRequest,
 };
 use protocol::model::Direction;
 use serde_json::{Map, Value};
 
 use crate::copilot_llm::{self as llm, LlmClient};
-use crate::suggestions_draft::{DraftInput, Drafter};
+use crate::suggestions_draft::{DraftInput, Drafted, Drafter};
 
 /// An option value as the model sees it (the options' values are strings
 /// or numbers in the configuration).
@@ -111,7 +112,16 @@ pub fn summary_request(request: &SummaryRequest) -> llm::SummaryRequest {
         fields: request.fields.iter().map(|(key, value)| (key.clone(), value.clone())).collect(),
         transcript,
         reason: request.reason.clone(),
-        tokens_used: 0,
+        tokens_used: u32::try_from(request.tokens_used).unwrap_or(u32::MAX),
+    }
+}
+
+/// A failed call of the client as the hook's error, with the tokens the
+/// call itself used (the client counts the conversation's total).
+fn model_error(failure: llm::LlmFailure, tokens_before: u64) -> ModelError {
+    ModelError {
+        message: failure.error.to_string(),
+        tokens: u64::from(failure.tokens_used).saturating_sub(tokens_before),
     }
 }
 
@@ -133,17 +143,20 @@ impl CopilotModel for LlmModel {
             let turn = turn_request(&request);
             match client.turn(&turn).await {
                 Ok(result) => Ok(interpretation(&request, result)),
-                Err(failure) => Err(ModelError(failure.error.to_string())),
+                Err(failure) => Err(model_error(failure, request.tokens_used)),
             }
         })
     }
 
-    fn summarize(&self, request: SummaryRequest) -> BoxFuture<Result<String, ModelError>> {
+    fn summarize(&self, request: SummaryRequest) -> BoxFuture<Result<Summary, ModelError>> {
         let client = self.client.clone();
         Box::pin(async move {
             match client.summary(&summary_request(&request)).await {
-                Ok(generated) => Ok(generated.text),
-                Err(failure) => Err(ModelError(failure.error.to_string())),
+                Ok(generated) => Ok(Summary {
+                    text: generated.text,
+                    tokens: u64::from(generated.tokens_used).saturating_sub(request.tokens_used),
+                }),
+                Err(failure) => Err(model_error(failure, request.tokens_used)),
             }
         })
     }
@@ -167,28 +180,37 @@ pub fn draft_request(input: &DraftInput) -> llm::DraftRequest {
         conversation_id: input.conversation_id.clone(),
         transcript,
         fields: input.fields.iter().map(|(key, value)| (key.clone(), value.clone())).collect(),
-        tokens_used: 0,
+        tokens_used: u32::try_from(input.tokens_used).unwrap_or(u32::MAX),
     }
 }
 
 /// Agent assist with a model: the configured replies first (they say
 /// exactly what the team wants said); when none matches, the model drafts;
-/// when it fails, no suggestion.
+/// when it fails, no suggestion. What the model's call used counts against
+/// the conversation's budget either way.
 pub struct LlmDrafter {
     pub rules: Arc<dyn Drafter>,
     pub client: Arc<LlmClient>,
 }
 
 impl Drafter for LlmDrafter {
-    fn draft(&self, input: DraftInput) -> BoxFuture<Option<String>> {
+    fn draft(&self, input: DraftInput) -> BoxFuture<Drafted> {
         let rules = self.rules.clone();
         let client = self.client.clone();
         Box::pin(async move {
             let request = draft_request(&input);
-            if let Some(text) = rules.draft(input).await {
-                return Some(text);
+            let before = input.tokens_used;
+            let ruled = rules.draft(input).await;
+            if ruled.text.is_some() {
+                return ruled;
             }
-            client.draft(&request).await.ok().map(|generated| generated.text)
+            match client.draft(&request).await {
+                Ok(generated) => Drafted {
+                    text: Some(generated.text),
+                    tokens: u64::from(generated.tokens_used).saturating_sub(before),
+                },
+                Err(failure) => Drafted { text: None, tokens: u64::from(failure.tokens_used).saturating_sub(before) },
+            }
         })
     }
 }
@@ -260,11 +282,13 @@ mod tests {
             built_in: "Paid lead.".into(),
             fields: Map::from_iter([("budget".to_owned(), json!("10_20l"))]),
             transcript: vec!["copilot: What is your budget?".into(), "customer: 15 lakh".into()],
+            tokens_used: 300,
         };
         let summary = summary_request(&request);
         assert_eq!(summary.transcript[0].author, llm::Author::Copilot);
         assert_eq!(summary.transcript[1], llm::Line { author: llm::Author::Customer, text: "15 lakh".into() });
         assert_eq!(summary.reason, "qualified");
         assert_eq!(summary.fields.get("budget"), Some(&json!("10_20l")));
+        assert_eq!(summary.tokens_used, 300, "the conversation's tokens so far: the budget is checked against them");
     }
 }

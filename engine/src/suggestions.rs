@@ -15,7 +15,13 @@
 //!
 //! A first start (a store that never had this consumer) begins at the
 //! log's head: nothing before it is drafted.
+//!
+//! A model drafter's tokens count against the conversation's budget with
+//! the co-pilot's (`CopilotState::tokens`): the drafts' own total is kept
+//! in the settings table under `assist.tokens.{conversation_id}`, written
+//! in the batch that moves the cursor.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,6 +81,17 @@ pub fn consider(
     Consideration::Draft { agent_id: agent_id.to_owned() }
 }
 
+/// The settings key of a conversation's drafts' token total.
+pub fn tokens_key(conversation_id: &str) -> String {
+    format!("assist.tokens.{conversation_id}")
+}
+
+/// The tokens a model's drafts used for a conversation so far.
+pub fn drafts_tokens(reader: &Reader, conversation_id: &str) -> Result<u64, SuggestionsError> {
+    let stored = reader.setting(&tokens_key(conversation_id))?;
+    Ok(stored.and_then(|bytes| String::from_utf8(bytes).ok()?.parse().ok()).unwrap_or(0))
+}
+
 struct Consumer {
     store: Arc<Store>,
     system: Arc<System>,
@@ -103,8 +120,16 @@ impl Consumer {
         Ok(Consumer { store, system, drafter, max_age_ms, cursor })
     }
 
-    /// The draft input for a message of `record` held by `agent_id`.
-    fn input(&self, reader: &Reader, record: &ConversationRecord, agent_id: &str, text: &str) -> DraftInput {
+    /// The draft input for a message of `record` held by `agent_id`;
+    /// `drafts_tokens`: what earlier drafts of the conversation used.
+    fn input(
+        &self,
+        reader: &Reader,
+        record: &ConversationRecord,
+        agent_id: &str,
+        text: &str,
+        drafts_tokens: u64,
+    ) -> DraftInput {
         let conversation = &record.conversation;
         // A name a user set on the contact comes before the profile's.
         let set_name = match reader.contact(&conversation.contact.wa_id) {
@@ -134,11 +159,18 @@ impl Consumer {
             agent_name,
             fields: conversation.fields.clone(),
             history,
+            tokens_used: record.copilot.as_ref().map_or(0, |state| state.tokens).saturating_add(drafts_tokens),
         }
     }
 
-    /// The `suggestion` an event makes, if any.
-    async fn take_in(&self, reader: &Reader, event: &Event) -> Result<Option<Op>, SuggestionsError> {
+    /// The `suggestion` an event makes, if any. `tokens`: the drafts'
+    /// token totals of the conversations this page changed so far.
+    async fn take_in(
+        &self,
+        reader: &Reader,
+        event: &Event,
+        tokens: &mut HashMap<String, u64>,
+    ) -> Result<Option<Op>, SuggestionsError> {
         let EventBody::MessageIn { text, .. } = &event.body else { return Ok(None) };
         let Some(conversation_id) = event.conversation_id.as_deref() else { return Ok(None) };
         let Some(record) = reader.conversation(conversation_id)? else { return Ok(None) };
@@ -152,8 +184,16 @@ impl Consumer {
             }
             Consideration::Draft { agent_id } => agent_id,
         };
-        let input = self.input(reader, &record, &agent_id, text.as_deref().unwrap_or_default());
-        let Some(draft) = self.drafter.draft(input).await else {
+        let drafts_tokens = match tokens.get(conversation_id) {
+            Some(total) => *total,
+            None => drafts_tokens(reader, conversation_id)?,
+        };
+        let input = self.input(reader, &record, &agent_id, text.as_deref().unwrap_or_default(), drafts_tokens);
+        let drafted = self.drafter.draft(input).await;
+        if drafted.tokens > 0 {
+            tokens.insert(conversation_id.to_owned(), drafts_tokens.saturating_add(drafted.tokens));
+        }
+        let Some(draft) = drafted.text else {
             metrics::counter!(crate::metrics::SUGGESTIONS_TOTAL, "outcome" => "no_match").increment(1);
             return Ok(None);
         };
@@ -170,10 +210,15 @@ impl Consumer {
             let events = reader.events_after(self.cursor, PAGE)?;
             let Some(&(last, _)) = events.last() else { break };
             let mut batch = Vec::new();
+            let mut tokens = HashMap::new();
             for (_, event) in &events {
-                if let Some(op) = self.take_in(&reader, event).await? {
+                if let Some(op) = self.take_in(&reader, event, &mut tokens).await? {
                     batch.push(op);
                 }
+            }
+            for (conversation_id, total) in tokens {
+                let value = Some(total.to_string().into_bytes());
+                batch.push(Op::PutSetting { name: tokens_key(&conversation_id), value });
             }
             batch.push(Op::SetCursor { consumer: CONSUMER.to_owned(), seq: last });
             self.store.commit(batch).await?;

@@ -156,6 +156,19 @@ pub struct DraftInput {
     /// the one answered last: context for a drafter that reads it (the
     /// configured replies look at `text` only).
     pub history: Vec<protocol::model::Message>,
+    /// Tokens a language model already used for the conversation (the
+    /// co-pilot's and earlier drafts'): a model drafter's budget is
+    /// checked against it.
+    pub tokens_used: u64,
+}
+
+/// A drafter's answer: the draft (`None`: no suggestion) and the tokens a
+/// language model used for it, counted against the conversation's budget
+/// even when it gave nothing usable.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Drafted {
+    pub text: Option<String>,
+    pub tokens: u64,
 }
 
 /// How many of a conversation's last messages a draft is given.
@@ -250,15 +263,15 @@ pub fn draft(assist: &Assist, input: &DraftInput) -> Option<String> {
 /// slow drafter holds suggestions back, never loses them; it must answer
 /// in bounded time (a network drafter times out and answers `None`).
 pub trait Drafter: Send + Sync + 'static {
-    fn draft(&self, input: DraftInput) -> BoxFuture<Option<String>>;
+    fn draft(&self, input: DraftInput) -> BoxFuture<Drafted>;
 }
 
 /// The built-in drafter: the configured replies ([`draft`]).
 pub struct RulesDrafter(pub Arc<Assist>);
 
 impl Drafter for RulesDrafter {
-    fn draft(&self, input: DraftInput) -> BoxFuture<Option<String>> {
-        let drafted = draft(&self.0, &input);
+    fn draft(&self, input: DraftInput) -> BoxFuture<Drafted> {
+        let drafted = Drafted { text: draft(&self.0, &input), tokens: 0 };
         Box::pin(async move { drafted })
     }
 }
@@ -282,6 +295,7 @@ mod tests {
             agent_name: "Asha".into(),
             fields: json!({"model": "Aero 5", "units": 2}).as_object().cloned().unwrap_or_default(),
             history: Vec::new(),
+            tokens_used: 0,
         }
     }
 

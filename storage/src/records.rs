@@ -122,6 +122,25 @@ pub struct CopilotState {
     /// Set when the co-pilot is done: `handoff` or `closed`.
     #[serde(default)]
     pub ended: Option<String>,
+    /// A customer's answer whose step waits for the model hook: the
+    /// message is committed (and its webhook acknowledged) first, the step
+    /// after the hook answers. Should a restart come between, the step is
+    /// taken with the built-in reading at `clocks.copilot_at`.
+    #[serde(default)]
+    pub pending: Option<PendingAnswer>,
+}
+
+/// The customer's message a co-pilot step waits for (`CopilotState::pending`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PendingAnswer {
+    /// Its wamid.
+    pub message_id: String,
+    /// Its text (a reply's title included) and, for a reply button or list
+    /// row, the reply's id.
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub reply_id: Option<String>,
 }
 
 /// The time-driven state of a conversation. Every deadline is an absolute

@@ -256,6 +256,8 @@ enum Fake {
     Slow,
     /// Reads "a lot" as the highest budget.
     Good,
+    /// Answers like `Good` once the test lets it (a permit of the gate).
+    Held(Arc<tokio::sync::Semaphore>),
 }
 
 impl actors::copilot::CopilotModel for Fake {
@@ -273,10 +275,18 @@ impl actors::copilot::CopilotModel for Fake {
                     fields: fields(json!({"outcome": "booked", "budget": "a billion"})),
                     tokens: 50,
                 }),
-                Fake::Failing => Err(ModelError("HTTP 500".into())),
+                Fake::Failing => Err(ModelError::new("HTTP 500")),
                 Fake::Slow => {
                     tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-                    Err(ModelError("too late".into()))
+                    Err(ModelError::new("too late"))
+                }
+                Fake::Held(gate) => {
+                    let _permit = gate.acquire().await;
+                    Ok(Interpretation {
+                        action: Action::Answer,
+                        fields: fields(json!({request.field.clone(): "over_20l"})),
+                        tokens: 40,
+                    })
                 }
                 Fake::Good if request.text.contains("a lot") => Ok(Interpretation {
                     action: Action::Answer,
@@ -291,22 +301,66 @@ impl actors::copilot::CopilotModel for Fake {
     fn summarize(
         &self,
         request: actors::copilot::SummaryRequest,
-    ) -> actors::copilot::BoxFuture<Result<String, actors::copilot::ModelError>> {
+    ) -> actors::copilot::BoxFuture<Result<actors::copilot::Summary, actors::copilot::ModelError>> {
+        use actors::copilot::{ModelError, Summary};
         let fake = self.clone();
         Box::pin(async move {
             match fake {
-                Fake::Good => Ok(format!("Keen buyer ({} lines read). {}", request.transcript.len(), request.built_in)),
-                Fake::Garbage => Ok("   ".into()),
-                _ => Err(actors::copilot::ModelError("no summary".into())),
+                Fake::Good => Ok(Summary {
+                    text: format!("Keen buyer ({} lines read). {}", request.transcript.len(), request.built_in),
+                    tokens: 25,
+                }),
+                Fake::Garbage => Ok(Summary { text: "   ".into(), tokens: 5 }),
+                _ => Err(ModelError::new("no summary")),
             }
         })
     }
 }
 
 async fn start_with_model(clock: Arc<ManualClock>, model: Fake) -> anyhow::Result<Harness> {
-    let copilot = actors::CopilotHook { model: Arc::new(model), timeout_ms: 300 };
+    start_with_model_timeout(clock, model, 300).await
+}
+
+async fn start_with_model_timeout(clock: Arc<ManualClock>, model: Fake, timeout_ms: u64) -> anyhow::Result<Harness> {
+    let copilot = actors::CopilotHook { model: Arc::new(model), timeout_ms };
     let options = StartOptions { clock, copilot: Some(copilot), ..StartOptions::default() };
     Harness::start_on_with(options, "copilot test", FLOW).await
+}
+
+/// The webhook of a message the model is asked to read is answered once
+/// the message is committed, not after the model: while the model has not
+/// answered, the message is in the conversation and the co-pilot has not
+/// said anything more; its answer then moves the flow on. (Before, the
+/// acknowledgement waited for the model, up to its timeout.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_is_answered_before_the_model_and_the_step_follows_its_reading() -> TestResult {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let clock = ManualClock::new(now_s() * 1000);
+    // A timeout far longer than the test: only the gate lets the model answer.
+    let harness = start_with_model_timeout(clock, Fake::Held(gate.clone()), 600_000).await?;
+    let customer = "919700000016";
+    ad_click(&harness, customer).await?;
+    sends(&harness, customer, 1).await?;
+    let webhook = say(&harness, customer, "2", "we can spend a lot");
+    tokio::time::timeout(std::time::Duration::from_secs(20), webhook)
+        .await
+        .map_err(|_| anyhow::anyhow!("the webhook waited for the model"))??;
+    let detail = conversation_where(&harness, customer, |detail| {
+        detail["messages"]
+            .as_array()
+            .is_some_and(|messages| messages.iter().any(|message| message["text"] == "we can spend a lot"))
+    })
+    .await?;
+    assert_eq!(detail["status"], "bot");
+    assert_eq!(detail["fields"], json!({}), "not read yet");
+    assert_eq!(sent_to(&harness, customer).len(), 1, "the co-pilot's step waits for the model");
+    gate.add_permits(1);
+    let sent = sends(&harness, customer, 2).await?;
+    assert_eq!(sent[1]["text"]["body"], "How many units?", "the model's reading was taken");
+    let detail = conversation_where(&harness, customer, |detail| detail["fields"] != json!({})).await?;
+    assert_eq!(detail["fields"], json!({"budget": "over_20l"}));
+    harness.shutdown().await;
+    Ok(())
 }
 
 /// A model hook that fails, is slow, or answers outside the flow changes
@@ -471,5 +525,152 @@ async fn the_configured_model_server_is_used_and_any_failure_falls_back() -> Tes
         }
         harness.shutdown().await;
     }
+    Ok(())
+}
+
+/// Every call of the model counts against the conversation's budget
+/// (`max_tokens_per_conversation`): the co-pilot's reading, its hand-over
+/// summary and the agent assist's drafts. With 150 tokens and 60 a call,
+/// the reading (0 → 60), the summary (60 → 120) and one draft (120 → 180)
+/// are asked; no later draft is (the budget is spent), however many
+/// messages the holder gets. With the drafts' requests counting nothing
+/// (checked: the build before), a draft went out for every message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_model_call_counts_against_the_conversations_budget_summaries_and_drafts_included() -> TestResult {
+    use sim::llm::{FakeAnswer, FakeModel};
+    let fake = FakeModel::start().await?;
+    fake.set_responder(|body| match body["response_format"]["json_schema"]["name"].as_str() {
+        Some("copilot_turn") => {
+            FakeAnswer::json(json!({"fields": {"budget": "over_20l"}, "action": "ask_next", "reply": null}), 60)
+        }
+        Some("copilot_summary") => FakeAnswer::json(json!({"text": "The model's summary."}), 60),
+        Some("copilot_draft") => FakeAnswer::json(json!({"text": "The model's draft."}), 60),
+        _ => FakeAnswer::status(400),
+    });
+    let model = format!(
+        "\n[copilot.model]\nbase_url = \"{}\"\nmodel = \"fake-1\"\napi_key = \"sk-test-secret\"\ntimeout_ms = 5000\nmax_tokens_per_conversation = 150\n",
+        fake.base_url()
+    );
+    let clock = ManualClock::new(now_s() * 1000);
+    let options = StartOptions { clock, ..StartOptions::default() };
+    let harness = Harness::start_on_with(options, "copilot budget test", &format!("{FLOW}{model}")).await?;
+    let mut a1 = harness.online_agent("a1").await?;
+    assert_eq!(a1.request(json!({"type": "set_copilot", "enabled": true})).await?["copilot"], true);
+    let customer = "919700000031";
+    ad_click(&harness, customer).await?;
+    sends(&harness, customer, 1).await?;
+    say(&harness, customer, "2", "we can spend a lot").await?;
+    sends(&harness, customer, 2).await?;
+    say(&harness, customer, "3", "2").await?;
+    sends(&harness, customer, 3).await?;
+    say(&harness, customer, "4", "Pune").await?;
+    let assigned = a1.expect_type("assigned").await?;
+    assert_eq!(assigned["handoff"]["summary"], "The model's summary.");
+    say(&harness, customer, "5", "hello there").await?;
+    let suggestion = a1.expect_type("suggestion").await?;
+    assert_eq!(suggestion["text"], "The model's draft.");
+    say(&harness, customer, "6", "anything else?").await?;
+    a1.expect_where(|frame| frame["type"] == "message" && frame["message"]["text"] == "anything else?").await?;
+    harness.settle_suggestions().await;
+    let asked: Vec<String> = fake
+        .requests()
+        .iter()
+        .map(|request| request.body["response_format"]["json_schema"]["name"].as_str().unwrap_or("?").to_owned())
+        .collect();
+    assert_eq!(asked, ["copilot_turn", "copilot_summary", "copilot_draft"], "the last draft is past the budget");
+    harness.shutdown().await;
+    Ok(())
+}
+
+/// The real binary killed with SIGKILL after a message was committed and
+/// acknowledged but before its co-pilot step (the model, a server that
+/// never answers, was still being asked): the next start takes the step
+/// with the built-in reading at the co-pilot's guard (2 × `timeout_ms` +
+/// 1 s after the message), once. Without the guard the customer would hear
+/// nothing until the flow's `handoff_after_s` (10 minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_dash_nine_between_a_message_and_its_model_step_the_step_is_taken_once() -> TestResult {
+    let emulator = sim::emulator::Emulator::start(sim::emulator::EmulatorConfig {
+        access_token: switchboard_tests::ACCESS_TOKEN.to_owned(),
+        app_secret: switchboard_tests::APP_SECRET.to_owned(),
+        webhook_url: None,
+        status_delay_ms: 5,
+        send_statuses: false,
+    })
+    .await?;
+    // A model server that takes connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let silent_addr = silent.local_addr()?;
+    let _silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let dir = tempfile::tempdir()?;
+    let config_path = dir.path().join("switchboard.toml");
+    let head = config_head(&dir.path().join("data").display().to_string(), &emulator.base_url());
+    let model = format!(
+        "\n[copilot.model]\nbase_url = \"http://{silent_addr}/v1\"\nmodel = \"fake-1\"\napi_key = \"sk-test\"\ntimeout_ms = 1000\n"
+    );
+    std::fs::write(&config_path, format!("{head}\n{FLOW}{model}"))?;
+    let binary = env!("CARGO_BIN_EXE_switchboard-under-test");
+    let http = reqwest::Client::new();
+    let customer = "919700000041";
+    let sent = || -> Vec<Value> {
+        emulator.requests().into_iter().map(|request| request.body).filter(|body| body["to"] == customer).collect()
+    };
+    let post = |base_url: String, n: &'static str, message: Value| {
+        let http = http.clone();
+        async move {
+            let webhook = message_webhook(NUMBER, customer, &format!("wamid.{customer}.{n}"), message);
+            let body = serde_json::to_vec(&webhook)?;
+            let (status, answer) =
+                switchboard_tests::post_signed(&http, &base_url, switchboard_tests::APP_SECRET, &body).await?;
+            anyhow::ensure!(status == 200, "webhook: {status} {answer}");
+            anyhow::Ok(())
+        }
+    };
+
+    let (mut child, base_url) = switchboard_tests::spawn_binary(binary, &config_path)?;
+    let ad = json!({"type": "text", "text": {"body": "Is this still available?"},
+        "referral": {"source_url": "https://fb.me/x", "source_type": "ad", "source_id": "1", "ctwa_clid": "clid"}});
+    post(base_url.clone(), "1", ad).await?;
+    eventually(|| async { (sent().len() == 1).then_some(()) }).await?;
+    post(base_url.clone(), "2", json!({"type": "text", "text": {"body": "we can spend a lot"}})).await?;
+    // Acknowledged; the model is being asked (for up to a second).
+    child.kill()?; // SIGKILL
+    child.wait()?;
+    assert_eq!(sent().len(), 1, "killed before the step");
+
+    let (mut restarted, base_url) = switchboard_tests::spawn_binary(binary, &config_path)?;
+    eventually(|| async { (sent().len() >= 2).then_some(()) }).await?;
+    assert_eq!(sent()[1]["type"], "interactive", "the budget buttons again");
+    assert_eq!(sent()[1]["interactive"]["body"]["text"], "Sorry, I did not get that.\n\nWhat is your budget?");
+    let (status, list) = {
+        let response = http.get(format!("{base_url}/api/v1/conversations")).bearer_auth(MANAGER_TOKEN).send().await?;
+        (response.status().as_u16(), response.json::<Value>().await?)
+    };
+    assert_eq!(status, 200);
+    let id = list["conversations"][0]["id"].as_str().unwrap_or_default().to_owned();
+    let detail = {
+        let response =
+            http.get(format!("{base_url}/api/v1/conversations/{id}")).bearer_auth(MANAGER_TOKEN).send().await?;
+        response.json::<Value>().await?
+    };
+    let texts: Vec<&Value> = detail["messages"].as_array().into_iter().flatten().map(|m| &m["text"]).collect();
+    assert!(texts.contains(&&json!("we can spend a lot")), "the acknowledged message survived: {texts:?}");
+    // Once: a tap answers the question asked again, and nothing else came.
+    post(
+        base_url.clone(),
+        "3",
+        json!({"type": "interactive",
+        "interactive": {"type": "button_reply", "button_reply": {"id": "cp:budget:high", "title": "Over 20 lakh"}}}),
+    )
+    .await?;
+    eventually(|| async { (sent().len() == 3).then_some(()) }).await?;
+    assert_eq!(sent()[2]["text"]["body"], "How many units?");
+    restarted.kill()?;
+    restarted.wait()?;
     Ok(())
 }
