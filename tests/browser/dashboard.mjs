@@ -1,9 +1,10 @@
 // Drives the manager's console (GET /, engine/assets/dashboard.html) in a
 // real (headless) Chromium against a fresh server on console-config.toml:
-// the live heatmap, the SLA, funnel and attribution report panels (every
-// row and figure shown checked against the API's JSON for the same query),
-// a CSV download (byte for byte the API's CSV) and a conversation's audit
-// trail.
+// the live heatmap, the SLA, funnel, attribution and co-pilot report panels
+// (every row and figure shown checked against the API's JSON for the same
+// query; the co-pilot's row also against what tests/tests/console.rs did
+// with three leads before this script runs), CSV downloads (byte for byte
+// the API's CSV) and a conversation's audit trail.
 //   node dashboard.mjs BASE_URL APP_SECRET MANAGER_TOKEN AGENT_TOKEN SHOT_DIR
 // Prints `step: …` lines; exits 0 after `all steps passed`, otherwise
 // prints what failed and exits 1.
@@ -18,6 +19,30 @@ if (!agentToken) {
 const AD = { source_type: 'ad', source_id: '120210000000001', source_url: 'https://fb.me/x', ctwa_clid: 'clid-1', headline: 'Diwali EMI offer' };
 const LEAD = '919800000101';   // the ad lead: contacted, answers, closed won
 const OTHER = '919800000102';  // an organic customer: contacted, left open
+// The ad whose leads the co-pilot of the `leads` team qualifies
+// (console-config.toml), and what console.rs's script did with three of
+// them: one qualified after 45 s, one asked for a person, one answered below
+// the threshold and was closed as not qualified. The Co-pilot tab's row for
+// it as the page must show it: [field, its column's heading, the text].
+const COPILOT_AD = '120200000000001';
+const COPILOT_LABEL = 'Ad Spring offer (120200000000001)';
+const COPILOT_ROW = [
+  ['conversations', 'Taken by the co-pilot', '3'],
+  ['qualified', 'Qualified', '1'],
+  ['qualified_rate', 'Qualified rate', '33.33%'],
+  ['time_to_qualification.count', 'To qualified n', '1'],
+  ['time_to_qualification.p50_s', 'p50 (s)', '45'],
+  ['time_to_qualification.p90_s', 'p90 (s)', '45'],
+  ['time_to_qualification.mean_s', 'mean (s)', '45'],
+  ['handoffs.qualified', 'Handed over: qualified', '1'],
+  ['handoffs.asked_for_person', 'asked for a person', '1'],
+  ['handoffs.timeout', 'timeout', '0'],
+  ['handoffs.unanswered', 'unanswered', '0'],
+  ['handoffs.completed', 'completed', '0'],
+  ['closed_unqualified.not_qualified', 'Closed: not qualified', '1'],
+  ['closed_unqualified.nurtured', 'nurtured', '0'],
+  ['campaign', 'Campaign', 'Spring offer'],
+];
 
 // The page's formatting of report figures (dashboard.html fmtNum, fmtMoney,
 // fmtRate); the two change together.
@@ -25,7 +50,7 @@ const fmtNum = (v) => v == null ? '—' : typeof v !== 'number' ? String(v) : v.
 const fmtMoney = (v) => v == null ? '—' : typeof v !== 'number' ? String(v) : v.toLocaleString('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 2 });
 const fmtRate = (v) => v == null ? '—' : typeof v !== 'number' ? String(v) : (v * 100).toFixed(2) + '%';
 function expectedText(field, value) {
-  if (field.startsWith('conversion.')) return fmtRate(value);
+  if (field.startsWith('conversion.') || field === 'qualified_rate') return fmtRate(value);
   if (['revenue', 'spend', 'cost_per_closed'].includes(field)) return fmtMoney(value);
   return fmtNum(value);
 }
@@ -38,6 +63,10 @@ const SLA_FIELDS = ['frt', 'nrt', 'trt'].flatMap((k) => ['count', 'p50_s', 'p90_
   .concat(['breaches.first_response', 'breaches.next_response', 'breaches.resolution']);
 const FUNNEL_FIELDS = ['assigned', 'contacted', 'responded', 'closed', 'conversion.contacted', 'conversion.responded', 'conversion.closed'];
 const ATTRIBUTION_FIELDS = ['conversations', 'qualified', 'closed', 'revenue'];
+const COPILOT_FIELDS = COPILOT_ROW.map(([field]) => field);
+/// The reports by source (no team or agent grouping).
+const BY_SOURCE = ['attribution', 'copilot'];
+const sourceKey = (r) => r.source + (r.source_id != null ? ':' + r.source_id : r.code != null ? ':' + r.code : '');
 
 /// A POST as someone; resolves to {status, body} whatever the status.
 async function post(token, path, body) {
@@ -93,7 +122,7 @@ function reportQuery(report, { from, to, groupBy, perDay }) {
   const q = new URLSearchParams();
   q.set('from', `${from}T00:00:00Z`);
   q.set('to', `${addDays(to, 1)}T00:00:00Z`);
-  if (report === 'attribution') { if (perDay) q.set('group_by', 'day'); } else q.set('group_by', perDay ? `${groupBy},day` : groupBy);
+  if (BY_SOURCE.includes(report)) { if (perDay) q.set('group_by', 'day'); } else q.set('group_by', perDay ? `${groupBy},day` : groupBy);
   return q.toString();
 }
 const panelSettled = (page, name, query) => page.waitForFunction(([n, q]) => {
@@ -107,7 +136,7 @@ const panelSettled = (page, name, query) => page.waitForFunction(([n, q]) => {
 async function checkReport(page, report, { groupBy = 'team', perDay = false, required, groupKey, chartRows = true }) {
   await page.click(`#tab-${report}`);
   await page.click('#preset-today');
-  if (report !== 'attribution') await page.selectOption('#group-by', groupBy);
+  if (!BY_SOURCE.includes(report)) await page.selectOption('#group-by', groupBy);
   await page.setChecked('#per-day', perDay);
   const today = todayUtc();
   const query = reportQuery(report, { from: today, to: today, groupBy, perDay });
@@ -118,7 +147,7 @@ async function checkReport(page, report, { groupBy = 'team', perDay = false, req
     json = await api(baseUrl, managerToken, 'GET', `/api/v1/reports/${report}?${query}`);
     const state = await page.getAttribute(`#panel-${report}`, 'data-state');
     if (state !== 'ready') { diffs = [`${report}: the panel is ${state}: ${await page.textContent(`#${report}-msg`)}`]; continue; }
-    diffs = compareTable(`${report} by ${report === 'attribution' ? 'source' : groupBy}${perDay ? ' per day' : ''}`,
+    diffs = compareTable(`${report} by ${BY_SOURCE.includes(report) ? 'source' : groupBy}${perDay ? ' per day' : ''}`,
       await readTable(page, `#${report}-table`), json.rows, groupKey, required);
     if (chartRows) {
       const drawn = await page.$eval(`#${report}-charts svg`, (svg) => svg.querySelectorAll(':scope > g').length);
@@ -250,7 +279,7 @@ await inBrowser(async (browser) => {
 
   const attribution = await checkReport(dashboard, 'attribution', {
     required: ATTRIBUTION_FIELDS,
-    groupKey: (r) => r.source + (r.source_id != null ? ':' + r.source_id : r.code != null ? ':' + r.code : ''),
+    groupKey: sourceKey,
   });
   const paid = attribution.json.rows.find((r) => r.source_id === AD.source_id);
   if (!paid || paid.closed !== 1 || paid.revenue !== 1500) problems.push(`attribution lacks the won ad lead: ${JSON.stringify(paid)}`);
@@ -284,6 +313,39 @@ await inBrowser(async (browser) => {
   }
   await screenshot(dashboard, shotDir, 'sla-empty');
   step('an empty range says there is no data in it');
+
+  // ---- the co-pilot ---------------------------------------------------------
+  // The tab shows the API's rows, and the one row there is reads what the
+  // co-pilot did with the Spring offer's three leads (see COPILOT_ROW).
+  for (const perDay of [false, true]) {
+    const copilot = await checkReport(dashboard, 'copilot', { perDay, required: COPILOT_FIELDS, groupKey: sourceKey, chartRows: false });
+    const shown = await readTable(dashboard, '#copilot-table');
+    const label = perDay ? ' per day' : '';
+    if (shown.length !== 1) problems.push(`the Co-pilot tab${label} shows ${shown.length} rows, not the Spring offer's alone`);
+    const row = shown.find((r) => r.group === `paid:${COPILOT_AD}`);
+    if (!row) { problems.push(`the Co-pilot tab${label} has no row for the ad ${COPILOT_AD}`); continue; }
+    if (row.day !== (perDay ? today : null)) problems.push(`the Co-pilot tab${label}'s row is for day ${row.day}`);
+    if (row.label !== COPILOT_LABEL) problems.push(`the Co-pilot tab${label}'s row is labelled "${row.label}"`);
+    // What a person reads: each cell under its column's heading.
+    const headings = await dashboard.$$eval('#copilot-table thead th', (ths) => ths.map((th) => th.textContent));
+    const cells = await dashboard.$$eval(`#copilot-table tbody tr[data-group="paid:${COPILOT_AD}"] > *`,
+      (tds) => tds.map((td) => ({ field: td.dataset.field, text: td.textContent })));
+    for (const [field, heading, text] of COPILOT_ROW) {
+      const at = cells.findIndex((c) => c.field === field);
+      const shownText = at < 0 ? undefined : cells[at].text, shownHeading = at < 0 ? undefined : headings[at];
+      if (shownText !== text || shownHeading !== heading) {
+        problems.push(`the Co-pilot tab${label}: ${field} reads ${JSON.stringify(shownText)} under ${JSON.stringify(shownHeading)}, the co-pilot's leads make it "${text}" under "${heading}"`);
+      }
+    }
+    if (copilot.json.rows.length !== 1) problems.push(`the co-pilot report has ${copilot.json.rows.length} rows: ${JSON.stringify(copilot.json.rows)}`);
+    await screenshot(dashboard, shotDir, perDay ? 'copilot-per-day' : 'copilot');
+  }
+  const copilotQuery = reportQuery('copilot', { from: today, to: today, perDay: true });
+  const [copilotDownload] = await Promise.all([dashboard.waitForEvent('download', { timeout: 10000 }), dashboard.click('#copilot-csv')]);
+  const copilotSaved = readFileSync(await copilotDownload.path(), 'utf8');
+  const copilotCsv = await api(baseUrl, managerToken, 'GET', `/api/v1/reports/copilot?${copilotQuery}&format=csv`);
+  if (copilotSaved !== copilotCsv) problems.push(`the downloaded co-pilot CSV differs from the API's:\n${copilotSaved}\n--- API:\n${copilotCsv}`);
+  step('the Co-pilot tab shows the ad\'s leads: 3 taken, 1 qualified (33.33%) in 45 s, hand-overs qualified 1 and asked for a person 1, 1 closed not qualified; per day too, and its CSV is the API\'s');
 
   // ---- a conversation's audit trail ----------------------------------------
   await dashboard.click('#tab-conversations');
