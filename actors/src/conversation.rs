@@ -731,10 +731,18 @@ impl ConversationState {
         };
         match kind {
             RequestKind::Send { text } => {
-                self.start_send(&principal, &record, Outgoing::Text(text), reply).await?;
+                let outgoing = Outgoing::Text(text);
+                match self.take_from_copilot(&principal, record, &outgoing).await? {
+                    Ok(record) => self.start_send(&principal, &record, outgoing, reply).await?,
+                    Err(refusal) => drop(reply.send(Err(refusal))),
+                }
             }
             RequestKind::SendTemplate { template } => {
-                self.start_send(&principal, &record, Outgoing::Template(template), reply).await?;
+                let outgoing = Outgoing::Template(template);
+                match self.take_from_copilot(&principal, record, &outgoing).await? {
+                    Ok(record) => self.start_send(&principal, &record, outgoing, reply).await?,
+                    Err(refusal) => drop(reply.send(Err(refusal))),
+                }
             }
             RequestKind::SetFields { fields } => {
                 let input = Input::SetFields { by: principal.agent_id.clone(), fields };
@@ -752,6 +760,36 @@ impl ConversationState {
             }
         }
         Ok(())
+    }
+
+    /// A person's send on a conversation the co-pilot has takes it from the
+    /// co-pilot first: the co-pilot's part ends and the conversation goes to
+    /// its team's queue, as a transfer to that team by that person would
+    /// (docs/copilot.md "A person writes"). The record to send on, or the
+    /// send's refusal, checked first: a send that would be refused takes
+    /// nothing.
+    async fn take_from_copilot(
+        &mut self,
+        principal: &Principal,
+        record: ConversationRecord,
+        outgoing: &Outgoing,
+    ) -> Result<Result<ConversationRecord, ApiError>, ActorProcessingErr> {
+        if record.conversation.status != ConversationStatus::Bot {
+            return Ok(Ok(record));
+        }
+        let now = self.now();
+        let local_id = local_message_id(&record.conversation.id, now);
+        if let Err(refusal) = requests::plan_send(&record, principal, outgoing.clone(), local_id, now) {
+            return Ok(Err(refusal));
+        }
+        let team = record.conversation.team.clone().unwrap_or_default();
+        let note = Some("took the conversation from the co-pilot by writing to the customer".to_owned());
+        let decision = match self.decide(Input::TransferToTeam { by: principal.agent_id.clone(), team, note }) {
+            Ok(decision) => decision,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        self.commit_decision(decision).await?;
+        Ok(Ok(self.open.clone().unwrap_or(record)))
     }
 
     /// Records the send's intent durably (one commit), then calls Meta.

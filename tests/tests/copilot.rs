@@ -327,6 +327,58 @@ async fn start_with_model_timeout(clock: Arc<ManualClock>, model: Fake, timeout_
     Harness::start_on_with(options, "copilot test", FLOW).await
 }
 
+/// A person who writes to a lead the co-pilot has takes it from the
+/// co-pilot: the person's message goes out, the conversation goes to its
+/// team's queue (an agent gets it with everything said so far), and the
+/// co-pilot says nothing more, its deadline gone. Before, the co-pilot went
+/// on asking its questions beside the person.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_who_writes_takes_the_lead_from_the_copilot() -> TestResult {
+    let clock = ManualClock::new(now_s() * 1000);
+    let harness = start(clock.clone()).await?;
+    let customer = "919700000051";
+    ad_click(&harness, customer).await?;
+    sends(&harness, customer, 1).await?;
+    let detail = conversation_where(&harness, customer, |detail| detail["status"] == "bot").await?;
+    let id = detail["id"].as_str().unwrap_or_default().to_owned();
+    // A send that would be refused takes nothing.
+    let path = format!("/api/v1/conversations/{id}/messages");
+    let (status, refusal) = harness.post(&path, MANAGER_TOKEN, &json!({"text": "  "})).await?;
+    assert_eq!(status, 400, "{refusal}");
+    assert_eq!(conversation_where(&harness, customer, |_| true).await?["status"], "bot");
+    let (status, answer) =
+        harness.post(&path, MANAGER_TOKEN, &json!({"text": "Hi, Priya from the showroom here."})).await?;
+    assert_eq!(status, 200, "{answer}");
+    let sent = sends(&harness, customer, 2).await?;
+    assert_eq!(sent[1]["text"]["body"], "Hi, Priya from the showroom here.");
+    conversation_where(&harness, customer, |detail| detail["status"] == "queued").await?;
+    let mut a1 = harness.online_agent("a1").await?;
+    let assigned = a1.expect_type("assigned").await?;
+    assert_eq!(assigned["conversation"]["id"], json!(id));
+    let messages = assigned["conversation"]["messages"].as_array().cloned().unwrap_or_default();
+    assert!(
+        messages.iter().any(|message| message["author"] == "copilot"),
+        "the agent sees the co-pilot's part: {messages:?}"
+    );
+    conversation_where(&harness, customer, |detail| {
+        detail["messages"].as_array().is_some_and(|messages| {
+            messages.iter().any(|message| message["text"] == "Hi, Priya from the showroom here.")
+        })
+    })
+    .await?;
+    // The customer answers the question the co-pilot had asked: the agent
+    // gets it; the co-pilot says nothing, now or at its old deadline.
+    tap(&harness, customer, "2", "cp:budget:high", "Over 20 lakh").await?;
+    a1.expect_where(|frame| frame["type"] == "message" && frame["message"]["text"] == "Over 20 lakh").await?;
+    clock.advance_ms(600_000);
+    harness.system().settle_clock().await;
+    let detail = conversation_where(&harness, customer, |detail| detail["status"] == "assigned").await?;
+    assert_eq!(detail["agent"], "a1");
+    assert_eq!(sent_to(&harness, customer).len(), 2, "the co-pilot said nothing more");
+    harness.shutdown().await;
+    Ok(())
+}
+
 /// The webhook of a message the model is asked to read is answered once
 /// the message is committed, not after the model: while the model has not
 /// answered, the message is in the conversation and the co-pilot has not
