@@ -464,71 +464,106 @@ async fn a_failing_slow_or_lying_model_falls_back_to_the_built_in_engine() -> Te
 /// as the answer to that question.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_kill_dash_nine_mid_flow_the_flow_resumes_at_the_same_question() -> TestResult {
-    let emulator = sim::emulator::Emulator::start(sim::emulator::EmulatorConfig {
-        access_token: switchboard_tests::ACCESS_TOKEN.to_owned(),
-        app_secret: switchboard_tests::APP_SECRET.to_owned(),
-        webhook_url: None,
-        status_delay_ms: 5,
-        send_statuses: false,
-    })
-    .await?;
-    let dir = tempfile::tempdir()?;
-    let config_path = dir.path().join("switchboard.toml");
-    let head = config_head(&dir.path().join("data").display().to_string(), &emulator.base_url());
-    std::fs::write(&config_path, format!("{head}\n{FLOW}"))?;
-    let binary = env!("CARGO_BIN_EXE_switchboard-under-test");
-    let http = reqwest::Client::new();
-    let customer = "919700000021";
-    let sent = || -> Vec<Value> {
-        emulator.requests().into_iter().map(|request| request.body).filter(|body| body["to"] == customer).collect()
-    };
-    let post = |base_url: String, n: &'static str, message: Value| {
-        let http = http.clone();
-        async move {
-            let webhook = message_webhook(NUMBER, customer, &format!("wamid.{customer}.{n}"), message);
-            let body = serde_json::to_vec(&webhook)?;
-            let (status, answer) =
-                switchboard_tests::post_signed(&http, &base_url, switchboard_tests::APP_SECRET, &body).await?;
-            anyhow::ensure!(status == 200, "webhook: {status} {answer}");
-            anyhow::Ok(())
-        }
-    };
-
-    let (mut child, base_url) = switchboard_tests::spawn_binary(binary, &config_path)?;
-    let ad = json!({"type": "text", "text": {"body": "Is this still available?"},
-        "referral": {"source_url": "https://fb.me/x", "source_type": "ad", "source_id": "1", "ctwa_clid": "clid"}});
-    post(base_url.clone(), "1", ad).await?;
-    eventually(|| async { (sent().len() == 1).then_some(()) }).await?;
+    let lead = RealBinary::new("919700000021", "").await?;
+    let (mut child, base_url) = lead.spawn()?;
+    lead.ad_click(&base_url).await?;
     let tap = json!({"type": "interactive",
         "interactive": {"type": "button_reply", "button_reply": {"id": "cp:budget:high", "title": "Over 20 lakh"}}});
-    post(base_url.clone(), "2", tap).await?;
-    eventually(|| async { (sent().len() == 2).then_some(()) }).await?;
-    assert_eq!(sent()[1]["text"]["body"], "How many units?");
+    lead.post(&base_url, "2", tap).await?;
+    eventually(|| async { (lead.sent().len() == 2).then_some(()) }).await?;
+    assert_eq!(lead.sent()[1]["text"]["body"], "How many units?");
     child.kill()?; // SIGKILL
     child.wait()?;
 
-    let (mut restarted, base_url) = switchboard_tests::spawn_binary(binary, &config_path)?;
+    let (mut restarted, base_url) = lead.spawn()?;
     eventually(|| async {
-        let response = http.get(format!("{base_url}/readyz")).send().await.ok()?;
+        let response = lead.http.get(format!("{base_url}/readyz")).send().await.ok()?;
         (response.status() == 200).then_some(())
     })
     .await?;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(sent().len(), 2, "nothing was asked again at the start");
-    post(base_url.clone(), "3", json!({"type": "text", "text": {"body": "3"}})).await?;
-    eventually(|| async { (sent().len() == 3).then_some(()) }).await?;
-    assert_eq!(sent()[2]["text"]["body"], "Which city?", "the answer was taken for the question asked before the kill");
-    let (status, list) = {
-        let response = http.get(format!("{base_url}/api/v1/conversations")).bearer_auth(MANAGER_TOKEN).send().await?;
-        (response.status().as_u16(), response.json::<Value>().await?)
-    };
-    assert_eq!(status, 200);
-    let conversation = &list["conversations"][0];
+    assert_eq!(lead.sent().len(), 2, "nothing was asked again at the start");
+    lead.post(&base_url, "3", json!({"type": "text", "text": {"body": "3"}})).await?;
+    eventually(|| async { (lead.sent().len() == 3).then_some(()) }).await?;
+    let sent = lead.sent();
+    assert_eq!(sent[2]["text"]["body"], "Which city?", "the answer was taken for the question asked before the kill");
+    let conversation = lead.conversation(&base_url).await?;
     assert_eq!(conversation["status"], "bot");
     assert_eq!(conversation["fields"], json!({"budget": "over_20l", "units": 3}));
     restarted.kill()?;
     restarted.wait()?;
     Ok(())
+}
+
+/// The real binary (`switchboard-under-test`) on a configuration of its
+/// own ([`FLOW`] and `extra`), the emulator it sends to, and one customer
+/// (the kill -9 tests).
+struct RealBinary {
+    emulator: sim::emulator::Emulator,
+    _dir: tempfile::TempDir,
+    config_path: std::path::PathBuf,
+    http: reqwest::Client,
+    customer: &'static str,
+}
+
+impl RealBinary {
+    async fn new(customer: &'static str, extra: &str) -> anyhow::Result<RealBinary> {
+        let emulator = sim::emulator::Emulator::start(sim::emulator::EmulatorConfig {
+            access_token: switchboard_tests::ACCESS_TOKEN.to_owned(),
+            app_secret: switchboard_tests::APP_SECRET.to_owned(),
+            webhook_url: None,
+            status_delay_ms: 5,
+            send_statuses: false,
+        })
+        .await?;
+        let dir = tempfile::tempdir()?;
+        let config_path = dir.path().join("switchboard.toml");
+        let head = config_head(&dir.path().join("data").display().to_string(), &emulator.base_url());
+        std::fs::write(&config_path, format!("{head}\n{FLOW}{extra}"))?;
+        Ok(RealBinary { emulator, _dir: dir, config_path, http: reqwest::Client::new(), customer })
+    }
+
+    /// Starts the binary: the child and its base URL.
+    fn spawn(&self) -> anyhow::Result<(std::process::Child, String)> {
+        switchboard_tests::spawn_binary(env!("CARGO_BIN_EXE_switchboard-under-test"), &self.config_path)
+    }
+
+    /// What was sent to the customer so far.
+    fn sent(&self) -> Vec<Value> {
+        let requests = self.emulator.requests().into_iter().map(|request| request.body);
+        requests.filter(|body| body["to"] == self.customer).collect()
+    }
+
+    /// The customer's `n`th message, signed; answered 200.
+    async fn post(&self, base_url: &str, n: &str, message: Value) -> anyhow::Result<()> {
+        let customer = self.customer;
+        let webhook = message_webhook(NUMBER, customer, &format!("wamid.{customer}.{n}"), message);
+        let body = serde_json::to_vec(&webhook)?;
+        let (status, answer) =
+            switchboard_tests::post_signed(&self.http, base_url, switchboard_tests::APP_SECRET, &body).await?;
+        anyhow::ensure!(status == 200, "webhook: {status} {answer}");
+        Ok(())
+    }
+
+    /// The customer clicks the ad; the co-pilot greets and asks.
+    async fn ad_click(&self, base_url: &str) -> anyhow::Result<()> {
+        let ad = json!({"type": "text", "text": {"body": "Is this still available?"},
+            "referral": {"source_url": "https://fb.me/x", "source_type": "ad", "source_id": "1", "ctwa_clid": "clid"}});
+        self.post(base_url, "1", ad).await?;
+        eventually(|| async { (self.sent().len() == 1).then_some(()) }).await
+    }
+
+    /// The customer's conversation in full, as a manager reads it.
+    async fn conversation(&self, base_url: &str) -> anyhow::Result<Value> {
+        let get = |path: String| async move {
+            let response = self.http.get(format!("{base_url}{path}")).bearer_auth(MANAGER_TOKEN).send().await?;
+            anyhow::ensure!(response.status() == 200, "{path}: {}", response.status());
+            Ok(response.json::<Value>().await?)
+        };
+        let list = get("/api/v1/conversations".to_owned()).await?;
+        let id = list["conversations"][0]["id"].as_str().unwrap_or_default().to_owned();
+        get(format!("/api/v1/conversations/{id}")).await
+    }
 }
 
 /// The language model behind the hook for real: `[copilot.model]` points
@@ -642,14 +677,6 @@ async fn every_model_call_counts_against_the_conversations_budget_summaries_and_
 /// nothing until the flow's `handoff_after_s` (10 minutes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_kill_dash_nine_between_a_message_and_its_model_step_the_step_is_taken_once() -> TestResult {
-    let emulator = sim::emulator::Emulator::start(sim::emulator::EmulatorConfig {
-        access_token: switchboard_tests::ACCESS_TOKEN.to_owned(),
-        app_secret: switchboard_tests::APP_SECRET.to_owned(),
-        webhook_url: None,
-        status_delay_ms: 5,
-        send_statuses: false,
-    })
-    .await?;
     // A model server that takes connections and never answers.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let silent_addr = silent.local_addr()?;
@@ -659,69 +686,32 @@ async fn after_kill_dash_nine_between_a_message_and_its_model_step_the_step_is_t
             held.push(socket);
         }
     });
-    let dir = tempfile::tempdir()?;
-    let config_path = dir.path().join("switchboard.toml");
-    let head = config_head(&dir.path().join("data").display().to_string(), &emulator.base_url());
     let model = format!(
         "\n[copilot.model]\nbase_url = \"http://{silent_addr}/v1\"\nmodel = \"fake-1\"\napi_key = \"sk-test\"\ntimeout_ms = 1000\n"
     );
-    std::fs::write(&config_path, format!("{head}\n{FLOW}{model}"))?;
-    let binary = env!("CARGO_BIN_EXE_switchboard-under-test");
-    let http = reqwest::Client::new();
-    let customer = "919700000041";
-    let sent = || -> Vec<Value> {
-        emulator.requests().into_iter().map(|request| request.body).filter(|body| body["to"] == customer).collect()
-    };
-    let post = |base_url: String, n: &'static str, message: Value| {
-        let http = http.clone();
-        async move {
-            let webhook = message_webhook(NUMBER, customer, &format!("wamid.{customer}.{n}"), message);
-            let body = serde_json::to_vec(&webhook)?;
-            let (status, answer) =
-                switchboard_tests::post_signed(&http, &base_url, switchboard_tests::APP_SECRET, &body).await?;
-            anyhow::ensure!(status == 200, "webhook: {status} {answer}");
-            anyhow::Ok(())
-        }
-    };
-
-    let (mut child, base_url) = switchboard_tests::spawn_binary(binary, &config_path)?;
-    let ad = json!({"type": "text", "text": {"body": "Is this still available?"},
-        "referral": {"source_url": "https://fb.me/x", "source_type": "ad", "source_id": "1", "ctwa_clid": "clid"}});
-    post(base_url.clone(), "1", ad).await?;
-    eventually(|| async { (sent().len() == 1).then_some(()) }).await?;
-    post(base_url.clone(), "2", json!({"type": "text", "text": {"body": "we can spend a lot"}})).await?;
+    let lead = RealBinary::new("919700000041", &model).await?;
+    let (mut child, base_url) = lead.spawn()?;
+    lead.ad_click(&base_url).await?;
+    lead.post(&base_url, "2", json!({"type": "text", "text": {"body": "we can spend a lot"}})).await?;
     // Acknowledged; the model is being asked (for up to a second).
     child.kill()?; // SIGKILL
     child.wait()?;
-    assert_eq!(sent().len(), 1, "killed before the step");
+    assert_eq!(lead.sent().len(), 1, "killed before the step");
 
-    let (mut restarted, base_url) = switchboard_tests::spawn_binary(binary, &config_path)?;
-    eventually(|| async { (sent().len() >= 2).then_some(()) }).await?;
-    assert_eq!(sent()[1]["type"], "interactive", "the budget buttons again");
-    assert_eq!(sent()[1]["interactive"]["body"]["text"], "Sorry, I did not get that.\n\nWhat is your budget?");
-    let (status, list) = {
-        let response = http.get(format!("{base_url}/api/v1/conversations")).bearer_auth(MANAGER_TOKEN).send().await?;
-        (response.status().as_u16(), response.json::<Value>().await?)
-    };
-    assert_eq!(status, 200);
-    let id = list["conversations"][0]["id"].as_str().unwrap_or_default().to_owned();
-    let detail = {
-        let response =
-            http.get(format!("{base_url}/api/v1/conversations/{id}")).bearer_auth(MANAGER_TOKEN).send().await?;
-        response.json::<Value>().await?
-    };
+    let (mut restarted, base_url) = lead.spawn()?;
+    eventually(|| async { (lead.sent().len() >= 2).then_some(()) }).await?;
+    let sent = lead.sent();
+    assert_eq!(sent[1]["type"], "interactive", "the budget buttons again");
+    assert_eq!(sent[1]["interactive"]["body"]["text"], "Sorry, I did not get that.\n\nWhat is your budget?");
+    let detail = lead.conversation(&base_url).await?;
     let texts: Vec<&Value> = detail["messages"].as_array().into_iter().flatten().map(|m| &m["text"]).collect();
     assert!(texts.contains(&&json!("we can spend a lot")), "the acknowledged message survived: {texts:?}");
     // Once: a tap answers the question asked again, and nothing else came.
-    post(
-        base_url.clone(),
-        "3",
-        json!({"type": "interactive",
-        "interactive": {"type": "button_reply", "button_reply": {"id": "cp:budget:high", "title": "Over 20 lakh"}}}),
-    )
-    .await?;
-    eventually(|| async { (sent().len() == 3).then_some(()) }).await?;
-    assert_eq!(sent()[2]["text"]["body"], "How many units?");
+    let tap = json!({"type": "interactive",
+        "interactive": {"type": "button_reply", "button_reply": {"id": "cp:budget:high", "title": "Over 20 lakh"}}});
+    lead.post(&base_url, "3", tap).await?;
+    eventually(|| async { (lead.sent().len() == 3).then_some(()) }).await?;
+    assert_eq!(lead.sent()[2]["text"]["body"], "How many units?");
     restarted.kill()?;
     restarted.wait()?;
     Ok(())
