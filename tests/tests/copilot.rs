@@ -716,3 +716,92 @@ async fn after_kill_dash_nine_between_a_message_and_its_model_step_the_step_is_t
     restarted.wait()?;
     Ok(())
 }
+
+/// `unqualified = "nurture"`: a lead that answers every question below the
+/// threshold, inside the free entry window, is sent the flow's nurture
+/// template and closed with the flow's outcome (`copilot_closed` reason
+/// `nurtured`), no agent's time taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unqualified_lead_is_nurtured_with_the_template_and_closed() -> TestResult {
+    let flow = FLOW.replace(
+        "unqualified = \"close\"",
+        "unqualified = \"nurture\"\nnurture_templates = [{ name = \"spring_offer_followup\", language = \"en\" }]",
+    );
+    let clock = ManualClock::new(now_s() * 1000);
+    let options = StartOptions { clock, ..StartOptions::default() };
+    let harness = Harness::start_on_with(options, "copilot nurture test", &flow).await?;
+    let customer = "919700000061";
+    ad_click(&harness, customer).await?;
+    sends(&harness, customer, 1).await?;
+    tap(&harness, customer, "2", "cp:budget:low", "Under 10 lakh").await?;
+    sends(&harness, customer, 2).await?;
+    say(&harness, customer, "3", "1").await?;
+    sends(&harness, customer, 3).await?;
+    say(&harness, customer, "4", "Nashik").await?;
+    let sent = sends(&harness, customer, 4).await?;
+    assert_eq!(sent[3]["type"], "template", "{:#}", sent[3]);
+    assert_eq!(sent[3]["template"]["name"], "spring_offer_followup");
+    assert_eq!(sent[3]["template"]["language"]["code"], "en");
+    let closed = conversation_where(&harness, customer, |detail| detail["status"] == "closed").await?;
+    assert_eq!(closed["fields"]["outcome"], "not_qualified");
+    let id = closed["id"].as_str().unwrap_or_default();
+    let trail = audit_where(&harness, id, |entries| {
+        entries.iter().any(|entry| entry["action"] == "copilot_closed" && entry["data"]["reason"] == "nurtured")
+    })
+    .await?;
+    assert!(trail.iter().any(|entry| entry["action"] == "closed" && entry["actor"] == "copilot"));
+    harness.shutdown().await;
+    Ok(())
+}
+
+/// `office_hours = "wait"`: a lead qualified while its team is closed is
+/// told when the team opens (`closed_message`) and stays with the co-pilot;
+/// at the opening it is handed over (reason `qualified`) to the agent who
+/// was online all along, and not before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lead_qualified_while_the_team_is_closed_waits_for_the_opening() -> TestResult {
+    // The team opens for half an hour every day, two hours from now (UTC).
+    let now_ms = now_s() * 1000;
+    let hour = (now_ms / 3_600_000 + 2) % 24;
+    let window = format!("[\"{hour:02}:00-{hour:02}:30\"]");
+    let week: String =
+        ["mon", "tue", "wed", "thu", "fri", "sat", "sun"].iter().map(|day| format!("{day} = {window}\n")).collect();
+    let hours =
+        format!("[[teams]]\nid = \"sales\"\n\n[teams.hours]\ntimezone = \"UTC\"\n\n[teams.hours.week]\n{week}\n");
+    let flow = FLOW.replacen("[[teams]]\nid = \"sales\"\n", &hours, 1).replacen(
+        "[teams.copilot]\n",
+        "[teams.copilot]\noffice_hours = \"wait\"\nclosed_message = \"Our advisers are away; one will write to you at {opens}.\"\n",
+        1,
+    );
+    let opens_at = (now_ms / 3_600_000 + 2) * 3_600_000;
+    let clock = ManualClock::new(now_ms);
+    let options = StartOptions { clock: clock.clone(), ..StartOptions::default() };
+    let harness = Harness::start_on_with(options, "copilot office hours test", &flow).await?;
+    let mut a1 = harness.online_agent("a1").await?;
+    let customer = "919700000062";
+    ad_click(&harness, customer).await?;
+    sends(&harness, customer, 1).await?;
+    tap(&harness, customer, "2", "cp:budget:high", "Over 20 lakh").await?;
+    sends(&harness, customer, 2).await?;
+    say(&harness, customer, "3", "2").await?;
+    sends(&harness, customer, 3).await?;
+    say(&harness, customer, "4", "Pune").await?;
+    let sent = sends(&harness, customer, 4).await?;
+    let told = sent[3]["text"]["body"].as_str().unwrap_or_default().to_owned();
+    assert!(told.starts_with("Our advisers are away; one will write to you at "), "{told}");
+    assert!(told.contains(&format!("{hour:02}:00")), "the opening in the team's time zone: {told}");
+    let waiting = conversation_where(&harness, customer, |detail| detail["fields"]["city"] == "Pune").await?;
+    assert_eq!(waiting["status"], "bot", "waits with the co-pilot while the team is closed");
+    // Just before the opening: still waiting.
+    clock.advance_ms(opens_at - now_ms - 1_000);
+    harness.system().settle_clock().await;
+    assert_eq!(conversation_where(&harness, customer, |_| true).await?["status"], "bot");
+    // At the opening: handed over, qualified, to the agent online all along.
+    clock.advance_ms(1_000);
+    harness.system().settle_clock().await;
+    let assigned = a1.expect_type("assigned").await?;
+    assert_eq!(assigned["handoff"]["reason"], "qualified");
+    assert_eq!(assigned["handoff"]["fields"], json!({"budget": "over_20l", "units": 2, "city": "Pune"}));
+    harness.shutdown().await;
+    Ok(())
+}
