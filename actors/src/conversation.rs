@@ -114,6 +114,11 @@ impl ConversationState {
                 self.on_request(principal, conversation_id, kind, reply).await?
             }
             ConversationMsg::SendCompleted(pending, result) => self.on_send_completed(*pending, result).await?,
+            // The co-pilot's deadline takes the step at the next start.
+            ConversationMsg::CopilotReading { .. } if self.shared.stopping() => {}
+            ConversationMsg::CopilotReading { message_id, reading, tokens } => {
+                self.on_copilot_reading(message_id, reading, tokens).await?
+            }
             // Armed again from the store at the next start.
             ConversationMsg::Deadline { .. } if self.shared.stopping() => {}
             ConversationMsg::Deadline { conversation_id, kind, due } => {
@@ -267,36 +272,78 @@ impl ConversationState {
     }
 
     /// The co-pilot's step for the committed message `pending` (a wamid),
-    /// once its webhook was answered: the model hook reads the text when
-    /// the built-in rules find no answer in it, and writes the summary of
-    /// the hand-over the step makes. Any error, a timeout or a reading
-    /// outside the flow leaves the built-in result, and the customer does
-    /// not notice. Every token the calls used counts against the
-    /// conversation's budget.
+    /// once its webhook was answered. When the built-in rules find no
+    /// answer in its text, the model hook reads it beside the actor (a
+    /// task, bounded by the timeout), so the conversation's next messages
+    /// are not held up: the reading comes back as
+    /// [`ConversationMsg::CopilotReading`]; a message that comes first
+    /// takes the pending answer with the built-in reading, and the late
+    /// reading is then ignored. Otherwise (the step hands over, and the
+    /// hook writes the summary) the step is taken now.
     async fn take_copilot_step(&mut self, pending: Option<String>) -> Result<(), ActorProcessingErr> {
         let Some(message_id) = pending else { return Ok(()) };
+        let Some(request) = self.model_request(&message_id) else {
+            return self.on_copilot_reading(message_id, None, 0).await;
+        };
+        let (request, question) = request;
+        let model = self.shared.copilot_model.clone();
+        let timeout = std::time::Duration::from_millis(self.shared.copilot_model_timeout_ms);
+        let manager = self.manager().clone();
+        let thread_key = self.thread_key.clone();
+        tokio::spawn(async move {
+            let conversation_id = request.conversation_id.clone();
+            let (reading, tokens) = match tokio::time::timeout(timeout, model.interpret(request)).await {
+                Ok(Ok(interpretation)) => {
+                    let checked = crate::copilot::check_interpretation(&question, &interpretation);
+                    if checked.is_none() {
+                        tracing::info!(%conversation_id, "the co-pilot's model answered outside the flow; the built-in result stands");
+                    }
+                    (checked, interpretation.tokens)
+                }
+                Ok(Err(error)) => {
+                    tracing::info!(%conversation_id, %error, "the co-pilot's model failed; the built-in result stands");
+                    (None, error.tokens)
+                }
+                Err(_) => {
+                    tracing::info!(%conversation_id, "the co-pilot's model timed out; the built-in result stands");
+                    (None, 0)
+                }
+            };
+            let message = ConversationMsg::CopilotReading { message_id, reading, tokens };
+            let _ = manager.cast(ManagerMsg::Deliver { thread_key, message });
+        });
+        Ok(())
+    }
+
+    /// The pending answer's step with the model hook's `reading` (and the
+    /// tokens it used), committed with the model's summary when it hands
+    /// over. Nothing when `message_id` is no longer pending.
+    async fn on_copilot_reading(
+        &mut self,
+        message_id: String,
+        reading: Option<crate::copilot::ModelInput>,
+        tokens: u64,
+    ) -> Result<(), ActorProcessingErr> {
         let Some(record) = self.open.as_ref() else { return Ok(()) };
         let conversation_id = record.conversation.id.clone();
-        let (reading, tokens) = self.ask_copilot_model(&message_id).await;
         let input = Input::CopilotReading { conversation_id, message_id, reading, tokens };
         let mut decision = self.decide(input)?;
-        self.summarize_handoff(&mut decision).await;
         if decision.writes.is_empty() && decision.events.is_empty() && decision.record.is_none() {
-            return Ok(());
+            return Ok(()); // stale: taken meanwhile
         }
+        self.summarize_handoff(&mut decision).await;
         self.commit_decision(decision).await?;
         Ok(())
     }
 
-    /// The model hook's reading of the pending answer `message_id`, checked
-    /// against the flow (`copilot::check_interpretation`), and the tokens
-    /// the call used. `None` when the built-in rules understand the text,
-    /// and on any error, a timeout or a reading outside the flow.
-    async fn ask_copilot_model(&self, message_id: &str) -> (Option<crate::copilot::ModelInput>, u64) {
-        let model = &self.shared.copilot_model;
-        let Some(record) = self.open.as_ref().filter(|open| open.conversation.status == ConversationStatus::Bot) else {
-            return (None, 0);
-        };
+    /// The model hook's request for the pending answer `message_id`, with
+    /// the question it is checked against: `None` when the built-in rules
+    /// understand the text (or it is no longer pending).
+    fn model_request(
+        &self,
+        message_id: &str,
+    ) -> Option<(crate::copilot::InterpretRequest, crate::copilot::QuestionSpec)> {
+        let record = self.open.as_ref().filter(|open| open.conversation.status == ConversationStatus::Bot)?;
         let routing = self.shared.routing();
         let policy = Policy {
             policies: &self.shared.policies,
@@ -304,34 +351,13 @@ impl ConversationState {
             routing: &routing,
             contact_words: &self.shared.settings.contact_words,
         };
-        let Some((_, flow)) = crate::decide::running_flow_of(policy, record) else { return (None, 0) };
-        let Some(state) = record.copilot.as_ref() else { return (None, 0) };
-        let Some(answer) = state.pending.as_ref().filter(|answer| answer.message_id == message_id) else {
-            return (None, 0);
-        };
-        let Some(question) = crate::decide::model_question(flow, state, answer) else {
-            return (None, 0); // the built-in rules understood it
-        };
+        let (_, flow) = crate::decide::running_flow_of(policy, record)?;
+        let state = record.copilot.as_ref()?;
+        let answer = state.pending.as_ref().filter(|answer| answer.message_id == message_id)?;
+        let question = crate::decide::model_question(flow, state, answer)?;
         let text = answer.text.as_deref().unwrap_or_default().trim();
         let request = crate::copilot::interpret_request(&record.conversation.id, flow, question, text, state.tokens);
-        let timeout = std::time::Duration::from_millis(self.shared.copilot_model_timeout_ms);
-        match tokio::time::timeout(timeout, model.interpret(request)).await {
-            Ok(Ok(interpretation)) => {
-                let checked = crate::copilot::check_interpretation(question, &interpretation);
-                if checked.is_none() {
-                    tracing::info!(conversation_id = %record.conversation.id, "the co-pilot's model answered outside the flow; the built-in result stands");
-                }
-                (checked, interpretation.tokens)
-            }
-            Ok(Err(error)) => {
-                tracing::info!(conversation_id = %record.conversation.id, %error, "the co-pilot's model failed; the built-in result stands");
-                (None, error.tokens)
-            }
-            Err(_) => {
-                tracing::info!(conversation_id = %record.conversation.id, "the co-pilot's model timed out; the built-in result stands");
-                (None, 0)
-            }
-        }
+        Some((request, question.clone()))
     }
 
     /// When `decision` hands a conversation over and the model hook is on:

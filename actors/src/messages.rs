@@ -79,6 +79,14 @@ pub enum ConversationMsg {
     },
     /// The Graph API answered a send started by `Request`.
     SendCompleted(Box<PendingSend>, Result<SendMessageResponse, ApiError>),
+    /// The co-pilot's model hook read the pending answer `message_id`
+    /// (`CopilotState::pending`) beside the actor: its checked reading
+    /// (`None`: the built-in one stands) and the tokens the call used.
+    CopilotReading {
+        message_id: String,
+        reading: Option<crate::copilot::ModelInput>,
+        tokens: u64,
+    },
     /// A deadline armed for this conversation came due.
     Deadline {
         conversation_id: String,

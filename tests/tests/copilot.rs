@@ -327,6 +327,50 @@ async fn start_with_model_timeout(clock: Arc<ManualClock>, model: Fake, timeout_
     Harness::start_on_with(options, "copilot test", FLOW).await
 }
 
+/// While the model reads one message, the customer's next message is not
+/// held up: it is acknowledged at once and takes the pending answer first,
+/// with the built-in reading (the question asked again), then its own (an
+/// answer); the model's reading, when it comes, changes nothing. (Before,
+/// the model was asked inside the conversation's actor, and the second
+/// webhook waited for it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_message_is_not_held_up_by_the_model_reading_the_one_before() -> TestResult {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let clock = ManualClock::new(now_s() * 1000);
+    let harness = start_with_model_timeout(clock, Fake::Held(gate.clone()), 600_000).await?;
+    let customer = "919700000017";
+    ad_click(&harness, customer).await?;
+    sends(&harness, customer, 1).await?;
+    let bound = std::time::Duration::from_secs(20);
+    tokio::time::timeout(bound, say(&harness, customer, "2", "we can spend a lot"))
+        .await
+        .map_err(|_| anyhow::anyhow!("the webhook waited for the model"))??;
+    tokio::time::timeout(bound, tap(&harness, customer, "3", "cp:budget:high", "Over 20 lakh"))
+        .await
+        .map_err(|_| anyhow::anyhow!("the next webhook waited for the model"))??;
+    let sent = sends(&harness, customer, 3).await?;
+    assert_eq!(sent[1]["interactive"]["body"]["text"], "Sorry, I did not get that.\n\nWhat is your budget?");
+    assert_eq!(sent[2]["text"]["body"], "How many units?");
+    // The model answers late; the flow goes on from where the tap left it.
+    // Its permit is back once the call returned; the reading is handed to
+    // the conversation in the same step, ahead of the next webhook.
+    gate.add_permits(1);
+    tokio::time::timeout(bound, async {
+        while gate.available_permits() == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("the model never answered"))?;
+    say(&harness, customer, "4", "2").await?;
+    let sent = sends(&harness, customer, 4).await?;
+    assert_eq!(sent[3]["text"]["body"], "Which city?", "the late reading changed nothing");
+    let detail = conversation_where(&harness, customer, |detail| detail["fields"]["units"] == 2).await?;
+    assert_eq!(detail["fields"], json!({"budget": "over_20l", "units": 2}));
+    harness.shutdown().await;
+    Ok(())
+}
+
 /// A person who writes to a lead the co-pilot has takes it from the
 /// co-pilot: the person's message goes out, the conversation goes to its
 /// team's queue (an agent gets it with everything said so far), and the
