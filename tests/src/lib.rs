@@ -92,14 +92,7 @@ impl Harness {
 
     pub async fn start_with(options: StartOptions, adjust: impl FnOnce(&mut Config)) -> Result<Harness> {
         let data_dir = tempfile::tempdir()?;
-        let emulator = Emulator::start(EmulatorConfig {
-            access_token: ACCESS_TOKEN.to_owned(),
-            app_secret: APP_SECRET.to_owned(),
-            webhook_url: None,
-            status_delay_ms: 5,
-            send_statuses: true,
-        })
-        .await?;
+        let emulator = start_emulator(true).await?;
         let text = test_config_toml(data_dir.path(), &emulator.base_url());
         let mut config =
             Config::from_toml("test config", &text, std::iter::empty()).map_err(|error| anyhow!("{error}"))?;
@@ -347,6 +340,27 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Polls the engine at `base_url` until its `/readyz` answers 200.
+pub async fn until_ready(http: &reqwest::Client, base_url: &str) -> Result<()> {
+    eventually(|| async { (http.get(format!("{base_url}/readyz")).send().await.ok()?.status() == 200).then_some(()) })
+        .await
+}
+
+/// The Cloud API emulator with the tests' token and app secret, no webhook
+/// URL yet; with `send_statuses`, it posts the delivery statuses of what it
+/// accepted (5 ms after).
+pub async fn start_emulator(send_statuses: bool) -> Result<Emulator> {
+    Emulator::start(EmulatorConfig {
+        access_token: ACCESS_TOKEN.to_owned(),
+        app_secret: APP_SECRET.to_owned(),
+        webhook_url: None,
+        status_delay_ms: 5,
+        send_statuses,
+    })
+    .await
+    .map_err(Into::into)
 }
 
 /// Starts a built `switchboard` binary (`binary`: in a test,

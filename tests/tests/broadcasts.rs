@@ -383,14 +383,7 @@ async fn agents_and_other_teams_managers_are_refused_and_bad_requests_named() ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_kill_dash_nine_the_broadcast_completes_and_no_one_gets_it_twice() -> TestResult {
     const RECIPIENTS: usize = 300;
-    let emulator = sim::emulator::Emulator::start(sim::emulator::EmulatorConfig {
-        access_token: switchboard_tests::ACCESS_TOKEN.to_owned(),
-        app_secret: switchboard_tests::APP_SECRET.to_owned(),
-        webhook_url: None,
-        status_delay_ms: 5,
-        send_statuses: false,
-    })
-    .await?;
+    let emulator = switchboard_tests::start_emulator(false).await?;
     // Answers held a while: sends are in flight when the kill comes.
     emulator.set_answer_delay_ms(150);
     let dir = tempfile::tempdir()?;
@@ -401,11 +394,7 @@ async fn after_kill_dash_nine_the_broadcast_completes_and_no_one_gets_it_twice()
     let binary = env!("CARGO_BIN_EXE_switchboard-under-test");
     let (mut child, base_url) = switchboard_tests::spawn_binary(binary, &config_path)?;
     let http = reqwest::Client::new();
-    eventually(|| async {
-        let response = http.get(format!("{base_url}/readyz")).send().await.ok()?;
-        (response.status() == 200).then_some(())
-    })
-    .await?;
+    switchboard_tests::until_ready(&http, &base_url).await?;
     let contacts: Vec<String> = (0..RECIPIENTS).map(wa_id).collect();
     let response = http
         .post(format!("{base_url}/api/v1/broadcasts"))

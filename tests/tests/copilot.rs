@@ -520,11 +520,7 @@ async fn after_kill_dash_nine_mid_flow_the_flow_resumes_at_the_same_question() -
     child.wait()?;
 
     let (mut restarted, base_url) = lead.spawn()?;
-    eventually(|| async {
-        let response = lead.http.get(format!("{base_url}/readyz")).send().await.ok()?;
-        (response.status() == 200).then_some(())
-    })
-    .await?;
+    switchboard_tests::until_ready(&lead.http, &base_url).await?;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(lead.sent().len(), 2, "nothing was asked again at the start");
     lead.post(&base_url, "3", json!({"type": "text", "text": {"body": "3"}})).await?;
@@ -552,14 +548,7 @@ struct RealBinary {
 
 impl RealBinary {
     async fn new(customer: &'static str, extra: &str) -> anyhow::Result<RealBinary> {
-        let emulator = sim::emulator::Emulator::start(sim::emulator::EmulatorConfig {
-            access_token: switchboard_tests::ACCESS_TOKEN.to_owned(),
-            app_secret: switchboard_tests::APP_SECRET.to_owned(),
-            webhook_url: None,
-            status_delay_ms: 5,
-            send_statuses: false,
-        })
-        .await?;
+        let emulator = switchboard_tests::start_emulator(false).await?;
         let dir = tempfile::tempdir()?;
         let config_path = dir.path().join("switchboard.toml");
         let head = config_head(&dir.path().join("data").display().to_string(), &emulator.base_url());

@@ -44,12 +44,7 @@ async fn acknowledged_webhooks_survive_kill_dash_nine() -> TestResult {
     std::fs::write(&config_path, test_config_toml(&dir.path().join("data"), "http://127.0.0.1:9/v23.0"))?;
     let (mut child, base_url) = spawn_server(&config_path)?;
     let http = reqwest::Client::new();
-    let ready = eventually(|| async {
-        let response = http.get(format!("{base_url}/readyz")).send().await.ok()?;
-        (response.status() == 200).then_some(())
-    })
-    .await;
-    ready?;
+    switchboard_tests::until_ready(&http, &base_url).await?;
 
     let mut acknowledged = Vec::new();
     let mut tasks = Vec::new();

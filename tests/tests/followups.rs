@@ -483,14 +483,7 @@ async fn each_team_requires_its_own_dispositions() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_kill_dash_nine_each_promise_fires_once() -> Result<()> {
     const CUSTOMERS: usize = 40;
-    let emulator = sim::emulator::Emulator::start(sim::emulator::EmulatorConfig {
-        access_token: ACCESS_TOKEN.to_owned(),
-        app_secret: APP_SECRET.to_owned(),
-        webhook_url: None,
-        status_delay_ms: 5,
-        send_statuses: false,
-    })
-    .await?;
+    let emulator = switchboard_tests::start_emulator(false).await?;
     emulator.set_answer_delay_ms(100);
     let dir = tempfile::tempdir()?;
     let config_path = dir.path().join("switchboard.toml");
@@ -502,18 +495,8 @@ async fn after_kill_dash_nine_each_promise_fires_once() -> Result<()> {
     std::fs::write(&config_path, format!("{head}\n{body}"))?;
     let binary = env!("CARGO_BIN_EXE_switchboard-under-test");
     let http = reqwest::Client::new();
-    let ready = |base_url: String| {
-        let http = http.clone();
-        async move {
-            eventually(|| async {
-                let response = http.get(format!("{base_url}/readyz")).send().await.ok()?;
-                (response.status() == 200).then_some(())
-            })
-            .await
-        }
-    };
     let (mut child, base_url) = spawn_binary(binary, &config_path)?;
-    ready(base_url.clone()).await?;
+    switchboard_tests::until_ready(&http, &base_url).await?;
     let mut agent = WsClient::connect(&base_url, &agent_token("c1"), Protocol::Json, None).await?;
     agent.expect_type("welcome").await?;
     agent.expect_type("snapshot").await?;
@@ -543,7 +526,7 @@ async fn after_kill_dash_nine_each_promise_fires_once() -> Result<()> {
     );
 
     let (mut restarted, base_url) = spawn_binary(binary, &config_path)?;
-    ready(base_url.clone()).await?;
+    switchboard_tests::until_ready(&http, &base_url).await?;
     let count = |customer: String, action: &'static str| {
         let (http, base_url) = (http.clone(), base_url.clone());
         async move {

@@ -258,8 +258,7 @@ async fn no_spare_journal_segment_where_space_is_short() -> TestResult {
     let http = reqwest::Client::builder().timeout(ANSWER_WITHIN).build()?;
     let server = Server::spawn(&config_path)?;
     let base_url = server.base_url.clone();
-    eventually(|| async { (http.get(format!("{base_url}/readyz")).send().await.ok()?.status() == 200).then_some(()) })
-        .await?;
+    switchboard_tests::until_ready(&http, &base_url).await?;
     let journal = volume.path().join("data/journal");
     let files = |extension: &str| -> anyhow::Result<Vec<PathBuf>> {
         Ok(std::fs::read_dir(&journal)?
@@ -296,8 +295,7 @@ async fn full_disk_scenario(volume: &Tmpfs, config_path: &Path) -> TestResult {
 
     let server = Server::spawn(config_path)?;
     let base_url = server.base_url.clone();
-    eventually(|| async { (http.get(format!("{base_url}/readyz")).send().await.ok()?.status() == 200).then_some(()) })
-        .await?;
+    switchboard_tests::until_ready(&http, &base_url).await?;
     // An agent online before the disk fills: the conversation is assigned to it.
     let mut agent = WsClient::connect(&base_url, "a1-token-xyz", Protocol::Json, None).await?;
     agent.expect_type("welcome").await?;

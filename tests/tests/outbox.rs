@@ -387,11 +387,7 @@ tick_ms = 50
     let binary = env!("CARGO_BIN_EXE_switchboard-under-test");
     let (mut child, base_url) = switchboard_tests::spawn_binary(binary, &config_path)?;
     let http = reqwest::Client::new();
-    eventually(|| async {
-        let response = http.get(format!("{base_url}/readyz")).send().await.ok()?;
-        (response.status() == 200).then_some(())
-    })
-    .await?;
+    switchboard_tests::until_ready(&http, &base_url).await?;
 
     // Conversations a manager fills and closes: two deliveries each.
     let mut conversations = Vec::new();

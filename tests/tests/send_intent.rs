@@ -93,11 +93,7 @@ impl Running {
     async fn start(config_path: &std::path::Path) -> anyhow::Result<Running> {
         let (child, base_url) = spawn_server(config_path)?;
         let http = reqwest::Client::new();
-        eventually(|| async {
-            let response = http.get(format!("{base_url}/readyz")).send().await.ok()?;
-            (response.status() == 200).then_some(())
-        })
-        .await?;
+        switchboard_tests::until_ready(&http, &base_url).await?;
         Ok(Running { child, base_url, http })
     }
 
