@@ -345,13 +345,7 @@ impl ConversationState {
     ) -> Option<(crate::copilot::InterpretRequest, crate::copilot::QuestionSpec)> {
         let record = self.open.as_ref().filter(|open| open.conversation.status == ConversationStatus::Bot)?;
         let routing = self.shared.routing();
-        let policy = Policy {
-            policies: &self.shared.policies,
-            schemas: self.shared.settings.schemas(),
-            routing: &routing,
-            contact_words: &self.shared.settings.contact_words,
-        };
-        let (_, flow) = crate::decide::running_flow_of(policy, record)?;
+        let (_, flow) = crate::decide::running_flow_of(self.policy(&routing), record)?;
         let state = record.copilot.as_ref()?;
         let answer = state.pending.as_ref().filter(|answer| answer.message_id == message_id)?;
         let question = crate::decide::model_question(flow, state, answer)?;
@@ -426,16 +420,20 @@ impl ConversationState {
         self.decide_with(input, &self.shared.routing())
     }
 
-    /// [`Self::decide`] with the routing table the caller already holds.
-    fn decide_with(&self, input: Input, routing: &RoutingTable) -> Result<Decision, ApiError> {
-        let current = Current { thread_key: &self.thread_key, thread: self.thread.as_ref(), open: self.open.as_ref() };
-        let policy = Policy {
+    /// The decisions' policy: the engine's settings with `routing`.
+    fn policy<'a>(&'a self, routing: &'a RoutingTable) -> Policy<'a> {
+        Policy {
             policies: &self.shared.policies,
             schemas: self.shared.settings.schemas(),
             routing,
             contact_words: &self.shared.settings.contact_words,
-        };
-        decide(current, input, self.now(), policy)
+        }
+    }
+
+    /// [`Self::decide`] with the routing table the caller already holds.
+    fn decide_with(&self, input: Input, routing: &RoutingTable) -> Result<Decision, ApiError> {
+        let current = Current { thread_key: &self.thread_key, thread: self.thread.as_ref(), open: self.open.as_ref() };
+        decide(current, input, self.now(), self.policy(routing))
     }
 
     /// Commits a decision's writes and events in one batch, then takes its

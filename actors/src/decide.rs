@@ -518,8 +518,8 @@ fn message_in(
         let earlier = record.copilot.as_mut().and_then(|state| state.pending.take());
         if let Some(earlier) = earlier {
             let step = pending_step(policy, &record, (spec, flow), &earlier, None, 0, now);
-            let parts = (current.thread_key, (spec, flow));
-            apply_copilot_step(&mut decision, &mut record, &mut thread, parts.0, parts.1, step, now, policy);
+            let key = current.thread_key;
+            apply_copilot_step(&mut decision, &mut record, &mut thread, key, (spec, flow), step, now, policy);
         }
         if record.conversation.status == ConversationStatus::Bot {
             let answer = storage::PendingAnswer {
@@ -541,8 +541,8 @@ fn message_in(
                     put_record(&mut decision, &record);
                 }
                 None => {
-                    let parts = (current.thread_key, (spec, flow));
-                    apply_copilot_step(&mut decision, &mut record, &mut thread, parts.0, parts.1, step, now, policy);
+                    let key = current.thread_key;
+                    apply_copilot_step(&mut decision, &mut record, &mut thread, key, (spec, flow), step, now, policy);
                 }
             }
         }
@@ -634,12 +634,25 @@ fn copilot_reading(
         }
         return copilot_gone(current, record, now, policy);
     };
-    let Some(mut thread) = current.thread.cloned() else { return Decision::default() };
-    let mut decision = Decision { record_is_open: true, ..Decision::default() };
     let step = pending_step(policy, &record, (spec, flow), &answer, reading.as_ref(), tokens, now);
+    copilot_step_alone(current, record, (spec, flow), step, now, policy)
+}
+
+/// The co-pilot's `step` on `record` as a decision of its own (a reading,
+/// its deadline); nothing when the step ignores what came.
+fn copilot_step_alone(
+    current: Current<'_>,
+    mut record: ConversationRecord,
+    (spec, flow): (&CopilotSpec, &FlowSpec),
+    step: copilot::Step,
+    now: UnixMs,
+    policy: Policy<'_>,
+) -> Decision {
     if step.ignored {
         return Decision::default();
     }
+    let Some(mut thread) = current.thread.cloned() else { return Decision::default() };
+    let mut decision = Decision { record_is_open: true, ..Decision::default() };
     apply_copilot_step(&mut decision, &mut record, &mut thread, current.thread_key, (spec, flow), step, now, policy);
     if !decision.record_is_open {
         decision.thread = Some(thread);
@@ -1350,25 +1363,7 @@ fn deadline(
             let context = copilot_context(policy, &record, now, opens_at, label.as_deref());
             let state = record.copilot.clone().unwrap_or_default();
             let step = copilot::step(spec, flow, &state, copilot::Input::Deadline, &context);
-            if step.ignored {
-                return Decision::default();
-            }
-            let Some(mut thread) = current.thread.cloned() else { return Decision::default() };
-            apply_copilot_step(
-                &mut decision,
-                &mut record,
-                &mut thread,
-                current.thread_key,
-                (spec, flow),
-                step,
-                now,
-                policy,
-            );
-            if !decision.record_is_open {
-                decision.thread = Some(thread);
-            }
-            decision.record = Some(record);
-            return decision;
+            return copilot_step_alone(current, record, (spec, flow), step, now, policy);
         }
         Fired::Reassign => {
             let Some(previous) = holder else { return Decision::default() };

@@ -79,7 +79,7 @@ pub fn turn_request(request: &InterpretRequest) -> llm::TurnRequest {
 /// the question (its field filled), or nothing understood (ask again).
 /// Only the question's field is kept; the co-pilot checks the value.
 pub fn interpretation(request: &InterpretRequest, result: llm::TurnResult) -> Interpretation {
-    let tokens = u64::from(result.tokens_used).saturating_sub(request.tokens_used);
+    let tokens = call_tokens(result.tokens_used, request.tokens_used);
     if result.action == llm::Action::Handoff {
         return Interpretation { action: Action::Handoff, fields: Map::new(), tokens };
     }
@@ -116,13 +116,16 @@ pub fn summary_request(request: &SummaryRequest) -> llm::SummaryRequest {
     }
 }
 
+/// The tokens a call itself used: the client answers with the
+/// conversation's total after it, `before` was the total before.
+fn call_tokens(total_after: u32, before: u64) -> u64 {
+    u64::from(total_after).saturating_sub(before)
+}
+
 /// A failed call of the client as the hook's error, with the tokens the
-/// call itself used (the client counts the conversation's total).
+/// call itself used.
 fn model_error(failure: llm::LlmFailure, tokens_before: u64) -> ModelError {
-    ModelError {
-        message: failure.error.to_string(),
-        tokens: u64::from(failure.tokens_used).saturating_sub(tokens_before),
-    }
+    ModelError { message: failure.error.to_string(), tokens: call_tokens(failure.tokens_used, tokens_before) }
 }
 
 /// The co-pilot's model hook on the client.
@@ -154,7 +157,7 @@ impl CopilotModel for LlmModel {
             match client.summary(&summary_request(&request)).await {
                 Ok(generated) => Ok(Summary {
                     text: generated.text,
-                    tokens: u64::from(generated.tokens_used).saturating_sub(request.tokens_used),
+                    tokens: call_tokens(generated.tokens_used, request.tokens_used),
                 }),
                 Err(failure) => Err(model_error(failure, request.tokens_used)),
             }
@@ -205,11 +208,10 @@ impl Drafter for LlmDrafter {
                 return ruled;
             }
             match client.draft(&request).await {
-                Ok(generated) => Drafted {
-                    text: Some(generated.text),
-                    tokens: u64::from(generated.tokens_used).saturating_sub(before),
-                },
-                Err(failure) => Drafted { text: None, tokens: u64::from(failure.tokens_used).saturating_sub(before) },
+                Ok(generated) => {
+                    Drafted { text: Some(generated.text), tokens: call_tokens(generated.tokens_used, before) }
+                }
+                Err(failure) => Drafted { text: None, tokens: call_tokens(failure.tokens_used, before) },
             }
         })
     }
